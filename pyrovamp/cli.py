@@ -1,0 +1,226 @@
+"""Command line: ``pyrovamp train`` and ``pyrovamp evaluate``.
+
+``pyrovamp train`` trains a VAE with a chosen prior and writes a run folder; its defaults on
+Digits are the book's setup (L=2, K=16, 256 hidden units, Adamax 1e-3, batch 64, early stopping
+with patience 20), on static MNIST the VampPrior paper's. ``pyrovamp evaluate RUN_DIR``
+recomputes the test metrics from the checkpoint. Bad arguments give a one-line error and exit
+status 2, before any work and without touching an existing run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(Exception):
+    """A user error reported as one line."""
+
+
+def _positive_int(name):
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {v}")
+        return v
+    return conv
+
+
+def _positive_float(name):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {v}")
+        return v
+    return conv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pyrovamp``."""
+    from .data import DATASETS
+    from .priors import PRIORS
+    from .inference import LOSSES, OPTIMIZERS
+
+    p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t.add_argument("--dataset", default="digits", choices=DATASETS)
+    t.add_argument("--prior", default="vampprior", choices=PRIORS)
+    t.add_argument("--latent-dim", type=_positive_int("--latent-dim"))
+    t.add_argument("--num-components", type=_positive_int("--num-components"),
+                   help="K: mixture components / pseudo-inputs")
+    t.add_argument("--grid-side", type=_positive_int("--grid-side"),
+                   help="GTM grid side (K = side^2); default sqrt(K)")
+    t.add_argument("--hidden-dim", type=_positive_int("--hidden-dim"))
+    t.add_argument("--num-hidden-layers", type=_positive_int("--num-hidden-layers"))
+    t.add_argument("--architecture", choices=("mlp", "gated"))
+    t.add_argument("--learn-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn the prior's mixing weights (default: the prior's own choice)")
+    t.add_argument("--pseudo-inputs", choices=("random", "data"), default="random",
+                   help="VampPrior pseudo-input initialisation")
+    t.add_argument("--epochs", type=_positive_int("--epochs"))
+    t.add_argument("--batch-size", type=_positive_int("--batch-size"))
+    t.add_argument("--lr", type=_positive_float("--lr"))
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
+    t.add_argument("--loss", choices=tuple(LOSSES), default="trace")
+    t.add_argument("--warmup-epochs", type=int)
+    t.add_argument("--patience", type=_positive_int("--patience"))
+    t.add_argument("--num-samples", type=_positive_int("--num-samples"), default=5000,
+                   help="importance samples per test point (default 5000)")
+    t.add_argument("--data-root", help="folder with the data set's canonical files")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-minutes", type=_positive_float("--max-minutes"),
+                   help="stop cleanly with a checkpoint after this long; continue with --resume")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--out", help="run folder (default: runs/<dataset>_<prior>_<time>)")
+
+    e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--num-samples", type=_positive_int("--num-samples"), default=None)
+    e.add_argument("--data-root")
+    e.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``pyrovamp`` command. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _evaluate(args)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"pyrovamp {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _check_device(device):
+    from .inference import check_device
+
+    check_device(device)
+
+
+def _train(args) -> int:
+    import torch
+    import pyro
+
+    from .data import load_dataset
+    from .inference import Trainer, TrainConfig
+    from .runs import atomic_write_text, build_model, resolve_config, write_history_csv
+
+    # --- every check before any work ---------------------------------------------------------
+    _check_device(args.device)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root {args.data_root} is not a folder")
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{args.dataset}_{args.prior}_{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out RUN_DIR")
+        for f in ("config.json", "checkpoint.pt"):
+            if not (out / f).is_file():
+                raise UsageError(f"cannot resume: {out / f} is missing")
+        cfg = json.loads((out / "config.json").read_text())
+        if args.epochs is not None:
+            cfg["epochs"] = args.epochs
+        cfg.update(device=args.device, num_samples=args.num_samples, max_minutes=args.max_minutes)
+    else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"--out {out} already exists and is not empty; use --resume to "
+                             "continue that run or choose another folder")
+        if args.warmup_epochs is not None and args.warmup_epochs < 0:
+            raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        cfg = resolve_config({k: v for k, v in vars(args).items()
+                              if k not in ("command", "resume", "out", "no_progress")})
+    tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                       optimizer=cfg["optimizer"], loss=cfg["loss"],
+                       warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
+                       seed=cfg["seed"], device=cfg["device"], max_minutes=cfg.get("max_minutes"),
+                       progress=not args.no_progress)
+    tcfg.validate()
+    dataset = load_dataset(cfg["dataset"], cfg.get("data_root"))
+    pyro.set_rng_seed(cfg["seed"])
+    model = build_model(cfg, dataset)  # raises ValueError on a bad combination, e.g. non-square K
+
+    # --- work ------------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+        if cfg.get("pseudo_inputs") == "data" and hasattr(model.prior, "init_from_data"):
+            idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
+            model.prior.init_from_data(dataset.train[idx])
+    trainer = Trainer(model, tcfg, checkpoint_path=out / "checkpoint.pt")
+    print(f"training {cfg['prior']} VAE on {cfg['dataset']} -> {out}", file=sys.stderr)
+    history = trainer.fit(dataset.train, dataset.validation, resume=args.resume)
+    write_history_csv(history, out / "history.csv")
+    _write_metrics_and_figures(model, dataset, cfg, trainer, out, cfg["num_samples"], cfg["device"])
+    return 0
+
+
+def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_samples, device):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import plot_history, plot_latent, plot_reconstructions, plot_samples
+    from .runs import atomic_write_text, evaluate_run, save_figure
+
+    if isinstance(trainer_or_ckpt, dict):
+        ck = trainer_or_ckpt
+        epochs, seconds, finished, history = ck["epoch"], ck["train_seconds"], ck["finished"], ck["history"]
+        best = ck["best_val"]
+    else:
+        t = trainer_or_ckpt
+        epochs, seconds, finished, history = t.epoch, t.train_seconds, t.finished, t.history
+        best = t.best_val
+    t0 = time.perf_counter()
+    metrics = evaluate_run(model, dataset, num_samples, device=device)
+    metrics.update(eval_seconds=time.perf_counter() - t0, epochs_trained=epochs,
+                   train_seconds=seconds, finished=finished,
+                   best_val_elbo=best if best != float("-inf") else None,
+                   dataset=cfg["dataset"], prior=cfg["prior"], latent_dim=cfg["latent_dim"])
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    x = dataset.test.to(device)
+    save_figure(plot_latent(model, x), out / "latent.png")
+    save_figure(plot_samples(model), out / "samples.png")
+    save_figure(plot_reconstructions(model, x), out / "reconstructions.png")
+    save_figure(plot_history(history), out / "loss.png")
+    print(f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
+          f"(S={num_samples}), test ELBO {metrics['test_elbo']:.2f}, "
+          f"{epochs} epochs in {seconds:.0f} s -> {out}")
+
+
+def _evaluate(args) -> int:
+    from .runs import load_run
+
+    _check_device(args.device)
+    run = Path(args.run_dir)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root {args.data_root} is not a folder")
+    model, cfg, dataset, ckpt = load_run(run, args.device, args.data_root)
+    num_samples = args.num_samples or cfg.get("num_samples", 5000)
+    _write_metrics_and_figures(model, dataset, cfg, ckpt, run, num_samples, args.device)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""VAE with a learnable prior as a Pyro model / guide pair.
+
+Generative model (Kingma & Welling 2014; Tomczak, *Deep Generative Modeling*, ch. 4):
+``z ~ p_lambda(z)`` (any prior of :mod:`pyrovamp.priors`), ``x ~ p_theta(x|z)`` (a likelihood of
+:mod:`pyrovamp.likelihoods`); guide ``q_phi(z|x) = N(z | mu(x), diag sigma^2(x))``.
+Every data point sits in one ``pyro.plate("data")``; the latent site is ``"z"``, the observed
+site ``"x"``. ELBO and log-likelihood values are nats per data point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+import pyro
+import pyro.distributions as dist
+
+from .likelihoods import make_likelihood
+from .nets import MLP, GaussianEncoder
+from .priors import Prior, make_prior
+
+__all__ = ["VAE", "check_data"]
+
+_instance_counter = itertools.count()
+
+
+def check_data(x, input_dim: int, likelihood, name: str = "x") -> torch.Tensor:
+    """Check a batch of data before any work; return it as a ``(N, D)`` floating tensor.
+
+    Accepts ``(N, D)`` or ``(N, *image_shape)`` with ``prod(image_shape) == D``.
+
+    Raises:
+        ValueError: not a tensor, wrong shape, empty, NaN/inf, or values outside the
+            likelihood's support -- the message names ``name`` and what was expected.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, {input_dim}), got {type(x).__name__}")
+    if x.dim() < 2 or math.prod(x.shape[1:]) != input_dim:
+        raise ValueError(f"{name} must have shape (N, {input_dim}) (N data points of {input_dim} "
+                         f"values), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if x.dim() > 2:
+        x = x.reshape(x.shape[0], input_dim)
+    if not x.is_floating_point():
+        x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    likelihood.check_support(x, name)
+    return x
+
+
+class VAE(nn.Module):
+    """Variational auto-encoder with a learnable prior, written as a Pyro ``model``/``guide``.
+
+    Args:
+        input_shape: shape of one data point, e.g. ``(8, 8)`` or ``(784,)``; ``D = prod``.
+        latent_dim: ``L``, size of ``z``.
+        prior: a prior name (``standard, mog, vampprior, gtm, gtm-vampprior, flow``) or a
+            :class:`~pyrovamp.priors.Prior` module. ``vae.prior`` is that module.
+        likelihood: ``"bernoulli"`` (binary data) or ``"categorical"`` (integer levels).
+        num_values: levels of the categorical likelihood (Digits: 17).
+        hidden_dim: units per hidden layer of encoder and decoder (the book: 256).
+        num_hidden_layers: hidden layers of encoder and decoder (the book: 2).
+        architecture: ``"mlp"`` (Linear + LeakyReLU, the book) or ``"gated"`` (gated dense
+            layers, the VampPrior paper).
+        num_components: ``K`` for the mixture priors (pseudo-inputs for the VampPrior).
+        grid_side: grid side of the GTM priors (``K = grid_side**2``; default ``sqrt(K)``).
+        prior_hidden_dims: hidden sizes of the GTM / flow networks inside the prior.
+        learn_weights: learn the prior's mixing weights (``None``: the prior's default).
+        logvar_bounds: clamp of the encoder's log-variance, e.g. ``(-6, 2)`` as the paper.
+        num_flows: coupling layers of the flow prior.
+
+    Raises:
+        ValueError: unknown prior or likelihood name, latent size below 1, bad sizes.
+    """
+
+    def __init__(self, input_shape, latent_dim: int = 2, prior="vampprior",
+                 likelihood: str = "bernoulli", num_values: int | None = None,
+                 hidden_dim: int = 256, num_hidden_layers: int = 2, architecture: str = "mlp",
+                 num_components: int = 16, grid_side: int | None = None,
+                 prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
+                 logvar_bounds=None, num_flows: int = 4):
+        super().__init__()
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_dim = math.prod(self.input_shape)
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        self.latent_dim = latent_dim
+        self.likelihood = make_likelihood(likelihood, self.input_dim, num_values)
+        hidden = [hidden_dim] * num_hidden_layers
+        self.encoder = GaussianEncoder(self.input_dim, latent_dim, hidden, architecture,
+                                       normalize=self.likelihood.normalize,
+                                       logvar_bounds=logvar_bounds)
+        self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture)
+        if isinstance(prior, str):
+            prior = make_prior(prior, latent_dim, encoder=self.encoder, input_dim=self.input_dim,
+                               data_range=(self.likelihood.low, self.likelihood.high),
+                               num_components=num_components, grid_side=grid_side,
+                               hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                               num_flows=num_flows)
+        elif not isinstance(prior, Prior):
+            raise ValueError(f"prior must be a prior name or a pyrovamp.priors.Prior, got {prior!r}")
+        if prior.latent_dim != latent_dim:
+            raise ValueError(f"prior.latent_dim={prior.latent_dim} differs from latent_dim={latent_dim}")
+        self.prior = prior
+        # a name of this instance's own in Pyro's global param store, so two models in one
+        # session never share (and silently overwrite) each other's parameters
+        self.pyro_name = f"pyrovamp.VAE.{next(_instance_counter)}"
+
+    # --- Pyro model and guide -------------------------------------------------------------
+    def model(self, x: torch.Tensor) -> torch.Tensor:
+        """Generative model ``p(x, z) = p(z) p(x|z)``; sites ``z`` (latent) and ``x`` (observed).
+
+        Args:
+            x: ``(N, D)`` data (or ``(N, *input_shape)``).
+
+        Raises:
+            ValueError: wrong shape, NaN, or values outside the likelihood's support.
+        """
+        x = check_data(x, self.input_dim, self.likelihood)
+        pyro.module(self.pyro_name, self)
+        prior = self.prior()
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", self.decode(z), obs=x)
+        return z
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        """Amortised variational posterior ``q(z|x)``; site ``z``. Same input checks as ``model``."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        pyro.module(self.pyro_name, self)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            return pyro.sample("z", self.encode(x))
+
+    # --- networks as distributions -----------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x): ``Normal(loc, scale).to_event(1)`` with batch shape ``x.shape[:-1]``."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z): the likelihood's distribution, batch shape ``z.shape[:-1]``, event ``(D,)``."""
+        return self.likelihood(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
+        """Draw ``z ~ p(z)`` then ``x ~ p(x|z)`` (or ``E[x|z]`` with ``mean=True``): ``(n, D)``."""
+        z = self.prior().sample((num_samples,))
+        h = self.decoder(z)
+        return self.likelihood.mean(h) if mean else self.likelihood(h).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x | z = mean of q(z|x)]`` in data space, ``(N, D)``."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        loc, _ = self.encoder(x)
+        return self.likelihood.mean(self.decoder(loc))
+
+    @property
+    def input_shape_2d(self) -> tuple:
+        """``(H, W)`` for showing a data point as an image (square if ``input_shape`` is flat)."""
+        if len(self.input_shape) >= 2:
+            return (math.prod(self.input_shape[:-1]), self.input_shape[-1])
+        side = math.isqrt(self.input_dim)
+        return (side, side) if side * side == self.input_dim else (1, self.input_dim)
+
+    def extra_repr(self):
+        return (f"input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
+                f"likelihood={self.likelihood!r}")

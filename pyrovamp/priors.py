@@ -1,0 +1,456 @@
+"""Priors p(z) for VAEs, each a ``torch.nn.Module`` whose call returns a Pyro distribution.
+
+The prior contract: ``prior()`` returns a :class:`pyro.distributions.TorchDistribution` with
+``event_shape == (latent_dim,)`` and ``batch_shape == ()``, rebuilt from the module's parameters
+on every call so gradients flow (the "lazy distribution" pattern of zuko). Its ``log_prob``
+accepts any leading shape ``(..., latent_dim)`` and returns ``(...)`` in nats; ``sample(shape)``
+returns ``shape + (latent_dim,)``. So a prior drops into any Pyro model::
+
+    z = pyro.sample("z", prior())
+
+(register its parameters with ``pyro.module("prior", prior)`` when you train it with SVI in a
+model of your own).
+
+Priors (Tomczak, *Deep Generative Modeling*, sec. 4.4.1; Tomczak & Welling, AISTATS 2018):
+
+=================  =====================================================================
+``standard``       N(0, I)                                              (book sec. 4.4.1.1)
+``mog``            sum_k w_k N(z | mu_k, diag sigma_k^2)                (eq. 4.47)
+``vampprior``      sum_k w_k q(z | u_k), pseudo-inputs u_k, w_k = 1/K   (eq. 4.48 / 4.49)
+``gtm``            sum_k w_k N(z | mu_g(u_k), diag sigma_g^2(u_k))      (eq. 4.50-4.52)
+``gtm-vampprior``  sum_k w_k q(z | g(u_k)), g maps a grid to data space (eq. 4.53)
+``flow``           RealNVP affine couplings of N(0, I)                  (sec. 4.4.1.6)
+=================  =====================================================================
+
+All mixtures are mixtures over whole latent vectors: the log-density sums over latent dimensions
+first and takes ``logsumexp`` over components second (the book's listings do it the other way
+round, which is a different, factorised density).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+from torch import nn
+import pyro.distributions as dist
+from pyro.distributions.transforms import AffineCoupling, Permute
+from pyro.nn import DenseNN
+
+from .nets import MLP
+
+__all__ = [
+    "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior",
+    "DiagonalGaussianMixture", "make_prior", "PRIORS", "grid_points",
+]
+
+PRIORS = ("standard", "mog", "vampprior", "gtm", "gtm-vampprior", "flow")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagonalGaussianMixture(dist.MixtureSameFamily):
+    """Mixture of ``K`` diagonal Gaussians over whole vectors: a ``MixtureSameFamily``.
+
+    ``p(z) = sum_k softmax(logits)_k N(z | loc_k, diag(scale_k^2))``, ``event_shape == (L,)``.
+
+    It is :class:`pyro.distributions.MixtureSameFamily` of ``Categorical(logits)`` and
+    ``Normal(loc, scale).to_event(1)``, with a faster ``log_prob``: the quadratic forms of all
+    components come from two matrix products (in float64, so that no precision is lost in the
+    expansion ``|z|^2/s^2 - 2 z.mu/s^2 + |mu|^2/s^2``) instead of a ``(..., K, L)`` intermediate.
+    That makes the VampPrior with K=500, L=40 cheap in importance sampling.
+
+    Args:
+        logits: ``(K,)`` unnormalised log mixing weights.
+        loc: ``(K, L)`` component means.
+        scale: ``(K, L)`` component standard deviations (positive).
+    """
+
+    def __init__(self, logits, loc, scale, validate_args=False):
+        if loc.dim() != 2 or scale.shape != loc.shape or logits.shape != loc.shape[:1]:
+            raise ValueError(
+                "DiagonalGaussianMixture expects logits (K,), loc (K, L), scale (K, L); got "
+                f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}"
+            )
+        super().__init__(
+            dist.Categorical(logits=logits, validate_args=False),
+            dist.Normal(loc, scale, validate_args=False).to_event(1),
+            validate_args=validate_args,
+        )
+        self._params = (logits, loc, scale)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DiagonalGaussianMixture, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new._params = self._params
+        return new
+
+    def component_log_prob(self, value):
+        """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
+        logits, loc, scale = self._params
+        L = loc.shape[-1]
+        if value.shape[-1] != L:
+            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
+        flat = value.reshape(-1, L).double()
+        prec = scale.double().pow(-2)  # K x L
+        loc64 = loc.double()
+        quad = (flat.pow(2) @ prec.T - 2.0 * (flat @ (loc64 * prec).T)
+                + (loc64.pow(2) * prec).sum(-1))
+        quad = quad.clamp_min(0.0)
+        log_norm = scale.double().log().sum(-1) + 0.5 * L * _LOG_2PI
+        out = -0.5 * quad - log_norm
+        return out.to(value.dtype).reshape(value.shape[:-1] + (loc.shape[0],))
+
+    def log_prob(self, value):
+        logits = self._params[0]
+        lp = torch.logsumexp(self.component_log_prob(value) + logits.log_softmax(-1), dim=-1)
+        shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
+        return lp.expand(shape)
+
+
+class Prior(nn.Module, abc.ABC):
+    """Base class of the priors: ``prior()`` returns a fresh Pyro distribution over ``z``.
+
+    Subclasses implement :meth:`distribution`. Inside ``with prior.cached():`` the distribution is
+    built once and reused -- use it for evaluation under ``torch.no_grad()`` so that, e.g., the
+    VampPrior's encoder runs on the pseudo-inputs once per evaluation instead of once per chunk.
+
+    Attributes:
+        latent_dim: size ``L`` of the latent vector.
+    """
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        self.latent_dim = latent_dim
+        self._cache_depth = 0
+        self._cache = None
+
+    @abc.abstractmethod
+    def distribution(self) -> dist.TorchDistribution:
+        """Build p(z) from the current parameters: batch shape ``()``, event ``(L,)``."""
+
+    def forward(self) -> dist.TorchDistribution:
+        if self._cache_depth > 0:
+            if self._cache is None:
+                self._cache = self.distribution()
+            return self._cache
+        return self.distribution()
+
+    @contextmanager
+    def cached(self):
+        """Context in which ``prior()`` builds its distribution once and returns it again."""
+        self._cache_depth += 1
+        try:
+            yield self
+        finally:
+            self._cache_depth -= 1
+            if self._cache_depth == 0:
+                self._cache = None
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z)`` in nats, ``(..., L) -> (...)``."""
+        return self().log_prob(z)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Draw ``sample_shape + (L,)`` latent vectors."""
+        return self().sample(torch.Size(sample_shape))
+
+    @property
+    def _device(self):
+        for t in self.buffers():
+            return t.device
+        for t in self.parameters():
+            return t.device
+        return torch.device("cpu")
+
+
+class StandardPrior(Prior):
+    """Standard Gaussian prior ``p(z) = N(z | 0, I)`` (book sec. 4.4.1.1, listing 4.6).
+
+    Args:
+        latent_dim: latent size ``L``.
+    """
+
+    def __init__(self, latent_dim: int = 2):
+        super().__init__(latent_dim)
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def distribution(self):
+        return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
+
+
+class MoGPrior(Prior):
+    """Mixture of Gaussians prior, book eq. (4.47): ``sum_k w_k N(z | mu_k, diag sigma_k^2)``.
+
+    A :class:`DiagonalGaussianMixture` (``MixtureSameFamily``) over whole latent vectors with
+    learnable means, log-variances and mixing logits.
+
+    Args:
+        latent_dim: latent size ``L``.
+        num_components: ``K``.
+        learn_weights: learn the mixing weights ``w`` (default) or keep them uniform.
+        init_scale: standard deviation of the random initial means.
+    """
+
+    def __init__(self, latent_dim: int = 2, num_components: int = 16, learn_weights: bool = True,
+                 init_scale: float = 1.0):
+        super().__init__(latent_dim)
+        _check_positive("num_components", num_components)
+        self.num_components = num_components
+        self.means = nn.Parameter(torch.randn(num_components, latent_dim) * init_scale)
+        self.logvars = nn.Parameter(torch.zeros(num_components, latent_dim))
+        _weights(self, num_components, learn_weights)
+
+    def distribution(self):
+        return DiagonalGaussianMixture(self.logits, self.means, torch.exp(0.5 * self.logvars))
+
+
+class VampPrior(Prior):
+    """VampPrior, book eq. (4.48)/(4.49), Tomczak & Welling (2018) sec. 3:
+    ``p(z) = sum_k w_k q(z | u_k)`` with learnable pseudo-inputs ``u_k``.
+
+    The components are the encoder's own posteriors at the pseudo-inputs: ``encoder`` is the same
+    module object as the model's guide uses (shared, not copied). Weights are uniform ``1/K`` as in
+    the paper unless ``learn_weights=True`` (Alemi et al. 2018, eq. 4.49).
+
+    Pseudo-inputs live in data space: ``u = low + (high - low) * sigmoid(a)`` with a learnable
+    ``a`` of shape ``(K, D)``, so they are always valid inputs and never lose their gradient at the
+    edge of the range.
+
+    Args:
+        encoder: module mapping ``(..., D)`` data to ``(loc, scale)`` of shape ``(..., L)``.
+        input_dim: data size ``D``.
+        num_components: number of pseudo-inputs ``K``.
+        data_range: ``(low, high)`` of the data values (``(0, 1)`` binary, ``(0, 16)`` Digits).
+        learn_weights: learn the mixing weights (default ``False``: uniform ``1/K``).
+        init: ``"random"`` (uniform over the data range, as the book) or a tensor ``(K, D)`` of
+            training points (see :meth:`init_from_data`).
+        latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+
+    Raises:
+        ValueError: bad sizes, or ``init`` neither ``"random"`` nor a ``(K, D)`` tensor.
+    """
+
+    def __init__(self, encoder: nn.Module, input_dim: int, num_components: int = 500,
+                 data_range=(0.0, 1.0), learn_weights: bool = False, init="random",
+                 latent_dim: int | None = None):
+        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError("VampPrior needs latent_dim (or an encoder with .latent_dim)")
+        super().__init__(latent_dim)
+        _check_positive("num_components", num_components)
+        _check_positive("input_dim", input_dim)
+        self.encoder = encoder
+        self.input_dim = input_dim
+        self.num_components = num_components
+        self.low, self.high = float(data_range[0]), float(data_range[1])
+        self.pseudo_inputs_logit = nn.Parameter(torch.empty(num_components, input_dim))
+        _weights(self, num_components, learn_weights)
+        if isinstance(init, str) and init == "random":
+            with torch.no_grad():
+                self.pseudo_inputs_logit.copy_(torch.logit(torch.rand(num_components, input_dim)
+                                                           .clamp(0.01, 0.99)))
+        elif isinstance(init, torch.Tensor):
+            self.init_from_data(init)
+        else:
+            raise ValueError(f"init must be 'random' or a tensor of training data, got {init!r}")
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
+        return self.low + (self.high - self.low) * torch.sigmoid(self.pseudo_inputs_logit)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, margin: float = 0.05) -> None:
+        """Set the pseudo-inputs to ``K`` data points ``x`` (``(K, D)``, data space), pulled
+        ``margin`` (fraction of the range) inside the range so their gradients stay alive.
+
+        Raises:
+            ValueError: ``x`` is not ``(K, D)``.
+        """
+        if x.shape != (self.num_components, self.input_dim):
+            raise ValueError(
+                f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        p = (x.to(self.pseudo_inputs_logit) - self.low) / (self.high - self.low)
+        self.pseudo_inputs_logit.copy_(torch.logit(margin + (1 - 2 * margin) * p))
+
+    def distribution(self):
+        loc, scale = self.encoder(self.pseudo_inputs)
+        return DiagonalGaussianMixture(self.logits, loc, scale)
+
+
+def grid_points(side: int, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+    """The GTM's fixed ``side x side`` grid in ``[low, high]^2`` as a ``(side**2, 2)`` tensor
+    (book sec. 4.4.1.4; both coordinates vary -- the GTM-VampPrior listing's ``u2[i]`` is a bug)."""
+    _check_positive("grid_side", side)
+    u = torch.linspace(low, high, side)
+    g1, g2 = torch.meshgrid(u, u, indexing="ij")
+    return torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=-1)
+
+
+class GTMPrior(Prior):
+    """GTM prior, book eqs. (4.50)-(4.52): a fixed 2-D grid of ``K = grid_side**2`` points
+    ``u_k`` mapped by a network ``g`` to component means and log-variances,
+    ``p(z) = sum_k w_k N(z | mu_g(u_k), diag sigma_g^2(u_k))``; a ``MixtureSameFamily``.
+
+    Args:
+        latent_dim: ``L``.
+        grid_side: points per grid side (``K = grid_side**2``; the book uses 4).
+        hidden_dims: hidden sizes of ``g``.
+        learn_weights: learn ``w`` (default, as the book) or keep ``1/K``.
+    """
+
+    def __init__(self, latent_dim: int = 2, grid_side: int = 4, hidden_dims: Sequence[int] = (64, 64),
+                 learn_weights: bool = True):
+        super().__init__(latent_dim)
+        self.grid_side = grid_side
+        self.num_components = grid_side ** 2
+        self.register_buffer("grid", grid_points(grid_side))
+        self.net = MLP(2, hidden_dims, 2 * latent_dim)
+        _weights(self, self.num_components, learn_weights)
+
+    def distribution(self):
+        loc, logvar = self.net(self.grid).chunk(2, dim=-1)
+        return DiagonalGaussianMixture(self.logits, loc, torch.exp(0.5 * logvar))
+
+
+class GTMVampPrior(Prior):
+    """GTM-VampPrior, book eq. (4.53): ``p(z) = sum_k w_k q(z | g(u_k))`` -- a fixed 2-D grid
+    mapped by a network ``g`` into data space gives the pseudo-inputs, which go through the
+    model's (shared) encoder.
+
+    Args:
+        encoder: the model's encoder (shared module), ``(..., D) -> (loc, scale)``.
+        input_dim: data size ``D``.
+        grid_side: points per grid side (``K = grid_side**2``).
+        data_range: ``(low, high)`` of the data; ``g``'s output is squashed into it by a sigmoid.
+        hidden_dims: hidden sizes of ``g``.
+        learn_weights: learn ``w`` (default, as the book) or keep ``1/K``.
+        latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+    """
+
+    def __init__(self, encoder: nn.Module, input_dim: int, grid_side: int = 4,
+                 data_range=(0.0, 1.0), hidden_dims: Sequence[int] = (64, 64),
+                 learn_weights: bool = True, latent_dim: int | None = None):
+        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError("GTMVampPrior needs latent_dim (or an encoder with .latent_dim)")
+        super().__init__(latent_dim)
+        _check_positive("input_dim", input_dim)
+        self.encoder = encoder
+        self.input_dim = input_dim
+        self.grid_side = grid_side
+        self.num_components = grid_side ** 2
+        self.low, self.high = float(data_range[0]), float(data_range[1])
+        self.register_buffer("grid", grid_points(grid_side))
+        self.net = MLP(2, hidden_dims, input_dim)
+        _weights(self, self.num_components, learn_weights)
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """``g(u_k)`` in data space, ``(K, D)``."""
+        return self.low + (self.high - self.low) * torch.sigmoid(self.net(self.grid))
+
+    def distribution(self):
+        loc, scale = self.encoder(self.pseudo_inputs)
+        return DiagonalGaussianMixture(self.logits, loc, scale)
+
+
+class FlowPrior(Prior):
+    """Flow-based prior (book sec. 4.4.1.6): a standard normal pushed through RealNVP affine
+    coupling layers (:class:`pyro.distributions.transforms.AffineCoupling` with a
+    :class:`pyro.nn.DenseNN` conditioner) with a reversing :class:`Permute` between layers.
+    ``log_prob`` is exact (the couplings invert in closed form).
+
+    Args:
+        latent_dim: ``L >= 2``.
+        num_flows: number of coupling layers.
+        hidden_dims: hidden sizes of each coupling's conditioner network.
+
+    Raises:
+        ValueError: ``latent_dim < 2`` (a coupling layer needs two halves).
+    """
+
+    def __init__(self, latent_dim: int = 2, num_flows: int = 4, hidden_dims: Sequence[int] = (64, 64)):
+        super().__init__(latent_dim)
+        if latent_dim < 2:
+            raise ValueError(f"the flow prior needs latent_dim >= 2, got {latent_dim}")
+        _check_positive("num_flows", num_flows)
+        split = latent_dim // 2
+        self.couplings = nn.ModuleList([
+            AffineCoupling(split, DenseNN(split, list(hidden_dims),
+                                          param_dims=[latent_dim - split, latent_dim - split]))
+            for _ in range(num_flows)
+        ])
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+        self.register_buffer("permutation", torch.arange(latent_dim - 1, -1, -1))
+
+    def distribution(self):
+        transforms = []
+        for i, coupling in enumerate(self.couplings):
+            if i > 0:
+                transforms.append(Permute(self.permutation))
+            transforms.append(coupling)
+        base = dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
+        return dist.TransformedDistribution(base, transforms)
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _weights(module, k, learn):
+    """Mixing logits: a parameter when learned, else a zero buffer (uniform 1/K)."""
+    if learn:
+        module.logits = nn.Parameter(torch.zeros(k))
+    else:
+        module.register_buffer("logits", torch.zeros(k))
+
+
+def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
+               input_dim: int | None = None, data_range=(0.0, 1.0), num_components: int = 16,
+               grid_side: int | None = None, hidden_dims: Sequence[int] = (64, 64),
+               learn_weights: bool | None = None, num_flows: int = 4) -> Prior:
+    """Build a prior by name: one of ``standard, mog, vampprior, gtm, gtm-vampprior, flow``.
+
+    ``encoder`` and ``input_dim`` are needed by the VampPrior and the GTM-VampPrior.
+    For the GTM priors ``grid_side`` defaults to ``sqrt(num_components)``, which must then be a
+    whole number. ``learn_weights=None`` means each prior's own default (uniform for the
+    VampPrior as in the paper, learned for MoG and the GTMs as in the book).
+
+    Raises:
+        ValueError: unknown name, missing encoder, or a non-square ``num_components`` for a GTM.
+    """
+    if name not in PRIORS:
+        raise ValueError(f"unknown prior {name!r}; expected one of {', '.join(PRIORS)}")
+    kw = {} if learn_weights is None else {"learn_weights": learn_weights}
+    if name in ("gtm", "gtm-vampprior") and grid_side is None:
+        grid_side = math.isqrt(num_components)
+        if grid_side ** 2 != num_components:
+            raise ValueError(
+                f"the {name} prior needs a square number of components (K = grid_side**2); "
+                f"got num_components={num_components}; pass grid_side instead"
+            )
+    if name == "standard":
+        return StandardPrior(latent_dim)
+    if name == "mog":
+        return MoGPrior(latent_dim, num_components, **kw)
+    if name == "gtm":
+        return GTMPrior(latent_dim, grid_side, hidden_dims, **kw)
+    if name == "flow":
+        return FlowPrior(latent_dim, num_flows, hidden_dims)
+    if encoder is None or input_dim is None:
+        raise ValueError(f"the {name} prior needs the model's encoder and input_dim")
+    if name == "vampprior":
+        return VampPrior(encoder, input_dim, num_components, data_range, latent_dim=latent_dim, **kw)
+    return GTMVampPrior(encoder, input_dim, grid_side, data_range, hidden_dims,
+                        latent_dim=latent_dim, **kw)

@@ -1,0 +1,202 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
+from pyro.distributions.transforms import AffineCoupling, Permute
+
+from pyrovamp.nets import GaussianEncoder
+from pyrovamp.priors import (PRIORS, DiagonalGaussianMixture, FlowPrior, GTMPrior, GTMVampPrior,
+                             MoGPrior, StandardPrior, VampPrior, grid_points, make_prior)
+
+from conftest import cuda, make_prior as small_prior
+
+
+def _perturb(prior):
+    """Move every parameter away from its initial value so the tests see a non-trivial density
+    (less for the flow, whose scales compound over layers into very heavy tails)."""
+    g = torch.Generator().manual_seed(1)
+    size = 0.1 if isinstance(prior, FlowPrior) else 0.3
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(size * torch.randn(p.shape, generator=g))
+    return prior
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_contract_shapes(name):
+    prior = small_prior(name)
+    d = prior()
+    assert isinstance(d, TorchDistributionMixin) and isinstance(d, torch.distributions.Distribution)
+    assert d.event_shape == (2,) and d.batch_shape == ()
+    z = torch.randn(3, 4, 2)
+    assert d.log_prob(z).shape == (3, 4)
+    assert d.log_prob(torch.randn(2)).shape == ()
+    assert d.sample((5, 7)).shape == (5, 7, 2)
+    # inside a plate the prior broadcasts like any Pyro distribution
+    with pyro.plate("data", 11):
+        assert pyro.sample("z", prior()).shape == (11, 2)
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_density_integrates_to_one(name):
+    prior = _perturb(small_prior(name))
+    with torch.no_grad():
+        s = prior.sample((4000,))
+        lo = s.min(0).values - 6 * s.std(0)
+        hi = s.max(0).values + 6 * s.std(0)
+        n = 600
+        g0 = torch.linspace(float(lo[0]), float(hi[0]), n)
+        g1 = torch.linspace(float(lo[1]), float(hi[1]), n)
+        zz = torch.stack(torch.meshgrid(g0, g1, indexing="ij"), -1)
+        density = prior.log_prob(zz).double().exp()
+        area = float((g0[1] - g0[0]) * (g1[1] - g1[0]))
+        total = float(torch.trapezoid(torch.trapezoid(density, dx=float(g1[1] - g1[0]), dim=1),
+                                      dx=float(g0[1] - g0[0])))
+    assert area > 0
+    assert total == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_samples_agree_with_log_prob(name):
+    """Histogram of 200k samples vs the density integrated over the same bins (total variation)."""
+    prior = _perturb(small_prior(name))
+    with torch.no_grad():
+        s = prior.sample((200_000,))
+        lo, hi = s.quantile(0.001, dim=0), s.quantile(0.999, dim=0)
+        bins, fine = 12, 8
+        e0 = torch.linspace(float(lo[0]), float(hi[0]), bins * fine + 1)
+        e1 = torch.linspace(float(lo[1]), float(hi[1]), bins * fine + 1)
+        c0, c1 = (e0[1:] + e0[:-1]) / 2, (e1[1:] + e1[:-1]) / 2
+        zz = torch.stack(torch.meshgrid(c0, c1, indexing="ij"), -1)
+        cell = float((e0[1] - e0[0]) * (e1[1] - e1[0]))
+        mass = (prior.log_prob(zz).double().exp() * cell).reshape(bins, fine, bins, fine).sum((1, 3))
+        i0 = torch.bucketize(s[:, 0].contiguous(), e0[fine::fine][:-1].contiguous())
+        i1 = torch.bucketize(s[:, 1].contiguous(), e1[fine::fine][:-1].contiguous())
+        inside = (s[:, 0] >= e0[0]) & (s[:, 0] <= e0[-1]) & (s[:, 1] >= e1[0]) & (s[:, 1] <= e1[-1])
+        hist = torch.zeros(bins, bins, dtype=torch.float64)
+        hist.index_put_((i0[inside], i1[inside]), torch.ones(int(inside.sum()), dtype=torch.float64),
+                        accumulate=True)
+        hist /= s.shape[0]
+    tv = 0.5 * float((hist - mass).abs().sum())
+    assert tv < 0.03, tv
+
+
+def test_mixture_is_over_whole_vectors_not_per_dimension():
+    torch.manual_seed(0)
+    prior = _perturb(MoGPrior(3, 5))
+    z = torch.randn(10, 3)
+    w = prior.logits.log_softmax(0)
+    std = torch.exp(0.5 * prior.logvars)
+    per_comp = dist.Normal(prior.means, std).log_prob(z[:, None, :]).sum(-1) + w  # sum over L first
+    expected = per_comp.logsumexp(-1)
+    factorised = (dist.Normal(prior.means, std).log_prob(z[:, None, :]) + w[:, None]).logsumexp(1).sum(-1)
+    got = prior.log_prob(z)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, factorised, atol=1e-2)
+
+
+def test_fast_mixture_log_prob_matches_mixture_same_family():
+    torch.manual_seed(0)
+    logits, loc, scale = torch.randn(7), 3 * torch.randn(7, 4), torch.rand(7, 4) * 0.5 + 0.02
+    fast = DiagonalGaussianMixture(logits, loc, scale)
+    ref = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+    z = 3 * torch.randn(2, 5, 4)
+    assert torch.allclose(fast.log_prob(z), ref.log_prob(z), rtol=1e-5, atol=1e-3)
+    # far in the tails too (the float64 expansion keeps its precision)
+    z_far = loc[0] + 40 * torch.randn(4)
+    assert torch.allclose(fast.log_prob(z_far), ref.log_prob(z_far), rtol=1e-5)
+    assert isinstance(fast, dist.MixtureSameFamily)
+    expanded = fast.expand([3])
+    assert expanded.batch_shape == (3,) and expanded.log_prob(z[0, :3]).shape == (3,)
+
+
+def test_mog_uses_exp_half_logvar_as_std():
+    prior = MoGPrior(2, 1)
+    with torch.no_grad():
+        prior.logvars.fill_(math.log(4.0))  # variance 4, std 2
+        prior.means.zero_()
+    s = prior.sample((50_000,))
+    assert s.std(0).tolist() == pytest.approx([2.0, 2.0], rel=0.03)
+
+
+def test_vampprior_shares_the_encoder_and_has_uniform_weights(encoder):
+    prior = VampPrior(encoder, 6, num_components=5)
+    assert prior.encoder is encoder
+    assert "logits" not in dict(prior.named_parameters())
+    d = prior()
+    assert torch.allclose(d.mixture_distribution.probs, torch.full((5,), 0.2))
+    loc, scale = encoder(prior.pseudo_inputs)
+    assert torch.allclose(d.component_distribution.base_dist.loc, loc)
+    learned = VampPrior(encoder, 6, num_components=5, learn_weights=True)
+    assert "logits" in dict(learned.named_parameters())
+
+
+def test_vampprior_pseudo_inputs_stay_in_range_and_init_from_data(encoder):
+    prior = VampPrior(encoder, 6, num_components=4, data_range=(0.0, 16.0))
+    u = prior.pseudo_inputs
+    assert u.shape == (4, 6) and bool((u >= 0).all()) and bool((u <= 16).all())
+    x = torch.tensor([[0.0, 16, 8, 4, 0, 16]] * 4)
+    prior.init_from_data(x)
+    assert torch.allclose(prior.pseudo_inputs, 0.8 + 0.9 * x, atol=1e-4)  # pulled 5% inside
+    with pytest.raises(ValueError, match="shape"):
+        prior.init_from_data(torch.zeros(3, 6))
+
+
+def test_gradients_flow_to_every_parameter():
+    for name in PRIORS:
+        prior = small_prior(name)
+        if name == "standard":
+            assert list(prior.parameters()) == []
+            continue
+        loss = -prior().log_prob(torch.randn(8, 2)).sum()
+        loss.backward()
+        for pname, p in prior.named_parameters():
+            assert p.grad is not None and bool(torch.isfinite(p.grad).all()), (name, pname)
+            assert p.grad.abs().sum() > 0, (name, pname)
+
+
+def test_gtm_grid_varies_both_coordinates():
+    g = grid_points(3)
+    assert g.shape == (9, 2)
+    assert len(set(map(tuple, g.tolist()))) == 9
+    assert GTMPrior(2, 4).num_components == 16
+    assert GTMVampPrior(GaussianEncoder(6, 2, [8]), 6, 4).pseudo_inputs.shape == (16, 6)
+
+
+def test_flow_prior_is_realnvp_from_pyro():
+    prior = FlowPrior(2, num_flows=3)
+    d = prior()
+    assert isinstance(d, dist.TransformedDistribution)
+    kinds = [type(t) for t in d.transforms]
+    assert kinds == [AffineCoupling, Permute, AffineCoupling, Permute, AffineCoupling]
+    with pytest.raises(ValueError, match="latent_dim >= 2"):
+        FlowPrior(1)
+
+
+def test_cached_builds_once():
+    prior = small_prior("vampprior")
+    with torch.no_grad(), prior.cached():
+        assert prior() is prior()
+    assert prior() is not prior()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown prior 'nope'"):
+        make_prior("nope", 2)
+    with pytest.raises(ValueError, match="latent_dim"):
+        StandardPrior(0)
+    with pytest.raises(ValueError, match="square"):
+        make_prior("gtm", 2, num_components=10)
+    with pytest.raises(ValueError, match="encoder"):
+        make_prior("vampprior", 2)
+
+
+@cuda
+@pytest.mark.parametrize("name", PRIORS)
+def test_priors_on_cuda(name):
+    prior = small_prior(name).cuda()
+    z = prior.sample((10,))
+    assert z.is_cuda and prior.log_prob(z).is_cuda
