@@ -163,7 +163,9 @@ class Trainer:
         self.best_state = None
         self.bad_epochs = 0
         self.train_seconds = 0.0
-        self.finished = False
+        self.stopped_early = False
+        self.finished = False  # epochs reached or stopped early: the model holds the best parameters
+        self._last_state = None  # the last (not the best) parameters once finished, to resume from
 
     # KL warm-up: beta scales the latent sites of model and guide
     def _model(self, x):
@@ -214,9 +216,11 @@ class Trainer:
 
         bar = tqdm(total=cfg.epochs, initial=self.epoch, disable=not cfg.progress, unit="epoch",
                    desc=type(self.model).__name__, leave=False)
-        stopped_early = False
         try:
-            while self.epoch < cfg.epochs and not self.finished:
+            if self._last_state is not None:  # continue training from where it stopped
+                self.model.load_state_dict(self._last_state)
+                self._last_state, self.finished = None, False
+            while self.epoch < cfg.epochs and not self.stopped_early:
                 t0 = time.perf_counter()
                 self.beta = self.beta_at(self.epoch)
                 self.model.train()
@@ -243,7 +247,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                                 val=f"{record.get('val_elbo', float('nan')):.2f}")
                 if cfg.patience is not None and validation is not None and self.bad_epochs >= cfg.patience:
-                    stopped_early = True
+                    self.stopped_early = True
                     break
                 if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
                     break
@@ -252,9 +256,10 @@ class Trainer:
                     last_save = time.perf_counter()
         finally:
             bar.close()
-        if stopped_early or self.epoch >= cfg.epochs:
+        if (self.stopped_early or self.epoch >= cfg.epochs) and not self.finished:
             self.finished = True
             if self.best_state is not None:
+                self._last_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
                 self.model.load_state_dict(self.best_state)
         if self.checkpoint_path:
             self.save_checkpoint(self.checkpoint_path)
@@ -283,10 +288,13 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self._optim_state(),
                 "history": self.history, "best_val": self.best_val, "best_state": self.best_state,
                 "bad_epochs": self.bad_epochs, "train_seconds": self.train_seconds,
-                "finished": self.finished, "rng": rng}
+                "finished": self.finished, "stopped_early": self.stopped_early,
+                "last_model": self._last_state, "rng": rng}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved (the model's architecture must match)."""
+        """Restore what :meth:`state_dict` saved (the model's architecture must match). The model
+        gets ``state["model"]`` -- the best parameters once a run has finished; ``fit`` continues
+        from the last parameters (``state["last_model"]``) if asked for more epochs."""
         if state.get("format") != _CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
         self.model.load_state_dict(state["model"])
@@ -295,7 +303,8 @@ class Trainer:
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best_val, self.best_state = state["best_val"], state["best_state"]
         self.bad_epochs, self.train_seconds = state["bad_epochs"], state["train_seconds"]
-        self.finished = state["finished"]
+        self.finished, self.stopped_early = state["finished"], state["stopped_early"]
+        self._last_state = state["last_model"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])

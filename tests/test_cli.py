@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyrovamp.cli import main
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-m", "pyrovamp.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--prior", "gtm", "--epochs", "2", "--num-samples", "20", "--no-progress",
+            "--out", str(out)]
+    assert main(args) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "checkpoint.pt", "history.csv", "latent.png",
+            "samples.png", "reconstructions.png", "loss.png"} <= files
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_log_likelihood"] < 0 and m["test_elbo"] <= m["test_log_likelihood"] + 1.0
+    assert m["num_samples"] == 20 and m["epochs_trained"] == 2 and m["train_seconds"] > 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
+            cfg["batch_size"], cfg["patience"]) == (2, 16, 256, "adamax", 64, 20)
+
+    assert main(["train", "--resume", "--epochs", "3", "--num-samples", "20", "--no-progress",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_trained"] == 3
+    assert (out / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
+
+    assert main(["evaluate", str(out), "--num-samples", "10"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_samples"] == 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--prior", "nope"], "invalid choice: 'nope'"),
+    (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["train", "--latent-dim", "0"], "--latent-dim must be at least 1"),
+    (["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"], "is not a folder"),
+    (["train", "--prior", "gtm", "--num-components", "10"], "square number of components"),
+    (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
+    (["evaluate", "/no/such/run"], "not a run folder"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    out = tmp_path / "never"
+    full = args + (["--out", str(out)] if args[0] == "train" else [])
+    r = _run(full)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"precious")
+    r = _run(["train", "--epochs", "1", "--out", str(out)])
+    assert r.returncode == 2 and "not empty" in r.stderr
+    assert (out / "checkpoint.pt").read_bytes() == b"precious"
+    r = _run(["train", "--resume", "--out", str(tmp_path / "missing")])
+    assert r.returncode == 2 and "cannot resume" in r.stderr
+
+
+def test_static_mnist_missing_file_is_named(tmp_path):
+    r = _run(["train", "--dataset", "static_mnist", "--data-root", str(tmp_path), "--out",
+              str(tmp_path / "run")])
+    assert r.returncode == 2 and "binarized_mnist_train.amat" in r.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,95 @@
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyrovamp import VAE, Trainer, train
+from pyrovamp.inference import ScaleLatents, TrainConfig
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.5, 0.9])
+    return (torch.rand(n, 6, generator=g) < p).float()
+
+
+def _vae(prior="vampprior"):
+    pyro.set_rng_seed(0)
+    return VAE((6,), 2, prior, num_components=4, hidden_dim=16)
+
+
+def test_scale_latents_scales_only_latent_sites():
+    vae = _vae("standard")
+    x = _data(4)
+    with ScaleLatents(0.25):
+        tr = poutine.trace(vae.model).get_trace(x)
+    assert tr.nodes["z"]["scale"] == 0.25 and tr.nodes["x"]["scale"] == 1.0
+
+
+def test_warmup_schedule():
+    t = Trainer(_vae(), TrainConfig(warmup_epochs=4, progress=False))
+    assert [t.beta_at(e) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert Trainer(_vae(), progress=False).beta_at(0) == 1.0
+
+
+def test_training_improves_validation_elbo_and_restores_the_best():
+    vae = _vae()
+    t = Trainer(vae, epochs=30, batch_size=16, lr=1e-2, patience=5, progress=False)
+    hist = t.fit(_data(), _data(48, seed=1))
+    vals = [r["val_elbo"] for r in hist]
+    assert max(vals) > vals[0] + 0.5
+    assert t.best_val == max(vals)
+    for k, v in vae.state_dict().items():  # the best parameters are the model's
+        assert torch.equal(v, t.best_state[k])
+
+
+@pytest.mark.parametrize("loss", ["meanfield", "jit_trace"])
+def test_other_losses_train(loss):
+    vae = _vae("standard")
+    hist = Trainer(vae, epochs=3, batch_size=32, loss=loss, patience=None, progress=False).fit(_data())
+    assert len(hist) == 3 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in hist)
+
+
+def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path):
+    cfg = dict(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=3, patience=None, seed=7,
+               progress=False, checkpoint_every_s=0.0)
+    full = _vae()
+    train(full, _data(), _data(48, 1), checkpoint_path=tmp_path / "a.pt", **cfg)
+
+    part = _vae()
+    train(part, _data(), _data(48, 1), checkpoint_path=tmp_path / "b.pt", **{**cfg, "epochs": 2})
+    again = _vae()  # a new process would build a fresh model and resume from the checkpoint
+    hist = train(again, _data(), _data(48, 1), checkpoint_path=tmp_path / "b.pt", resume=True, **cfg)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5, 6]
+    for (k, v), w in zip(full.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    t = Trainer(_vae(), epochs=1, progress=False, checkpoint_path=path)
+    t.fit(_data())
+    good = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        t.save_checkpoint(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_bad_settings_are_refused_before_work():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        Trainer(_vae(), optimizer="sgd")
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(_vae(), batch_size=0)
+    with pytest.raises(ValueError, match="unknown training option"):
+        train(_vae(), _data(), epochs=1, colour="red")
+    with pytest.raises(ValueError, match="binary"):
+        Trainer(_vae(), progress=False).fit(torch.full((4, 6), 0.5))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(_vae(), progress=False).fit(_data(), resume=True)
