@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-dim", type=_positive_int("--hidden-dim"))
     t.add_argument("--num-hidden-layers", type=_positive_int("--num-hidden-layers"))
     t.add_argument("--architecture", choices=("mlp", "gated"))
+    t.add_argument("--dropout", type=float, help="dropout in the decoder's hidden layers")
     t.add_argument("--learn-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="learn the prior's mixing weights (default: the prior's own choice)")
     t.add_argument("--pseudo-inputs", choices=("random", "data"), default="random",
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=tuple(LOSSES), default="trace")
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
+    t.add_argument("--val-num-samples", type=_positive_int("--val-num-samples"),
+                   help="ELBO samples per validation point for early stopping")
     t.add_argument("--num-samples", type=_positive_int("--num-samples"), default=5000,
                    help="importance samples per test point (default 5000)")
     t.add_argument("--data-root", help="folder with the data set's canonical files")
@@ -140,7 +143,7 @@ def _train(args) -> int:
         for f in ("config.json", "checkpoint.pt"):
             if not (out / f).is_file():
                 raise UsageError(f"cannot resume: {out / f} is missing")
-        cfg = json.loads((out / "config.json").read_text())
+        cfg = resolve_config(json.loads((out / "config.json").read_text()))
         if args.epochs is not None:
             cfg["epochs"] = args.epochs
         cfg.update(device=args.device, num_samples=args.num_samples, max_minutes=args.max_minutes)
@@ -156,6 +159,7 @@ def _train(args) -> int:
                        optimizer=cfg["optimizer"], loss=cfg["loss"],
                        warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
                        seed=cfg["seed"], device=cfg["device"], max_minutes=cfg.get("max_minutes"),
+                       val_num_samples=cfg["val_num_samples"],
                        progress=not args.no_progress)
     tcfg.validate()
     dataset = load_dataset(cfg["dataset"], cfg.get("data_root"))

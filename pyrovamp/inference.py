@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import pyro
 import pyro.optim
-from pyro.infer import SVI, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (SVI, JitTrace_ELBO, JitTraceMeanField_ELBO, RenyiELBO, Trace_ELBO,
+                        TraceMeanField_ELBO)
 from pyro.poutine.scale_messenger import ScaleMessenger
 
 from .evaluation import elbo
@@ -28,7 +29,8 @@ from .evaluation import elbo
 __all__ = ["TrainConfig", "Trainer", "train", "LOSSES", "OPTIMIZERS", "atomic_save"]
 
 LOSSES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
-          "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO}
+          "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO,
+          "iwae": RenyiELBO}
 OPTIMIZERS = {"adam": pyro.optim.Adam, "adamax": pyro.optim.Adamax}
 _CHECKPOINT_FORMAT = 1
 
@@ -43,7 +45,9 @@ class TrainConfig:
         lr: learning rate.
         optimizer: ``"adam"`` or ``"adamax"`` (from ``pyro.optim``).
         loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
-            where one exists), ``"jit_trace"`` or ``"jit_meanfield"`` (their JIT variants).
+            where one exists), ``"jit_trace"`` or ``"jit_meanfield"`` (their JIT variants), or
+            ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
+            2016, as Pyro's ``RenyiELBO(alpha=0)``).
         num_particles: ELBO samples per data point and step.
         warmup_epochs: KL warm-up length; 0 disables it.
         patience: early-stopping patience in epochs (``None``: no early stopping).
@@ -53,6 +57,9 @@ class TrainConfig:
         max_minutes: stop cleanly (with a checkpoint) once this much time has passed.
         checkpoint_every_s: at most one checkpoint per this many seconds (and always at the end).
         progress: show a tqdm progress bar.
+        ema_decay: keep an exponential moving average of the parameters with this decay per step
+            (``torch.optim.swa_utils.AveragedModel``); validation, early stopping and the final
+            model then use the averaged parameters (Polyak averaging). ``None``: off.
     """
 
     epochs: int = 1000
@@ -69,6 +76,7 @@ class TrainConfig:
     max_minutes: float | None = None
     checkpoint_every_s: float = 10.0
     progress: bool = True
+    ema_decay: float | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -86,8 +94,12 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.loss == "iwae" and self.num_particles < 2:
+            raise ValueError("loss='iwae' needs num_particles >= 2 (the number of importance samples)")
         if self.loss.startswith("jit") and self.warmup_epochs:
             raise ValueError("the JIT losses compile a fixed KL weight: use warmup_epochs=0 with them")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes!r}")
         check_device(self.device)
@@ -155,7 +167,16 @@ class Trainer:
               "max_plate_nesting": 1}
         if config.loss.startswith("jit"):
             kw["ignore_jit_warnings"] = True
+        if config.loss == "iwae":  # importance-weighted bound (Burda et al. 2016) = Renyi alpha=0
+            kw = {"alpha": 0.0, "num_particles": config.num_particles, "max_plate_nesting": 1,
+                  "vectorize_particles": True}
         self.beta = 1.0
+        self.ema = None
+        if config.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                     use_buffers=True)
         self.svi = SVI(self._model, self._guide, self.optim, loss_cls(**kw))
         self.epoch = 0
         self.history: list[dict] = []
@@ -228,15 +249,18 @@ class Trainer:
                 total = 0.0
                 for i in range(0, n, cfg.batch_size):
                     total += self.svi.step(train[perm[i:i + cfg.batch_size]])
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.model)
                 record = {"epoch": self.epoch + 1, "beta": self.beta, "train_loss": total / n}
+                scored = self.ema.module if self.ema is not None else self.model
                 if validation is not None:
-                    v = float(elbo(self.model, validation, cfg.val_num_samples).mean())
+                    v = float(elbo(scored, validation, cfg.val_num_samples).mean())
                     record["val_elbo"] = v
                     if not math.isfinite(v):
                         raise FloatingPointError(f"validation ELBO is {v} at epoch {self.epoch + 1}")
                     if v > self.best_val:
                         self.best_val, self.bad_epochs = v, 0
-                        self.best_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+                        self.best_state = {k: t.detach().clone() for k, t in scored.state_dict().items()}
                     elif self.epoch + 1 > cfg.warmup_epochs:
                         self.bad_epochs += 1
                 record["seconds"] = time.perf_counter() - t0
@@ -261,6 +285,9 @@ class Trainer:
             if self.best_state is not None:
                 self._last_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
                 self.model.load_state_dict(self.best_state)
+            elif self.ema is not None:
+                self._last_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+                self.model.load_state_dict(self.ema.module.state_dict())
         if self.checkpoint_path:
             self.save_checkpoint(self.checkpoint_path)
         return self.history
@@ -289,7 +316,8 @@ class Trainer:
                 "history": self.history, "best_val": self.best_val, "best_state": self.best_state,
                 "bad_epochs": self.bad_epochs, "train_seconds": self.train_seconds,
                 "finished": self.finished, "stopped_early": self.stopped_early,
-                "last_model": self._last_state, "rng": rng}
+                "last_model": self._last_state, "rng": rng,
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (the model's architecture must match). The model
@@ -305,6 +333,8 @@ class Trainer:
         self.bad_epochs, self.train_seconds = state["bad_epochs"], state["train_seconds"]
         self.finished, self.stopped_early = state["finished"], state["stopped_early"]
         self._last_state = state["last_model"]
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])

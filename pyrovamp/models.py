@@ -72,6 +72,10 @@ class VAE(nn.Module):
         learn_weights: learn the prior's mixing weights (``None``: the prior's default).
         logvar_bounds: clamp of the encoder's log-variance, e.g. ``(-6, 2)`` as the paper.
         num_flows: coupling layers of the flow prior.
+        dropout: dropout probability after every hidden layer of the decoder (a regulariser
+            against the decoder over-fitting small data sets; off in evaluation, which runs in
+            ``eval()`` mode). The encoder has none, so the VampPrior's components stay
+            deterministic functions of the pseudo-inputs.
 
     Raises:
         ValueError: unknown prior or likelihood name, latent size below 1, bad sizes.
@@ -82,7 +86,7 @@ class VAE(nn.Module):
                  hidden_dim: int = 256, num_hidden_layers: int = 2, architecture: str = "mlp",
                  num_components: int = 16, grid_side: int | None = None,
                  prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
-                 logvar_bounds=None, num_flows: int = 4):
+                 logvar_bounds=None, num_flows: int = 4, dropout: float = 0.0):
         super().__init__()
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
@@ -96,7 +100,7 @@ class VAE(nn.Module):
         self.encoder = GaussianEncoder(self.input_dim, latent_dim, hidden, architecture,
                                        normalize=self.likelihood.normalize,
                                        logvar_bounds=logvar_bounds)
-        self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture)
+        self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
         if isinstance(prior, str):
             prior = make_prior(prior, latent_dim, encoder=self.encoder, input_dim=self.input_dim,
                                data_range=(self.likelihood.low, self.likelihood.high),

@@ -48,13 +48,16 @@ class MLP(nn.Sequential):
         out_dim: output size (the last layer is linear, no activation).
         architecture: ``"mlp"`` (Linear + LeakyReLU, the book) or ``"gated"`` (gated dense
             layers, the VampPrior paper).
+        dropout: dropout probability after every hidden layer (0: none).
 
     Raises:
-        ValueError: unknown ``architecture``.
+        ValueError: unknown ``architecture`` or a dropout outside ``[0, 1)``.
     """
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int,
-                 architecture: str = "mlp"):
+                 architecture: str = "mlp", dropout: float = 0.0):
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if architecture not in ARCHITECTURES:
             raise ValueError(
                 f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
@@ -66,6 +69,8 @@ class MLP(nn.Sequential):
                 layers.append(GatedDense(d, h))
             else:
                 layers += [nn.Linear(d, h), nn.LeakyReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             d = h
         layers.append(nn.Linear(d, out_dim))
         super().__init__(*layers)
@@ -86,14 +91,16 @@ class GaussianEncoder(nn.Module):
         normalize: callable mapping data-space input to ``[0, 1]`` (the likelihood's
             ``normalize``); identity if ``None``.
         logvar_bounds: optional ``(low, high)`` clamp of the log-variance.
+        dropout: dropout probability after every hidden layer.
     """
 
     def __init__(self, input_dim: int, latent_dim: int, hidden_dims: Sequence[int],
-                 architecture: str = "mlp", normalize=None, logvar_bounds=None):
+                 architecture: str = "mlp", normalize=None, logvar_bounds=None,
+                 dropout: float = 0.0):
         super().__init__()
         self.input_dim = input_dim
         self.latent_dim = latent_dim
-        self.net = MLP(input_dim, hidden_dims, 2 * latent_dim, architecture)
+        self.net = MLP(input_dim, hidden_dims, 2 * latent_dim, architecture, dropout)
         self._normalize = normalize
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 

@@ -159,14 +159,6 @@ class Prior(nn.Module, abc.ABC):
         """Draw ``sample_shape + (L,)`` latent vectors."""
         return self().sample(torch.Size(sample_shape))
 
-    @property
-    def _device(self):
-        for t in self.buffers():
-            return t.device
-        for t in self.parameters():
-            return t.device
-        return torch.device("cpu")
-
 
 class StandardPrior(Prior):
     """Standard Gaussian prior ``p(z) = N(z | 0, I)`` (book sec. 4.4.1.1, listing 4.6).

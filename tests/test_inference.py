@@ -43,16 +43,18 @@ def test_training_improves_validation_elbo_and_restores_the_best():
         assert torch.equal(v, t.best_state[k])
 
 
-@pytest.mark.parametrize("loss", ["meanfield", "jit_trace"])
+@pytest.mark.parametrize("loss", ["meanfield", "jit_trace", "iwae"])
 def test_other_losses_train(loss):
     vae = _vae("standard")
-    hist = Trainer(vae, epochs=3, batch_size=32, loss=loss, patience=None, progress=False).fit(_data())
+    hist = Trainer(vae, epochs=3, batch_size=32, loss=loss, patience=None, progress=False,
+                   num_particles=3 if loss == "iwae" else 1).fit(_data())
     assert len(hist) == 3 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in hist)
 
 
-def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay):
     cfg = dict(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=3, patience=None, seed=7,
-               progress=False, checkpoint_every_s=0.0)
+               progress=False, checkpoint_every_s=0.0, ema_decay=ema_decay)
     full = _vae()
     train(full, _data(), _data(48, 1), checkpoint_path=tmp_path / "a.pt", **cfg)
 
@@ -82,7 +84,21 @@ def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
+def test_ema_model_is_the_average_and_becomes_the_result():
+    vae = _vae()
+    t = Trainer(vae, epochs=4, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None, progress=False)
+    t.fit(_data())
+    assert t.ema.n_averaged.item() == 4 * 3
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, t.ema.module.state_dict()[k]), k
+    assert not all(torch.equal(v, t._last_state[k]) for k, v in vae.state_dict().items())
+
+
 def test_bad_settings_are_refused_before_work():
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(_vae(), ema_decay=1.5)
+    with pytest.raises(ValueError, match="num_particles >= 2"):
+        Trainer(_vae(), loss="iwae")
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         Trainer(_vae(), optimizer="sgd")
     with pytest.raises(ValueError, match="batch_size"):
