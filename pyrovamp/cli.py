@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=tuple(LOSSES), default="trace")
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
+    t.add_argument("--ema-decay", type=float,
+                   help="average the parameters with this decay per step (0 < d < 1)")
     t.add_argument("--val-num-samples", type=_positive_int("--val-num-samples"),
                    help="ELBO samples per validation point for early stopping")
     t.add_argument("--num-samples", type=_positive_int("--num-samples"), default=5000,
@@ -159,7 +161,7 @@ def _train(args) -> int:
                        optimizer=cfg["optimizer"], loss=cfg["loss"],
                        warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
                        seed=cfg["seed"], device=cfg["device"], max_minutes=cfg.get("max_minutes"),
-                       val_num_samples=cfg["val_num_samples"],
+                       val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
                        progress=not args.no_progress)
     tcfg.validate()
     dataset = load_dataset(cfg["dataset"], cfg.get("data_root"))

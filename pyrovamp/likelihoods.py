@@ -67,6 +67,19 @@ class Likelihood(abc.ABC):
         return f"{type(self).__name__}(input_dim={self.input_dim})"
 
 
+class _Bernoulli(dist.Bernoulli):
+    """``Bernoulli(logits)`` whose ``log_prob`` is ``x * logits - softplus(logits)``: the same
+    values as ``binary_cross_entropy_with_logits``, without materialising the broadcast target
+    (importance sampling evaluates ``S`` decoder outputs against one data point)."""
+
+    def log_prob(self, value):
+        return value * self.logits - torch.nn.functional.softplus(self.logits)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(_Bernoulli, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+
 class BernoulliLikelihood(Likelihood):
     """Bernoulli likelihood for binary data: ``p(x|z) = prod_d Bern(x_d | sigmoid(h_d))``.
 
@@ -76,7 +89,7 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def __call__(self, h):
-        return dist.Bernoulli(logits=h, validate_args=False).to_event(1)
+        return _Bernoulli(logits=h, validate_args=False).to_event(1)
 
     def mean(self, h):
         return torch.sigmoid(h)

@@ -28,11 +28,11 @@ PRESETS = {
     "digits": dict(latent_dim=2, num_components=16, hidden_dim=256, num_hidden_layers=2,
                    architecture="mlp", logvar_bounds=None, optimizer="adamax", lr=1e-3,
                    batch_size=64, epochs=1000, patience=20, warmup_epochs=0, dropout=0.0,
-                   val_num_samples=1),
+                   val_num_samples=1, ema_decay=None),
     "static_mnist": dict(latent_dim=40, num_components=500, hidden_dim=300, num_hidden_layers=2,
                          architecture="gated", logvar_bounds=[-6.0, 2.0], optimizer="adam",
                          lr=5e-4, batch_size=100, epochs=2000, patience=50, warmup_epochs=100,
-                         dropout=0.0, val_num_samples=1),
+                         dropout=0.0, val_num_samples=1, ema_decay=None),
 }
 MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
               "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds", "dropout")
