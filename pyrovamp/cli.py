@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
     t.add_argument("--ema-decay", type=float,
-                   help="average the parameters with this decay per step (0 < d < 1)")
+                   help="average the parameters with this decay per step (0 < d < 1; 0: off)")
     t.add_argument("--val-num-samples", type=_positive_int("--val-num-samples"),
                    help="ELBO samples per validation point for early stopping")
     t.add_argument("--num-samples", type=_positive_int("--num-samples"), default=5000,
@@ -157,6 +157,8 @@ def _train(args) -> int:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
         cfg = resolve_config({k: v for k, v in vars(args).items()
                               if k not in ("command", "resume", "out", "no_progress")})
+        if cfg["ema_decay"] == 0:
+            cfg["ema_decay"] = None
     tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                        optimizer=cfg["optimizer"], loss=cfg["loss"],
                        warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],

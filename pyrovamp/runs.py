@@ -22,13 +22,16 @@ from .models import VAE
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
            "atomic_write_text", "write_history_csv", "MODEL_KEYS"]
 
-# Per-data-set defaults. Digits: the book's setup (ch. 4.4.1); static MNIST: the VampPrior
-# paper's protocol (sec. 4).
+# Per-data-set defaults. Digits: the book's setup (ch. 4.4.1: L=2, K=16, 2x256 LeakyReLU,
+# Adamax 1e-3, batch 64) with four measured improvements against over-fitting its 1000 training
+# images -- dropout 0.2 in the decoder, an exponential moving average of the parameters, early
+# stopping on a 10-sample validation ELBO with patience 50 (the book: 1 sample, patience 20) --
+# see the README's table. Static MNIST: the VampPrior paper's protocol (sec. 4).
 PRESETS = {
     "digits": dict(latent_dim=2, num_components=16, hidden_dim=256, num_hidden_layers=2,
                    architecture="mlp", logvar_bounds=None, optimizer="adamax", lr=1e-3,
-                   batch_size=64, epochs=1000, patience=20, warmup_epochs=0, dropout=0.0,
-                   val_num_samples=1, ema_decay=None),
+                   batch_size=64, epochs=1000, patience=50, warmup_epochs=0, dropout=0.2,
+                   val_num_samples=10, ema_decay=0.995),
     "static_mnist": dict(latent_dim=40, num_components=500, hidden_dim=300, num_hidden_layers=2,
                          architecture="gated", logvar_bounds=[-6.0, 2.0], optimizer="adam",
                          lr=5e-4, batch_size=100, epochs=2000, patience=50, warmup_epochs=100,

@@ -25,7 +25,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     assert m["num_samples"] == 20 and m["epochs_trained"] == 2 and m["train_seconds"] > 0
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
-            cfg["batch_size"], cfg["patience"]) == (2, 16, 256, "adamax", 64, 20)
+            cfg["batch_size"], cfg["patience"]) == (2, 16, 256, "adamax", 64, 50)
 
     assert main(["train", "--resume", "--epochs", "3", "--num-samples", "20", "--no-progress",
                  "--out", str(out)]) == 0
