@@ -18,10 +18,10 @@ import pyro
 import pyro.distributions as dist
 
 from .likelihoods import make_likelihood
-from .nets import MLP, GaussianEncoder
+from .nets import MLP, ConditionalGaussian, GaussianEncoder, JointNet
 from .priors import Prior, make_prior
 
-__all__ = ["VAE", "check_data"]
+__all__ = ["VAE", "HVAE", "check_data"]
 
 _instance_counter = itertools.count()
 
@@ -165,6 +165,12 @@ class VAE(nn.Module):
         loc, _ = self.encoder(x)
         return self.likelihood.mean(self.decoder(loc))
 
+    @torch.no_grad()
+    def posterior_means(self, x: torch.Tensor, num_samples: int = 1) -> dict:
+        """``E_q[z|x]`` per latent site: ``{"z": (N, L)}`` (for active units)."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        return {"z": self.encoder(x)[0]}
+
     @property
     def input_shape_2d(self) -> tuple:
         """``(H, W)`` for showing a data point as an image (square if ``input_shape`` is flat)."""
@@ -176,3 +182,108 @@ class VAE(nn.Module):
     def extra_repr(self):
         return (f"input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
                 f"likelihood={self.likelihood!r}")
+
+
+class HVAE(VAE):
+    """Two-level hierarchical VAE of the VampPrior paper (Tomczak & Welling 2018, sec. 3.2).
+
+    Generative model ``p(z2) p(z1|z2) p(x|z1, z2)`` with any prior of :mod:`pyrovamp.priors` on
+    ``z2`` (the VampPrior's components are ``q(z2|u_k)``, through the same encoder the guide uses)
+    and Gaussian ``p(z1|z2)``; guide ``q(z2|x) q(z1|x, z2)``. Sites ``z2``, ``z1`` (latent) and
+    ``x`` (observed), in one ``pyro.plate("data")``. Networks as in the paper's code: two hidden
+    layers everywhere; the conditionals on two variables give each input a layer of its own
+    before a joint layer.
+
+    Args:
+        input_shape, prior, likelihood, num_values, hidden_dim, architecture, num_components,
+        grid_side, prior_hidden_dims, learn_weights, logvar_bounds, num_flows: as :class:`VAE`
+            (the defaults here are the paper's: gated dense layers of 300 units, K=500,
+            log-variances clamped to ``(-6, 2)``).
+        latent_dim: size of ``z2`` (the prior's variable); the paper uses 40.
+        z1_dim: size of ``z1`` (default: ``latent_dim``).
+        num_hidden_layers: hidden layers of ``q(z2|x)`` (the paper: 2).
+
+    Raises:
+        ValueError: as :class:`VAE`.
+    """
+
+    latent_sites = ("z2", "z1")
+
+    def __init__(self, input_shape, latent_dim: int = 40, prior="vampprior",
+                 likelihood: str = "bernoulli", num_values: int | None = None,
+                 hidden_dim: int = 300, architecture: str = "gated", num_components: int = 500,
+                 grid_side: int | None = None, prior_hidden_dims=(64, 64),
+                 learn_weights: bool | None = None, logvar_bounds=(-6.0, 2.0), num_flows: int = 4,
+                 z1_dim: int | None = None, num_hidden_layers: int = 2):
+        super().__init__(input_shape, latent_dim, prior, likelihood, num_values, hidden_dim,
+                         num_hidden_layers, architecture, num_components, grid_side,
+                         prior_hidden_dims, learn_weights, logvar_bounds, num_flows)
+        z1_dim = latent_dim if z1_dim is None else z1_dim
+        if not isinstance(z1_dim, int) or z1_dim < 1:
+            raise ValueError(f"z1_dim must be a positive integer, got {z1_dim!r}")
+        self.z1_dim = z1_dim
+        D, H, L2 = self.input_dim, hidden_dim, latent_dim
+        # q(z2|x) is self.encoder (built by VAE.__init__, shared with the VampPrior)
+        self.encoder_z1 = ConditionalGaussian([D, L2], H, z1_dim, architecture, 1,
+                                              [self.likelihood.normalize, None], logvar_bounds)
+        self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
+        self.decoder = JointNet([z1_dim, L2], H, self.likelihood.output_dim, architecture, 1)
+        self.pyro_name = self.pyro_name.replace("VAE", "HVAE")
+
+    def model(self, x: torch.Tensor) -> torch.Tensor:
+        """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1``, ``x``. Raises ``ValueError``
+        on bad ``x`` (shape, NaN, support)."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        pyro.module(self.pyro_name, self)
+        prior = self.prior()
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", prior)
+            loc, scale = self.p_z1(z2)
+            z1 = pyro.sample("z1", dist.Normal(loc, scale, validate_args=False).to_event(1))
+            pyro.sample("x", self.decode(z1, z2), obs=x)
+        return z1, z2
+
+    def guide(self, x: torch.Tensor):
+        """``q(z2|x) q(z1|x, z2)``; sites ``z2``, ``z1``. Same input checks as ``model``."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        pyro.module(self.pyro_name, self)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", self.encode(x))
+            z1 = pyro.sample("z1", self.encode_z1(x, z2))
+        return z1, z2
+
+    def encode_z1(self, x: torch.Tensor, z2: torch.Tensor) -> dist.TorchDistribution:
+        """``q(z1|x, z2)``: ``Normal(loc, scale).to_event(1)``, batch shape broadcast of
+        ``x.shape[:-1]`` and ``z2.shape[:-1]``."""
+        loc, scale = self.encoder_z1(x, z2)
+        return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+    def decode(self, z1: torch.Tensor, z2: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x|z1, z2)``: the likelihood's distribution, event ``(D,)``."""
+        return self.likelihood(self.decoder(z1, z2))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
+        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x ~ p(x|z1, z2)`` (or its mean): ``(n, D)``."""
+        z2 = self.prior().sample((num_samples,))
+        loc, scale = self.p_z1(z2)
+        z1 = loc + scale * torch.randn_like(loc)
+        h = self.decoder(z1, z2)
+        return self.likelihood.mean(h) if mean else self.likelihood(h).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x | z1, z2]`` at the guide's means ``z2 = E[z2|x]``, ``z1 = E[z1|x, z2]``."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        z2 = self.encoder(x)[0]
+        z1 = self.encoder_z1(x, z2)[0]
+        return self.likelihood.mean(self.decoder(z1, z2))
+
+    @torch.no_grad()
+    def posterior_means(self, x: torch.Tensor, num_samples: int = 10) -> dict:
+        """``E_q[z2|x]`` ``(N, L2)`` and ``E_q[z1|x] = E_{q(z2|x)} E[z1|x, z2]`` ``(N, L1)``
+        (Monte Carlo over ``num_samples`` draws of ``z2``)."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        loc2, scale2 = self.encoder(x)
+        z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
+        return {"z2": loc2, "z1": self.encoder_z1(x, z2)[0].mean(0)}

@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["GatedDense", "MLP", "GaussianEncoder", "ARCHITECTURES"]
+__all__ = ["GatedDense", "MLP", "GaussianEncoder", "JointNet", "ConditionalGaussian",
+           "dense_layer", "ARCHITECTURES"]
 
 ARCHITECTURES = ("mlp", "gated")
 
@@ -37,6 +38,19 @@ class GatedDense(nn.Module):
     def forward(self, x):
         h, g = self.linear(x).chunk(2, dim=-1)
         return h * torch.sigmoid(g)
+
+
+def dense_layer(in_features: int, out_features: int, architecture: str = "mlp") -> nn.Module:
+    """One hidden layer: ``GatedDense`` (``"gated"``) or ``Linear`` + LeakyReLU (``"mlp"``).
+
+    Raises:
+        ValueError: unknown ``architecture``.
+    """
+    if architecture == "gated":
+        return GatedDense(in_features, out_features)
+    if architecture == "mlp":
+        return nn.Sequential(nn.Linear(in_features, out_features), nn.LeakyReLU())
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
 class MLP(nn.Sequential):
@@ -108,6 +122,71 @@ class GaussianEncoder(nn.Module):
         if self._normalize is not None:
             x = self._normalize(x)
         loc, logvar = self.net(x).chunk(2, dim=-1)
+        if self.logvar_bounds is not None:
+            logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
+        return loc, torch.exp(0.5 * logvar)
+
+
+class JointNet(nn.Module):
+    """A network of several inputs (the HVAE's conditionals, VampPrior paper sec. 3.2 and its
+    code): each input passes through a hidden layer of its own, the results are concatenated and
+    pass through ``num_joint_layers`` more hidden layers and a linear output layer.
+
+    Shapes: inputs ``(..., in_dims[i])`` with broadcastable leading shapes -> ``(..., out_dim)``.
+
+    Args:
+        in_dims: sizes of the inputs.
+        hidden_dim: units per hidden layer.
+        out_dim: output size.
+        architecture: ``"mlp"`` or ``"gated"``.
+        num_joint_layers: hidden layers after the concatenation.
+        normalizers: optional per-input callables applied first (e.g. data to ``[0, 1]``).
+    """
+
+    def __init__(self, in_dims: Sequence[int], hidden_dim: int, out_dim: int,
+                 architecture: str = "mlp", num_joint_layers: int = 1, normalizers=None):
+        super().__init__()
+        self.branches = nn.ModuleList([dense_layer(d, hidden_dim, architecture) for d in in_dims])
+        joint: list[nn.Module] = []
+        d = hidden_dim * len(in_dims)
+        for _ in range(num_joint_layers):
+            joint.append(dense_layer(d, hidden_dim, architecture))
+            d = hidden_dim
+        joint.append(nn.Linear(d, out_dim))
+        self.joint = nn.Sequential(*joint)
+        self._normalizers = list(normalizers) if normalizers is not None else [None] * len(in_dims)
+
+    def forward(self, *inputs):
+        hs = []
+        for x, branch, norm in zip(inputs, self.branches, self._normalizers):
+            hs.append(branch(norm(x) if norm is not None else x))
+        shape = torch.broadcast_shapes(*(h.shape[:-1] for h in hs))
+        hs = [h.expand(shape + h.shape[-1:]) for h in hs]
+        return self.joint(torch.cat(hs, dim=-1))
+
+
+class ConditionalGaussian(nn.Module):
+    """A diagonal Gaussian whose parameters a :class:`JointNet` computes from its inputs:
+    returns ``(loc, scale)`` with ``scale = exp(0.5 * logvar)`` (``logvar`` optionally clamped by
+    ``hardtanh(*logvar_bounds)`` as in the VampPrior paper's code).
+
+    Args:
+        in_dims, hidden_dim, architecture, num_joint_layers, normalizers: see :class:`JointNet`.
+        latent_dim: size of the Gaussian variable.
+        logvar_bounds: optional ``(low, high)``.
+    """
+
+    def __init__(self, in_dims: Sequence[int], hidden_dim: int, latent_dim: int,
+                 architecture: str = "mlp", num_joint_layers: int = 1, normalizers=None,
+                 logvar_bounds=None):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = JointNet(in_dims, hidden_dim, 2 * latent_dim, architecture, num_joint_layers,
+                            normalizers)
+        self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
+
+    def forward(self, *inputs):
+        loc, logvar = self.net(*inputs).chunk(2, dim=-1)
         if self.logvar_bounds is not None:
             logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
         return loc, torch.exp(0.5 * logvar)
