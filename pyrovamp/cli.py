@@ -179,7 +179,8 @@ def _train(args) -> int:
             model.prior.init_from_data(dataset.train[idx])
     trainer = Trainer(model, tcfg, checkpoint_path=out / "checkpoint.pt")
     print(f"training {cfg['prior']} VAE on {cfg['dataset']} -> {out}", file=sys.stderr)
-    history = trainer.fit(dataset.train, dataset.validation, resume=args.resume)
+    history = trainer.fit(dataset.train_sampler or dataset.train, dataset.validation,
+                          resume=args.resume)
     write_history_csv(history, out / "history.csv")
     _write_metrics_and_figures(model, dataset, cfg, trainer, out, cfg["num_samples"], cfg["device"])
     return 0

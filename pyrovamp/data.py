@@ -5,6 +5,19 @@
 * ``static_mnist`` -- Larochelle & Murray's fixed binarisation of MNIST (the VampPrior paper's
   "static MNIST"), files ``binarized_mnist_{train,valid,test}.amat``, 50000 / 10000 / 10000,
   Bernoulli likelihood.
+* ``dynamic_mnist``, ``fashion_mnist`` -- the IDX files (``train-images-idx3-ubyte[.gz]``,
+  ``t10k-images-idx3-ubyte[.gz]``), 50000 / 10000 (last 10000 training images) / 10000; the
+  training images are binarised anew at every epoch (``Dataset.train_sampler``), validation and
+  test images once with a fixed seed (the paper's code).
+* ``omniglot`` -- ``chardata.mat`` of Burda et al.: 23000 / 1345 / 8070, dynamic binarisation.
+* ``caltech101_silhouettes`` -- ``caltech101_silhouettes_28_split1.mat``: 4100 / 2264 / 2307.
+* ``frey_faces`` -- ``frey_rawface.mat`` (key ``ff``, 560 x 1965 uint8, one 28x20 image per
+  column): a fixed shuffle (seed 0) into 1565 / 200 / 200 as the paper's code, 256 grey levels.
+* ``histopathology`` -- ``histopathology.pkl`` (dict of ``training``, ``validation``, ``test``
+  arrays of 28x28 grey images in [0, 1]) of the paper's code, stored as 256 integer levels.
+
+Binary data sets hold 0/1 values, grey ones their integer levels; every loader reads the
+canonical files from ``root`` and, with ``download=True`` and internet, fetches missing ones.
 """
 
 from __future__ import annotations
@@ -18,7 +31,8 @@ import torch
 
 __all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat"]
 
-DATASETS = ("digits", "static_mnist")
+DATASETS = ("digits", "static_mnist", "dynamic_mnist", "fashion_mnist", "omniglot",
+            "caltech101_silhouettes", "frey_faces", "histopathology")
 
 STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 STATIC_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")}
@@ -27,6 +41,9 @@ STATIC_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in ("trai
 @dataclass
 class Dataset:
     """A data set split into train / validation / test float32 tensors of shape ``(N, D)``.
+
+    For dynamically binarised data sets ``train`` holds one binarisation and ``train_sampler()``
+    draws a new one (with the global torch RNG, so seeded runs are reproducible).
 
     Attributes:
         name: the data set's name.
@@ -44,6 +61,7 @@ class Dataset:
     likelihood: str
     num_values: int | None = None
     info: dict = field(default_factory=dict)
+    train_sampler: object = None  # callable () -> (N, D) tensor: a fresh binarisation per epoch
 
     @property
     def input_dim(self) -> int:
@@ -78,12 +96,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
         ValueError: unknown ``name``; a malformed file (naming the path and line).
         FileNotFoundError: a missing file that could not be downloaded (naming the path).
     """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "digits":
         return _load_digits()
-    if name == "static_mnist":
-        root = Path(root) if root is not None else Path.home() / ".cache" / "pyrovamp" / name
-        return _load_static_mnist(root, download)
-    raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    if root is None:
+        root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
+    return _LOADERS[name](Path(root), download)
 
 
 def _load_digits() -> Dataset:
@@ -165,3 +184,182 @@ def _download(paths, base_url):
         except OSError:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _require(root: Path, files, base_url, name, download):
+    """Paths of ``files`` in ``root``; missing ones are downloaded when allowed, else a
+    ``FileNotFoundError`` names the first missing path."""
+    paths = [root / f for f in files]
+    missing = [p for p in paths if not p.is_file()]
+    if missing and download and base_url:
+        _download(missing, base_url)
+        missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{name}: missing {missing[0]} (expected {', '.join(files)} in {root}"
+                                + (f"; get them from {base_url})" if base_url else ")"))
+    return paths
+
+
+def read_idx_images(path) -> np.ndarray:
+    """Read an IDX image file (MNIST format, optionally ``.gz``): ``(N, rows * cols)`` uint8.
+
+    Raises:
+        ValueError: not an IDX file of unsigned bytes with 3 dimensions (naming the path).
+    """
+    import gzip
+
+    path = Path(path)
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 16 or raw[:4] != b"\x00\x00\x08\x03":
+        raise ValueError(f"{path}: not an IDX image file (expected magic 0x00000803)")
+    n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=16)
+    if data.size != n * rows * cols:
+        raise ValueError(f"{path}: IDX header says {n}x{rows}x{cols} images but holds {data.size} bytes")
+    return data.reshape(n, rows * cols)
+
+
+def _find_idx(root: Path, stem: str, base_url, name, download) -> Path:
+    for candidate in (root / stem, root / (stem + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return _require(root, [stem + ".gz"], base_url, name, download)[0]
+
+
+def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -> Dataset:
+    """Binary data set from grey intensities in [0, 1]: validation and test binarised once with a
+    fixed seed; the training set anew by ``train_sampler()``."""
+    g = torch.Generator().manual_seed(seed)
+    val = torch.bernoulli(val_grey, generator=g)
+    test = torch.bernoulli(test_grey, generator=g)
+    train = torch.bernoulli(train_grey, generator=g)
+
+    def sample_train():
+        return torch.bernoulli(train_grey)
+
+    ds = Dataset(name, train, val, test, image_shape, "bernoulli", None,
+                 info={**info, "binarisation": "dynamic"}, train_sampler=sample_train)
+    return ds
+
+
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+def _load_idx_dataset(name, root, download, url):
+    train = _find_idx(root, "train-images-idx3-ubyte", url, name, download)
+    test = _find_idx(root, "t10k-images-idx3-ubyte", url, name, download)
+    x = torch.from_numpy(read_idx_images(train).astype(np.float32) / 255.0)
+    xt = torch.from_numpy(read_idx_images(test).astype(np.float32) / 255.0)
+    if x.shape[0] < 20000:
+        n_val = x.shape[0] // 6
+    else:
+        n_val = 10000
+    return _dynamic(name, x[:-n_val], x[-n_val:], xt, (28, 28), {"root": str(root)})
+
+
+def _load_dynamic_mnist(root, download):
+    return _load_idx_dataset("dynamic_mnist", root, download, MNIST_URL)
+
+
+def _load_fashion_mnist(root, download):
+    return _load_idx_dataset("fashion_mnist", root, download, FASHION_URL)
+
+
+def _loadmat(path):
+    from scipy.io import loadmat
+
+    try:
+        return loadmat(path)
+    except Exception as e:  # scipy raises several types for a broken file
+        raise ValueError(f"{path}: not a readable MATLAB file ({e})") from None
+
+
+def _key(mat, key, path):
+    if key not in mat:
+        raise ValueError(f"{path}: malformed file: no variable {key!r} in it")
+    return np.asarray(mat[key])
+
+
+def _load_omniglot(root, download):
+    (path,) = _require(root, ["chardata.mat"],
+                       "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/", "omniglot",
+                       download)
+    mat = _loadmat(path)
+
+    def images(key):  # Burda et al. store images column-major
+        a = _key(mat, key, path).T.astype(np.float32)
+        return torch.from_numpy(a.reshape(-1, 28, 28).reshape(-1, 784, order="F").copy())
+
+    train, test = images("data"), images("testdata")
+    perm = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(0))
+    train = train[perm]
+    n_val = 1345 if train.shape[0] > 2 * 1345 else max(1, train.shape[0] // 6)
+    return _dynamic("omniglot", train[:-n_val], train[-n_val:], test, (28, 28), {"root": str(root)})
+
+
+def _load_caltech(root, download):
+    (path,) = _require(root, ["caltech101_silhouettes_28_split1.mat"],
+                       "https://people.cs.umass.edu/~marlin/data/", "caltech101_silhouettes", download)
+    mat = _loadmat(path)
+
+    def images(key):  # stored column-major with 1 = background: flip to 1 = silhouette
+        a = 1.0 - _key(mat, key, path).astype(np.float32)
+        return torch.from_numpy(a.reshape(-1, 28, 28).reshape(-1, 784, order="F").copy())
+
+    parts = [images(k) for k in ("train_data", "val_data", "test_data")]
+    for p in parts:
+        if not bool(((p == 0) | (p == 1)).all()):
+            raise ValueError(f"{path}: malformed file: silhouettes must be binary")
+    return Dataset("caltech101_silhouettes", *parts, (28, 28), "bernoulli", None,
+                   info={"root": str(root)})
+
+
+def _load_frey_faces(root, download):
+    (path,) = _require(root, ["frey_rawface.mat"], "https://cs.nyu.edu/~roweis/data/",
+                       "frey_faces", download)
+    ff = _key(_loadmat(path), "ff", path)
+    if ff.ndim != 2 or ff.shape[0] != 560:
+        raise ValueError(f"{path}: malformed file: 'ff' must be 560 x N (28x20 images as columns), "
+                         f"got {ff.shape}")
+    x = torch.from_numpy(ff.T.astype(np.float32).copy())
+    x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))]
+    n = x.shape[0]
+    n_val = n_test = 200 if n >= 1000 else max(1, n // 10)
+    return Dataset("frey_faces", x[: n - n_val - n_test], x[n - n_val - n_test: n - n_test],
+                   x[n - n_test:], (28, 20), "discretized_logistic", 256, info={"root": str(root)})
+
+
+def _load_histopathology(root, download):
+    import pickle
+
+    (path,) = _require(root, ["histopathology.pkl"],
+                       "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/",
+                       "histopathology", download)
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable pickle ({e})") from None
+    parts = []
+    for key in ("training", "validation", "test"):
+        if not isinstance(data, dict) or key not in data:
+            raise ValueError(f"{path}: malformed file: expected a dict with key {key!r}")
+        a = np.asarray(data[key], dtype=np.float32).reshape(-1, 784)
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{path}: malformed file: grey values must lie in [0, 1]")
+        parts.append(torch.from_numpy(np.round(a * 255.0)))
+    return Dataset("histopathology", *parts, (28, 28), "discretized_logistic", 256,
+                   info={"root": str(root)})
+
+
+_LOADERS = {
+    "static_mnist": _load_static_mnist,
+    "dynamic_mnist": _load_dynamic_mnist,
+    "fashion_mnist": _load_fashion_mnist,
+    "omniglot": _load_omniglot,
+    "caltech101_silhouettes": _load_caltech,
+    "frey_faces": _load_frey_faces,
+    "histopathology": _load_histopathology,
+}
+DEFAULT_ROOTS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}

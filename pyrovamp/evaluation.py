@@ -25,7 +25,7 @@ from pyro import poutine
 
 from .priors import Prior
 
-__all__ = ["log_importance_weights", "log_likelihood", "elbo"]
+__all__ = ["log_importance_weights", "log_likelihood", "elbo", "active_units"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
 
@@ -184,3 +184,41 @@ def elbo(model, x: torch.Tensor, num_samples: int = 1, *,
     with _evaluation_context(model, seed):
         return torch.cat([lw.double().mean(0)
                           for lw in _iter_log_weights(model, x, num_samples, points, samples)])
+
+
+def active_units(model, x: torch.Tensor, threshold: float = 0.01, num_samples: int = 10,
+                 batch_size: int = 1000) -> dict:
+    """Number of active stochastic units per latent layer (Burda et al. 2016, sec. 5.2): unit
+    ``i`` is active when ``Cov_x(E_q[z_i | x]) > threshold``, the variance over data points of
+    its posterior mean.
+
+    Args:
+        model: a model with ``posterior_means(x, num_samples) -> {site: (N, L)}`` (:class:`VAE`:
+            ``z``; :class:`HVAE`: ``z1`` and ``z2``, ``E[z1|x]`` by Monte Carlo over ``z2``).
+        x: ``(N, D)`` data (N >= 2).
+        threshold: activity threshold (Burda et al.: 0.01).
+        num_samples: Monte Carlo draws for the lower layer's posterior mean.
+        batch_size: data points per forward pass.
+
+    Returns:
+        ``{site: number of active units}``.
+
+    Raises:
+        ValueError: fewer than 2 data points, or a model without ``posterior_means``.
+    """
+    if not hasattr(model, "posterior_means"):
+        raise ValueError("active_units needs a model with posterior_means(x) (VAE or HVAE)")
+    if x.shape[0] < 2:
+        raise ValueError(f"active_units needs at least 2 data points, got {x.shape[0]}")
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.posterior_means(x[i:i + batch_size], num_samples)
+                 for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    out = {}
+    for site in parts[0]:
+        means = torch.cat([p[site] for p in parts]).double()
+        out[site] = int((means.var(0) > threshold).sum())
+    return out

@@ -207,7 +207,9 @@ class Trainer:
         """Run SVI epochs until ``config.epochs``, early stopping, or ``max_minutes``.
 
         Args:
-            train: ``(N, D)`` training data (checked against the model before any work).
+            train: ``(N, D)`` training data (checked against the model before any work), or a
+                callable returning a fresh ``(N, D)`` tensor for every epoch (dynamic
+                binarisation: ``Dataset.train_sampler``).
             validation: ``(M, D)`` validation data for early stopping (``None``: no early stopping;
                 the last parameters are kept).
             resume: continue from ``checkpoint_path`` (which must exist).
@@ -221,7 +223,9 @@ class Trainer:
             ValueError: bad data; FileNotFoundError: ``resume`` without a checkpoint.
         """
         cfg = self.config
-        train = self._check(train, "train")
+        sampler = train if callable(train) else None
+        if sampler is None:
+            train = self._check(train, "train")
         if validation is not None:
             validation = self._check(validation, "validation")
         if resume:
@@ -232,7 +236,6 @@ class Trainer:
             pyro.set_rng_seed(cfg.seed)
         start = time.perf_counter()
         last_save = time.perf_counter()
-        n = train.shape[0]
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=self.epoch, disable=not cfg.progress, unit="epoch",
@@ -245,6 +248,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.beta = self.beta_at(self.epoch)
                 self.model.train()
+                if sampler is not None:  # drawn after seeding: the same in one run or in pieces
+                    train = self._check(sampler(), "train")
+                n = train.shape[0]
                 perm = torch.randperm(n).to(self.device)
                 total = 0.0
                 for i in range(0, n, cfg.batch_size):

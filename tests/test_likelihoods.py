@@ -34,3 +34,22 @@ def test_make_likelihood_errors():
         make_likelihood("poisson", 4)
     with pytest.raises(ValueError, match="num_values must be an integer >= 2"):
         CategoricalLikelihood(4, 1)
+
+
+def test_discretized_logistic_sums_to_one_over_its_256_levels():
+    from pyrovamp.likelihoods import DiscretizedLogistic, DiscretizedLogisticLikelihood
+
+    loc = torch.tensor([0.0, 0.3, 0.999, 0.5, 1.2, -0.1])
+    scale = torch.tensor([0.01, 0.1, 0.05, 0.011, 0.3, 1.0])
+    d = DiscretizedLogistic(loc, scale)
+    levels = torch.arange(256.0)[:, None].expand(256, 6)
+    total = d.log_prob(levels).double().exp().sum(0)
+    assert torch.allclose(total, torch.ones(6, dtype=torch.float64), atol=1e-4)
+    s = d.sample((2000,))
+    assert s.shape == (2000, 6) and bool(((s >= 0) & (s <= 255) & (s == s.round())).all())
+    assert abs(float(s[:, 1].mean()) - 0.3 * 255) < 3.0
+    like = DiscretizedLogisticLikelihood(3)
+    p = like(torch.randn(4, 6))
+    assert p.batch_shape == (4,) and p.event_shape == (3,)
+    with pytest.raises(ValueError, match="integer grey levels in 0..255"):
+        like.check_support(torch.tensor([[0.0, 256.0, 3.0]]))

@@ -1,0 +1,66 @@
+"""The two-level HVAE: sites, ELBO and importance sampling, active units."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyrovamp import HVAE, VAE, Trainer, active_units, elbo, log_likelihood
+from pyrovamp.priors import PRIORS
+
+
+def _x(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 12, generator=g) < torch.linspace(0.1, 0.9, 12)).float()
+
+
+def _hvae(prior="vampprior", **kw):
+    pyro.set_rng_seed(0)
+    return HVAE((12,), 3, prior, hidden_dim=16, num_components=4, z1_dim=2, **kw)
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_sites_and_shapes(prior):
+    m = _hvae(prior)
+    x = _x(5)
+    g = poutine.trace(m.guide).get_trace(x)
+    tr = poutine.trace(poutine.replay(m.model, trace=g)).get_trace(x)
+    assert g.nodes["z2"]["value"].shape == (5, 3) and g.nodes["z1"]["value"].shape == (5, 2)
+    assert tr.nodes["x"]["is_observed"] and set(tr.stochastic_nodes) - {"data"} == {"z1", "z2"}
+    assert m.sample(4).shape == (4, 12) and m.reconstruct(x).shape == (5, 12)
+    if prior == "vampprior":
+        assert m.prior.encoder is m.encoder  # components are q(z2|u_k)
+
+
+def test_importance_sampling_is_above_the_elbo_and_tightens():
+    m = _hvae()  # untrained: the guide is far from the posterior, so the bound is loose
+    x = _x(256, seed=1)
+    e = float(elbo(m, x, 200, seed=0).mean())
+    lls = [float(log_likelihood(m, x, s, seed=0).mean()) for s in (1, 10, 100, 1000)]
+    assert lls[0] == pytest.approx(e, abs=0.3)
+    assert all(b > a for a, b in zip(lls, lls[1:])), lls
+    assert lls[-1] > e + 0.05
+
+
+def test_active_units_counts_units_that_vary_with_the_data():
+    m = VAE((12,), 4, "standard", hidden_dim=8)
+    with torch.no_grad():  # make the encoder's mean depend on x through units 0 and 2 only
+        last = m.encoder.net[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        last.weight[0, :] = 3.0
+        last.weight[2, :] = -0.02  # varies, but below the threshold
+    au = active_units(m, _x(200))
+    assert au == {"z": 1}
+    h = _hvae()
+    au = active_units(h, _x(200))
+    assert set(au) == {"z1", "z2"} and 0 <= au["z2"] <= 3 and 0 <= au["z1"] <= 2
+    with pytest.raises(ValueError, match="at least 2"):
+        active_units(h, _x(1))
+
+
+def test_hvae_bad_input():
+    with pytest.raises(ValueError, match="binary"):
+        _hvae().model(torch.full((2, 12), 0.3))
+    with pytest.raises(ValueError, match="z1_dim"):
+        HVAE((12,), 3, "standard", z1_dim=0)
