@@ -10,14 +10,14 @@ Training (:mod:`pyrovamp.inference`), importance-sampled log-likelihood
 from .data import Dataset, load_dataset
 from .evaluation import active_units, elbo, log_importance_weights, log_likelihood
 from .inference import Trainer, TrainConfig, train
-from .models import HVAE, VAE
+from .models import HVAE, VAE, ConvHVAE
 from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior, VampPrior,
                      make_prior)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dataset", "load_dataset", "active_units", "HVAE", "elbo", "log_importance_weights", "log_likelihood", "Trainer",
+    "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "Trainer",
     "TrainConfig", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
     "GTMVampPrior", "FlowPrior", "make_prior",
 ]

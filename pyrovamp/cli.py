@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--prior", default="vampprior", choices=PRIORS)
+    t.add_argument("--model", choices=("vae", "hvae", "convhvae"),
+                   help="one-level VAE (default), two-level HVAE or convolutional HVAE")
+    t.add_argument("--preset", choices=("book", "paper"),
+                   help="protocol defaults (Digits: book; other data sets: paper)")
+    t.add_argument("--max-points", type=_positive_int("--max-points"),
+                   help="use at most this many training, validation and test points (quick runs)")
     t.add_argument("--latent-dim", type=_positive_int("--latent-dim"))
     t.add_argument("--num-components", type=_positive_int("--num-components"),
                    help="K: mixture components / pseudo-inputs")
@@ -87,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the parameters with this decay per step (0 < d < 1; 0: off)")
     t.add_argument("--val-num-samples", type=_positive_int("--val-num-samples"),
                    help="ELBO samples per validation point for early stopping")
-    t.add_argument("--num-samples", type=_positive_int("--num-samples"), default=5000,
+    t.add_argument("--num-samples", type=_positive_int("--num-samples"),
                    help="importance samples per test point (default 5000)")
     t.add_argument("--data-root", help="folder with the data set's canonical files")
     t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -148,7 +154,9 @@ def _train(args) -> int:
         cfg = resolve_config(json.loads((out / "config.json").read_text()))
         if args.epochs is not None:
             cfg["epochs"] = args.epochs
-        cfg.update(device=args.device, num_samples=args.num_samples, max_minutes=args.max_minutes)
+        cfg.update(device=args.device, max_minutes=args.max_minutes)
+        if args.num_samples is not None:
+            cfg["num_samples"] = args.num_samples
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"--out {out} already exists and is not empty; use --resume to "
@@ -166,7 +174,7 @@ def _train(args) -> int:
                        val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
                        progress=not args.no_progress)
     tcfg.validate()
-    dataset = load_dataset(cfg["dataset"], cfg.get("data_root"))
+    dataset = _limit(load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points"))
     pyro.set_rng_seed(cfg["seed"])
     model = build_model(cfg, dataset)  # raises ValueError on a bad combination, e.g. non-square K
 
@@ -178,12 +186,24 @@ def _train(args) -> int:
             idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
             model.prior.init_from_data(dataset.train[idx])
     trainer = Trainer(model, tcfg, checkpoint_path=out / "checkpoint.pt")
-    print(f"training {cfg['prior']} VAE on {cfg['dataset']} -> {out}", file=sys.stderr)
+    print(f"training {cfg['model']} with the {cfg['prior']} prior on {cfg['dataset']} -> {out}", file=sys.stderr)
     history = trainer.fit(dataset.train_sampler or dataset.train, dataset.validation,
                           resume=args.resume)
     write_history_csv(history, out / "history.csv")
     _write_metrics_and_figures(model, dataset, cfg, trainer, out, cfg["num_samples"], cfg["device"])
     return 0
+
+
+def _limit(dataset, n):
+    """The data set cut to its first ``n`` training, validation and test points (``None``: all)."""
+    if n is None:
+        return dataset
+    import dataclasses
+
+    sampler = dataset.train_sampler
+    return dataclasses.replace(
+        dataset, train=dataset.train[:n], validation=dataset.validation[:n], test=dataset.test[:n],
+        train_sampler=(lambda: sampler()[:n]) if sampler else None)
 
 
 def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_samples, device):
@@ -206,7 +226,8 @@ def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_sa
     metrics.update(eval_seconds=time.perf_counter() - t0, epochs_trained=epochs,
                    train_seconds=seconds, finished=finished,
                    best_val_elbo=best if best != float("-inf") else None,
-                   dataset=cfg["dataset"], prior=cfg["prior"], latent_dim=cfg["latent_dim"])
+                   dataset=cfg["dataset"], model=cfg.get("model", "vae"), prior=cfg["prior"],
+                   latent_dim=cfg["latent_dim"], device=str(device))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     x = dataset.test.to(device)
     save_figure(plot_latent(model, x), out / "latent.png")
@@ -226,6 +247,7 @@ def _evaluate(args) -> int:
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root {args.data_root} is not a folder")
     model, cfg, dataset, ckpt = load_run(run, args.device, args.data_root)
+    dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
     _write_metrics_and_figures(model, dataset, cfg, ckpt, run, num_samples, args.device)
     return 0

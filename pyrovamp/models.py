@@ -18,10 +18,11 @@ import pyro
 import pyro.distributions as dist
 
 from .likelihoods import make_likelihood
-from .nets import MLP, ConditionalGaussian, GaussianEncoder, JointNet
+from .nets import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
+                   ConvGaussianEncoder, GaussianEncoder, JointNet)
 from .priors import Prior, make_prior
 
-__all__ = ["VAE", "HVAE", "check_data"]
+__all__ = ["VAE", "HVAE", "ConvHVAE", "check_data", "MODELS"]
 
 _instance_counter = itertools.count()
 
@@ -287,3 +288,48 @@ class HVAE(VAE):
         loc2, scale2 = self.encoder(x)
         z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
         return {"z2": loc2, "z1": self.encoder_z1(x, z2)[0].mean(0)}
+
+
+class ConvHVAE(HVAE):
+    """The convolutional two-level HVAE of the VampPrior paper ("convHVAE", sec. 4 and its code):
+    ``q(z2|x)`` and ``q(z1|x, z2)`` start with five gated convolutions, ``p(z1|z2)`` has two gated
+    dense layers, ``p(x|z1, z2)`` maps ``z1`` and ``z2`` to image size and applies four gated 3x3
+    convolutions of 64 channels. Same sites and methods as :class:`HVAE`; images of
+    ``input_shape`` ``(H, W)``.
+
+    Raises:
+        ValueError: ``input_shape`` is not ``(H, W)`` (a flat ``(784,)`` is read as 28x28 when
+            square), and the errors of :class:`HVAE`.
+    """
+
+    def __init__(self, input_shape, latent_dim: int = 40, prior="vampprior",
+                 likelihood: str = "bernoulli", num_values: int | None = None,
+                 hidden_dim: int = 300, num_components: int = 500, grid_side: int | None = None,
+                 prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
+                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None,
+                 architecture: str = "gated", num_hidden_layers: int = 2):
+        super().__init__(input_shape, latent_dim, "standard", likelihood, num_values, hidden_dim,
+                         "gated", num_components, grid_side, prior_hidden_dims, learn_weights,
+                         logvar_bounds, num_flows, z1_dim, num_hidden_layers)
+        shape = self.input_shape_2d
+        if shape[0] < 4 or shape[1] < 4:
+            raise ValueError(f"ConvHVAE needs image input_shape (H, W), got {self.input_shape}")
+        norm = self.likelihood.normalize
+        self.encoder = ConvGaussianEncoder(shape, latent_dim, norm, logvar_bounds)
+        self.encoder_z1 = ConvConditionalEncoder(shape, latent_dim, self.z1_dim, hidden_dim, norm,
+                                                 logvar_bounds)
+        self.decoder = ConvDecoder(shape, self.z1_dim, latent_dim, self.likelihood.params_per_dim,
+                                   pixel_major=self.likelihood.name == "categorical")
+        if isinstance(prior, str):
+            prior = make_prior(prior, latent_dim, encoder=self.encoder, input_dim=self.input_dim,
+                               data_range=(self.likelihood.low, self.likelihood.high),
+                               num_components=num_components, grid_side=grid_side,
+                               hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                               num_flows=num_flows)
+        elif not isinstance(prior, Prior) or prior.latent_dim != latent_dim:
+            raise ValueError(f"prior must be a prior name or a Prior with latent_dim={latent_dim}")
+        self.prior = prior
+        self.pyro_name = self.pyro_name.replace("HVAE", "ConvHVAE")
+
+
+MODELS = {"vae": VAE, "hvae": HVAE, "convhvae": ConvHVAE}

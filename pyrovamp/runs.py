@@ -16,47 +16,72 @@ from pathlib import Path
 import torch
 
 from .data import Dataset, load_dataset
-from .evaluation import elbo, log_likelihood
-from .models import VAE
+from .evaluation import active_units, elbo, log_likelihood
+from .models import MODELS
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
            "atomic_write_text", "write_history_csv", "MODEL_KEYS"]
 
-# Per-data-set defaults. Digits: the book's setup (ch. 4.4.1: L=2, K=16, 2x256 LeakyReLU,
-# Adamax 1e-3, batch 64) with four measured improvements against over-fitting its 1000 training
-# images -- dropout 0.2 in the decoder, an exponential moving average of the parameters, early
-# stopping on a 10-sample validation ELBO with patience 50 (the book: 1 sample, patience 20) --
-# see the README's table. Static MNIST: the VampPrior paper's protocol (sec. 4).
+# Protocols. "book": Tomczak, Deep Generative Modeling ch. 4.4.1 (Digits: L=2, K=16, 2x256
+# LeakyReLU, Adamax 1e-3, batch 64) with four measured improvements against over-fitting its 1000
+# training images -- dropout 0.2 in the decoder, an exponential moving average of the parameters,
+# early stopping on a 10-sample validation ELBO with patience 50 (the book: 1 sample, patience
+# 20) -- see the README. "paper": Tomczak & Welling 2018, sec. 4 (K=500, z=40 (z1=z2=40), gated
+# dense layers of 300 units, batch 100, Adam 5e-4, KL warm-up 100 epochs, early stopping 50, at
+# most 2000 epochs, S=5000 at test).
 PRESETS = {
-    "digits": dict(latent_dim=2, num_components=16, hidden_dim=256, num_hidden_layers=2,
-                   architecture="mlp", logvar_bounds=None, optimizer="adamax", lr=1e-3,
-                   batch_size=64, epochs=1000, patience=50, warmup_epochs=0, dropout=0.2,
-                   val_num_samples=10, ema_decay=0.995),
-    "static_mnist": dict(latent_dim=40, num_components=500, hidden_dim=300, num_hidden_layers=2,
-                         architecture="gated", logvar_bounds=[-6.0, 2.0], optimizer="adam",
-                         lr=5e-4, batch_size=100, epochs=2000, patience=50, warmup_epochs=100,
-                         dropout=0.0, val_num_samples=1, ema_decay=None),
+    "book": dict(model="vae", latent_dim=2, num_components=16, hidden_dim=256,
+                 num_hidden_layers=2, architecture="mlp", logvar_bounds=None, optimizer="adamax",
+                 lr=1e-3, batch_size=64, epochs=1000, patience=50, warmup_epochs=0, dropout=0.2,
+                 val_num_samples=10, ema_decay=0.995, num_samples=5000),
+    "paper": dict(model="vae", latent_dim=40, num_components=500, hidden_dim=300,
+                  num_hidden_layers=2, architecture="gated", logvar_bounds=[-6.0, 2.0],
+                  optimizer="adam", lr=5e-4, batch_size=100, epochs=2000, patience=50,
+                  warmup_epochs=100, dropout=0.0, val_num_samples=1, ema_decay=None,
+                  num_samples=5000),
 }
+DEFAULT_PRESET = {"digits": "book"}  # every other data set: "paper"
 MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
-              "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds", "dropout")
+              "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds")
 
 
 def resolve_config(args: dict) -> dict:
-    """Fill ``None`` settings from the data set's preset; returns a new dict."""
+    """Fill missing or ``None`` settings from the preset (``cfg["preset"]``, by default "book"
+    for Digits and "paper" for the other data sets); returns a new dict.
+
+    Raises:
+        ValueError: unknown preset.
+    """
     cfg = dict(args)
-    for k, v in PRESETS[cfg["dataset"]].items():
+    preset = cfg.get("preset") or DEFAULT_PRESET.get(cfg["dataset"], "paper")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    cfg["preset"] = preset
+    for k, v in PRESETS[preset].items():
         if cfg.get(k) is None:
             cfg[k] = v
     return cfg
 
 
-def build_model(cfg: dict, dataset: Dataset) -> VAE:
-    """The :class:`VAE` a run's configuration describes (fresh parameters)."""
+def build_model(cfg: dict, dataset: Dataset):
+    """The model (``cfg["model"]``: ``vae``, ``hvae`` or ``convhvae``) a run's configuration
+    describes, with fresh parameters.
+
+    Raises:
+        ValueError: unknown model name or a bad combination of settings.
+    """
+    name = cfg.get("model") or "vae"
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     kw = {k: cfg.get(k) for k in MODEL_KEYS}
     if kw["logvar_bounds"] is not None:
         kw["logvar_bounds"] = tuple(kw["logvar_bounds"])
-    return VAE(dataset.image_shape, likelihood=dataset.likelihood, num_values=dataset.num_values,
-               **kw)
+    if name == "vae":
+        kw["dropout"] = cfg.get("dropout") or 0.0
+    if name == "convhvae":
+        kw.pop("architecture"), kw.pop("num_hidden_layers")
+    return MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
+                        num_values=dataset.num_values, **kw)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -115,14 +140,21 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
     return model.to(device), cfg, dataset, ckpt
 
 
-def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0) -> dict:
+def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0,
+                 max_points: int | None = None) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
-    ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``."""
-    x = dataset.test.to(device)
+    ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the
+    active units per latent layer; for grey images (discretised logistic) also the negative
+    log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology."""
+    x = dataset.test[:max_points].to(device)
     ll = log_likelihood(model, x, num_samples, seed=seed)
     el = elbo(model, x, 10, seed=seed + 1)
     n = ll.numel()
-    return {
+    extra = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
+    if dataset.likelihood == "discretized_logistic":
+        extra.update(test_nll_per_pixel=float(-ll.mean()) / dataset.input_dim,
+                     unit_per_pixel="nats per pixel")
+    return {**extra,
         "test_elbo": float(el.mean()),
         "test_log_likelihood": float(ll.mean()),
         "test_log_likelihood_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,

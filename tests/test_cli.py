@@ -72,3 +72,32 @@ def test_static_mnist_missing_file_is_named(tmp_path):
               str(tmp_path / "run")])
     assert r.returncode == 2 and "binarized_mnist_train.amat" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", ["hvae", "convhvae"])
+def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
+    out = tmp_path / model
+    assert main(["train", "--model", model, "--prior", "vampprior", "--preset", "paper",
+                 "--latent-dim", "4", "--num-components", "8", "--hidden-dim", "32",
+                 "--epochs", "1", "--max-points", "64", "--num-samples", "8", "--no-progress",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"] == model and set(m["active_units"]) == {"z1", "z2"}
+    assert m["num_test_points"] == 64 and m["test_log_likelihood"] < 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"]) == ("paper", "adam", 100, 100)
+
+
+def test_grey_images_report_nll_per_pixel(tmp_path):
+    import numpy as np
+    from scipy.io import savemat
+
+    ff = np.random.default_rng(0).integers(0, 256, (560, 60)).astype(np.uint8)
+    savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "frey_faces", "--data-root", str(tmp_path), "--prior",
+                 "standard", "--latent-dim", "3", "--hidden-dim", "16", "--epochs", "2",
+                 "--num-samples", "10", "--no-progress", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["unit_per_pixel"] == "nats per pixel"
+    assert m["test_nll_per_pixel"] == pytest.approx(m["test_nll"] / 560)
