@@ -109,3 +109,28 @@ def test_bad_settings_are_refused_before_work():
         Trainer(_vae(), progress=False).fit(torch.full((4, 6), 0.5))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(_vae(), progress=False).fit(_data(), resume=True)
+
+
+def test_resume_with_dynamic_binarisation_and_max_minutes(tmp_path):
+    grey = torch.rand(64, 6, generator=torch.Generator().manual_seed(3))
+
+    def sampler():
+        return torch.bernoulli(grey)
+
+    cfg = dict(epochs=5, batch_size=32, lr=1e-2, patience=None, seed=11, progress=False,
+               checkpoint_every_s=0.0)
+    full = _vae()
+    train(full, sampler, _data(32, 1), checkpoint_path=tmp_path / "a.pt", **cfg)
+    piece = _vae()
+    t = Trainer(piece, TrainConfig(**cfg, max_minutes=1e-9), checkpoint_path=tmp_path / "b.pt")
+    t.fit(sampler, _data(32, 1))
+    assert t.epoch == 1 and not t.finished  # stopped cleanly after one epoch
+    while True:
+        again = _vae()
+        t = Trainer(again, TrainConfig(**cfg, max_minutes=1e-9), checkpoint_path=tmp_path / "b.pt")
+        t.fit(sampler, _data(32, 1), resume=True)
+        if t.finished:
+            break
+    assert t.epoch == 5
+    for (k, v), w in zip(full.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(v, w), k
