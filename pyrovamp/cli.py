@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--out", help="run folder (default: runs/<dataset>_<prior>_<time>)")
 
+    c = sub.add_parser("compare", help="compare runs on their common test set (ArviZ)")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--out", required=True, help="folder for comparison.csv, compare.png, pareto_k.png")
+    c.add_argument("--num-samples", type=_positive_int("--num-samples"), default=1000,
+                   help="importance samples per test point (default 1000)")
+    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
     e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
     e.add_argument("run_dir")
     e.add_argument("--num-samples", type=_positive_int("--num-samples"), default=None)
@@ -118,6 +125,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "compare":
+            return _compare(args)
         return _evaluate(args)
     except (UsageError, ValueError, FileNotFoundError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -210,7 +219,8 @@ def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_sa
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plots import plot_history, plot_latent, plot_reconstructions, plot_samples
+    from .plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
+                        plot_reconstructions, plot_samples)
     from .runs import atomic_write_text, evaluate_run, save_figure
 
     if isinstance(trainer_or_ckpt, dict):
@@ -234,9 +244,48 @@ def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_sa
     save_figure(plot_samples(model), out / "samples.png")
     save_figure(plot_reconstructions(model, x), out / "reconstructions.png")
     save_figure(plot_history(history), out / "loss.png")
+    if x.shape[0] > 1:
+        save_figure(plot_active_units(model, x), out / "active_units.png")
+    if hasattr(model.prior, "pseudo_inputs"):
+        save_figure(plot_pseudo_inputs(model), out / "pseudo_inputs.png")
     print(f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
           f"(S={num_samples}), test ELBO {metrics['test_elbo']:.2f}, "
           f"{epochs} epochs in {seconds:.0f} s -> {out}")
+
+
+def _compare(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .runs import atomic_write_text, save_figure
+    from .workflow import compare, plot_compare, plot_pareto_k, to_inference_data
+
+    _check_device(args.device)
+    runs = [Path(r) for r in args.run_dirs]
+    for r in runs:
+        for f in ("config.json", "checkpoint.pt"):
+            if not (r / f).is_file():
+                raise UsageError(f"{r} is not a run folder: {r / f} is missing")
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"run folders must have distinct names, got {names}")
+    if len(runs) < 2:
+        raise UsageError("compare needs at least two run folders")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    idatas = {r.name: to_inference_data(r, num_samples=args.num_samples, device=args.device,
+                                        keep_log_weights=False) for r in runs}
+    table = compare(idatas)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "comparison.csv", table.to_csv())
+    save_figure(plot_compare(table), out / "compare.png")
+    save_figure(plot_pareto_k(idatas), out / "pareto_k.png")
+    cols = ["rank", "mean_log_likelihood", "mean_log_likelihood_diff", "mean_dse", "mean_elbo",
+            f"share_k_above_0.7"]
+    print(table[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"-> {out}")
+    return 0
 
 
 def _evaluate(args) -> int:

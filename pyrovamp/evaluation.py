@@ -25,7 +25,7 @@ from pyro import poutine
 
 from .priors import Prior
 
-__all__ = ["log_importance_weights", "log_likelihood", "elbo", "active_units"]
+__all__ = ["log_importance_weights", "log_likelihood", "elbo", "elbo_terms", "active_units"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
 
@@ -68,12 +68,13 @@ def _evaluation_context(model, seed):
                 model.train(was_training)
 
 
-def _log_weights_chunk(model, x, num_samples):
-    """``log p(x, h) - log q(h|x)`` for ``num_samples`` draws: ``(S, N)``."""
+def _log_weights_chunk(model, x, num_samples, split=False):
+    """``log p(x, h) - log q(h|x)`` for ``num_samples`` draws: ``(S, N)``; with ``split=True``
+    the pair ``(observed-site log-likelihood, latent log q - log p)`` instead."""
     with pyro.plate("importance_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(model.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    log_w = 0.0
+    observed, latent = 0.0, 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()
         for name, site in trace.nodes.items():
@@ -83,8 +84,14 @@ def _log_weights_chunk(model, x, num_samples):
             if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
                 raise ValueError(f"site {name!r} has log_prob shape {tuple(lp.shape)}: every site "
                                  "must sit in the data plate at dim=-1")
-            log_w = log_w + sign * lp
-    return torch.as_tensor(log_w).expand(num_samples, x.shape[0])
+            if site["is_observed"]:
+                observed = observed + lp
+            else:
+                latent = latent + sign * lp
+    shape = (num_samples, x.shape[0])
+    if split:
+        return torch.as_tensor(observed).expand(shape), (-torch.as_tensor(latent)).expand(shape)
+    return torch.as_tensor(observed + latent).expand(shape)
 
 
 def _check(model, x):
@@ -184,6 +191,32 @@ def elbo(model, x: torch.Tensor, num_samples: int = 1, *,
     with _evaluation_context(model, seed):
         return torch.cat([lw.double().mean(0)
                           for lw in _iter_log_weights(model, x, num_samples, points, samples)])
+
+
+def elbo_terms(model, x: torch.Tensor, num_samples: int = 1, *,
+               memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int | None = None) -> dict:
+    """The ELBO's two terms per data point, in nats, averaged over ``num_samples`` draws of the
+    guide: ``reconstruction = E_q[log p(x|h)]`` (the observed sites) and
+    ``kl = E_q[log q(h|x) - log p(h)]`` (the latent sites; a Monte Carlo KL); ``elbo`` is
+    ``reconstruction - kl``.
+
+    Returns:
+        dict of ``(N,)`` float64 tensors ``reconstruction``, ``kl``, ``elbo``.
+
+    Raises:
+        ValueError: bad ``x`` or ``num_samples``.
+    """
+    x, (points, samples) = _prepare(model, x, num_samples, memory_budget, None)
+    rec, kl = [], []
+    with _evaluation_context(model, seed):
+        for i in range(0, x.shape[0], points):
+            xb = x[i:i + points]
+            parts = [_log_weights_chunk(model, xb, min(samples, num_samples - s), split=True)
+                     for s in range(0, num_samples, samples)]
+            rec.append(torch.cat([p[0] for p in parts]).double().mean(0))
+            kl.append(torch.cat([p[1] for p in parts]).double().mean(0))
+    rec, kl = torch.cat(rec), torch.cat(kl)
+    return {"reconstruction": rec, "kl": kl, "elbo": rec - kl}
 
 
 def active_units(model, x: torch.Tensor, threshold: float = 0.01, num_samples: int = 10,

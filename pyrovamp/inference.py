@@ -24,7 +24,7 @@ from pyro.infer import (SVI, JitTrace_ELBO, JitTraceMeanField_ELBO, RenyiELBO, T
                         TraceMeanField_ELBO)
 from pyro.poutine.scale_messenger import ScaleMessenger
 
-from .evaluation import elbo
+from .evaluation import elbo_terms
 
 __all__ = ["TrainConfig", "Trainer", "train", "LOSSES", "OPTIMIZERS", "atomic_save"]
 
@@ -216,8 +216,8 @@ class Trainer:
 
         Returns:
             The history: one dict per epoch with ``epoch, beta, train_loss`` (negative
-            beta-weighted ELBO, nats per data point), ``val_elbo`` (nats per data point),
-            ``seconds``.
+            beta-weighted ELBO, nats per data point), ``val_elbo`` and its two terms
+            ``val_reconstruction`` and ``val_kl`` (nats per data point), ``seconds``.
 
         Raises:
             ValueError: bad data; FileNotFoundError: ``resume`` without a checkpoint.
@@ -260,8 +260,10 @@ class Trainer:
                 record = {"epoch": self.epoch + 1, "beta": self.beta, "train_loss": total / n}
                 scored = self.ema.module if self.ema is not None else self.model
                 if validation is not None:
-                    v = float(elbo(scored, validation, cfg.val_num_samples).mean())
-                    record["val_elbo"] = v
+                    terms = elbo_terms(scored, validation, cfg.val_num_samples)
+                    v = float(terms["elbo"].mean())
+                    record.update(val_elbo=v, val_reconstruction=float(terms["reconstruction"].mean()),
+                                  val_kl=float(terms["kl"].mean()))
                     if not math.isfinite(v):
                         raise FloatingPointError(f"validation ELBO is {v} at epoch {self.epoch + 1}")
                     if v > self.best_val:

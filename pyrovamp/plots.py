@@ -4,7 +4,9 @@
 * :func:`plot_latent` -- the book's Figs. 4.8-4.13: the prior's density contours with the
   aggregated posterior (encoder means of data points) as dots.
 * :func:`plot_samples`, :func:`plot_reconstructions` -- image grids.
-* :func:`plot_history` -- training loss and validation ELBO per epoch.
+* :func:`plot_history` -- training loss, validation ELBO and its reconstruction and KL terms.
+* :func:`plot_pseudo_inputs` -- the VampPrior's pseudo-inputs as images.
+* :func:`plot_active_units` -- the variance of every latent unit's posterior mean.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_latent", "plot_samples", "plot_reconstructions", "plot_history", "image_grid"]
+__all__ = ["plot_latent", "plot_samples", "plot_reconstructions", "plot_history", "image_grid",
+           "plot_pseudo_inputs", "plot_active_units"]
 
 
 @torch.no_grad()
@@ -23,8 +26,10 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
     """Prior density contours with the encodings of ``x`` (means of ``q(z|x)``) as dots.
 
     For ``latent_dim == 2`` the contours are ``p(z)`` on a grid covering the encodings; for
-    larger latent sizes the dots are the first two principal components of the encodings (stated
-    on the axes) and no contours are drawn.
+    larger latent sizes everything is projected on the first two principal components of the
+    encodings (stated on the axes): the dots are the projected encodings and the contours a
+    Gaussian kernel density estimate (``scipy.stats.gaussian_kde``) of 5000 projected prior
+    samples.
 
     Args:
         model: a :class:`pyrovamp.VAE`.
@@ -52,9 +57,20 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
         ax.set_xlabel("$z_1$")
         ax.set_ylabel("$z_2$")
     else:
-        centred = loc - loc.mean(0)
-        _, _, v = torch.linalg.svd(centred, full_matrices=False)
-        proj = centred @ v[:2].T
+        from scipy.stats import gaussian_kde
+
+        centre = loc.mean(0)
+        _, _, v = torch.linalg.svd(loc - centre, full_matrices=False)
+        proj = (loc - centre) @ v[:2].T
+        prior_proj = ((model.prior().sample((5000,)).cpu() - centre) @ v[:2].T).numpy()
+        lo, hi = proj.min(0).values, proj.max(0).values
+        pad = 0.15 * (hi - lo) + 0.5
+        g0 = np.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), 80)
+        g1 = np.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), 80)
+        m0, m1 = np.meshgrid(g0, g1)
+        dens = gaussian_kde(prior_proj.T)(np.stack([m0.ravel(), m1.ravel()])).reshape(m0.shape)
+        cs = ax.contourf(g0, g1, dens, levels=20, cmap="viridis")
+        fig.colorbar(cs, ax=ax, label="projected prior density (KDE)")
         ax.scatter(proj[:, 0], proj[:, 1], s=4, c="black", alpha=0.6, label="aggregated posterior")
         ax.set_xlabel(f"PC 1 of E[z|x] (latent_dim={model.latent_dim})")
         ax.set_ylabel("PC 2 of E[z|x]")
@@ -110,10 +126,12 @@ def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure
 
 
 def plot_history(history: list[dict]) -> Figure:
-    """Training loss (negative beta-weighted ELBO) and validation ELBO per epoch, nats per data
-    point."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot(111)
+    """Training curves, nats per data point: the training objective (beta-weighted ELBO) and
+    the validation ELBO (left), and the validation ELBO's terms -- reconstruction
+    ``E_q[log p(x|z)]`` and ``KL(q || p)`` (right, when recorded)."""
+    has_terms = bool(history) and "val_kl" in history[0]
+    fig = Figure(figsize=(11 if has_terms else 6, 4))
+    ax = fig.add_subplot(1, 2 if has_terms else 1, 1)
     epochs = [r["epoch"] for r in history]
     ax.plot(epochs, [-r["train_loss"] for r in history], label="train ELBO (beta-weighted)")
     if history and "val_elbo" in history[0]:
@@ -124,4 +142,55 @@ def plot_history(history: list[dict]) -> Figure:
     ax.set_ylabel("ELBO (nats per data point)")
     ax.legend()
     ax.grid(alpha=0.3)
+    if has_terms:
+        ax2 = fig.add_subplot(1, 2, 2)
+        ax2.plot(epochs, [r["val_reconstruction"] for r in history], color="C0",
+                 label="reconstruction E_q[log p(x|z)]")
+        ax2.set_ylabel("reconstruction (nats per data point)", color="C0")
+        ax3 = ax2.twinx()
+        ax3.plot(epochs, [r["val_kl"] for r in history], color="C3", label="KL(q || p)")
+        ax3.set_ylabel("KL (nats per data point)", color="C3")
+        ax2.set_xlabel("epoch")
+        ax2.set_title("validation ELBO = reconstruction - KL")
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def plot_pseudo_inputs(model, num_images: int = 64, nrow: int = 8) -> Figure:
+    """The prior's pseudo-inputs (VampPrior ``u_k``, GTM-VampPrior ``g(u_k)``) as images.
+
+    Raises:
+        ValueError: the model's prior has no pseudo-inputs.
+    """
+    if not hasattr(model.prior, "pseudo_inputs"):
+        raise ValueError(f"{type(model.prior).__name__} has no pseudo-inputs")
+    u = model.prior.pseudo_inputs[:num_images]
+    fig = Figure(figsize=(5, 5 * math.ceil(len(u) / nrow) / nrow + 0.4))
+    _imshow(fig, fig.add_subplot(111), image_grid(u, model.input_shape_2d, nrow),
+            model.likelihood.high, f"pseudo-inputs ({len(u)} of {model.prior.pseudo_inputs.shape[0]})")
+    return fig
+
+
+@torch.no_grad()
+def plot_active_units(model, x: torch.Tensor, threshold: float = 0.01) -> Figure:
+    """Variance over data points of each latent unit's posterior mean ``Cov_x E_q[z_i|x]``
+    (log scale), sorted, one panel per latent layer, with the activity threshold."""
+    was_training = model.training
+    model.eval()
+    means = model.posterior_means(x)
+    model.train(was_training)
+    fig = Figure(figsize=(5 * len(means), 3.5))
+    for i, (site, m) in enumerate(means.items()):
+        ax = fig.add_subplot(1, len(means), i + 1)
+        var = m.double().var(0).sort(descending=True).values.cpu().numpy()
+        ax.bar(np.arange(len(var)), var, color=["C0" if v > threshold else "C7" for v in var])
+        ax.axhline(threshold, color="C3", ls="--", label=f"threshold {threshold}")
+        ax.set_yscale("log")
+        ax.set_title(f"{site}: {(var > threshold).sum()} of {len(var)} units active")
+        ax.set_xlabel("unit (sorted)")
+        ax.set_ylabel("Var_x E_q[z_i | x]")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig

@@ -109,9 +109,10 @@ def save_figure(fig, path) -> None:
 
 
 def write_history_csv(history: list[dict], path) -> None:
-    """One row per epoch: ``epoch, beta, train_loss, val_elbo, seconds``."""
+    """One row per epoch: ``epoch, beta, train_loss, val_elbo, val_reconstruction, val_kl,
+    seconds`` (nats per data point; seconds of wall time)."""
     buf = io.StringIO()
-    keys = ["epoch", "beta", "train_loss", "val_elbo", "seconds"]
+    keys = ["epoch", "beta", "train_loss", "val_elbo", "val_reconstruction", "val_kl", "seconds"]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in history:
