@@ -72,6 +72,13 @@ class Likelihood(abc.ABC):
         return f"{type(self).__name__}(input_dim={self.input_dim})"
 
 
+def _check_levels(x, num_values, name, what):
+    ok = (x == x.round()) & (x >= 0) & (x <= num_values - 1)
+    if not bool(ok.all()):
+        bad = x[~ok].flatten()[:3].tolist()
+        raise ValueError(f"{name} must hold {what}; found values such as {bad}.")
+
+
 class _Bernoulli(dist.Bernoulli):
     """``Bernoulli(logits)`` whose ``log_prob`` is ``x * logits - softplus(logits)``: the same
     values as ``binary_cross_entropy_with_logits``, without materialising the broadcast target
@@ -137,13 +144,8 @@ class CategoricalLikelihood(Likelihood):
         return (logits.softmax(-1) * levels).sum(-1)
 
     def check_support(self, x, name="x"):
-        ok = (x == x.round()) & (x >= 0) & (x <= self.num_values - 1)
-        if not bool(ok.all()):
-            bad = x[~ok].flatten()[:3].tolist()
-            raise ValueError(
-                f"{name} must hold integers in 0..{self.num_values - 1} for the categorical "
-                f"likelihood with num_values={self.num_values}; found values such as {bad}."
-            )
+        _check_levels(x, self.num_values, name, f"integers in 0..{self.num_values - 1} for the "
+                      f"categorical likelihood with num_values={self.num_values}")
 
     def __repr__(self):
         return f"CategoricalLikelihood(input_dim={self.input_dim}, num_values={self.num_values})"
@@ -246,13 +248,8 @@ class DiscretizedLogisticLikelihood(Likelihood):
         return self._params(h)[0] * (self.num_values - 1)
 
     def check_support(self, x, name="x"):
-        ok = (x == x.round()) & (x >= 0) & (x <= self.num_values - 1)
-        if not bool(ok.all()):
-            bad = x[~ok].flatten()[:3].tolist()
-            raise ValueError(
-                f"{name} must hold integer grey levels in 0..{self.num_values - 1} for the "
-                f"discretised logistic likelihood; found values such as {bad}."
-            )
+        _check_levels(x, self.num_values, name, f"integer grey levels in 0..{self.num_values - 1} "
+                      "for the discretised logistic likelihood")
 
     def __repr__(self):
         return f"DiscretizedLogisticLikelihood(input_dim={self.input_dim}, num_levels={self.num_values})"

@@ -102,20 +102,25 @@ class VAE(nn.Module):
                                        normalize=self.likelihood.normalize,
                                        logvar_bounds=logvar_bounds)
         self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
-        if isinstance(prior, str):
-            prior = make_prior(prior, latent_dim, encoder=self.encoder, input_dim=self.input_dim,
-                               data_range=(self.likelihood.low, self.likelihood.high),
-                               num_components=num_components, grid_side=grid_side,
-                               hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                               num_flows=num_flows)
-        elif not isinstance(prior, Prior):
-            raise ValueError(f"prior must be a prior name or a pyrovamp.priors.Prior, got {prior!r}")
-        if prior.latent_dim != latent_dim:
-            raise ValueError(f"prior.latent_dim={prior.latent_dim} differs from latent_dim={latent_dim}")
-        self.prior = prior
+        self._set_prior(prior, num_components=num_components, grid_side=grid_side,
+                        hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                        num_flows=num_flows)
         # a name of this instance's own in Pyro's global param store, so two models in one
         # session never share (and silently overwrite) each other's parameters
         self.pyro_name = f"pyrovamp.VAE.{next(_instance_counter)}"
+
+    def _set_prior(self, prior, **kw):
+        """``self.prior`` from a name (built around ``self.encoder``) or a Prior module."""
+        if isinstance(prior, str):
+            prior = make_prior(prior, self.latent_dim, encoder=self.encoder,
+                               input_dim=self.input_dim,
+                               data_range=(self.likelihood.low, self.likelihood.high), **kw)
+        elif not isinstance(prior, Prior):
+            raise ValueError(f"prior must be a prior name or a pyrovamp.priors.Prior, got {prior!r}")
+        if prior.latent_dim != self.latent_dim:
+            raise ValueError(f"prior.latent_dim={prior.latent_dim} differs from "
+                             f"latent_dim={self.latent_dim}")
+        self.prior = prior
 
     # --- Pyro model and guide -------------------------------------------------------------
     def model(self, x: torch.Tensor) -> torch.Tensor:
@@ -320,15 +325,9 @@ class ConvHVAE(HVAE):
                                                  logvar_bounds)
         self.decoder = ConvDecoder(shape, self.z1_dim, latent_dim, self.likelihood.params_per_dim,
                                    pixel_major=self.likelihood.name == "categorical")
-        if isinstance(prior, str):
-            prior = make_prior(prior, latent_dim, encoder=self.encoder, input_dim=self.input_dim,
-                               data_range=(self.likelihood.low, self.likelihood.high),
-                               num_components=num_components, grid_side=grid_side,
-                               hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                               num_flows=num_flows)
-        elif not isinstance(prior, Prior) or prior.latent_dim != latent_dim:
-            raise ValueError(f"prior must be a prior name or a Prior with latent_dim={latent_dim}")
-        self.prior = prior
+        self._set_prior(prior, num_components=num_components, grid_side=grid_side,
+                        hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                        num_flows=num_flows)
         self.pyro_name = self.pyro_name.replace("HVAE", "ConvHVAE")
 
 

@@ -37,17 +37,24 @@ def _execute(name, runs_dir):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    return "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
 def test_01_priors_on_digits(runs_dir):
-    _execute("01_priors_on_digits.ipynb", runs_dir)
+    text = _execute("01_priors_on_digits.ipynb", runs_dir)
+    assert text.count("test log-likelihood") >= 6
 
 
 @pytest.mark.skipif(not STATIC_MNIST.is_dir(), reason="static MNIST files not present")
 def test_02_and_03_static_mnist_and_comparison(runs_dir):
-    _execute("02_vampprior_static_mnist.ipynb", runs_dir)
-    _execute("03_comparing_priors.ipynb", runs_dir)
+    text = _execute("02_vampprior_static_mnist.ipynb", runs_dir)
+    assert "hvae + vampprior" in text
+    assert len(list(runs_dir.iterdir())) == 4
+    text = _execute("03_comparing_priors.ipynb", runs_dir)
+    assert "mean_log_likelihood" in text and "k>0.7" in text
 
 
 def test_04_prior_in_your_own_model(runs_dir):
-    _execute("04_prior_in_your_own_model.ipynb", runs_dir)
+    text = _execute("04_prior_in_your_own_model.ipynb", runs_dir)
+    assert "test log-likelihood" in text and "'x': (1, 32, 64)" in text
