@@ -55,7 +55,7 @@ def _evaluation_context(model, seed):
         if seed is not None:
             devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
             stack.enter_context(torch.random.fork_rng(devices=devices))
-            pyro.set_rng_seed(seed)
+            torch.manual_seed(seed)  # Pyro samples with torch's generator
         if hasattr(model, "modules"):
             model.eval()
             for m in model.modules():
