@@ -95,6 +95,10 @@ def bench(name, x_all, dev, args):
     def pyro_step(x):
         return svi.step(x)
 
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     b = args.batch_size
     batches = [x_all[i * b:(i + 1) * b] for i in range(x_all.shape[0] // b)]
     for i in range(5):  # warm-up
@@ -102,13 +106,13 @@ def bench(name, x_all, dev, args):
     times = {"pyro": [], "torch": [], "torch_naive": []}
     for i in range(args.steps):  # interleaved so that machine noise hits all alike
         x = batches[i % len(batches)]
-        for name, fn in (("pyro", pyro_step), ("torch", torch_step),
+        for kind, fn in (("pyro", pyro_step), ("torch", torch_step),
                          ("torch_naive", lambda x: torch_step(x, naive=True))):
             sync()
             t0 = time.perf_counter()
             fn(x)
             sync()
-            times[name].append(time.perf_counter() - t0)
+            times[kind].append(time.perf_counter() - t0)
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["pyro_ms"] / res["torch_ms"], 3)
     return res
