@@ -149,7 +149,7 @@ def log_importance_weights(model, x: torch.Tensor, num_samples: int, *,
 
 def log_likelihood(model, x: torch.Tensor, num_samples: int = 5000, *,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int | None = None,
-                   seed: int | None = None) -> torch.Tensor:
+                   seed: int | None = None, diagnostics: bool = False):
     """Importance-sampled ``log p(x)`` per data point, in nats (Burda et al. 2016, eq. 1; the
     VampPrior paper's test log-likelihood with ``S = 5000``).
 
@@ -162,17 +162,34 @@ def log_likelihood(model, x: torch.Tensor, num_samples: int = 5000, *,
         x: ``(N, D)`` data.
         num_samples: ``S``.
         memory_budget, batch_size, seed: see :func:`log_importance_weights`.
+        diagnostics: also return the Pareto-smoothed importance sampling diagnostics of every
+            data point's weights (:func:`pyrovamp.workflow.importance_diagnostics`).
 
     Returns:
-        ``(N,)`` float64 tensor of log-likelihoods (nats per data point; higher is better).
+        ``(N,)`` float64 tensor of log-likelihoods (nats per data point; higher is better); with
+        ``diagnostics=True`` the pair ``(log_likelihood, dict)`` whose dict holds ``(N,)`` numpy
+        arrays ``log_likelihood_psis``, ``pareto_k`` and ``ess``.
 
     Raises:
         ValueError: bad ``x`` or ``num_samples``.
     """
     x, (points, samples) = _prepare(model, x, num_samples, memory_budget, batch_size)
+    out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}
+    if diagnostics:
+        from .workflow import importance_diagnostics
     with _evaluation_context(model, seed):
-        return torch.cat([torch.logsumexp(lw.double(), dim=0) - math.log(num_samples)
-                          for lw in _iter_log_weights(model, x, num_samples, points, samples)])
+        for lw in _iter_log_weights(model, x, num_samples, points, samples):
+            out.append(torch.logsumexp(lw.double(), dim=0) - math.log(num_samples))
+            if diagnostics:
+                d = importance_diagnostics(lw)
+                for k in diag:
+                    diag[k].append(d[k])
+    ll = torch.cat(out)
+    if not diagnostics:
+        return ll
+    import numpy as np
+
+    return ll, {k: np.concatenate(v) for k, v in diag.items()}
 
 
 def elbo(model, x: torch.Tensor, num_samples: int = 1, *,

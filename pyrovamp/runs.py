@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .data import Dataset, load_dataset
@@ -144,11 +145,13 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
 def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0,
                  max_points: int | None = None) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
-    ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the
+    ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
+    diagnostics of the importance weights (``test_log_likelihood_psis``, ``share_k_above_0.7``
+    -- the share of test points whose estimate is unreliable -- and ``median_ess``), the
     active units per latent layer; for grey images (discretised logistic) also the negative
     log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology."""
     x = dataset.test[:max_points].to(device)
-    ll = log_likelihood(model, x, num_samples, seed=seed)
+    ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True)
     el = elbo(model, x, 10, seed=seed + 1)
     n = ll.numel()
     extra = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
@@ -160,6 +163,9 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
         "test_log_likelihood": float(ll.mean()),
         "test_log_likelihood_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,
         "test_nll": float(-ll.mean()),
+        "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
+        "share_k_above_0.7": float((diag["pareto_k"] > 0.7).mean()),
+        "median_ess": float(np.median(diag["ess"])),
         "num_samples": num_samples,
         "num_test_points": n,
         "unit": "nats per data point",
