@@ -27,28 +27,28 @@ class UsageError(Exception):
     """A user error reported as one line."""
 
 
-def _positive_int(name):
+def _positive(name, kind=int):
+    """argparse type: a positive ``kind`` (int: at least 1), with an error naming ``name``."""
+    what = "an integer" if kind is int else "a number"
+
     def conv(s):
         try:
-            v = int(s)
+            v = kind(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least 1, got {v}" if kind is int else f"{name} must be positive, got {v}")
         return v
     return conv
+
+
+def _positive_int(name):
+    return _positive(name, int)
 
 
 def _positive_float(name):
-    def conv(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be positive, got {v}")
-        return v
-    return conv
+    return _positive(name, float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,7 +282,7 @@ def _compare(args) -> int:
     save_figure(plot_compare(table), out / "compare.png")
     save_figure(plot_pareto_k(idatas), out / "pareto_k.png")
     cols = ["rank", "mean_log_likelihood", "mean_log_likelihood_diff", "mean_dse", "mean_elbo",
-            f"share_k_above_0.7"]
+            "share_k_above_0.7"]
     print(table[cols].to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"-> {out}")
     return 0

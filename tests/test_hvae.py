@@ -5,7 +5,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyrovamp import HVAE, VAE, Trainer, active_units, elbo, log_likelihood
+from pyrovamp import HVAE, VAE, active_units, elbo, log_likelihood
 from pyrovamp.priors import PRIORS
 
 

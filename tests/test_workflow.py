@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovamp import VAE, log_importance_weights, train
+from pyrovamp import log_importance_weights
 from pyrovamp.workflow import compare, importance_diagnostics, plot_compare, plot_pareto_k, to_inference_data
 
 warnings.filterwarnings("ignore")
