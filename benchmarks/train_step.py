@@ -1,120 +1,150 @@
-"""Time of one Pyro SVI step against a plain PyTorch ELBO step of the same networks.
+"""Time of one training step on Lightning + Pyro against a plain PyTorch ELBO step of the same
+networks, in the same process, interleaved.
 
 The models are the VampPrior paper's VAE and two-level HVAE: 784 binary inputs, gated dense
-layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Adam. Both steps use the very same modules and the
-same distributions' ``log_prob`` -- the PyTorch step computes
-``-mean(log p(x|z) + log p(z) - log q(z|x))`` by hand and steps one ``torch.optim.Adam`` -- so the
-ratio is the cost of Pyro's machinery (tracing, param store, per-parameter optimisers).
-Also reported: the same PyTorch step with the VampPrior density computed the way the original
-research code does (a (B, K, L) broadcast), for scale.
+layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Adam 5e-4.
 
-Usage: python benchmarks/train_step.py [--device cuda] [--steps 40] [--real-data DIR]
-The last line printed is a JSON object with ``pyro_ms``, ``torch_ms`` and ``ratio`` (VAE) and
-``hvae_pyro_ms``, ``hvae_torch_ms``, ``hvae_ratio``.
+* ``lightning``: pyrovamp's training path -- :class:`pyrovamp.training.SVIModule` under
+  Lightning's ``Trainer`` (its loop, hooks, optimizer step and data module; the loss is Pyro's
+  ``Trace_ELBO().differentiable_loss`` of the model's ``model``/``guide``). A step's time is the
+  wall time between two consecutive ``on_train_batch_start`` hooks: data, forward, backward,
+  optimiser and every hook of the loop.
+* ``torch``: the same modules and the same distributions' ``log_prob`` with the ELBO written
+  by hand, ``-mean(log p(x|z) + log p(z) - log q(z|x))``, one ``torch.optim.Adam`` step, the
+  batch taken from a tensor -- the cost floor without Pyro and Lightning.
+
+Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many), so machine noise
+hits both alike; the figures are medians over all steps after the first two of each round.
+
+Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
+       [--precision 32|bf16-mixed]
+The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
+and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio``.
 """
 
 import argparse
 import json
-import math
+import logging
 import statistics
 import time
 
+import lightning.pytorch as pl
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
 
 from pyrovamp import HVAE, VAE
+from pyrovamp.training import EpochData, SVIDataModule, SVIModule, TrainConfig, quiet_lightning
+
+
+class _StepClock(pl.Callback):
+    def __init__(self):
+        self.starts = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.starts.append(time.perf_counter())
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.starts.append(time.perf_counter())
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--real-data", help="folder with binarized_mnist_train.amat (else random)")
+    ap.add_argument("--precision", default="32")
+    ap.add_argument("--real-data", help="folder with binarized_mnist_valid.amat (else random)")
     args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     dev = torch.device(args.device)
     pyro.set_rng_seed(0)
+    n = args.steps * args.batch_size
     if args.real_data:
         from pyrovamp.data import read_amat
-        x_all = read_amat(f"{args.real_data}/binarized_mnist_valid.amat")[:2000]
+        x_all = read_amat(f"{args.real_data}/binarized_mnist_valid.amat")[:n]
     else:
-        x_all = (torch.rand(2000, 784) < 0.13).float()
-    x_all = x_all.to(dev)
+        x_all = (torch.rand(n, 784) < 0.13).float()
 
     results = {}
     for name in ("vae", "hvae"):
         res = bench(name, x_all, dev, args)
         prefix = "" if name == "vae" else "hvae_"
         results.update({prefix + k: v for k, v in res.items()})
-        print(f"{name.upper()}: Pyro SVI step {res['pyro_ms']:.1f} ms, PyTorch step "
-              f"{res['torch_ms']:.1f} ms (naive mixture density {res['torch_naive_ms']:.1f} ms): "
-              f"ratio {res['ratio']:.3f}")
+        print(f"{name.upper()}: Lightning + Pyro step {res['lightning_ms']:.1f} ms, PyTorch step "
+              f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}")
     results.update(device=str(dev), batch_size=args.batch_size, steps=args.steps,
-                   threads=torch.get_num_threads())
+                   rounds=args.rounds, precision=args.precision, threads=torch.get_num_threads(),
+                   data="static MNIST validation images" if args.real_data else "random binary")
     print(json.dumps(results))
 
 
 def bench(name, x_all, dev, args):
     def make():
         cls = VAE if name == "vae" else HVAE
-        return cls((784,), 40, "vampprior", "bernoulli", hidden_dim=300, architecture="gated",
-                   num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
+        return cls((784,), 40, prior="vampprior", likelihood="bernoulli", hidden_dim=300,
+                   architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
 
     pyro.set_rng_seed(0)
-    vae_pyro, vae_torch = make(), make()
-    vae_torch.load_state_dict(vae_pyro.state_dict())
-    svi = SVI(vae_pyro.model, vae_pyro.guide, pyro.optim.Adam({"lr": 5e-4}), Trace_ELBO())
-    opt = torch.optim.Adam(vae_torch.parameters(), lr=5e-4)
+    m_light, m_torch = make(), make()
+    m_torch.load_state_dict(m_light.state_dict())
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-4, optimizer="adam",
+                      patience=None, progress=False, logger="none",
+                      accelerator="gpu" if dev.type == "cuda" else "cpu", precision=args.precision)
+    module = SVIModule(m_light, cfg)
+    opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
+    x_dev = x_all.to(dev)
+    b = args.batch_size
 
-    def log_prior(z, naive):
-        if naive:  # the original code's (B, K, L) broadcast of the mixture density
-            mu, scale = vae_torch.encoder(vae_torch.prior.pseudo_inputs)
-            lp = torch.distributions.Normal(mu, scale).log_prob(z[:, None, :]).sum(-1)
-            return torch.logsumexp(lp - math.log(mu.shape[0]), dim=-1)
-        return vae_torch.prior().log_prob(z)
-
-    def torch_step(x, naive=False):
+    def torch_step(i):
+        x = x_dev[i * b:(i + 1) * b]
         opt.zero_grad()
-        q = vae_torch.encode(x)
-        z = q.rsample()
-        if name == "vae":
-            elbo = vae_torch.decode(z).log_prob(x) + log_prior(z, naive) - q.log_prob(z)
-        else:  # z is z2; then z1 ~ q(z1|x, z2)
-            q1 = vae_torch.encode_z1(x, z)
-            z1 = q1.rsample()
-            loc, scale = vae_torch.p_z1(z)
-            p1 = torch.distributions.Normal(loc, scale).log_prob(z1).sum(-1)
-            elbo = (vae_torch.decode(z1, z).log_prob(x) + p1 + log_prior(z, naive)
-                    - q.log_prob(z) - q1.log_prob(z1))
-        loss = -elbo.sum()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+            q = m_torch.encode(x)
+            z = q.rsample()
+            if name == "vae":
+                elbo = m_torch.decode(z).log_prob(x) + m_torch.prior().log_prob(z) - q.log_prob(z)
+            else:  # z is z2; then z1 ~ q(z1|x, z2)
+                q1 = m_torch.encode_z1(x, z)
+                z1 = q1.rsample()
+                loc, scale = m_torch.p_z1(z)
+                p1 = torch.distributions.Normal(loc, scale).log_prob(z1).sum(-1)
+                elbo = (m_torch.decode(z1, z).log_prob(x) + p1 + m_torch.prior().log_prob(z)
+                        - q.log_prob(z) - q1.log_prob(z1))
+            loss = -elbo.mean()
         loss.backward()
         opt.step()
-        return loss.item()
-
-    def pyro_step(x):
-        return svi.step(x)
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    b = args.batch_size
-    batches = [x_all[i * b:(i + 1) * b] for i in range(x_all.shape[0] // b)]
-    for i in range(5):  # warm-up
-        pyro_step(batches[i]), torch_step(batches[i]), torch_step(batches[i], naive=True)
-    times = {"pyro": [], "torch": [], "torch_naive": []}
-    for i in range(args.steps):  # interleaved so that machine noise hits all alike
-        x = batches[i % len(batches)]
-        for kind, fn in (("pyro", pyro_step), ("torch", torch_step),
-                         ("torch_naive", lambda x: torch_step(x, naive=True))):
+    times = {"lightning": [], "torch": []}
+    for r in range(args.rounds):
+        clock = _StepClock()
+        with quiet_lightning():
+            trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, max_epochs=1,
+                                 precision=args.precision, logger=False, callbacks=[clock],
+                                 enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, num_sanity_val_steps=0,
+                                 limit_val_batches=0, use_distributed_sampler=False)
+            trainer.fit(module, datamodule=SVIDataModule(EpochData(x_all), None, b, seed=r))
+        steps = [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:])]
+        times["lightning"] += steps[2:]
+        m_light.train()
+        sync()
+        stamps = [time.perf_counter()]
+        for i in range(args.steps):
+            torch_step(i)
             sync()
-            t0 = time.perf_counter()
-            fn(x)
-            sync()
-            times[kind].append(time.perf_counter() - t0)
+            stamps.append(time.perf_counter())
+        times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:])][2:]
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
-    res["ratio"] = round(res["pyro_ms"] / res["torch_ms"], 3)
+    res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
     return res
 
 

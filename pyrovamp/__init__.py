@@ -3,13 +3,13 @@
 Priors (:mod:`pyrovamp.priors`): standard Gaussian, mixture of Gaussians, VampPrior, GTM,
 GTM-VampPrior and a RealNVP flow prior, each an ``nn.Module`` whose call returns a Pyro
 distribution. Models (:mod:`pyrovamp.models`): :class:`VAE` with Pyro ``model``/``guide``.
-Training (:mod:`pyrovamp.inference`), importance-sampled log-likelihood
+Training on PyTorch Lightning (:mod:`pyrovamp.training`), importance-sampled log-likelihood
 (:mod:`pyrovamp.evaluation`), data sets (:mod:`pyrovamp.data`), figures (:mod:`pyrovamp.plots`).
 """
 
 from .data import Dataset, load_dataset
 from .evaluation import active_units, elbo, log_importance_weights, log_likelihood
-from .inference import Trainer, TrainConfig, train
+from .training import TrainConfig, TrainResult, fit, train
 from .models import HVAE, VAE, ConvHVAE
 from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior, VampPrior,
                      make_prior)
@@ -17,7 +17,7 @@ from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, Standar
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "Trainer",
-    "TrainConfig", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
+    "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "fit",
+    "TrainConfig", "TrainResult", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
     "GTMVampPrior", "FlowPrior", "make_prior",
 ]

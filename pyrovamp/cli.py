@@ -10,9 +10,13 @@ status 2, before any work and without touching an existing run folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
     from .priors import PRIORS
-    from .inference import LOSSES, OPTIMIZERS
+    from .training import LOGGERS, LOSSES, OPTIMIZERS, PRECISIONS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,11 +100,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-samples", type=_positive_int("--num-samples"),
                    help="importance samples per test point (default 5000)")
     t.add_argument("--data-root", help="folder with the data set's canonical files")
-    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="shorthand for --accelerator cpu|gpu")
+    t.add_argument("--accelerator", choices=("cpu", "gpu", "auto"),
+                   help="Lightning accelerator (default: from --device)")
+    t.add_argument("--devices", type=_positive_int("--devices"), default=1,
+                   help="devices (processes) per machine; >1 trains data-parallel")
+    t.add_argument("--num-nodes", type=_positive_int("--num-nodes"), default=1,
+                   help="machines taking part (Lightning's launcher; see the README)")
+    t.add_argument("--strategy", default="auto",
+                   choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"),
+                   help="Lightning strategy; ddp for several processes")
+    t.add_argument("--precision", default="32", choices=PRECISIONS,
+                   help="32, bf16-mixed (autocast to bfloat16), 16-mixed or 64")
+    t.add_argument("--logger", default="csv", choices=LOGGERS,
+                   help="Lightning logger writing to RUN/logs (history.csv is always written)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-minutes", type=_positive_float("--max-minutes"),
                    help="stop cleanly with a checkpoint after this long; continue with --resume")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (only --epochs, --max-minutes, --num-samples "
+                        "and the device options may change)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--out", help="run folder (default: runs/<dataset>_<prior>_<time>)")
 
@@ -120,34 +140,92 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``pyrovamp`` command. Returns the exit status."""
+    """Entry point of the ``pyrovamp`` command. Returns the exit status (2: bad input, 1: a run
+    that failed, e.g. a non-finite loss)."""
+    from .training import NonFiniteLossError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "compare":
-            return _compare(args)
-        return _evaluate(args)
+        with _quiet():
+            if args.command == "train":
+                return _train(args, argv)
+            if args.command == "compare":
+                return _compare(args)
+            return _evaluate(args)
+    except NonFiniteLossError as e:
+        print(f"pyrovamp {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except (UsageError, ValueError, FileNotFoundError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"pyrovamp {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Known, harmless library warnings are not shown in the commands' output (never errors)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        warnings.filterwarnings("ignore", message=".*arviz.*refactor.*")
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        yield
+
+
 def _check_device(device):
-    from .inference import check_device
+    if device == "cuda":
+        import torch
 
-    check_device(device)
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but torch.cuda.is_available() is False")
 
 
-def _train(args) -> int:
+def _rank(devices: int = 1) -> int:
+    """This process's global rank under Lightning's or torchrun's launcher (0 when alone)."""
+    if os.environ.get("RANK"):
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
+
+
+# settings that a resumed run may change; every other one must equal the run's config.json
+RESUME_MAY_CHANGE = ("epochs", "max_minutes", "num_samples", "device", "accelerator", "devices",
+                     "num_nodes", "strategy", "logger", "data_root", "no_progress")
+
+
+def _explicit_options(argv) -> dict:
+    """The ``train`` options given on the command line (not the defaults)."""
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return vars(p.parse_args(argv))
+
+
+def _train_config(cfg: dict, progress: bool):
+    from .training import TrainConfig
+
+    accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
+    return TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                       optimizer=cfg["optimizer"], loss=cfg["loss"],
+                       warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
+                       seed=cfg["seed"], max_minutes=cfg.get("max_minutes"),
+                       val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
+                       accelerator=accelerator, devices=cfg.get("devices") or 1,
+                       num_nodes=cfg.get("num_nodes") or 1, strategy=cfg.get("strategy") or "auto",
+                       precision=str(cfg.get("precision") or "32"),
+                       logger=cfg.get("logger") or "csv", progress=progress)
+
+
+def _train(args, argv) -> int:
     import torch
     import pyro
 
     from .data import load_dataset
-    from .inference import Trainer, TrainConfig
     from .runs import atomic_write_text, build_model, resolve_config, write_history_csv
+    from .training import CHECKPOINT, fit
 
+    rank = _rank(args.devices)
     # --- every check before any work ---------------------------------------------------------
     _check_device(args.device)
     if args.data_root is not None and not Path(args.data_root).is_dir():
@@ -157,17 +235,26 @@ def _train(args) -> int:
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR")
-        for f in ("config.json", "checkpoint.pt"):
+        for f in ("config.json", CHECKPOINT):
             if not (out / f).is_file():
                 raise UsageError(f"cannot resume: {out / f} is missing")
-        cfg = resolve_config(json.loads((out / "config.json").read_text()))
-        if args.epochs is not None:
-            cfg["epochs"] = args.epochs
-        cfg.update(device=args.device, max_minutes=args.max_minutes)
-        if args.num_samples is not None:
-            cfg["num_samples"] = args.num_samples
+        try:
+            cfg = resolve_config(json.loads((out / "config.json").read_text()))
+        except json.JSONDecodeError as e:
+            raise UsageError(f"cannot resume: {out / 'config.json'} is not valid JSON ({e.msg})") from None
+        for k, v in _explicit_options(argv).items():
+            if k in ("command", "resume", "out"):
+                continue
+            if k in RESUME_MAY_CHANGE:
+                cfg[k] = v
+            elif cfg.get(k) != v and not (k == "ema_decay" and v == 0 and cfg.get(k) is None):
+                raise UsageError(f"cannot resume {out}: --{k.replace('_', '-')} {v} differs from the "
+                                 f"run's {k}={cfg.get(k)!r} (config.json); only "
+                                 f"{', '.join('--' + c.replace('_', '-') for c in RESUME_MAY_CHANGE)} may change")
+        if "max_minutes" not in _explicit_options(argv):
+            cfg["max_minutes"] = None  # each piece has its own time budget
     else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if rank == 0 and out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"--out {out} already exists and is not empty; use --resume to "
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
@@ -176,30 +263,43 @@ def _train(args) -> int:
                               if k not in ("command", "resume", "out", "no_progress")})
         if cfg["ema_decay"] == 0:
             cfg["ema_decay"] = None
-    tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                       optimizer=cfg["optimizer"], loss=cfg["loss"],
-                       warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
-                       seed=cfg["seed"], device=cfg["device"], max_minutes=cfg.get("max_minutes"),
-                       val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
-                       progress=not args.no_progress)
+    tcfg = _train_config(cfg, progress=not args.no_progress and rank == 0)
     tcfg.validate()
     dataset = _limit(load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points"))
     pyro.set_rng_seed(cfg["seed"])
     model = build_model(cfg, dataset)  # raises ValueError on a bad combination, e.g. non-square K
 
     # --- work ------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+        if rank == 0:
+            atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
         if cfg.get("pseudo_inputs") == "data" and hasattr(model.prior, "init_from_data"):
             idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
             model.prior.init_from_data(dataset.train[idx])
-    trainer = Trainer(model, tcfg, checkpoint_path=out / "checkpoint.pt")
-    print(f"training {cfg['model']} with the {cfg['prior']} prior on {cfg['dataset']} -> {out}", file=sys.stderr)
-    history = trainer.fit(dataset.train_sampler or dataset.train, dataset.validation,
-                          resume=args.resume)
-    write_history_csv(history, out / "history.csv")
-    _write_metrics_and_figures(model, dataset, cfg, trainer, out, cfg["num_samples"], cfg["device"])
+    if rank == 0:
+        print(f"training {cfg['model']} with the {cfg['prior']} prior on {cfg['dataset']} -> {out}",
+              file=sys.stderr)
+    result = fit(model, dataset.train_sampler or dataset.train, dataset.validation, tcfg,
+                 checkpoint_dir=out, resume=args.resume)
+    if rank == 0:
+        write_history_csv(result.history, out / "history.csv")
+    if not result.finished:
+        if rank == 0:
+            print(f"stopped after {result.epochs} of {cfg['epochs']} epochs (--max-minutes); the test "
+                  f"evaluation runs when the run finishes: continue with "
+                  f"pyrovamp train --resume --out {out}", file=sys.stderr)
+        return 0
+    trainer = result.trainer
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+    meta = {"epochs_trained": result.epochs, "train_seconds": result.train_seconds,
+            "finished": result.finished, "stopped_early": result.stopped_early,
+            "best_val_elbo": result.best_val_elbo, "parameters": result.source,
+            "processes": trainer.world_size if trainer is not None else 1,
+            "precision": str(tcfg.precision)}
+    _write_metrics_and_figures(model, dataset, cfg, meta, result.history, out, cfg["num_samples"],
+                               device, trainer=trainer if trainer is not None and trainer.world_size > 1 else None)
     return 0
 
 
@@ -212,32 +312,32 @@ def _limit(dataset, n):
     sampler = dataset.train_sampler
     return dataclasses.replace(
         dataset, train=dataset.train[:n], validation=dataset.validation[:n], test=dataset.test[:n],
-        train_sampler=(lambda: sampler()[:n]) if sampler else None)
+        train_sampler=(lambda generator=None: sampler(generator=generator)[:n]) if sampler else None)
 
 
-def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_samples, device):
+def _write_metrics_and_figures(model, dataset, cfg, meta, history, out, num_samples, device,
+                               trainer=None):
+    """Test metrics (sharded over the processes of ``trainer`` when there are several) into
+    ``metrics.json`` and the figures, by the process of rank 0."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
-                        plot_reconstructions, plot_samples)
     from .runs import atomic_write_text, evaluate_run, save_figure
 
-    if isinstance(trainer_or_ckpt, dict):
-        ck = trainer_or_ckpt
-        epochs, seconds, finished, history = ck["epoch"], ck["train_seconds"], ck["finished"], ck["history"]
-        best = ck["best_val"]
-    else:
-        t = trainer_or_ckpt
-        epochs, seconds, finished, history = t.epoch, t.train_seconds, t.finished, t.history
-        best = t.best_val
     t0 = time.perf_counter()
-    metrics = evaluate_run(model, dataset, num_samples, device=device)
-    metrics.update(eval_seconds=time.perf_counter() - t0, epochs_trained=epochs,
-                   train_seconds=seconds, finished=finished,
-                   best_val_elbo=best if best != float("-inf") else None,
+    model = model.to(device)
+    metrics = evaluate_run(model, dataset, num_samples, device=device, trainer=trainer)
+    if trainer is not None and not trainer.is_global_zero:
+        return
+    from .plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
+                        plot_reconstructions, plot_samples)
+
+    metrics.update(eval_seconds=time.perf_counter() - t0, **meta,
                    dataset=cfg["dataset"], model=cfg.get("model", "vae"), prior=cfg["prior"],
                    latent_dim=cfg["latent_dim"], device=str(device))
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite test metrics {bad}: metrics.json not written")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     x = dataset.test.to(device)
     save_figure(plot_latent(model, x), out / "latent.png")
@@ -250,7 +350,7 @@ def _write_metrics_and_figures(model, dataset, cfg, trainer_or_ckpt, out, num_sa
         save_figure(plot_pseudo_inputs(model), out / "pseudo_inputs.png")
     print(f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
           f"(S={num_samples}), test ELBO {metrics['test_elbo']:.2f}, "
-          f"{epochs} epochs in {seconds:.0f} s -> {out}")
+          f"{meta['epochs_trained']} epochs in {meta['train_seconds']:.0f} s -> {out}")
 
 
 def _compare(args) -> int:
@@ -263,7 +363,7 @@ def _compare(args) -> int:
     _check_device(args.device)
     runs = [Path(r) for r in args.run_dirs]
     for r in runs:
-        for f in ("config.json", "checkpoint.pt"):
+        for f in ("config.json", "model.pt"):
             if not (r / f).is_file():
                 raise UsageError(f"{r} is not a run folder: {r / f} is missing")
     names = [r.name for r in runs]
@@ -295,10 +395,14 @@ def _evaluate(args) -> int:
     run = Path(args.run_dir)
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root {args.data_root} is not a folder")
-    model, cfg, dataset, ckpt = load_run(run, args.device, args.data_root)
+    model, cfg, dataset, meta = load_run(run, args.device, args.data_root)
     dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
-    _write_metrics_and_figures(model, dataset, cfg, ckpt, run, num_samples, args.device)
+    info = {"epochs_trained": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
+            "finished": meta.get("finished"), "stopped_early": meta.get("stopped_early"),
+            "best_val_elbo": meta.get("best_val_elbo"), "parameters": meta.get("source")}
+    _write_metrics_and_figures(model, dataset, cfg, info, meta.get("history", []), run,
+                               num_samples, args.device)
     return 0
 
 

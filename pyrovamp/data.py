@@ -61,7 +61,7 @@ class Dataset:
     likelihood: str
     num_values: int | None = None
     info: dict = field(default_factory=dict)
-    train_sampler: object = None  # callable () -> (N, D) tensor: a fresh binarisation per epoch
+    train_sampler: object = None  # callable (generator=None) -> (N, D): a fresh binarisation per epoch
 
     @property
     def input_dim(self) -> int:
@@ -234,8 +234,8 @@ def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -
     test = torch.bernoulli(test_grey, generator=g)
     train = torch.bernoulli(train_grey, generator=g)
 
-    def sample_train():
-        return torch.bernoulli(train_grey)
+    def sample_train(generator=None):
+        return torch.bernoulli(train_grey, generator=generator)
 
     ds = Dataset(name, train, val, test, image_shape, "bernoulli", None,
                  info={**info, "binarisation": "dynamic"}, train_sampler=sample_train)

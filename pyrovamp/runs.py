@@ -122,37 +122,70 @@ def write_history_csv(history: list[dict], path) -> None:
 
 
 def load_run(run_dir, device: str = "cpu", data_root=None):
-    """Rebuild a trained model from a run folder.
+    """Rebuild a trained model from a run folder (``config.json`` and ``model.pt``, read with
+    ``torch.load(weights_only=True)``).
 
     Returns:
-        ``(model, config, dataset, checkpoint)``.
+        ``(model, config, dataset, meta)`` -- ``meta`` is the ``model.pt`` metadata: ``epochs``,
+        ``finished``, ``source`` (best / averaged / last parameters), ``history``, ...
 
     Raises:
-        FileNotFoundError: no ``config.json`` or ``checkpoint.pt`` in ``run_dir``.
+        FileNotFoundError: no ``config.json`` or ``model.pt`` in ``run_dir``;
+        pyrovamp.training.CheckpointError: ``model.pt`` is truncated, corrupt or from another
+            model.
     """
+    from .training import MODEL, load_model_weights
+
     run_dir = Path(run_dir)
-    for f in ("config.json", "checkpoint.pt"):
+    for f in ("config.json", MODEL):
         if not (run_dir / f).is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / f} is missing")
-    cfg = json.loads((run_dir / "config.json").read_text())
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({e.msg})") from None
     dataset = load_dataset(cfg["dataset"], data_root or cfg.get("data_root"))
     model = build_model(cfg, dataset)
-    ckpt = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device), cfg, dataset, ckpt
+    meta = load_model_weights(model, run_dir / MODEL)
+    return model.to(device).eval(), cfg, dataset, meta
 
 
 def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0,
-                 max_points: int | None = None) -> dict:
+                 max_points: int | None = None, trainer=None) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
     diagnostics of the importance weights (``test_log_likelihood_psis``, ``share_k_above_0.7``
     -- the share of test points whose estimate is unreliable -- and ``median_ess``), the
     active units per latent layer; for grey images (discretised logistic) also the negative
-    log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology."""
+    log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology.
+
+    With ``trainer`` (a Lightning ``Trainer`` after data-parallel training) the importance
+    sampling and the ELBO are sharded over its processes and gathered; every block of test
+    points draws its samples from the seed and the block's index, so the numbers do not depend
+    on the number of processes."""
+    from .training import sharded_over_processes
+
     x = dataset.test[:max_points].to(device)
-    ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True)
-    el = elbo(model, x, 10, seed=seed + 1)
+
+    def ll_fn(part, first_block, block):
+        ll, diag = log_likelihood(model, part, num_samples, seed=seed, diagnostics=True,
+                                  batch_size=block, first_block=first_block)
+        return {"ll": ll.cpu(), **{k: torch.as_tensor(v) for k, v in diag.items()}}
+
+    def elbo_fn(part, first_block, block):
+        return {"elbo": elbo(model, part, 10, seed=seed + 1, batch_size=block,
+                             first_block=first_block).cpu()}
+
+    if trainer is not None and trainer.world_size > 1:
+        from .evaluation import points_per_block
+
+        got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
+        ll = got["ll"]
+        diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
+    else:
+        ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True)
+        el = elbo(model, x, 10, seed=seed + 1)
     n = ll.numel()
     extra = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
     if dataset.likelihood == "discretized_logistic":

@@ -18,7 +18,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
             "--out", str(out)]
     assert main(args) == 0
     files = {p.name for p in out.iterdir()}
-    assert {"config.json", "metrics.json", "checkpoint.pt", "history.csv", "latent.png",
+    assert {"config.json", "metrics.json", "checkpoint.ckpt", "model.pt", "history.csv", "latent.png",
             "samples.png", "reconstructions.png", "loss.png"} <= files
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_log_likelihood"] < 0 and m["test_elbo"] <= m["test_log_likelihood"] + 1.0
@@ -61,10 +61,10 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 def test_an_existing_run_is_never_overwritten(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "checkpoint.pt").write_bytes(b"precious")
+    (out / "checkpoint.ckpt").write_bytes(b"precious")
     r = _run(["train", "--epochs", "1", "--out", str(out)])
     assert r.returncode == 2 and "not empty" in r.stderr
-    assert (out / "checkpoint.pt").read_bytes() == b"precious"
+    assert (out / "checkpoint.ckpt").read_bytes() == b"precious"
     r = _run(["train", "--resume", "--out", str(tmp_path / "missing")])
     assert r.returncode == 2 and "cannot resume" in r.stderr
 

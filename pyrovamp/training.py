@@ -1,0 +1,938 @@
+"""Training on PyTorch Lightning with a Pyro ELBO as the loss.
+
+The pattern is Pyro's own (``examples/svi_lightning.py``, the tutorial "SVI with PyTorch
+Lightning"; scvi-tools trains its Pyro models the same way): a :class:`SVIModule`
+(``LightningModule``) whose ``training_step`` returns Pyro's differentiable ELBO loss
+(``Trace_ELBO().differentiable_loss(model.model, model.guide, x)``, or
+``TraceMeanField_ELBO`` / the IWAE bound), a ``torch.optim`` optimiser over the model's
+parameters, and Lightning's ``Trainer`` for the loop, devices, precision, data-parallel
+processes, checkpoints, early stopping, time limits, logging and progress. What this module adds
+is what the field needs on top:
+
+* KL warm-up (Bowman et al. 2016; the VampPrior paper, sec. 4): the log-densities of the latent
+  sites of model and guide are scaled by ``beta = min(1, (epoch + 1) / warmup_epochs)``
+  (:class:`ScaleLatents`), the observed site is not;
+* early stopping on the validation ELBO (nats per data point) with the best parameters restored,
+  counting patience only after the warm-up (:class:`WarmupEarlyStopping`);
+* an exponential moving average of the floating-point parameters, buffers untouched
+  (:class:`ParameterEMA`, Lightning's ``WeightAveraging``);
+* data parallelism in which each process sees its own shard of every epoch, reshuffled from the
+  seed (the batch size is the global batch), and dynamic binarisation from the seed and the
+  epoch, so a run does not depend on how it was cut into pieces;
+* faults: a non-finite loss stops the run with one line naming the epoch and step and the last
+  good checkpoint (:class:`NonFiniteLossError`); checkpoints are written atomically and hold the
+  random states, so a run killed at any moment and resumed ends with the same parameters as the
+  uninterrupted run.
+
+Pyro's global parameter store is not used for optimisation: the optimiser steps
+``model.parameters()`` and Pyro only traces the model and guide, so training works with either
+value of ``pyro.settings`` ``module_local_params``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import pyro
+from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.scale_messenger import ScaleMessenger
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer, WeightAveraging
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .evaluation import elbo_terms
+
+__all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
+           "NonFiniteLossError", "CheckpointError", "ScaleLatents", "WarmupEarlyStopping",
+           "ParameterEMA", "LOSSES", "OPTIMIZERS", "PRECISIONS", "atomic_save",
+           "read_checkpoint", "sharded_over_processes", "IWAELoss", "CHECKPOINT", "BEST", "MODEL"]
+
+LOSSES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
+          "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO,
+          "iwae": None}  # IWAELoss, defined below
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+PRECISIONS = ("32", "bf16-mixed", "16-mixed", "64")
+LOGGERS = ("csv", "tensorboard", "none")
+CHECKPOINT = "checkpoint.ckpt"   # the last epoch's full training state (resume from it)
+BEST = "best.ckpt"               # the parameters with the best validation ELBO so far
+MODEL = "model.pt"               # the trained model's parameters (best, averaged or last)
+_FORMAT = 2
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the parameters became NaN or infinite; training stopped before writing them."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file is missing, truncated, corrupt or from another model."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (defaults: the book's Digits protocol).
+
+    Attributes:
+        epochs: total number of epochs (a resumed run continues up to it).
+        batch_size: data points per optimiser step, summed over all processes (the global batch;
+            it must be divisible by the number of processes).
+        lr: learning rate.
+        optimizer: ``"adam"`` or ``"adamax"`` (``torch.optim``).
+        loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
+            where one exists), ``"jit_trace"`` / ``"jit_meanfield"`` (their JIT variants), or
+            ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
+            2016; :class:`IWAELoss`).
+        num_particles: ELBO samples per data point and step.
+        warmup_epochs: KL warm-up length in epochs; 0 disables it.
+        patience: early-stopping patience in epochs after the warm-up (``None``: no early
+            stopping).
+        seed: random seed of the run (initial shuffles, ELBO samples, binarisations).
+        val_num_samples: ELBO samples per validation point.
+        max_minutes: stop cleanly at the end of the epoch after this many minutes of this piece
+            of training (a checkpoint is written; continue with ``resume=True``).
+        progress: show Lightning's progress bar.
+        ema_decay: keep an exponential moving average of the parameters with this decay per step;
+            validation, early stopping and the final model use the averaged parameters (Polyak
+            averaging). ``None``: off.
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (Lightning's accelerator).
+        devices: number of devices (processes) per machine, or ``"auto"``.
+        num_nodes: number of machines.
+        strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"`` (Lightning's).
+        precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"`` or ``"64"`` (Lightning's).
+        logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
+        device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
+            ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
+    """
+
+    epochs: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adamax"
+    loss: str = "trace"
+    num_particles: int = 1
+    warmup_epochs: int = 0
+    patience: int | None = 20
+    seed: int = 0
+    val_num_samples: int = 1
+    max_minutes: float | None = None
+    progress: bool = True
+    ema_decay: float | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32"
+    logger: str = "csv"
+    device: str | None = None
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting (before any work)."""
+        for name in ("epochs", "batch_size", "num_particles", "val_num_samples", "num_nodes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.warmup_epochs, int) or isinstance(self.warmup_epochs, bool) \
+                or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be a positive integer or None, got {self.patience!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.loss == "iwae" and self.num_particles < 2:
+            raise ValueError("loss='iwae' needs num_particles >= 2 (the number of importance samples)")
+        if self.loss.startswith("jit") and self.warmup_epochs:
+            raise ValueError("the JIT losses compile a fixed KL weight: use warmup_epochs=0 with them")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float))
+                                               and 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
+        if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float))
+                                                 and self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes!r}")
+        if str(self.precision) not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.logger not in LOGGERS:
+            raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ValueError(f"accelerator must be 'cpu', 'gpu' or 'auto', got {self.accelerator!r}")
+        if not (self.devices == "auto" or (isinstance(self.devices, int)
+                                           and not isinstance(self.devices, bool) and self.devices >= 1)):
+            raise ValueError(f"devices must be a positive integer or 'auto', got {self.devices!r}")
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise ValueError(f"strategy must be a Lightning strategy name, got {self.strategy!r}")
+        accelerator, devices = self.lightning_devices()
+        if accelerator == "gpu" and not torch.cuda.is_available():
+            raise ValueError("a GPU was asked for (accelerator='gpu' or device='cuda') but "
+                             "torch.cuda.is_available() is False")
+        world = self.num_nodes * (devices if isinstance(devices, int) else len(devices)
+                                  if isinstance(devices, list) else 1)
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} (the global batch) must be divisible "
+                             f"by the number of processes ({world})")
+
+    def lightning_devices(self):
+        """``(accelerator, devices)`` for Lightning's ``Trainer``, ``device`` resolved."""
+        if self.device is None:
+            acc = "gpu" if self.accelerator == "cuda" else self.accelerator
+            return acc, self.devices
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}") from e
+        if dev.type == "cpu":
+            return "cpu", self.devices
+        if dev.type == "cuda":
+            return "gpu", [dev.index] if dev.index is not None else self.devices
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch, beta, train_loss`` (negative beta-weighted ELBO,
+            nats per data point), ``val_elbo``, ``val_reconstruction``, ``val_kl`` (nats per
+            data point; with validation data) and ``seconds``.
+        epochs: epochs trained so far (over all pieces).
+        finished: ``True`` when ``epochs`` were reached or early stopping fired (the model holds
+            the final parameters); ``False`` when the time limit stopped this piece.
+        stopped_early: early stopping fired.
+        best_val_elbo: best validation ELBO (nats per data point) or ``None``.
+        train_seconds: training wall time over all pieces.
+        source: which parameters the model holds: ``"best"``, ``"averaged"`` or ``"last"``.
+        checkpoint_dir: the folder with ``checkpoint.ckpt``, ``best.ckpt`` and ``model.pt``
+            (``None`` when training ran without one).
+        trainer: the Lightning ``Trainer`` that ran (its strategy serves the sharded test
+            evaluation after data-parallel training).
+    """
+
+    history: list
+    epochs: int
+    finished: bool
+    stopped_early: bool
+    best_val_elbo: float | None
+    train_seconds: float
+    source: str
+    checkpoint_dir: Path | None
+    trainer: object = dataclasses.field(default=None, repr=False)
+
+
+class ScaleLatents(ScaleMessenger):
+    """``poutine.scale`` restricted to latent (unobserved) sample sites: multiplies their
+    log-densities by ``scale`` -- in model and guide alike, this scales the KL term of the ELBO
+    (KL warm-up) and leaves the reconstruction term alone."""
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.scale * msg["scale"]
+
+
+def beta_at(epoch: int, warmup_epochs: int) -> float:
+    """KL weight of (0-based) ``epoch``: ``min(1, (epoch + 1) / warmup_epochs)`` (1 without
+    warm-up)."""
+    return 1.0 if warmup_epochs == 0 else min(1.0, (epoch + 1) / warmup_epochs)
+
+
+def _mix(*ints) -> int:
+    """A 63-bit seed from integers (stable across processes and Python runs)."""
+    h = 0x9E3779B97F4A7C15
+    for v in ints:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+# --- data ------------------------------------------------------------------------------------
+class EpochData(torch.utils.data.Dataset):
+    """Training data for one epoch: a fixed ``(N, D)`` tensor, or a fresh binarisation of grey
+    images per epoch drawn from ``sampler(generator=...)`` with a generator seeded from the
+    run's seed and the epoch (so every process and every piece of a run draws the same one).
+    Batches are gathered by one tensor index (``__getitems__``), not item by item."""
+
+    def __init__(self, data: torch.Tensor, sampler=None, seed: int = 0, check=None):
+        self.data, self.sampler, self.seed, self.check = data, sampler, seed, check
+        self.epoch = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None and epoch != self.epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, 7, epoch))
+            x = self.sampler(generator=g)
+            self.data = self.check(x) if self.check is not None else x
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+    def __getitems__(self, idx):
+        return self.data[torch.as_tensor(idx, dtype=torch.long)]
+
+
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` (each process its own shard, reshuffled every epoch from the seed)
+    that also tells the :class:`EpochData` which epoch it is. With one process it is a seeded
+    random permutation per epoch."""
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+
+def _identity(batch):
+    return batch
+
+
+class SVIDataModule(pl.LightningDataModule):
+    """Training data (:class:`EpochData`) and the validation tensor of a run; the per-process
+    batch is ``batch_size // world_size``."""
+
+    def __init__(self, train: EpochData, validation: torch.Tensor | None, batch_size: int, seed: int):
+        super().__init__()
+        self.train_data, self.validation = train, validation
+        self.batch_size, self.seed = batch_size, seed
+
+    def train_dataloader(self):
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        sampler = EpochSampler(self.train_data, num_replicas=world, rank=rank, shuffle=True,
+                               seed=self.seed, drop_last=False)
+        self.train_data.set_epoch(0)
+        return torch.utils.data.DataLoader(
+            self.train_data, batch_size=self.batch_size // world, sampler=sampler,
+            collate_fn=_identity, generator=torch.Generator().manual_seed(self.seed))
+
+
+# --- the LightningModule ----------------------------------------------------------------------
+class IWAELoss:
+    """The importance-weighted bound of Burda et al. (2016, eq. 8) with ``K`` samples as a
+    differentiable loss -- Pyro's ``RenyiELBO(alpha=0)`` has no ``differentiable_loss``:
+
+        -sum_n [ logsumexp_k (log p(x_n, h_k) - log q(h_k | x_n)) - log K ],   h_k ~ q(h | x_n).
+
+    The ``K`` draws are one vectorised ``pyro.plate("particles", K, dim=-2)`` around model and
+    guide (every site must sit in one data plate at ``dim=-1``); gradients flow through
+    reparameterised draws, so every latent site of the guide must have ``rsample``.
+
+    Args:
+        num_particles: ``K >= 2``.
+    """
+
+    def __init__(self, num_particles: int):
+        self.num_particles = num_particles
+
+    def differentiable_loss(self, model, guide, x):
+        """The negative bound summed over the data points of ``x`` (nats), a 0-dim tensor."""
+        from pyro import poutine
+        from pyro.poutine.util import site_is_subsample
+
+        with pyro.plate("particles", self.num_particles, dim=-2):
+            guide_trace = poutine.trace(guide).get_trace(x)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        lw = 0.0
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            trace.compute_log_prob()
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):  # skip the plates
+                    continue
+                if sign < 0 and not site["is_observed"] and not getattr(site["fn"], "has_rsample", False):
+                    raise ValueError(f"loss='iwae' needs reparameterised guide sites; {name!r} has no rsample")
+                lw = lw + sign * site["log_prob"]
+        lw = torch.as_tensor(lw).expand(self.num_particles, x.shape[0])
+        return -(torch.logsumexp(lw, dim=0) - math.log(self.num_particles)).sum()
+
+
+def make_loss(config: TrainConfig):
+    """The loss object of ``config.loss``: a Pyro ELBO (one data plate, vectorised particles)
+    or :class:`IWAELoss`; each has ``differentiable_loss(model, guide, x)``."""
+    if config.loss == "iwae":
+        return IWAELoss(config.num_particles)
+    kw = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1,
+          "max_plate_nesting": 1}
+    if config.loss.startswith("jit"):
+        kw["ignore_jit_warnings"] = True
+    return LOSSES[config.loss](**kw)
+
+
+class SVIModule(pl.LightningModule):
+    """A ``LightningModule`` around any model with Pyro ``model(x)`` / ``guide(x)`` methods whose
+    loss is a Pyro ELBO (``differentiable_loss``), divided by the batch size: nats per data point.
+
+    Args:
+        model: e.g. :class:`pyrovamp.VAE` (an ``nn.Module`` with ``model`` and ``guide``).
+        config: a :class:`TrainConfig`.
+
+    Logged per epoch (Lightning's logger): ``train_loss``, ``beta``, ``val_elbo``,
+    ``val_reconstruction``, ``val_kl`` (nats per data point).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.loss_fn = make_loss(config)
+        self.beta = 1.0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.checkpoint_path: Path | None = None
+        self._reset_epoch_stats()
+
+    def _reset_epoch_stats(self):
+        self._loss_sum = None
+        self._count = 0
+        self._bad_step = None
+        self._t0 = time.perf_counter()
+
+    # the model's Pyro functions under the KL weight of this epoch
+    def _model(self, x):
+        with ScaleLatents(self.beta):
+            return self.model.model(x)
+
+    def _guide(self, x):
+        with ScaleLatents(self.beta):
+            return self.model.guide(x)
+
+    def configure_optimizers(self):
+        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=self.config.lr)
+
+    def on_train_epoch_start(self):
+        self.beta = beta_at(self.current_epoch, self.config.warmup_epochs)
+        self._reset_epoch_stats()
+
+    def training_step(self, batch, batch_idx):
+        x = batch
+        try:
+            loss = self.loss_fn.differentiable_loss(self._model, self._guide, x) / x.shape[0]
+        except (ValueError, RuntimeError, IndexError) as e:
+            if not _all_finite(self.model.parameters()):
+                raise NonFiniteLossError(self._nonfinite_message(self.global_step)) from e
+            raise
+        d = loss.detach().double() * x.shape[0]
+        # no host synchronisation per step: accumulate on the device, check at the epoch's end
+        step = torch.tensor(self.global_step, device=d.device)
+        bad = ~torch.isfinite(d)
+        if self._loss_sum is None:
+            self._loss_sum, self._bad_step = d, torch.where(bad, step, torch.full_like(step, -1))
+        else:
+            self._loss_sum = self._loss_sum + d
+            self._bad_step = torch.where(bad & (self._bad_step < 0), step, self._bad_step)
+        self._count += x.shape[0]
+        return loss
+
+    def _nonfinite_message(self, step) -> str:
+        where = f"the last good checkpoint is {self.checkpoint_path}" if (
+            self.checkpoint_path is not None and self.checkpoint_path.is_file()) else \
+            "no checkpoint was written yet"
+        return (f"non-finite loss at epoch {self.current_epoch + 1}, step {int(step) + 1}: training "
+                f"stopped; {where} (nothing non-finite was saved; try a smaller lr)")
+
+    def on_train_epoch_end(self):
+        total = self._loss_sum if self._loss_sum is not None else torch.zeros((), dtype=torch.float64,
+                                                                                device=self.device)
+        stats = torch.stack([total, torch.tensor(float(self._count), dtype=torch.float64,
+                                                 device=total.device)])
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        bad = self._bad_step is not None and int(self._bad_step) >= 0
+        if bad or not torch.isfinite(stats[0]) or not _all_finite(self.model.parameters()):
+            step = int(self._bad_step) if bad else self.global_step - 1
+            raise NonFiniteLossError(self._nonfinite_message(step))
+        record = {"epoch": self.current_epoch + 1, "beta": self.beta,
+                  "train_loss": float(stats[0] / stats[1])}
+        dm = self.trainer.datamodule
+        if dm is not None and dm.validation is not None:
+            scored = self._scored_model()
+            terms = elbo_terms(scored, dm.validation, self.config.val_num_samples,
+                               seed=_mix(self.config.seed, 11, self.current_epoch))
+            v = float(terms["elbo"].mean())
+            if not math.isfinite(v):
+                raise NonFiniteLossError(
+                    f"non-finite validation ELBO at epoch {self.current_epoch + 1}: training "
+                    f"stopped; the last good checkpoint is {self.checkpoint_path}")
+            record.update(val_elbo=v, val_reconstruction=float(terms["reconstruction"].mean()),
+                          val_kl=float(terms["kl"].mean()))
+            self.model.train()
+            if scored is not self.model:
+                scored.train()
+        record["seconds"] = time.perf_counter() - self._t0
+        self.train_seconds += record["seconds"]
+        self.history.append(record)
+        self.log_dict({k: float(v) for k, v in record.items() if k not in ("epoch", "seconds")},
+                      on_epoch=True, on_step=False, rank_zero_only=True)
+
+    def _scored_model(self):
+        """The model that validation scores: the parameter average when EMA is on."""
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, ParameterEMA):
+                return cb.averaged_model(self)
+        return self.model
+
+    # --- checkpoint contents: the run's own state, all weights-only safe --------------------
+    def on_save_checkpoint(self, checkpoint):
+        scored = self._scored_model()
+        checkpoint["pyrovamp"] = {
+            "format": _FORMAT, "config": asdict(self.config), "history": self.history,
+            "train_seconds": self.train_seconds, "model_class": type(self.model).__name__,
+            "scored_state": {k: v.detach().clone() for k, v in scored.state_dict().items()},
+            "scored": "averaged" if scored is not self.model else "last",
+            "rng": _rng_state(),
+            "stopped_early": any(isinstance(cb, EarlyStopping) and cb.wait_count >= cb.patience
+                                 for cb in self.trainer.callbacks),
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint["pyrovamp"]
+        self.history = list(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+        _set_rng_state(state["rng"])
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def _rng_state() -> dict:
+    """All random states as tensors and plain numbers (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    ver, internal, gnext = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": ver, "state": list(internal), "gauss_next": gnext}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- callbacks --------------------------------------------------------------------------------
+class WarmupEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping`` on the validation ELBO that tracks the best value from the
+    first epoch but counts patience only after ``warmup_epochs`` (during the KL warm-up the
+    ELBO improves because beta grows, not because the model does)."""
+
+    def __init__(self, warmup_epochs: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.warmup_epochs = warmup_epochs
+
+    def _run_early_stopping_check(self, trainer):
+        if trainer.current_epoch + 1 > self.warmup_epochs:
+            return super()._run_early_stopping_check(trainer)
+        logs = trainer.callback_metrics
+        if self.monitor in logs:
+            self._evaluate_stopping_criteria(logs[self.monitor].squeeze())
+            self.wait_count = 0
+
+
+class ParameterEMA(WeightAveraging):
+    """Exponential moving average of the floating-point parameters (decay per optimiser step;
+    ``torch.optim.swa_utils`` EMA through Lightning's ``WeightAveraging``). Buffers are never
+    averaged (integer buffers such as a flow's permutation stay what they are; running
+    statistics come from the live model). The choice of final parameters is :func:`fit`'s, so
+    training's end does not copy the average over the live model."""
+
+    def __init__(self, decay: float):
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        super().__init__(use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay
+
+    def averaged_model(self, pl_module):
+        """The averaged copy of ``pl_module.model`` with the live model's buffers."""
+        avg = self._average_model.module
+        for b_avg, b in zip(avg.buffers(), pl_module.buffers()):
+            b_avg.data.copy_(b.data)
+        return avg.model
+
+    def on_train_end(self, trainer, pl_module):
+        pass
+
+    def _swap_models(self, pl_module):  # parameters only; buffers stay the live model's
+        for p_avg, p in zip(self._average_model.module.parameters(), pl_module.parameters()):
+            tmp = p_avg.data.clone()
+            p_avg.data.copy_(p.data)
+            p.data.copy_(tmp)
+
+    def _copy_average_to_current(self, pl_module):
+        for p_avg, p in zip(self._average_model.module.parameters(), pl_module.parameters()):
+            p.data.copy_(p_avg.data)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.averaged_model(pl_module)
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+
+class PieceTimer(Timer):
+    """Lightning's ``Timer`` checked at epoch ends, whose budget is per piece of a run: a resumed
+    run gets ``max_minutes`` anew instead of inheriting the elapsed time, and trains at least
+    one epoch."""
+
+    def load_state_dict(self, state_dict):
+        pass
+
+    def on_fit_start(self, trainer, *args, **kwargs):  # every piece trains at least one epoch
+        pass
+
+    @property
+    def fired(self) -> bool:
+        return self._duration is not None and self.time_elapsed() >= self._duration
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, flushed and renamed over the target (a reader,
+    or a run killed mid-write, never sees half a file); read back with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return read_checkpoint(path, map_location=map_location)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temporary file in the same folder, ``fsync``, then rename over
+    ``path``: a reader (or a run killed mid-write) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_checkpoint(path, map_location=None) -> dict:
+    """Load a pyrovamp checkpoint or model file with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt, unsafe to unpickle or not a
+            pyrovamp file -- one line naming the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- every failure to read becomes one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} cannot be read as a pyrovamp checkpoint (truncated, "
+                              f"corrupt or unsafe): {type(e).__name__}: {first[:200]}") from None
+    if not isinstance(obj, dict) or "pyrovamp" not in obj:
+        raise CheckpointError(f"{path} is not a pyrovamp checkpoint (no 'pyrovamp' entry)")
+    fmt = obj["pyrovamp"].get("format") if isinstance(obj["pyrovamp"], dict) else None
+    if fmt != _FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {fmt!r}; this pyrovamp reads format {_FORMAT}")
+    return obj
+
+
+def load_model_weights(model: torch.nn.Module, path) -> dict:
+    """Load a ``model.pt`` (or ``best.ckpt`` / ``checkpoint.ckpt``) written by :func:`fit` into
+    ``model``; returns the file's ``pyrovamp`` metadata.
+
+    Raises:
+        CheckpointError: unreadable file, or one written for another model (class or shapes).
+    """
+    obj = read_checkpoint(path, map_location="cpu")
+    meta = obj["pyrovamp"]
+    state = meta.get("scored_state") if "scored_state" in meta else obj.get("state_dict")
+    if meta.get("model_class") not in (None, type(model).__name__):
+        raise CheckpointError(f"{path} holds a {meta.get('model_class')}, not a {type(model).__name__}")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} does not fit this model: "
+                              f"{str(e).strip().splitlines()[0][:200]}") from None
+    return meta
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence Lightning's known, harmless chatter during :func:`fit` (device banners, tips,
+    "checkpoint directory exists" on resume, few-workers hints for in-memory tensors, a
+    deprecation inside Lightning); warnings and errors of every other kind still show."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "lightning.pytorch.accelerators.cuda", "lightning.pytorch")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for msg in (".*does not have many workers.*", ".*exists and is not empty.*",
+                    ".*LeafSpec.*", ".*smaller than the logging interval.*",
+                    ".*Found current_model_state.*", ".*litlogger.*",
+                    ".*on_save_checkpoint.*outside the 'fit' stage.*"):
+            warnings.filterwarnings("ignore", message=msg)
+        for lg in loggers:
+            lg.setLevel(max(lg.level, logging.WARNING))
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+# --- the entry points -------------------------------------------------------------------------
+def _check(model, x, name):
+    from .models import check_data
+
+    if x is None:
+        return None
+    if hasattr(model, "input_dim") and hasattr(model, "likelihood"):
+        return check_data(x, model.input_dim, model.likelihood, name)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _loggers(config: TrainConfig, folder: Path):
+    if config.logger == "none":
+        return False
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if config.logger == "tensorboard":
+        return TensorBoardLogger(save_dir=str(folder), name="logs")
+    return CSVLogger(save_dir=str(folder), name="logs")
+
+
+def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainConfig | None = None,
+        *, checkpoint_dir=None, resume: bool = False, **overrides) -> TrainResult:
+    """Train ``model`` with a Pyro ELBO on Lightning; the model is returned in evaluation mode
+    holding the best (or averaged, or last) parameters.
+
+    Args:
+        model: an ``nn.Module`` with Pyro ``model(x)`` and ``guide(x)`` (``VAE``, ``HVAE``, ...).
+        train_data: ``(N, D)`` training data (tensor, numpy array; checked against the model
+            before any work), or a callable ``sampler(generator=None) -> (N, D)`` drawing a fresh
+            binarisation per epoch (``Dataset.train_sampler``).
+        validation_data: ``(M, D)`` data for early stopping and the choice of the best
+            parameters (``None``: the last or averaged parameters are kept).
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
+        checkpoint_dir: folder for ``checkpoint.ckpt`` (the last epoch's full state),
+            ``best.ckpt``, ``model.pt`` (the result's parameters) and the logs; ``None``: a
+            temporary folder, removed afterwards.
+        resume: continue from ``checkpoint_dir/checkpoint.ckpt``; only ``epochs``,
+            ``max_minutes``, ``progress`` and the device settings may differ from the run's.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: a bad setting or bad data (before any work); ``CheckpointError`` (a
+            ``ValueError``): resuming from a missing, corrupt or foreign checkpoint, or with a
+            changed setting; ``NonFiniteLossError``: the loss became NaN/inf (the model then
+            holds the last good checkpoint's parameters).
+    """
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    config.validate()
+    sampler = train_data if callable(train_data) and not isinstance(train_data, torch.Tensor) else None
+    check = (lambda x: _check(model, x, "train")) if sampler is not None else None
+    if sampler is None:
+        train_data = _check(model, train_data, "train")
+        first = train_data
+    else:
+        first = check(sampler(generator=torch.Generator().manual_seed(config.seed)))
+    validation_data = _check(model, validation_data, "validation")
+    if first.shape[0] < 1:
+        raise ValueError("train must hold at least one data point")
+
+    tmp = None
+    if checkpoint_dir is None:
+        if resume:
+            raise ValueError("resume=True needs checkpoint_dir (the run's folder)")
+        tmp = tempfile.TemporaryDirectory(prefix="pyrovamp-")
+        folder = Path(tmp.name)
+    else:
+        folder = Path(checkpoint_dir)
+    ckpt_path = folder / CHECKPOINT
+    max_epochs = config.epochs
+    if resume:
+        state = read_checkpoint(ckpt_path, map_location="cpu")
+        _check_resume_config(state["pyrovamp"]["config"], config, ckpt_path)
+        if state["pyrovamp"].get("stopped_early"):  # a finished run stays finished
+            max_epochs = min(max_epochs, int(state["epoch"]) + 1)
+    else:
+        pyro.set_rng_seed(config.seed)
+
+    module = SVIModule(model, config)
+    module.checkpoint_path = ckpt_path
+    data = SVIDataModule(EpochData(first if sampler is None else first, sampler, config.seed, check),
+                         validation_data, config.batch_size, config.seed)
+    callbacks = []
+    best = early = None
+    if validation_data is not None:
+        best = ModelCheckpoint(dirpath=folder, filename=Path(BEST).stem, monitor="val_elbo",
+                               mode="max", save_top_k=1, save_weights_only=True,
+                               save_on_train_epoch_end=True, enable_version_counter=False)
+        callbacks.append(best)
+        if config.patience is not None:
+            early = WarmupEarlyStopping(config.warmup_epochs, monitor="val_elbo", mode="max",
+                                        patience=config.patience, check_on_train_epoch_end=True,
+                                        check_finite=True)
+            callbacks.append(early)
+    # after the best-parameters checkpoint, so the last checkpoint holds its updated state
+    last = ModelCheckpoint(dirpath=folder, filename=Path(CHECKPOINT).stem, save_top_k=1,
+                           monitor=None, every_n_epochs=1, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
+    callbacks.append(last)
+    ema = ParameterEMA(config.ema_decay) if config.ema_decay is not None else None
+    if ema is not None:
+        callbacks.append(ema)
+    timer = None
+    if config.max_minutes is not None:
+        timer = PieceTimer(duration=timedelta(minutes=config.max_minutes), interval="epoch",
+                           verbose=False)
+        callbacks.append(timer)
+    model.train()
+    try:
+        with quiet_lightning():
+            accelerator, devices = config.lightning_devices()
+            trainer = pl.Trainer(
+                accelerator=accelerator, devices=devices, num_nodes=config.num_nodes,
+                strategy=config.strategy, precision=config.precision, max_epochs=max_epochs,
+                logger=_loggers(config, folder), callbacks=callbacks,
+                enable_progress_bar=config.progress, enable_model_summary=False,
+                num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+                default_root_dir=str(folder), log_every_n_steps=1, gradient_clip_val=None,
+                deterministic=False, plugins=[AtomicCheckpointIO()])
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path if resume else None,
+                        weights_only=True)
+    except NonFiniteLossError:
+        if ckpt_path.is_file():  # leave the model at the last good parameters
+            load_model_weights(model, ckpt_path)
+        model.eval()
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    stopped_early = early is not None and early.wait_count >= early.patience
+    finished = stopped_early or trainer.current_epoch >= max_epochs
+    best_val = None
+    if best is not None and best.best_model_score is not None:
+        best_val = float(best.best_model_score)
+    # the result's parameters: the best validated ones, else the average, else the last;
+    # chosen by the process of rank 0 and sent to the others (no shared file system needed)
+    source = "last"
+    if trainer.is_global_zero:
+        if best is not None and Path(best.best_model_path or "").is_file():
+            load_model_weights(model, best.best_model_path)
+            source = "best"
+        elif ema is not None:
+            model.load_state_dict(ema.averaged_model(module).state_dict())
+            source = "averaged"
+    if trainer.world_size > 1:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        source, state = trainer.strategy.broadcast((source, state), src=0)
+        model.load_state_dict(state)
+    model.eval()
+    result = TrainResult(history=list(module.history), epochs=trainer.current_epoch,
+                         finished=bool(finished), stopped_early=bool(stopped_early),
+                         best_val_elbo=best_val, train_seconds=module.train_seconds, source=source,
+                         checkpoint_dir=None if tmp is not None else folder)
+    if trainer.is_global_zero and tmp is None:
+        atomic_save({"pyrovamp": {"format": _FORMAT, "model_class": type(model).__name__,
+                                  "scored_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                  "source": source, "epochs": result.epochs,
+                                  "finished": result.finished, "stopped_early": result.stopped_early,
+                                  "best_val_elbo": best_val, "history": result.history,
+                                  "train_seconds": result.train_seconds,
+                                  "config": asdict(config)}}, folder / MODEL)
+    result.trainer = trainer
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def sharded_over_processes(fn, x: torch.Tensor, block: int, trainer) -> dict:
+    """Evaluate ``fn`` on this process's share of ``x`` and gather the results of all processes.
+
+    ``x`` is cut into blocks of ``block`` points; process ``r`` of ``W`` takes a contiguous run
+    of blocks starting at global block index ``b0`` and calls ``fn(x_part, b0, block)``, which
+    returns a dict of ``(n_part, ...)`` tensors (per data point); the parts are gathered in
+    order, so the result equals one process evaluating all blocks when ``fn`` seeds each block
+    from its global index (as :func:`pyrovamp.log_likelihood` does with ``first_block``).
+
+    Returns:
+        dict of ``(N, ...)`` CPU tensors.
+    """
+    import torch.distributed as dist
+
+    world, rank = trainer.world_size, trainer.global_rank
+    n = x.shape[0]
+    nblocks = -(-n // block)
+    per = -(-nblocks // world)
+    b0, b1 = min(rank * per, nblocks), min((rank + 1) * per, nblocks)
+    part = x[b0 * block: b1 * block]
+    mine = {k: v.detach().cpu() for k, v in fn(part, b0, block).items()} if part.shape[0] else None
+    parts = [None] * world
+    dist.all_gather_object(parts, mine)
+    parts = [p for p in parts if p is not None]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+RESUMABLE = ("epochs", "max_minutes", "progress", "accelerator", "devices", "num_nodes",
+             "strategy", "device", "logger")
+
+
+def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
+    """Refuse to resume with a setting that changes the run (one line naming it)."""
+    now = asdict(config)
+    for k, v in saved.items():
+        if k in RESUMABLE or k not in now:
+            continue
+        if now[k] != v and not (isinstance(v, (int, float)) and isinstance(now[k], (int, float))
+                                and float(v) == float(now[k])):
+            raise CheckpointError(f"cannot resume {path}: {k} was {v!r} in this run and is now "
+                                  f"{now[k]!r}; only {', '.join(RESUMABLE)} may change")
+
+
+def train(model, train_data, validation_data=None, *, checkpoint_dir=None, resume: bool = False,
+          **options) -> list[dict]:
+    """Train ``model`` on Lightning with a Pyro ELBO (the notebook face of :func:`fit`).
+
+    ``options`` are :class:`TrainConfig` fields -- the same settings as ``pyrovamp train``
+    (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``loss``, ``warmup_epochs``,
+    ``patience``, ``ema_decay``, ``accelerator``, ``devices``, ``strategy``, ``precision``,
+    ``logger``, ``max_minutes``, ...). The model comes back in evaluation mode with the best
+    (validated), averaged or last parameters.
+
+    Returns:
+        The per-epoch history (see :class:`TrainResult`).
+
+    Raises:
+        ValueError: an unknown option, a bad setting or bad data, before any work; see
+        :func:`fit` for the rest.
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(options) - names
+    if unknown:
+        raise ValueError(f"unknown training option(s) {sorted(unknown)}; expected some of {sorted(names)}")
+    return fit(model, train_data, validation_data, TrainConfig(**options),
+               checkpoint_dir=checkpoint_dir, resume=resume).history

@@ -1,0 +1,307 @@
+"""Training on Lightning: warm-up, early stopping with the best parameters, EMA, resume (in
+pieces and after kill -9), faults (NaN, corrupt checkpoints, changed settings), precision."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyrovamp import VAE, train
+from pyrovamp.training import (BEST, CHECKPOINT, MODEL, CheckpointError, NonFiniteLossError,
+                               ScaleLatents, TrainConfig, beta_at, fit, load_model_weights,
+                               read_checkpoint)
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.5, 0.9])
+    return (torch.rand(n, 6, generator=g) < p).float()
+
+
+def _vae(prior="vampprior", **kw):
+    pyro.set_rng_seed(0)
+    return VAE((6,), 2, prior=prior, num_components=4, hidden_dim=16, **kw)
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_scale_latents_scales_only_latent_sites():
+    vae = _vae("standard")
+    with ScaleLatents(0.25):
+        tr = poutine.trace(vae.model).get_trace(_data(4))
+    assert tr.nodes["z"]["scale"] == 0.25 and tr.nodes["x"]["scale"] == 1.0
+
+
+def test_warmup_schedule_is_applied_per_epoch():
+    assert [beta_at(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert beta_at(0, 0) == 1.0
+    hist = train(_vae(), _data(), epochs=5, warmup_epochs=4, batch_size=32, patience=None,
+                 progress=False)
+    assert [r["beta"] for r in hist] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_training_improves_validation_and_restores_the_best(tmp_path):
+    vae = _vae()
+    r = fit(vae, _data(), _data(48, seed=1), epochs=30, batch_size=16, lr=1e-2, patience=5,
+            progress=False, checkpoint_dir=tmp_path)
+    vals = [h["val_elbo"] for h in r.history]
+    assert max(vals) > vals[0] + 0.5
+    assert r.best_val_elbo == pytest.approx(max(vals), abs=1e-5) and r.source == "best"
+    best = read_checkpoint(tmp_path / BEST)["pyrovamp"]["scored_state"]
+    for k, v in vae.state_dict().items():  # the model holds the best parameters, not the last
+        assert torch.equal(v, best[k]), k
+    last = read_checkpoint(tmp_path / CHECKPOINT)["state_dict"]
+    if vals.index(max(vals)) != len(vals) - 1:
+        assert not all(torch.equal(v, last["model." + k]) for k, v in vae.state_dict().items())
+    assert not vae.training  # returned in evaluation mode
+    # the model file written for evaluation holds the same parameters
+    other = _vae()
+    load_model_weights(other, tmp_path / MODEL)
+    _same(vae, other)
+
+
+def test_model_is_in_eval_mode_after_training_so_reconstruction_is_deterministic():
+    vae = _vae(dropout=0.5)
+    train(vae, _data(), epochs=2, batch_size=32, progress=False, patience=None)
+    assert not vae.training
+    x = _data(8, 3)
+    assert torch.equal(vae.reconstruct(x), vae.reconstruct(x))
+
+
+@pytest.mark.parametrize("loss", ["meanfield", "jit_trace", "iwae"])
+def test_other_losses_train(loss):
+    vae = _vae("standard")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    hist = train(vae, _data(), epochs=3, batch_size=32, loss=loss, patience=None, progress=False,
+                 num_particles=3 if loss == "iwae" else 1)
+    assert len(hist) == 3 and all(math.isfinite(r["train_loss"]) for r in hist)
+    assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay):
+    cfg = dict(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=3, patience=None, seed=7,
+               progress=False, ema_decay=ema_decay)
+    full = _vae()
+    train(full, _data(), _data(48, 1), checkpoint_dir=tmp_path / "a", **cfg)
+    part = _vae()
+    train(part, _data(), _data(48, 1), checkpoint_dir=tmp_path / "b", **{**cfg, "epochs": 2})
+    again = _vae()  # a new process would build a fresh model and resume from the checkpoint
+    hist = train(again, _data(), _data(48, 1), checkpoint_dir=tmp_path / "b", resume=True, **cfg)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5, 6]
+    _same(full, again)
+
+
+def test_ema_averages_parameters_and_keeps_integer_buffers():
+    from pyrovamp.priors import FlowPrior
+
+    pyro.set_rng_seed(0)
+    prior = FlowPrior(40)
+    vae = VAE((6,), 40, prior=prior, hidden_dim=16)
+    ints = {k: v.clone() for k, v in vae.state_dict().items() if not v.is_floating_point()}
+    r = fit(vae, _data(), epochs=3, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None,
+            progress=False)
+    assert r.source == "averaged"
+    for k, v in ints.items():
+        assert torch.equal(vae.state_dict()[k], v), k
+    z = torch.randn(5, 40)
+    assert torch.isfinite(vae.prior().log_prob(z)).all()
+    live = _vae("standard")
+    # the averaged parameters are not the last ones
+    r2 = fit(live, _data(), epochs=2, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None,
+             progress=False)
+    live_last = _vae("standard")
+    fit(live_last, _data(), epochs=2, batch_size=32, lr=1e-2, patience=None, progress=False)
+    assert r2.source == "averaged"
+    assert not all(torch.equal(a, b) for a, b in zip(live.parameters(), live_last.parameters()))
+
+
+def test_bad_settings_are_refused_before_work(tmp_path):
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(_vae(), _data(), ema_decay=1.5)
+    with pytest.raises(ValueError, match="num_particles >= 2"):
+        train(_vae(), _data(), loss="iwae")
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        train(_vae(), _data(), optimizer="sgd")
+    with pytest.raises(ValueError, match="batch_size"):
+        train(_vae(), _data(), batch_size=0)
+    with pytest.raises(ValueError, match="precision"):
+        train(_vae(), _data(), precision="8")
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        train(_vae(), _data(), batch_size=63, devices=2)
+    with pytest.raises(ValueError, match="unknown training option"):
+        train(_vae(), _data(), epochs=1, colour="red")
+    with pytest.raises(ValueError, match="binary"):
+        train(_vae(), torch.full((4, 6), 0.5), progress=False)
+    with pytest.raises(CheckpointError, match="no such file"):
+        train(_vae(), _data(), checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_a_changed_setting_is_refused(tmp_path):
+    train(_vae(), _data(), epochs=1, batch_size=32, progress=False, checkpoint_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="optimizer was 'adamax' in this run and is now 'adam'"):
+        train(_vae(), _data(), epochs=2, batch_size=32, optimizer="adam", progress=False,
+              checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(_vae(), _data(), epochs=2, batch_size=32, lr=0.5, progress=False,
+              checkpoint_dir=tmp_path, resume=True)
+    # epochs and max_minutes may change
+    hist = train(_vae(), _data(), epochs=2, batch_size=32, progress=False, max_minutes=5,
+                 checkpoint_dir=tmp_path, resume=True)
+    assert len(hist) == 2
+    assert set(before) <= {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "pickle"])
+def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
+    train(_vae(), _data(), epochs=1, batch_size=32, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+    elif damage == "foreign":
+        torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    else:  # a pickle that would run code when loaded without weights_only
+        import pickle
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+        path.write_bytes(pickle.dumps({"pyrovamp": Evil()}))
+    with pytest.raises(CheckpointError) as e:
+        train(_vae(), _data(), epochs=2, batch_size=32, progress=False, checkpoint_dir=tmp_path,
+              resume=True)
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CheckpointError, match="does not fit this model|holds a"):
+        load_model_weights(VAE((6,), 3, prior="standard"), tmp_path / MODEL)
+
+
+@pytest.mark.parametrize("poison", ["loss", "parameters"])
+def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, poison):
+    vae = _vae()
+    calls = {"n": 0}
+    real = vae.model
+
+    def poisoned(x):  # from the 9th step on (epoch 3, 4 steps per epoch) things go NaN
+        calls["n"] += torch.is_grad_enabled()  # training steps, not validation
+        if calls["n"] >= 9 and poison == "parameters":
+            with torch.no_grad():
+                vae.decoder[0].weight[0, 0] = float("inf")
+        out = real(x)
+        if calls["n"] >= 9 and poison == "loss":
+            with pyro.validation_enabled(False):
+                pyro.factor("poison", torch.tensor(float("nan")))
+        return out
+
+    vae.model = poisoned
+    with pytest.raises(NonFiniteLossError) as e:
+        train(vae, _data(), _data(48, 1), epochs=10, batch_size=24, patience=None,
+              progress=False, checkpoint_dir=tmp_path)
+    msg = str(e.value)
+    assert "epoch 3, step 9" in msg and str(tmp_path / CHECKPOINT) in msg and "\n" not in msg
+    ck = read_checkpoint(tmp_path / CHECKPOINT)
+    assert ck["epoch"] == 1  # 0-based: the last good epoch was the second one
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_elbo"])
+               for r in ck["pyrovamp"]["history"])
+    assert all(torch.isfinite(p).all() for p in vae.parameters())  # back at the last good state
+    assert not (tmp_path / MODEL).exists()
+
+
+def test_resume_with_dynamic_binarisation_and_max_minutes(tmp_path):
+    grey = torch.rand(64, 6, generator=torch.Generator().manual_seed(3))
+
+    def sampler(generator=None):
+        return torch.bernoulli(grey, generator=generator)
+
+    cfg = dict(epochs=5, batch_size=32, lr=1e-2, patience=None, seed=11, progress=False)
+    full = _vae()
+    train(full, sampler, _data(32, 1), checkpoint_dir=tmp_path / "a", **cfg)
+    r = fit(_vae(), sampler, _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
+            checkpoint_dir=tmp_path / "b")
+    assert r.epochs == 1 and not r.finished  # stopped cleanly after one epoch
+    pieces = 1
+    while not r.finished:
+        again = _vae()
+        r = fit(again, sampler, _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
+                checkpoint_dir=tmp_path / "b", resume=True)
+        pieces += 1
+    assert r.epochs == 5 and pieces == 5
+    _same(full, again)
+
+
+def test_bf16_mixed_precision_trains_on_cpu():
+    vae = _vae()
+    hist = train(vae, _data(), _data(48, 1), epochs=2, batch_size=32, precision="bf16-mixed",
+                 patience=None, progress=False)
+    assert all(math.isfinite(r["val_elbo"]) for r in hist)
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys, torch, pyro
+    torch.set_num_threads(1)
+    from pyrovamp import VAE, train
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.5, 0.9])
+    x = (torch.rand(600, 6, generator=g) < p).float()
+    v = (torch.rand(100, 6, generator=g) < p).float()
+    pyro.set_rng_seed(0)
+    vae = VAE((6,), 2, prior="vampprior", num_components=4, hidden_dim=16)
+    train(vae, x, v, epochs=int(sys.argv[2]), batch_size=8, lr=3e-3, warmup_epochs=5, patience=None,
+          ema_decay=0.9, progress=False, checkpoint_dir=sys.argv[1], resume=sys.argv[3] == "1")
+    torch.save(vae.state_dict(), sys.argv[1] + "/final.pt")
+""")
+
+
+def test_kill_minus_9_and_resume_equals_the_uninterrupted_run(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    epochs = "30"
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run([sys.executable, str(script), str(full), epochs, "0"], check=True, env=env,
+                   timeout=300)
+    proc = subprocess.Popen([sys.executable, str(script), str(cut), epochs, "0"], env=env)
+    ckpt = cut / CHECKPOINT
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.is_file() and ckpt.stat().st_mtime > 0
+                                         and _epochs_in(ckpt) >= 3):
+        time.sleep(0.05)
+    time.sleep(0.37)  # land somewhere inside a later epoch (or a checkpoint write)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "final.pt").exists(), "the run finished before it could be killed"
+    subprocess.run([sys.executable, str(script), str(cut), epochs, "1"], check=True, env=env,
+                   timeout=300)
+    a = torch.load(full / "final.pt", weights_only=True)
+    b = torch.load(cut / "final.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _epochs_in(path):
+    try:
+        return read_checkpoint(path)["epoch"]
+    except CheckpointError:
+        return -1
