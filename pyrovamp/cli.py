@@ -223,7 +223,7 @@ def _train(args, argv) -> int:
 
     from .data import load_dataset
     from .runs import atomic_write_text, build_model, resolve_config, write_history_csv
-    from .training import CHECKPOINT, fit
+    from .training import CHECKPOINT, fit, read_checkpoint
 
     rank = _rank(args.devices)
     # --- every check before any work ---------------------------------------------------------
@@ -238,6 +238,7 @@ def _train(args, argv) -> int:
         for f in ("config.json", CHECKPOINT):
             if not (out / f).is_file():
                 raise UsageError(f"cannot resume: {out / f} is missing")
+        read_checkpoint(out / CHECKPOINT)  # a truncated or corrupt file: one line, before any work
         try:
             cfg = resolve_config(json.loads((out / "config.json").read_text()))
         except json.JSONDecodeError as e:

@@ -1,8 +1,11 @@
 """Run folders: what ``pyrovamp train`` writes and ``pyrovamp evaluate`` reads.
 
-A run folder holds ``config.json`` (every setting, resolved), ``checkpoint.pt`` (see
-:class:`pyrovamp.inference.Trainer`), ``history.csv``, ``metrics.json`` and figures. Every file
-is written atomically (temporary file in the same folder, then rename).
+A run folder holds ``config.json`` (every setting, resolved), ``checkpoint.ckpt`` (the last
+epoch's Lightning training state, to resume from), ``best.ckpt`` (the parameters with the best
+validation ELBO), ``model.pt`` (the trained model's parameters and the run's history; see
+:func:`pyrovamp.training.fit`), ``history.csv``, ``logs/`` (Lightning's logger),
+``metrics.json`` and figures. Every file is written atomically (temporary file in the same
+folder, then rename) and read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations

@@ -103,3 +103,38 @@ def test_grey_images_report_nll_per_pixel(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["unit_per_pixel"] == "nats per pixel"
     assert m["test_nll_per_pixel"] == pytest.approx(m["test_nll"] / 560)
+
+
+def test_resume_refuses_changed_settings_and_corrupt_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--prior", "standard", "--max-points", "64", "--num-samples", "5",
+            "--no-progress", "--out", str(out)]
+    assert main(base + ["--epochs", "1"]) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    r = _run(base + ["--epochs", "2", "--resume", "--optimizer", "adam"])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--optimizer adam differs" in lines[0]
+    r = _run(base + ["--epochs", "2", "--resume", "--lr", "0.1"])
+    assert r.returncode == 2 and "--lr 0.1 differs" in r.stderr
+    (out / "checkpoint.ckpt").write_bytes(files["checkpoint.ckpt"][:1000])  # truncated
+    r = _run(base + ["--epochs", "2", "--resume"])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "checkpoint.ckpt" in lines[0]
+    assert "Traceback" not in r.stderr
+    for name, data in files.items():  # nothing else in the run folder was touched
+        if name != "checkpoint.ckpt":
+            assert (out / name).read_bytes() == data, name
+
+
+def test_max_minutes_stops_without_test_evaluation_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--prior", "standard", "--max-points", "64", "--epochs", "3",
+            "--num-samples", "5", "--no-progress", "--out", str(out)]
+    r = _run(args + ["--max-minutes", "0.00001"])
+    assert r.returncode == 0
+    assert "stopped after 1 of 3 epochs" in r.stderr and "--resume" in r.stderr
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.ckpt").is_file()
+    for _ in range(2):
+        assert main(args + ["--resume"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_trained"] == 3 and m["finished"]
