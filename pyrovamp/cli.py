@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"),
                    help="Lightning strategy; ddp for several processes")
     t.add_argument("--precision", default="32", choices=PRECISIONS,
-                   help="32, bf16-mixed (autocast to bfloat16), 16-mixed or 64")
+                   help="32, bf16-mixed (autocast to bfloat16) or 16-mixed (GPU)")
     t.add_argument("--logger", default="csv", choices=LOGGERS,
                    help="Lightning logger writing to RUN/logs (history.csv is always written)")
     t.add_argument("--seed", type=int, default=0)

@@ -65,7 +65,7 @@ LOSSES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
           "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO,
           "iwae": None}  # IWAELoss, defined below
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
-PRECISIONS = ("32", "bf16-mixed", "16-mixed", "64")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "none")
 CHECKPOINT = "checkpoint.ckpt"   # the last epoch's full training state (resume from it)
 BEST = "best.ckpt"               # the parameters with the best validation ELBO so far
@@ -111,7 +111,9 @@ class TrainConfig:
         devices: number of devices (processes) per machine, or ``"auto"``.
         num_nodes: number of machines.
         strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"`` (Lightning's).
-        precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"`` or ``"64"`` (Lightning's).
+        precision: ``"32"``, ``"bf16-mixed"`` (autocast to bfloat16; AVX-512 BF16 CPUs and
+            recent GPUs) or ``"16-mixed"`` (float16 autocast with loss scaling on GPUs; Lightning
+            falls back to bf16 on the CPU).
         logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
         device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
             ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
