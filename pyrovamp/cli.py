@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="folder for comparison.csv, compare.png, pareto_k.png")
     c.add_argument("--num-samples", type=_positive_int("--num-samples"), default=1000,
                    help="importance samples per test point (default 1000)")
+    c.add_argument("--recompute", action="store_true",
+                   help="evaluate every run anew instead of reusing its stored evaluation.nc "
+                        "(and store the new one)")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
@@ -258,7 +261,7 @@ def _compare(args) -> int:
 
     matplotlib.use("Agg")
     from .runs import atomic_write_text, save_figure
-    from .workflow import compare, plot_compare, plot_pareto_k, to_inference_data
+    from .workflow import compare, khat_threshold, plot_compare, plot_pareto_k, to_inference_data
 
     _check_device(args.device)
     runs = [Path(r) for r in args.run_dirs]
@@ -274,16 +277,24 @@ def _compare(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    idatas = {r.name: to_inference_data(r, num_samples=args.num_samples, device=args.device,
-                                        keep_log_weights=False) for r in runs}
+    idatas = {}
+    for r in runs:
+        t0 = time.perf_counter()
+        idatas[r.name] = to_inference_data(r, num_samples=args.num_samples, device=args.device,
+                                           keep_log_weights=False, recompute=args.recompute)
+        how = ("reused its stored evaluation" if idatas[r.name].attrs.get("from_cache")
+               else f"evaluated in {time.perf_counter() - t0:.1f} s")
+        print(f"{r.name}: {how} (S={args.num_samples})", file=sys.stderr)
     table = compare(idatas)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.csv", table.to_csv())
     save_figure(plot_compare(table), out / "compare.png")
     save_figure(plot_pareto_k(idatas), out / "pareto_k.png")
     cols = ["rank", "mean_log_likelihood", "mean_log_likelihood_diff", "mean_dse", "mean_elbo",
-            "share_k_above_0.7"]
+            "share_k_above_threshold"]
     print(table[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"k-hat threshold min(1 - 1/log10 S, 0.7) = {khat_threshold(args.num_samples):.2f} "
+          f"for S={args.num_samples} (Vehtari et al. 2024)")
     print(f"-> {out}")
     return 0
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import Dataset, load_dataset
+from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .models import MODELS
 
@@ -146,8 +147,10 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
                  max_points: int | None = None) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
-    diagnostics of the importance weights (``test_log_likelihood_psis``, ``share_k_above_0.7``
-    -- the share of test points whose estimate is unreliable -- and ``median_ess``), the
+    diagnostics of the importance weights (``test_log_likelihood_psis``,
+    ``share_k_above_threshold`` -- the share of test points whose estimate is unreliable, k-hat
+    above ``khat_threshold = min(1 - 1/log10 S, 0.7)`` (Vehtari et al. 2024) -- and
+    ``median_ess``), the
     active units per latent layer; for grey images (discretised logistic) also the negative
     log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology."""
     x = dataset.test[:max_points].to(device)
@@ -164,7 +167,8 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
         "test_log_likelihood_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,
         "test_nll": float(-ll.mean()),
         "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
-        "share_k_above_0.7": float((diag["pareto_k"] > 0.7).mean()),
+        "khat_threshold": khat_threshold(num_samples),
+        "share_k_above_threshold": float((diag["pareto_k"] > khat_threshold(num_samples)).mean()),
         "median_ess": float(np.median(diag["ess"])),
         "num_samples": num_samples,
         "num_test_points": n,

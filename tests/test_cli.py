@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_log_likelihood"] < 0 and m["test_elbo"] <= m["test_log_likelihood"] + 1.0
     assert m["num_samples"] == 20 and m["epochs_trained"] == 2 and m["train_seconds"] > 0
-    assert 0.0 <= m["share_k_above_0.7"] <= 1.0 and m["median_ess"] > 0
+    assert 0.0 <= m["share_k_above_threshold"] <= 1.0 and m["median_ess"] > 0
+    assert m["khat_threshold"] == pytest.approx(1 - 1 / math.log10(20))
     assert m["test_log_likelihood_psis"] <= m["test_log_likelihood"] + 0.5
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
