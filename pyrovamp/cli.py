@@ -54,7 +54,7 @@ def _positive_float(name):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
-    from .priors import PRIORS
+    from .priors import FLOWS, PRIORS
     from .inference import LOSSES, OPTIMIZERS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--prior", default="vampprior", choices=PRIORS)
+    t.add_argument("--flow", choices=FLOWS,
+                   help="the zuko flow of --prior flow (default realnvp)")
     t.add_argument("--model", choices=("vae", "hvae", "convhvae"),
                    help="one-level VAE (default), two-level HVAE or convolutional HVAE")
     t.add_argument("--preset", choices=("book", "paper"),
@@ -175,8 +177,12 @@ def _train(args) -> int:
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        if args.flow is not None and args.prior != "flow":
+            raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
         cfg = resolve_config({k: v for k, v in vars(args).items()
                               if k not in ("command", "resume", "out", "no_progress")})
+        if cfg["prior"] == "flow":
+            cfg["flow"] = cfg.get("flow") or "realnvp"
         if cfg["ema_decay"] == 0:
             cfg["ema_decay"] = None
     tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],

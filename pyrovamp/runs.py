@@ -20,6 +20,7 @@ from .data import Dataset, load_dataset
 from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .models import MODELS
+from .priors import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
            "atomic_write_text", "write_history_csv", "MODEL_KEYS"]
@@ -82,6 +83,8 @@ def build_model(cfg: dict, dataset: Dataset):
         kw["dropout"] = cfg.get("dropout") or 0.0
     if name == "convhvae":
         kw.pop("architecture"), kw.pop("num_hidden_layers")
+    if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
+        kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])
     return MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
                         num_values=dataset.num_values, **kw)
 

@@ -48,6 +48,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     (["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"], "is not a folder"),
     (["train", "--prior", "gtm", "--num-components", "10"], "square number of components"),
     (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
+    (["train", "--prior", "flow", "--flow", "glow"], "invalid choice: 'glow'"),
+    (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -58,6 +60,22 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flow", ["nsf", None])
+def test_flow_choice_is_stored_and_rebuilt(tmp_path, flow):
+    import zuko
+
+    from pyrovamp.runs import load_run
+
+    out = tmp_path / "run"
+    args = ["train", "--prior", "flow", "--epochs", "1", "--max-points", "30", "--num-samples",
+            "5", "--no-progress", "--out", str(out)] + (["--flow", flow] if flow else [])
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["flow"] == (flow or "realnvp")
+    model, *_ = load_run(out)
+    assert isinstance(model.prior.flow, zuko.flows.NSF if flow else zuko.flows.RealNVP)
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
