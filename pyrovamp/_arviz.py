@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["arviz", "MAJOR", "psislw", "make_tree", "groups", "group", "is_tree", "compare",
+__all__ = ["arviz", "major", "psislw", "make_tree", "groups", "group", "is_tree", "compare",
            "plot_compare", "plot_khat", "MIN_PSIS_SAMPLES"]
 
 # Fewer draws than this leave fewer than 5 in the Pareto tail (ArviZ 1.x: floor(S/5) for
@@ -41,33 +41,10 @@ def arviz():
     return az
 
 
-def _major() -> int:
+@functools.lru_cache(maxsize=None)
+def major() -> int:
+    """The installed ArviZ's major version: 0 (InferenceData) or 1 (DataTree)."""
     return int(arviz().__version__.split(".")[0])
-
-
-class _Major:
-    """``MAJOR`` as a lazy integer, so importing this module does not import ArviZ."""
-
-    def __int__(self):
-        return _major()
-
-    def __eq__(self, other):
-        return _major() == other
-
-    def __ge__(self, other):
-        return _major() >= other
-
-    def __lt__(self, other):
-        return _major() < other
-
-    def __hash__(self):
-        return hash(_major())
-
-    def __repr__(self):
-        return repr(_major())
-
-
-MAJOR = _Major()
 
 
 # --- Pareto-smoothed importance sampling ---------------------------------------------------------
@@ -113,7 +90,7 @@ def psislw(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             # "Estimated shape parameter of Pareto distribution is greater than 0.7": the
             # caller reports k-hat against the sample-size dependent threshold instead
             warnings.filterwarnings("ignore", message=r"Estimated shape parameter of Pareto")
-            if MAJOR >= 1:
+            if major() >= 1:
                 from arviz_stats.base import array_stats
 
                 sm, k = array_stats.psislw(-lw[rows], r_eff=1.0, axis=-1)
@@ -129,7 +106,7 @@ def psislw(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def make_tree(datasets: dict, attrs: dict):
     """An ``arviz.InferenceData`` (0.2x) or ``xarray.DataTree`` (1.x) with one group per
     ``xarray.Dataset`` in ``datasets`` and ``attrs`` on the root."""
-    if MAJOR >= 1:
+    if major() >= 1:
         import xarray as xr
 
         tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(attrs)), **datasets})
@@ -149,7 +126,7 @@ def is_tree(obj) -> bool:
 
     if isinstance(obj, getattr(xr, "DataTree", ())):
         return True
-    if MAJOR >= 1:  # no InferenceData in 1.x (asking for it warns)
+    if major() >= 1:  # no InferenceData in 1.x (asking for it warns)
         return False
     return isinstance(obj, arviz().InferenceData)
 
@@ -186,7 +163,7 @@ def _elpd_data(elpd_i: np.ndarray, pareto_k: np.ndarray, num_samples: int, good_
     warn = bool(np.any(pareto_k > good_k))
     elpd_da = xr.DataArray(elpd_i, dims=["obs"], coords={"obs": np.arange(n)}, name="elpd_i")
     k_da = xr.DataArray(pareto_k, dims=["obs"], coords={"obs": np.arange(n)}, name="pareto_k")
-    if MAJOR >= 1:
+    if major() >= 1:
         from arviz_stats.utils import ELPDData
 
         return ELPDData(elpd=float(elpd_i.sum()), se=se, p=0.0, n_samples=int(num_samples),
@@ -225,7 +202,7 @@ def compare(pointwise: dict, pareto_k: dict, num_samples: dict, good_k: dict):
         warnings.simplefilter("ignore", FutureWarning)
         # 0.2x calls sort_values(inplace=True), deprecated by pandas 3.1
         warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame.sort_values")
-        if MAJOR >= 1:
+        if major() >= 1:
             from arviz_stats import compare as az_compare
 
             raw = az_compare(elpds, method="stacking", round_to="none")
@@ -269,7 +246,7 @@ def plot_compare(table, num_test_points=None):
     """ArviZ's comparison plot of a table from :func:`compare` (its ``elpd``, ``se``,
     ``elpd_diff``, ``dse`` columns); returns a matplotlib ``Figure``. Both majors show the
     difference of every model to the best with its paired standard error."""
-    if MAJOR >= 1:
+    if major() >= 1:
         from arviz_plots import plot_compare as az_plot_compare
 
         df = table.copy()
@@ -296,7 +273,7 @@ def plot_khat(pareto_k: dict, threshold: dict):
     """ArviZ's k-hat plot, one panel per model: ``{name: (N,) k-hat}`` with each model's
     threshold as a horizontal line; returns a matplotlib ``Figure`` and its panels by name."""
     names = list(pareto_k)
-    if MAJOR >= 1:
+    if major() >= 1:
         import xarray as xr
         from arviz_plots import plot_khat as az_plot_khat
 
