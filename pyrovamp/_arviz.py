@@ -196,11 +196,7 @@ def compare(pointwise: dict, pareto_k: dict, num_samples: dict, good_k: dict):
                            np.asarray(pareto_k[k], dtype=np.float64), num_samples[k], good_k[k])
              for k in pointwise}
     with warnings.catch_warnings():
-        # 0.2x: "The scale is now log by default"; 1.x: order-statistic selection-bias notes
-        # for many models. Neither changes the numbers taken from the table.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        # 0.2x calls sort_values(inplace=True), deprecated by pandas 3.1
+        # 0.2x calls sort_values(inplace=True), deprecated by pandas 3.1: ArviZ's own code
         warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame.sort_values")
         if major() >= 1:
             from arviz_stats import compare as az_compare
@@ -234,6 +230,7 @@ def _quiet_plotting():
         warnings.filterwarnings("ignore", message=r"Passing a dict or None as alias_mapping")
         yield
 
+
 def _figure_of(plot_collection):
     """The matplotlib ``Figure`` behind an arviz-plots ``PlotCollection``."""
     viz = plot_collection.viz
@@ -242,10 +239,11 @@ def _figure_of(plot_collection):
     return fig.item() if hasattr(fig, "item") else fig
 
 
-def plot_compare(table, num_test_points=None):
+def plot_compare(table):
     """ArviZ's comparison plot of a table from :func:`compare` (its ``elpd``, ``se``,
-    ``elpd_diff``, ``dse`` columns); returns a matplotlib ``Figure``. Both majors show the
-    difference of every model to the best with its paired standard error."""
+    ``elpd_diff``, ``dse`` columns); returns the matplotlib ``(Figure, Axes)``. Both majors show
+    the difference of every model to the best with its paired standard error (1.x on the
+    difference scale, 0.2x beside each model's total)."""
     if major() >= 1:
         from arviz_plots import plot_compare as az_plot_compare
 
@@ -271,7 +269,7 @@ def plot_compare(table, num_test_points=None):
 
 def plot_khat(pareto_k: dict, threshold: dict):
     """ArviZ's k-hat plot, one panel per model: ``{name: (N,) k-hat}`` with each model's
-    threshold as a horizontal line; returns a matplotlib ``Figure`` and its panels by name."""
+    threshold as a horizontal line; returns the matplotlib ``Figure`` and ``{name: Axes}``."""
     names = list(pareto_k)
     if major() >= 1:
         import xarray as xr
