@@ -266,7 +266,7 @@ def _evaluation_of(obj, key):
     return _arviz.group(obj, "importance_sampling"), dict(obj.attrs)
 
 
-def compare(runs, x=None, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *,
+def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *, x=None,
             cache: bool = True):
     """Rank models on one test set by their importance-sampled test log-likelihood.
 
@@ -280,9 +280,9 @@ def compare(runs, x=None, num_samples: int = 1000, seed: int = 0, device: str = 
         runs: a dict ``{name: model | run folder | evaluation}`` or a list of run folders /
             evaluations (named by their ``name`` attribute); an evaluation is the result of
             :func:`to_inference_data` (``InferenceData`` or ``DataTree``).
-        x: ``(N, D)`` test data, needed for models (and used instead of a run folder's test set
-            when given).
         num_samples, seed, device: for models and run folders that must be evaluated first.
+        x: ``(N, D)`` test data (tensor or numpy array), needed for models (and used instead of
+            a run folder's test set when given).
         cache: reuse and store run folders' evaluations (see :func:`to_inference_data`).
 
     Returns:
