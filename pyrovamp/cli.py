@@ -58,7 +58,7 @@ def _positive_float(name):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
-    from .priors import PRIORS
+    from .priors import FLOWS, PRIORS
     from .training import LOGGERS, LOSSES, OPTIMIZERS, PRECISIONS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--prior", default="vampprior", choices=PRIORS)
+    t.add_argument("--flow", choices=FLOWS,
+                   help="the zuko flow of --prior flow (default realnvp)")
     t.add_argument("--model", choices=("vae", "hvae", "convhvae"),
                    help="one-level VAE (default), two-level HVAE or convolutional HVAE")
     t.add_argument("--preset", choices=("book", "paper"),
@@ -129,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="folder for comparison.csv, compare.png, pareto_k.png")
     c.add_argument("--num-samples", type=_positive_int("--num-samples"), default=1000,
                    help="importance samples per test point (default 1000)")
+    c.add_argument("--recompute", action="store_true",
+                   help="evaluate every run anew instead of reusing its stored evaluation.nc "
+                        "(and store the new one)")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
@@ -260,8 +265,12 @@ def _train(args, argv) -> int:
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        if args.flow is not None and args.prior != "flow":
+            raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
         cfg = resolve_config({k: v for k, v in vars(args).items()
                               if k not in ("command", "resume", "out", "no_progress")})
+        if cfg["prior"] == "flow":
+            cfg["flow"] = cfg.get("flow") or "realnvp"
         if cfg["ema_decay"] == 0:
             cfg["ema_decay"] = None
     tcfg = _train_config(cfg, progress=not args.no_progress and rank == 0)
@@ -359,7 +368,7 @@ def _compare(args) -> int:
 
     matplotlib.use("Agg")
     from .runs import atomic_write_text, save_figure
-    from .workflow import compare, plot_compare, plot_pareto_k, to_inference_data
+    from .workflow import compare, khat_threshold, plot_compare, plot_pareto_k, to_inference_data
 
     _check_device(args.device)
     runs = [Path(r) for r in args.run_dirs]
@@ -375,16 +384,24 @@ def _compare(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    idatas = {r.name: to_inference_data(r, num_samples=args.num_samples, device=args.device,
-                                        keep_log_weights=False) for r in runs}
+    idatas = {}
+    for r in runs:
+        t0 = time.perf_counter()
+        idatas[r.name] = to_inference_data(r, num_samples=args.num_samples, device=args.device,
+                                           keep_log_weights=False, recompute=args.recompute)
+        how = ("reused its stored evaluation" if idatas[r.name].attrs.get("from_cache")
+               else f"evaluated in {time.perf_counter() - t0:.1f} s")
+        print(f"{r.name}: {how} (S={args.num_samples})", file=sys.stderr)
     table = compare(idatas)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.csv", table.to_csv())
     save_figure(plot_compare(table), out / "compare.png")
     save_figure(plot_pareto_k(idatas), out / "pareto_k.png")
     cols = ["rank", "mean_log_likelihood", "mean_log_likelihood_diff", "mean_dse", "mean_elbo",
-            "share_k_above_0.7"]
+            "share_k_above_threshold"]
     print(table[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"k-hat threshold min(1 - 1/log10 S, 0.7) = {khat_threshold(args.num_samples):.2f} "
+          f"for S={args.num_samples} (Vehtari et al. 2024)")
     print(f"-> {out}")
     return 0
 

@@ -163,7 +163,7 @@ def log_likelihood(model, x: torch.Tensor, num_samples: int = 5000, *,
         num_samples: ``S``.
         memory_budget, batch_size, seed: see :func:`log_importance_weights`.
         diagnostics: also return the Pareto-smoothed importance sampling diagnostics of every
-            data point's weights (:func:`pyrovamp.workflow.importance_diagnostics`).
+            data point's weights (:func:`pyrovamp.diagnostics.importance_diagnostics`).
 
     Returns:
         ``(N,)`` float64 tensor of log-likelihoods (nats per data point; higher is better); with
@@ -176,7 +176,7 @@ def log_likelihood(model, x: torch.Tensor, num_samples: int = 5000, *,
     x, (points, samples) = _prepare(model, x, num_samples, memory_budget, batch_size)
     out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}
     if diagnostics:
-        from .workflow import importance_diagnostics
+        from .diagnostics import importance_diagnostics
     with _evaluation_context(model, seed):
         for lw in _iter_log_weights(model, x, num_samples, points, samples):
             out.append(torch.logsumexp(lw.double(), dim=0) - math.log(num_samples))

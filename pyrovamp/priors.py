@@ -19,7 +19,7 @@ Priors (Tomczak, *Deep Generative Modeling*, sec. 4.4.1; Tomczak & Welling, AIST
 ``vampprior``      sum_k w_k q(z | u_k), pseudo-inputs u_k, w_k = 1/K   (eq. 4.48 / 4.49)
 ``gtm``            sum_k w_k N(z | mu_g(u_k), diag sigma_g^2(u_k))      (eq. 4.50-4.52)
 ``gtm-vampprior``  sum_k w_k q(z | g(u_k)), g maps a grid to data space (eq. 4.53)
-``flow``           RealNVP affine couplings of N(0, I)                  (sec. 4.4.1.6)
+``flow``           N(0, I) through a zuko flow: RealNVP (default), NSF, MAF (sec. 4.4.1.6)
 =================  =====================================================================
 
 All mixtures are mixtures over whole latent vectors: the log-density sums over latent dimensions
@@ -37,14 +37,15 @@ from typing import Sequence
 import torch
 from torch import nn
 import pyro.distributions as dist
-from pyro.distributions.transforms import AffineCoupling, Permute
-from pyro.nn import DenseNN
+import zuko
+from pyro.contrib.zuko import ZukoToPyro
+from torch.distributions import constraints
 
 from .nets import MLP
 
 __all__ = [
     "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior",
-    "DiagonalGaussianMixture", "make_prior", "PRIORS", "grid_points",
+    "DiagonalGaussianMixture", "make_prior", "PRIORS", "FLOWS", "grid_points",
 ]
 
 PRIORS = ("standard", "mog", "vampprior", "gtm", "gtm-vampprior", "flow")
@@ -358,44 +359,86 @@ class GTMVampPrior(Prior):
         return DiagonalGaussianMixture(self.logits, loc, scale)
 
 
+class _ZukoFlowDistribution(ZukoToPyro):
+    """:class:`pyro.contrib.zuko.ZukoToPyro` with what the prior contract adds: the support
+    ``independent(real, 1)`` (so ``biject_to``, autoguides and NUTS work), ``rsample``/``sample``
+    (``prior().sample(shape)``, not only ``prior()(shape)``) and ``expand`` keeping this type.
+    Sampling through ``pyro.sample`` uses zuko's ``rsample_and_log_prob`` (reparameterised; the
+    log-density of the draw is cached for scoring, as ``ZukoToPyro`` does)."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self.dist.rsample(torch.Size(sample_shape))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.dist.rsample(torch.Size(sample_shape))
+
+    def expand(self, batch_shape, _instance=None):
+        return _ZukoFlowDistribution(self.dist.expand(torch.Size(batch_shape)))
+
+
+FLOWS = ("realnvp", "nsf", "maf")
+# Per-flow defaults: (num_flows, hidden_dims), measured on Digits (L=2; see the README).
+_FLOW_DEFAULTS = {"realnvp": (4, (64, 64)), "nsf": (3, (64, 64)), "maf": (4, (64, 64))}
+
+
 class FlowPrior(Prior):
-    """Flow-based prior (book sec. 4.4.1.6): a standard normal pushed through RealNVP affine
-    coupling layers (:class:`pyro.distributions.transforms.AffineCoupling` with a
-    :class:`pyro.nn.DenseNN` conditioner) with a reversing :class:`Permute` between layers.
-    ``log_prob`` is exact (the couplings invert in closed form).
+    """Flow-based prior (book sec. 4.4.1.6): a standard normal ``N(0, I)`` pushed through an
+    invertible map ``f``, ``p(z) = N(f^{-1}(z); 0, I) |det d f^{-1}(z) / dz|``, built on zuko
+    (Rozet et al.) and wrapped as a Pyro distribution with
+    :class:`pyro.contrib.zuko.ZukoToPyro`. ``log_prob`` is exact.
+
+    Flows (``zuko.flows``):
+
+    * ``"realnvp"`` (default, as the book): affine coupling layers with alternating masks
+      (Dinh et al. 2017, "Density estimation using Real NVP", sec. 3);
+    * ``"nsf"``: monotonic rational-quadratic spline autoregressive layers (Durkan et al. 2019,
+      "Neural spline flows"; splines on [-5, 5], identity outside), ``bins`` knots;
+    * ``"maf"``: masked autoregressive affine layers (Papamakarios et al. 2017, "Masked
+      autoregressive flow for density estimation").
 
     Args:
-        latent_dim: ``L >= 2``.
-        num_flows: number of coupling layers.
-        hidden_dims: hidden sizes of each coupling's conditioner network.
+        latent_dim: ``L`` (``>= 2`` for RealNVP, whose coupling needs two halves).
+        flow: ``"realnvp"``, ``"nsf"`` or ``"maf"``.
+        num_flows: number of layers (default per flow: RealNVP 4, NSF 3, MAF 4).
+        hidden_dims: hidden sizes of each layer's conditioner network (default ``(64, 64)``).
+        bins: spline bins of the NSF.
 
     Raises:
-        ValueError: ``latent_dim < 2`` (a coupling layer needs two halves).
+        ValueError: unknown ``flow``, ``latent_dim < 2`` for RealNVP, non-positive sizes.
     """
 
-    def __init__(self, latent_dim: int = 2, num_flows: int = 4, hidden_dims: Sequence[int] = (64, 64)):
+    def __init__(self, latent_dim: int = 2, *, flow: str = "realnvp", num_flows: int | None = None,
+                 hidden_dims: Sequence[int] | None = None, bins: int = 8):
         super().__init__(latent_dim)
-        if latent_dim < 2:
-            raise ValueError(f"the flow prior needs latent_dim >= 2, got {latent_dim}")
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {flow!r}")
+        if flow == "realnvp" and latent_dim < 2:
+            raise ValueError(f"the flow prior needs latent_dim >= 2 for RealNVP, got {latent_dim}")
+        default_flows, default_hidden = _FLOW_DEFAULTS[flow]
+        num_flows = default_flows if num_flows is None else num_flows
+        hidden_dims = tuple(default_hidden if hidden_dims is None else hidden_dims)
         _check_positive("num_flows", num_flows)
-        split = latent_dim // 2
-        self.couplings = nn.ModuleList([
-            AffineCoupling(split, DenseNN(split, list(hidden_dims),
-                                          param_dims=[latent_dim - split, latent_dim - split]))
-            for _ in range(num_flows)
-        ])
-        self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.ones(latent_dim))
-        self.register_buffer("permutation", torch.arange(latent_dim - 1, -1, -1))
+        _check_positive("bins", bins)
+        for h in hidden_dims:
+            _check_positive("hidden_dims", h)
+        self.flow_name, self.num_flows, self.hidden_dims = flow, num_flows, hidden_dims
+        kw = dict(transforms=num_flows, hidden_features=hidden_dims)
+        if flow == "realnvp":
+            self.flow = zuko.flows.RealNVP(latent_dim, **kw)
+        elif flow == "nsf":
+            self.flow = zuko.flows.NSF(latent_dim, bins=bins, **kw)
+        else:
+            self.flow = zuko.flows.MAF(latent_dim, **kw)
 
     def distribution(self):
-        transforms = []
-        for i, coupling in enumerate(self.couplings):
-            if i > 0:
-                transforms.append(Permute(self.permutation))
-            transforms.append(coupling)
-        base = dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
-        return dist.TransformedDistribution(base, transforms)
+        return _ZukoFlowDistribution(self.flow())
+
+    def extra_repr(self) -> str:
+        return f"flow={self.flow_name!r}, latent_dim={self.latent_dim}, num_flows={self.num_flows}"
 
 
 def _check_positive(name, value):
@@ -414,15 +457,19 @@ def _weights(module, k, learn):
 def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
                input_dim: int | None = None, data_range=(0.0, 1.0), num_components: int = 16,
                grid_side: int | None = None, hidden_dims: Sequence[int] = (64, 64),
-               learn_weights: bool | None = None, num_flows: int = 4) -> Prior:
+               learn_weights: bool | None = None, num_flows: int | None = None,
+               flow: str = "realnvp") -> Prior:
     """Build a prior by name: one of ``standard, mog, vampprior, gtm, gtm-vampprior, flow``.
 
     ``encoder`` and ``input_dim`` are needed by the VampPrior and the GTM-VampPrior.
     For the GTM priors ``grid_side`` defaults to ``sqrt(num_components)``, which must then be a
     whole number. ``learn_weights=None`` means each prior's own default (uniform weights).
+    For the flow prior, ``flow`` picks ``realnvp`` (default), ``nsf`` or ``maf`` and
+    ``num_flows=None`` the flow's own default number of layers (:class:`FlowPrior`).
 
     Raises:
-        ValueError: unknown name, missing encoder, or a non-square ``num_components`` for a GTM.
+        ValueError: unknown name or flow, missing encoder, or a non-square ``num_components``
+            for a GTM.
     """
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}; expected one of {', '.join(PRIORS)}")
@@ -441,7 +488,7 @@ def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
     if name == "gtm":
         return GTMPrior(latent_dim, grid_side, hidden_dims, **kw)
     if name == "flow":
-        return FlowPrior(latent_dim, num_flows, hidden_dims)
+        return FlowPrior(latent_dim, flow=flow, num_flows=num_flows, hidden_dims=hidden_dims)
     if encoder is None or input_dim is None:
         raise ValueError(f"the {name} prior needs the model's encoder and input_dim")
     if name == "vampprior":

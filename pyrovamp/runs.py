@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from .data import Dataset, load_dataset
+from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .models import MODELS
+from .priors import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
            "atomic_write_text", "write_history_csv", "MODEL_KEYS"]
@@ -84,6 +86,8 @@ def build_model(cfg: dict, dataset: Dataset):
         kw["dropout"] = cfg.get("dropout") or 0.0
     if name == "convhvae":
         kw.pop("architecture"), kw.pop("num_hidden_layers")
+    if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
+        kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])
     return MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
                         num_values=dataset.num_values, **kw)
 
@@ -157,8 +161,10 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
                  max_points: int | None = None, trainer=None) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
-    diagnostics of the importance weights (``test_log_likelihood_psis``, ``share_k_above_0.7``
-    -- the share of test points whose estimate is unreliable -- and ``median_ess``), the
+    diagnostics of the importance weights (``test_log_likelihood_psis``,
+    ``share_k_above_threshold`` -- the share of test points whose estimate is unreliable, k-hat
+    above ``khat_threshold = min(1 - 1/log10 S, 0.7)`` (Vehtari et al. 2024) -- and
+    ``median_ess``), the
     active units per latent layer; for grey images (discretised logistic) also the negative
     log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology.
 
@@ -200,7 +206,8 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
         "test_log_likelihood_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,
         "test_nll": float(-ll.mean()),
         "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
-        "share_k_above_0.7": float((diag["pareto_k"] > 0.7).mean()),
+        "khat_threshold": khat_threshold(num_samples),
+        "share_k_above_threshold": float((diag["pareto_k"] > khat_threshold(num_samples)).mean()),
         "median_ess": float(np.median(diag["ess"])),
         "num_samples": num_samples,
         "num_test_points": n,

@@ -1,15 +1,21 @@
-"""Bayesian-workflow comparison of trained models with ArviZ.
+"""Bayesian-workflow comparison of trained models with ArviZ (0.2x or 1.x).
 
-* :func:`to_inference_data` -- an ``arviz.InferenceData`` of a model on a test set: the
-  per-data-point importance-sampled log-likelihood (group ``log_likelihood``), the ELBO, the
-  Pareto-smoothed (PSIS) estimate, the Pareto shape k-hat and the effective sample size of every
-  data point's importance weights, the importance log-weights themselves (group
-  ``importance_sampling``), and the training history (group ``training_history``).
-* :func:`compare` -- models ranked on the same test set, in the layout of ``arviz.compare``
-  (which computes it): summed log-likelihood, the difference to the best model and the standard
-  error of that difference from the paired per-data-point values.
-* :func:`importance_diagnostics` -- PSIS of each data point's log-weights (``arviz.psislw``;
-  Vehtari et al. 2024): k-hat > 0.7 flags an estimate that cannot be trusted.
+* :func:`to_inference_data` -- a model's evaluation on a test set as an ``arviz.InferenceData``
+  (ArviZ 0.2x, Python 3.11) or ``xarray.DataTree`` (ArviZ 1.x, Python 3.12+): per data point the
+  importance-sampled log-likelihood, the ELBO, the Pareto-smoothed (PSIS) estimate, k-hat, the
+  effective sample size and a summary of the log-weights, all in the group
+  ``importance_sampling``; the training history in ``training_history``. There is deliberately
+  no ``log_likelihood`` or ``posterior`` group: the numbers are importance-sampling estimates of
+  log p(x) on held-out data, not draws, and ArviZ's ``loo``/``waic`` must not treat them as such.
+* :func:`compare` -- models ranked on one test set, computed by ArviZ's ``compare`` from the
+  per-data-point values: summed log-likelihood, the difference to the best model and the standard
+  error of that difference from the paired per-data-point differences. Takes models (with
+  ``x``), run folders and evaluations from :func:`to_inference_data`.
+* A run folder keeps its evaluation: ``evaluation.nc`` (netCDF) holds the per-point results with
+  the number of samples, the seed and fingerprints of the test data and of the trained
+  parameters; it is reused while they match and recomputed when any changes.
+* :func:`importance_diagnostics`, :func:`khat_threshold` -- PSIS (from
+  :mod:`pyrovamp.diagnostics`; Vehtari et al. 2024).
 
 Units: nats; log-likelihoods per data point unless a name says ``sum``.
 """
@@ -17,236 +23,376 @@ Units: nats; log-likelihoods per data point unless a name says ``sum``.
 from __future__ import annotations
 
 import hashlib
-import math
-import warnings
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["importance_diagnostics", "to_inference_data", "compare", "plot_compare",
-           "plot_pareto_k", "KHAT_THRESHOLD"]
+from . import _arviz
+from .diagnostics import importance_diagnostics, khat_threshold
 
+__all__ = ["importance_diagnostics", "khat_threshold", "to_inference_data", "compare",
+           "plot_compare", "plot_pareto_k", "load_evaluation", "EVALUATION_FILE",
+           "KHAT_THRESHOLD"]
+
+#: Cap of the k-hat threshold, reached for S >= 10^(10/3) ~ 2154 samples; the threshold for S
+#: samples is :func:`khat_threshold` ``(S) = min(1 - 1/log10(S), 0.7)``.
 KHAT_THRESHOLD = 0.7
 
-
-def importance_diagnostics(log_weights) -> dict:
-    """PSIS diagnostics of importance log-weights.
-
-    Args:
-        log_weights: ``(S, N)`` log importance weights (``S`` samples for each of ``N`` data
-            points), e.g. from :func:`pyrovamp.log_importance_weights`.
-
-    Returns:
-        dict of ``(N,)`` float64 numpy arrays: ``log_likelihood`` (plain estimate
-        ``logsumexp - log S``), ``log_likelihood_psis`` (with Pareto-smoothed weights),
-        ``pareto_k`` (k-hat; above 0.7 the estimate is unreliable), ``ess`` (effective sample
-        size ``1 / sum w_norm^2`` of the raw weights), and the float ``share_k_above_0.7``.
-    """
-    import arviz as az
-    from scipy.special import logsumexp
-
-    lw = torch.as_tensor(log_weights).detach().double().cpu().numpy().T  # N x S
-    S = lw.shape[1]
-    plain = logsumexp(lw, axis=1) - math.log(S)
-    smoothed, khat = az.psislw(lw.copy(), reff=1.0, normalize=False)
-    # psislw shifts each row; the lower half of the weights is left unsmoothed: undo the shift
-    low = lw <= np.median(lw, axis=1, keepdims=True)
-    shift = np.array([np.median((smoothed[i] - lw[i])[low[i]]) for i in range(lw.shape[0])])
-    psis = logsumexp(smoothed - shift[:, None], axis=1) - math.log(S)
-    ess = np.exp(2 * logsumexp(lw, axis=1) - logsumexp(2 * lw, axis=1))
-    khat = np.asarray(khat, dtype=np.float64)
-    return {"log_likelihood": plain, "log_likelihood_psis": psis, "pareto_k": khat, "ess": ess,
-            f"share_k_above_{KHAT_THRESHOLD}": float(np.mean(khat > KHAT_THRESHOLD))}
+#: File in a run folder holding its stored evaluation (netCDF).
+EVALUATION_FILE = "evaluation.nc"
+_EVALUATION_FORMAT = 1
+_PER_POINT = ("log_likelihood", "elbo", "log_likelihood_psis", "pareto_k", "ess",
+              "log_weights_max", "log_weights_std")
 
 
-def _fingerprint(x: torch.Tensor) -> str:
-    return hashlib.sha1(x.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
+def _fingerprint_tensor(x) -> str:
+    x = torch.as_tensor(x).detach().cpu().float().contiguous()
+    h = hashlib.sha256(str(tuple(x.shape)).encode())
+    h.update(x.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def to_inference_data(run_or_model, x: torch.Tensor | None = None, num_samples: int = 1000, *,
-                      seed: int = 0, keep_log_weights: bool = True, device: str = "cpu",
-                      name: str | None = None, history: list | None = None):
-    """Evaluate a model on a test set into an ``arviz.InferenceData``.
+def _fingerprint_parameters(model) -> str:
+    """sha256 over the names and bytes of every tensor in ``model.state_dict()``."""
+    h = hashlib.sha256()
+    for k, t in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    Args:
-        run_or_model: a run folder (``pyrovamp train --out``) or a model with Pyro
-            ``model``/``guide`` (``VAE``, ``HVAE``, ...).
-        x: ``(N, D)`` test data; defaults to the run's test set.
-        num_samples: importance samples per data point ``S``.
-        seed: seed of the importance samples.
-        keep_log_weights: store the ``(N, S)`` log-weights (float32) in the result.
-        device: where a run folder's model is evaluated.
-        name: the model's name (default: the run folder's name or the class name).
-        history: training history to store (default: the run's).
 
-    Returns:
-        ``InferenceData`` with groups ``log_likelihood`` (variable ``x``, dims
-        ``chain, draw, obs`` with one chain and one draw: the importance-sampled log p(x) per
-        data point), ``importance_sampling`` (``elbo``, ``log_likelihood_psis``, ``pareto_k``,
-        ``ess`` over ``obs``; ``log_weights`` over ``obs, importance_sample``) and, when known,
-        ``training_history`` (over ``epoch``). ``attrs`` hold the name, ``num_samples``, the
-        test data's fingerprint and ``unit = "nats"``.
+def _as_data(x, what="x"):
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a tensor or numpy array of shape (N, D), got "
+                         f"{type(x).__name__}")
+    return x
 
-    Raises:
-        ValueError: no data for a model; bad data or ``num_samples``.
-    """
-    import arviz as az
+
+def _check_num_samples(num_samples):
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    return int(num_samples)
+
+
+def _evaluate(model, x, num_samples, seed, keep_log_weights):
+    """Importance sampling of ``model`` on ``x``: the per-point dataset (and the log-weights)."""
     import xarray as xr
 
     from .evaluation import log_importance_weights
 
+    log_w = log_importance_weights(model, x, num_samples, seed=seed)  # S x N
+    diag = importance_diagnostics(log_w)
+    lw = log_w.double().cpu().numpy()
+    n = lw.shape[1]
+    values = {"log_likelihood": diag["log_likelihood"], "elbo": lw.mean(0),
+              "log_likelihood_psis": diag["log_likelihood_psis"], "pareto_k": diag["pareto_k"],
+              "ess": diag["ess"], "log_weights_max": lw.max(0),
+              "log_weights_std": lw.std(0) if lw.shape[0] > 1 else np.zeros(n)}
+    ds = xr.Dataset({k: ("obs", np.asarray(v, dtype=np.float64)) for k, v in values.items()},
+                    coords={"obs": np.arange(n)})
+    ds["log_likelihood"].attrs.update(
+        units="nats", long_name="importance-sampled log p(x) per data point (Burda et al. 2016)")
+    ds["elbo"].attrs.update(units="nats", long_name=f"ELBO, mean of the {num_samples} log-weights")
+    ds["pareto_k"].attrs.update(long_name="PSIS Pareto shape k-hat (Vehtari et al. 2024)")
+    if keep_log_weights:
+        ds["log_weights"] = (("obs", "importance_sample"), lw.T.astype(np.float32))
+    return ds
+
+
+def _summary_attrs(ds, num_samples):
+    threshold = khat_threshold(num_samples)
+    k = ds["pareto_k"].values
+    return {"num_samples": int(num_samples), "khat_threshold": float(threshold),
+            "share_k_above_threshold": float(np.mean(k > threshold)), "unit": "nats"}
+
+
+def load_evaluation(run_dir, num_samples: int | None = None, seed: int | None = None,
+                    data_fingerprint: str | None = None, parameters_fingerprint: str | None = None):
+    """The evaluation stored in a run folder (``evaluation.nc``), if it matches.
+
+    Args:
+        run_dir: a run folder.
+        num_samples, seed, data_fingerprint, parameters_fingerprint: what the stored evaluation
+            must have been computed with (``None``: anything).
+
+    Returns:
+        The ``xarray.Dataset`` (per-point variables over ``obs``; ``attrs`` with
+        ``num_samples``, ``seed``, ``data_fingerprint``, ``parameters_fingerprint``), or ``None``
+        when there is none, it does not match, or it cannot be read (it is then recomputed and
+        overwritten by :func:`to_inference_data`).
+    """
+    import xarray as xr
+
+    path = Path(run_dir) / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except Exception:  # unreadable (truncated, foreign): a cache miss, never an error
+        return None
+    a = ds.attrs
+    wanted = {"num_samples": num_samples, "seed": seed, "data_fingerprint": data_fingerprint,
+              "parameters_fingerprint": parameters_fingerprint,
+              "format": _EVALUATION_FORMAT}
+    for key, value in wanted.items():
+        if value is not None and (key not in a or str(a[key]) != str(value)):
+            return None
+    if any(v not in ds for v in _PER_POINT):
+        return None
+    return ds
+
+
+def _store_evaluation(run_dir, ds) -> None:
+    """Write ``ds`` to ``run_dir/evaluation.nc`` atomically (temporary file, then rename)."""
+    path = Path(run_dir) / EVALUATION_FILE
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: int = 0,
+                      keep_log_weights: bool = True, device: str = "cpu", name: str | None = None,
+                      history: list | None = None, cache: bool = True, recompute: bool = False):
+    """Evaluate a model on a test set by importance sampling, as ArviZ data.
+
+    Args:
+        run_or_model: a run folder (``pyrovamp train --out``) or a model with Pyro
+            ``model``/``guide`` (``VAE``, ``HVAE``, ...).
+        x: ``(N, D)`` test data (tensor or numpy array); defaults to a run folder's test set.
+        num_samples: importance samples per data point ``S``.
+        seed: seed of the importance samples.
+        keep_log_weights: also keep the ``(N, S)`` log-weights (float32; large).
+        device: where a run folder's model is evaluated.
+        name: the model's name (default: the run folder's name or the class name).
+        history: training history to store (default: a run folder's).
+        cache: for a run folder without ``keep_log_weights``, reuse its stored evaluation
+            (``evaluation.nc``) when it was made with the same ``num_samples``, ``seed``, test
+            data and trained parameters; otherwise evaluate and store the result there.
+        recompute: evaluate a run folder anew even when a matching evaluation is stored (and
+            store the new one when ``cache``).
+
+    Returns:
+        ``arviz.InferenceData`` (ArviZ 0.2x) or ``xarray.DataTree`` (ArviZ 1.x) with the group
+        ``importance_sampling``: over ``obs`` (one per data point) ``log_likelihood`` (the
+        importance-sampled log p(x), nats; Burda et al. 2016 eq. 1), ``elbo``,
+        ``log_likelihood_psis``, ``pareto_k``, ``ess``, ``log_weights_max``, ``log_weights_std``
+        and, with ``keep_log_weights``, ``log_weights`` over ``obs, importance_sample``; and, when
+        known, ``training_history`` (over ``epoch``). ``attrs``: ``name``, ``num_samples``,
+        ``seed``, ``khat_threshold`` (Vehtari et al. 2024: ``min(1 - 1/log10 S, 0.7)``),
+        ``share_k_above_threshold``, ``data_fingerprint``, ``unit = "nats"``, and for run
+        folders ``parameters_fingerprint``, ``dataset``, ``prior``, ``model`` and
+        ``from_cache`` (1 when the stored evaluation was reused).
+
+    Raises:
+        ValueError: no data for a model; bad data or ``num_samples``.
+        FileNotFoundError: a path that is not a run folder.
+    """
+    import xarray as xr
+
+    num_samples = _check_num_samples(num_samples)
     attrs = {}
+    run_dir = None
     if isinstance(run_or_model, (str, Path)):
         from .runs import load_run
 
-        model, cfg, dataset, ckpt = load_run(run_or_model, device)
-        x = dataset.test[: cfg.get("max_points")].to(device) if x is None else x
-        history = ckpt["history"] if history is None else history
-        name = name or Path(run_or_model).name
-        attrs.update(dataset=cfg["dataset"], prior=cfg["prior"], model=cfg.get("model", "vae"))
+        run_dir = Path(run_or_model)
+        model, cfg, dataset, ckpt = load_run(run_dir, device)
+        x = dataset.test[: cfg.get("max_points")] if x is None else _as_data(x)
+        if history is None and isinstance(ckpt, dict):
+            history = ckpt.get("history")
+        name = name or run_dir.name
+        attrs.update(dataset=cfg["dataset"], prior=cfg["prior"], model=cfg.get("model") or "vae",
+                     parameters_fingerprint=_fingerprint_parameters(model))
     else:
         model = run_or_model
         if x is None:
             raise ValueError("to_inference_data needs the test data x for a model")
+        x = _as_data(x)
         name = name or type(model).__name__
-    log_w = log_importance_weights(model, x, num_samples, seed=seed)  # S x N
-    diag = importance_diagnostics(log_w)
-    elbo = log_w.double().mean(0).cpu().numpy()
-    n = log_w.shape[1]
-    obs = np.arange(n)
-    ll = xr.Dataset({"x": (("chain", "draw", "obs"), diag["log_likelihood"][None, None, :])},
-                    coords={"chain": [0], "draw": [0], "obs": obs})
-    isd = {"elbo": ("obs", elbo), "log_likelihood_psis": ("obs", diag["log_likelihood_psis"]),
-           "pareto_k": ("obs", diag["pareto_k"]), "ess": ("obs", diag["ess"])}
-    if keep_log_weights:
-        isd["log_weights"] = (("obs", "importance_sample"), log_w.T.float().cpu().numpy())
-    groups = {"log_likelihood": ll,
-              "importance_sampling": xr.Dataset(isd, coords={"obs": obs})}
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one data point, shape (N, D); got {tuple(x.shape)}")
+    if run_dir is not None:
+        x = x.to(device)
+    data_fp = _fingerprint_tensor(x)
+    ds = None
+    from_cache = False
+    if run_dir is not None and cache and not keep_log_weights and not recompute:
+        ds = load_evaluation(run_dir, num_samples, seed, data_fp, attrs["parameters_fingerprint"])
+        from_cache = ds is not None
+    if ds is None:
+        ds = _evaluate(model, x, num_samples, seed, keep_log_weights)
+        if run_dir is not None and cache:
+            stored = ds.drop_vars("log_weights", errors="ignore")
+            stored.attrs.update(num_samples=num_samples, seed=int(seed), data_fingerprint=data_fp,
+                                parameters_fingerprint=attrs["parameters_fingerprint"],
+                                format=_EVALUATION_FORMAT, name=name, device=str(device),
+                                arviz_version=_arviz.arviz().__version__)
+            _store_evaluation(run_dir, stored)
+    ds = ds.copy()
+    ds.attrs = {}
+    summary = _summary_attrs(ds, num_samples)
+    groups = {"importance_sampling": ds.assign_attrs(summary)}
     if history:
         keys = [k for k in history[0] if k != "epoch"]
         groups["training_history"] = xr.Dataset(
             {k: ("epoch", np.array([r.get(k, np.nan) for r in history], dtype=float)) for k in keys},
             coords={"epoch": [r["epoch"] for r in history]})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # custom groups are outside ArviZ's scheme
-        idata = az.InferenceData(**groups)
-    idata.attrs.update(name=name, num_samples=num_samples, data_fingerprint=_fingerprint(x),
-                       unit="nats", share_k_above_07=diag[f"share_k_above_{KHAT_THRESHOLD}"], **attrs)
-    return idata
+    attrs.update(name=name, seed=int(seed), data_fingerprint=data_fp, **summary)
+    if run_dir is not None:
+        attrs["from_cache"] = int(from_cache)
+    return _arviz.make_tree(groups, attrs)
 
 
-def _elpd(idata):
-    """An ``arviz.ELPDData`` holding the test log-likelihood in the slots ``az.compare`` reads."""
-    import arviz as az
-    import xarray as xr
-
-    ll = idata.log_likelihood["x"].values.reshape(-1)
-    k = idata.importance_sampling["pareto_k"].values
-    n = ll.size
-    return az.ELPDData(
-        data=[ll.sum(), math.sqrt(n * ll.var()), 0.0, int(idata.attrs["num_samples"]), n,
-              bool((k > KHAT_THRESHOLD).any()),
-              xr.DataArray(ll, dims=["obs"], name="loo_i"), xr.DataArray(k, dims=["obs"]),
-              "log", KHAT_THRESHOLD],
-        index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i",
-               "pareto_k", "scale", "good_k"])
+def _evaluation_of(obj, key):
+    """The ``importance_sampling`` dataset and attrs of an evaluation, or a ValueError."""
+    if not _arviz.is_tree(obj):
+        raise ValueError(f"model {key!r}: expected a model, a run folder or the result of "
+                         f"to_inference_data, got {type(obj).__name__}")
+    if "importance_sampling" not in _arviz.groups(obj):
+        raise ValueError(f"model {key!r}: its InferenceData has no 'importance_sampling' group; "
+                         "make it with pyrovamp.workflow.to_inference_data")
+    return _arviz.group(obj, "importance_sampling"), dict(obj.attrs)
 
 
-def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu"):
+def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *, x=None,
+            cache: bool = True):
     """Rank models on one test set by their importance-sampled test log-likelihood.
 
-    ``arviz.compare`` computes the table from each model's per-data-point values: ``elpd_diff``
-    is the difference of summed log-likelihoods to the best model and ``dse`` its standard
-    error from the paired per-data-point differences. The columns are then renamed to what they
-    hold here (a test-set log-likelihood, not a leave-one-out estimate).
+    ArviZ's ``compare`` computes the table from each model's per-data-point values:
+    ``log_likelihood_diff`` is the summed log-likelihood of the best model minus this model's
+    (>= 0) and ``dse`` its standard error from the paired per-data-point differences,
+    ``sqrt(N var_n(d_n))`` (Vehtari, Gelman and Gabry 2017, eq. 24). The columns are named for
+    what they hold here: a test-set log-likelihood, not a leave-one-out estimate.
 
     Args:
-        runs: a dict ``{name: InferenceData | run folder | model}`` or a list of run folders /
-            ``InferenceData`` (named by their ``name`` attribute).
-        num_samples, seed, device: for runs that must be evaluated first.
+        runs: a dict ``{name: model | run folder | evaluation}`` or a list of run folders /
+            evaluations (named by their ``name`` attribute); an evaluation is the result of
+            :func:`to_inference_data` (``InferenceData`` or ``DataTree``).
+        num_samples, seed, device: for models and run folders that must be evaluated first.
+        x: ``(N, D)`` test data (tensor or numpy array), needed for models (and used instead of
+            a run folder's test set when given).
+        cache: reuse and store run folders' evaluations (see :func:`to_inference_data`).
 
     Returns:
-        ``pandas.DataFrame`` indexed by model, best first, with columns ``rank``,
-        ``log_likelihood_sum``, ``log_likelihood_diff``, ``se``, ``dse``, ``mean_log_likelihood``,
-        ``mean_log_likelihood_diff``, ``mean_dse``, ``elbo_sum``, ``mean_elbo``,
-        ``log_likelihood_psis_sum``, ``share_k_above_0.7``, ``warning``, ``weight``.
+        ``pandas.DataFrame`` indexed by model, best first, with columns ``rank`` (0 = best),
+        ``log_likelihood_sum``, ``se``, ``log_likelihood_diff``, ``dse``, ``weight`` (stacking),
+        ``warning`` (some k-hat above the threshold), ``mean_log_likelihood``,
+        ``mean_log_likelihood_diff``, ``mean_dse`` (the same per data point), ``mean_elbo``,
+        ``elbo_sum``, ``log_likelihood_psis_sum``, ``share_k_above_threshold``,
+        ``khat_threshold``, ``num_samples``; ``table.attrs["num_test_points"]`` is ``N``.
 
     Raises:
-        ValueError: fewer than two models, or models evaluated on different test sets.
+        ValueError: fewer than two models, a model without ``x``, an object that is none of the
+            accepted kinds, or models evaluated on different test sets.
     """
-    import arviz as az
+    import pandas as pd
 
+    num_samples = _check_num_samples(num_samples)
     if isinstance(runs, dict):
         items = dict(runs)
-    else:
+    elif isinstance(runs, (list, tuple)):
         items = {}
         for r in runs:
-            idata = r if hasattr(r, "log_likelihood") else to_inference_data(
-                r, num_samples=num_samples, seed=seed, device=device)
-            items[idata.attrs["name"]] = idata
-    idatas = {}
+            key = Path(r).name if isinstance(r, (str, Path)) else (
+                r.attrs.get("name") if _arviz.is_tree(r) else None)
+            if key is None:
+                raise ValueError("compare: models in a list need names; pass a dict {name: model}")
+            if key in items:
+                raise ValueError(f"compare: two models are named {key!r}; pass a dict")
+            items[key] = r
+    else:
+        raise ValueError(f"runs must be a dict {{name: model}} or a list of run folders, got "
+                         f"{type(runs).__name__}")
+    if len(items) < 2:
+        raise ValueError(f"compare needs at least two models, got {len(items)}")
     for key, r in items.items():
-        if hasattr(r, "groups") and "importance_sampling" in r.groups():
-            idatas[key] = r
-        else:
-            idatas[key] = to_inference_data(r, num_samples=num_samples, seed=seed, device=device,
-                                            name=key)
-    if len(idatas) < 2:
-        raise ValueError(f"compare needs at least two models, got {len(idatas)}")
-    prints = {k: v.attrs["data_fingerprint"] for k, v in idatas.items()}
-    if len(set(prints.values())) > 1:
+        if isinstance(r, (str, Path)) or _arviz.is_tree(r):
+            continue
+        if not (hasattr(r, "model") and hasattr(r, "guide")):
+            raise ValueError(f"model {key!r}: expected a model, a run folder or the result "
+                             f"of to_inference_data, got {type(r).__name__}")
+        if x is None:
+            raise ValueError(f"model {key!r} needs the test data: compare(..., x=x_test)")
+    evals = {}
+    for key, r in items.items():
+        if not _arviz.is_tree(r):
+            r = to_inference_data(r, x, num_samples, seed=seed, device=device, name=key,
+                                  keep_log_weights=False, cache=cache)
+        evals[key] = _evaluation_of(r, key)
+    prints = {k: a.get("data_fingerprint") for k, (_, a) in evals.items()}
+    sizes = {k: ds.sizes["obs"] for k, (ds, _) in evals.items()}
+    if len(set(prints.values())) > 1 or len(set(sizes.values())) > 1:
         raise ValueError(f"models were evaluated on different test sets: {prints}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.compare({k: _elpd(v) for k, v in idatas.items()}, ic="loo", method="stacking")
-    n = next(iter(idatas.values())).log_likelihood["x"].size
-    table = table.rename(columns={"elpd_loo": "log_likelihood_sum", "elpd_diff": "log_likelihood_diff"})
-    table = table.drop(columns=["p_loo", "scale"], errors="ignore")
+    n = next(iter(sizes.values()))
+    s_of = {k: int(a.get("num_samples", 0)) for k, (_, a) in evals.items()}
+    raw = _arviz.compare(
+        {k: ds["log_likelihood"].values for k, (ds, _) in evals.items()},
+        {k: ds["pareto_k"].values for k, (ds, _) in evals.items()},
+        s_of, {k: khat_threshold(s) for k, s in s_of.items()})
+    table = raw.rename(columns={"elpd": "log_likelihood_sum", "elpd_diff": "log_likelihood_diff"})
+    table = table[["rank", "log_likelihood_sum", "se", "log_likelihood_diff", "dse", "weight",
+                   "warning"]].copy()
     table["mean_log_likelihood"] = table["log_likelihood_sum"] / n
     table["mean_log_likelihood_diff"] = table["log_likelihood_diff"] / n
     table["mean_dse"] = table["dse"] / n
-    table["elbo_sum"] = [float(idatas[k].importance_sampling["elbo"].sum()) for k in table.index]
+    table["elbo_sum"] = [float(evals[k][0]["elbo"].sum()) for k in table.index]
     table["mean_elbo"] = table["elbo_sum"] / n
-    table["log_likelihood_psis_sum"] = [
-        float(idatas[k].importance_sampling["log_likelihood_psis"].sum()) for k in table.index]
-    table[f"share_k_above_{KHAT_THRESHOLD}"] = [idatas[k].attrs["share_k_above_07"] for k in table.index]
+    table["log_likelihood_psis_sum"] = [float(evals[k][0]["log_likelihood_psis"].sum())
+                                        for k in table.index]
+    table["khat_threshold"] = [khat_threshold(s_of[k]) for k in table.index]
+    table["share_k_above_threshold"] = [
+        float(np.mean(evals[k][0]["pareto_k"].values > khat_threshold(s_of[k])))
+        for k in table.index]
+    table["num_samples"] = [s_of[k] for k in table.index]
+    table.index.name = "model"
     table.attrs["num_test_points"] = n
     return table
 
 
 def plot_compare(table):
-    """``arviz.plot_compare`` of a :func:`compare` table; returns the ``Figure``."""
-    import arviz as az
-    from matplotlib.figure import Figure
-
-    df = table.rename(columns={"log_likelihood_sum": "elpd_loo", "log_likelihood_diff": "elpd_diff"})
-    df["p_loo"] = 0.0
-    df["scale"] = "log"
-    fig = Figure(figsize=(6, 0.6 * len(df) + 1.5))
-    ax = fig.add_subplot(111)
-    az.plot_compare(df, ax=ax, insample_dev=False, plot_ic_diff=True, legend=False)
+    """ArviZ's comparison plot (``plot_compare``) of a :func:`compare` table: every model's
+    difference to the best with its paired standard error (summed over the test points, nats);
+    returns the matplotlib ``Figure``."""
     from matplotlib.ticker import MaxNLocator
 
+    df = table.rename(columns={"log_likelihood_sum": "elpd", "log_likelihood_diff": "elpd_diff"})
+    fig, ax = _arviz.plot_compare(df[["rank", "elpd", "se", "elpd_diff", "dse", "weight"]])
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel(f"test log-likelihood, summed over {table.attrs.get('num_test_points', 'the')} "
                   "test points (nats; higher is better)")
-    ax.set_title("models on one test set: estimate, difference to the best and its SE")
+    ax.set_title("models on one test set: difference to the best and its paired SE")
     return fig
 
 
 def plot_pareto_k(idatas: dict):
-    """Pareto k-hat of every data point's importance weights, one panel per model, with the 0.7
-    threshold (``arviz.plot_khat``); returns the ``Figure``."""
-    import arviz as az
-    from matplotlib.figure import Figure
+    """Pareto k-hat of every data point's importance weights, one panel per model, with the
+    threshold ``min(1 - 1/log10 S, 0.7)`` of its number of samples (ArviZ's ``plot_khat``);
+    ``idatas`` maps names to :func:`to_inference_data` results. Returns the ``Figure``.
 
-    fig = Figure(figsize=(5 * min(3, len(idatas)), 3.2 * math.ceil(len(idatas) / 3)))
-    for i, (name, idata) in enumerate(idatas.items()):
-        ax = fig.add_subplot(math.ceil(len(idatas) / 3), min(3, len(idatas)), i + 1)
-        k = idata.importance_sampling["pareto_k"].values
-        az.plot_khat(k, ax=ax, show_hlines=True, hlines_kwargs={"hlines": [KHAT_THRESHOLD]})
-        ax.set_title(f"{name}: {np.mean(k > KHAT_THRESHOLD):.1%} with k > {KHAT_THRESHOLD}")
+    Raises:
+        ValueError: an entry is not an evaluation from :func:`to_inference_data`.
+    """
+    ks, thresholds = {}, {}
+    for name, idata in idatas.items():
+        ds, attrs = _evaluation_of(idata, name)
+        ks[name] = ds["pareto_k"].values
+        thresholds[name] = khat_threshold(int(attrs["num_samples"]))
+    fig, axes = _arviz.plot_khat(ks, thresholds)
+    for name, ax in axes.items():
+        k, t = ks[name], thresholds[name]
+        ax.set_title(f"{name}: {np.mean(k > t):.1%} with k > {t:.2f}")
         ax.set_xlabel("test data point")
     fig.tight_layout()
     return fig

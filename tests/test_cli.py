@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_log_likelihood"] < 0 and m["test_elbo"] <= m["test_log_likelihood"] + 1.0
     assert m["num_samples"] == 20 and m["epochs_trained"] == 2 and m["train_seconds"] > 0
-    assert 0.0 <= m["share_k_above_0.7"] <= 1.0 and m["median_ess"] > 0
+    assert 0.0 <= m["share_k_above_threshold"] <= 1.0 and m["median_ess"] > 0
+    assert m["khat_threshold"] == pytest.approx(1 - 1 / math.log10(20))
     assert m["test_log_likelihood_psis"] <= m["test_log_likelihood"] + 0.5
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
@@ -46,6 +48,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     (["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"], "is not a folder"),
     (["train", "--prior", "gtm", "--num-components", "10"], "square number of components"),
     (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
+    (["train", "--prior", "flow", "--flow", "glow"], "invalid choice: 'glow'"),
+    (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -56,6 +60,22 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flow", ["nsf", None])
+def test_flow_choice_is_stored_and_rebuilt(tmp_path, flow):
+    import zuko
+
+    from pyrovamp.runs import load_run
+
+    out = tmp_path / "run"
+    args = ["train", "--prior", "flow", "--epochs", "1", "--max-points", "30", "--num-samples",
+            "5", "--no-progress", "--out", str(out)] + (["--flow", flow] if flow else [])
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["flow"] == (flow or "realnvp")
+    model, *_ = load_run(out)
+    assert isinstance(model.prior.flow, zuko.flows.NSF if flow else zuko.flows.RealNVP)
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -5,7 +5,6 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
-from pyro.distributions.transforms import AffineCoupling, Permute
 
 from pyrovamp.nets import GaussianEncoder
 from pyrovamp.priors import (PRIORS, DiagonalGaussianMixture, FlowPrior, GTMPrior, GTMVampPrior,
@@ -40,9 +39,19 @@ def test_contract_shapes(name):
         assert pyro.sample("z", prior()).shape == (11, 2)
 
 
-@pytest.mark.parametrize("name", PRIORS)
+# every prior, and the flow prior with each of zuko's three flows
+KINDS = [*PRIORS, "flow:nsf", "flow:maf"]
+
+
+def _kind(name):
+    if name.startswith("flow:"):
+        return FlowPrior(2, flow=name.split(":")[1], hidden_dims=(16,))
+    return small_prior(name)
+
+
+@pytest.mark.parametrize("name", KINDS)
 def test_density_integrates_to_one(name):
-    prior = _perturb(small_prior(name))
+    prior = _perturb(_kind(name))
     with torch.no_grad():
         s = prior.sample((4000,))
         lo = s.min(0).values - 6 * s.std(0)
@@ -59,10 +68,10 @@ def test_density_integrates_to_one(name):
     assert total == pytest.approx(1.0, abs=0.01)
 
 
-@pytest.mark.parametrize("name", PRIORS)
+@pytest.mark.parametrize("name", KINDS)
 def test_samples_agree_with_log_prob(name):
     """Histogram of 200k samples vs the density integrated over the same bins (total variation)."""
-    prior = _perturb(small_prior(name))
+    prior = _perturb(_kind(name))
     with torch.no_grad():
         s = prior.sample((200_000,))
         lo, hi = s.quantile(0.001, dim=0), s.quantile(0.999, dim=0)
@@ -166,14 +175,54 @@ def test_gtm_grid_varies_both_coordinates():
     assert GTMVampPrior(GaussianEncoder(6, 2, [8]), 6, 4).pseudo_inputs.shape == (16, 6)
 
 
-def test_flow_prior_is_realnvp_from_pyro():
-    prior = FlowPrior(2, num_flows=3)
+@pytest.mark.parametrize("flow, cls", [("realnvp", "RealNVP"), ("nsf", "NSF"), ("maf", "MAF")])
+def test_flow_prior_is_zuko_wrapped_for_pyro(flow, cls):
+    import copy
+    import pickle
+
+    import zuko
+    from pyro.contrib.zuko import ZukoToPyro
+
+    prior = FlowPrior(2, flow=flow, num_flows=2, hidden_dims=(8,))
+    assert isinstance(prior.flow, getattr(zuko.flows, cls))
     d = prior()
-    assert isinstance(d, dist.TransformedDistribution)
-    kinds = [type(t) for t in d.transforms]
-    assert kinds == [AffineCoupling, Permute, AffineCoupling, Permute, AffineCoupling]
+    assert isinstance(d, ZukoToPyro) and isinstance(d, dist.TorchDistribution)
+    support = d.support  # independent(real, 1): biject_to, autoguides and NUTS can use it
+    assert support.event_dim == 1 and support.base_constraint is torch.distributions.constraints.real
+    assert torch.distributions.biject_to(support)(torch.zeros(3, 2)).shape == (3, 2)
+    # log_prob is vectorised over any leading shape: the IS code scores (S, N, L)
+    z = torch.randn(5, 3, 4, 2)
+    lp = d.log_prob(z)
+    assert lp.shape == (5, 3, 4)
+    assert torch.allclose(lp[2, 1], torch.stack([d.log_prob(z[2, 1, i]) for i in range(4)]))
+    # draws through pyro.sample are reparameterised: gradients reach every flow parameter
+    with pyro.plate("data", 6):
+        s = pyro.sample("z", d)
+    assert s.shape == (6, 2)
+    s.pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
+    # after a gradient step no tensor with an autograd graph is left on the module
+    torch.optim.SGD(prior.parameters(), lr=0.1).step()
+    prior.zero_grad()
+    twin = copy.deepcopy(prior)
+    again = pickle.loads(pickle.dumps(prior))
+    assert torch.allclose(twin.log_prob(z), prior.log_prob(z))
+    assert torch.allclose(again.log_prob(z), prior.log_prob(z))
+    with torch.no_grad():
+        next(twin.parameters()).add_(1.0)
+    assert not torch.allclose(twin.log_prob(z), prior.log_prob(z))  # independent copies
+
+
+def test_flow_prior_arguments():
+    assert FlowPrior(2).flow_name == "realnvp" and FlowPrior(2).num_flows == 4
+    assert make_prior("flow", 3, flow="maf", num_flows=2).flow_name == "maf"
+    assert FlowPrior(1, flow="maf").sample((4,)).shape == (4, 1)  # autoregressive: L=1 is fine
     with pytest.raises(ValueError, match="latent_dim >= 2"):
         FlowPrior(1)
+    with pytest.raises(ValueError, match="flow must be one of realnvp, nsf, maf"):
+        FlowPrior(2, flow="glow")
+    with pytest.raises(ValueError, match="num_flows"):
+        FlowPrior(2, num_flows=0)
 
 
 def test_cached_builds_once():

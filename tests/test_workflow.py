@@ -1,7 +1,6 @@
 """ArviZ workflow: InferenceData, the comparison table, PSIS diagnostics."""
 
 import math
-import warnings
 
 import numpy as np
 import pyro
@@ -10,9 +9,9 @@ import pytest
 import torch
 
 from pyrovamp import log_importance_weights
-from pyrovamp.workflow import compare, importance_diagnostics, plot_compare, plot_pareto_k, to_inference_data
-
-warnings.filterwarnings("ignore")
+from pyrovamp import _arviz
+from pyrovamp.workflow import (compare, importance_diagnostics, khat_threshold, plot_compare,
+                               plot_pareto_k, to_inference_data)
 
 
 class Gaussian:
@@ -36,32 +35,96 @@ def _x(n=60):
     return torch.randn(n, 1, generator=torch.Generator().manual_seed(0)) * math.sqrt(1.25)
 
 
+def test_khat_threshold_follows_vehtari_2024():
+    # min(1 - 1/log10(S), 0.7): Vehtari et al. (2024), sec. 3.2.4
+    assert khat_threshold(100) == pytest.approx(0.5)
+    assert khat_threshold(1000) == pytest.approx(2 / 3)
+    assert khat_threshold(5000) == 0.7 and khat_threshold(10**6) == 0.7
+    assert khat_threshold(2000) == pytest.approx(1 - 1 / math.log10(2000))
+    assert khat_threshold(10) == pytest.approx(0.0) and khat_threshold(1) == -math.inf
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples"):
+            khat_threshold(bad)
+
+
 def test_psis_flags_a_poor_proposal_and_passes_a_good_one():
     x = _x()
     good = importance_diagnostics(log_importance_weights(Gaussian(1.3), x, 2000, seed=0))
     poor = importance_diagnostics(log_importance_weights(Gaussian(0.3, 0.4), x, 2000, seed=0))
-    assert np.mean(good["pareto_k"] < 0.7) > 0.95 and good["share_k_above_0.7"] < 0.05
-    assert np.mean(poor["pareto_k"] > 0.7) > 0.8 and poor["share_k_above_0.7"] > 0.8
+    t = khat_threshold(2000)
+    assert good["khat_threshold"] == pytest.approx(t) and good["num_samples"] == 2000
+    assert np.mean(good["pareto_k"] < t) > 0.95 and good["share_k_above_threshold"] < 0.05
+    assert np.mean(poor["pareto_k"] > t) > 0.8 and poor["share_k_above_threshold"] > 0.8
     assert np.all(good["ess"] > 500) and np.median(poor["ess"]) < 100
     exact = dist.Normal(0.0, math.sqrt(1.25)).log_prob(x[:, 0]).double().numpy()
     assert np.allclose(good["log_likelihood"], exact, atol=0.05)
     assert np.allclose(good["log_likelihood_psis"], good["log_likelihood"], atol=0.02)
+    # with a poor proposal the smoothed estimate differs from the plain one (the tail is
+    # replaced), and both stay below the exact value on average (heavy right tail missing)
+    assert np.mean(np.abs(poor["log_likelihood_psis"] - poor["log_likelihood"])) > 1e-3
+    assert np.mean(poor["log_likelihood"]) < np.mean(exact)
+
+
+def test_psis_estimate_equals_a_direct_computation_from_the_smoothed_weights():
+    """The PSIS estimate is log mean of the smoothed weights on the raw scale; with a light
+    tail (k-hat < 0) nothing is smoothed and it equals the plain estimate exactly."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(0)
+    lw = rng.normal(size=(400, 3))  # Gaussian log-weights: log-normal weights, k-hat ~ 0
+    heavy = rng.standard_t(1.5, size=(400, 2)) * 3  # very heavy tail: smoothed
+    d = importance_diagnostics(np.concatenate([lw, heavy], 1))
+    plain = logsumexp(np.concatenate([lw, heavy], 1), axis=0) - math.log(400)
+    assert np.allclose(d["log_likelihood"], plain)
+    assert np.all(d["pareto_k"][3:] > 0.7)
+    assert not np.allclose(d["log_likelihood_psis"][3:], plain[3:], atol=1e-3)
+    ess = np.exp(2 * logsumexp(lw, axis=0) - logsumexp(2 * lw, axis=0))
+    assert np.allclose(d["ess"][:3], ess)
+    few = importance_diagnostics(lw[:10])  # too few draws for a Pareto fit
+    assert np.all(np.isinf(few["pareto_k"])) and few["share_k_above_threshold"] == 1.0
+    assert np.allclose(few["log_likelihood_psis"], few["log_likelihood"])
+    with pytest.raises(ValueError, match="log_weights"):
+        importance_diagnostics(np.zeros(5))
 
 
 def test_to_inference_data_holds_what_it_says():
     x = _x(30)
-    idata = to_inference_data(Gaussian(1.3), x, num_samples=400, name="g",
+    idata = to_inference_data(Gaussian(1.3), x, num_samples=400, name="g", seed=3,
                               history=[{"epoch": 1, "train_loss": 2.0, "val_elbo": -1.5}])
-    assert set(idata.groups()) == {"log_likelihood", "importance_sampling", "training_history"}
-    assert idata.log_likelihood["x"].dims == ("chain", "draw", "obs")
-    assert idata.importance_sampling["log_weights"].shape == (30, 400)
-    ll = idata.log_likelihood["x"].values.ravel()
-    elbo = idata.importance_sampling["elbo"].values
-    assert np.all(ll >= elbo - 1e-9)
-    assert idata.attrs["name"] == "g" and idata.attrs["num_samples"] == 400
-    assert idata.training_history["val_elbo"].values.tolist() == [-1.5]
+    groups = set(_arviz.groups(idata))
+    assert groups == {"importance_sampling", "training_history"}
+    s = _arviz.group(idata, "importance_sampling")
+    assert s["log_likelihood"].dims == ("obs",)
+    assert s["log_weights"].shape == (30, 400)
+    lw = s["log_weights"].values.astype(np.float64)  # (N, S)
+    from scipy.special import logsumexp
+    assert np.allclose(s["log_likelihood"].values, logsumexp(lw, 1) - math.log(400), atol=1e-5)
+    assert np.allclose(s["elbo"].values, lw.mean(1), atol=1e-5)
+    assert np.allclose(s["log_weights_max"].values, lw.max(1), atol=1e-5)
+    assert np.allclose(s["log_weights_std"].values, lw.std(1), atol=1e-5)
+    # the same draws as log_importance_weights with the same seed
+    direct = log_importance_weights(Gaussian(1.3), x, 400, seed=3).T.numpy()
+    assert np.allclose(lw, direct)
+    exact = dist.Normal(0.0, math.sqrt(1.25)).log_prob(x[:, 0]).double().numpy()
+    assert np.allclose(s["log_likelihood"].values, exact, atol=0.05)
+    a = idata.attrs
+    assert a["name"] == "g" and a["num_samples"] == 400 and a["seed"] == 3
+    assert a["khat_threshold"] == pytest.approx(khat_threshold(400))
+    assert a["share_k_above_threshold"] == pytest.approx(np.mean(s["pareto_k"].values > khat_threshold(400)))
+    assert _arviz.group(idata, "training_history")["val_elbo"].values.tolist() == [-1.5]
     with pytest.raises(ValueError, match="needs the test data"):
         to_inference_data(Gaussian(1.0))
+    with pytest.raises(ValueError, match="num_samples"):
+        to_inference_data(Gaussian(1.0), x, num_samples=0)
+
+
+def test_arviz_does_not_mistake_the_estimate_for_posterior_draws():
+    """No ``log_likelihood``/``posterior`` group: ArviZ's loo refuses instead of treating one
+    importance-sampled value per point as a single posterior draw."""
+    idata = to_inference_data(Gaussian(1.3), _x(20), num_samples=100)
+    assert not {"log_likelihood", "posterior"} & set(_arviz.groups(idata))
+    with pytest.raises(TypeError, match="log likelihood not found"):
+        _arviz.arviz().loo(idata)
 
 
 def test_compare_ranks_and_its_se_is_the_paired_se():
@@ -71,13 +134,19 @@ def test_compare_ranks_and_its_se_is_the_paired_se():
     table = compare(ids)
     assert list(table["rank"]) == [0, 1, 2]
     best = table.index[0]
-    ll = {k: v.log_likelihood["x"].values.ravel() for k, v in ids.items()}
+    ll = {k: _arviz.group(v, "importance_sampling")["log_likelihood"].values for k, v in ids.items()}
+    assert best == max(ll, key=lambda k: ll[k].sum())
     for name in table.index[1:]:
         d = ll[best] - ll[name]
         assert table.loc[name, "log_likelihood_diff"] == pytest.approx(d.sum())
         assert table.loc[name, "dse"] == pytest.approx(math.sqrt(len(d) * d.var()), rel=1e-6)
         assert table.loc[name, "mean_dse"] == pytest.approx(math.sqrt(len(d) * d.var()) / 80, rel=1e-6)
+    assert table.loc[best, "log_likelihood_diff"] == 0.0 and table.loc[best, "dse"] == 0.0
     assert table.loc[best, "log_likelihood_sum"] == pytest.approx(ll[best].sum())
+    assert table.loc[best, "se"] == pytest.approx(math.sqrt(80 * ll[best].var()))
+    assert table["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(table["khat_threshold"], khat_threshold(300))
+    assert table.attrs["num_test_points"] == 80
     plot_compare(table)
     plot_pareto_k(ids)
     other = to_inference_data(Gaussian(1.0), _x(81), num_samples=50, name="other")
@@ -87,15 +156,94 @@ def test_compare_ranks_and_its_se_is_the_paired_se():
         compare({"wide": ids["wide"]})
 
 
-def test_compare_reads_run_folders(tmp_path):
+def test_compare_takes_models_with_x_as_documented():
+    x = _x(50)
+    models = {"wide": Gaussian(1.3), "narrow": Gaussian(0.5, 0.3)}
+    table = compare(models, x=x, num_samples=200, seed=1)
+    ids = {k: to_inference_data(m, x, num_samples=200, seed=1, name=k) for k, m in models.items()}
+    ref = compare(ids)
+    assert list(table.index) == list(ref.index)
+    assert np.allclose(table["log_likelihood_sum"], ref["log_likelihood_sum"])
+    assert np.allclose(table["dse"], ref["dse"])
+    # numpy data, and a list of evaluations named by their attrs
+    assert np.allclose(compare(models, x=x.numpy(), num_samples=200, seed=1)["log_likelihood_sum"],
+                       table["log_likelihood_sum"])
+    assert list(compare(list(ids.values())).index) == list(ref.index)
+    with pytest.raises(ValueError, match="needs the test data"):
+        compare(models)
+    with pytest.raises(ValueError, match="expected a model"):
+        compare({"a": 3, "b": 4}, x=x)
+
+
+def _train_two(tmp_path):
     from pyrovamp.cli import main
 
     for prior in ("standard", "vampprior"):
         assert main(["train", "--prior", prior, "--epochs", "2", "--num-samples", "10",
                      "--max-points", "40", "--no-progress", "--out", str(tmp_path / prior)]) == 0
+    return [tmp_path / "standard", tmp_path / "vampprior"]
+
+
+def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypatch):
+    from pyrovamp import evaluation
+    from pyrovamp.cli import main
+    from pyrovamp.workflow import EVALUATION_FILE, load_evaluation
+
+    runs = _train_two(tmp_path)
+    calls = []
+    real = evaluation.log_importance_weights
+
+    def counting(model, x, num_samples, **kw):
+        calls.append(num_samples)
+        return real(model, x, num_samples, **kw)
+
+    monkeypatch.setattr(evaluation, "log_importance_weights", counting)
     out = tmp_path / "cmp"
-    assert main(["compare", str(tmp_path / "standard"), str(tmp_path / "vampprior"),
-                 "--num-samples", "50", "--out", str(out)]) == 0
+    args = ["compare", *map(str, runs), "--num-samples", "50", "--out", str(out)]
+    assert main(args) == 0
+    assert calls == [50, 50]
     assert {"comparison.csv", "compare.png", "pareto_k.png"} <= {p.name for p in out.iterdir()}
     csv = (out / "comparison.csv").read_text()
     assert "mean_log_likelihood" in csv and "vampprior" in csv and "standard" in csv
+    assert "share_k_above_threshold" in csv and "khat_threshold" in csv
+    stored = load_evaluation(runs[0])
+    assert stored.attrs["num_samples"] == 50 and stored.attrs["seed"] == 0
+    assert stored["log_likelihood"].shape == (40,)
+    assert not list(runs[0].glob(f".{EVALUATION_FILE}.tmp*"))  # written atomically
+    first = (out / "comparison.csv").read_text()
+
+    assert main(args) == 0  # the second call reuses both stored evaluations
+    assert calls == [50, 50]
+    assert (out / "comparison.csv").read_text() == first
+
+    assert main([*args[:-4], "--num-samples", "60", "--out", str(out)]) == 0  # changed S
+    assert calls == [50, 50, 60, 60]
+    assert load_evaluation(runs[1]).attrs["num_samples"] == 60
+
+    # other trained parameters (a changed checkpoint) are evaluated anew
+    import torch
+    ck_path = runs[0] / "model.pt"
+    ck = torch.load(ck_path, weights_only=True)
+    state = ck["pyrovamp"]["scored_state"]
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 0.01
+    torch.save(ck, ck_path)
+    assert main([*args[:-4], "--num-samples", "60", "--out", str(out)]) == 0
+    assert calls == [50, 50, 60, 60, 60]
+
+    # an unreadable stored evaluation is recomputed and replaced, never an error
+    (runs[1] / EVALUATION_FILE).write_bytes(b"not netcdf")
+    assert main([*args[:-4], "--num-samples", "60", "--out", str(out)]) == 0
+    assert calls == [50, 50, 60, 60, 60, 60]
+    assert load_evaluation(runs[1]) is not None
+
+
+def test_compare_mixes_run_folders_and_models(tmp_path):
+    from pyrovamp.runs import load_run
+
+    runs = _train_two(tmp_path)
+    model, cfg, dataset, _ = load_run(runs[1])
+    x = dataset.test[: cfg["max_points"]]
+    table = compare({"standard": runs[0], "same_vampprior": model}, x=x, num_samples=30)
+    ref = compare({"standard": runs[0], "vampprior": runs[1]}, num_samples=30, cache=False)
+    assert sorted(table["log_likelihood_sum"]) == pytest.approx(sorted(ref["log_likelihood_sum"]))
