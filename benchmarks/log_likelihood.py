@@ -66,7 +66,7 @@ def main():
         from pyrovamp.runs import load_run
         vae = load_run(args.run, args.device)[0]
     else:
-        vae = VAE((784,), 40, "vampprior", "bernoulli", hidden_dim=300, architecture="gated",
+        vae = VAE((784,), 40, prior="vampprior", likelihood="bernoulli", hidden_dim=300, architecture="gated",
                   num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
     S = args.num_samples
 

@@ -87,7 +87,7 @@ def test_estimator_is_above_the_elbo_and_tightens_with_more_samples():
 
 
 def test_vae_log_likelihood_above_elbo_and_seeded():
-    vae = VAE((6,), 2, "vampprior", num_components=3, hidden_dim=16)
+    vae = VAE((6,), 2, prior="vampprior", num_components=3, hidden_dim=16)
     x = torch.randint(0, 2, (20, 6)).float()
     ll = log_likelihood(vae, x, 500, seed=3)
     assert torch.equal(ll, log_likelihood(vae, x, 500, seed=3))
@@ -96,7 +96,7 @@ def test_vae_log_likelihood_above_elbo_and_seeded():
 
 
 def test_prior_components_are_computed_once_per_call():
-    vae = VAE((6,), 2, "vampprior", num_components=3, hidden_dim=16)
+    vae = VAE((6,), 2, prior="vampprior", num_components=3, hidden_dim=16)
     calls = []
     vae.prior.register_forward_hook(lambda *a: calls.append(1))
     log_likelihood(vae, torch.randint(0, 2, (30, 6)).float(), 100, memory_budget=2**16)
@@ -109,7 +109,7 @@ def test_prior_components_are_computed_once_per_call():
 
 
 def test_bad_arguments():
-    vae = VAE((6,), 2, "standard", hidden_dim=8)
+    vae = VAE((6,), 2, prior="standard", hidden_dim=8)
     with pytest.raises(ValueError, match="num_samples"):
         log_likelihood(vae, torch.zeros(2, 6), 0)
     with pytest.raises(ValueError, match=r"shape \(N, 6\)"):

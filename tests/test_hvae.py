@@ -16,7 +16,7 @@ def _x(n=24, seed=0):
 
 def _hvae(prior="vampprior", **kw):
     pyro.set_rng_seed(0)
-    return HVAE((12,), 3, prior, hidden_dim=16, num_components=4, z1_dim=2, **kw)
+    return HVAE((12,), 3, prior=prior, hidden_dim=16, num_components=4, z1_dim=2, **kw)
 
 
 @pytest.mark.parametrize("prior", PRIORS)
@@ -43,7 +43,7 @@ def test_importance_sampling_is_above_the_elbo_and_tightens():
 
 
 def test_active_units_counts_units_that_vary_with_the_data():
-    m = VAE((12,), 4, "standard", hidden_dim=8)
+    m = VAE((12,), 4, prior="standard", hidden_dim=8)
     with torch.no_grad():  # make the encoder's mean depend on x through units 0 and 2 only
         last = m.encoder.net[-1]
         last.weight.zero_()
@@ -63,4 +63,4 @@ def test_hvae_bad_input():
     with pytest.raises(ValueError, match="binary"):
         _hvae().model(torch.full((2, 12), 0.3))
     with pytest.raises(ValueError, match="z1_dim"):
-        HVAE((12,), 3, "standard", z1_dim=0)
+        HVAE((12,), 3, prior="standard", z1_dim=0)

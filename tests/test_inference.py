@@ -15,7 +15,7 @@ def _data(n=96, seed=0):
 
 def _vae(prior="vampprior"):
     pyro.set_rng_seed(0)
-    return VAE((6,), 2, prior, num_components=4, hidden_dim=16)
+    return VAE((6,), 2, prior=prior, num_components=4, hidden_dim=16)
 
 
 def test_scale_latents_scales_only_latent_sites():
