@@ -100,9 +100,11 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
 
     It is :class:`pyro.distributions.MixtureSameFamily` of ``Categorical(logits)`` and
     ``Normal(loc, scale).to_event(1)``, with a faster ``log_prob``: the log-densities of all
-    components come from one matrix product (in float64, so that no precision is lost in the
-    expansion ``|z|^2/s^2 - 2 z.mu/s^2 + |mu|^2/s^2``) instead of a ``(..., K, L)`` intermediate.
-    That makes the VampPrior with K=500, L=40 cheap in importance sampling. Its support is
+    components come from one matrix product of the expansion
+    ``|z|^2/s^2 - 2 z.mu/s^2 + |mu|^2/s^2`` -- with ``z`` and ``mu`` centred on the mean of each
+    group of values along dim -2, so that no precision is lost to cancellation -- instead of a
+    ``(..., K, L)`` intermediate. That makes the VampPrior with K=500, L=40 cheap in importance
+    sampling. Its support is
     ``independent(real, 1)`` (not torch's ``MixtureSameFamilyConstraint``), so ``biject_to``,
     the autoguides and NUTS handle it.
 
@@ -133,26 +135,48 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         new._params = self._params
         return new
 
+    def _grouped_log_prob(self, value, weights: bool):
+        """Component log-densities ``(G, P, K)`` of ``value`` ``(..., L)``; with ``weights`` the
+        log mixing weights are added.
+
+        ``log N(z|m,s) = -0.5 |z'|^2.prec + z'.(m' prec) - 0.5 |m'|^2.prec - sum log s - L/2 log 2pi``
+        with ``z' = z - c``, ``m' = m - c`` for a centre ``c``: all ``K`` components in one
+        (batched) matrix product, and little cancellation error, as the values are centred where
+        they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
+        16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
+        points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
+        one group, centred on its mean and computed in float64.
+        """
+        logits, loc, scale = self._params
+        K, L = loc.shape
+        if value.dim() < 1 or value.shape[-1] != L:
+            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
+        grouped = value.dim() >= 3 and value[..., 0, 0].numel() >= 16
+        dtype = torch.promote_types(value.dtype, loc.dtype if grouped else torch.float64)
+        v = value.to(dtype)
+        v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
+        loc, scale = loc.to(dtype), scale.to(dtype)
+        center = v.mean(0)                                   # G x L
+        vc = (v - center).transpose(0, 1)                    # G x P x L
+        m = loc - center[:, None, :]                         # G x K x L
+        prec = scale.pow(-2)
+        const = (-0.5 * (m * m * prec).sum(-1) - scale.log().sum(-1)
+                 - 0.5 * L * _LOG_2PI)                       # G x K
+        if weights:
+            const = const + logits.to(dtype).log_softmax(-1)
+        w = torch.cat([(-0.5 * prec).expand_as(m), m * prec], dim=-1)  # G x K x 2L
+        return torch.baddbmm(const.unsqueeze(1), torch.cat([vc * vc, vc], dim=-1),
+                             w.transpose(1, 2))
+
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
-        logits, loc, scale = self._params
-        L = loc.shape[-1]
-        if value.shape[-1] != L:
-            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
-        flat = value.reshape(-1, L).double()
-        prec = scale.double().pow(-2)  # K x L
-        loc64 = loc.double()
-        # log N(z|m,s) = -0.5 z^2.prec + z.(m prec) - 0.5 m^2.prec - sum log s - L/2 log 2pi,
-        # all K components in one matrix product
-        const = (-0.5 * (loc64.pow(2) * prec).sum(-1) - scale.double().log().sum(-1)
-                 - 0.5 * L * _LOG_2PI)
-        weights = torch.cat([-0.5 * prec, loc64 * prec], dim=-1)  # K x 2L
-        out = torch.addmm(const, torch.cat([flat * flat, flat], dim=-1), weights.T)
-        return out.to(value.dtype).reshape(value.shape[:-1] + (loc.shape[0],))
+        out = self._grouped_log_prob(value, weights=False).to(value.dtype)
+        return out.transpose(0, 1).reshape(value.shape[:-1] + (out.shape[-1],))
 
     def log_prob(self, value):
-        logits = self._params[0]
-        lp = torch.logsumexp(self.component_log_prob(value) + logits.log_softmax(-1), dim=-1)
+        """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``, ``(..., L) -> (...)``."""
+        lp = torch.logsumexp(self._grouped_log_prob(value, weights=True), dim=-1)  # G x P
+        lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)
 

@@ -30,6 +30,7 @@ module's parameters; pyrovamp changes no Pyro setting itself. State lives in ``s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import weakref
 
@@ -40,9 +41,22 @@ from pyro.poutine.runtime import am_i_wrapped, effectful
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["RegisteredModule"]
+__all__ = ["RegisteredModule", "paused"]
 
 _counter = itertools.count()
+_paused = 0
+
+
+@contextlib.contextmanager
+def paused():
+    """Inside, :meth:`RegisteredModule.register_parameters` issues no statements (evaluation:
+    nothing is trained there, and each chunk saves the cost of the statements)."""
+    global _paused
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
 
 
 def _fresh_name(module) -> str:
@@ -72,8 +86,8 @@ class RegisteredModule(nn.Module):
 
     def register_parameters(self) -> None:
         """Issue a ``pyro.param`` statement for every trainable parameter (see module docstring);
-        does nothing outside Pyro handlers."""
-        if not am_i_wrapped():
+        does nothing outside Pyro handlers and inside :func:`paused`."""
+        if _paused or not am_i_wrapped():
             return
         local = pyro.settings.get("module_local_params")
         store = pyro.get_param_store()
