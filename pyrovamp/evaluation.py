@@ -38,7 +38,7 @@ import hashlib
 import itertools
 import math
 import weakref
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ from . import registration
 from .priors import Prior
 
 __all__ = ["log_importance_weights", "log_likelihood", "elbo", "elbo_terms", "active_units",
-           "points_per_block", "peak_bytes", "DEFAULT_MEMORY_BUDGET"]
+           "points_per_block", "evaluation_plan", "Plan", "peak_bytes", "DEFAULT_MEMORY_BUDGET",
+           "CPU_CHUNK_BYTES"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 """Bytes of tensors one chunk (block of data points x sub-chunk of samples) may allocate."""
@@ -245,10 +246,12 @@ def peak_bytes(model, x, num_samples: int) -> int:
         return int(_live_bytes(model, x, num_samples).max())
 
 
-@dataclass(frozen=True)
-class _Plan:
-    points: int | None  # data points per block; None: the whole data set (guide not amortised)
-    samples: int        # samples per sub-chunk
+class Plan(NamedTuple):
+    """How :func:`log_likelihood` and friends split the work (see :func:`evaluation_plan`)."""
+
+    points_per_block: int | None  # None: the whole data set (a guide that is not amortised)
+    points_per_chunk: int | None
+    samples_per_chunk: int
 
 
 def _largest(fixed, slope, budget) -> float:
@@ -260,13 +263,19 @@ def _largest(fixed, slope, budget) -> float:
     return float(((budget - fixed[bind]) / slope[bind]).min())
 
 
-def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> _Plan:
-    """Block size and sample sub-chunk from the measured live bytes of three tiny probe chunks
-    (inside :func:`_evaluation_context`): after every operation ``t`` the live bytes are
+def _count(n: float, cap: int) -> int:
+    return cap if n >= cap else max(1, int(n))
+
+
+def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> Plan:
+    """The plan from the measured live bytes of three tiny probe chunks (inside
+    :func:`_evaluation_context`): after every operation ``t`` the live bytes are
     ``a_t + b_t * points + c_t * points * samples``; the plan keeps their maximum over ``t``
-    within the budget. ``whole``: the data set, used when the guide fails on the one-point
-    ``example`` (not amortised), or None."""
+    within the budget (blocks) and within ``min(budget, CPU_CHUNK_BYTES)`` on a CPU (chunks).
+    ``whole``: the data set, used when the guide fails on the one-point ``example`` (not
+    amortised), or None."""
     budget = float(memory_budget)
+    chunk = budget if example.device.type != "cpu" else min(budget, CPU_CHUNK_BYTES)
     with _fork_rng():
         try:
             _log_weights_chunk(model, example, 1)  # warm-up: lazily built caches are not costs
@@ -278,9 +287,10 @@ def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> _Pla
             l1, l2 = _live_bytes(model, whole, 1), _live_bytes(model, whole, 2)
             if l1.shape != l2.shape:  # the operations depend on the sizes: use the peaks
                 l1, l2 = l1.max().reshape(1), l2.max().reshape(1)
-            samples = _largest(2 * l1 - l2, l2 - l1, budget)
-            return _Plan(None, int(max(1, min(num_samples, samples))))
-        s = 16  # draws per probe point (>= 16: the code paths of real chunks)
+            return Plan(None, None, _count(_largest(2 * l1 - l2, l2 - l1, chunk), num_samples))
+        # draws per probe point: the code paths of real chunks (the mixture prior changes its
+        # path at 16 draws per point)
+        s = 16 if num_samples >= 16 else max(1, num_samples // 2)
         two = example.expand(2, *example.shape[1:]).contiguous()
         l1, l2, l3 = (_live_bytes(model, example, s), _live_bytes(model, example, 2 * s),
                       _live_bytes(model, two, s))
@@ -289,67 +299,99 @@ def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> _Pla
     pair = (l2 - l1) / s                  # bytes per (sample, data point)
     point = l3 - l1 - s * pair            # bytes per data point (encoder of x, checks)
     fixed = l1 - point - s * pair         # bytes per chunk
-    chunk = budget if example.device.type != "cpu" else min(budget, CPU_CHUNK_BYTES)
-    if batch_size is not None:
-        points = batch_size
-    else:
-        points = _largest(fixed, point + num_samples * pair, budget)
-        points = 2**31 if points == math.inf else max(1, int(points))
-    samples = _largest(fixed + points * point, points * pair, chunk)
-    return _Plan(points, int(max(1, min(num_samples, samples))))
+    per_point = point + num_samples * pair
+    block = batch_size or _count(_largest(fixed, per_point, budget), 2**31)
+    chunk_points = min(block, _count(_largest(fixed, per_point, chunk), block))
+    samples = num_samples
+    if _largest(fixed, per_point, chunk) < 1:  # one point with all samples is too much
+        samples = _count(_largest(fixed + point, pair, chunk), num_samples)
+    return Plan(block, chunk_points, samples)
 
 
-def points_per_block(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                     batch_size: int | None = None, *, example=None) -> int:
-    """Data points per block of :func:`log_likelihood`, :func:`log_importance_weights`,
-    :func:`elbo` and :func:`elbo_terms` for ``num_samples`` samples: ``batch_size`` if given,
-    else as many as ``memory_budget`` bytes allow with all samples in one chunk (at least 1).
+def evaluation_plan(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                    batch_size: int | None = None, *, example=None) -> Plan:
+    """How the evaluation functions split ``num_samples`` samples for every data point.
 
-    It depends only on the model's architecture, ``num_samples``, ``memory_budget`` and
-    ``batch_size`` -- not on the data or the number of processes -- so shards of a data set that
-    start at multiples of it can be scored apart (``first_block = start // points_per_block``)
-    and give exactly the values of one call on the whole set with the same ``seed``.
+    Data points go in blocks of ``points_per_block`` (``batch_size`` if given, else as many as
+    ``memory_budget`` bytes allow with all samples at once; at least 1); each block is scored in
+    chunks of ``points_per_chunk`` points and ``samples_per_chunk`` samples that allocate at most
+    ``memory_budget`` bytes -- on a CPU at most ``min(memory_budget, CPU_CHUNK_BYTES)``, as chunks
+    that stay in the processor's caches run faster. The bytes are measured: the model and guide
+    score three tiny probe chunks while the live tensor bytes are recorded after every
+    operation, and the maximum over operations is extrapolated linearly in points and samples.
+
+    The plan depends only on the model (architecture, dtype, device), ``num_samples``,
+    ``memory_budget`` and ``batch_size`` -- not on the data or the number of processes -- so
+    shards of a data set that start at multiples of ``points_per_block`` can be scored apart
+    (``first_block = start // points_per_block``) and give exactly the values of one call on the
+    whole set with the same ``seed``.
 
     Args:
         model: object with Pyro ``model(x)`` / ``guide(x)`` and an amortised guide.
         num_samples: ``S``.
         memory_budget: bytes of tensors per chunk.
-        batch_size: a fixed block size (then returned as is, after the checks).
+        batch_size: a fixed block size.
         example: one data point ``(1, ...)`` to probe with; needed only for models without
             ``input_dim`` and ``likelihood`` attributes (pyrovamp's models have them).
 
     Returns:
-        The block size ``B >= 1``.
+        A :class:`Plan` ``(points_per_block, points_per_chunk, samples_per_chunk)``.
 
     Raises:
         ValueError: bad arguments; no ``example`` for a model that needs one; the guide cannot
             score one data point (it is not amortised: it needs the whole data set at once).
     """
     _check_args(num_samples, memory_budget, batch_size, None, 0)
-    if batch_size is not None:
-        return batch_size
     ex = _example(model, example)
     with _evaluation_context(model, None):
         try:
-            plan = _plan(model, ex, None, num_samples, memory_budget, None)
+            return _plan(model, ex, None, num_samples, memory_budget, batch_size)
         except Exception as e:
             raise ValueError(f"the guide cannot score one data point ({type(e).__name__}: {e}); a "
                              "guide that is not amortised is scored on the whole data set in one "
                              "block") from e
-    return plan.points
+
+
+def points_per_block(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                     batch_size: int | None = None, *, example=None) -> int:
+    """Data points per block of :func:`log_likelihood`, :func:`log_importance_weights`,
+    :func:`elbo` and :func:`elbo_terms` with ``num_samples`` samples: ``batch_size`` if given,
+    else as many as ``memory_budget`` bytes allow with all samples in one chunk (at least 1).
+
+    It depends only on the model, ``num_samples``, ``memory_budget`` and ``batch_size`` -- not on
+    the data or the number of processes: a shard ``x[k * B:]`` of a data set scored with
+    ``first_block=k`` (``B = points_per_block(...)``) gives exactly the values of one call on the
+    whole set with the same ``seed``. Details: :func:`evaluation_plan` (same arguments).
+
+    Returns:
+        The block size ``B >= 1``.
+
+    Raises:
+        ValueError: as :func:`evaluation_plan`.
+    """
+    return evaluation_plan(model, num_samples, memory_budget, batch_size,
+                           example=example).points_per_block
 
 
 def _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block, split=False):
-    """For every block of data points: the list of its sample sub-chunks' results (see
-    :func:`_log_weights_chunk`). Call inside :func:`_evaluation_context`."""
+    """For every block of data points its ``(S, n)`` log-weights (``split``: the pair of its
+    observed and latent parts, see :func:`_log_weights_chunk`). Call inside
+    :func:`_evaluation_context`."""
     plan = _plan(model, _example(model, x), x, num_samples, memory_budget, batch_size)
-    points = x.shape[0] if plan.points is None else plan.points
+    points = plan.points_per_block or x.shape[0]
+    tile = plan.points_per_chunk or x.shape[0]
+    step = plan.samples_per_chunk
     for j, start in enumerate(range(0, x.shape[0], points)):
         if seed is not None:
             torch.manual_seed(_block_seed(seed, first_block + j))
         xb = x[start:start + points]
-        yield [_log_weights_chunk(model, xb, min(plan.samples, num_samples - s), split)
-               for s in range(0, num_samples, plan.samples)]
+        tiles = [[_log_weights_chunk(model, xb[t:t + tile], min(step, num_samples - s), split)
+                  for s in range(0, num_samples, step)] for t in range(0, xb.shape[0], tile)]
+        if split:
+            yield tuple(torch.cat([torch.cat([c[i] for c in chunks], 0) for chunks in tiles], 1)
+                        for i in (0, 1))
+        else:
+            yield torch.cat([torch.cat(chunks, 0) for chunks in tiles], 1)
 
 
 _ARGS_DOC = """memory_budget: bytes of tensors per chunk (see :func:`points_per_block`).
@@ -381,8 +423,8 @@ def log_importance_weights(model, x, num_samples: int, *,
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
     with _evaluation_context(model, seed):
-        return torch.cat([torch.cat(parts, 0) for parts in _blocks(
-            model, x, num_samples, memory_budget, batch_size, seed, first_block)], 1)
+        return torch.cat(list(_blocks(model, x, num_samples, memory_budget, batch_size, seed,
+                                      first_block)), 1)
 
 
 def log_likelihood(model, x, num_samples: int = 5000, *,
@@ -417,8 +459,7 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
     if diagnostics:
         from .workflow import importance_diagnostics
     with _evaluation_context(model, seed):
-        for parts in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block):
-            lw = torch.cat(parts, 0)
+        for lw in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block):
             out.append(torch.logsumexp(lw.double(), dim=0) - math.log(num_samples))
             if diagnostics:
                 d = importance_diagnostics(lw)
@@ -452,7 +493,7 @@ def elbo(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_MEMORY_
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
     with _evaluation_context(model, seed):
-        return torch.cat([torch.cat(parts, 0).double().mean(0) for parts in _blocks(
+        return torch.cat([lw.double().mean(0) for lw in _blocks(
             model, x, num_samples, memory_budget, batch_size, seed, first_block)])
 
 
@@ -480,10 +521,10 @@ def elbo_terms(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_M
     x = _data(model, x)
     rec, kl = [], []
     with _evaluation_context(model, seed):
-        for parts in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block,
-                             split=True):
-            rec.append(torch.cat([p[0] for p in parts]).double().mean(0))
-            kl.append(torch.cat([p[1] for p in parts]).double().mean(0))
+        for r, k in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block,
+                            split=True):
+            rec.append(r.double().mean(0))
+            kl.append(k.double().mean(0))
     rec, kl = torch.cat(rec), torch.cat(kl)
     return {"reconstruction": rec, "kl": kl, "elbo": rec - kl}
 
