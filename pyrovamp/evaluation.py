@@ -76,7 +76,9 @@ def _model_tensor(model):
 
 def _data(model, x, name="x") -> torch.Tensor:
     """``x`` as a tensor of the model's floating dtype on its device; checked by the model's own
-    :func:`~pyrovamp.models.check_data` when it has ``input_dim`` and ``likelihood``."""
+    :func:`~pyrovamp.models.check_data` when it has ``input_dim`` and ``likelihood``. For a model
+    without parameters or buffers, numpy arrays and integer tensors become torch's default
+    dtype and floating tensors keep theirs."""
     ref = _model_tensor(model)
     dtype = None if ref is None else ref.dtype
     device = None if ref is None else ref.device
@@ -84,7 +86,8 @@ def _data(model, x, name="x") -> torch.Tensor:
         from .models import check_data
 
         return check_data(x, model.input_dim, model.likelihood, name, dtype=dtype, device=device)
-    if isinstance(x, np.ndarray):
+    from_numpy = isinstance(x, np.ndarray)
+    if from_numpy:
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array of shape (N, ...), "
@@ -94,8 +97,9 @@ def _data(model, x, name="x") -> torch.Tensor:
                          f"{tuple(x.shape)}")
     if x.is_complex():
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    if dtype is None:
-        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    if dtype is None:  # a model without tensors: keep a floating tensor's dtype
+        keep = x.is_floating_point() and not from_numpy
+        dtype = x.dtype if keep else torch.get_default_dtype()
     return x.to(device=device if device is not None else x.device, dtype=dtype)
 
 
@@ -308,6 +312,39 @@ def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> Plan
     return Plan(block, chunk_points, samples)
 
 
+_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _signature(model):
+    """What the plan depends on besides the arguments: the model's tensors' names, shapes,
+    dtypes and devices (a new prior or a move to another device gives a new plan)."""
+    if not hasattr(model, "named_parameters"):
+        return ()
+    buffers = model.named_buffers() if hasattr(model, "named_buffers") else ()
+    return tuple((n, tuple(t.shape), t.dtype, str(t.device))
+                 for n, t in itertools.chain(model.named_parameters(), buffers))
+
+
+def _cached_plan(model, example, whole, num_samples, memory_budget, batch_size) -> Plan:
+    """:func:`_plan`, remembered per model (the probes cost a few forward passes). A guide that
+    is not amortised has a plan per data-set size."""
+    key = (num_samples, float(memory_budget), batch_size, tuple(example.shape), example.dtype,
+           str(example.device), CPU_CHUNK_BYTES, _signature(model))
+    try:
+        plans = _PLANS.setdefault(model, {})
+    except TypeError:  # not weakly referable: no memory
+        plans = {}
+    plan = plans.get(key)
+    if plan is not None and plan.points_per_block is None and whole is not None:
+        plan = plans.get((key, whole.shape[0]))
+    if plan is None or plan.points_per_block is None:
+        plan = _plan(model, example, whole, num_samples, memory_budget, batch_size)
+        plans[key] = plan
+        if plan.points_per_block is None:
+            plans[(key, whole.shape[0])] = plan
+    return plan
+
+
 def evaluation_plan(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                     batch_size: int | None = None, *, example=None) -> Plan:
     """How the evaluation functions split ``num_samples`` samples for every data point.
@@ -345,7 +382,7 @@ def evaluation_plan(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY
     ex = _example(model, example)
     with _evaluation_context(model, None):
         try:
-            return _plan(model, ex, None, num_samples, memory_budget, batch_size)
+            return _cached_plan(model, ex, None, num_samples, memory_budget, batch_size)
         except Exception as e:
             raise ValueError(f"the guide cannot score one data point ({type(e).__name__}: {e}); a "
                              "guide that is not amortised is scored on the whole data set in one "
@@ -377,7 +414,7 @@ def _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block,
     """For every block of data points its ``(S, n)`` log-weights (``split``: the pair of its
     observed and latent parts, see :func:`_log_weights_chunk`). Call inside
     :func:`_evaluation_context`."""
-    plan = _plan(model, _example(model, x), x, num_samples, memory_budget, batch_size)
+    plan = _cached_plan(model, _example(model, x), x, num_samples, memory_budget, batch_size)
     points = plan.points_per_block or x.shape[0]
     tile = plan.points_per_chunk or x.shape[0]
     step = plan.samples_per_chunk
