@@ -4,8 +4,9 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from pyrovamp import VAE
-from pyrovamp.priors import PRIORS, MoGPrior
+from pyrovamp import HVAE, VAE, ConvHVAE
+from pyrovamp.nets import GaussianEncoder
+from pyrovamp.priors import PRIORS, GTMVampPrior, MoGPrior, VampPrior
 
 from conftest import cuda
 
@@ -124,3 +125,42 @@ def test_vae_on_cuda(prior):
     assert torch.isfinite(torch.tensor(svi.step(x)))
     ll = log_likelihood(vae, x, 50)
     assert ll.is_cuda and bool(torch.isfinite(ll).all())
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE])
+def test_options_are_keyword_only(cls):
+    with pytest.raises(TypeError):
+        cls((8, 8), 2, "standard")
+    m = cls((8, 8), 2, prior="standard", hidden_dim=8)
+    assert m.latent_dim == 2 and m.input_shape == (8, 8)
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE])
+def test_a_vampprior_on_another_encoder_is_refused(cls):
+    m = cls((8, 8), 2, prior="standard", hidden_dim=8)
+    stranger = GaussianEncoder(64, 2, [8])
+    for bad in (VampPrior(stranger, 64, num_components=3), GTMVampPrior(stranger, 64, 2)):
+        with pytest.raises(ValueError, match="model's own posterior"):
+            m.prior = bad
+        with pytest.raises(ValueError, match="model's own posterior"):
+            cls((8, 8), 2, prior=bad, hidden_dim=8)
+    assert m.prior.__class__.__name__ == "StandardPrior"  # a refused prior leaves it alone
+    with pytest.raises(ValueError, match="latent_dim"):
+        m.prior = VampPrior(m.encoder, 64, num_components=3, latent_dim=3)
+    with pytest.raises(ValueError, match="input_dim"):
+        m.prior = VampPrior(m.encoder, 63, num_components=3)
+    with pytest.raises(ValueError, match="Prior"):
+        m.prior = torch.nn.Linear(2, 2)
+    own = VampPrior(m.encoder, 64, num_components=3)
+    m.prior = own  # the definition: the model's own encoder at the pseudo-inputs
+    assert m.prior is own and m.prior.encoder is m.encoder
+    with pytest.raises(ValueError, match="encoder"):
+        m.encoder = GaussianEncoder(64, 2, [8])  # would leave the prior on the old one
+    m.prior = MoGPrior(2, 3)
+    m.encoder = GaussianEncoder(64, 2, [8])  # fine once no prior uses it
+
+
+def test_named_vampprior_uses_the_models_encoder():
+    for cls in (VAE, HVAE, ConvHVAE):
+        m = cls((8, 8), 2, prior="gtm-vampprior", hidden_dim=8, num_components=4)
+        assert m.prior.encoder is m.encoder
