@@ -512,13 +512,8 @@ def elbo(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_MEMORY_
          batch_size: int | None = None, seed: int | None = None,
          first_block: int = 0) -> torch.Tensor:
     """Monte Carlo ELBO ``E_q[log p(x, h) - log q(h|x)]`` per data point, in nats, averaged over
-    ``num_samples`` draws from the guide (Kingma & Welling 2014, eq. 3).
-
-    Args:
-        model: object with Pyro ``model(x)`` / ``guide(x)``.
-        x: ``(N, ...)`` data: a tensor or numpy array of any real dtype.
-        num_samples: draws per data point.
-        {args}
+    ``num_samples`` draws from the guide (Kingma & Welling 2014, eq. 3): the ``elbo`` entry of
+    :func:`elbo_terms` (same arguments, same draws), without the split into its two terms.
 
     Returns:
         ``(N,)`` float64 tensor on the model's device (nats per data point; a lower bound of
@@ -566,7 +561,7 @@ def elbo_terms(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_M
     return {"reconstruction": rec, "kl": kl, "elbo": rec - kl}
 
 
-for _f in (log_importance_weights, log_likelihood, elbo, elbo_terms):
+for _f in (log_importance_weights, log_likelihood, elbo_terms):
     _f.__doc__ = _f.__doc__.replace("{args}", _ARGS_DOC)
 del _f
 
