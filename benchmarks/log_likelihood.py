@@ -16,9 +16,9 @@ Baselines timed in the same process, on the same images and weights:
   100 copies of x and all K pseudo-inputs, the mixture density by a (100, K, L) broadcast -- timed
   on ``--baseline-points`` points.
 
-Memory: the block size :func:`pyrovamp.evaluation.points_per_block` chooses for the paper's VAE
-and for the paper's convHVAE at S, and the measured peak of live tensor bytes of one convHVAE
-chunk (:func:`pyrovamp.evaluation.peak_bytes`) against the budget.
+Memory: the plans (:func:`pyrovamp.evaluation.evaluation_plan`) for the paper's VAE and convHVAE
+at S, and the measured peak of live tensor bytes (:func:`pyrovamp.evaluation.peak_bytes`) of a
+convHVAE chunk of this device's plan and of the largest chunk the budget allows.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/log_likelihood.py [--points 48] [--reference REV]
 The last line printed is a JSON object with ``points_per_second`` and ``num_samples``.
@@ -40,7 +40,8 @@ import torch
 
 from pyrovamp import VAE, ConvHVAE, log_likelihood
 from pyrovamp.data import read_amat
-from pyrovamp.evaluation import DEFAULT_MEMORY_BUDGET, peak_bytes, points_per_block
+from pyrovamp import evaluation
+from pyrovamp.evaluation import DEFAULT_MEMORY_BUDGET, evaluation_plan, peak_bytes
 
 HERE = pathlib.Path(__file__).resolve().parent
 PAPER_VAE = dict(prior="vampprior", likelihood="bernoulli", hidden_dim=300, architecture="gated",
@@ -97,13 +98,17 @@ def main():
     x = read_amat(test)[: args.points].to(dev)
     pyro.set_rng_seed(0)
 
-    # memory first, while the process is small: the convHVAE's chunk against the budget
+    # memory: the convHVAE's chunks against the budget -- the chunk of this device's plan and
+    # the largest the budget allows (a GPU's chunk; on a CPU chunks stop at CPU_CHUNK_BYTES)
     conv = ConvHVAE((28, 28), 40, prior="vampprior").to(dev)
-    conv_points = points_per_block(conv, S, budget)
-    from pyrovamp.evaluation import _evaluation_context, _example, _plan
-    with _evaluation_context(conv, None):
-        conv_samples = _plan(conv, _example(conv), None, S, budget, None).samples
-    conv_peak = peak_bytes(conv, x[:conv_points], conv_samples)
+    conv_plan = evaluation_plan(conv, S, budget)
+    cap, evaluation.CPU_CHUNK_BYTES = evaluation.CPU_CHUNK_BYTES, budget
+    try:
+        conv_full = evaluation_plan(conv, S, budget)
+    finally:
+        evaluation.CPU_CHUNK_BYTES = cap
+    conv_peak = peak_bytes(conv, x[:conv_plan.points_per_chunk], conv_plan.samples_per_chunk)
+    conv_full_peak = peak_bytes(conv, x[:conv_full.points_per_chunk], conv_full.samples_per_chunk)
     del conv
 
     if args.run:
@@ -111,7 +116,7 @@ def main():
         vae = load_run(args.run, args.device)[0]
     else:
         vae = VAE((784,), 40, **PAPER_VAE).to(dev)
-    vae_points = points_per_block(vae, S, budget)
+    vae_plan = evaluation_plan(vae, S, budget)
     ref_vae = None
     if args.reference:
         ref = import_revision(args.reference)
@@ -147,15 +152,16 @@ def main():
         "num_samples": S,
         "points": n,
         "seconds": [round(t, 2) for t in new_s],
-        "points_per_block": vae_points,
+        "plan": vae_plan._asdict(),
         "memory_budget_mib": budget / 2**20,
         "mean_log_likelihood": round(float(ll.mean()), 3),
         "original_scheme_points_per_second": round(nb / base_seconds, 3),
         "max_abs_diff_to_original_scheme": round(float((ll[:nb].cpu() - ll_base.cpu()).abs().max()), 4),
-        "convhvae_points_per_block": conv_points,
-        "convhvae_samples_per_chunk": conv_samples,
+        "convhvae_plan": conv_plan._asdict(),
         "convhvae_chunk_peak_mib": round(conv_peak / 2**20, 1),
-        "convhvae_chunk_peak_over_budget": round(conv_peak / budget, 3),
+        "convhvae_budget_sized_chunk": conv_full._asdict(),
+        "convhvae_budget_sized_chunk_peak_mib": round(conv_full_peak / 2**20, 1),
+        "convhvae_budget_sized_chunk_peak_over_budget": round(conv_full_peak / budget, 3),
         "device": str(dev),
         "data": str(test),
         "threads": torch.get_num_threads(),
@@ -170,13 +176,16 @@ def main():
             "speedup_per_round": [round(r, 3) for r in ratios],
             "reference_mean_log_likelihood": round(float(ll_ref.mean()), 3),
         })
-    line = f"{res['points_per_second']} points/s at S={S} ({vae_points} points per block)"
+    line = (f"{res['points_per_second']} points/s at S={S} ({vae_plan.points_per_block} points "
+            f"per block, chunks of {vae_plan.points_per_chunk} x {vae_plan.samples_per_chunk})")
     if ref_vae is not None:
         line += (f"; {args.reference}: {res['reference_points_per_second']} points/s, speed-up "
                  f"{res['speedup_over_reference']}x (median of {args.rounds} interleaved rounds)")
     print(line)
-    print(f"convHVAE chunk ({conv_points} point x {conv_samples} samples): measured peak "
-          f"{res['convhvae_chunk_peak_mib']} MiB of a {budget / 2**20:.0f} MiB budget")
+    print(f"convHVAE: chunk of {conv_plan.points_per_chunk} x {conv_plan.samples_per_chunk} "
+          f"measured peak {res['convhvae_chunk_peak_mib']} MiB; budget-sized chunk of "
+          f"{conv_full.points_per_chunk} x {conv_full.samples_per_chunk} measured peak "
+          f"{res['convhvae_budget_sized_chunk_peak_mib']} MiB of a {budget / 2**20:.0f} MiB budget")
     print(json.dumps(res))
 
 

@@ -58,8 +58,8 @@ def main():
 def bench(name, x_all, dev, args):
     def make():
         cls = VAE if name == "vae" else HVAE
-        return cls((784,), 40, "vampprior", "bernoulli", hidden_dim=300, architecture="gated",
-                   num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
+        return cls((784,), 40, prior="vampprior", likelihood="bernoulli", hidden_dim=300,
+                   architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
 
     pyro.set_rng_seed(0)
     vae_pyro, vae_torch = make(), make()

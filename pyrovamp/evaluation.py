@@ -59,7 +59,8 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 CPU_CHUNK_BYTES = 32 * 2**20
 """On a CPU a chunk allocates at most this many bytes (less if the budget is smaller): chunks whose
 tensors stay in the processor's caches run faster (measured with benchmarks/log_likelihood.py).
-It splits a block's samples into sub-chunks; the block size does not depend on it."""
+A block is split into chunks of fewer points (then, if one point with all samples is still too
+much, of fewer samples); the block size does not depend on it."""
 
 
 # --- data, device, dtype --------------------------------------------------------------------------
