@@ -15,6 +15,16 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny models: on a busy machine two OpenMP threads mostly wait
+    for each other (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def encoder():
     from pyrovamp.nets import GaussianEncoder
 

@@ -26,6 +26,9 @@ ELBOS = [Trace_ELBO(), TraceMeanField_ELBO(), RenyiELBO(alpha=0.0, num_particles
 COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda m: pickle.loads(pickle.dumps(m))}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def _x(model_name):
     g = torch.Generator().manual_seed(0)
     return (torch.rand(6, 16 if model_name == "ConvHVAE" else 64, generator=g) < 0.4).float()

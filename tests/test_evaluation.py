@@ -15,6 +15,8 @@ from pyrovamp import (HVAE, VAE, ConvHVAE, active_units, elbo, elbo_terms, log_i
 from pyrovamp import evaluation
 from pyrovamp.evaluation import evaluation_plan, peak_bytes
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class FactorAnalysis:
     """x = W z + b + eps, z ~ N(0, I), eps ~ N(0, diag psi): p(x) = N(b, W W^T + diag psi).

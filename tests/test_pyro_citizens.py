@@ -17,6 +17,8 @@ from conftest import make_prior
 
 AUTOGUIDES = [AutoNormal, AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(params=[False, True], ids=["global_params", "module_local_params"])
 def param_mode(request):
