@@ -11,7 +11,8 @@ Baselines timed in the same process, on the same images and weights:
 * ``--reference REV``: this repository's ``pyrovamp`` package at git revision ``REV`` (e.g. the
   commit before a speed-up), imported as a separate package; the two implementations run in
   alternation ``--rounds`` times and the reported speed-up is the median of the per-round ratios
-  (robust to other load on a shared machine);
+  (robust to other load on a shared machine). On a CPU the times are the process's CPU time (run
+  with ``OMP_NUM_THREADS=1``), which other processes on a shared machine do not inflate;
 * the original research code's scheme -- per test point, chunks of 100 samples, each re-encoding
   100 copies of x and all K pseudo-inputs, the mixture density by a (100, K, L) broadcast -- timed
   on ``--baseline-points`` points.
@@ -128,11 +129,14 @@ def main():
             torch.cuda.synchronize()
 
     def timed(fn):
+        """``(result, seconds)``: wall-clock seconds on a GPU; on a CPU the process's CPU seconds,
+        which a busy shared machine does not inflate by descheduling (run with one thread)."""
         sync()
-        t0 = time.perf_counter()
+        clock = time.perf_counter if dev.type == "cuda" else time.process_time
+        t0 = clock()
         out = fn()
         sync()
-        return out, time.perf_counter() - t0
+        return out, clock() - t0
 
     log_likelihood(vae, x[:2], S, seed=0)  # warm-up
     if ref_vae is not None:
@@ -165,6 +169,7 @@ def main():
         "device": str(dev),
         "data": str(test),
         "threads": torch.get_num_threads(),
+        "clock": "wall" if dev.type == "cuda" else "process CPU time",
     }
     if ref_vae is not None:
         ratios = [r / t for r, t in zip(ref_s, new_s)]

@@ -48,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from . import registration
+from .models import _float_tensor, check_data
 from .priors import Prior
 
 __all__ = ["log_importance_weights", "log_likelihood", "elbo", "elbo_terms", "active_units",
@@ -64,28 +65,15 @@ much, of fewer samples); the block size does not depend on it."""
 
 
 # --- data, device, dtype --------------------------------------------------------------------------
-def _model_tensor(model):
-    """The model's first floating parameter or buffer (its dtype and device), or None."""
-    if not hasattr(model, "parameters"):
-        return None
-    buffers = model.buffers() if hasattr(model, "buffers") else ()
-    for t in itertools.chain(model.parameters(), buffers):
-        if torch.is_tensor(t) and t.is_floating_point():
-            return t
-    return None
-
-
 def _data(model, x, name="x") -> torch.Tensor:
     """``x`` as a tensor of the model's floating dtype on its device; checked by the model's own
     :func:`~pyrovamp.models.check_data` when it has ``input_dim`` and ``likelihood``. For a model
     without parameters or buffers, numpy arrays and integer tensors become torch's default
     dtype and floating tensors keep theirs."""
-    ref = _model_tensor(model)
+    ref = _float_tensor(model)
     dtype = None if ref is None else ref.dtype
     device = None if ref is None else ref.device
     if hasattr(model, "input_dim") and hasattr(model, "likelihood"):
-        from .models import check_data
-
         return check_data(x, model.input_dim, model.likelihood, name, dtype=dtype, device=device)
     from_numpy = isinstance(x, np.ndarray)
     if from_numpy:
@@ -108,7 +96,7 @@ def _example(model, x=None) -> torch.Tensor:
     """One data point for probing the memory cost: a valid constant point for pyrovamp's models
     (so the cost never depends on the data), else ``x[:1]``."""
     if hasattr(model, "input_dim") and hasattr(model, "likelihood"):
-        ref = _model_tensor(model)
+        ref = _float_tensor(model)
         kw = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
         return torch.full((1, model.input_dim), float(model.likelihood.low), **kw)
     if x is None:

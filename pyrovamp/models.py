@@ -72,10 +72,13 @@ def check_data(x, input_dim: int, likelihood, name: str = "x", *, dtype=None,
     return x
 
 
-def _float_tensor(module):
-    """The first floating parameter or buffer of ``module`` (its dtype and device), or None."""
-    for t in itertools.chain(module.parameters(), module.buffers()):
-        if t.is_floating_point():
+def _float_tensor(obj):
+    """The first floating parameter or buffer of ``obj`` (the dtype and device of a model), or
+    None -- also for an object without ``parameters()``."""
+    params = obj.parameters() if hasattr(obj, "parameters") else ()
+    buffers = obj.buffers() if hasattr(obj, "buffers") else ()
+    for t in itertools.chain(params, buffers):
+        if torch.is_tensor(t) and t.is_floating_point():
             return t
     return None
 
