@@ -1,23 +1,68 @@
 """pyrovamp: variational auto-encoders with learnable priors in Pyro.
 
-Priors (:mod:`pyrovamp.priors`): standard Gaussian, mixture of Gaussians, VampPrior, GTM,
-GTM-VampPrior and a RealNVP flow prior, each an ``nn.Module`` whose call returns a Pyro
-distribution. Models (:mod:`pyrovamp.models`): :class:`VAE` with Pyro ``model``/``guide``.
-Training on PyTorch Lightning (:mod:`pyrovamp.training`), importance-sampled log-likelihood
-(:mod:`pyrovamp.evaluation`), data sets (:mod:`pyrovamp.data`), figures (:mod:`pyrovamp.plots`).
+Everything a notebook needs is importable from here:
+
+* data (:mod:`pyrovamp.data`): :func:`load_dataset`, :class:`Dataset`, ``DATASETS``;
+* priors (:mod:`pyrovamp.priors`): :class:`StandardPrior`, :class:`MoGPrior`,
+  :class:`VampPrior`, :class:`GTMPrior`, :class:`GTMVampPrior`, :class:`FlowPrior` (each an
+  ``nn.Module`` whose call returns a Pyro distribution; ``pyro.sample("z", prior())`` in any
+  model), :func:`make_prior`, ``PRIORS``;
+* models (:mod:`pyrovamp.models`): :class:`VAE`, :class:`HVAE`, :class:`ConvHVAE` with Pyro
+  ``model``/``guide``; keyword-only options after ``input_shape`` and ``latent_dim``;
+* training on PyTorch Lightning (:mod:`pyrovamp.training`): :func:`train`, :func:`fit`,
+  :class:`TrainConfig`, :class:`TrainResult`;
+* evaluation (:mod:`pyrovamp.evaluation`): :func:`log_likelihood`, :func:`elbo`,
+  :func:`elbo_terms`, :func:`log_importance_weights`, :func:`active_units`,
+  :func:`points_per_block`, :func:`evaluation_plan` -- nats per data point;
+* comparison (:mod:`pyrovamp.workflow`), figures (:mod:`pyrovamp.plots`) and run folders
+  (:mod:`pyrovamp.runs`): imported on first use (they load ArviZ or matplotlib).
+
+How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 """
 
-from .data import Dataset, load_dataset
-from .evaluation import active_units, elbo, log_importance_weights, log_likelihood
+import importlib
+
+from .data import DATASETS, Dataset, load_dataset
+from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
+                         log_importance_weights, log_likelihood, points_per_block)
 from .training import TrainConfig, TrainResult, fit, train
-from .models import HVAE, VAE, ConvHVAE
-from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior, VampPrior,
-                     make_prior)
+from .likelihoods import LIKELIHOODS
+from .models import HVAE, MODELS, VAE, ConvHVAE, check_data
+from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
+                     VampPrior, make_prior)
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "compare": "workflow", "to_inference_data": "workflow", "plot_compare": "workflow",
+    "plot_pareto_k": "workflow",
+    "plot_latent": "plots", "plot_samples": "plots", "plot_reconstructions": "plots",
+    "plot_history": "plots", "plot_pseudo_inputs": "plots", "plot_active_units": "plots",
+    "image_grid": "plots",
+    "load_run": "runs", "evaluate_run": "runs",
+}
+
 __all__ = [
-    "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "fit",
-    "TrainConfig", "TrainResult", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
-    "GTMVampPrior", "FlowPrior", "make_prior",
+    "DATASETS", "Dataset", "load_dataset",
+    "PRIORS", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior",
+    "FlowPrior", "make_prior",
+    "LIKELIHOODS", "MODELS", "VAE", "HVAE", "ConvHVAE", "check_data",
+    "TrainConfig", "TrainResult", "fit", "train",
+    "DEFAULT_MEMORY_BUDGET", "active_units", "elbo", "elbo_terms", "evaluation_plan",
+    "log_importance_weights", "log_likelihood", "points_per_block",
+    *_LAZY,
 ]
+
+
+def __getattr__(name):
+    """The names of :mod:`pyrovamp.workflow`, :mod:`pyrovamp.plots` and :mod:`pyrovamp.runs`,
+    imported on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyrovamp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

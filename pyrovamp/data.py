@@ -15,6 +15,10 @@
   column): a fixed shuffle (seed 0) into 1565 / 200 / 200 as the paper's code, 256 grey levels.
 * ``histopathology`` -- ``histopathology.pkl`` (dict of ``training``, ``validation``, ``test``
   arrays of 28x28 grey images in [0, 1]) of the paper's code, stored as 256 integer levels.
+  This is the one data set that exists only as a Python pickle, and unpickling an arbitrary file
+  can run arbitrary code; its loader therefore unpickles with a restricted unpickler that builds
+  numpy arrays and plain containers only and refuses any other object with a ``ValueError``
+  (:func:`read_array_pickle`). No other loader reads pickles.
 
 Binary data sets hold 0/1 values, grey ones their integer levels; every loader reads the
 canonical files from ``root`` and, with ``download=True`` and internet, fetches missing ones.
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat"]
+__all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat", "read_array_pickle"]
 
 DATASETS = ("digits", "static_mnist", "dynamic_mnist", "fashion_mnist", "omniglot",
             "caltech101_silhouettes", "frey_faces", "histopathology")
@@ -330,17 +334,49 @@ def _load_frey_faces(root, download):
                    x[n - n_test:], (28, 20), "discretized_logistic", 256, info={"root": str(root)})
 
 
-def _load_histopathology(root, download):
+# what a pickle of numpy arrays may reference: the array and dtype constructors, nothing else
+_ARRAY_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles
+}
+
+
+def read_array_pickle(path):
+    """Read a pickle that holds numpy arrays in plain containers (dict, list, tuple), also one
+    written by Python 2 (``encoding="latin1"``), without running code from the file: the
+    unpickler resolves only numpy's array, scalar and dtype constructors (and ``_codecs.encode``
+    for bytes), so a file that references any other callable -- the way a malicious pickle runs
+    code -- is refused.
+
+    Raises:
+        ValueError: the file references anything else, or is not a readable pickle (truncated,
+            corrupt) -- one line naming the file.
+    """
     import pickle
 
+    class _ArrayUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _ARRAY_PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays "
+                                         "and plain containers are allowed")
+
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable pickle of numpy arrays "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _load_histopathology(root, download):
     (path,) = _require(root, ["histopathology.pkl"],
                        "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/",
                        "histopathology", download)
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable pickle ({e})") from None
+    data = read_array_pickle(path)
     parts = []
     for key in ("training", "validation", "test"):
         if not isinstance(data, dict) or key not in data:

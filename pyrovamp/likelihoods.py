@@ -92,6 +92,30 @@ class _Bernoulli(dist.Bernoulli):
         return super().expand(batch_shape, _instance=new)
 
 
+def _dot_last(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(h * x).sum(-1)`` with broadcasting. When ``x`` is a ``(N, D)`` batch and ``h`` a stack
+    ``(..., N, D)`` of more than ``N`` decoder outputs per data point (importance sampling), it is
+    one matrix-vector product per data point, without the ``(..., N, D)`` product tensor."""
+    if h.dim() > 2 and x.dim() == 2 and h.shape[-2:] == x.shape and h.is_contiguous():
+        n, d = x.shape
+        stack = h.reshape(-1, n, d)
+        if stack.shape[0] > n:
+            x = x.to(h.dtype)
+            return torch.stack([torch.mv(stack[:, j], x[j]) for j in range(n)], -1).reshape(
+                h.shape[:-1])
+    return (h * x).sum(-1)
+
+
+class _IndependentBernoulli(dist.Independent):
+    """``_Bernoulli(logits).to_event(1)`` whose ``log_prob`` sums over the event without the
+    per-pixel tensor: ``sum_d x_d h_d - sum_d softplus(h_d)`` (the first sum by
+    :func:`_dot_last`). Values equal ``Bernoulli(logits=h).to_event(1).log_prob(x)``."""
+
+    def log_prob(self, value):
+        logits = self.base_dist.logits
+        return _dot_last(logits, value) - torch.nn.functional.softplus(logits).sum(-1)
+
+
 class BernoulliLikelihood(Likelihood):
     """Bernoulli likelihood for binary data: ``p(x|z) = prod_d Bern(x_d | sigmoid(h_d))``.
 
@@ -101,7 +125,8 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def __call__(self, h):
-        return _Bernoulli(logits=h, validate_args=False).to_event(1)
+        return _IndependentBernoulli(_Bernoulli(logits=h, validate_args=False), 1,
+                                     validate_args=False)
 
     def mean(self, h):
         return torch.sigmoid(h)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import pyro
@@ -21,23 +22,40 @@ from .likelihoods import make_likelihood
 from .nets import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
                    ConvGaussianEncoder, GaussianEncoder, JointNet)
 from .priors import Prior, make_prior
+from .registration import RegisteredModule
 
 __all__ = ["VAE", "HVAE", "ConvHVAE", "check_data", "MODELS"]
 
-_instance_counter = itertools.count()
 
-
-def check_data(x, input_dim: int, likelihood, name: str = "x") -> torch.Tensor:
+def check_data(x, input_dim: int, likelihood, name: str = "x", *, dtype=None,
+               device=None) -> torch.Tensor:
     """Check a batch of data before any work; return it as a ``(N, D)`` floating tensor.
 
-    Accepts ``(N, D)`` or ``(N, *image_shape)`` with ``prod(image_shape) == D``.
+    Accepts a ``torch.Tensor`` or a numpy array of shape ``(N, D)`` or ``(N, *image_shape)``
+    with ``prod(image_shape) == D``, of any real dtype (float64, integer and boolean data are
+    cast: the values are checked against the likelihood's support, so nothing is lost).
+
+    Args:
+        x: the data.
+        input_dim: ``D``.
+        likelihood: a :class:`~pyrovamp.likelihoods.Likelihood` (its support is checked).
+        name: the argument's name in error messages.
+        dtype: floating dtype of the result (default: ``x``'s if floating, else torch's default).
+        device: device of the result (default: ``x``'s).
 
     Raises:
-        ValueError: not a tensor, wrong shape, empty, NaN/inf, or values outside the
-            likelihood's support -- the message names ``name`` and what was expected.
+        ValueError: not a tensor or array, wrong shape, empty, complex, NaN/inf, or values outside
+            the likelihood's support -- the message names ``name`` and what was expected.
     """
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got a numpy array of dtype {x.dtype}")
+        x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, {input_dim}), got {type(x).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array of shape (N, {input_dim}), "
+                         f"got {type(x).__name__}")
+    if x.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.dim() < 2 or math.prod(x.shape[1:]) != input_dim:
         raise ValueError(f"{name} must have shape (N, {input_dim}) (N data points of {input_dim} "
                          f"values), got {tuple(x.shape)}")
@@ -45,23 +63,46 @@ def check_data(x, input_dim: int, likelihood, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     if x.dim() > 2:
         x = x.reshape(x.shape[0], input_dim)
-    if not x.is_floating_point():
-        x = x.float()
+    if dtype is None:
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    x = x.to(device=device if device is not None else x.device, dtype=dtype)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     likelihood.check_support(x, name)
     return x
 
 
-class VAE(nn.Module):
+def _float_tensor(obj):
+    """The first floating parameter or buffer of ``obj`` (the dtype and device of a model), or
+    None -- also for an object without ``parameters()``."""
+    params = obj.parameters() if hasattr(obj, "parameters") else ()
+    buffers = obj.buffers() if hasattr(obj, "buffers") else ()
+    for t in itertools.chain(params, buffers):
+        if torch.is_tensor(t) and t.is_floating_point():
+            return t
+    return None
+
+
+class VAE(RegisteredModule):
     """Variational auto-encoder with a learnable prior, written as a Pyro ``model``/``guide``.
+
+    Its parameters, the prior's included, are local to the module (:mod:`pyrovamp.registration`):
+    two models never share parameters, and ``copy.deepcopy``/``pickle`` give independent models.
+    Data of any real dtype (float64, integers, numpy arrays) is cast to the model's dtype and moved
+    to its device.
 
     Args:
         input_shape: shape of one data point, e.g. ``(8, 8)`` or ``(784,)``; ``D = prod``.
         latent_dim: ``L``, size of ``z``.
+
+    Keyword-only options:
         prior: a prior name (``standard, mog, vampprior, gtm, gtm-vampprior, flow``) or a
-            :class:`~pyrovamp.priors.Prior` module. ``vae.prior`` is that module.
-        likelihood: ``"bernoulli"`` (binary data) or ``"categorical"`` (integer levels).
+            :class:`~pyrovamp.priors.Prior` module. ``vae.prior`` is that module; assigning
+            ``vae.prior = ...`` later goes through the same checks. A VampPrior or GTM-VampPrior
+            module must be built on the model's own encoder (``VampPrior(vae.encoder, ...)``, so
+            it can only be assigned after construction; ``prior="vampprior"`` does it for you).
+        likelihood: ``"bernoulli"`` (binary data), ``"categorical"`` (integer levels) or
+            ``"discretized_logistic"`` (grey levels).
         num_values: levels of the categorical likelihood (Digits: 17).
         hidden_dim: units per hidden layer of encoder and decoder (the book: 256).
         num_hidden_layers: hidden layers of encoder and decoder (the book: 2).
@@ -79,10 +120,11 @@ class VAE(nn.Module):
             deterministic functions of the pseudo-inputs.
 
     Raises:
-        ValueError: unknown prior or likelihood name, latent size below 1, bad sizes.
+        ValueError: unknown prior or likelihood name, latent size below 1, bad sizes, a prior
+            whose latent size differs, or a VampPrior on another encoder than the model's.
     """
 
-    def __init__(self, input_shape, latent_dim: int = 2, prior="vampprior",
+    def __init__(self, input_shape, latent_dim: int = 2, *, prior="vampprior",
                  likelihood: str = "bernoulli", num_values: int | None = None,
                  hidden_dim: int = 256, num_hidden_layers: int = 2, architecture: str = "mlp",
                  num_components: int = 16, grid_side: int | None = None,
@@ -93,7 +135,7 @@ class VAE(nn.Module):
             input_shape = (input_shape,)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.input_dim = math.prod(self.input_shape)
-        if not isinstance(latent_dim, int) or latent_dim < 1:
+        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         self.latent_dim = latent_dim
         self.likelihood = make_likelihood(likelihood, self.input_dim, num_values)
@@ -105,9 +147,6 @@ class VAE(nn.Module):
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
                         num_flows=num_flows)
-        # a name of this instance's own in Pyro's global param store, so two models in one
-        # session never share (and silently overwrite) each other's parameters
-        self.pyro_name = f"pyrovamp.VAE.{next(_instance_counter)}"
 
     def _set_prior(self, prior, **kw):
         """``self.prior`` from a name (built around ``self.encoder``) or a Prior module."""
@@ -115,12 +154,47 @@ class VAE(nn.Module):
             prior = make_prior(prior, self.latent_dim, encoder=self.encoder,
                                input_dim=self.input_dim,
                                data_range=(self.likelihood.low, self.likelihood.high), **kw)
-        elif not isinstance(prior, Prior):
+        self.prior = prior
+
+    def _check_prior(self, prior) -> Prior:
+        """The checks of ``vae.prior = prior``: a Prior of the model's latent size; one whose
+        components go through an encoder (VampPrior, GTM-VampPrior) uses the model's own."""
+        if not isinstance(prior, Prior):
             raise ValueError(f"prior must be a prior name or a pyrovamp.priors.Prior, got {prior!r}")
         if prior.latent_dim != self.latent_dim:
-            raise ValueError(f"prior.latent_dim={prior.latent_dim} differs from "
+            raise ValueError(f"prior.latent_dim={prior.latent_dim} differs from the model's "
                              f"latent_dim={self.latent_dim}")
-        self.prior = prior
+        encoder = getattr(prior, "encoder", None)
+        if encoder is not None and encoder is not self.encoder:
+            raise ValueError(
+                f"the {type(prior).__name__}'s components must be the model's own posterior "
+                "q(z|u_k) at the pseudo-inputs (Tomczak & Welling 2018, eq. 9; book eq. 4.48), but "
+                "its encoder is another module: build it on vae.encoder after constructing the "
+                f"model (e.g. {type(prior).__name__}(vae.encoder, ...)) or pass the prior by name")
+        input_dim = getattr(prior, "input_dim", None)
+        if input_dim is not None and input_dim != self.input_dim:
+            raise ValueError(f"prior.input_dim={input_dim} (pseudo-inputs) differs from the "
+                             f"model's input_dim={self.input_dim}")
+        return prior
+
+    def __setattr__(self, name, value):
+        if name == "prior":
+            value = self._check_prior(value)
+        elif name == "encoder" and "prior" in self._modules:
+            encoder = getattr(self._modules["prior"], "encoder", None)
+            if encoder is not None and encoder is not value:
+                raise ValueError("the prior's components use the model's encoder: replacing "
+                                 "vae.encoder would leave the prior on the old one; assign a new "
+                                 "prior built on the new encoder afterwards instead")
+        super().__setattr__(name, value)
+
+    def _data(self, x, name: str = "x") -> torch.Tensor:
+        """``x`` checked (:func:`check_data`), as a ``(N, D)`` tensor of the model's dtype on its
+        device."""
+        t = _float_tensor(self)
+        return check_data(x, self.input_dim, self.likelihood, name,
+                          dtype=None if t is None else t.dtype,
+                          device=None if t is None else t.device)
 
     # --- Pyro model and guide -------------------------------------------------------------
     def model(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,9 +206,9 @@ class VAE(nn.Module):
         Raises:
             ValueError: wrong shape, NaN, or values outside the likelihood's support.
         """
-        x = check_data(x, self.input_dim, self.likelihood)
-        pyro.module(self.pyro_name, self)
-        prior = self.prior()
+        x = self._data(x)
+        self.register_parameters()
+        prior = self.prior(register=False)
         with pyro.plate("data", x.shape[0], dim=-1):
             z = pyro.sample("z", prior)
             pyro.sample("x", self.decode(z), obs=x)
@@ -142,8 +216,8 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         """Amortised variational posterior ``q(z|x)``; site ``z``. Same input checks as ``model``."""
-        x = check_data(x, self.input_dim, self.likelihood)
-        pyro.module(self.pyro_name, self)
+        x = self._data(x)
+        self.register_parameters()
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample("z", self.encode(x))
 
@@ -160,21 +234,21 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
         """Draw ``z ~ p(z)`` then ``x ~ p(x|z)`` (or ``E[x|z]`` with ``mean=True``): ``(n, D)``."""
-        z = self.prior().sample((num_samples,))
+        z = self.prior(register=False).sample((num_samples,))
         h = self.decoder(z)
         return self.likelihood.mean(h) if mean else self.likelihood(h).sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``E[x | z = mean of q(z|x)]`` in data space, ``(N, D)``."""
-        x = check_data(x, self.input_dim, self.likelihood)
+        x = self._data(x)
         loc, _ = self.encoder(x)
         return self.likelihood.mean(self.decoder(loc))
 
     @torch.no_grad()
     def posterior_means(self, x: torch.Tensor, num_samples: int = 1) -> dict:
         """``E_q[z|x]`` per latent site: ``{"z": (N, L)}`` (for active units)."""
-        x = check_data(x, self.input_dim, self.likelihood)
+        x = self._data(x)
         return {"z": self.encoder(x)[0]}
 
     @property
@@ -215,15 +289,18 @@ class HVAE(VAE):
 
     latent_sites = ("z2", "z1")
 
-    def __init__(self, input_shape, latent_dim: int = 40, prior="vampprior",
+    def __init__(self, input_shape, latent_dim: int = 40, *, prior="vampprior",
                  likelihood: str = "bernoulli", num_values: int | None = None,
                  hidden_dim: int = 300, architecture: str = "gated", num_components: int = 500,
                  grid_side: int | None = None, prior_hidden_dims=(64, 64),
                  learn_weights: bool | None = None, logvar_bounds=(-6.0, 2.0), num_flows: int = 4,
                  z1_dim: int | None = None, num_hidden_layers: int = 2):
-        super().__init__(input_shape, latent_dim, prior, likelihood, num_values, hidden_dim,
-                         num_hidden_layers, architecture, num_components, grid_side,
-                         prior_hidden_dims, learn_weights, logvar_bounds, num_flows)
+        super().__init__(input_shape, latent_dim, prior=prior, likelihood=likelihood,
+                         num_values=num_values, hidden_dim=hidden_dim,
+                         num_hidden_layers=num_hidden_layers, architecture=architecture,
+                         num_components=num_components, grid_side=grid_side,
+                         prior_hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                         logvar_bounds=logvar_bounds, num_flows=num_flows)
         z1_dim = latent_dim if z1_dim is None else z1_dim
         if not isinstance(z1_dim, int) or z1_dim < 1:
             raise ValueError(f"z1_dim must be a positive integer, got {z1_dim!r}")
@@ -234,14 +311,13 @@ class HVAE(VAE):
                                               [self.likelihood.normalize, None], logvar_bounds)
         self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
         self.decoder = JointNet([z1_dim, L2], H, self.likelihood.output_dim, architecture, 1)
-        self.pyro_name = self.pyro_name.replace("VAE", "HVAE")
 
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1``, ``x``. Raises ``ValueError``
         on bad ``x`` (shape, NaN, support)."""
-        x = check_data(x, self.input_dim, self.likelihood)
-        pyro.module(self.pyro_name, self)
-        prior = self.prior()
+        x = self._data(x)
+        self.register_parameters()
+        prior = self.prior(register=False)
         with pyro.plate("data", x.shape[0], dim=-1):
             z2 = pyro.sample("z2", prior)
             loc, scale = self.p_z1(z2)
@@ -251,8 +327,8 @@ class HVAE(VAE):
 
     def guide(self, x: torch.Tensor):
         """``q(z2|x) q(z1|x, z2)``; sites ``z2``, ``z1``. Same input checks as ``model``."""
-        x = check_data(x, self.input_dim, self.likelihood)
-        pyro.module(self.pyro_name, self)
+        x = self._data(x)
+        self.register_parameters()
         with pyro.plate("data", x.shape[0], dim=-1):
             z2 = pyro.sample("z2", self.encode(x))
             z1 = pyro.sample("z1", self.encode_z1(x, z2))
@@ -271,7 +347,7 @@ class HVAE(VAE):
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
         """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x ~ p(x|z1, z2)`` (or its mean): ``(n, D)``."""
-        z2 = self.prior().sample((num_samples,))
+        z2 = self.prior(register=False).sample((num_samples,))
         loc, scale = self.p_z1(z2)
         z1 = loc + scale * torch.randn_like(loc)
         h = self.decoder(z1, z2)
@@ -280,7 +356,7 @@ class HVAE(VAE):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``E[x | z1, z2]`` at the guide's means ``z2 = E[z2|x]``, ``z1 = E[z1|x, z2]``."""
-        x = check_data(x, self.input_dim, self.likelihood)
+        x = self._data(x)
         z2 = self.encoder(x)[0]
         z1 = self.encoder_z1(x, z2)[0]
         return self.likelihood.mean(self.decoder(z1, z2))
@@ -289,7 +365,7 @@ class HVAE(VAE):
     def posterior_means(self, x: torch.Tensor, num_samples: int = 10) -> dict:
         """``E_q[z2|x]`` ``(N, L2)`` and ``E_q[z1|x] = E_{q(z2|x)} E[z1|x, z2]`` ``(N, L1)``
         (Monte Carlo over ``num_samples`` draws of ``z2``)."""
-        x = check_data(x, self.input_dim, self.likelihood)
+        x = self._data(x)
         loc2, scale2 = self.encoder(x)
         z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
         return {"z2": loc2, "z1": self.encoder_z1(x, z2)[0].mean(0)}
@@ -307,15 +383,14 @@ class ConvHVAE(HVAE):
             square), and the errors of :class:`HVAE`.
     """
 
-    def __init__(self, input_shape, latent_dim: int = 40, prior="vampprior",
+    def __init__(self, input_shape, latent_dim: int = 40, *, prior="vampprior",
                  likelihood: str = "bernoulli", num_values: int | None = None,
                  hidden_dim: int = 300, num_components: int = 500, grid_side: int | None = None,
                  prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
-                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None,
-                 architecture: str = "gated", num_hidden_layers: int = 2):
-        super().__init__(input_shape, latent_dim, "standard", likelihood, num_values, hidden_dim,
-                         "gated", num_components, grid_side, prior_hidden_dims, learn_weights,
-                         logvar_bounds, num_flows, z1_dim, num_hidden_layers)
+                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None):
+        super().__init__(input_shape, latent_dim, prior="standard", likelihood=likelihood,
+                         num_values=num_values, hidden_dim=hidden_dim, architecture="gated",
+                         logvar_bounds=logvar_bounds, z1_dim=z1_dim)
         shape = self.input_shape_2d
         if shape[0] < 4 or shape[1] < 4:
             raise ValueError(f"ConvHVAE needs image input_shape (H, W), got {self.input_shape}")
@@ -328,7 +403,6 @@ class ConvHVAE(HVAE):
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
                         num_flows=num_flows)
-        self.pyro_name = self.pyro_name.replace("HVAE", "ConvHVAE")
 
 
 MODELS = {"vae": VAE, "hvae": HVAE, "convhvae": ConvHVAE}

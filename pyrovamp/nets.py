@@ -38,7 +38,9 @@ class GatedDense(nn.Module):
 
     def forward(self, x):
         h, g = self.linear(x).chunk(2, dim=-1)
-        return h * torch.sigmoid(g)
+        if torch.is_grad_enabled():
+            return h * torch.sigmoid(g)
+        return h.mul_(g.sigmoid_())  # no autograd: in place, no new tensors (evaluation)
 
 
 def dense_layer(in_features: int, out_features: int, architecture: str = "mlp") -> nn.Module:

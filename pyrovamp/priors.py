@@ -4,12 +4,12 @@ The prior contract: ``prior()`` returns a :class:`pyro.distributions.TorchDistri
 ``event_shape == (latent_dim,)`` and ``batch_shape == ()``, rebuilt from the module's parameters
 on every call so gradients flow (the "lazy distribution" pattern of zuko). Its ``log_prob``
 accepts any leading shape ``(..., latent_dim)`` and returns ``(...)`` in nats; ``sample(shape)``
-returns ``shape + (latent_dim,)``. So a prior drops into any Pyro model::
+returns ``shape + (latent_dim,)``. Its support is ``constraints.independent(constraints.real, 1)``
+(a density on R^L), so ``biject_to``, the autoguides, NUTS/HMC and the init strategies handle it.
+Built inside a Pyro model (under any Pyro handler) a prior registers its own parameters
+(:mod:`pyrovamp.registration`), so a prior drops into any Pyro model in one line::
 
     z = pyro.sample("z", prior())
-
-(register its parameters with ``pyro.module("prior", prior)`` when you train it with SVI in a
-model of your own).
 
 Priors (Tomczak, *Deep Generative Modeling*, sec. 4.4.1; Tomczak & Welling, AISTATS 2018):
 
@@ -41,7 +41,11 @@ import zuko
 from pyro.contrib.zuko import ZukoToPyro
 from torch.distributions import constraints
 
+from torch.distributions import constraints
+from torch.distributions.constraints import MixtureSameFamilyConstraint
+
 from .nets import MLP
+from .registration import RegisteredModule
 
 __all__ = [
     "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior",
@@ -50,6 +54,44 @@ __all__ = [
 
 PRIORS = ("standard", "mog", "vampprior", "gtm", "gtm-vampprior", "flow")
 _LOG_2PI = math.log(2 * math.pi)
+REAL_VECTOR = constraints.independent(constraints.real, 1)
+"""The support every prior declares: vectors in R^L."""
+
+
+def _is_real_vector(support) -> bool:
+    return (isinstance(support, constraints.independent)
+            and support.base_constraint is constraints.real
+            and support.reinterpreted_batch_ndims == 1)
+
+
+_REAL_SUPPORT_CLASSES: dict = {}
+
+
+def _with_real_support(d: dist.TorchDistribution) -> dist.TorchDistribution:
+    """``d`` itself if it declares ``support == independent(real, 1)``; else ``d`` with that
+    support declared (a subclass of its own class; kept by ``expand``). Only distributions that
+    declare no support, or a mixture of real vectors (torch's ``MixtureSameFamilyConstraint``,
+    which ``biject_to`` cannot handle), are changed; any other support is left alone."""
+    try:
+        support = d.support
+    except NotImplementedError:
+        support = None
+    if _is_real_vector(support):
+        return d
+    if support is not None and not (isinstance(support, MixtureSameFamilyConstraint)
+                                    and _is_real_vector(support.base_constraint)):
+        return d
+    cls = type(d)
+    if cls not in _REAL_SUPPORT_CLASSES:
+        def expand(self, *args, **kwargs):
+            return _with_real_support(super(new_cls, self).expand(*args, **kwargs))
+
+        new_cls = type(cls.__name__, (cls,), {
+            "support": REAL_VECTOR, "expand": expand, "__module__": cls.__module__,
+            "__doc__": f"{cls.__name__} with support ``independent(real, 1)`` declared."})
+        _REAL_SUPPORT_CLASSES[cls] = new_cls
+    d.__class__ = _REAL_SUPPORT_CLASSES[cls]
+    return d
 
 
 class DiagonalGaussianMixture(dist.MixtureSameFamily):
@@ -59,9 +101,13 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
 
     It is :class:`pyro.distributions.MixtureSameFamily` of ``Categorical(logits)`` and
     ``Normal(loc, scale).to_event(1)``, with a faster ``log_prob``: the log-densities of all
-    components come from one matrix product (in float64, so that no precision is lost in the
-    expansion ``|z|^2/s^2 - 2 z.mu/s^2 + |mu|^2/s^2``) instead of a ``(..., K, L)`` intermediate.
-    That makes the VampPrior with K=500, L=40 cheap in importance sampling.
+    components come from one matrix product of the expansion
+    ``|z|^2/s^2 - 2 z.mu/s^2 + |mu|^2/s^2`` -- with ``z`` and ``mu`` centred on the mean of each
+    group of values along dim -2, so that no precision is lost to cancellation -- instead of a
+    ``(..., K, L)`` intermediate. That makes the VampPrior with K=500, L=40 cheap in importance
+    sampling. Its support is
+    ``independent(real, 1)`` (not torch's ``MixtureSameFamilyConstraint``), so ``biject_to``,
+    the autoguides and NUTS handle it.
 
     Args:
         logits: ``(K,)`` unnormalised log mixing weights.
@@ -82,45 +128,75 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         )
         self._params = (logits, loc, scale)
 
+    support = REAL_VECTOR
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(DiagonalGaussianMixture, _instance)
         new = super().expand(batch_shape, _instance=new)
         new._params = self._params
         return new
 
+    def _grouped_log_prob(self, value, weights: bool):
+        """Component log-densities ``(G, P, K)`` of ``value`` ``(..., L)``; with ``weights`` the
+        log mixing weights are added.
+
+        ``log N(z|m,s) = -0.5 |z'|^2.prec + z'.(m' prec) - 0.5 |m'|^2.prec - sum log s - L/2 log 2pi``
+        with ``z' = z - c``, ``m' = m - c`` for a centre ``c``: all ``K`` components in one
+        (batched) matrix product, and little cancellation error, as the values are centred where
+        they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
+        16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
+        points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
+        one group, centred on its mean and computed in float64.
+        """
+        logits, loc, scale = self._params
+        K, L = loc.shape
+        if value.dim() < 1 or value.shape[-1] != L:
+            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
+        grouped = value.dim() >= 3 and value[..., 0, 0].numel() >= 16
+        dtype = torch.promote_types(value.dtype, loc.dtype if grouped else torch.float64)
+        v = value.to(dtype)
+        v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
+        loc, scale = loc.to(dtype), scale.to(dtype)
+        center = v.mean(0)                                   # G x L
+        vc = (v - center).transpose(0, 1)                    # G x P x L
+        m = loc - center[:, None, :]                         # G x K x L
+        prec = scale.pow(-2)
+        const = (-0.5 * (m * m * prec).sum(-1) - scale.log().sum(-1)
+                 - 0.5 * L * _LOG_2PI)                       # G x K
+        if weights:
+            const = const + logits.to(dtype).log_softmax(-1)
+        w = torch.cat([(-0.5 * prec).expand_as(m), m * prec], dim=-1)  # G x K x 2L
+        return torch.baddbmm(const.unsqueeze(1), torch.cat([vc * vc, vc], dim=-1),
+                             w.transpose(1, 2))
+
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
-        logits, loc, scale = self._params
-        L = loc.shape[-1]
-        if value.shape[-1] != L:
-            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
-        flat = value.reshape(-1, L).double()
-        prec = scale.double().pow(-2)  # K x L
-        loc64 = loc.double()
-        # log N(z|m,s) = -0.5 z^2.prec + z.(m prec) - 0.5 m^2.prec - sum log s - L/2 log 2pi,
-        # all K components in one matrix product
-        const = (-0.5 * (loc64.pow(2) * prec).sum(-1) - scale.double().log().sum(-1)
-                 - 0.5 * L * _LOG_2PI)
-        weights = torch.cat([-0.5 * prec, loc64 * prec], dim=-1)  # K x 2L
-        out = torch.addmm(const, torch.cat([flat * flat, flat], dim=-1), weights.T)
-        return out.to(value.dtype).reshape(value.shape[:-1] + (loc.shape[0],))
+        out = self._grouped_log_prob(value, weights=False).to(value.dtype)
+        return out.transpose(0, 1).reshape(value.shape[:-1] + (out.shape[-1],))
 
     def log_prob(self, value):
-        logits = self._params[0]
-        lp = torch.logsumexp(self.component_log_prob(value) + logits.log_softmax(-1), dim=-1)
+        """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``, ``(..., L) -> (...)``."""
+        lp = torch.logsumexp(self._grouped_log_prob(value, weights=True), dim=-1)  # G x P
+        lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)
 
 
-class Prior(nn.Module, abc.ABC):
+class Prior(RegisteredModule, abc.ABC):
     """Base class of the priors: ``prior()`` returns a fresh Pyro distribution over ``z``.
 
-    Subclasses implement :meth:`distribution`. Inside ``with prior.cached():`` the distribution is
-    built once and reused -- use it for evaluation under ``torch.no_grad()`` so that, e.g., the
-    VampPrior's encoder runs on the pseudo-inputs once per evaluation instead of once per chunk.
+    Subclasses implement :meth:`distribution`. The base class declares its support
+    ``independent(real, 1)`` where the subclass's distribution does not (or inherits torch's
+    ``MixtureSameFamilyConstraint``), and registers the prior's parameters with Pyro when the
+    distribution is built under a Pyro handler (:mod:`pyrovamp.registration`: a name of this
+    instance's own, fresh for copies, so two priors never share parameters). Inside
+    ``with prior.cached():`` the distribution is built once and reused -- use it for evaluation
+    under ``torch.no_grad()`` so that, e.g., the VampPrior's encoder runs on the pseudo-inputs once
+    per evaluation instead of once per chunk.
 
     Attributes:
         latent_dim: size ``L`` of the latent vector.
+        pyro_name: the prefix of its parameters' names in Pyro.
     """
 
     def __init__(self, latent_dim: int):
@@ -135,12 +211,25 @@ class Prior(nn.Module, abc.ABC):
     def distribution(self) -> dist.TorchDistribution:
         """Build p(z) from the current parameters: batch shape ``()``, event ``(L,)``."""
 
-    def forward(self) -> dist.TorchDistribution:
+    def forward(self, register: bool = True) -> dist.TorchDistribution:
+        """p(z): batch shape ``()``, event shape ``(L,)``, support ``independent(real, 1)``.
+
+        Args:
+            register: issue the ``pyro.param`` statements of the prior's parameters (under a Pyro
+                handler only). A model that registers the prior as part of itself passes False.
+        """
+        if register:
+            self.register_parameters()
         if self._cache_depth > 0:
             if self._cache is None:
-                self._cache = self.distribution()
+                self._cache = _with_real_support(self.distribution())
             return self._cache
-        return self.distribution()
+        return _with_real_support(self.distribution())
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_cache"], state["_cache_depth"] = None, 0  # a copy starts outside cached()
+        return state
 
     @contextmanager
     def cached(self):
@@ -155,11 +244,11 @@ class Prior(nn.Module, abc.ABC):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z)`` in nats, ``(..., L) -> (...)``."""
-        return self().log_prob(z)
+        return self(register=False).log_prob(z)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """Draw ``sample_shape + (L,)`` latent vectors."""
-        return self().sample(torch.Size(sample_shape))
+        return self(register=False).sample(torch.Size(sample_shape))
 
 
 class StandardPrior(Prior):

@@ -9,9 +9,13 @@ SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Fixed seeds, and one torch thread: the tests' models are tiny, and on a busy machine two
+    OpenMP threads mostly wait for each other."""
     pyro.set_rng_seed(0)
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

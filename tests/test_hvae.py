@@ -16,7 +16,7 @@ def _x(n=24, seed=0):
 
 def _hvae(prior="vampprior", **kw):
     pyro.set_rng_seed(0)
-    return HVAE((12,), 3, prior, hidden_dim=16, num_components=4, z1_dim=2, **kw)
+    return HVAE((12,), 3, prior=prior, hidden_dim=16, num_components=4, z1_dim=2, **kw)
 
 
 @pytest.mark.parametrize("prior", PRIORS)
@@ -43,7 +43,7 @@ def test_importance_sampling_is_above_the_elbo_and_tightens():
 
 
 def test_active_units_counts_units_that_vary_with_the_data():
-    m = VAE((12,), 4, "standard", hidden_dim=8)
+    m = VAE((12,), 4, prior="standard", hidden_dim=8)
     with torch.no_grad():  # make the encoder's mean depend on x through units 0 and 2 only
         last = m.encoder.net[-1]
         last.weight.zero_()
@@ -52,9 +52,20 @@ def test_active_units_counts_units_that_vary_with_the_data():
         last.weight[2, :] = -0.02  # varies, but below the threshold
     au = active_units(m, _x(200))
     assert au == {"z": 1}
-    h = _hvae()
-    au = active_units(h, _x(200))
-    assert set(au) == {"z1", "z2"} and 0 <= au["z2"] <= 3 and 0 <= au["z1"] <= 2
+    h = _hvae()  # z2: 3 units, z1: 2 units
+    with torch.no_grad():  # E[z2|x] varies through unit 1 only; E[z1|x] through both units
+        q2 = h.encoder.net[-1]
+        q2.weight[:3].zero_()
+        q2.bias[:3].zero_()
+        q2.weight[1, :] = 2.0
+        q2.weight[2, :] = 0.01  # varies, but below the threshold
+        q1 = h.encoder_z1.net.joint[-1]
+        q1.weight[:2].zero_()
+        q1.bias[:2].zero_()
+        q1.weight[0, :] = 2.0
+        q1.weight[1, :] = -1.5
+    assert active_units(h, _x(200)) == {"z2": 1, "z1": 2}
+    assert active_units(h, _x(200), threshold=1e-8) == {"z2": 2, "z1": 2}
     with pytest.raises(ValueError, match="at least 2"):
         active_units(h, _x(1))
 
@@ -63,4 +74,4 @@ def test_hvae_bad_input():
     with pytest.raises(ValueError, match="binary"):
         _hvae().model(torch.full((2, 12), 0.3))
     with pytest.raises(ValueError, match="z1_dim"):
-        HVAE((12,), 3, "standard", z1_dim=0)
+        HVAE((12,), 3, prior="standard", z1_dim=0)

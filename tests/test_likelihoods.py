@@ -1,3 +1,5 @@
+import math
+
 import pyro.distributions as dist
 import pytest
 import torch
@@ -36,20 +38,68 @@ def test_make_likelihood_errors():
         CategoricalLikelihood(4, 1)
 
 
-def test_discretized_logistic_sums_to_one_over_its_256_levels():
-    from pyrovamp.likelihoods import DiscretizedLogistic, DiscretizedLogisticLikelihood
+def _logistic_bin_probabilities(loc, scale, n=256):
+    """P(level k) of a discretised logistic, straight from the definition in float64: the mass of
+    Logistic(loc, scale) on the bin [k/(n-1) - h, k/(n-1) + h], h = 0.5/(n-1), with the first and
+    last bins taking the tails."""
+    loc, scale = loc.double(), scale.double()
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    h = 0.5 / (n - 1)
+    cdf = lambda v: torch.sigmoid((v - loc) / scale)
+    upper = torch.where(k == n - 1, torch.ones_like(loc), cdf(k / (n - 1) + h))
+    lower = torch.where(k == 0, torch.zeros_like(loc), cdf(k / (n - 1) - h))
+    return upper - lower  # (n, ...)
 
-    loc = torch.tensor([0.0, 0.3, 0.999, 0.5, 1.2, -0.1])
-    scale = torch.tensor([0.01, 0.1, 0.05, 0.011, 0.3, 1.0])
+
+def test_discretized_logistic_matches_its_definition_level_by_level():
+    from pyrovamp.likelihoods import DiscretizedLogistic
+
+    loc = torch.tensor([0.0, 0.3, 0.999, 0.5, 1.2, -0.1, 0.5])
+    scale = torch.tensor([0.01, 0.1, 0.05, 0.011, 0.3, 1.0, 0.002])
     d = DiscretizedLogistic(loc, scale)
-    levels = torch.arange(256.0)[:, None].expand(256, 6)
-    total = d.log_prob(levels).double().exp().sum(0)
-    assert torch.allclose(total, torch.ones(6, dtype=torch.float64), atol=1e-4)
-    s = d.sample((2000,))
-    assert s.shape == (2000, 6) and bool(((s >= 0) & (s <= 255) & (s == s.round())).all())
-    assert abs(float(s[:, 1].mean()) - 0.3 * 255) < 3.0
+    levels = torch.arange(256.0)[:, None].expand(256, 7)
+    got = d.log_prob(levels).double()
+    want = _logistic_bin_probabilities(loc, scale)
+    mass = want > 1e-4  # where the probability is not small, log-probabilities agree closely
+    assert torch.allclose(got[mass], want[mass].log(), atol=1e-2, rtol=0)
+    tail = (want > 1e-12) & ~mass  # tiny bins: the density at the bin's centre times its width
+    assert torch.allclose(got[tail], want[tail].log(), atol=0.25, rtol=0)
+    assert torch.allclose(got.exp().sum(0), torch.ones(7, dtype=torch.float64), atol=1e-4)
+
+
+def test_discretized_logistic_samples_have_the_logistic_spread():
+    from pyrovamp.likelihoods import DiscretizedLogistic
+
+    loc, scale = torch.tensor([0.3, 0.6]), torch.tensor([0.05, 0.02])
+    s = DiscretizedLogistic(loc, scale).sample((20000,))
+    assert s.shape == (20000, 2) and bool(((s >= 0) & (s <= 255) & (s == s.round())).all())
+    assert torch.allclose(s.mean(0), loc * 255, atol=0.5)
+    std = scale * 255 * math.pi / math.sqrt(3)  # the logistic's standard deviation, in levels
+    assert torch.allclose(s.std(0), std, rtol=0.03)
+
+
+def test_discretized_logistic_likelihood_parameterisation():
+    from pyrovamp.likelihoods import DiscretizedLogisticLikelihood
+
     like = DiscretizedLogisticLikelihood(3)
-    p = like(torch.randn(4, 6))
-    assert p.batch_shape == (4,) and p.event_shape == (3,)
+    h = torch.tensor([[0.0, 2.0, -1.0, math.log(0.1), -10.0, 3.0]])  # 3 locations, 3 log-scales
+    p = like(h)
+    assert p.batch_shape == (1,) and p.event_shape == (3,)
+    assert torch.allclose(p.base_dist.loc, torch.sigmoid(h[:, :3]))
+    assert torch.allclose(p.base_dist.scale, torch.tensor([[0.1, math.exp(-4.5), 1.0]]))
+    x = torch.tensor([[0.0, 200.0, 77.0]])
+    want = _logistic_bin_probabilities(p.base_dist.loc, p.base_dist.scale)
+    assert torch.allclose(p.log_prob(x).double(),
+                          want.gather(0, x.long()).log().sum(-1), atol=1e-3)
     with pytest.raises(ValueError, match="integer grey levels in 0..255"):
         like.check_support(torch.tensor([[0.0, 256.0, 3.0]]))
+
+
+def test_bernoulli_scores_a_stack_of_decoder_outputs_per_data_point():
+    """Importance sampling's shape: S decoder outputs for each of N data points."""
+    h = torch.randn(50, 4, 6) * 5
+    x = (torch.rand(4, 6) < 0.5).float()
+    ours = BernoulliLikelihood(6)(h)
+    assert torch.allclose(ours.log_prob(x), dist.Bernoulli(logits=h).to_event(1).log_prob(x),
+                          atol=1e-4)
+    assert type(ours.expand([2, 50, 4])) is type(ours)

@@ -2,6 +2,7 @@
 the real files where this machine has them)."""
 
 import gzip
+import os
 import pickle
 import struct
 
@@ -118,3 +119,43 @@ def test_histopathology(tmp_path):
 def test_missing_files_are_named(tmp_path, name):
     with pytest.raises(FileNotFoundError, match=name):
         load_dataset(name, tmp_path / "empty", download=False)
+
+
+class _RunsCode:
+    """What a malicious pickle does: its reconstruction calls a function of the attacker's
+    choice (here a harmless one that leaves a trace)."""
+
+    def __reduce__(self):
+        return (os.makedirs, (self.target,))
+
+
+def test_histopathology_pickle_may_hold_arrays_only(tmp_path):
+    from pyrovamp.data import read_array_pickle
+
+    payload = _RunsCode()
+    payload.target = str(tmp_path / "pwned")
+    data = {"training": np.zeros((2, 784), np.float32), "validation": payload,
+            "test": np.zeros((1, 784), np.float32)}
+    with open(tmp_path / "histopathology.pkl", "wb") as f:
+        pickle.dump(data, f)
+    with pytest.raises(ValueError, match=r"histopathology\.pkl.*refusing to load posix\.makedirs|"
+                                         r"histopathology\.pkl.*refusing to load os\.makedirs"):
+        load_dataset("histopathology", tmp_path, download=False)
+    assert not (tmp_path / "pwned").exists()  # nothing ran
+    # arrays written by any protocol (2: the Python 2 files of the paper's code) are read
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"ok{protocol}.pkl"
+        with open(path, "wb") as f:
+            pickle.dump({"a": np.arange(6.0).reshape(2, 3), "b": [np.float32(1.5)]}, f,
+                        protocol=protocol)
+        out = read_array_pickle(path)
+        assert np.array_equal(out["a"], np.arange(6.0).reshape(2, 3)) and out["b"] == [1.5]
+
+
+def test_truncated_histopathology_pickle_is_one_line(tmp_path):
+    data = {k: np.zeros((2, 784), np.float32) for k in ("training", "validation", "test")}
+    blob = pickle.dumps(data)
+    (tmp_path / "histopathology.pkl").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match=r"histopathology\.pkl: not a readable pickle") as e:
+        load_dataset("histopathology", tmp_path, download=False)
+    assert "\n" not in str(e.value)

@@ -4,8 +4,9 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from pyrovamp import VAE
-from pyrovamp.priors import PRIORS, MoGPrior
+from pyrovamp import HVAE, VAE, ConvHVAE
+from pyrovamp.nets import GaussianEncoder
+from pyrovamp.priors import PRIORS, GTMVampPrior, MoGPrior, VampPrior
 
 from conftest import cuda
 
@@ -16,7 +17,7 @@ def _digits_like(n=8):
 
 @pytest.mark.parametrize("prior", PRIORS)
 def test_model_and_guide_sites(prior):
-    vae = VAE((8, 8), 2, prior, "categorical", 17, hidden_dim=16)
+    vae = VAE((8, 8), 2, prior=prior, likelihood="categorical", num_values=17, hidden_dim=16)
     x = _digits_like()
     guide_tr = poutine.trace(vae.guide).get_trace(x)
     model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
@@ -29,7 +30,7 @@ def test_model_and_guide_sites(prior):
 
 
 def test_encode_decode_sample_reconstruct_shapes():
-    vae = VAE((8, 8), 3, "mog", "categorical", 17, hidden_dim=16)
+    vae = VAE((8, 8), 3, prior="mog", likelihood="categorical", num_values=17, hidden_dim=16)
     x = _digits_like(5).reshape(5, 64)
     q = vae.encode(x)
     assert q.batch_shape == (5,) and q.event_shape == (3,)
@@ -43,7 +44,7 @@ def test_encode_decode_sample_reconstruct_shapes():
 
 
 def test_vampprior_shares_the_guides_encoder():
-    vae = VAE((6,), 2, "vampprior", num_components=4, hidden_dim=8)
+    vae = VAE((6,), 2, prior="vampprior", num_components=4, hidden_dim=8)
     assert vae.prior.encoder is vae.encoder
     names = [n for n, _ in vae.named_parameters()]
     assert not any(n.startswith("prior.encoder") for n in names)  # one set of encoder weights
@@ -51,18 +52,18 @@ def test_vampprior_shares_the_guides_encoder():
 
 def test_prior_module_can_be_passed_and_swapped():
     prior = MoGPrior(2, 5)
-    vae = VAE((6,), 2, prior, hidden_dim=8)
+    vae = VAE((6,), 2, prior=prior, hidden_dim=8)
     assert vae.prior is prior
     with pytest.raises(ValueError, match="latent_dim"):
-        VAE((6,), 3, prior)
+        VAE((6,), 3, prior=prior)
     with pytest.raises(ValueError, match="unknown prior 'vamp'"):
-        VAE((6,), 2, "vamp")
+        VAE((6,), 2, prior="vamp")
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
-        VAE((6,), 0, "standard")
+        VAE((6,), 0, prior="standard")
     with pytest.raises(ValueError, match="num_values"):
-        VAE((6,), 2, "standard", likelihood="categorical")
+        VAE((6,), 2, prior="standard", likelihood="categorical")
     with pytest.raises(ValueError, match="unknown likelihood"):
-        VAE((6,), 2, "standard", likelihood="gaussian")
+        VAE((6,), 2, prior="standard", likelihood="gaussian")
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -74,7 +75,7 @@ def test_prior_module_can_be_passed_and_swapped():
     ([[0, 1, 0, 1, 0, 1]], "torch.Tensor"),
 ])
 def test_model_refuses_bad_input(bad, match):
-    vae = VAE((6,), 2, "standard", hidden_dim=8)
+    vae = VAE((6,), 2, prior="standard", hidden_dim=8)
     with pytest.raises(ValueError, match=match):
         vae.model(bad)
     with pytest.raises(ValueError, match=match):
@@ -82,7 +83,7 @@ def test_model_refuses_bad_input(bad, match):
 
 
 def test_categorical_support_is_checked():
-    vae = VAE((4,), 2, "standard", "categorical", 17, hidden_dim=8)
+    vae = VAE((4,), 2, prior="standard", likelihood="categorical", num_values=17, hidden_dim=8)
     with pytest.raises(ValueError, match=r"integers in 0..16"):
         vae.model(torch.tensor([[0.0, 3, 17, 2]]))
     with pytest.raises(ValueError, match=r"integers in 0..16"):
@@ -91,8 +92,8 @@ def test_categorical_support_is_checked():
 
 def test_two_models_in_one_session_do_not_share_parameters():
     x = torch.randint(0, 2, (16, 6)).float()
-    a = VAE((6,), 2, "standard", hidden_dim=8)
-    b = VAE((6,), 2, "standard", hidden_dim=8)
+    a = VAE((6,), 2, prior="standard", hidden_dim=8)
+    b = VAE((6,), 2, prior="standard", hidden_dim=8)
     for vae in (a, b):
         before = [p.detach().clone() for p in vae.parameters()]
         svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
@@ -104,7 +105,7 @@ def test_two_models_in_one_session_do_not_share_parameters():
 def test_svi_lowers_the_loss():
     torch.manual_seed(0)
     x = (torch.rand(64, 6) < torch.tensor([0.9, 0.9, 0.1, 0.1, 0.5, 0.9])).float()
-    vae = VAE((6,), 2, "vampprior", num_components=4, hidden_dim=32)
+    vae = VAE((6,), 2, prior="vampprior", num_components=4, hidden_dim=32)
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
     first = sum(svi.evaluate_loss(x) for _ in range(20)) / 20
     for _ in range(150):
@@ -118,9 +119,48 @@ def test_svi_lowers_the_loss():
 def test_vae_on_cuda(prior):
     from pyrovamp import log_likelihood
 
-    vae = VAE((8, 8), 2, prior, "categorical", 17, hidden_dim=16).cuda()
+    vae = VAE((8, 8), 2, prior=prior, likelihood="categorical", num_values=17, hidden_dim=16).cuda()
     x = _digits_like().cuda()
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     assert torch.isfinite(torch.tensor(svi.step(x)))
     ll = log_likelihood(vae, x, 50)
     assert ll.is_cuda and bool(torch.isfinite(ll).all())
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE])
+def test_options_are_keyword_only(cls):
+    with pytest.raises(TypeError):
+        cls((8, 8), 2, "standard")
+    m = cls((8, 8), 2, prior="standard", hidden_dim=8)
+    assert m.latent_dim == 2 and m.input_shape == (8, 8)
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE])
+def test_a_vampprior_on_another_encoder_is_refused(cls):
+    m = cls((8, 8), 2, prior="standard", hidden_dim=8)
+    stranger = GaussianEncoder(64, 2, [8])
+    for bad in (VampPrior(stranger, 64, num_components=3), GTMVampPrior(stranger, 64, 2)):
+        with pytest.raises(ValueError, match="model's own posterior"):
+            m.prior = bad
+        with pytest.raises(ValueError, match="model's own posterior"):
+            cls((8, 8), 2, prior=bad, hidden_dim=8)
+    assert m.prior.__class__.__name__ == "StandardPrior"  # a refused prior leaves it alone
+    with pytest.raises(ValueError, match="latent_dim"):
+        m.prior = VampPrior(m.encoder, 64, num_components=3, latent_dim=3)
+    with pytest.raises(ValueError, match="input_dim"):
+        m.prior = VampPrior(m.encoder, 63, num_components=3)
+    with pytest.raises(ValueError, match="Prior"):
+        m.prior = torch.nn.Linear(2, 2)
+    own = VampPrior(m.encoder, 64, num_components=3)
+    m.prior = own  # the definition: the model's own encoder at the pseudo-inputs
+    assert m.prior is own and m.prior.encoder is m.encoder
+    with pytest.raises(ValueError, match="encoder"):
+        m.encoder = GaussianEncoder(64, 2, [8])  # would leave the prior on the old one
+    m.prior = MoGPrior(2, 3)
+    m.encoder = GaussianEncoder(64, 2, [8])  # fine once no prior uses it
+
+
+def test_named_vampprior_uses_the_models_encoder():
+    for cls in (VAE, HVAE, ConvHVAE):
+        m = cls((8, 8), 2, prior="gtm-vampprior", hidden_dim=8, num_components=4)
+        assert m.prior.encoder is m.encoder
