@@ -10,7 +10,7 @@ Everything a notebook needs is importable from here:
 * models (:mod:`pyrovamp.models`): :class:`VAE`, :class:`HVAE`, :class:`ConvHVAE` with Pyro
   ``model``/``guide``; keyword-only options after ``input_shape`` and ``latent_dim``;
 * training on PyTorch Lightning (:mod:`pyrovamp.training`): :func:`train`, :func:`fit`,
-  :class:`TrainConfig`, :class:`TrainResult`;
+  :class:`TrainConfig`, :class:`TrainResult` (imported on first use: it loads Lightning);
 * evaluation (:mod:`pyrovamp.evaluation`): :func:`log_likelihood`, :func:`elbo`,
   :func:`elbo_terms`, :func:`log_importance_weights`, :func:`active_units`,
   :func:`points_per_block`, :func:`evaluation_plan` -- nats per data point;
@@ -25,7 +25,6 @@ import importlib
 from .data import DATASETS, Dataset, load_dataset
 from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
                          log_importance_weights, log_likelihood, points_per_block)
-from .training import TrainConfig, TrainResult, fit, train
 from .likelihoods import LIKELIHOODS
 from .models import HVAE, MODELS, VAE, ConvHVAE, check_data
 from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
@@ -34,6 +33,7 @@ from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior,
 __version__ = "0.1.0"
 
 _LAZY = {
+    "train": "training", "fit": "training", "TrainConfig": "training", "TrainResult": "training",
     "compare": "workflow", "to_inference_data": "workflow", "plot_compare": "workflow",
     "plot_pareto_k": "workflow",
     "plot_latent": "plots", "plot_samples": "plots", "plot_reconstructions": "plots",

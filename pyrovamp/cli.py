@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
     from .priors import FLOWS, PRIORS
-    from .training import LOGGERS, LOSSES, OPTIMIZERS, PRECISIONS
+    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int("--epochs"))
     t.add_argument("--batch-size", type=_positive_int("--batch-size"))
     t.add_argument("--lr", type=_positive_float("--lr"))
-    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
-    t.add_argument("--loss", choices=tuple(LOSSES), default="trace")
+    t.add_argument("--optimizer", choices=OPTIMIZER_NAMES)
+    t.add_argument("--loss", choices=LOSS_NAMES, default="trace")
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
     t.add_argument("--ema-decay", type=float,
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``pyrovamp`` command. Returns the exit status (2: bad input, 1: a run
     that failed, e.g. a non-finite loss)."""
-    from .training import NonFiniteLossError
+    from .errors import NonFiniteLossError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)

@@ -54,6 +54,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer, WeightAveraging
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .errors import CheckpointError, NonFiniteLossError
+from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
 from .evaluation import elbo_terms
 
 __all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
@@ -65,20 +67,10 @@ LOSSES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
           "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO,
           "iwae": None}  # IWAELoss, defined below
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-LOGGERS = ("csv", "tensorboard", "none")
 CHECKPOINT = "checkpoint.ckpt"   # the last epoch's full training state (resume from it)
 BEST = "best.ckpt"               # the parameters with the best validation ELBO so far
 MODEL = "model.pt"               # the trained model's parameters (best, averaged or last)
 _FORMAT = 2
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the parameters became NaN or infinite; training stopped before writing them."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or model file is missing, truncated, corrupt or from another model."""
 
 
 @dataclass

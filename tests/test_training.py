@@ -39,6 +39,13 @@ def _same(a, b):
         assert torch.equal(sa[k], sb[k]), k
 
 
+def test_the_command_lines_choices_are_the_engines():
+    from pyrovamp import _choices, training
+
+    assert tuple(training.LOSSES) == _choices.LOSS_NAMES
+    assert tuple(training.OPTIMIZERS) == _choices.OPTIMIZER_NAMES
+
+
 def test_scale_latents_scales_only_latent_sites():
     vae = _vae("standard")
     with ScaleLatents(0.25):
