@@ -37,8 +37,15 @@ from typing import Sequence
 import torch
 from torch import nn
 import pyro.distributions as dist
-import zuko
-from pyro.contrib.zuko import ZukoToPyro
+from torch.distributions import Distribution as _TorchDistribution
+
+_torch_validation = _TorchDistribution._validate_args
+import zuko  # noqa: E402
+from pyro.contrib.zuko import ZukoToPyro  # noqa: E402
+
+# zuko switches torch's distribution argument validation off for everyone when it is imported;
+# importing pyrovamp changes no global setting, so it is put back as it was
+_TorchDistribution.set_default_validate_args(_torch_validation)
 from torch.distributions import constraints
 
 from torch.distributions import constraints

@@ -68,15 +68,8 @@ def _cases():
                 for local in (False, True):
                     if model != "VAE" and local != (how == "pickle"):
                         continue
-                    marks = []
-                    if prior == "flow" and how == "deepcopy":
-                        marks = [pytest.mark.xfail(
-                            strict=False, raises=RuntimeError,
-                            reason="Pyro's AffineCoupling keeps its last log-scale, with its "
-                                   "autograd graph, on the module; the flow prior moves to zuko "
-                                   "(issue 10)")]
                     mode = "module_local_params" if local else "global_params"
-                    yield pytest.param(model, prior, how, local, marks=marks,
+                    yield pytest.param(model, prior, how, local,
                                        id=f"{model}-{prior}-{how}-{mode}")
 
 
