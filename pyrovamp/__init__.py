@@ -10,7 +10,7 @@ Training on PyTorch Lightning (:mod:`pyrovamp.training`), importance-sampled log
 from .data import Dataset, load_dataset
 from .evaluation import active_units, elbo, log_importance_weights, log_likelihood
 from .training import TrainConfig, TrainResult, fit, train
-from .models import HVAE, VAE, ConvHVAE
+from .models import HVAE, VAE, ConvHVAE, PixelHVAE
 from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior, VampPrior,
                      make_prior)
 
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "fit",
     "TrainConfig", "TrainResult", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
-    "GTMVampPrior", "FlowPrior", "make_prior",
+    "GTMVampPrior", "FlowPrior", "make_prior", "PixelHVAE",
 ]

@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--prior", default="vampprior", choices=PRIORS)
-    t.add_argument("--model", choices=("vae", "hvae", "convhvae"),
-                   help="one-level VAE (default), two-level HVAE or convolutional HVAE")
+    t.add_argument("--model", choices=("vae", "hvae", "convhvae", "pixelhvae"),
+                   help="one-level VAE (default), two-level HVAE, convolutional HVAE or PixelHVAE "
+                        "(PixelCNN decoder)")
     t.add_argument("--preset", choices=("book", "paper"),
                    help="protocol defaults (Digits: book; other data sets: paper)")
     t.add_argument("--max-points", type=_positive_int("--max-points"),
