@@ -75,6 +75,9 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
     stamps = {c: (out / c / "model.pt").stat().st_mtime_ns for c in cells}
     assert main(args) == 0
     assert {c: (out / c / "model.pt").stat().st_mtime_ns for c in cells} == stamps
+    for cell in cells:  # no piece was run (not even one refused by pyrovamp train)
+        pieces = json.loads((out / cell / "reproduce.json").read_text())["pieces"]
+        assert len(pieces) == 2
     assert (out / "table1.md").stat().st_mtime_ns > first
     assert (out / "table1.md").read_text().count("S=4, 64 test images") == 2
 
