@@ -366,6 +366,8 @@ def _run_cell(main, key, folder, st, root, acc, devices, max_minutes, max_points
     if root is not None:
         common += ["--data-root", str(root)]
     common += ["--accelerator", acc, "--devices", str(devices)]
+    if devices > 1:
+        common += ["--strategy", "ddp"]
     if not progress:
         common.append("--no-progress")
     if st.state == "trained":
