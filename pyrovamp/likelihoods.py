@@ -313,9 +313,11 @@ class AutoregressiveImage(dist.TorchDistribution):
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):
+        """The pixels' support over the whole image (``independent(..., 1)``)."""
         return self.likelihood(torch.zeros(self.likelihood.output_dim)).support
 
     def expand(self, batch_shape, _instance=None):
+        """The same distribution with the context expanded to ``batch_shape``."""
         batch_shape = torch.Size(batch_shape)
         context = [c.expand(batch_shape + c.shape[-1:]) for c in self.context]
         return AutoregressiveImage(self.net, self.likelihood, *context,

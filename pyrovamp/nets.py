@@ -6,6 +6,8 @@
   sec. 4 / appendix): ``h = (x W + b) * sigmoid(x V + c)``.
 * :class:`GaussianEncoder` -- q(z|x) = N(z | mu(x), diag(exp(logvar(x)))), returning
   ``(loc, scale)`` with ``scale = exp(0.5 * logvar)``.
+* :class:`MaskedConv2d`, :class:`PixelCNNDecoder` -- the PixelCNN decoder of the paper's
+  PixelHVAE (masked convolutions, van den Oord et al. 2016).
 
 All networks act on the last dimension and accept any leading shape.
 """
@@ -356,6 +358,7 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x):
+        """``(B, in_channels, H, W) -> (B, out_channels, H, W)`` with the masked kernel."""
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
     def extra_repr(self):
