@@ -85,8 +85,9 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
 @cpu_only
 def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_mnist):
     out = tmp_path / "table"
-    assert main(["reproduce", "table1", "--out", str(out), "--data-root", str(static_mnist),
-                 "--models", "convhvae", "pixelhvae", "--priors", "vampprior",
+    assert main(["reproduce", "table1", "--out", str(out), "--data-root",
+                 f"static_mnist={static_mnist}", "--models", "convhvae", "pixelhvae", "--priors",
+                 "vampprior",
                  "--no-progress"]) == 0
     table = (out / "table1.md").read_text()
     for model, paper in (("convhvae", "-81.09"), ("pixelhvae", "-79.78")):
