@@ -26,7 +26,7 @@ from .data import DATASETS, Dataset, load_dataset
 from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
                          log_importance_weights, log_likelihood, points_per_block)
 from .likelihoods import LIKELIHOODS
-from .models import HVAE, MODELS, VAE, ConvHVAE, check_data
+from .models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
 from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
                      VampPrior, make_prior)
 
@@ -46,7 +46,7 @@ __all__ = [
     "DATASETS", "Dataset", "load_dataset",
     "PRIORS", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior",
     "FlowPrior", "make_prior",
-    "LIKELIHOODS", "MODELS", "VAE", "HVAE", "ConvHVAE", "check_data",
+    "LIKELIHOODS", "MODELS", "VAE", "HVAE", "ConvHVAE", "PixelHVAE", "check_data",
     "TrainConfig", "TrainResult", "fit", "train",
     "DEFAULT_MEMORY_BUDGET", "active_units", "elbo", "elbo_terms", "evaluation_plan",
     "log_importance_weights", "log_likelihood", "points_per_block",

@@ -1,4 +1,5 @@
-"""Command line: ``pyrovamp train`` and ``pyrovamp evaluate``.
+"""Command line: ``pyrovamp train``, ``pyrovamp evaluate``, ``pyrovamp compare`` and
+``pyrovamp reproduce table1`` (:mod:`pyrovamp.reproduce`).
 
 ``pyrovamp train`` trains a VAE with a chosen prior and writes a run folder; its defaults on
 Digits are the book's setup (L=2, K=16, 256 hidden units, Adamax 1e-3, batch 64, early stopping
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prior", default="vampprior", choices=PRIORS)
     t.add_argument("--flow", choices=FLOWS,
                    help="the zuko flow of --prior flow (default realnvp)")
-    t.add_argument("--model", choices=("vae", "hvae", "convhvae"),
-                   help="one-level VAE (default), two-level HVAE or convolutional HVAE")
+    t.add_argument("--model", choices=("vae", "hvae", "convhvae", "pixelhvae"),
+                   help="one-level VAE (default), two-level HVAE, convolutional HVAE or PixelHVAE "
+                        "(PixelCNN decoder)")
     t.add_argument("--preset", choices=("book", "paper"),
                    help="protocol defaults (Digits: book; other data sets: paper)")
     t.add_argument("--max-points", type=_positive_int("--max-points"),
@@ -136,6 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and store the new one)")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
+    r = sub.add_parser("reproduce", help="train the cells of the VampPrior paper's table, "
+                                         "resumably, and write table1.md beside the paper's values")
+    r.add_argument("table", choices=("table1",))
+    r.add_argument("--out", required=True, help="folder of the cells' run folders and table1.md")
+    r.add_argument("--datasets", nargs="+", default=["static_mnist"], choices=DATASETS,
+                   metavar="DATASET")
+    r.add_argument("--models", nargs="+", default=["vae", "hvae", "convhvae", "pixelhvae"],
+                   choices=("vae", "hvae", "convhvae", "pixelhvae"), metavar="MODEL")
+    r.add_argument("--priors", nargs="+", default=["standard", "vampprior"],
+                   choices=("standard", "vampprior"), metavar="PRIOR")
+    r.add_argument("--max-minutes", type=_positive_float("--max-minutes"),
+                   help="training time per cell and call; run the command again to continue")
+    r.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto")
+    r.add_argument("--devices", type=_positive_int("--devices"), default=1)
+    r.add_argument("--data-root", nargs="+", metavar="[DATASET=]DIR",
+                   help="folder with the data files (DATASET=DIR for one data set)")
+    r.add_argument("--max-points", type=_positive_int("--max-points"),
+                   help="smoke test: the first N training, validation and test points")
+    r.add_argument("--num-samples", type=_positive_int("--num-samples"),
+                   help="importance samples per test image (default: the paper's 5000)")
+    r.add_argument("--epochs", type=_positive_int("--epochs"),
+                   help="at most this many epochs per cell (default: the paper's 2000)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
     e.add_argument("run_dir")
     e.add_argument("--num-samples", type=_positive_int("--num-samples"), default=None)
@@ -157,6 +183,8 @@ def main(argv=None) -> int:
                 return _train(args, argv)
             if args.command == "compare":
                 return _compare(args)
+            if args.command == "reproduce":
+                return _reproduce(args)
             return _evaluate(args)
     except NonFiniteLossError as e:
         print(f"pyrovamp {args.command}: error: {e}", file=sys.stderr)
@@ -403,6 +431,25 @@ def _compare(args) -> int:
     print(f"k-hat threshold min(1 - 1/log10 S, 0.7) = {khat_threshold(args.num_samples):.2f} "
           f"for S={args.num_samples} (Vehtari et al. 2024)")
     print(f"-> {out}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .data import DATASETS
+    from .reproduce import reproduce_table1
+
+    roots = {}
+    for item in args.data_root or ():
+        name, sep, folder = item.partition("=")
+        if sep and name in DATASETS:
+            roots[name] = folder
+        else:
+            roots[None] = item
+    reproduce_table1(args.out, args.datasets, args.models, args.priors,
+                     max_minutes=args.max_minutes, accelerator=args.accelerator,
+                     devices=args.devices, data_roots=roots, max_points=args.max_points,
+                     num_samples=args.num_samples, epochs=args.epochs,
+                     progress=not args.no_progress)
     return 0
 
 

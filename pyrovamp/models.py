@@ -18,13 +18,13 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from .likelihoods import make_likelihood
+from .likelihoods import AutoregressiveImage, make_likelihood
 from .nets import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
-                   ConvGaussianEncoder, GaussianEncoder, JointNet)
+                   ConvGaussianEncoder, GaussianEncoder, JointNet, PixelCNNDecoder)
 from .priors import Prior, make_prior
 from .registration import RegisteredModule
 
-__all__ = ["VAE", "HVAE", "ConvHVAE", "check_data", "MODELS"]
+__all__ = ["VAE", "HVAE", "ConvHVAE", "PixelHVAE", "check_data", "MODELS"]
 
 
 def check_data(x, input_dim: int, likelihood, name: str = "x", *, dtype=None,
@@ -405,4 +405,107 @@ class ConvHVAE(HVAE):
                         num_flows=num_flows)
 
 
-MODELS = {"vae": VAE, "hvae": HVAE, "convhvae": ConvHVAE}
+class PixelHVAE(ConvHVAE):
+    """The VampPrior paper's PixelHVAE (Tomczak & Welling 2018, sec. 4; their code
+    ``models/PixelHVAE_2level.py``): the convHVAE's encoders ``q(z2|x)``, ``q(z1|x, z2)`` (gated
+    convolutions) and ``p(z1|z2)`` (gated dense), with a PixelCNN decoder ``p(x|z1, z2) =
+    prod_i p(x_i | x_<i, z1, z2)`` (:class:`~pyrovamp.nets.PixelCNNDecoder`: maps of ``z1`` and
+    ``z2`` concatenated with the image, a type-A masked convolution and seven type-B ones of 64
+    channels with batch normalisation and ReLU, a 1x1 convolution to Bernoulli logits or the
+    discretised logistic's location and log-scale). Sites ``z2``, ``z1``, ``x`` in one
+    ``pyro.plate("data")`` as :class:`HVAE`, any prior on ``z2`` (the VampPrior's components
+    through the same ``q(z2|x)`` encoder object the guide uses).
+
+    ``x`` is scored by :class:`~pyrovamp.likelihoods.AutoregressiveImage`: one decoder pass per
+    latent sample gives every pixel's conditional (teacher forcing on the observed image), so
+    training, importance sampling and the ELBO work unchanged; they take nats per image as
+    every model. Batch normalisation uses batch statistics in ``train()`` mode and its running
+    statistics in ``eval()`` mode, which the evaluation functions switch to. :meth:`sample`
+    draws pixel after pixel, vectorised over the images.
+
+    Args:
+        input_shape: ``(H, W)`` (a flat square size such as ``(784,)`` is read as 28x28).
+        latent_dim: size of ``z2`` (the paper: 40).
+
+    Keyword-only options:
+        prior, likelihood, num_values, hidden_dim, num_components, grid_side,
+        prior_hidden_dims, learn_weights, logvar_bounds, num_flows, z1_dim: as
+            :class:`ConvHVAE` (likelihood ``"bernoulli"``, ``"discretized_logistic"`` or
+            ``"categorical"``).
+        channels: channels of the masked convolutions (the paper: 64).
+        num_masked_layers: masked convolutions, one type A then type B (the paper: 8).
+        kernel_size: their kernel size (the paper: 3).
+        max_decoder_batch: images per decoder pass without autograd (bounds the memory of
+            importance sampling's many passes).
+
+    Raises:
+        ValueError: as :class:`ConvHVAE`, and bad PixelCNN settings.
+    """
+
+    def __init__(self, input_shape, latent_dim: int = 40, *, prior="vampprior",
+                 likelihood: str = "bernoulli", num_values: int | None = None,
+                 hidden_dim: int = 300, num_components: int = 500, grid_side: int | None = None,
+                 prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
+                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None,
+                 channels: int = 64, num_masked_layers: int = 8, kernel_size: int = 3,
+                 max_decoder_batch: int = 256):
+        super().__init__(input_shape, latent_dim, prior=prior, likelihood=likelihood,
+                         num_values=num_values, hidden_dim=hidden_dim,
+                         num_components=num_components, grid_side=grid_side,
+                         prior_hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
+                         logvar_bounds=logvar_bounds, num_flows=num_flows, z1_dim=z1_dim)
+        name = self.likelihood.name
+        self.decoder = PixelCNNDecoder(
+            self.input_shape_2d, self.z1_dim, latent_dim, self.likelihood.params_per_dim,
+            channels=channels, num_layers=num_masked_layers, kernel_size=kernel_size,
+            out_bias=name != "discretized_logistic", pixel_major=name == "categorical",
+            max_batch=max_decoder_batch)
+        if hasattr(self, "pyro_name"):
+            self.pyro_name = self.pyro_name.replace("ConvHVAE", "PixelHVAE")
+
+    def decode(self, z1: torch.Tensor, z2: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x|z1, z2)``: an :class:`~pyrovamp.likelihoods.AutoregressiveImage` with batch
+        shape ``broadcast(z1.shape[:-1], z2.shape[:-1])`` and event ``(D,)``."""
+        return AutoregressiveImage(self.decoder, self.likelihood, z1, z2)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
+        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x`` pixel by pixel from ``p(x_i | x_<i, z1,
+        z2)`` for all ``num_samples`` images at once: ``(n, D)``. With ``mean=True`` each pixel
+        is its conditional mean ``E[x_i | x_<i, z1, z2]`` given the pixels drawn before it (the
+        paper's code shows these). Runs in evaluation mode (batch normalisation's running
+        statistics); the model's mode is restored.
+
+        Raises:
+            ValueError: ``num_samples`` not a positive integer.
+        """
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            z2 = self.prior().sample((num_samples,))
+            loc, scale = self.p_z1(z2)
+            z1 = loc + scale * torch.randn_like(loc)
+            values, means = self.decode(z1, z2).sample_with_means()
+        finally:
+            self.train(was_training)
+        return means if mean else values
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Images drawn pixel by pixel from ``p(x | z1, z2)`` at the guide's means ``z2 =
+        E[z2|x]``, ``z1 = E[z1|x, z2]``, each pixel shown as its conditional mean given the drawn
+        pixels before it (as the paper's code reconstructs): ``(N, D)``. Evaluation mode."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        was_training = self.training
+        self.eval()
+        try:
+            z2 = self.encoder(x)[0]
+            z1 = self.encoder_z1(x, z2)[0]
+            return self.decode(z1, z2).sample_with_means()[1]
+        finally:
+            self.train(was_training)
+
+
+MODELS = {"vae": VAE, "hvae": HVAE, "convhvae": ConvHVAE, "pixelhvae": PixelHVAE}

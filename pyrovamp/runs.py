@@ -70,7 +70,7 @@ def resolve_config(args: dict) -> dict:
 
 
 def build_model(cfg: dict, dataset: Dataset):
-    """The model (``cfg["model"]``: ``vae``, ``hvae`` or ``convhvae``) a run's configuration
+    """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's configuration
     describes, with fresh parameters.
 
     Raises:
@@ -84,7 +84,7 @@ def build_model(cfg: dict, dataset: Dataset):
         kw["logvar_bounds"] = tuple(kw["logvar_bounds"])
     if name == "vae":
         kw["dropout"] = cfg.get("dropout") or 0.0
-    if name == "convhvae":
+    if name in ("convhvae", "pixelhvae"):
         kw.pop("architecture"), kw.pop("num_hidden_layers")
     if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
         kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])

@@ -1,0 +1,407 @@
+"""``pyrovamp reproduce table1``: the VampPrior paper's table of test log-likelihoods, cell by cell.
+
+Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS, sec. 4 and Table 2 (test
+log-likelihood by importance sampling with S = 5000, nats per image; for Frey Faces the negative
+log-likelihood per pixel). Each cell -- data set x model (``vae``, ``hvae``, ``convhvae``,
+``pixelhvae``) x prior (``standard``, ``vampprior``) -- is one run folder
+``DIR/<dataset>_<model>_<prior>`` trained with the paper preset by the same code path as
+``pyrovamp train`` (:func:`pyrovamp.cli.main`). A cell that holds a checkpoint is continued with
+``--resume``; a finished one is skipped; so the command can be run again and again, in pieces of
+``--max-minutes`` per cell, until every cell has finished. After every call ``DIR/table1.md``
+is written anew: pyrovamp's number beside the paper's, the epochs, the training time and the
+hardware of each cell, and whether early stopping has fired.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["PAPER_TABLE", "PAPER_SOURCE", "TABLE_MODELS", "TABLE_PRIORS", "GPU_MODELS",
+           "reproduce_table1", "cell_name", "read_cell", "hardware", "write_table"]
+
+TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
+TABLE_PRIORS = ("standard", "vampprior")
+# one convHVAE epoch on static MNIST takes over 20 minutes on a 2-core CPU (issue 11)
+GPU_MODELS = ("convhvae", "pixelhvae")
+
+# The paper's values: (value, what). "ll": test log-likelihood, nats per image (IS, S=5000);
+# "nll_per_pixel": negative log-likelihood per pixel (the paper's grey-image data sets).
+PAPER_TABLE = {
+    # static MNIST, Table 2 of the paper (quoted in issue 11 and the project README)
+    ("static_mnist", "vae", "standard"): (-88.56, "ll"),
+    ("static_mnist", "vae", "vampprior"): (-85.57, "ll"),
+    ("static_mnist", "hvae", "standard"): (-86.05, "ll"),
+    ("static_mnist", "hvae", "vampprior"): (-83.19, "ll"),
+    ("static_mnist", "convhvae", "standard"): (-82.41, "ll"),
+    ("static_mnist", "convhvae", "vampprior"): (-81.09, "ll"),
+    ("static_mnist", "pixelhvae", "standard"): (-80.14, "ll"),
+    ("static_mnist", "pixelhvae", "vampprior"): (-79.78, "ll"),
+    # dynamic MNIST: only the PixelHVAE + VampPrior value is quoted in the sources at hand
+    ("dynamic_mnist", "pixelhvae", "vampprior"): (-78.45, "ll"),
+    # Frey Faces, Table 2 (quoted in the project README; the paper's unit -- nats or bits per
+    # pixel -- is not stated in the sources at hand)
+    ("frey_faces", "vae", "standard"): (4.63, "nll_per_pixel"),
+    ("frey_faces", "vae", "vampprior"): (4.57, "nll_per_pixel"),
+    ("frey_faces", "hvae", "standard"): (4.61, "nll_per_pixel"),
+    ("frey_faces", "hvae", "vampprior"): (4.51, "nll_per_pixel"),
+}
+PAPER_SOURCE = ("J. M. Tomczak and M. Welling, \"VAE with a VampPrior\", AISTATS 2018, Table 2, "
+                "as quoted in pyrovamp issue 11 (static MNIST, all four models; dynamic MNIST, "
+                "PixelHVAE + VampPrior) and in the project README (Frey Faces, NLL per pixel, unit "
+                "not stated there). The other cells of the paper's table were not available to "
+                "this code's authors and are left blank rather than quoted from memory.")
+
+MAX_FIRST_EPOCH_LEFTOVERS = {"config.json", "logs"}  # what a run killed in its first epoch leaves
+
+
+def cell_name(dataset: str, model: str, prior: str) -> str:
+    """The folder name of a cell: ``<dataset>_<model>_<prior>``."""
+    return f"{dataset}_{model}_{prior}"
+
+
+def hardware(accelerator: str = "cpu", devices: int = 1) -> str:
+    """A one-line description of the machine a piece runs on: the CPU model and cores, or the
+    GPU name(s)."""
+    import torch
+
+    if accelerator == "gpu":
+        names = [torch.cuda.get_device_name(i) for i in range(min(devices, torch.cuda.device_count()))]
+        uniq = sorted(set(names))
+        return ", ".join(f"{names.count(n)} x {n}" for n in uniq) or "GPU"
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine() or "CPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+
+
+@dataclass
+class CellState:
+    """What a cell's run folder says about it.
+
+    Attributes:
+        state: ``"not started"``, ``"unfinished"`` (a checkpoint, no final evaluation),
+            ``"trained"`` (training finished, test metrics missing), ``"finished"`` (test
+            metrics written), ``"leftovers"`` (only what a run killed in its first epoch leaves),
+            or ``"unreadable"``.
+        epochs: epochs trained (from ``model.pt`` or ``history.csv``).
+        train_seconds: training wall time over all pieces (seconds).
+        stopped_early: early stopping fired.
+        metrics: ``metrics.json`` (finished cells).
+        config: ``config.json``.
+        pieces: the pieces ``pyrovamp reproduce`` ran (``reproduce.json``): hardware, seconds.
+    """
+
+    state: str
+    epochs: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+    metrics: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    pieces: list = field(default_factory=list)
+    note: str = ""
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_cell(folder) -> CellState:
+    """Read a cell's run folder (never raises for a damaged folder: it is reported instead)."""
+    from .training import CHECKPOINT, MODEL, CheckpointError, read_checkpoint
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return CellState("not started")
+    config = _read_json(folder / "config.json") or {}
+    pieces = (_read_json(folder / "reproduce.json") or {}).get("pieces", [])
+    epochs, seconds, finished, stopped = 0, 0.0, False, False
+    if (folder / MODEL).is_file():
+        try:
+            meta = read_checkpoint(folder / MODEL, map_location="cpu")["pyrovamp"]
+        except CheckpointError as e:
+            return CellState("unreadable", config=config, pieces=pieces, note=str(e))
+        epochs, seconds = int(meta.get("epochs") or 0), float(meta.get("train_seconds") or 0.0)
+        finished, stopped = bool(meta.get("finished")), bool(meta.get("stopped_early"))
+    elif (folder / "history.csv").is_file():
+        with open(folder / "history.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        epochs, seconds = len(rows), sum(float(r.get("seconds") or 0) for r in rows)
+    metrics = _read_json(folder / "metrics.json") if finished else None
+    if metrics is not None:
+        state = "finished"
+    elif finished:
+        state = "trained"
+    elif (folder / CHECKPOINT).is_file():
+        state = "unfinished"
+    elif {p.name for p in folder.iterdir()} <= MAX_FIRST_EPOCH_LEFTOVERS:
+        state = "leftovers"
+    else:
+        return CellState("unreadable", config=config, pieces=pieces,
+                         note=f"{folder} holds files but no {CHECKPOINT}")
+    return CellState(state, epochs, seconds, stopped, metrics or {}, config, pieces)
+
+
+def _fmt_minutes(seconds: float) -> str:
+    m = seconds / 60.0
+    if m < 1:
+        return f"{seconds:.0f} s"
+    if m < 120:
+        return f"{m:.1f} min"
+    return f"{m / 60:.1f} h"
+
+
+def _command(dataset, model, prior, out, data_root=None) -> str:
+    parts = ["pyrovamp", "reproduce", "table1", "--out", str(out), "--datasets", dataset,
+             "--models", model, "--priors", prior, "--accelerator", "gpu", "--devices", "1"]
+    if data_root:
+        parts += ["--data-root", str(data_root)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def write_table(out, cells, needs_gpu, notes=()) -> Path:
+    """Write ``out/table1.md`` from ``cells`` (``(dataset, model, prior) -> CellState``);
+    ``needs_gpu`` maps the cells that were not run on this CPU-only machine to their command."""
+    out = Path(out)
+    lines = ["# The VampPrior paper's table: pyrovamp beside the paper", "",
+             f"Written by `pyrovamp reproduce table1` on {time.strftime('%Y-%m-%d %H:%M')}. "
+             "Test log-likelihood in nats per image (higher is better), by importance sampling "
+             "with S samples per test image (the paper: S = 5000 on the whole test set); for grey "
+             "images (Frey Faces) the negative log-likelihood per pixel (lower is better). Each "
+             "cell is a run folder in this directory, trained with the paper preset "
+             "(`pyrovamp train --preset paper`).", "",
+             f"Paper values: {PAPER_SOURCE}", "",
+             "| data set | model | prior | pyrovamp (IS) | AIS | paper | pyrovamp - paper | epochs "
+             "| wall time (training) | hardware | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, model, prior), st in cells.items():
+        paper = PAPER_TABLE.get((dataset, model, prior))
+        m = st.metrics
+        ours = ais = diff = "–"
+        if st.state == "finished" and m:
+            n, s = m.get("num_test_points"), m.get("num_samples")
+            where = f"S={s}, {n} test images"
+            if st.config.get("max_points"):
+                where += f", smoke test on the first {st.config['max_points']} points"
+            value = float(m["test_log_likelihood"])
+            ours = f"{value:.2f} ± {float(m.get('test_log_likelihood_se', 0.0)):.2f} ({where})"
+            if paper is not None and paper[1] == "ll":
+                diff = f"{value - paper[0]:+.2f}"
+            if "test_nll_per_pixel" in m:
+                nll = float(m["test_nll_per_pixel"])
+                ours += f"; NLL/pixel {nll:.3f}"
+                if paper is not None and paper[1] == "nll_per_pixel":
+                    diff = f"{paper[0] - nll:+.3f} per pixel"
+            if m.get("test_log_likelihood_ais") is not None:
+                ais = f"{float(m['test_log_likelihood_ais']):.2f}"
+        paper_txt = "–" if paper is None else (
+            f"NLL/pixel {paper[0]:.2f}" if paper[1] == "nll_per_pixel" else f"{paper[0]:.2f}")
+        hw = sorted({p.get("hardware") for p in st.pieces if p.get("hardware")})
+        hw_txt = "; ".join(hw) if hw else ("–" if st.state in ("not started", "leftovers")
+                                           else f"not recorded (device {m.get('device', '?')})")
+        if (dataset, model, prior) in needs_gpu:
+            status = "needs a GPU (command below)"
+        elif st.state == "finished":
+            status = ("converged (early stopping fired)" if st.stopped_early else
+                      "not converged (the epoch limit ended training before early stopping)")
+        elif st.state in ("unfinished", "trained"):
+            status = ("not converged (unfinished: run the same command again to continue)"
+                      if st.state == "unfinished" else
+                      "trained; test evaluation missing (run the same command again)")
+        elif st.state == "unreadable":
+            status = f"error: {st.note}"
+        else:
+            status = "not started"
+        if st.note and st.state != "unreadable":
+            status += f"; {st.note}"
+        epochs = str(st.epochs) if st.epochs else "–"
+        t = _fmt_minutes(st.train_seconds) if st.train_seconds else "–"
+        if m.get("eval_seconds") is not None:
+            t += f" (+ {_fmt_minutes(float(m['eval_seconds']))} test evaluation)"
+        lines.append(f"| {dataset} | {model} | {prior} | {ours} | {ais} | {paper_txt} | {diff} "
+                     f"| {epochs} | {t} | {hw_txt} | {status} |")
+    if needs_gpu:
+        lines += ["", "Cells not run here: the convolutional and PixelCNN models need a GPU "
+                  "(one convHVAE epoch on static MNIST takes over 20 minutes on a 2-core CPU). "
+                  "On a machine with a GPU, each runs with:", ""]
+        for (dataset, model, prior), cmd in needs_gpu.items():
+            lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
+    for note in notes:
+        lines += ["", note]
+    path = out / "table1.md"
+    from .runs import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _record_piece(folder: Path, piece: dict) -> None:
+    from .runs import atomic_write_text
+
+    if not folder.is_dir():
+        return
+    data = _read_json(folder / "reproduce.json") or {"pieces": []}
+    data["pieces"].append(piece)
+    atomic_write_text(folder / "reproduce.json", json.dumps(data, indent=2) + "\n")
+
+
+def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, priors=TABLE_PRIORS, *,
+                     max_minutes: float | None = None, accelerator: str = "auto", devices: int = 1,
+                     data_roots: dict | None = None, max_points: int | None = None,
+                     num_samples: int | None = None, epochs: int | None = None,
+                     progress: bool = False, log=None) -> Path:
+    """Train (or continue, or skip) every cell of the table and write ``out/table1.md``.
+
+    Each cell runs ``pyrovamp train --dataset D --model M --prior P --preset paper --out
+    out/D_M_P`` (with ``--resume`` when the folder holds a checkpoint; a finished cell is
+    skipped; a finished training whose test evaluation is missing gets ``pyrovamp evaluate``).
+    With one device the command runs in this process (:func:`pyrovamp.cli.main`); with several
+    it runs as a child process, so that Lightning's launcher starts the data-parallel processes
+    from the ``train`` command line. On a machine without a GPU, the ``convhvae`` and
+    ``pixelhvae`` cells are listed as needing one (with the command that runs them) unless
+    ``max_points`` is given (a smoke test on the first ``max_points`` points).
+
+    Args:
+        out: the folder of the cells and ``table1.md``.
+        datasets, models, priors: which cells.
+        max_minutes: training time per cell and call (``--max-minutes``); ``None``: until the
+            cell finishes. The final test evaluation (S=5000) comes on top.
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (a GPU when there is one).
+        devices: devices (processes) per cell.
+        data_roots: data set name -> folder with its files (key ``None``: every data set).
+        max_points, num_samples, epochs: passed to ``pyrovamp train`` (smoke tests: fewer
+            points, fewer importance samples, fewer epochs than the paper's 2000).
+        progress: show Lightning's progress bar.
+        log: callable taking one line of progress (default: print to stderr).
+
+    Returns:
+        the path of ``table1.md``.
+
+    Raises:
+        ValueError: an unknown data set, model or prior, a GPU asked for on a machine without
+            one, or a missing data folder -- before any work.
+    """
+    import torch
+
+    from .cli import main
+    from .data import DATASETS
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    for name, values, allowed in (("datasets", datasets, DATASETS), ("models", models, TABLE_MODELS),
+                                  ("priors", priors, TABLE_PRIORS)):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ValueError(f"{name} must be some of {', '.join(allowed)}, got {list(values)}")
+    if accelerator not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"accelerator must be cpu, gpu or auto, got {accelerator!r}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("--accelerator gpu was asked for but torch.cuda.is_available() is False")
+    gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    acc = "gpu" if gpu else "cpu"
+    data_roots = dict(data_roots or {})
+    for k, v in data_roots.items():
+        if not Path(v).is_dir():
+            raise ValueError(f"--data-root {v} is not a folder")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    cells, needs_gpu, notes = {}, {}, []
+    for dataset in datasets:
+        root = data_roots.get(dataset, data_roots.get(None))
+        for model in models:
+            for prior in priors:
+                key = (dataset, model, prior)
+                folder = out / cell_name(*key)
+                st = read_cell(folder)
+                if st.state == "finished":
+                    log(f"{folder.name}: finished, skipped")
+                elif not gpu and model in GPU_MODELS and max_points is None:
+                    needs_gpu[key] = _command(dataset, model, prior, out, root)
+                    log(f"{folder.name}: needs a GPU, not run ({needs_gpu[key]})")
+                elif st.state == "unreadable":
+                    log(f"{folder.name}: {st.note}; left alone")
+                else:
+                    st = _run_cell(main, key, folder, st, root, acc, devices, max_minutes,
+                                   max_points, num_samples, epochs, progress, log)
+                cells[key] = read_cell(folder) if folder.is_dir() else st
+                if st.note:
+                    cells[key].note = st.note
+    if max_points is not None:
+        notes.append(f"Smoke test: cells run with `--max-points {max_points}` (the first "
+                     f"{max_points} training, validation and test points), not the paper's data.")
+    path = write_table(out, cells, needs_gpu, notes)
+    log(f"table -> {path}")
+    return path
+
+
+def _run_cell(main, key, folder, st, root, acc, devices, max_minutes, max_points, num_samples,
+              epochs, progress, log) -> CellState:
+    dataset, model, prior = key
+    common = []
+    if max_minutes is not None:
+        common += ["--max-minutes", repr(float(max_minutes))]
+    if num_samples is not None:
+        common += ["--num-samples", str(num_samples)]
+    if epochs is not None:
+        common += ["--epochs", str(epochs)]
+    if root is not None:
+        common += ["--data-root", str(root)]
+    common += ["--accelerator", acc, "--devices", str(devices)]
+    if devices > 1:
+        common += ["--strategy", "ddp"]
+    if not progress:
+        common.append("--no-progress")
+    if st.state == "trained":
+        argv = ["evaluate", str(folder)] + (["--num-samples", str(num_samples)] if num_samples else [])
+        argv += ["--data-root", str(root)] if root is not None else []
+        argv += ["--device", "cuda" if acc == "gpu" else "cpu"]
+        what = "test evaluation of the finished training"
+    elif st.state == "unfinished":
+        argv = ["train", "--resume", "--out", str(folder)] + common
+        what = f"resumed after {st.epochs} epochs"
+    else:
+        if st.state == "leftovers":  # killed in its first epoch: nothing to continue from
+            import shutil
+
+            for p in folder.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            folder.rmdir()
+        argv = ["train", "--dataset", dataset, "--model", model, "--prior", prior, "--preset",
+                "paper", "--out", str(folder)] + common
+        if max_points is not None:
+            argv += ["--max-points", str(max_points)]
+        what = "started"
+    log(f"{folder.name}: {what}: pyrovamp {' '.join(shlex.quote(a) for a in argv)}")
+    t0 = time.time()
+    if devices > 1:
+        rc = subprocess.run([sys.executable, "-m", "pyrovamp.cli", *argv]).returncode
+    else:
+        rc = main(argv)
+    piece = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
+             "seconds": round(time.time() - t0, 1), "command": argv[0], "exit_status": rc,
+             "hardware": hardware(acc, devices), "accelerator": acc, "devices": devices}
+    _record_piece(folder, piece)
+    new = read_cell(folder)
+    if rc != 0:
+        new.note = f"the last piece failed (exit status {rc}; see its message above)"
+        log(f"{folder.name}: failed with exit status {rc}")
+    return new

@@ -1,0 +1,128 @@
+"""``pyrovamp reproduce table1``: cells trained through ``pyrovamp train``, resumed in pieces,
+skipped when finished, listed as needing a GPU on a CPU-only machine; ``table1.md`` rewritten."""
+
+import json
+import numpy as np
+import pytest
+import torch
+
+from pyrovamp.cli import main
+from pyrovamp.reproduce import PAPER_TABLE, read_cell
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+
+
+@pytest.fixture
+def static_mnist(tmp_path):
+    """Files in the canonical static-MNIST format (one image per line, 784 values 0/1)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.05, 0.95, 784)
+    for split, n in (("train", 80), ("valid", 70), ("test", 70)):
+        rows = (rng.uniform(size=(n, 784)) < probs).astype(int)
+        (root / f"binarized_mnist_{split}.amat").write_text(
+            "\n".join(" ".join(map(str, r)) for r in rows) + "\n")
+    return root
+
+
+def _row(table: str, cell: str) -> str:
+    dataset, model, prior = cell.split("_")[:-2], cell.split("_")[-2], cell.split("_")[-1]
+    start = f"| {'_'.join(dataset)} | {model} | {prior} |"
+    rows = [line for line in table.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, (cell, table)
+    return rows[0]
+
+
+def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_path, static_mnist):
+    out = tmp_path / "table"
+    args = ["reproduce", "table1", "--out", str(out), "--data-root", str(static_mnist),
+            "--models", "vae", "hvae", "--priors", "standard", "--max-points", "64",
+            "--num-samples", "4", "--epochs", "2", "--max-minutes", "0.00001", "--no-progress"]
+    cells = ["static_mnist_vae_standard", "static_mnist_hvae_standard"]
+    # first call: one epoch per cell, then the time limit stops it; no test evaluation yet
+    assert main(args) == 0
+    table = (out / "table1.md").read_text()
+    for cell in cells:
+        st = read_cell(out / cell)
+        assert st.state == "unfinished" and st.epochs == 1
+        assert not (out / cell / "metrics.json").exists()
+        row = _row(table, cell)
+        assert "not converged (unfinished" in row and "| 1 |" in row
+        assert json.loads((out / cell / "config.json").read_text())["preset"] == "paper"
+    assert "| -88.56 |" in _row(table, cells[0]) and "| -86.05 |" in _row(table, cells[1])
+    first = (out / "table1.md").stat().st_mtime_ns
+
+    # second call: resumed (--resume), reaches the 2 epochs, evaluates
+    assert main(args) == 0
+    table = (out / "table1.md").read_text()
+    for cell in cells:
+        st = read_cell(out / cell)
+        assert st.state == "finished" and st.epochs == 2
+        m = json.loads((out / cell / "metrics.json").read_text())
+        assert m["epochs_trained"] == 2 and m["num_samples"] == 4 and m["num_test_points"] == 64
+        row = _row(table, cell)
+        assert f"{m['test_log_likelihood']:.2f}" in row and "S=4, 64 test images" in row
+        assert f"{m['test_log_likelihood'] - PAPER_TABLE[('static_mnist', cell.split('_')[2], 'standard')][0]:+.2f}" in row
+        assert "not converged (the epoch limit" in row  # early stopping has not fired
+        pieces = json.loads((out / cell / "reproduce.json").read_text())["pieces"]
+        assert [p["exit_status"] for p in pieces] == [0, 0] and "cores" in pieces[0]["hardware"]
+        assert pieces[0]["hardware"] in row
+    history = (out / cells[0] / "history.csv").read_text()
+    assert history.count("\n") == 3  # header + 2 epochs: continued, not restarted
+
+    # third call: both cells finished, nothing is trained again, the table is written anew
+    stamps = {c: (out / c / "model.pt").stat().st_mtime_ns for c in cells}
+    assert main(args) == 0
+    assert {c: (out / c / "model.pt").stat().st_mtime_ns for c in cells} == stamps
+    for cell in cells:  # no piece was run (not even one refused by pyrovamp train)
+        pieces = json.loads((out / cell / "reproduce.json").read_text())["pieces"]
+        assert len(pieces) == 2
+    assert (out / "table1.md").stat().st_mtime_ns > first
+    assert (out / "table1.md").read_text().count("S=4, 64 test images") == 2
+
+
+@cpu_only
+def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_mnist):
+    out = tmp_path / "table"
+    assert main(["reproduce", "table1", "--out", str(out), "--data-root",
+                 f"static_mnist={static_mnist}", "--models", "convhvae", "pixelhvae", "--priors",
+                 "vampprior",
+                 "--no-progress"]) == 0
+    table = (out / "table1.md").read_text()
+    for model, paper in (("convhvae", "-81.09"), ("pixelhvae", "-79.78")):
+        assert not (out / f"static_mnist_{model}_vampprior").exists()  # nothing was trained
+        row = _row(table, f"static_mnist_{model}_vampprior")
+        assert "needs a GPU" in row and f"| {paper} |" in row
+        command = (f"pyrovamp reproduce table1 --out {out} --datasets static_mnist --models {model} "
+                   f"--priors vampprior --accelerator gpu --devices 1 --data-root {static_mnist}")
+        assert f"static_mnist_{model}_vampprior: `{command}`" in table
+
+
+@cpu_only
+def test_a_convolutional_cell_runs_as_a_smoke_test_with_max_points(tmp_path, static_mnist):
+    out = tmp_path / "table"
+    assert main(["reproduce", "table1", "--out", str(out), "--data-root", str(static_mnist),
+                 "--models", "convhvae", "--priors", "standard", "--max-points", "32",
+                 "--num-samples", "3", "--epochs", "1", "--no-progress"]) == 0
+    m = json.loads((out / "static_mnist_convhvae_standard" / "metrics.json").read_text())
+    assert m["model"] == "convhvae" and m["epochs_trained"] == 1
+    table = (out / "table1.md").read_text()
+    assert "needs a GPU" not in table and "--max-points 32" in table
+    assert f"{m['test_log_likelihood']:.2f}" in _row(table, "static_mnist_convhvae_standard")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--models", "nope"], "invalid choice: 'nope'"),
+    (["--data-root", "/no/such/folder"], "is not a folder"),
+] + ([(["--accelerator", "gpu"], "torch.cuda.is_available() is False")]
+     if not torch.cuda.is_available() else []))
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):
+    out = tmp_path / "table"
+    try:
+        status = main(["reproduce", "table1", "--out", str(out), "--models", "vae"] + extra)
+    except SystemExit as e:  # argparse's errors
+        status = e.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
