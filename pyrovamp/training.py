@@ -774,6 +774,9 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
         if state["pyrovamp"].get("stopped_early"):  # a finished run stays finished
             max_epochs = min(max_epochs, int(state["epoch"]) + 1)
     else:
+        if ckpt_path.exists() or (folder / BEST).exists():
+            raise CheckpointError(f"{folder} already holds a run's checkpoint; pass resume=True to "
+                                  "continue it, or choose another checkpoint_dir")
         pyro.set_rng_seed(config.seed)
 
     module = SVIModule(model, config)

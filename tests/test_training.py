@@ -157,6 +157,11 @@ def test_bad_settings_are_refused_before_work(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         train(_vae(), _data(), checkpoint_dir=tmp_path, resume=True, progress=False)
     assert list(tmp_path.iterdir()) == []
+    train(_vae(), _data(), epochs=1, progress=False, checkpoint_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="already holds a run's checkpoint"):
+        train(_vae(), _data(), epochs=1, progress=False, checkpoint_dir=tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_resume_with_a_changed_setting_is_refused(tmp_path):
