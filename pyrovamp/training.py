@@ -676,14 +676,17 @@ def quiet_lightning():
     "checkpoint directory exists" on resume, few-workers hints for in-memory tensors, a
     deprecation inside Lightning); warnings and errors of every other kind still show."""
     names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-             "lightning.pytorch.accelerators.cuda", "lightning.pytorch")
+             "lightning.pytorch.accelerators.cuda", "lightning.pytorch",
+             "lightning.fabric.utilities.distributed")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         for msg in (".*does not have many workers.*", ".*exists and is not empty.*",
                     ".*LeafSpec.*", ".*smaller than the logging interval.*",
                     ".*Found current_model_state.*", ".*litlogger.*",
-                    ".*on_save_checkpoint.*outside the 'fit' stage.*"):
+                    ".*on_save_checkpoint.*outside the 'fit' stage.*",
+                    # the epoch's metrics are computed identically on every process
+                    ".*sync_dist=True.*"):
             warnings.filterwarnings("ignore", message=msg)
         for lg in loggers:
             lg.setLevel(max(lg.level, logging.WARNING))

@@ -93,4 +93,6 @@ def test_ddp_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["processes"] == 2 and m["num_test_points"] == 200 and m["epochs_trained"] == 2
-    assert "Warning" not in r.stderr and "warn" not in r.stderr.lower(), r.stderr
+    # quiet: the one line saying what trains where, nothing from the libraries
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+        f"training vae with the mog prior on digits -> {out}"], r.stderr
