@@ -7,8 +7,10 @@ Training (:mod:`pyrovamp.inference`), importance-sampled log-likelihood
 (:mod:`pyrovamp.evaluation`), data sets (:mod:`pyrovamp.data`), figures (:mod:`pyrovamp.plots`).
 """
 
+from .ais import ais_log_likelihood, bdmc
 from .data import Dataset, load_dataset
 from .evaluation import active_units, elbo, log_importance_weights, log_likelihood
+from .exact import exact_log_likelihood
 from .inference import Trainer, TrainConfig, train
 from .models import HVAE, VAE, ConvHVAE
 from .priors import (FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior, VampPrior,
@@ -19,5 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset", "load_dataset", "active_units", "HVAE", "ConvHVAE", "elbo", "log_importance_weights", "log_likelihood", "Trainer",
     "TrainConfig", "train", "VAE", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior",
-    "GTMVampPrior", "FlowPrior", "make_prior",
+    "GTMVampPrior", "FlowPrior", "make_prior", "ais_log_likelihood", "bdmc",
+    "exact_log_likelihood",
 ]
