@@ -313,6 +313,11 @@ class _Quadrature:
                                              indexing="ij"), -1).reshape(-1, self.d)
         for level in range(1, self.max_levels + 1):
             # children of the active cells: 2^d per cell, half the width
+            if centres.shape[0] * offsets.shape[0] > self.budget // 64:
+                warnings.warn(f"exact_log_likelihood: refinement stopped at level {level}: "
+                              f"{centres.shape[0] * offsets.shape[0]} cells exceed the memory "
+                              "budget", stacklevel=4)
+                break
             child_centres = (centres[:, None, :] + offsets[None] * width).reshape(-1, self.d)
             child_index = p_idx.repeat_interleave(offsets.shape[0])
             child_values = self._on_pairs(child_index, child_centres).cpu()
