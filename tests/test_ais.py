@@ -79,18 +79,22 @@ def test_ais_approaches_the_exact_value_as_steps_grow(initial):
     assert errors[3] < 0.1 * errors[0] and errors[3] < 0.06, errors
 
 
-def test_weights_are_unbiased_estimates_of_p_x():
+@pytest.mark.parametrize("independence_moves", [False, True])
+def test_weights_are_unbiased_estimates_of_p_x(independence_moves):
     # one data point, 4000 independent single-chain AIS runs (one per copy of the point): the
-    # mean of exp(log w - log p(x)) is 1 within Monte Carlo error
+    # mean of exp(log w - log p(x)) is 1 within Monte Carlo error. The step size is fixed and
+    # large (a quarter of the HMC proposals accepted): any flaw in the accept/reject steps shows.
     fa = FactorAnalysis(shift=0.5, scale=0.8)
     x = _data(fa, 1).expand(4000, -1)
     truth = float(fa.marginal().log_prob(x[0]))
-    ll = ais_log_likelihood(fa, x, 1, 5, seed=0, adapt_step_size=False, step_size=0.5)
+    ll, d = ais_log_likelihood(fa, x, 1, 5, seed=0, adapt_step_size=False, step_size=2.5,
+                               independence_moves=independence_moves, diagnostics=True)
     w = torch.exp(ll - truth)
     se = float(w.std() / math.sqrt(w.numel()))
     assert abs(float(w.mean()) - 1) < 4 * se, (float(w.mean()), se)
     assert float(w.std()) > 0.05  # the weights do vary: the check has power
     assert float(ll.mean()) < truth  # and their log is biased low (Jensen)
+    assert 0.1 < float(d["acceptance_rate"].mean()) < 0.5
 
 
 def test_bdmc_sandwiches_the_exact_log_likelihood():
