@@ -52,22 +52,23 @@ INITIAL = ("guide", "prior", "gaussian", "prior-gaussian", "mixture")
 
 # defaults, tuned on the book's Digits runs (see the README)
 DEFAULT_NUM_CHAINS = 16
-DEFAULT_NUM_STEPS = 200
-DEFAULT_LEAPFROG_STEPS = 5
+DEFAULT_NUM_STEPS = 600
+DEFAULT_LEAPFROG_STEPS = 1
 DEFAULT_INITIAL = "mixture"
 DEFAULT_SCHEDULE = "sigmoid"
 _GRAD_FACTOR = 3  # autograd keeps about this many times a forward pass's intermediates
 
 
-def annealing_schedule(num_steps: int, schedule: str = "geometric", *,
+def annealing_schedule(num_steps: int, schedule: str = "sigmoid", *,
                        beta_min: float = 1e-3, sigmoid_delta: float = 4.0) -> torch.Tensor:
     """Inverse temperatures ``beta_0 = 0 < beta_1 < ... < beta_T = 1``: ``(T + 1,)`` float64.
 
     Args:
         num_steps: ``T`` (at least 1).
-        schedule: ``"geometric"`` -- ``beta_1 .. beta_T`` geometrically spaced from
-            ``beta_min`` to 1 (Neal 2001, sec. 6); ``"sigmoid"`` -- ``sigma(delta (2t/T - 1))``
-            rescaled to [0, 1] (Grosse et al. 2015, sec. 6); ``"linear"`` -- ``t / T``.
+        schedule: ``"sigmoid"`` -- ``sigma(delta (2t/T - 1))`` rescaled to [0, 1], the
+            schedule of the BDMC code of Grosse et al. (2015) and Wu et al. (2017);
+            ``"geometric"`` -- ``beta_1 .. beta_T`` geometrically spaced from ``beta_min`` to 1
+            (Neal 2001); ``"linear"`` -- ``t / T``.
         beta_min: first non-zero temperature of the geometric schedule.
         sigmoid_delta: steepness ``delta`` of the sigmoid schedule.
 

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimate the test log-likelihood with this method only and merge it "
                         "into metrics.json (default: recompute all test metrics and figures)")
     e.add_argument("--num-steps", type=_positive_int("--num-steps"),
-                   help="AIS/BDMC intermediate distributions T (default 200)")
+                   help="AIS/BDMC intermediate distributions T (default 600)")
     e.add_argument("--num-chains", type=_positive_int("--num-chains"),
                    help="AIS/BDMC chains per data point (default 16)")
     e.add_argument("--bdmc", type=_positive_int("--bdmc"), metavar="N",
