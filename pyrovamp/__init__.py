@@ -22,9 +22,11 @@ How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 
 import importlib
 
+from .ais import ais_log_likelihood, bdmc
 from .data import DATASETS, Dataset, load_dataset
 from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
                          log_importance_weights, log_likelihood, points_per_block)
+from .exact import exact_log_likelihood
 from .likelihoods import LIKELIHOODS
 from .models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
 from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
@@ -50,6 +52,7 @@ __all__ = [
     "TrainConfig", "TrainResult", "fit", "train",
     "DEFAULT_MEMORY_BUDGET", "active_units", "elbo", "elbo_terms", "evaluation_plan",
     "log_importance_weights", "log_likelihood", "points_per_block",
+    "ais_log_likelihood", "bdmc", "exact_log_likelihood",
     *_LAZY,
 ]
 

@@ -455,7 +455,8 @@ def log_importance_weights(model, x, num_samples: int, *,
 
 def log_likelihood(model, x, num_samples: int = 5000, *,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int | None = None,
-                   seed: int | None = None, diagnostics: bool = False, first_block: int = 0):
+                   seed: int | None = None, diagnostics: bool = False, first_block: int = 0,
+                   method: str = "is", **options):
     """Importance-sampled ``log p(x)`` per data point, in nats (Burda et al. 2016, eq. 1; the
     VampPrior paper's test log-likelihood with ``S = 5000``).
 
@@ -476,9 +477,31 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
         higher is better); with ``diagnostics=True`` the pair ``(log_likelihood, dict)`` whose
         dict holds ``(N,)`` numpy arrays ``log_likelihood_psis``, ``pareto_k`` and ``ess``.
 
+    With ``method="ais"`` the estimate is annealed importance sampling
+    (:func:`pyrovamp.ais.ais_log_likelihood`; ``options``: ``num_chains``, ``num_steps``, ...;
+    ``num_samples`` is not used), with ``method="exact"`` quadrature for models with at most two
+    latent dimensions (:func:`pyrovamp.exact.exact_log_likelihood`; ``options``: ``tol``, ...;
+    with ``diagnostics=True`` its dict holds ``error_estimate``).
+
     Raises:
-        ValueError: bad ``x``, ``num_samples`` or another bad argument.
+        ValueError: bad ``x``, ``num_samples`` or another bad argument, unknown ``method`` or
+            options.
     """
+    if method == "ais":
+        from .ais import ais_log_likelihood
+
+        return ais_log_likelihood(model, x, memory_budget=memory_budget, batch_size=batch_size,
+                                  seed=seed, diagnostics=diagnostics, **options)
+    if method == "exact":
+        from .exact import exact_log_likelihood
+
+        ll, err, info = exact_log_likelihood(model, x, memory_budget=memory_budget,
+                                             diagnostics=True, **options)
+        return (ll, {**info, "error_estimate": err.cpu().numpy()}) if diagnostics else ll
+    if method != "is":
+        raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
+    if options:
+        raise ValueError(f"unexpected option(s) for method='is': {', '.join(sorted(options))}")
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
     out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}

@@ -1,0 +1,296 @@
+"""The latent sites of a Pyro model/guide pair as one flat vector per data point.
+
+Shared by :mod:`pyrovamp.exact` (quadrature) and :mod:`pyrovamp.ais` (annealed importance
+sampling). Both need, for any object with Pyro ``model(x)`` and ``guide(x)`` methods whose sites
+sit in one ``pyro.plate`` over data points at ``dim=-1``:
+
+* the latent sites, their sizes and supports (:func:`latent_space`);
+* ``log p(x, z)`` and ``log q(z|x)`` at given latent values, batched over a leading dimension
+  (grid points or chains) and the data points (:meth:`LatentSpace.log_joint`,
+  :meth:`LatentSpace.log_guide`);
+* draws from the prior and the guide (:meth:`LatentSpace.sample`).
+
+All latent sites are concatenated, in the model's order, into one unconstrained vector ``u`` of
+size ``d`` per data point; a site with a constrained support is mapped through
+``biject_to(support)`` and the log-Jacobian of that map is added to every density in ``u``
+space, so integrals and Markov chains in ``u`` are those of ``z``.
+
+This module imports nothing from :mod:`pyrovamp.evaluation` (which imports the estimators).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import pyro
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.distributions.transforms import biject_to
+from pyro.poutine.util import site_is_subsample
+
+from .priors import Prior
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
+_BATCH_PLATE = "_pyrovamp_batch"
+
+
+def check_data(model, x, name="x"):
+    """``x`` checked against the model's likelihood when it has one (a pyrovamp model);
+    otherwise only its type, rank, size and finiteness. Returns an ``(N, ...)`` tensor.
+
+    Raises:
+        ValueError: not a tensor, fewer than one dimension, empty, NaN/inf, wrong shape or
+            support for a pyrovamp model.
+    """
+    if hasattr(model, "input_dim") and hasattr(model, "likelihood"):
+        from .models import check_data as _check
+
+        return _check(x, model.input_dim, model.likelihood, name)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of data points, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_model(model, name="model"):
+    """Raise ``ValueError`` unless ``model`` has callable ``model`` and ``guide`` methods."""
+    if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
+        raise ValueError(f"{name} must have Pyro model(x) and guide(x) methods, got "
+                         f"{type(model).__name__}")
+
+
+def positive_int(value, name):
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def positive_float(value, name):
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def pair_bytes(model) -> int:
+    """Rough bytes of intermediate tensors per (grid point or chain, data point) pair of one
+    forward pass of ``model`` (decoder outputs plus hidden activations)."""
+    floats = 4096
+    like = getattr(model, "likelihood", None)
+    if like is not None:
+        floats = 4 * like.output_dim + 1024
+    for m in model.modules() if hasattr(model, "modules") else ():
+        if isinstance(m, torch.nn.Linear):
+            floats += 3 * m.out_features
+        k = getattr(m, "num_components", None)
+        if isinstance(m, Prior) and isinstance(k, int):
+            floats += 2 * k
+    return 4 * floats
+
+
+@contextlib.contextmanager
+def evaluation_context(model, seed=None, device=None):
+    """Eval mode, priors cached (their components computed once, without a graph), and an
+    optional seed in a forked RNG (the caller's random stream is left as it was)."""
+    was_training = getattr(model, "training", False)
+    with contextlib.ExitStack() as stack:
+        if seed is not None:
+            devices = []
+            if torch.cuda.is_available():
+                devices = [device.index if device is not None and device.type == "cuda"
+                           and device.index is not None else torch.cuda.current_device()]
+            stack.enter_context(torch.random.fork_rng(devices=devices))
+            torch.manual_seed(seed)
+        if hasattr(model, "modules"):
+            model.eval()
+            for m in model.modules():
+                if isinstance(m, Prior):
+                    stack.enter_context(m.cached())
+                    with torch.no_grad():
+                        m()  # build the cached distribution once, outside any autograd graph
+        try:
+            yield
+        finally:
+            if hasattr(model, "train"):
+                model.train(was_training)
+
+
+def _is_real(support) -> bool:
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real
+
+
+class LatentSpace:
+    """The latent sites of ``model.model`` as one unconstrained vector of size ``dim``.
+
+    Attributes:
+        model: the object with Pyro ``model(x)`` / ``guide(x)``.
+        sites: list of ``(name, event_shape, size, transform)``; ``transform`` maps the
+            unconstrained coordinates to the site's support (``None``: the identity).
+        observed: names of the observed sites.
+        dim: total size ``d`` of the latent vector per data point.
+    """
+
+    def __init__(self, model, sites, observed):
+        self.model = model
+        self.sites = sites
+        self.observed = observed
+        self.dim = sum(s[2] for s in sites)
+
+    @property
+    def names(self):
+        return [s[0] for s in self.sites]
+
+    def describe(self) -> str:
+        return ", ".join(f"{n}: {tuple(e)}" for n, e, _, _ in self.sites)
+
+    # --- flat unconstrained vector <-> site values ---------------------------------------------
+    def unflatten(self, u):
+        """``u`` of shape ``(..., d)`` -> ``({site: value (..., *event_shape)}, log|J| (...))``."""
+        values, log_det, off = {}, 0.0, 0
+        for name, event_shape, size, transform in self.sites:
+            v = u[..., off:off + size].reshape(u.shape[:-1] + tuple(event_shape))
+            off += size
+            if transform is not None:
+                z = transform(v)
+                ld = transform.log_abs_det_jacobian(v, z)
+                ld = ld.reshape(ld.shape[:u.dim() - 1] + (-1,)).sum(-1) if ld.dim() >= u.dim() \
+                    else ld
+                log_det = log_det + ld
+                v = z
+            values[name] = v
+        return values, log_det
+
+    def flatten(self, values):
+        """``{site: value (..., *event_shape)}`` (constrained) -> ``u`` of shape ``(..., d)``."""
+        parts = []
+        for name, event_shape, size, transform in self.sites:
+            v = values[name]
+            if transform is not None:
+                v = transform.inv(v)
+            parts.append(v.reshape(v.shape[:v.dim() - len(event_shape)] + (size,)))
+        return torch.cat(parts, -1)
+
+    # --- densities at given latent values -------------------------------------------------------
+    def _score(self, fn, x, values, batch):
+        with pyro.plate(_BATCH_PLATE, batch, dim=-2):
+            trace = poutine.trace(poutine.condition(fn, data=values)).get_trace(x)
+        trace.compute_log_prob()
+        return trace
+
+    def log_joint(self, x, u):
+        """``log p(z)`` and ``log p(x|z)`` at ``u``: two ``(B, N)`` tensors, nats.
+
+        ``u`` has shape ``(B, N, d)`` or ``(B, 1, d)`` (one latent vector shared by all data
+        points; the model must then broadcast, see :meth:`broadcasts`). The log-Jacobian of the
+        support maps is added to the first (latent) term.
+        """
+        values, log_det = self.unflatten(u)
+        trace = self._score(self.model.model, x, values, u.shape[0])
+        shape = (u.shape[0], x.shape[0])
+        latent, observed = torch.zeros((), dtype=u.dtype, device=u.device), 0.0
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if name in self.observed:
+                observed = observed + site["log_prob"]
+            elif name in values:
+                latent = latent + site["log_prob"]
+            else:
+                raise ValueError(f"model site {name!r} was not seen when the latent sites were "
+                                 "traced; the model must have the same sites for every call")
+        latent = latent + log_det
+        return (torch.broadcast_to(latent, shape),
+                torch.broadcast_to(torch.as_tensor(observed, device=u.device), shape))
+
+    def log_guide(self, x, u):
+        """``log q(z|x)`` at ``u`` (plus the log-Jacobian of the support maps): ``(B, N)``."""
+        values, log_det = self.unflatten(u)
+        trace = self._score(self.model.guide, x, values, u.shape[0])
+        out = log_det
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if name not in values:
+                raise ValueError(f"guide site {name!r} is not a latent site of the model "
+                                 f"({', '.join(self.names)})")
+            out = out + site["log_prob"]
+        return torch.broadcast_to(out, (u.shape[0], x.shape[0]))
+
+    def sample(self, x, num_samples, source="guide"):
+        """``num_samples`` draws per data point from the guide ``q(z|x)`` or the model's prior
+        ``p(z)``, as unconstrained vectors ``(num_samples, N, d)`` (no gradient)."""
+        fn = self.model.guide if source == "guide" else self.model.model
+        with torch.no_grad(), pyro.plate(_BATCH_PLATE, num_samples, dim=-2):
+            trace = poutine.trace(fn).get_trace(x)
+        values = {}
+        for name, event_shape, size, _ in self.sites:
+            if name not in trace.nodes:
+                raise ValueError(f"the {source} has no site {name!r}; model and guide must have "
+                                 "the same latent sites")
+            v = trace.nodes[name]["value"]
+            values[name] = v.expand((num_samples, x.shape[0]) + tuple(event_shape))
+        return self.flatten(values).detach()
+
+    def broadcasts(self, x) -> bool:
+        """Whether ``log_joint`` with ``u`` of shape ``(B, 1, d)`` equals the same ``u`` expanded
+        to ``(B, N, d)`` (true for models written with broadcasting, as pyrovamp's are)."""
+        xs = x[:3]
+        u = self.sample(xs[:1], 2, "prior")  # (2, 1, d)
+        try:
+            with torch.no_grad():
+                a = self.log_joint(xs, u)
+                b = self.log_joint(xs, u.expand(2, xs.shape[0], self.dim))
+        except Exception:  # noqa: BLE001 -- any failure means: do not broadcast
+            return False
+        return all(p.shape == q.shape and bool(torch.allclose(p, q, rtol=1e-5, atol=1e-4))
+                   for p, q in zip(a, b))
+
+
+def latent_space(model, x) -> LatentSpace:
+    """Trace ``model.model(x)`` once and describe its latent sites.
+
+    Args:
+        model: object with Pyro ``model(x)`` and ``guide(x)``.
+        x: ``(N, ...)`` data (checked by the caller).
+
+    Raises:
+        ValueError: a latent site outside the data plate (batch shape other than ``(N,)``), a
+            discrete latent site, or a model without latent sites.
+    """
+    check_model(model)
+    n = x.shape[0]
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(x)
+    sites, observed = [], set()
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if site["is_observed"]:
+            observed.add(name)
+            continue
+        fn = site["fn"]
+        if tuple(fn.batch_shape) != (n,):
+            raise ValueError(f"latent site {name!r} has batch shape {tuple(fn.batch_shape)}; every "
+                             f"latent site must sit in one data plate of size {n} at dim=-1")
+        support = fn.support
+        if support.is_discrete:
+            raise ValueError(f"latent site {name!r} is discrete; only continuous latents are "
+                             "supported")
+        transform = None
+        if not _is_real(support):
+            try:
+                transform = biject_to(support)
+            except NotImplementedError:
+                transform = None  # a dependent support: treated as unconstrained
+        event_shape = tuple(fn.event_shape)
+        sites.append((name, event_shape, math.prod(event_shape), transform))
+    if not sites:
+        raise ValueError("the model has no latent sample sites")
+    return LatentSpace(model, sites, observed)

@@ -1,0 +1,263 @@
+"""Annealed importance sampling and BDMC against exact marginal likelihoods."""
+
+import json
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovamp import HVAE, VAE, ais_log_likelihood, bdmc, exact_log_likelihood, log_likelihood
+from pyrovamp.ais import annealing_schedule
+
+from conftest import cuda
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threads only add overhead
+    yield
+    torch.set_num_threads(threads)
+
+
+class FactorAnalysis:
+    """z ~ N(0, I_2), x = W z + b + eps, eps ~ N(0, diag psi): p(x) = N(b, W W^T + diag psi).
+    The guide is a poor proposal: shifted by ``shift`` and ``scale`` times the posterior's
+    standard deviations, without the posterior's correlation."""
+
+    def __init__(self, D=5, L=2, seed=0, shift=1.0, scale=0.6, dtype=torch.float64):
+        g = torch.Generator().manual_seed(seed)
+        self.W = torch.randn(D, L, generator=g, dtype=dtype)
+        self.b = torch.randn(D, generator=g, dtype=dtype)
+        self.psi = 0.3 + torch.rand(D, generator=g, dtype=dtype)
+        self.L, self.shift, self.scale, self.dtype = L, shift, scale, dtype
+        A = torch.eye(L, dtype=dtype) + self.W.T @ (self.W / self.psi[:, None])
+        self.post_cov = torch.linalg.inv(A)
+        self.post_gain = self.post_cov @ (self.W.T / self.psi)
+
+    def to(self, device):
+        for k in ("W", "b", "psi", "post_cov", "post_gain"):
+            setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    def marginal(self):
+        return dist.MultivariateNormal(self.b, self.W @ self.W.T + torch.diag(self.psi))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.L, dtype=self.dtype,
+                                                         device=x.device), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1),
+                        obs=x)
+
+    def guide(self, x):
+        loc = (x - self.b) @ self.post_gain.T + self.shift
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Normal(loc, self.scale * self.post_cov.diagonal().sqrt())
+                        .to_event(1))
+
+
+def _data(fa, n, seed=1):
+    torch.manual_seed(seed)
+    return fa.marginal().sample((n,))
+
+
+@pytest.mark.parametrize("initial", ["guide", "mixture"])
+def test_ais_approaches_the_exact_value_as_steps_grow(initial):
+    fa = FactorAnalysis(shift=0.3, scale=0.7)
+    x = _data(fa, 60)
+    truth = fa.marginal().log_prob(x)
+    errors = []
+    for T in (1, 10, 100, 400):
+        ll = ais_log_likelihood(fa, x, 8, T, initial=initial, seed=0)
+        assert ll.shape == (60,) and ll.dtype == torch.float64
+        errors.append(float((ll - truth).abs().mean()))
+    assert errors[0] > errors[1] > errors[2] > errors[3], errors
+    assert errors[3] < 0.1 * errors[0] and errors[3] < 0.06, errors
+
+
+@pytest.mark.parametrize("independence_moves", [False, True])
+def test_weights_are_unbiased_estimates_of_p_x(independence_moves):
+    # one data point, 4000 independent single-chain AIS runs (one per copy of the point): the
+    # mean of exp(log w - log p(x)) is 1 within Monte Carlo error. The step size is fixed and
+    # large (a quarter of the HMC proposals accepted): any flaw in the accept/reject steps shows.
+    fa = FactorAnalysis(shift=0.5, scale=0.8)
+    x = _data(fa, 1).expand(4000, -1)
+    truth = float(fa.marginal().log_prob(x[0]))
+    ll, d = ais_log_likelihood(fa, x, 1, 5, seed=0, adapt_step_size=False, step_size=2.5,
+                               independence_moves=independence_moves, diagnostics=True)
+    w = torch.exp(ll - truth)
+    se = float(w.std() / math.sqrt(w.numel()))
+    assert abs(float(w.mean()) - 1) < 4 * se, (float(w.mean()), se)
+    assert float(w.std()) > 0.05  # the weights do vary: the check has power
+    assert float(ll.mean()) < truth  # and their log is biased low (Jensen)
+    assert 0.1 < float(d["acceptance_rate"].mean()) < 0.5
+
+
+def test_bdmc_sandwiches_the_exact_log_likelihood():
+    fa = FactorAnalysis(shift=1.5, scale=0.5)
+    x_like = torch.zeros(1, 5, dtype=torch.float64)
+    out = bdmc(fa, 200, 4, 5, x_like=x_like, seed=0)
+    truth = fa.marginal().log_prob(out["x"])
+    assert out["x"].shape == (200, 5)
+    assert out["lower"].shape == out["upper"].shape == out["gap"].shape == (200,)
+    lower, upper = float(out["lower"].mean()), float(out["upper"].mean())
+    assert lower < float(truth.mean()) < upper
+    assert torch.allclose(out["gap"], out["upper"] - out["lower"])
+    # more steps: a tighter sandwich around the same truth
+    out2 = bdmc(fa, 200, 4, 100, x_like=x_like, seed=0)
+    assert torch.equal(out2["x"], out["x"])  # the same simulated data for the same seed
+    assert float(out2["lower"].mean()) < float(truth.mean()) < float(out2["upper"].mean())
+    assert float(out2["gap"].mean()) < 0.5 * float(out["gap"].mean())
+
+
+def test_vae_and_hvae_anneal_all_latent_sites_jointly():
+    torch.manual_seed(0)
+    vae = VAE((6,), 2, "vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
+              num_components=4)
+    hvae = HVAE((6,), 1, "mog", likelihood="categorical", num_values=5, hidden_dim=16,
+                num_components=3, z1_dim=1)  # z2 and z1 of one dimension each: exact works
+    x = torch.randint(0, 5, (10, 6)).float()
+    for model in (vae, hvae):
+        exact, _ = exact_log_likelihood(model, x)
+        ll = ais_log_likelihood(model, x, 8, 50, seed=0)
+        assert float((ll - exact).abs().max()) < 0.05
+        assert model.training
+    # a larger HVAE just runs, with finite values above its IS estimate on average
+    big = HVAE((6,), 3, "vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
+               num_components=4, z1_dim=2)
+    ll, d = ais_log_likelihood(big, x, 4, 20, seed=0, diagnostics=True)
+    assert bool(torch.isfinite(ll).all()) and 0.3 < float(d["acceptance_rate"].mean()) < 0.95
+    assert float(ll.mean()) > float(log_likelihood(big, x, 4, seed=0).mean())
+
+
+def test_log_likelihood_dispatches_method_ais():
+    fa = FactorAnalysis()
+    x = _data(fa, 7)
+    a = ais_log_likelihood(fa, x, num_chains=3, num_steps=6, seed=3)
+    b = log_likelihood(fa, x, method="ais", num_chains=3, num_steps=6, seed=3)
+    assert torch.equal(a, b)
+    ll, d = log_likelihood(fa, x, method="ais", num_chains=3, num_steps=6, seed=3,
+                           diagnostics=True)
+    assert torch.equal(ll, a)
+    assert d["log_weights"].shape == (3, 7)
+    for k in ("acceptance_rate", "step_size", "ess"):
+        assert d[k].shape == (7,)
+    assert np.allclose(torch.logsumexp(torch.as_tensor(d["log_weights"]), 0) - math.log(3),
+                       ll.numpy())
+
+
+def test_seeded_runs_repeat_and_leave_the_global_random_stream_alone():
+    fa = FactorAnalysis()
+    x = _data(fa, 5)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = ais_log_likelihood(fa, x, 2, 5, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, ais_log_likelihood(fa, x, 2, 5, seed=7))
+    assert not torch.equal(a, ais_log_likelihood(fa, x, 2, 5, seed=8))
+
+
+@pytest.mark.parametrize("kind", ["geometric", "sigmoid", "linear"])
+def test_annealing_schedules_rise_from_zero_to_one(kind):
+    b = annealing_schedule(50, kind)
+    assert b.shape == (51,) and b.dtype == torch.float64
+    assert float(b[0]) == 0.0 and float(b[-1]) == 1.0 and bool((b[1:] > b[:-1]).all())
+
+
+def test_bad_input_raises_before_any_work():
+    fa = FactorAnalysis()
+    x = _data(fa, 4)
+    cases = [({"num_chains": 0}, "num_chains"), ({"num_steps": 0}, "num_steps"),
+             ({"num_leapfrog_steps": 0}, "num_leapfrog_steps"),
+             ({"schedule": "cosine"}, "schedule"), ({"initial": "posterior"}, "initial"),
+             ({"target_accept": 1.5}, "target_accept"), ({"step_size": -1.0}, "step_size"),
+             ({"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])}, "schedule"),
+             ({"beta_min": 2.0}, "beta_min")]
+    for kw, name in cases:
+        with pytest.raises(ValueError, match=name):
+            ais_log_likelihood(fa, x, **kw)
+    vae = VAE((6,), 2, "standard", likelihood="categorical", num_values=5, hidden_dim=8)
+    with pytest.raises(ValueError, match="NaN"):
+        ais_log_likelihood(vae, torch.full((3, 6), float("nan")))
+    with pytest.raises(ValueError, match="x must"):
+        ais_log_likelihood(vae, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="model"):
+        ais_log_likelihood(object(), x)
+    with pytest.raises(ValueError, match="num_points"):
+        bdmc(vae, 0)
+    with pytest.raises(ValueError, match="unknown option"):
+        bdmc(vae, 3, leapfrog=3)
+    with pytest.raises(ValueError, match="x_like"):
+        bdmc(fa, 3)
+    with pytest.raises(ValueError, match="method"):
+        log_likelihood(fa, x, method="annealing")
+
+
+@cuda
+def test_ais_runs_on_cuda():
+    fa = FactorAnalysis().to("cuda")
+    x = _data(fa, 20).to("cuda")
+    ll = ais_log_likelihood(fa, x, 4, 30, seed=0)
+    assert ll.device.type == "cuda" and ll.dtype == torch.float64
+    assert float((ll - fa.marginal().log_prob(x)).abs().mean()) < 0.1
+    out = bdmc(fa, 10, 4, 10, x_like=torch.zeros(1, 5, dtype=torch.float64, device="cuda"))
+    assert out["upper"].device.type == "cuda"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from pyrovamp.cli import main
+
+    out = tmp_path_factory.mktemp("ais") / "run"
+    pyro.set_rng_seed(0)
+    assert main(["train", "--prior", "vampprior", "--epochs", "1", "--max-points", "30",
+                 "--num-samples", "20", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_evaluate_ais_and_bdmc_merge_into_the_metrics(tiny_run):
+    from pyrovamp.cli import main
+
+    before = json.loads((tiny_run / "metrics.json").read_text())
+    assert main(["evaluate", str(tiny_run), "--method", "ais", "--num-steps", "20",
+                 "--num-chains", "4"]) == 0
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    for k, v in before.items():  # nothing lost
+        assert m[k] == v
+    assert m["ais_num_steps"] == 20 and m["ais_num_chains"] == 4 and m["ais_seconds"] > 0
+    assert abs(m["test_log_likelihood_ais"] - m["test_log_likelihood_exact"]) < 0.5
+    per = np.load(tiny_run / "log_likelihood_ais.npz")
+    assert per["log_likelihood"].shape == (30,)
+
+    assert main(["evaluate", str(tiny_run), "--bdmc", "5", "--num-steps", "10",
+                 "--num-chains", "2"]) == 0
+    m2 = json.loads((tiny_run / "metrics.json").read_text())
+    assert m2["test_log_likelihood_ais"] == m["test_log_likelihood_ais"]
+    assert m2["bdmc_num_points"] == 5 and m2["bdmc_upper"] - m2["bdmc_lower"] == pytest.approx(
+        m2["bdmc_gap"])
+
+    assert main(["evaluate", str(tiny_run), "--num-samples", "10"]) == 0  # the full refresh
+    m3 = json.loads((tiny_run / "metrics.json").read_text())
+    assert m3["num_samples"] == 10 and m3["test_log_likelihood_ais"] == m["test_log_likelihood_ais"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "ais", "--num-samples", "10"], "--num-samples"),
+    (["--method", "exact", "--num-chains", "3"], "--num-chains"),
+    (["--method", "mcmc"], "invalid choice"),
+    (["--bdmc", "0"], "--bdmc"),
+])
+def test_cli_evaluate_bad_arguments_are_one_line(tiny_run, args, message, capsys):
+    from pyrovamp.cli import main
+
+    try:
+        code = main(["evaluate", str(tiny_run), *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
