@@ -116,9 +116,9 @@ def test_bdmc_sandwiches_the_exact_log_likelihood():
 
 def test_vae_and_hvae_anneal_all_latent_sites_jointly():
     torch.manual_seed(0)
-    vae = VAE((6,), 2, "vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
+    vae = VAE((6,), 2, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
               num_components=4)
-    hvae = HVAE((6,), 1, "mog", likelihood="categorical", num_values=5, hidden_dim=16,
+    hvae = HVAE((6,), 1, prior="mog", likelihood="categorical", num_values=5, hidden_dim=16,
                 num_components=3, z1_dim=1)  # z2 and z1 of one dimension each: exact works
     x = torch.randint(0, 5, (10, 6)).float()
     for model in (vae, hvae):
@@ -127,7 +127,7 @@ def test_vae_and_hvae_anneal_all_latent_sites_jointly():
         assert float((ll - exact).abs().max()) < 0.05
         assert model.training
     # a larger HVAE just runs, with finite values above its IS estimate on average
-    big = HVAE((6,), 3, "vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
+    big = HVAE((6,), 3, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
                num_components=4, z1_dim=2)
     ll, d = ais_log_likelihood(big, x, 4, 20, seed=0, diagnostics=True)
     assert bool(torch.isfinite(ll).all()) and 0.3 < float(d["acceptance_rate"].mean()) < 0.95
@@ -180,7 +180,7 @@ def test_bad_input_raises_before_any_work():
     for kw, name in cases:
         with pytest.raises(ValueError, match=name):
             ais_log_likelihood(fa, x, **kw)
-    vae = VAE((6,), 2, "standard", likelihood="categorical", num_values=5, hidden_dim=8)
+    vae = VAE((6,), 2, prior="standard", likelihood="categorical", num_values=5, hidden_dim=8)
     with pytest.raises(ValueError, match="NaN"):
         ais_log_likelihood(vae, torch.full((3, 6), float("nan")))
     with pytest.raises(ValueError, match="x must"):

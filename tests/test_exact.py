@@ -185,7 +185,7 @@ def _brute_force(model, x, R=8.0, n=800):
 
 def test_a_vampprior_vae_matches_a_brute_force_grid_and_is_above_importance_sampling():
     torch.manual_seed(0)
-    vae = VAE((6,), 2, "vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
+    vae = VAE((6,), 2, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
               num_components=4)
     x = torch.randint(0, 5, (12, 6)).float()
     ll, err = exact_log_likelihood(vae, x)
@@ -211,11 +211,11 @@ def test_log_likelihood_dispatches_method_exact():
 
 
 def test_bad_input_raises_before_any_work():
-    vae = VAE((6,), 3, "standard", likelihood="categorical", num_values=5, hidden_dim=8)
+    vae = VAE((6,), 3, prior="standard", likelihood="categorical", num_values=5, hidden_dim=8)
     x = torch.randint(0, 5, (4, 6)).float()
     with pytest.raises(ValueError, match="at most 2 latent dimensions"):
         exact_log_likelihood(vae, x)
-    vae2 = VAE((6,), 2, "standard", likelihood="categorical", num_values=5, hidden_dim=8)
+    vae2 = VAE((6,), 2, prior="standard", likelihood="categorical", num_values=5, hidden_dim=8)
     with pytest.raises(ValueError, match="x must"):
         exact_log_likelihood(vae2, torch.full((4, 6), 9.0))
     with pytest.raises(ValueError, match="x"):
