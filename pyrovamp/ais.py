@@ -45,7 +45,7 @@ from pyro import poutine
 from ._latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
                       latent_space, pair_bytes, positive_float, positive_int)
 
-__all__ = ["ais_log_likelihood", "bdmc", "annealing_schedule", "SCHEDULES", "INITIAL"]
+__all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
 
 SCHEDULES = ("geometric", "sigmoid", "linear")
 INITIAL = ("guide", "prior", "gaussian", "prior-gaussian", "mixture")
@@ -374,8 +374,9 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
 
 
 def simulate(model, num_points: int, x_like: torch.Tensor | None = None, *, seed=None):
-    """Draw ``(z, x) ~ p(z) p(x|z)`` from ``model.model`` (its observed sites sampled with
-    ``poutine.uncondition``): ``(x (num_points, D), {latent site: value})``.
+    """Draw ``(z, x) ~ p(z) p(x|z)`` from ``model.model`` by ancestral sampling (its observed
+    sites sampled with ``poutine.uncondition``), the simulated data of BDMC (Grosse et al.
+    2015, sec. 4): ``(x (num_points, D), {latent site: value})``.
 
     ``x_like`` gives the shape of one data point (its values are ignored); default
     ``zeros(num_points, model.input_dim)`` for pyrovamp models.
