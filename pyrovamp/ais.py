@@ -45,7 +45,7 @@ from pyro import poutine
 from ._latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
                       latent_space, pair_bytes, positive_float, positive_int)
 
-__all__ = ["ais_log_likelihood", "bdmc", "annealing_schedule", "SCHEDULES", "INITIAL"]
+__all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
 
 SCHEDULES = ("geometric", "sigmoid", "linear")
 INITIAL = ("guide", "prior", "gaussian", "prior-gaussian", "mixture")
@@ -294,7 +294,12 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
         x: ``(N, D)`` data.
         num_chains: ``C`` independent AIS chains per data point.
         num_steps: ``T`` intermediate distributions (``T - 1`` HMC transitions).
-        num_leapfrog_steps: leapfrog steps per HMC transition.
+        num_leapfrog_steps: leapfrog steps per HMC transition. The defaults (16 chains, 600
+            temperatures, 1 leapfrog step) were tuned on the book's Digits runs (L=2): there
+            AIS came within 0.005 nats per image of the exact value on average and within 0.21
+            on every test image, at about 6 times the cost of IS with S=5000 (more
+            temperatures with fewer leapfrog steps beat the reverse at equal cost). Models with
+            many latent dimensions may need more leapfrog steps.
         schedule: ``"sigmoid"`` (default; on Digits it beat the geometric and the linear
             schedules at equal cost), ``"geometric"`` or ``"linear"`` (see
             :func:`annealing_schedule`), or a ``(T + 1,)`` tensor of inverse temperatures from 0
@@ -374,8 +379,9 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
 
 
 def simulate(model, num_points: int, x_like: torch.Tensor | None = None, *, seed=None):
-    """Draw ``(z, x) ~ p(z) p(x|z)`` from ``model.model`` (its observed sites sampled with
-    ``poutine.uncondition``): ``(x (num_points, D), {latent site: value})``.
+    """Draw ``(z, x) ~ p(z) p(x|z)`` from ``model.model`` by ancestral sampling (its observed
+    sites sampled with ``poutine.uncondition``), the simulated data of BDMC (Grosse et al.
+    2015, sec. 4): ``(x (num_points, D), {latent site: value})``.
 
     ``x_like`` gives the shape of one data point (its values are ignored); default
     ``zeros(num_points, model.input_dim)`` for pyrovamp models.
