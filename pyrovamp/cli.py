@@ -330,14 +330,38 @@ def _train(args, argv) -> int:
               file=sys.stderr)
     result = fit(model, dataset.train_sampler or dataset.train, dataset.validation, tcfg,
                  checkpoint_dir=out, resume=args.resume)
-    if rank == 0:
-        write_history_csv(result.history, out / "history.csv")
-    if not result.finished:
+    ok = False
+    try:
         if rank == 0:
+            write_history_csv(result.history, out / "history.csv")
+        if result.finished:
+            _finish_run(model, dataset, cfg, tcfg, result, out)
+        elif rank == 0:
             print(f"stopped after {result.epochs} of {cfg['epochs']} epochs (--max-minutes); the test "
                   f"evaluation runs when the run finishes: continue with "
                   f"pyrovamp train --resume --out {out}", file=sys.stderr)
-        return 0
+        ok = True
+    finally:
+        _end_processes(ok)
+    return 0
+
+
+def _end_processes(ok: bool) -> None:
+    """After data-parallel training: wait for every process (when all went well) and end the
+    process group, so gloo's and NCCL's threads stop before the interpreter does."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _finish_run(model, dataset, cfg, tcfg, result, out):
+    """The test metrics and figures of a finished run (sharded over the processes of a
+    data-parallel run)."""
+    import torch
+
     trainer = result.trainer
     device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
     meta = {"epochs_trained": result.epochs, "train_seconds": result.train_seconds,
@@ -347,7 +371,6 @@ def _train(args, argv) -> int:
             "precision": str(tcfg.precision)}
     _write_metrics_and_figures(model, dataset, cfg, meta, result.history, out, cfg["num_samples"],
                                device, trainer=trainer if trainer is not None and trainer.world_size > 1 else None)
-    return 0
 
 
 def _limit(dataset, n):

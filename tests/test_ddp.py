@@ -43,6 +43,8 @@ _SCRIPT = textwrap.dedent("""
 
     got = sharded_over_processes(fn, t, 4, r.trainer)
     torch.save(got["ll"], f"{out}/ll{rank}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()  # gloo's threads end before the interpreter does
 """)
 
 
