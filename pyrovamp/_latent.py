@@ -27,6 +27,7 @@ import torch
 import pyro
 from pyro import poutine
 from pyro.distributions import constraints
+from torch.distributions.constraints import MixtureSameFamilyConstraint
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 
@@ -121,7 +122,9 @@ def evaluation_context(model, seed=None, device=None):
 
 
 def _is_real(support) -> bool:
-    while isinstance(support, constraints.independent):
+    """Whether ``support`` is the real line (or R^n), also as torch's support of a mixture of
+    real-valued components."""
+    while isinstance(support, (constraints.independent, MixtureSameFamilyConstraint)):
         support = support.base_constraint
     return support is constraints.real
 
@@ -288,7 +291,9 @@ def latent_space(model, x) -> LatentSpace:
             try:
                 transform = biject_to(support)
             except NotImplementedError:
-                transform = None  # a dependent support: treated as unconstrained
+                raise ValueError(f"latent site {name!r} has support {support}, which cannot be "
+                                 "mapped to the real line (torch's biject_to has no transform "
+                                 "for it)") from None
         event_shape = tuple(fn.event_shape)
         sites.append((name, event_shape, math.prod(event_shape), transform))
     if not sites:

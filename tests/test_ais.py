@@ -12,52 +12,7 @@ import torch
 from pyrovamp import HVAE, VAE, ais_log_likelihood, bdmc, exact_log_likelihood, log_likelihood
 from pyrovamp.ais import annealing_schedule
 
-from conftest import cuda
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
-
-
-class FactorAnalysis:
-    """z ~ N(0, I_2), x = W z + b + eps, eps ~ N(0, diag psi): p(x) = N(b, W W^T + diag psi).
-    The guide is a poor proposal: shifted by ``shift`` and ``scale`` times the posterior's
-    standard deviations, without the posterior's correlation."""
-
-    def __init__(self, D=5, L=2, seed=0, shift=1.0, scale=0.6, dtype=torch.float64):
-        g = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(D, L, generator=g, dtype=dtype)
-        self.b = torch.randn(D, generator=g, dtype=dtype)
-        self.psi = 0.3 + torch.rand(D, generator=g, dtype=dtype)
-        self.L, self.shift, self.scale, self.dtype = L, shift, scale, dtype
-        A = torch.eye(L, dtype=dtype) + self.W.T @ (self.W / self.psi[:, None])
-        self.post_cov = torch.linalg.inv(A)
-        self.post_gain = self.post_cov @ (self.W.T / self.psi)
-
-    def to(self, device):
-        for k in ("W", "b", "psi", "post_cov", "post_gain"):
-            setattr(self, k, getattr(self, k).to(device))
-        return self
-
-    def marginal(self):
-        return dist.MultivariateNormal(self.b, self.W @ self.W.T + torch.diag(self.psi))
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.L, dtype=self.dtype,
-                                                         device=x.device), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1),
-                        obs=x)
-
-    def guide(self, x):
-        loc = (x - self.b) @ self.post_gain.T + self.shift
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(loc, self.scale * self.post_cov.diagonal().sqrt())
-                        .to_event(1))
+from conftest import FactorAnalysis, cuda
 
 
 def _data(fa, n, seed=1):

@@ -11,38 +11,13 @@ import torch
 from pyrovamp import VAE, exact_log_likelihood, log_likelihood
 from pyrovamp.exact import total_latent_dim
 
+from conftest import FactorAnalysis
 
-class LinearGaussian:
-    """Factor analysis: z ~ N(0, I_L), x = W z + b + eps, eps ~ N(0, diag psi), in float64, so
-    p(x) = N(b, W W^T + diag psi). The guide is a deliberately poor Gaussian (shifted, too narrow,
-    uncorrelated), which only tells the quadrature where to look."""
 
-    def __init__(self, D=5, L=2, seed=0, guide_shift=0.3, guide_scale=0.5):
-        g = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(D, L, generator=g, dtype=torch.float64)
-        self.b = torch.randn(D, generator=g, dtype=torch.float64)
-        self.psi = 0.3 + torch.rand(D, generator=g, dtype=torch.float64)
-        self.L = L
-        A = torch.eye(L, dtype=torch.float64) + self.W.T @ (self.W / self.psi[:, None])
-        self.post_cov = torch.linalg.inv(A)
-        self.post_gain = self.post_cov @ (self.W.T / self.psi)
-        self.shift, self.scale = guide_shift, guide_scale
-
-    def marginal(self):
-        return dist.MultivariateNormal(self.b, self.W @ self.W.T + torch.diag(self.psi))
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.L, dtype=torch.float64), 1.0)
-                            .to_event(1))
-            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1),
-                        obs=x)
-
-    def guide(self, x):
-        loc = (x - self.b) @ self.post_gain.T + self.shift
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(loc, self.scale * self.post_cov.diagonal().sqrt())
-                        .to_event(1))
+def LinearGaussian(D=5, L=2, seed=0, shift=0.3, scale=0.5):
+    """The shared factor-analysis model with this file's guide: shifted, too narrow, uncorrelated
+    (it only tells the quadrature where to look)."""
+    return FactorAnalysis(D=D, L=L, seed=seed, shift=shift, scale=scale)
 
 
 def _data(m, n=30, seed=1):
@@ -232,7 +207,7 @@ def test_bad_input_raises_before_any_work():
 def test_refinement_reaches_the_tolerance_and_reports_it():
     # a narrow posterior (the guide has its scale) on a first grid of a few guide standard
     # deviations per cell: its two resolutions disagree by more than tol, refinement is needed
-    fa = LinearGaussian(D=8, L=2, seed=3, guide_shift=0.0, guide_scale=1.0)
+    fa = LinearGaussian(D=8, L=2, seed=3, shift=0.0, scale=1.0)
     fa.psi = fa.psi * 0.05
     A = torch.eye(2, dtype=torch.float64) + fa.W.T @ (fa.W / fa.psi[:, None])
     fa.post_cov = torch.linalg.inv(A)
@@ -270,3 +245,19 @@ def test_train_reports_the_exact_log_likelihood_for_two_latent_dimensions(tmp_pa
     per = np.load(out / "log_likelihood_exact.npz")
     assert per["log_likelihood"].shape == (40,) and float(per["error_estimate"].max()) < 0.01
     assert main(["evaluate", str(out), "--method", "exact", "--num-steps", "3"]) == 2
+
+
+def test_a_latent_support_without_a_bijection_to_the_reals_is_refused():
+    class IntervalMixture:  # a mixture of uniforms: support MixtureSameFamily(interval)
+        def model(self, x):
+            with pyro.plate("data", x.shape[0], dim=-1):
+                comp = dist.Uniform(torch.zeros(2, 1), torch.ones(2, 1)).to_event(1)
+                z = pyro.sample("z", dist.MixtureSameFamily(dist.Categorical(torch.ones(2)), comp))
+                pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0], dim=-1):
+                pyro.sample("z", dist.Normal(torch.full((x.shape[0], 1), 0.5), 0.1).to_event(1))
+
+    with pytest.raises(ValueError, match="cannot be mapped to the real line"):
+        exact_log_likelihood(IntervalMixture(), torch.zeros(3, 1))
