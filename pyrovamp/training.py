@@ -659,7 +659,9 @@ def load_model_weights(model: torch.nn.Module, path) -> dict:
     """
     obj = read_checkpoint(path, map_location="cpu")
     meta = obj["pyrovamp"]
-    state = meta.get("scored_state") if "scored_state" in meta else obj.get("state_dict")
+    state = meta.get("scored_state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no model parameters ('scored_state')")
     if meta.get("model_class") not in (None, type(model).__name__):
         raise CheckpointError(f"{path} holds a {meta.get('model_class')}, not a {type(model).__name__}")
     try:
@@ -784,7 +786,7 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
 
     module = SVIModule(model, config)
     module.checkpoint_path = ckpt_path
-    data = SVIDataModule(EpochData(first if sampler is None else first, sampler, config.seed, check),
+    data = SVIDataModule(EpochData(first, sampler, config.seed, check),
                          validation_data, config.batch_size, config.seed)
     callbacks = []
     best = early = None
