@@ -24,41 +24,26 @@ def main():
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--figure")
     args = ap.parse_args()
-    from pyrovamp.diagnostics import khat_threshold
+    from pyrovamp.diagnostics import khat_against_truth
+    from pyrovamp.plots import plot_khat_vs_error
 
-    out, panels = {}, []
+    out, panels = {}, {}
     for run in map(Path, args.runs):
         is_ = np.load(run / "log_likelihood_is.npz")
         exact = np.load(run / "log_likelihood_exact.npz")["log_likelihood"]
         cfg = json.loads((run / "metrics.json").read_text())
-        thr = khat_threshold(int(cfg.get("num_samples", 5000)))
-        err = is_["log_likelihood"] - exact  # <= 0 up to noise: IS is a stochastic lower bound
-        bad, flag = err < -args.tolerance, is_["pareto_k"] > thr
-        tp = int((bad & flag).sum())
+        r = khat_against_truth(is_["log_likelihood"], is_["pareto_k"], exact,
+                               int(cfg.get("num_samples", 5000)), args.tolerance)
         out[run.name] = {
-            "is_minus_exact_mean": round(float(err.mean()), 4),
-            "is_minus_exact_worst": round(float(err.min()), 3),
-            "points_off": int(bad.sum()), "points": int(err.size), "flagged": int(flag.sum()),
-            "khat_threshold": round(thr, 3),
-            "precision": round(tp / max(1, int(flag.sum())), 3),
-            "recall": round(tp / max(1, int(bad.sum())), 3)}
+            "is_minus_exact_mean": round(r["mean_error"], 4),
+            "is_minus_exact_worst": round(r["worst_error"], 3),
+            "points_off": r["points_off"], "points": r["points"], "flagged": r["flagged"],
+            "khat_threshold": round(r["khat_threshold"], 3),
+            "precision": round(r["precision"], 3), "recall": round(r["recall"], 3)}
         print(run.name, out[run.name])
-        panels.append((run.name, is_["pareto_k"], err, thr))
+        panels[run.name.replace("digits_", "")] = {**r, "pareto_k": is_["pareto_k"]}
     if args.figure:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(3.2 * len(panels), 3.0))
-        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-        for ax, (name, k, err, thr) in zip(axes, panels):
-            ax.scatter(k, -err, s=4, alpha=0.5)
-            ax.axvline(thr, color="C3", lw=1)
-            ax.axhline(args.tolerance, color="0.5", lw=1, ls="--")
-            ax.set_yscale("symlog", linthresh=0.1)
-            ax.set_title(name.replace("digits_", ""), fontsize=9)
-            ax.set_xlabel("Pareto k-hat")
-        axes[0].set_ylabel("exact - IS (nats)")
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=110)
+        plot_khat_vs_error(panels, args.tolerance).savefig(args.figure, dpi=110)
     print(json.dumps(out))
 
 

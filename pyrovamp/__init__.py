@@ -14,6 +14,8 @@ Everything a notebook needs is importable from here:
 * evaluation (:mod:`pyrovamp.evaluation`): :func:`log_likelihood`, :func:`elbo`,
   :func:`elbo_terms`, :func:`log_importance_weights`, :func:`active_units`,
   :func:`points_per_block`, :func:`evaluation_plan` -- nats per data point;
+* Pareto k-hat diagnostics of importance weights (:mod:`pyrovamp.diagnostics`):
+  :func:`importance_diagnostics`, :func:`khat_threshold`, :func:`khat_against_truth`;
 * comparison (:mod:`pyrovamp.workflow`), figures (:mod:`pyrovamp.plots`) and run folders
   (:mod:`pyrovamp.runs`): imported on first use (they load ArviZ or matplotlib).
 
@@ -40,7 +42,9 @@ _LAZY = {
     "plot_pareto_k": "workflow",
     "plot_latent": "plots", "plot_samples": "plots", "plot_reconstructions": "plots",
     "plot_history": "plots", "plot_pseudo_inputs": "plots", "plot_active_units": "plots",
-    "image_grid": "plots",
+    "image_grid": "plots", "plot_khat_vs_error": "plots",
+    "khat_threshold": "diagnostics", "importance_diagnostics": "diagnostics",
+    "khat_against_truth": "diagnostics",
     "load_run": "runs", "evaluate_run": "runs",
 }
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _arviz
 
-__all__ = ["khat_threshold", "importance_diagnostics"]
+__all__ = ["khat_threshold", "importance_diagnostics", "khat_against_truth"]
 
 
 def khat_threshold(num_samples: int) -> float:
@@ -91,3 +91,52 @@ def importance_diagnostics(log_weights) -> dict:
             "khat_threshold": threshold,
             "share_k_above_threshold": float(np.mean(khat > threshold)),
             "num_samples": num_samples}
+
+
+def khat_against_truth(log_likelihood, pareto_k, true_log_likelihood, num_samples: int,
+                       tolerance: float = 0.5) -> dict:
+    """How well Pareto k-hat finds the data points whose importance-sampling (IS) estimate is
+    wrong, checked against the true log-likelihood (e.g. :func:`pyrovamp.exact_log_likelihood`
+    for latent spaces of at most two dimensions, or a long AIS run).
+
+    A point is *off* when its IS estimate is more than ``tolerance`` nats below the truth (IS is
+    a stochastic lower bound: its errors are underestimates), and *flagged* when its k-hat is
+    above :func:`khat_threshold` of ``num_samples``; precision is the share of flagged points
+    that are off, recall the share of off points that are flagged (pyrovamp issue 9; Vehtari et
+    al. 2024, sec. 3).
+
+    Args:
+        log_likelihood: ``(N,)`` IS estimates, nats per data point.
+        pareto_k: ``(N,)`` k-hat of each point's weights (:func:`importance_diagnostics`).
+        true_log_likelihood: ``(N,)`` true values, nats per data point.
+        num_samples: ``S``, the IS samples per point behind the estimates.
+        tolerance: nats (> 0).
+
+    Returns:
+        dict: ``error`` (the ``(N,)`` array IS minus truth), ``mean_error``, ``worst_error``
+        (nats), ``points``, ``points_off``, ``flagged``, ``flagged_and_off``, ``precision`` and
+        ``recall`` (``nan`` when nothing is flagged, or nothing is off), ``khat_threshold``.
+
+    Raises:
+        ValueError: arrays of different lengths, empty or holding NaN; ``tolerance <= 0``; bad
+            ``num_samples``.
+    """
+    ll, k, truth = (np.asarray(a, dtype=np.float64).reshape(-1)
+                    for a in (log_likelihood, pareto_k, true_log_likelihood))
+    if not (ll.size == k.size == truth.size) or ll.size == 0:
+        raise ValueError("log_likelihood, pareto_k and true_log_likelihood must be non-empty and "
+                         f"of one length, got {ll.size}, {k.size} and {truth.size}")
+    if np.isnan(ll).any() or np.isnan(k).any() or np.isnan(truth).any():
+        raise ValueError("log_likelihood, pareto_k and true_log_likelihood must not hold NaN")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0 nats, got {tolerance!r}")
+    threshold = khat_threshold(num_samples)
+    err = ll - truth
+    off, flag = err < -tolerance, k > threshold
+    both = int((off & flag).sum())
+    return {"error": err, "mean_error": float(err.mean()), "worst_error": float(err.min()),
+            "points": int(err.size), "points_off": int(off.sum()), "flagged": int(flag.sum()),
+            "flagged_and_off": both,
+            "precision": both / int(flag.sum()) if flag.any() else math.nan,
+            "recall": both / int(off.sum()) if off.any() else math.nan,
+            "khat_threshold": threshold, "tolerance": float(tolerance)}

@@ -7,6 +7,7 @@
 * :func:`plot_history` -- training loss, validation ELBO and its reconstruction and KL terms.
 * :func:`plot_pseudo_inputs` -- the VampPrior's pseudo-inputs as images.
 * :func:`plot_active_units` -- the variance of every latent unit's posterior mean.
+* :func:`plot_khat_vs_error` -- importance-sampling error against Pareto k-hat, per data point.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 __all__ = ["plot_latent", "plot_samples", "plot_reconstructions", "plot_history", "image_grid",
-           "plot_pseudo_inputs", "plot_active_units"]
+           "plot_pseudo_inputs", "plot_active_units", "plot_khat_vs_error"]
 
 
 @torch.no_grad()
@@ -192,5 +193,42 @@ def plot_active_units(model, x: torch.Tensor, threshold: float = 0.01) -> Figure
         ax.set_xlabel("unit (sorted)")
         ax.set_ylabel("Var_x E_q[z_i | x]")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_khat_vs_error(panels: dict, tolerance: float = 0.5) -> Figure:
+    """Importance-sampling error against Pareto k-hat, one point per data point and one panel per
+    model (pyrovamp issue 9): the x axis is k-hat with the reliability threshold as a red line,
+    the y axis ``truth - IS`` in nats (symmetric-log scale) with ``tolerance`` dashed. Points to
+    the right of the red line are flagged; points above the dashed line are off.
+
+    Args:
+        panels: title -> the dict of :func:`pyrovamp.diagnostics.khat_against_truth` plus the
+            ``pareto_k`` array (``{**khat_against_truth(...), "pareto_k": k}``).
+        tolerance: nats, the dashed line.
+
+    Raises:
+        ValueError: no panels, or a panel without ``error``, ``pareto_k`` or ``khat_threshold``.
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one model")
+    for name, p in panels.items():
+        missing = {"error", "pareto_k", "khat_threshold"} - set(p)
+        if missing:
+            raise ValueError(f"panels[{name!r}] lacks {sorted(missing)}")
+    fig = Figure(figsize=(3.2 * len(panels), 3.0))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (name, p) in zip(axes, panels.items()):
+        ax.scatter(np.asarray(p["pareto_k"]), -np.asarray(p["error"]), s=4, alpha=0.5)
+        ax.axvline(p["khat_threshold"], color="C3", lw=1)
+        ax.axhline(tolerance, color="0.5", lw=1, ls="--")
+        ax.set_yscale("symlog", linthresh=0.1)
+        title = name
+        if "precision" in p:
+            title += f"\nprecision {p['precision']:.2f}, recall {p['recall']:.2f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("Pareto k-hat")
+    axes[0].set_ylabel("truth - IS (nats)")
     fig.tight_layout()
     return fig

@@ -87,6 +87,53 @@ def test_psis_estimate_equals_a_direct_computation_from_the_smoothed_weights():
         importance_diagnostics(np.zeros(5))
 
 
+def test_khat_against_truth_counts_precision_and_recall():
+    from pyrovamp.diagnostics import khat_against_truth
+
+    ll = [-1.0, -2.0, -3.0, -4.0, -5.0]
+    truth = [-1.0, -1.0, -3.0, -3.0, -5.2]   # errors 0, -1, 0, -1, +0.2: points 1 and 3 are off
+    k = [0.2, 0.9, 0.8, 0.1, 0.95]           # S=5000: threshold 0.7, points 1, 2 and 4 flagged
+    r = khat_against_truth(ll, k, truth, 5000)
+    assert (r["points"], r["points_off"], r["flagged"], r["flagged_and_off"]) == (5, 2, 3, 1)
+    assert r["precision"] == pytest.approx(1 / 3) and r["recall"] == pytest.approx(1 / 2)
+    assert r["mean_error"] == pytest.approx(-0.36) and r["worst_error"] == pytest.approx(-1.0)
+    assert r["khat_threshold"] == 0.7 and np.allclose(r["error"], [0, -1, 0, -1, 0.2])
+    # S=100: threshold 0.5 -- the same k-hats flag the same points; a tolerance of 1.5 nats
+    # leaves nothing off, so recall is undefined
+    assert math.isnan(khat_against_truth(ll, k, truth, 100, tolerance=1.5)["recall"])
+    for args, what in (((ll[:4], k, truth, 5000), "one length"),
+                       (([math.nan] * 5, k, truth, 5000), "NaN"),
+                       (([], [], [], 5000), "non-empty")):
+        with pytest.raises(ValueError, match=what):
+            khat_against_truth(*args)
+    with pytest.raises(ValueError, match="tolerance"):
+        khat_against_truth(ll, k, truth, 5000, tolerance=0.0)
+
+
+def test_khat_flags_the_points_a_too_narrow_guide_gets_wrong():
+    """On a model with a closed-form marginal, the points whose IS estimate is > 0.5 nats off
+    are found by k-hat, and the figure draws one panel per model."""
+    from pyrovamp.diagnostics import khat_against_truth
+    from pyrovamp.plots import plot_khat_vs_error
+
+    x = _x(200) * 2.0  # far-out points: a narrow, shifted guide misses their posterior
+    exact = dist.Normal(0.0, math.sqrt(1.25)).log_prob(x[:, 0]).double().numpy()
+    panels = {}
+    for name, guide in (("good", Gaussian(1.3)), ("poor", Gaussian(0.25, 0.5))):
+        d = importance_diagnostics(log_importance_weights(guide, x, 1000, seed=0))
+        panels[name] = {**khat_against_truth(d["log_likelihood"], d["pareto_k"], exact, 1000),
+                        "pareto_k": d["pareto_k"]}
+    good, poor = panels["good"], panels["poor"]
+    assert good["points_off"] == 0 and abs(good["mean_error"]) < 0.02
+    assert poor["points_off"] >= 20 and poor["recall"] > 0.8 and poor["precision"] > 0.8
+    fig = plot_khat_vs_error(panels)
+    assert len(fig.axes) == 2 and "recall" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="panels"):
+        plot_khat_vs_error({})
+    with pytest.raises(ValueError, match="pareto_k"):
+        plot_khat_vs_error({"a": {"error": [0.0], "khat_threshold": 0.7}})
+
+
 def test_to_inference_data_holds_what_it_says():
     x = _x(30)
     idata = to_inference_data(Gaussian(1.3), x, num_samples=400, name="g", seed=3,
