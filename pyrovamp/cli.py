@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=("vae", "hvae", "convhvae", "pixelhvae"),
                    help="one-level VAE (default), two-level HVAE, convolutional HVAE or PixelHVAE "
                         "(PixelCNN decoder)")
-    t.add_argument("--preset", choices=("book", "paper"),
-                   help="protocol defaults (Digits: book; other data sets: paper)")
+    t.add_argument("--preset", choices=("book", "paper", "fast"),
+                   help="protocol defaults (Digits: book; other data sets: paper); fast: the "
+                        "paper's model with a 10-epoch KL warm-up and bf16-mixed precision")
     t.add_argument("--max-points", type=_positive_int("--max-points"),
                    help="use at most this many training, validation and test points (quick runs)")
     t.add_argument("--latent-dim", type=_positive_int("--latent-dim"))
@@ -115,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strategy", default="auto",
                    choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"),
                    help="Lightning strategy; ddp for several processes")
-    t.add_argument("--precision", default="32", choices=PRECISIONS,
-                   help="32, bf16-mixed (autocast to bfloat16) or 16-mixed (GPU)")
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="32, bf16-mixed (autocast to bfloat16) or 16-mixed (GPU); default: the "
+                        "preset's (32; fast: bf16-mixed)")
     t.add_argument("--logger", default="csv", choices=LOGGERS,
                    help="Lightning logger writing to RUN/logs (history.csv is always written)")
     t.add_argument("--seed", type=int, default=0)
