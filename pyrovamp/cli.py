@@ -506,7 +506,7 @@ def _evaluate(args) -> int:
 
         evaluate_estimators(model, dataset.test.to(args.device), run, args.method, args.bdmc,
                             num_samples=num_samples, num_chains=args.num_chains,
-                            num_steps=args.num_steps)
+                            num_steps=args.num_steps, epochs=meta.get("epochs"))
         return 0
     from .runs import merge_metrics
 

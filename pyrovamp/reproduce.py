@@ -104,6 +104,9 @@ class CellState:
         metrics: ``metrics.json`` (finished cells).
         config: ``config.json``.
         pieces: the pieces ``pyrovamp reproduce`` ran (``reproduce.json``): hardware, seconds.
+        partial: ``metrics.json`` of an unfinished cell (estimates that ``pyrovamp evaluate
+            RUN --method is|ais`` made of its current parameters: ``is_epochs``/``ais_epochs``
+            say after how many epochs).
     """
 
     state: str
@@ -114,6 +117,7 @@ class CellState:
     config: dict = field(default_factory=dict)
     pieces: list = field(default_factory=list)
     note: str = ""
+    partial: dict = field(default_factory=dict)
 
 
 def _read_json(path):
@@ -145,6 +149,7 @@ def read_cell(folder) -> CellState:
             rows = list(csv.DictReader(f))
         epochs, seconds = len(rows), sum(float(r.get("seconds") or 0) for r in rows)
     metrics = _read_json(folder / "metrics.json") if finished else None
+    partial = {} if finished else (_read_json(folder / "metrics.json") or {})
     if metrics is not None:
         state = "finished"
     elif finished:
@@ -156,7 +161,8 @@ def read_cell(folder) -> CellState:
     else:
         return CellState("unreadable", config=config, pieces=pieces,
                          note=f"{folder} holds files but no {CHECKPOINT}")
-    return CellState(state, epochs, seconds, stopped, metrics or {}, config, pieces)
+    return CellState(state, epochs, seconds, stopped, metrics or {}, config, pieces,
+                     partial=partial)
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -211,6 +217,19 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
                     diff = f"{paper[0] - nll:+.3f} per pixel"
             if m.get("test_log_likelihood_ais") is not None:
                 ais = f"{float(m['test_log_likelihood_ais']):.2f}"
+        elif st.state == "unfinished" and st.partial:
+            # estimates of the current parameters of a run that has not converged yet
+            p, now = st.partial, st.epochs
+            if p.get("is_epochs") == now and p.get("test_log_likelihood") is not None:
+                value = float(p["test_log_likelihood"])
+                ours = (f"{value:.2f} ± {float(p.get('test_log_likelihood_se', 0.0)):.2f} "
+                        f"(S={p.get('num_samples')}, {p.get('num_test_points')} test images, "
+                        f"after {now} epochs)")
+                if paper is not None and paper[1] == "ll":
+                    diff = f"{value - paper[0]:+.2f}"
+            if p.get("ais_epochs") == now and p.get("test_log_likelihood_ais") is not None:
+                ais = (f"{float(p['test_log_likelihood_ais']):.2f} ({p.get('ais_num_chains')} "
+                       f"chains x {p.get('ais_num_steps')} steps, after {now} epochs)")
         paper_txt = "–" if paper is None else (
             f"NLL/pixel {paper[0]:.2f}" if paper[1] == "nll_per_pixel" else f"{paper[0]:.2f}")
         hw = sorted({p.get("hardware") for p in st.pieces if p.get("hardware")})

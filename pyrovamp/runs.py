@@ -337,22 +337,28 @@ def evaluate_bdmc(model, num_points: int, *, num_chains: int | None = None,
 
 def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int | None, *,
                         num_samples: int = 5000, num_chains: int | None = None,
-                        num_steps: int | None = None, seed: int = 0) -> dict:
+                        num_steps: int | None = None, seed: int = 0,
+                        epochs: int | None = None) -> dict:
     """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if
     ``method``) and :func:`evaluate_bdmc` (if ``bdmc_points``), merge their metrics into
     ``RUN/metrics.json`` (other keys kept), save the per-point arrays of the method to
     ``RUN/log_likelihood_<method>.npz`` and print a summary line each. Returns the new metrics.
+    ``epochs``: the epochs the evaluated parameters were trained for, recorded as
+    ``<method>_epochs`` / ``bdmc_epochs`` (so that a table can tell an estimate of the current
+    state of an unfinished run from a stale one).
 
     Raises:
         ValueError: as :func:`evaluate_method`.
     """
     run_dir = Path(run_dir)
     new = {}
+    tag = {} if epochs is None else {"epochs": int(epochs)}
     if method is not None:
         metrics, per = evaluate_method(model, x, method, num_samples=num_samples,
                                        num_chains=num_chains, num_steps=num_steps, seed=seed)
         save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
         new.update(metrics)
+        new.update({f"{method}_{k}": v for k, v in tag.items()})
         key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
         note = (f" (error estimate <= {metrics['exact_error_estimate']:.2g})"
                 if method == "exact" else "")
@@ -362,6 +368,7 @@ def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int 
         b = evaluate_bdmc(model, bdmc_points, num_chains=num_chains, num_steps=num_steps,
                           seed=seed)
         new.update(b)
+        new.update({f"bdmc_{k}": v for k, v in tag.items()})
         print(f"bdmc: {b['bdmc_lower']:.3f} <= log p(x) <= {b['bdmc_upper']:.3f} nats "
               f"(mean gap {b['bdmc_gap']:.3f}, largest {b['bdmc_gap_max']:.3f}) on "
               f"{bdmc_points} simulated points in {b['bdmc_seconds']:.1f} s")

@@ -53,6 +53,28 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
     assert "| -88.56 |" in _row(table, cells[0]) and "| -86.05 |" in _row(table, cells[1])
     first = (out / "table1.md").stat().st_mtime_ns
 
+    # an unfinished cell evaluated as it stands (pyrovamp evaluate --method is / ais): the table
+    # shows the estimates of its current parameters, with the epochs they were trained for
+    from pyrovamp.reproduce import write_table
+
+    assert main(["evaluate", str(out / cells[0]), "--method", "is", "--num-samples", "4"]) == 0
+    assert main(["evaluate", str(out / cells[0]), "--method", "ais", "--num-chains", "2",
+                 "--num-steps", "3"]) == 0
+    m = json.loads((out / cells[0] / "metrics.json").read_text())
+    assert m["is_epochs"] == 1 and m["ais_epochs"] == 1
+    key = ("static_mnist", "vae", "standard")
+    (tmp_path / "t").mkdir()
+    row = _row(write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(),
+               cells[0])
+    assert f"{m['test_log_likelihood']:.2f}" in row and "after 1 epochs" in row
+    assert f"{m['test_log_likelihood_ais']:.2f} (2 chains x 3 steps" in row
+    assert "not converged (unfinished" in row
+    (out / cells[0] / "metrics.json").write_text(json.dumps({**m, "is_epochs": 0, "ais_epochs": 0}))
+    row = _row(write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(),
+               cells[0])  # estimates of an older state are not shown as the cell's
+    assert f"{m['test_log_likelihood']:.2f}" not in row and "after" not in row
+    (out / cells[0] / "metrics.json").unlink()
+
     # second call: resumed (--resume), reaches the 2 epochs, evaluates
     assert main(args) == 0
     table = (out / "table1.md").read_text()
