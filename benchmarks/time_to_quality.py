@@ -1,0 +1,126 @@
+"""Time to quality: the test log-likelihood against minutes of training on this machine.
+
+Trains one static MNIST run (paper's model; ``--preset paper`` or ``fast``) with ``pyrovamp
+train`` in pieces that end at the given marks of training time (``--max-minutes``; a piece ends
+at the first epoch end after its mark, so a mark's minutes are the run's own recorded training
+time), and after each piece estimates the test log-likelihood of the run's parameters (the ones
+``model.pt`` holds: what a user who stopped there would get) by importance sampling with
+``--num-samples`` (default 5000) on the first ``--test-points`` test images (default: all
+10,000), seeded, in float32. Training time counts training and validation epochs only; the
+estimates come on top and are not counted.
+
+Run it again with the same ``--out`` and later marks to extend a curve (the run resumes); a
+run folder trained by ``pyrovamp train`` or ``pyrovamp reproduce table1`` with the same settings
+can be extended the same way. Every mark is kept in ``OUT/time_to_quality.json``.
+
+Usage (one thread, so that two curves measured one after the other are comparable):
+
+    OMP_NUM_THREADS=1 python benchmarks/time_to_quality.py --out DIR --preset fast \
+        --minutes 10 20 30 [--model vae] [--prior vampprior] [--test-points 1000]
+
+The last line printed is a JSON object: the settings and the curve (one entry per mark:
+``minutes``, ``epochs``, ``test_log_likelihood`` with its standard error, ``test_points``,
+``num_samples``, ``eval_seconds``) and ``minutes_to`` -- for ``--target`` (default: the paper's
+value for the model and prior), the first mark whose estimate reached it, or null.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+PAPER = {("vae", "standard"): -88.56, ("vae", "vampprior"): -85.57,
+         ("hvae", "standard"): -86.05, ("hvae", "vampprior"): -83.19}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="the run folder (created or continued)")
+    ap.add_argument("--preset", default="paper", choices=("paper", "fast"))
+    ap.add_argument("--model", default="vae", choices=("vae", "hvae"))
+    ap.add_argument("--prior", default="vampprior", choices=("standard", "vampprior"))
+    ap.add_argument("--minutes", type=float, nargs="+", required=True,
+                    help="marks of training time, minutes (increasing)")
+    ap.add_argument("--test-points", type=int, help="the first N test images (default: all)")
+    ap.add_argument("--num-samples", type=int, default=5000)
+    ap.add_argument("--target", type=float, help="nats per image (default: the paper's value)")
+    ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist"))
+    ap.add_argument("--train-arg", action="append", default=[],
+                    help="one more `pyrovamp train` option for a new run (repeat), e.g. "
+                         "--train-arg=--precision=32")
+    args = ap.parse_args(argv)
+    marks = list(args.minutes)
+    if any(m <= 0 for m in marks) or marks != sorted(marks):
+        ap.error("--minutes must be positive and increasing")
+    if args.test_points is not None and args.test_points < 1:
+        ap.error("--test-points must be >= 1")
+    if not (pathlib.Path(args.data_root) / "binarized_mnist_test.amat").is_file():
+        ap.error(f"--data-root {args.data_root} holds no static MNIST files "
+                 "(see ../shared/data/README.md)")
+
+    import torch
+
+    from pyrovamp import log_likelihood
+    from pyrovamp.cli import main as pyrovamp
+    from pyrovamp.runs import load_run
+    from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
+
+    out = pathlib.Path(args.out)
+    record = out / "time_to_quality.json"
+    curve = json.loads(record.read_text())["curve"] if record.is_file() else []
+    target = args.target if args.target is not None else PAPER[(args.model, args.prior)]
+
+    def trained_minutes():
+        if not (out / MODEL).is_file():
+            return 0.0, 0
+        meta = read_checkpoint(out / MODEL, map_location="cpu")["pyrovamp"]
+        return float(meta.get("train_seconds") or 0.0) / 60.0, int(meta.get("epochs") or 0)
+
+    for mark in marks:
+        done, _ = trained_minutes()
+        if any(abs(p["mark"] - mark) < 1e-9 for p in curve):
+            continue
+        if done < mark:
+            if (out / CHECKPOINT).is_file():
+                argv = ["train", "--resume", "--out", str(out)]
+            else:
+                argv = ["train", "--dataset", "static_mnist", "--data-root", args.data_root,
+                        "--model", args.model, "--prior", args.prior, "--preset", args.preset,
+                        "--out", str(out), *args.train_arg]
+            argv += ["--max-minutes", repr(mark - done), "--no-progress"]
+            print(f"[{time.strftime('%H:%M:%S')}] pyrovamp {' '.join(argv)}", flush=True)
+            if pyrovamp(argv) != 0:
+                sys.exit(f"training failed at the {mark}-minute mark")
+        minutes, epochs = trained_minutes()
+        model, cfg, dataset, meta = load_run(out)
+        x = dataset.test if args.test_points is None else dataset.test[:args.test_points]
+        t0 = time.perf_counter()
+        ll = log_likelihood(model, x, args.num_samples, seed=0)
+        point = {"mark": mark, "minutes": round(minutes, 2), "epochs": epochs,
+                 "test_log_likelihood": round(float(ll.mean()), 3),
+                 "test_log_likelihood_se": round(float(ll.std() / len(ll) ** 0.5), 3),
+                 "test_points": int(x.shape[0]), "num_samples": args.num_samples,
+                 "finished": bool(meta.get("finished")),
+                 "eval_seconds": round(time.perf_counter() - t0, 1)}
+        curve.append(point)
+        print(f"[{time.strftime('%H:%M:%S')}] {point}", flush=True)
+        from pyrovamp.runs import atomic_write_text
+
+        atomic_write_text(record, json.dumps({"curve": curve}, indent=2) + "\n")
+        if meta.get("finished"):
+            break  # early stopping fired: later marks add nothing
+    cfg = json.loads((out / "config.json").read_text())
+    reached = [p for p in curve if p["test_log_likelihood"] >= target]
+    res = {"run": str(out), "model": cfg["model"], "prior": cfg["prior"],
+           "preset": cfg["preset"], "precision": cfg.get("precision"),
+           "warmup_epochs": cfg["warmup_epochs"], "threads": torch.get_num_threads(),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "target": target,
+           "minutes_to": reached[0]["minutes"] if reached else None, "curve": curve}
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
