@@ -18,6 +18,11 @@ Usage (one thread, so that two curves measured one after the other are comparabl
     OMP_NUM_THREADS=1 python benchmarks/time_to_quality.py --out DIR --preset fast \
         --minutes 10 20 30 [--model vae] [--prior vampprior] [--test-points 1000]
 
+Draw the curves of finished measurements (validation ELBO of every epoch as a line, the test
+log-likelihood at each mark as dots, the paper's value dashed) without training:
+
+    python benchmarks/time_to_quality.py --figure docs/time_to_quality.png --runs DIR DIR...
+
 The last line printed is a JSON object: the settings and the curve (one entry per mark:
 ``minutes``, ``epochs``, ``test_log_likelihood`` with its standard error, ``test_points``,
 ``num_samples``, ``eval_seconds``) and ``minutes_to`` -- for ``--target`` (default: the paper's
@@ -38,11 +43,13 @@ PAPER = {("vae", "standard"): -88.56, ("vae", "vampprior"): -85.57,
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="the run folder (created or continued)")
+    ap.add_argument("--out", help="the run folder (created or continued)")
+    ap.add_argument("--figure", help="draw the curves of --runs into this file (no training)")
+    ap.add_argument("--runs", nargs="+", default=[], help="run folders to draw (--figure)")
     ap.add_argument("--preset", default="paper", choices=("paper", "fast"))
     ap.add_argument("--model", default="vae", choices=("vae", "hvae"))
     ap.add_argument("--prior", default="vampprior", choices=("standard", "vampprior"))
-    ap.add_argument("--minutes", type=float, nargs="+", required=True,
+    ap.add_argument("--minutes", type=float, nargs="+",
                     help="marks of training time, minutes (increasing)")
     ap.add_argument("--test-points", type=int, help="the first N test images (default: all)")
     ap.add_argument("--num-samples", type=int, default=5000)
@@ -52,6 +59,12 @@ def main(argv=None):
                     help="one more `pyrovamp train` option for a new run (repeat), e.g. "
                          "--train-arg=--precision=32")
     args = ap.parse_args(argv)
+    if args.figure:
+        if not args.runs:
+            ap.error("--figure needs --runs DIR...")
+        return draw(args.runs, args.figure, args.target)
+    if not args.out or not args.minutes:
+        ap.error("--out and --minutes are required (or --figure with --runs)")
     marks = list(args.minutes)
     if any(m <= 0 for m in marks) or marks != sorted(marks):
         ap.error("--minutes must be positive and increasing")
@@ -120,6 +133,48 @@ def main(argv=None):
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "target": target,
            "minutes_to": reached[0]["minutes"] if reached else None, "curve": curve}
     print(json.dumps(res))
+
+
+def draw(runs, path, target=None):
+    """Validation ELBO (line, every epoch) and test log-likelihood (dots, the marks) against
+    minutes of training, one colour per run folder."""
+    import csv
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.subplots()
+    summary = {}
+    for i, run in enumerate(map(pathlib.Path, runs)):
+        cfg = json.loads((run / "config.json").read_text())
+        label = (f"{cfg['model']} + {cfg['prior']}, --preset {cfg['preset']} "
+                 f"({cfg.get('precision') or '32'}, warm-up {cfg['warmup_epochs']} epochs)")
+        with open(run / "history.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        minutes, t = [], 0.0
+        for r in rows:
+            t += float(r["seconds"]) / 60.0
+            minutes.append(t)
+        ax.plot(minutes, [float(r["val_elbo"]) for r in rows], color=f"C{i}", lw=1, alpha=0.6,
+                label=label + ": validation ELBO")
+        record = run / "time_to_quality.json"
+        curve = json.loads(record.read_text())["curve"] if record.is_file() else []
+        if curve:
+            ax.plot([p["minutes"] for p in curve], [p["test_log_likelihood"] for p in curve], "o",
+                    color=f"C{i}", label=f"test log-likelihood (IS, S={curve[0]['num_samples']}, "
+                                         f"{curve[0]['test_points']} test images)")
+        summary[str(run)] = {"epochs": len(rows), "minutes": round(t, 2), "curve": curve}
+        if target is None:
+            target = PAPER.get((cfg["model"], cfg["prior"]))
+    if target is not None:
+        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"paper: {target}")
+    ax.set_ylim(target - 14 if target is not None else None, target + 2 if target is not None else None)
+    ax.set_xlabel("minutes of training (one thread of a 2-core CPU)")
+    ax.set_ylabel("nats per image")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
