@@ -38,24 +38,17 @@ _BATCH_PLATE = "_pyrovamp_batch"
 
 
 def check_data(model, x, name="x"):
-    """``x`` checked against the model's likelihood when it has one (a pyrovamp model);
-    otherwise only its type, rank, size and finiteness. Returns an ``(N, ...)`` tensor.
+    """``x`` checked and converted as by every evaluation function
+    (:func:`pyrovamp.evaluation.log_likelihood` and friends): a tensor or numpy array of
+    shape ``(N, ...)``, checked by the model's own data check when it is a pyrovamp model, and
+    cast to the model's floating dtype on its device. Returns the tensor.
 
     Raises:
-        ValueError: not a tensor, fewer than one dimension, empty, NaN/inf, wrong shape or
-            support for a pyrovamp model.
+        ValueError: not a tensor or array, empty, NaN/inf, wrong shape or support.
     """
-    if hasattr(model, "input_dim") and hasattr(model, "likelihood"):
-        from .models import check_data as _check
+    from .evaluation import _data
 
-        return _check(x, model.input_dim, model.likelihood, name)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of data points, got {type(x).__name__}")
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
+    return _data(model, x, name)
 
 
 def check_model(model, name="model"):
@@ -67,8 +60,9 @@ def check_model(model, name="model"):
 
 def positive_int(value, name):
     """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    from .evaluation import _check_int
+
+    _check_int(name, value, 1)
 
 
 def positive_float(value, name):
