@@ -81,7 +81,7 @@ def main(argv=None):
 
     from pyrovamp import log_likelihood
     from pyrovamp.cli import main as pyrovamp
-    from pyrovamp.runs import load_run
+    from pyrovamp.runs import atomic_write_text, load_run
     from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
 
     out = pathlib.Path(args.out)
@@ -131,8 +131,6 @@ def main(argv=None):
                  "eval_seconds": round(time.perf_counter() - t0, 1)}
         curve.append(point)
         print(f"[{time.strftime('%H:%M:%S')}] {point}", flush=True)
-        from pyrovamp.runs import atomic_write_text
-
         atomic_write_text(record, json.dumps({"curve": curve}, indent=2) + "\n")
         if meta.get("finished"):
             break  # early stopping fired: later marks add nothing
