@@ -81,6 +81,7 @@ def main(argv=None):
 
     from pyrovamp import log_likelihood
     from pyrovamp.cli import main as pyrovamp
+    from pyrovamp.data import spread_subset
     from pyrovamp.runs import atomic_write_text, load_run
     from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
 
@@ -116,11 +117,8 @@ def main(argv=None):
                 sys.exit(f"training failed at the {mark}-minute mark")
         minutes, epochs = trained_minutes()
         model, cfg, dataset, meta = load_run(out)
-        n = dataset.test.shape[0]
-        if args.test_points is None or args.test_points >= n:
-            x = dataset.test
-        else:  # spread evenly over the test file (its order is not random)
-            x = dataset.test[torch.linspace(0, n - 1, args.test_points).round().long()]
+        # spread evenly over the test file (its order is not random)
+        x = spread_subset(dataset.test, args.test_points or dataset.test.shape[0])
         t0 = time.perf_counter()
         ll = log_likelihood(model, x, args.num_samples, seed=0)
         point = {"mark": mark, "minutes": round(minutes, 2), "epochs": epochs,

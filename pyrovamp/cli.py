@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "preset's (32; fast: bf16-mixed)")
     t.add_argument("--logger", default="csv", choices=LOGGERS,
                    help="Lightning logger writing to RUN/logs (history.csv is always written)")
+    t.add_argument("--test-every", type=_positive_int("--test-every"),
+                   help="a learning curve: every N epochs, the test log-likelihood (IS) on "
+                        "--test-points test images spread over the test set (history.csv, "
+                        "loss.png); not counted as training time")
+    t.add_argument("--test-points", type=_positive_int("--test-points"), default=1000,
+                   help="test images of the --test-every curve (default 1000)")
+    t.add_argument("--test-num-samples", type=_positive_int("--test-num-samples"), default=1000,
+                   help="importance samples per test image of the --test-every curve (default 1000)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-minutes", type=_positive_float("--max-minutes"),
                    help="stop cleanly with a checkpoint after this long; continue with --resume")
@@ -234,7 +242,8 @@ def _rank(devices: int = 1) -> int:
 
 # settings that a resumed run may change; every other one must equal the run's config.json
 RESUME_MAY_CHANGE = ("epochs", "max_minutes", "num_samples", "device", "accelerator", "devices",
-                     "num_nodes", "strategy", "logger", "data_root", "no_progress")
+                     "num_nodes", "strategy", "logger", "data_root", "no_progress", "test_every",
+                     "test_points", "test_num_samples")
 
 
 def _explicit_options(argv) -> dict:
@@ -258,14 +267,16 @@ def _train_config(cfg: dict, progress: bool):
                        accelerator=accelerator, devices=cfg.get("devices") or 1,
                        num_nodes=cfg.get("num_nodes") or 1, strategy=cfg.get("strategy") or "auto",
                        precision=str(cfg.get("precision") or "32"),
-                       logger=cfg.get("logger") or "csv", progress=progress)
+                       logger=cfg.get("logger") or "csv", progress=progress,
+                       test_every=cfg.get("test_every"),
+                       test_num_samples=cfg.get("test_num_samples") or 1000)
 
 
 def _train(args, argv) -> int:
     import torch
     import pyro
 
-    from .data import load_dataset
+    from .data import load_dataset, spread_subset
     from .runs import atomic_write_text, build_model, resolve_config, write_history_csv
     from .training import CHECKPOINT, fit, read_checkpoint
 
@@ -330,12 +341,22 @@ def _train(args, argv) -> int:
     if rank == 0:
         print(f"training {cfg['model']} with the {cfg['prior']} prior on {cfg['dataset']} -> {out}",
               file=sys.stderr)
+    test_data = spread_subset(dataset.test, cfg.get("test_points") or 1000) \
+        if cfg.get("test_every") else None
     result = fit(model, dataset.train_sampler or dataset.train, dataset.validation, tcfg,
-                 checkpoint_dir=out, resume=args.resume)
+                 checkpoint_dir=out, resume=args.resume, test_data=test_data)
     ok = False
     try:
         if rank == 0:
             write_history_csv(result.history, out / "history.csv")
+            if not result.finished:  # the learning curve so far (a finished run draws it below)
+                import matplotlib
+
+                matplotlib.use("Agg")
+                from .plots import plot_history
+                from .runs import save_figure
+
+                save_figure(plot_history(result.history), out / "loss.png")
         if result.finished:
             _finish_run(model, dataset, cfg, tcfg, result, out)
         elif rank == 0:

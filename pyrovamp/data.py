@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat", "read_array_pickle"]
+__all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat", "read_array_pickle", "spread_subset"]
 
 DATASETS = ("digits", "static_mnist", "dynamic_mnist", "fashion_mnist", "omniglot",
             "caltech101_silhouettes", "frey_faces", "histopathology")
@@ -81,6 +81,31 @@ class Dataset:
         return (f"Dataset({self.name!r}, train={tuple(self.train.shape)}, "
                 f"validation={tuple(self.validation.shape)}, test={tuple(self.test.shape)}, "
                 f"likelihood={self.likelihood!r}, num_values={self.num_values})")
+
+
+def spread_subset(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` rows of ``x`` spread evenly over it (rows ``round(linspace(0, N-1, n))``): a fixed
+    subset for a learning curve, a quick estimate or a time-to-quality mark.
+
+    Not the first ``n``: files such as static MNIST's test set are not in random order (with
+    one model its first 1000 test images score about 10 nats lower than the whole set).
+
+    Args:
+        x: ``(N, ...)`` data.
+        n: subset size; ``n >= N`` returns ``x`` itself.
+
+    Returns:
+        ``(min(n, N), ...)`` rows of ``x`` in their original order.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    total = x.shape[0]
+    if n >= total:
+        return x
+    return x[torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()]
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Dataset:

@@ -127,9 +127,14 @@ def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure
 
 
 def plot_history(history: list[dict]) -> Figure:
-    """Training curves, nats per data point: the training objective (beta-weighted ELBO) and
-    the validation ELBO (left), and the validation ELBO's terms -- reconstruction
-    ``E_q[log p(x|z)]`` and ``KL(q || p)`` (right, when recorded)."""
+    """Training curves, nats per data point: the training objective (beta-weighted ELBO), the
+    validation ELBO and, where recorded (``test_every``), the test log-likelihood on the fixed
+    test subset as dots (left); the validation ELBO's terms -- reconstruction
+    ``E_q[log p(x|z)]`` and ``KL(q || p)`` (right, when recorded).
+
+    Args:
+        history: one dict per epoch (:class:`pyrovamp.training.TrainResult`'s ``history``).
+    """
     has_terms = bool(history) and "val_kl" in history[0]
     fig = Figure(figsize=(11 if has_terms else 6, 4))
     ax = fig.add_subplot(1, 2 if has_terms else 1, 1)
@@ -139,6 +144,10 @@ def plot_history(history: list[dict]) -> Figure:
         ax.plot(epochs, [r["val_elbo"] for r in history], label="validation ELBO")
         best = max(history, key=lambda r: r["val_elbo"])
         ax.axvline(best["epoch"], color="gray", ls=":", label=f"best epoch {best['epoch']}")
+    tested = [r for r in history if r.get("test_log_likelihood") is not None]
+    if tested:
+        ax.plot([r["epoch"] for r in tested], [r["test_log_likelihood"] for r in tested], "o",
+                color="C2", label="test log-likelihood (IS, fixed test subset)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO (nats per data point)")
     ax.legend()

@@ -32,6 +32,9 @@ TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
 TABLE_PRIORS = ("standard", "vampprior")
 # one convHVAE epoch on static MNIST takes over 20 minutes on a 2-core CPU (issue 11)
 GPU_MODELS = ("convhvae", "pixelhvae")
+# each cell's learning curve: the test log-likelihood (IS) on a fixed, spread test subset every
+# TEST_EVERY epochs (pyrovamp train --test-every; not counted as training time)
+TEST_EVERY = 25
 
 # The paper's values: (value, what). "ll": test log-likelihood, nats per image (IS, S=5000);
 # "nll_per_pixel": negative log-likelihood per pixel (the paper's grey-image data sets).
@@ -107,6 +110,8 @@ class CellState:
         partial: ``metrics.json`` of an unfinished cell (estimates that ``pyrovamp evaluate
             RUN --method is|ais`` made of its current parameters: ``is_epochs``/``ais_epochs``
             say after how many epochs).
+        curve: ``(epoch, test log-likelihood)`` pairs of the learning curve in ``history.csv``
+            (``--test-every``; nats per image on the fixed test subset).
     """
 
     state: str
@@ -118,6 +123,7 @@ class CellState:
     pieces: list = field(default_factory=list)
     note: str = ""
     partial: dict = field(default_factory=dict)
+    curve: list = field(default_factory=list)
 
 
 def _read_json(path):
@@ -144,10 +150,22 @@ def read_cell(folder) -> CellState:
             return CellState("unreadable", config=config, pieces=pieces, note=str(e))
         epochs, seconds = int(meta.get("epochs") or 0), float(meta.get("train_seconds") or 0.0)
         finished, stopped = bool(meta.get("finished")), bool(meta.get("stopped_early"))
-    elif (folder / "history.csv").is_file():
-        with open(folder / "history.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+    rows = []
+    if (folder / "history.csv").is_file():
+        try:
+            with open(folder / "history.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            rows = []
+    if not (folder / MODEL).is_file() and rows:
         epochs, seconds = len(rows), sum(float(r.get("seconds") or 0) for r in rows)
+    curve = []
+    for r in rows:
+        try:
+            if r.get("test_log_likelihood"):
+                curve.append((int(r["epoch"]), float(r["test_log_likelihood"])))
+        except (TypeError, ValueError):
+            continue
     metrics = _read_json(folder / "metrics.json") if finished else None
     partial = {} if finished else (_read_json(folder / "metrics.json") or {})
     if metrics is not None:
@@ -162,7 +180,7 @@ def read_cell(folder) -> CellState:
         return CellState("unreadable", config=config, pieces=pieces,
                          note=f"{folder} holds files but no {CHECKPOINT}")
     return CellState(state, epochs, seconds, stopped, metrics or {}, config, pieces,
-                     partial=partial)
+                     partial=partial, curve=curve)
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -262,6 +280,21 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
                   "On a machine with a GPU, each runs with:", ""]
         for (dataset, model, prior), cmd in needs_gpu.items():
             lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
+    curves = [(key, st) for key, st in cells.items() if st.curve]
+    if curves:
+        lines += ["", "## Learning curves", "",
+                  "The validation ELBO of every epoch and the test log-likelihood on a fixed "
+                  "subset every few epochs (IS; `--test-every`, `--test-points`, "
+                  "`--test-num-samples` of `pyrovamp train`: test images spread over the whole "
+                  "test file, the same importance-sampling seed at every point) are in each "
+                  "cell's `history.csv` and drawn in its `loss.png`. Test log-likelihood on the "
+                  "subset, nats per image, by epoch:", ""]
+        for key, st in curves:
+            c = st.config
+            what = f"{c.get('test_points') or 1000} test images, S={c.get('test_num_samples') or 1000}"
+            pts = ", ".join(f"{e}: {v:.2f}" for e, v in st.curve)
+            lines.append(f"- {cell_name(*key)} ([loss.png]({cell_name(*key)}/loss.png); "
+                         f"{what}): {pts}")
     for note in notes:
         lines += ["", note]
     path = out / "table1.md"
@@ -289,8 +322,11 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
     """Train (or continue, or skip) every cell of the table and write ``out/table1.md``.
 
     Each cell runs ``pyrovamp train --dataset D --model M --prior P --preset paper --out
-    out/D_M_P`` (with ``--resume`` when the folder holds a checkpoint; a finished cell is
-    skipped; a finished training whose test evaluation is missing gets ``pyrovamp evaluate``).
+    out/D_M_P --test-every 25`` (with ``--resume`` when the folder holds a checkpoint; a
+    finished cell is skipped; a finished training whose test evaluation is missing gets
+    ``pyrovamp evaluate``). The learning curve -- the validation ELBO of every epoch and the
+    test log-likelihood on 1000 test images spread over the test set every 25 epochs (IS,
+    S=1000) -- is in each cell's ``history.csv`` and ``loss.png`` and listed in ``table1.md``.
     With one device the command runs in this process (:func:`pyrovamp.cli.main`); with several
     it runs as a child process, so that Lightning's launcher starts the data-parallel processes
     from the ``train`` command line. On a machine without a GPU, the ``convhvae`` and
@@ -384,7 +420,7 @@ def _run_cell(main, key, folder, st, root, acc, devices, max_minutes, max_points
         common += ["--epochs", str(epochs)]
     if root is not None:
         common += ["--data-root", str(root)]
-    common += ["--accelerator", acc, "--devices", str(devices)]
+    common += ["--accelerator", acc, "--devices", str(devices), "--test-every", str(TEST_EVERY)]
     if devices > 1:
         common += ["--strategy", "ddp"]
     if not progress:

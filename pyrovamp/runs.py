@@ -127,9 +127,11 @@ def save_figure(fig, path) -> None:
 
 def write_history_csv(history: list[dict], path) -> None:
     """One row per epoch: ``epoch, beta, train_loss, val_elbo, val_reconstruction, val_kl,
-    seconds`` (nats per data point; seconds of wall time)."""
+    seconds, test_log_likelihood, test_seconds`` (nats per data point; seconds of wall time;
+    the test columns are empty except every ``--test-every`` epochs)."""
     buf = io.StringIO()
-    keys = ["epoch", "beta", "train_loss", "val_elbo", "val_reconstruction", "val_kl", "seconds"]
+    keys = ["epoch", "beta", "train_loss", "val_elbo", "val_reconstruction", "val_kl", "seconds",
+            "test_log_likelihood", "test_seconds"]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in history:

@@ -56,7 +56,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .errors import CheckpointError, NonFiniteLossError
 from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
-from .evaluation import elbo_terms
+from .evaluation import elbo_terms, log_likelihood
 
 __all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
            "NonFiniteLossError", "CheckpointError", "ScaleLatents", "WarmupEarlyStopping",
@@ -109,6 +109,13 @@ class TrainConfig:
         logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
         device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
             ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
+        test_every: every this many epochs, estimate the test log-likelihood of the scored
+            parameters on the ``test_data`` given to :func:`fit` (a learning curve in the
+            history: ``test_log_likelihood``, nats per data point); ``None``: never. Not
+            counted as training time.
+        test_num_samples: importance samples per test point for ``test_every`` (IS, Burda et
+            al. 2016, eq. 8; the same seed at every epoch, so that the points of the curve
+            differ by the parameters only).
     """
 
     epochs: int = 1000
@@ -131,10 +138,13 @@ class TrainConfig:
     precision: str = "32"
     logger: str = "csv"
     device: str | None = None
+    test_every: int | None = None
+    test_num_samples: int = 1000
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting (before any work)."""
-        for name in ("epochs", "batch_size", "num_particles", "val_num_samples", "num_nodes"):
+        for name in ("epochs", "batch_size", "num_particles", "val_num_samples", "num_nodes",
+                     "test_num_samples"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -143,6 +153,9 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"patience must be a positive integer or None, got {self.patience!r}")
+        if self.test_every is not None and (not isinstance(self.test_every, int)
+                                            or isinstance(self.test_every, bool) or self.test_every < 1):
+            raise ValueError(f"test_every must be a positive integer or None, got {self.test_every!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -203,7 +216,9 @@ class TrainResult:
     Attributes:
         history: one dict per epoch: ``epoch, beta, train_loss`` (negative beta-weighted ELBO,
             nats per data point), ``val_elbo``, ``val_reconstruction``, ``val_kl`` (nats per
-            data point; with validation data) and ``seconds``.
+            data point; with validation data), ``seconds`` (training and validation wall time)
+            and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point, the
+            mean over the test data given to :func:`fit`) and ``test_seconds``.
         epochs: epochs trained so far (over all pieces).
         finished: ``True`` when ``epochs`` were reached or early stopping fired (the model holds
             the final parameters); ``False`` when the time limit stopped this piece.
@@ -373,14 +388,18 @@ class SVIModule(pl.LightningModule):
         model: e.g. :class:`pyrovamp.VAE` (an ``nn.Module`` with ``model`` and ``guide``).
         config: a :class:`TrainConfig`.
 
+        test_data: ``(M, D)`` test points for ``config.test_every`` (or ``None``).
+
     Logged per epoch (Lightning's logger): ``train_loss``, ``beta``, ``val_elbo``,
-    ``val_reconstruction``, ``val_kl`` (nats per data point).
+    ``val_reconstruction``, ``val_kl`` and, every ``test_every`` epochs,
+    ``test_log_likelihood`` (nats per data point).
     """
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, test_data=None):
         super().__init__()
         self.model = model
         self.config = config
+        self.test_data = test_data
         self.loss_fn = make_loss(config)
         self.beta = 1.0
         self.history: list[dict] = []
@@ -466,8 +485,20 @@ class SVIModule(pl.LightningModule):
                 scored.train()
         record["seconds"] = time.perf_counter() - self._t0
         self.train_seconds += record["seconds"]
+        every = self.config.test_every
+        if every and self.test_data is not None and (self.current_epoch + 1) % every == 0:
+            t0 = time.perf_counter()
+            scored = self._scored_model()
+            ll = log_likelihood(scored, self.test_data.to(self.device),
+                                self.config.test_num_samples, seed=_mix(self.config.seed, 13))
+            self.model.train()
+            if scored is not self.model:
+                scored.train()
+            record.update(test_log_likelihood=float(ll.mean()),
+                          test_seconds=time.perf_counter() - t0)
         self.history.append(record)
-        self.log_dict({k: float(v) for k, v in record.items() if k not in ("epoch", "seconds")},
+        self.log_dict({k: float(v) for k, v in record.items()
+                       if k not in ("epoch", "seconds", "test_seconds")},
                       on_epoch=True, on_step=False, rank_zero_only=True)
 
     def _scored_model(self):
@@ -723,7 +754,7 @@ def _loggers(config: TrainConfig, folder: Path):
 
 
 def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainConfig | None = None,
-        *, checkpoint_dir=None, resume: bool = False, **overrides) -> TrainResult:
+        *, checkpoint_dir=None, resume: bool = False, test_data=None, **overrides) -> TrainResult:
     """Train ``model`` with a Pyro ELBO on Lightning; the model is returned in evaluation mode
     holding the best (or averaged, or last) parameters.
 
@@ -739,7 +770,12 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
             ``best.ckpt``, ``model.pt`` (the result's parameters) and the logs; ``None``: a
             temporary folder, removed afterwards.
         resume: continue from ``checkpoint_dir/checkpoint.ckpt``; only ``epochs``,
-            ``max_minutes``, ``progress`` and the device settings may differ from the run's.
+            ``max_minutes``, ``progress``, the device settings and ``test_every`` /
+            ``test_num_samples`` may differ from the run's.
+        test_data: ``(M, D)`` test points whose log-likelihood is estimated every
+            ``config.test_every`` epochs (a fixed subset: e.g.
+            :func:`pyrovamp.data.spread_subset` of the test set); never used for training or
+            for the choice of parameters.
 
     Returns:
         A :class:`TrainResult`.
@@ -760,6 +796,9 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
     else:
         first = check(sampler(generator=torch.Generator().manual_seed(config.seed)))
     validation_data = _check(model, validation_data, "validation")
+    test_data = _check(model, test_data, "test")
+    if config.test_every is not None and test_data is None:
+        raise ValueError("test_every needs test_data (the test points of the learning curve)")
     if first.shape[0] < 1:
         raise ValueError("train must hold at least one data point")
 
@@ -784,7 +823,7 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
                                   "continue it, or choose another checkpoint_dir")
         pyro.set_rng_seed(config.seed)
 
-    module = SVIModule(model, config)
+    module = SVIModule(model, config, test_data)
     module.checkpoint_path = ckpt_path
     data = SVIDataModule(EpochData(first, sampler, config.seed, check),
                          validation_data, config.batch_size, config.seed)
@@ -900,7 +939,7 @@ def sharded_over_processes(fn, x: torch.Tensor, block: int, trainer) -> dict:
 
 
 RESUMABLE = ("epochs", "max_minutes", "progress", "accelerator", "devices", "num_nodes",
-             "strategy", "device", "logger")
+             "strategy", "device", "logger", "test_every", "test_num_samples")
 
 
 def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
@@ -916,14 +955,15 @@ def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
 
 
 def train(model, train_data, validation_data=None, *, checkpoint_dir=None, resume: bool = False,
-          **options) -> list[dict]:
+          test_data=None, **options) -> list[dict]:
     """Train ``model`` on Lightning with a Pyro ELBO (the notebook face of :func:`fit`).
 
     ``options`` are :class:`TrainConfig` fields -- the same settings as ``pyrovamp train``
     (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``loss``, ``warmup_epochs``,
     ``patience``, ``ema_decay``, ``accelerator``, ``devices``, ``strategy``, ``precision``,
-    ``logger``, ``max_minutes``, ...). The model comes back in evaluation mode with the best
-    (validated), averaged or last parameters.
+    ``logger``, ``max_minutes``, ``test_every``, ...). The model comes back in evaluation mode
+    with the best (validated), averaged or last parameters. With ``test_every=N`` and
+    ``test_data``, the history holds the test log-likelihood every N epochs (a learning curve).
 
     Returns:
         The per-epoch history (see :class:`TrainResult`).
@@ -937,4 +977,4 @@ def train(model, train_data, validation_data=None, *, checkpoint_dir=None, resum
     if unknown:
         raise ValueError(f"unknown training option(s) {sorted(unknown)}; expected some of {sorted(names)}")
     return fit(model, train_data, validation_data, TrainConfig(**options),
-               checkpoint_dir=checkpoint_dir, resume=resume).history
+               checkpoint_dir=checkpoint_dir, resume=resume, test_data=test_data).history

@@ -57,3 +57,16 @@ def test_real_static_mnist_files():
     ds = load_dataset("static_mnist", SHARED_DATA / "static_mnist", download=False)
     assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((50000, 784), (10000, 784), (10000, 784))
     assert set(ds.test.unique().tolist()) == {0.0, 1.0}
+
+
+def test_spread_subset_takes_evenly_spaced_rows_in_order():
+    from pyrovamp.data import spread_subset
+
+    x = torch.arange(10000)
+    sub = spread_subset(x, 1000)
+    assert sub.shape == (1000,) and sub[0] == 0 and sub[-1] == 9999
+    assert torch.all(sub.diff() >= 10) and torch.all(sub.diff() <= 11)
+    assert torch.equal(spread_subset(x, 3), torch.tensor([0, 5000, 9999]))
+    assert spread_subset(x[:5], 9) is not None and torch.equal(spread_subset(x[:5], 9), x[:5])
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        spread_subset(x, 0)

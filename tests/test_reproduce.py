@@ -148,3 +148,30 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message)
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and message in lines[0], lines
     assert not out.exists()
+
+
+def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(tmp_path, static_mnist):
+    import csv
+
+    from pyrovamp.reproduce import write_table
+
+    out = tmp_path / "table" / "static_mnist_vae_standard"
+    args = ["train", "--dataset", "static_mnist", "--data-root", str(static_mnist), "--model",
+            "vae", "--prior", "standard", "--preset", "paper", "--max-points", "64",
+            "--num-samples", "4", "--epochs", "3", "--max-minutes", "0.00001", "--no-progress",
+            "--test-every", "1", "--test-points", "10", "--test-num-samples", "4", "--out", str(out)]
+    assert main(args) == 0  # one epoch, then the time limit: an unfinished run
+    assert (out / "loss.png").stat().st_size > 0  # the curve so far, before the run finishes
+    # resumed with another test interval (allowed: it does not change training)
+    assert main(["train", "--resume", "--out", str(out), "--test-every", "2", "--no-progress"]) == 0
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    filled = [bool(r["test_log_likelihood"]) for r in rows]
+    assert filled == [True, True, False]  # epoch 1 (every 1), epoch 2 (every 2), not epoch 3
+    st = read_cell(out)
+    assert st.curve == [(int(r["epoch"]), float(r["test_log_likelihood"])) for r in rows if
+                        r["test_log_likelihood"]]
+    table = write_table(tmp_path / "table", {("static_mnist", "vae", "standard"): st}, {}).read_text()
+    line = next(x for x in table.splitlines() if x.startswith("- static_mnist_vae_standard"))
+    assert f"1: {st.curve[0][1]:.2f}, 2: {st.curve[1][1]:.2f}" in line
+    assert "(static_mnist_vae_standard/loss.png" in line and "10 test images, S=4" in line

@@ -317,3 +317,35 @@ def _epochs_in(path):
         return read_checkpoint(path)["epoch"]
     except CheckpointError:
         return -1
+
+
+def test_test_every_records_the_learning_curve_of_the_scored_parameters(tmp_path):
+    from pyrovamp import log_likelihood
+    from pyrovamp.training import _mix
+
+    test = _data(20, seed=5)
+    hist = train(_vae(), _data(), epochs=4, batch_size=32, lr=1e-2, patience=None, seed=3,
+                 progress=False, test_every=2, test_num_samples=8, test_data=test,
+                 checkpoint_dir=tmp_path / "a")
+    assert [("test_log_likelihood" in r) for r in hist] == [False, True, False, True]
+    assert all(r["test_seconds"] > 0 for r in hist if "test_log_likelihood" in r)
+    # the last point is the IS estimate of the returned (last) parameters with the fixed seed
+    vae = _vae()
+    load_model_weights(vae, tmp_path / "a" / MODEL)
+    expected = float(log_likelihood(vae, test, 8, seed=_mix(3, 13)).mean())
+    assert hist[-1]["test_log_likelihood"] == pytest.approx(expected, abs=1e-6)
+    assert hist[1]["test_log_likelihood"] != hist[3]["test_log_likelihood"]
+    # measuring the curve changes nothing about training (same parameters as without it)
+    plain = _vae()
+    train(plain, _data(), epochs=4, batch_size=32, lr=1e-2, patience=None, seed=3, progress=False)
+    _same(vae, plain)
+
+
+def test_test_every_needs_test_data_and_a_positive_integer():
+    with pytest.raises(ValueError, match="test_every needs test_data"):
+        train(_vae(), _data(), epochs=1, test_every=1, progress=False)
+    with pytest.raises(ValueError, match="test_every must be a positive integer"):
+        train(_vae(), _data(), epochs=1, test_every=0, test_data=_data(4), progress=False)
+    with pytest.raises(ValueError, match="binary"):
+        train(_vae(), _data(), epochs=1, test_every=1, test_data=torch.full((4, 6), 0.5),
+              progress=False)
