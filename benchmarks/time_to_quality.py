@@ -136,7 +136,7 @@ def main(argv=None):
     reached = [p for p in curve if p["test_log_likelihood"] >= target]
     res = {"run": str(out), "model": cfg["model"], "prior": cfg["prior"],
            "preset": cfg["preset"], "precision": cfg.get("precision"),
-           "warmup_epochs": cfg["warmup_epochs"], "threads": torch.get_num_threads(),
+           "batch_size": cfg["batch_size"], "lr": cfg["lr"], "warmup_epochs": cfg["warmup_epochs"], "threads": torch.get_num_threads(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "target": target,
            "minutes_to": reached[0]["minutes"] if reached else None, "curve": curve}
     print(json.dumps(res))
@@ -155,7 +155,8 @@ def draw(runs, path, target=None):
     for i, run in enumerate(map(pathlib.Path, runs)):
         cfg = json.loads((run / "config.json").read_text())
         label = (f"{cfg['model']} + {cfg['prior']}, --preset {cfg['preset']} "
-                 f"({cfg.get('precision') or '32'}, warm-up {cfg['warmup_epochs']} epochs)")
+                 f"({cfg.get('precision') or '32'}, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
+                 f"warm-up {cfg['warmup_epochs']})")
         with open(run / "history.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         minutes, t = [], 0.0

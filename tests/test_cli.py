@@ -110,14 +110,15 @@ def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
     assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"]) == ("paper", "adam", 100, 100)
 
 
-def test_fast_preset_is_the_paper_model_with_a_short_warmup_in_bf16(tmp_path):
+def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16(tmp_path):
     from pyrovamp.runs import PRESETS, resolve_config
 
     fast = resolve_config({"dataset": "static_mnist", "preset": "fast"})
     paper = resolve_config({"dataset": "static_mnist", "preset": "paper"})
     differ = {k for k in PRESETS["paper"] if fast[k] != paper[k]}
-    assert differ == {"warmup_epochs", "precision"}  # same model, estimator and optimiser
-    assert (fast["warmup_epochs"], fast["precision"]) == (10, "bf16-mixed")
+    assert differ == {"batch_size", "lr", "precision"}  # same model, estimator, warm-up
+    assert (fast["batch_size"], fast["lr"], fast["precision"]) == (200, 1e-3, "bf16-mixed")
+    assert fast["warmup_epochs"] == paper["warmup_epochs"] == 100
     assert paper["precision"] == "32"
     assert resolve_config({"dataset": "static_mnist", "preset": "fast",
                            "precision": "32"})["precision"] == "32"  # an explicit choice wins
@@ -126,7 +127,7 @@ def test_fast_preset_is_the_paper_model_with_a_short_warmup_in_bf16(tmp_path):
                  "--hidden-dim", "16", "--epochs", "2", "--num-samples", "8", "--no-progress",
                  "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["preset"], cfg["precision"], cfg["warmup_epochs"]) == ("fast", "bf16-mixed", 10)
+    assert (cfg["preset"], cfg["precision"], cfg["batch_size"]) == ("fast", "bf16-mixed", 200)
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
 
 
