@@ -149,7 +149,7 @@ def draw(runs, path, target=None):
 
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.2))
+    fig = Figure(figsize=(7.0, 4.6))
     ax = fig.subplots()
     summary = {}
     for i, run in enumerate(map(pathlib.Path, runs)):
@@ -176,12 +176,12 @@ def draw(runs, path, target=None):
             target = PAPER.get((cfg["model"], cfg["prior"]))
     if target is not None:
         ax.axhline(target, color="0.3", ls="--", lw=1, label=f"paper: {target}")
-    ax.set_ylim(target - 14 if target is not None else None, target + 2 if target is not None else None)
+    ax.set_ylim(target - 10 if target is not None else None, target + 2 if target is not None else None)
     ax.set_xlabel("minutes of training (one thread of a 2-core CPU)")
     ax.set_ylabel("nats per image")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     print(json.dumps(summary))
 
 
