@@ -113,8 +113,8 @@ class TrainConfig:
             parameters on the ``test_data`` given to :func:`fit` (a learning curve in the
             history: ``test_log_likelihood``, nats per data point); ``None``: never. Not
             counted as training time.
-        test_num_samples: importance samples per test point for ``test_every`` (IS, Burda et
-            al. 2016, eq. 8; the same seed at every epoch, so that the points of the curve
+        test_num_samples: importance samples per test point for ``test_every`` (IS,
+            :func:`pyrovamp.log_likelihood`; the same seed at every epoch, so that the points of the curve
             differ by the parameters only).
     """
 
@@ -387,7 +387,6 @@ class SVIModule(pl.LightningModule):
     Args:
         model: e.g. :class:`pyrovamp.VAE` (an ``nn.Module`` with ``model`` and ``guide``).
         config: a :class:`TrainConfig`.
-
         test_data: ``(M, D)`` test points for ``config.test_every`` (or ``None``).
 
     Logged per epoch (Lightning's logger): ``train_loss``, ``beta``, ``val_elbo``,
