@@ -125,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a learning curve: every N epochs, the test log-likelihood (IS) on "
                         "--test-points test images spread over the test set (history.csv, "
                         "loss.png); not counted as training time")
-    t.add_argument("--test-points", type=_positive_int("--test-points"), default=1000,
-                   help="test images of the --test-every curve (default 1000)")
-    t.add_argument("--test-num-samples", type=_positive_int("--test-num-samples"), default=1000,
-                   help="importance samples per test image of the --test-every curve (default 1000)")
+    t.add_argument("--test-points", type=_positive_int("--test-points"), default=TEST_POINTS,
+                   help=f"test images of the --test-every curve (default {TEST_POINTS})")
+    t.add_argument("--test-num-samples", type=_positive_int("--test-num-samples"), default=TEST_NUM_SAMPLES,
+                   help=f"importance samples per test image of the --test-every curve (default {TEST_NUM_SAMPLES})")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-minutes", type=_positive_float("--max-minutes"),
                    help="stop cleanly with a checkpoint after this long; continue with --resume")
@@ -240,6 +240,10 @@ def _rank(devices: int = 1) -> int:
     return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
 
 
+# the --test-every learning curve's defaults: test images spread over the test set, and IS samples
+TEST_POINTS = 1000
+TEST_NUM_SAMPLES = 1000
+
 # settings that a resumed run may change; every other one must equal the run's config.json
 RESUME_MAY_CHANGE = ("epochs", "max_minutes", "num_samples", "device", "accelerator", "devices",
                      "num_nodes", "strategy", "logger", "data_root", "no_progress", "test_every",
@@ -269,7 +273,7 @@ def _train_config(cfg: dict, progress: bool):
                        precision=str(cfg.get("precision") or "32"),
                        logger=cfg.get("logger") or "csv", progress=progress,
                        test_every=cfg.get("test_every"),
-                       test_num_samples=cfg.get("test_num_samples") or 1000)
+                       test_num_samples=cfg.get("test_num_samples") or TEST_NUM_SAMPLES)
 
 
 def _train(args, argv) -> int:
@@ -341,7 +345,7 @@ def _train(args, argv) -> int:
     if rank == 0:
         print(f"training {cfg['model']} with the {cfg['prior']} prior on {cfg['dataset']} -> {out}",
               file=sys.stderr)
-    test_data = spread_subset(dataset.test, cfg.get("test_points") or 1000) \
+    test_data = spread_subset(dataset.test, cfg.get("test_points") or TEST_POINTS) \
         if cfg.get("test_every") else None
     result = fit(model, dataset.train_sampler or dataset.train, dataset.validation, tcfg,
                  checkpoint_dir=out, resume=args.resume, test_data=test_data)

@@ -282,6 +282,8 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
             lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
     curves = [(key, st) for key, st in cells.items() if st.curve]
     if curves:
+        from .cli import TEST_NUM_SAMPLES, TEST_POINTS
+
         lines += ["", "## Learning curves", "",
                   "The validation ELBO of every epoch and the test log-likelihood on a fixed "
                   "subset every few epochs (IS; `--test-every`, `--test-points`, "
@@ -291,7 +293,8 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
                   "subset, nats per image, by epoch:", ""]
         for key, st in curves:
             c = st.config
-            what = f"{c.get('test_points') or 1000} test images, S={c.get('test_num_samples') or 1000}"
+            what = (f"{c.get('test_points') or TEST_POINTS} test images, "
+                    f"S={c.get('test_num_samples') or TEST_NUM_SAMPLES}")
             pts = ", ".join(f"{e}: {v:.2f}" for e, v in st.curve)
             lines.append(f"- {cell_name(*key)} ([loss.png]({cell_name(*key)}/loss.png); "
                          f"{what}): {pts}")
