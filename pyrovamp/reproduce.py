@@ -101,7 +101,8 @@ class CellState:
             ``"trained"`` (training finished, test metrics missing), ``"finished"`` (test
             metrics written), ``"leftovers"`` (only what a run killed in its first epoch leaves),
             or ``"unreadable"``.
-        epochs: epochs trained (from ``model.pt`` or ``history.csv``).
+        epochs: epochs trained (from ``model.pt``, ``history.csv``, or ``checkpoint.ckpt`` where a
+            piece was killed after the last ``model.pt``).
         train_seconds: training wall time over all pieces (seconds).
         stopped_early: early stopping fired.
         metrics: ``metrics.json`` (finished cells).
@@ -159,6 +160,17 @@ def read_cell(folder) -> CellState:
             rows = []
     if not (folder / MODEL).is_file() and rows:
         epochs, seconds = len(rows), sum(float(r.get("seconds") or 0) for r in rows)
+    ckpt = folder / CHECKPOINT
+    if not finished and ckpt.is_file() and (not (folder / MODEL).is_file()
+                                            or ckpt.stat().st_mtime > (folder / MODEL).stat().st_mtime):
+        # a piece killed after its last model.pt: the checkpoint holds the newer count
+        try:
+            meta = read_checkpoint(ckpt, map_location="cpu")["pyrovamp"]
+            if len(meta.get("history") or ()) > epochs:
+                epochs = len(meta["history"])
+                seconds = float(meta.get("train_seconds") or seconds)
+        except (CheckpointError, TypeError, ValueError):
+            pass  # resuming will report the damaged checkpoint itself
     curve = []
     for r in rows:
         try:

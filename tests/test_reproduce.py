@@ -175,3 +175,31 @@ def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(tm
     line = next(x for x in table.splitlines() if x.startswith("- static_mnist_vae_standard"))
     assert f"1: {st.curve[0][1]:.2f}, 2: {st.curve[1][1]:.2f}" in line
     assert "(static_mnist_vae_standard/loss.png" in line and "10 test images, S=4" in line
+
+
+def test_a_piece_killed_after_its_checkpoint_counts_the_checkpoints_epochs(tmp_path, static_mnist):
+    """A piece killed between its last checkpoint and its model.pt: the cell's epochs come from
+    the newer checkpoint.ckpt (what --resume continues from), not the older model.pt."""
+    import os
+    import shutil
+
+    out = tmp_path / "static_mnist_vae_standard"
+    args = ["train", "--dataset", "static_mnist", "--data-root", str(static_mnist), "--model",
+            "vae", "--prior", "standard", "--preset", "paper", "--max-points", "64",
+            "--num-samples", "4", "--epochs", "5", "--max-minutes", "0.00001", "--no-progress",
+            "--out", str(out)]
+    assert main(args) == 0  # piece 1: one epoch
+    kept = {n: (out / n).read_bytes() for n in ("model.pt", "history.csv")}
+    assert main(["train", "--resume", "--out", str(out), "--max-minutes", "0.00001",
+                 "--no-progress"]) == 0  # piece 2: a second epoch
+    assert read_cell(out).epochs == 2
+    for n, b in kept.items():  # as if piece 2 had been killed before writing them
+        (out / n).write_bytes(b)
+    t = (out / "model.pt").stat().st_mtime
+    os.utime(out / "checkpoint.ckpt", (t + 5, t + 5))
+    st = read_cell(out)
+    assert st.state == "unfinished" and st.epochs == 2 and st.train_seconds > 0
+    # a damaged newer checkpoint is left for --resume to report; the count falls back to model.pt
+    shutil.copy(out / "history.csv", out / "checkpoint.ckpt")
+    os.utime(out / "checkpoint.ckpt", (t + 5, t + 5))
+    assert read_cell(out).epochs == 1
