@@ -623,10 +623,6 @@ class PieceTimer(Timer):
     def on_fit_start(self, trainer, *args, **kwargs):  # every piece trains at least one epoch
         pass
 
-    @property
-    def fired(self) -> bool:
-        return self._duration is not None and self.time_elapsed() >= self._duration
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file, flushed and renamed over the target (a reader,
@@ -846,11 +842,11 @@ def fit(model: torch.nn.Module, train_data, validation_data=None, config: TrainC
     ema = ParameterEMA(config.ema_decay) if config.ema_decay is not None else None
     if ema is not None:
         callbacks.append(ema)
-    timer = None
-    if config.max_minutes is not None:
-        timer = PieceTimer(duration=timedelta(minutes=config.max_minutes), interval="epoch",
-                           verbose=False)
-        callbacks.append(timer)
+    # always present (without a budget when max_minutes is None), so that a run made in pieces
+    # resumes without Lightning's warning about a callback missing from the checkpoint
+    callbacks.append(PieceTimer(duration=None if config.max_minutes is None
+                                else timedelta(minutes=config.max_minutes),
+                                interval="epoch", verbose=False))
     model.train()
     try:
         with quiet_lightning():

@@ -263,6 +263,21 @@ def test_resume_with_dynamic_binarisation_and_max_minutes(tmp_path):
     _same(full, again)
 
 
+def test_a_piece_with_max_minutes_resumes_without_it_and_without_warnings(tmp_path):
+    import warnings
+
+    cfg = dict(epochs=2, batch_size=32, patience=None, seed=1, progress=False)
+    r = fit(_vae(), _data(), _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
+            checkpoint_dir=tmp_path)
+    assert r.epochs == 1 and not r.finished
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = fit(_vae(), _data(), _data(32, 1), TrainConfig(**cfg), checkpoint_dir=tmp_path,
+                resume=True)
+    assert r.epochs == 2 and r.finished
+    assert not [str(w.message) for w in caught if "callbacks" in str(w.message)]
+
+
 def test_bf16_mixed_precision_trains_on_cpu():
     vae = _vae()
     hist = train(vae, _data(), _data(48, 1), epochs=2, batch_size=32, precision="bf16-mixed",
