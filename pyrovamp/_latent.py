@@ -31,6 +31,7 @@ from torch.distributions.constraints import MixtureSameFamilyConstraint
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 
+from . import registration
 from .priors import Prior
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
@@ -88,18 +89,28 @@ def pair_bytes(model) -> int:
     return 4 * floats
 
 
+def fork_rng():
+    """``torch.random.fork_rng`` over the CPU and every CUDA device: draws inside leave the
+    caller's random streams as they were."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 @contextlib.contextmanager
-def evaluation_context(model, seed=None, device=None):
-    """Eval mode, priors cached (their components computed once, without a graph), and an
-    optional seed in a forked RNG (the caller's random stream is left as it was)."""
+def evaluation_context(model, seed=None, no_grad=False):
+    """The setting of every likelihood estimator (IS, AIS, exact): eval mode (batch norm on its
+    running statistics, no dropout), priors cached (their components computed once, outside any
+    autograd graph), no parameter statements (:func:`registration.paused`: nothing is trained);
+    with ``seed`` the random streams of the CPU and every CUDA device are forked and seeded, so
+    the caller's are left as they were; with ``no_grad`` no graph at all (AIS needs one for its
+    HMC gradients in ``z``)."""
     was_training = getattr(model, "training", False)
     with contextlib.ExitStack() as stack:
+        if no_grad:
+            stack.enter_context(torch.no_grad())
+        stack.enter_context(registration.paused())
         if seed is not None:
-            devices = []
-            if torch.cuda.is_available():
-                devices = [device.index if device is not None and device.type == "cuda"
-                           and device.index is not None else torch.cuda.current_device()]
-            stack.enter_context(torch.random.fork_rng(devices=devices))
+            stack.enter_context(fork_rng())
             torch.manual_seed(seed)
         if hasattr(model, "modules"):
             model.eval()

@@ -350,7 +350,7 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
     x = check_data(model, x)
     points = _points_per_chunk(model, num_chains, memory_budget, batch_size)
     out, weights, acc, eps, jumps = [], [], [], [], []
-    with evaluation_context(model, seed, x.device):
+    with evaluation_context(model, seed):
         with torch.no_grad():
             space = latent_space(model, x[:1])
         for i in range(0, x.shape[0], points):
@@ -399,7 +399,7 @@ def simulate(model, num_points: int, x_like: torch.Tensor | None = None, *, seed
         x_like = torch.zeros(1, model.input_dim, device=dev)
     x_like = check_data(model, x_like, "x_like")
     template = x_like[:1].expand((num_points,) + tuple(x_like.shape[1:])).contiguous()
-    with evaluation_context(model, seed, template.device), torch.no_grad():
+    with evaluation_context(model, seed), torch.no_grad():
         space = latent_space(model, template[:1])
         if len(space.observed) != 1:
             raise ValueError(f"simulate needs exactly one observed site, the model has "
@@ -456,7 +456,7 @@ def bdmc(model, num_points: int, num_chains: int = DEFAULT_NUM_CHAINS,
         diagnostics=True, **opts)
     points = _points_per_chunk(model, num_chains, opts["memory_budget"], opts["batch_size"])
     upper, acc_r = [], []
-    with evaluation_context(model, None if seed is None else seed + 2, x.device):
+    with evaluation_context(model, None if seed is None else seed + 2):
         with torch.no_grad():
             space = latent_space(model, x[:1])
             u_exact = space.flatten(z)  # (N, d): exact posterior draws

@@ -33,7 +33,6 @@ float64 tensors are accepted); results live on the model's device.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import math
@@ -47,7 +46,7 @@ from pyro import poutine
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from . import registration
+from ._latent import evaluation_context, fork_rng
 from .models import _float_tensor, check_data
 from .priors import Prior
 
@@ -124,33 +123,6 @@ def _check_args(num_samples, memory_budget, batch_size, seed, first_block):
 
 
 # --- evaluation mode, random streams --------------------------------------------------------------
-def _fork_rng():
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    return torch.random.fork_rng(devices=devices)
-
-
-@contextlib.contextmanager
-def _evaluation_context(model, seed):
-    """``no_grad``, eval mode, priors cached (their components computed once); with a seed the
-    random streams are forked, so the caller's are left as they were."""
-    was_training = getattr(model, "training", False)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(registration.paused())
-        if seed is not None:
-            stack.enter_context(_fork_rng())
-        if hasattr(model, "modules"):
-            model.eval()
-            for m in model.modules():
-                if isinstance(m, Prior):
-                    stack.enter_context(m.cached())
-        try:
-            yield
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
-
-
 def _block_seed(seed: int, block: int) -> int:
     """The seed of block ``block``'s draws: a hash of ``(seed, block)`` (63 bits)."""
     digest = hashlib.sha256(f"pyrovamp.evaluation:{seed}:{block}".encode()).digest()
@@ -234,7 +206,7 @@ def peak_bytes(model, x, num_samples: int) -> int:
     """
     _check_int("num_samples", num_samples, 1)
     x = _data(model, x)
-    with _evaluation_context(model, None), _fork_rng():
+    with evaluation_context(model, 0, no_grad=True):  # seeded: a fixed draw
         _log_weights_chunk(model, x, 1)  # warm-up: lazily built caches are not costs
         return int(_live_bytes(model, x, num_samples).max())
 
@@ -262,14 +234,14 @@ def _count(n: float, cap: int) -> int:
 
 def _plan(model, example, whole, num_samples, memory_budget, batch_size) -> Plan:
     """The plan from the measured live bytes of three tiny probe chunks (inside
-    :func:`_evaluation_context`): after every operation ``t`` the live bytes are
+    :func:`pyrovamp._latent.evaluation_context`): after every operation ``t`` the live bytes are
     ``a_t + b_t * points + c_t * points * samples``; the plan keeps their maximum over ``t``
     within the budget (blocks) and within ``min(budget, CPU_CHUNK_BYTES)`` on a CPU (chunks).
     ``whole``: the data set, used when the guide fails on the one-point ``example`` (not
     amortised), or None."""
     budget = float(memory_budget)
     chunk = budget if example.device.type != "cpu" else min(budget, CPU_CHUNK_BYTES)
-    with _fork_rng():
+    with fork_rng():
         try:
             _log_weights_chunk(model, example, 1)  # warm-up: lazily built caches are not costs
         except Exception:
@@ -369,7 +341,7 @@ def evaluation_plan(model, num_samples: int, memory_budget: int = DEFAULT_MEMORY
     """
     _check_args(num_samples, memory_budget, batch_size, None, 0)
     ex = _example(model, example)
-    with _evaluation_context(model, None):
+    with evaluation_context(model, None, no_grad=True):
         try:
             return _cached_plan(model, ex, None, num_samples, memory_budget, batch_size)
         except Exception as e:
@@ -402,7 +374,7 @@ def points_per_block(model, num_samples: int, memory_budget: int = DEFAULT_MEMOR
 def _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block, split=False):
     """For every block of data points its ``(S, n)`` log-weights (``split``: the pair of its
     observed and latent parts, see :func:`_log_weights_chunk`). Call inside
-    :func:`_evaluation_context`."""
+    :func:`pyrovamp._latent.evaluation_context`."""
     plan = _cached_plan(model, _example(model, x), x, num_samples, memory_budget, batch_size)
     points = plan.points_per_block or x.shape[0]
     tile = plan.points_per_chunk or x.shape[0]
@@ -448,7 +420,7 @@ def log_importance_weights(model, x, num_samples: int, *,
     """
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
-    with _evaluation_context(model, seed):
+    with evaluation_context(model, seed, no_grad=True):
         return torch.cat(list(_blocks(model, x, num_samples, memory_budget, batch_size, seed,
                                       first_block)), 1)
 
@@ -507,7 +479,7 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
     out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}
     if diagnostics:
         from .diagnostics import importance_diagnostics
-    with _evaluation_context(model, seed):
+    with evaluation_context(model, seed, no_grad=True):
         for lw in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block):
             out.append(torch.logsumexp(lw.double(), dim=0) - math.log(num_samples))
             if diagnostics:
@@ -536,7 +508,7 @@ def elbo(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_MEMORY_
     """
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
-    with _evaluation_context(model, seed):
+    with evaluation_context(model, seed, no_grad=True):
         return torch.cat([lw.double().mean(0) for lw in _blocks(
             model, x, num_samples, memory_budget, batch_size, seed, first_block)])
 
@@ -564,7 +536,7 @@ def elbo_terms(model, x, num_samples: int = 1, *, memory_budget: int = DEFAULT_M
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = _data(model, x)
     rec, kl = [], []
-    with _evaluation_context(model, seed):
+    with evaluation_context(model, seed, no_grad=True):
         for r, k in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block,
                             split=True):
             rec.append(r.double().mean(0))

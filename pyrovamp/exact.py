@@ -115,7 +115,7 @@ def exact_log_likelihood(model, x: torch.Tensor, *, tol: float = 0.01, threshold
     if isinstance(min_levels, bool) or not isinstance(min_levels, int) or min_levels < 0:
         raise ValueError(f"min_levels must be a non-negative integer, got {min_levels!r}")
     x = check_data(model, x)
-    with evaluation_context(model, seed, x.device), torch.no_grad():
+    with evaluation_context(model, seed), torch.no_grad():
         space = latent_space(model, x[:1])
         if space.dim > MAX_LATENT_DIM:
             raise ValueError(f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
