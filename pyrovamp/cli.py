@@ -281,7 +281,7 @@ def _train(args, argv) -> int:
     import pyro
 
     from .data import load_dataset, spread_subset
-    from .runs import atomic_write_text, build_model, resolve_config, write_history_csv
+    from .runs import atomic_write_text, build_model, make_folder, resolve_config, write_history_csv
     from .training import CHECKPOINT, fit, read_checkpoint
 
     rank = _rank(args.devices)
@@ -314,7 +314,9 @@ def _train(args, argv) -> int:
         if "max_minutes" not in _explicit_options(argv):
             cfg["max_minutes"] = None  # each piece has its own time budget
     else:
-        if rank == 0 and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder")
+        if rank == 0 and out.is_dir() and any(out.iterdir()):
             raise UsageError(f"--out {out} already exists and is not empty; use --resume to "
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
@@ -335,7 +337,7 @@ def _train(args, argv) -> int:
 
     # --- work ------------------------------------------------------------------------------------
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)  # one line naming --out where it cannot be created
     if not args.resume:
         if rank == 0:
             atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
@@ -454,7 +456,7 @@ def _compare(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .runs import atomic_write_text, save_figure
+    from .runs import atomic_write_text, make_folder, save_figure
     from .workflow import compare, khat_threshold, plot_compare, plot_pareto_k, to_inference_data
 
     _check_device(args.device)
@@ -468,9 +470,7 @@ def _compare(args) -> int:
         raise UsageError(f"run folders must have distinct names, got {names}")
     if len(runs) < 2:
         raise UsageError("compare needs at least two run folders")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    out = make_folder(args.out)
     idatas = {}
     for r in runs:
         t0 = time.perf_counter()
@@ -480,7 +480,6 @@ def _compare(args) -> int:
                else f"evaluated in {time.perf_counter() - t0:.1f} s")
         print(f"{r.name}: {how} (S={args.num_samples})", file=sys.stderr)
     table = compare(idatas)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.csv", table.to_csv())
     save_figure(plot_compare(table), out / "compare.png")
     save_figure(plot_pareto_k(idatas), out / "pareto_k.png")

@@ -389,10 +389,9 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
     for k, v in data_roots.items():
         if not Path(v).is_dir():
             raise ValueError(f"--data-root {v} is not a folder")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    from .runs import make_folder
+
+    out = make_folder(out)
 
     cells, needs_gpu, notes = {}, {}, []
     for dataset in datasets:

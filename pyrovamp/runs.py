@@ -27,7 +27,7 @@ from .models import MODELS
 from .priors import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
-           "atomic_write_text", "write_history_csv", "MODEL_KEYS", "merge_metrics",
+           "atomic_write_text", "make_folder", "write_history_csv", "MODEL_KEYS", "merge_metrics",
            "save_per_point", "evaluate_method", "evaluate_bdmc", "evaluate_estimators"]
 
 # Protocols. "book": Tomczak, Deep Generative Modeling ch. 4.4.1 (Digits: L=2, K=16, 2x256
@@ -101,6 +101,23 @@ def build_model(cfg: dict, dataset: Dataset):
         kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])
     return MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
                         num_values=dataset.num_values, **kw)
+
+
+def make_folder(path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) before any work; returns it.
+
+    Raises:
+        ValueError: ``path`` exists and is not a folder, or cannot be created (one line naming
+            ``option``, the path and the operating system's reason).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+    return path
 
 
 def atomic_write_text(path, text: str) -> None:

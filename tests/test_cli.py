@@ -62,6 +62,28 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", [["train", "--epochs", "1", "--max-points", "30"],
+                                     ["reproduce", "table1", "--datasets", "digits"],
+                                     ["compare", "RUN", "RUN2"]])
+def test_an_unusable_out_folder_is_one_line_naming_it(tmp_path, capsys, command):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    if command[0] == "compare":  # two (fake) run folders, so that --out is what fails
+        runs = []
+        for name in ("r1", "r2"):
+            (tmp_path / name).mkdir()
+            for f in ("config.json", "model.pt"):
+                (tmp_path / name / f).write_text("{}")
+            runs.append(str(tmp_path / name))
+        command = ["compare"] + runs
+    for out, message in ((blocker, "exists and is not a folder"),
+                         (blocker / "sub", "cannot create the folder")):
+        assert main(command + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--out {out}" in err[0] and message in err[0], err
+    assert blocker.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("flow", ["nsf", None])
 def test_flow_choice_is_stored_and_rebuilt(tmp_path, flow):
     import zuko
