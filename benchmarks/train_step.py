@@ -13,13 +13,19 @@ layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Ad
   by hand, ``-mean(log p(x|z) + log p(z) - log q(z|x))``, one ``torch.optim.Adam`` step, the
   batch taken from a tensor -- the cost floor without Pyro and Lightning.
 
-Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many), so machine noise
-hits both alike; the figures are medians over all steps after the first two of each round.
+* ``lightning_ema`` (with ``--ema-decay D``): the Lightning step with the exponential moving
+  average of the parameters updated after every step (:class:`pyrovamp.training.ParameterEMA`,
+  ``--ema-decay`` of ``pyrovamp train``); ``ema_ratio`` is its time over ``lightning``'s.
+
+Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many, then Lightning with
+the EMA), so machine noise hits all alike; the figures are medians over all steps after the
+first two of each round.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
-       [--precision 32|bf16-mixed]
+       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999]
 The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
-and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio``.
+and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio`` (and ``[hvae_]lightning_ema_ms``,
+``[hvae_]ema_ratio`` with ``--ema-decay``).
 """
 
 import argparse
@@ -33,7 +39,8 @@ import pyro
 import torch
 
 from pyrovamp import HVAE, VAE
-from pyrovamp.training import EpochData, SVIDataModule, SVIModule, TrainConfig, quiet_lightning
+from pyrovamp.training import (EpochData, ParameterEMA, SVIDataModule, SVIModule, TrainConfig,
+                               quiet_lightning)
 
 
 class _StepClock(pl.Callback):
@@ -59,6 +66,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--precision", default="32")
     ap.add_argument("--real-data", help="folder with binarized_mnist_valid.amat (else random)")
+    ap.add_argument("--ema-decay", type=float, help="also time the step with the parameter EMA")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     dev = torch.device(args.device)
@@ -79,6 +87,7 @@ def main():
               f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}")
     results.update(device=str(dev), batch_size=args.batch_size, steps=args.steps,
                    rounds=args.rounds, precision=args.precision, threads=torch.get_num_threads(),
+                   ema_decay=args.ema_decay,
                    data="static MNIST validation images" if args.real_data else "random binary")
     print(json.dumps(results))
 
@@ -123,18 +132,23 @@ def bench(name, x_all, dev, args):
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    times = {"lightning": [], "torch": []}
-    for r in range(args.rounds):
+    def lightning_round(r, extra=()):
         clock = _StepClock()
         with quiet_lightning():
             trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, max_epochs=1,
-                                 precision=args.precision, logger=False, callbacks=[clock],
+                                 precision=args.precision, logger=False,
+                                 callbacks=[clock, *extra],
                                  enable_checkpointing=False, enable_progress_bar=False,
                                  enable_model_summary=False, num_sanity_val_steps=0,
                                  limit_val_batches=0, use_distributed_sampler=False)
             trainer.fit(module, datamodule=SVIDataModule(EpochData(x_all), None, b, seed=r))
-        steps = [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:])]
-        times["lightning"] += steps[2:]
+        return [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:])][2:]
+
+    times = {"lightning": [], "torch": []}
+    if args.ema_decay is not None:
+        times["lightning_ema"] = []
+    for r in range(args.rounds):
+        times["lightning"] += lightning_round(r)
         m_light.train()
         sync()
         stamps = [time.perf_counter()]
@@ -143,8 +157,12 @@ def bench(name, x_all, dev, args):
             sync()
             stamps.append(time.perf_counter())
         times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:])][2:]
+        if args.ema_decay is not None:
+            times["lightning_ema"] += lightning_round(r, [ParameterEMA(args.ema_decay)])
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
+    if args.ema_decay is not None:
+        res["ema_ratio"] = round(res["lightning_ema_ms"] / res["lightning_ms"], 3)
     return res
 
 
