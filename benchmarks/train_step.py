@@ -75,6 +75,8 @@ def main():
     if args.real_data:
         from pyrovamp.data import read_amat
         x_all = read_amat(f"{args.real_data}/binarized_mnist_valid.amat")[:n]
+        if x_all.shape[0] < n:
+            ap.error(f"--steps x --batch-size = {n} exceeds the {x_all.shape[0]} validation images")
     else:
         x_all = (torch.rand(n, 784) < 0.13).float()
 
