@@ -155,20 +155,29 @@ def main(argv=None):
 
 
 def draw(runs, path, target=None):
-    """Validation ELBO (line, every epoch) and test log-likelihood (dots, the marks) against
-    minutes of training, one colour per run folder."""
+    """Validation ELBO (line, every epoch) and test log-likelihood (dots: the marks, hollow on a
+    subset of the test set, filled on the whole of it; plus the run's ``metrics.json`` estimate --
+    its final test evaluation or ``pyrovamp evaluate --method is`` -- where that is not a mark)
+    against minutes of training, one colour per run folder."""
     import csv
 
     from matplotlib.figure import Figure
+
+    from pyrovamp.runs import PRESETS
 
     fig = Figure(figsize=(7.0, 4.6))
     ax = fig.subplots()
     summary = {}
     for i, run in enumerate(map(pathlib.Path, runs)):
         cfg = json.loads((run / "config.json").read_text())
-        label = (f"{cfg['model']} + {cfg['prior']}, --preset {cfg['preset']} "
-                 f"({cfg.get('precision') or '32'}, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
-                 f"warm-up {cfg['warmup_epochs']})")
+        # named by its settings (a preset's meaning may have changed since the run was made)
+        keys = ("precision", "batch_size", "lr", "warmup_epochs", "ema_decay")
+        now = [name for name, p in PRESETS.items() if name != "book"
+               and all((cfg.get(k) or None) == (p.get(k) or None) for k in keys)]
+        label = (f"{cfg['model']} + {cfg['prior']} ({cfg.get('precision') or '32'}, batch "
+                 f"{cfg['batch_size']}, lr {cfg['lr']:g}, warm-up {cfg['warmup_epochs']}"
+                 + (f", EMA {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "") + ")"
+                 + (f" = --preset {now[0]}" if now else ""))
         with open(run / "history.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         minutes, t = [], 0.0
@@ -179,10 +188,20 @@ def draw(runs, path, target=None):
                 label=label + ": validation ELBO")
         record = run / "time_to_quality.json"
         curve = json.loads(record.read_text())["curve"] if record.is_file() else []
-        if curve:
-            ax.plot([p["minutes"] for p in curve], [p["test_log_likelihood"] for p in curve], "o",
-                    color=f"C{i}", label=f"test log-likelihood (IS, S={curve[0]['num_samples']}, "
-                                         f"{curve[0]['test_points']} test images)")
+        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+        m_epochs = m.get("epochs_trained") or m.get("is_epochs")  # final, or `evaluate --method is`
+        if m.get("test_log_likelihood") is not None and m_epochs and m_epochs <= len(rows) and not any(
+                (p["epochs"], p["test_points"]) == (m_epochs, m["num_test_points"]) for p in curve):
+            curve = curve + [{"minutes": minutes[m_epochs - 1], "epochs": m_epochs,
+                              "test_log_likelihood": m["test_log_likelihood"],
+                              "test_points": m["num_test_points"], "num_samples": m["num_samples"]}]
+        for n_points in sorted({p["test_points"] for p in curve}):  # filled: the whole test set
+            pts = [p for p in curve if p["test_points"] == n_points]
+            whole = n_points == max(p["test_points"] for p in curve) and n_points >= 10000
+            ax.plot([p["minutes"] for p in pts], [p["test_log_likelihood"] for p in pts], "o",
+                    color=f"C{i}", markerfacecolor=None if whole else "white",
+                    label=f"test log-likelihood (IS, S={pts[0]['num_samples']}, "
+                          f"{n_points} test images)")
         summary[str(run)] = {"epochs": len(rows), "minutes": round(t, 2), "curve": curve}
         if target is None:
             target = PAPER.get((cfg["model"], cfg["prior"]))

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(PixelCNN decoder)")
     t.add_argument("--preset", choices=("book", "paper", "fast"),
                    help="protocol defaults (Digits: book; other data sets: paper); fast: the "
-                        "paper's model and warm-up with batch 200, lr 1e-3 and bf16-mixed precision")
+                        "paper's model and warm-up with batch 200, lr 1e-3, bf16-mixed precision and "
+                        "parameter EMA 0.999")
     t.add_argument("--max-points", type=_positive_int("--max-points"),
                    help="use at most this many training, validation and test points (quick runs)")
     t.add_argument("--latent-dim", type=_positive_int("--latent-dim"))

@@ -132,24 +132,29 @@ def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
     assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"]) == ("paper", "adam", 100, 100)
 
 
-def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16(tmp_path):
+def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_parameters(tmp_path):
     from pyrovamp.runs import PRESETS, resolve_config
 
     fast = resolve_config({"dataset": "static_mnist", "preset": "fast"})
     paper = resolve_config({"dataset": "static_mnist", "preset": "paper"})
     differ = {k for k in PRESETS["paper"] if fast[k] != paper[k]}
-    assert differ == {"batch_size", "lr", "precision"}  # same model, estimator, warm-up
-    assert (fast["batch_size"], fast["lr"], fast["precision"]) == (200, 1e-3, "bf16-mixed")
+    assert differ == {"batch_size", "lr", "precision", "ema_decay"}  # same model, estimator, warm-up
+    assert (fast["batch_size"], fast["lr"], fast["precision"], fast["ema_decay"]) == \
+        (200, 1e-3, "bf16-mixed", 0.999)
+    assert paper["ema_decay"] is None
     assert fast["warmup_epochs"] == paper["warmup_epochs"] == 100
     assert paper["precision"] == "32"
     assert resolve_config({"dataset": "static_mnist", "preset": "fast",
                            "precision": "32"})["precision"] == "32"  # an explicit choice wins
+    assert resolve_config({"dataset": "static_mnist", "preset": "fast",
+                           "ema_decay": 0})["ema_decay"] == 0  # 0: off (None in the run's config)
     out = tmp_path / "fast"
     assert main(["train", "--prior", "standard", "--preset", "fast", "--latent-dim", "2",
                  "--hidden-dim", "16", "--epochs", "2", "--num-samples", "8", "--no-progress",
                  "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["preset"], cfg["precision"], cfg["batch_size"]) == ("fast", "bf16-mixed", 200)
+    assert (cfg["preset"], cfg["precision"], cfg["batch_size"], cfg["ema_decay"]) == \
+        ("fast", "bf16-mixed", 200, 0.999)
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
 
 
