@@ -61,8 +61,9 @@ def main(argv=None):
     ap.add_argument("--target", type=float, help="nats per image (default: the paper's value)")
     ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist"))
     ap.add_argument("--train-arg", action="append", default=[],
-                    help="one more `pyrovamp train` option for a new run (repeat), e.g. "
-                         "--train-arg=--precision=32")
+                    help="one more `pyrovamp train` option (repeat), e.g. --train-arg=--precision=32; "
+                         "also passed when a run is resumed, where it must be one that a resumed "
+                         "run may change (e.g. --train-arg=--test-every=25) or equal the run's")
     args = ap.parse_args(argv)
     if args.figure:
         if not args.runs:
@@ -108,7 +109,7 @@ def main(argv=None):
             continue
         if done < mark:
             if (out / CHECKPOINT).is_file():
-                argv = ["train", "--resume", "--out", str(out)]
+                argv = ["train", "--resume", "--out", str(out), *args.train_arg]
             else:
                 argv = ["train", "--dataset", "static_mnist", "--data-root", args.data_root,
                         "--model", args.model, "--prior", args.prior, "--preset", args.preset,
