@@ -2,6 +2,6 @@
 line's parser and ``import pyrovamp`` stay fast); :mod:`pyrovamp.training` maps them to objects."""
 
 LOSS_NAMES = ("trace", "meanfield", "jit_trace", "jit_meanfield", "iwae")
-OPTIMIZER_NAMES = ("adam", "adamax")
+OPTIMIZER_NAMES = ("adam", "adamax", "adamnormgrad")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "none")

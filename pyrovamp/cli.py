@@ -59,7 +59,7 @@ def _positive_float(name):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
-    from .priors import FLOWS, PRIORS
+    from .priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
     from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learn the prior's mixing weights (default: the prior's own choice)")
     t.add_argument("--pseudo-inputs", choices=("random", "data"), default="random",
                    help="VampPrior pseudo-input initialisation")
+    t.add_argument("--pseudo-input-parameterization", choices=PSEUDO_INPUT_PARAMETERIZATIONS,
+                   help="VampPrior pseudo-inputs: sigmoid of a parameter, or a parameter clamped "
+                        "to the data range and started nearly black (clamp, the paper's code); "
+                        "default: the preset's (paper: clamp)")
+    t.add_argument("--weight-init", choices=("default", "he"),
+                   help="initialisation of the linear layers: PyTorch's default or He (the "
+                        "paper's code); default: the preset's (paper: he)")
     t.add_argument("--epochs", type=_positive_int("--epochs"))
     t.add_argument("--batch-size", type=_positive_int("--batch-size"))
     t.add_argument("--lr", type=_positive_float("--lr"))
@@ -282,7 +289,8 @@ def _train(args, argv) -> int:
     import pyro
 
     from .data import load_dataset, spread_subset
-    from .runs import atomic_write_text, build_model, make_folder, resolve_config, write_history_csv
+    from .runs import (atomic_write_text, build_model, make_folder, resolve_config, saved_config,
+                       write_history_csv)
     from .training import CHECKPOINT, fit, read_checkpoint
 
     rank = _rank(args.devices)
@@ -300,7 +308,7 @@ def _train(args, argv) -> int:
                 raise UsageError(f"cannot resume: {out / f} is missing")
         read_checkpoint(out / CHECKPOINT)  # a truncated or corrupt file: one line, before any work
         try:
-            cfg = resolve_config(json.loads((out / "config.json").read_text()))
+            cfg = resolve_config(saved_config(json.loads((out / "config.json").read_text())))
         except json.JSONDecodeError as e:
             raise UsageError(f"cannot resume: {out / 'config.json'} is not valid JSON ({e.msg})") from None
         for k, v in _explicit_options(argv).items():

@@ -114,6 +114,8 @@ class VAE(RegisteredModule):
         learn_weights: learn the prior's mixing weights (``None``: the prior's default).
         logvar_bounds: clamp of the encoder's log-variance, e.g. ``(-6, 2)`` as the paper.
         num_flows: coupling layers of the flow prior.
+        pseudo_input_parameterization: the VampPrior's pseudo-inputs, ``"sigmoid"`` or ``"clamp"`` (the paper's
+            code; see :class:`pyrovamp.priors.VampPrior`); ``None``: its default.
         dropout: dropout probability after every hidden layer of the decoder (a regulariser
             against the decoder over-fitting small data sets; off in evaluation, which runs in
             ``eval()`` mode). The encoder has none, so the VampPrior's components stay
@@ -129,7 +131,8 @@ class VAE(RegisteredModule):
                  hidden_dim: int = 256, num_hidden_layers: int = 2, architecture: str = "mlp",
                  num_components: int = 16, grid_side: int | None = None,
                  prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
-                 logvar_bounds=None, num_flows: int = 4, dropout: float = 0.0):
+                 logvar_bounds=None, num_flows: int = 4, dropout: float = 0.0,
+                 pseudo_input_parameterization: str | None = None):
         super().__init__()
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
@@ -146,7 +149,7 @@ class VAE(RegisteredModule):
         self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                        num_flows=num_flows)
+                        num_flows=num_flows, pseudo_input_parameterization=pseudo_input_parameterization)
 
     def _set_prior(self, prior, **kw):
         """``self.prior`` from a name (built around ``self.encoder``) or a Prior module."""
@@ -276,7 +279,8 @@ class HVAE(VAE):
 
     Args:
         input_shape, prior, likelihood, num_values, hidden_dim, architecture, num_components,
-        grid_side, prior_hidden_dims, learn_weights, logvar_bounds, num_flows: as :class:`VAE`
+        grid_side, prior_hidden_dims, learn_weights, logvar_bounds, num_flows,
+        pseudo_input_parameterization: as :class:`VAE`
             (the defaults here are the paper's: gated dense layers of 300 units, K=500,
             log-variances clamped to ``(-6, 2)``).
         latent_dim: size of ``z2`` (the prior's variable); the paper uses 40.
@@ -294,13 +298,15 @@ class HVAE(VAE):
                  hidden_dim: int = 300, architecture: str = "gated", num_components: int = 500,
                  grid_side: int | None = None, prior_hidden_dims=(64, 64),
                  learn_weights: bool | None = None, logvar_bounds=(-6.0, 2.0), num_flows: int = 4,
-                 z1_dim: int | None = None, num_hidden_layers: int = 2):
+                 z1_dim: int | None = None, num_hidden_layers: int = 2,
+                 pseudo_input_parameterization: str | None = None):
         super().__init__(input_shape, latent_dim, prior=prior, likelihood=likelihood,
                          num_values=num_values, hidden_dim=hidden_dim,
                          num_hidden_layers=num_hidden_layers, architecture=architecture,
                          num_components=num_components, grid_side=grid_side,
                          prior_hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                         logvar_bounds=logvar_bounds, num_flows=num_flows)
+                         logvar_bounds=logvar_bounds, num_flows=num_flows,
+                         pseudo_input_parameterization=pseudo_input_parameterization)
         z1_dim = latent_dim if z1_dim is None else z1_dim
         if not isinstance(z1_dim, int) or z1_dim < 1:
             raise ValueError(f"z1_dim must be a positive integer, got {z1_dim!r}")
@@ -387,7 +393,8 @@ class ConvHVAE(HVAE):
                  likelihood: str = "bernoulli", num_values: int | None = None,
                  hidden_dim: int = 300, num_components: int = 500, grid_side: int | None = None,
                  prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
-                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None):
+                 logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None,
+                 pseudo_input_parameterization: str | None = None):
         super().__init__(input_shape, latent_dim, prior="standard", likelihood=likelihood,
                          num_values=num_values, hidden_dim=hidden_dim, architecture="gated",
                          logvar_bounds=logvar_bounds, z1_dim=z1_dim)
@@ -402,7 +409,7 @@ class ConvHVAE(HVAE):
                                    pixel_major=self.likelihood.name == "categorical")
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                        num_flows=num_flows)
+                        num_flows=num_flows, pseudo_input_parameterization=pseudo_input_parameterization)
 
 
 class PixelHVAE(ConvHVAE):
@@ -429,7 +436,8 @@ class PixelHVAE(ConvHVAE):
 
     Keyword-only options:
         prior, likelihood, num_values, hidden_dim, num_components, grid_side,
-        prior_hidden_dims, learn_weights, logvar_bounds, num_flows, z1_dim: as
+        prior_hidden_dims, learn_weights, logvar_bounds, num_flows, z1_dim,
+        pseudo_input_parameterization: as
             :class:`ConvHVAE` (likelihood ``"bernoulli"``, ``"discretized_logistic"`` or
             ``"categorical"``).
         channels: channels of the masked convolutions (the paper: 64).
@@ -447,13 +455,14 @@ class PixelHVAE(ConvHVAE):
                  hidden_dim: int = 300, num_components: int = 500, grid_side: int | None = None,
                  prior_hidden_dims=(64, 64), learn_weights: bool | None = None,
                  logvar_bounds=(-6.0, 2.0), num_flows: int = 4, z1_dim: int | None = None,
-                 channels: int = 64, num_masked_layers: int = 8, kernel_size: int = 3,
+                 pseudo_input_parameterization: str | None = None, channels: int = 64, num_masked_layers: int = 8, kernel_size: int = 3,
                  max_decoder_batch: int = 256):
         super().__init__(input_shape, latent_dim, prior=prior, likelihood=likelihood,
                          num_values=num_values, hidden_dim=hidden_dim,
                          num_components=num_components, grid_side=grid_side,
                          prior_hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
-                         logvar_bounds=logvar_bounds, num_flows=num_flows, z1_dim=z1_dim)
+                         logvar_bounds=logvar_bounds, num_flows=num_flows, z1_dim=z1_dim,
+                         pseudo_input_parameterization=pseudo_input_parameterization)
         name = self.likelihood.name
         self.decoder = PixelCNNDecoder(
             self.input_shape_2d, self.z1_dim, latent_dim, self.likelihood.params_per_dim,

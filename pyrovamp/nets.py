@@ -21,9 +21,26 @@ from torch import nn
 
 __all__ = ["GatedDense", "MLP", "GaussianEncoder", "JointNet", "ConditionalGaussian",
            "dense_layer", "ARCHITECTURES", "GatedConv2d", "ConvFeatures", "ConvGaussianEncoder",
-           "ConvConditionalEncoder", "ConvDecoder", "MaskedConv2d", "PixelCNNDecoder"]
+           "ConvConditionalEncoder", "ConvDecoder", "MaskedConv2d", "PixelCNNDecoder", "he_init_"]
 
 ARCHITECTURES = ("mlp", "gated")
+
+
+@torch.no_grad()
+def he_init_(modules) -> int:
+    """He initialisation of every ``nn.Linear`` in ``modules`` (an iterable of modules, each
+    visited with its submodules, each layer once): weights ``~ N(0, 2 / fan_in)``, biases left as
+    they are -- the initialisation of the VampPrior paper's code (jmtomczak/vae_vampprior
+    ``utils/nn.py``, ``he_init``, applied to every linear layer of its models). Returns the
+    number of layers initialised.
+    """
+    seen = set()
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Linear) and id(m) not in seen:
+                seen.add(id(m))
+                m.weight.normal_(0.0, (2.0 / m.in_features) ** 0.5)
+    return len(seen)
 
 
 class GatedDense(nn.Module):

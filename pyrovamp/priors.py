@@ -56,10 +56,12 @@ from .registration import RegisteredModule
 
 __all__ = [
     "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior",
-    "DiagonalGaussianMixture", "make_prior", "PRIORS", "FLOWS", "grid_points",
+    "DiagonalGaussianMixture", "make_prior", "PRIORS", "FLOWS", "PSEUDO_INPUT_PARAMETERIZATIONS",
+    "grid_points",
 ]
 
 PRIORS = ("standard", "mog", "vampprior", "gtm", "gtm-vampprior", "flow")
+PSEUDO_INPUT_PARAMETERIZATIONS = ("sigmoid", "clamp")  # VampPrior(parameterization=...)
 _LOG_2PI = math.log(2 * math.pi)
 REAL_VECTOR = constraints.independent(constraints.real, 1)
 """The support every prior declares: vectors in R^L."""
@@ -310,9 +312,18 @@ class VampPrior(Prior):
     module object as the model's guide uses (shared, not copied). Weights are uniform ``1/K`` as in
     the paper unless ``learn_weights=True`` (Alemi et al. 2018, eq. 4.49).
 
-    Pseudo-inputs live in data space: ``u = low + (high - low) * sigmoid(a)`` with a learnable
-    ``a`` of shape ``(K, D)``, so they are always valid inputs and never lose their gradient at the
-    edge of the range.
+    Pseudo-inputs live in data space, from a learnable ``a`` of shape ``(K, D)``, in one of two
+    parameterisations (``parameterization``):
+
+    * ``"sigmoid"`` (default): ``u = low + (high - low) * sigmoid(a)`` -- always valid inputs that
+      never lose their gradient at the edge of the range, but a pixel moves by at most a quarter
+      of the optimiser's step in ``a`` (much less near the edges); ``init="random"`` draws ``u``
+      uniformly over the range.
+    * ``"clamp"`` (the paper's code, ``Model.add_pseudoinputs`` of jmtomczak/vae_vampprior):
+      ``u = hardtanh(a, low, high)`` -- a pixel moves by the full optimiser step; one pushed past
+      an edge stays there (zero gradient), as in the paper. ``init="random"`` draws
+      ``u ~ N(low + 0.05 (high - low), (0.01 (high - low))^2)``: nearly black images, the paper's
+      initialisation for MNIST, Omniglot and Caltech 101 Silhouettes (``load_data.py``).
 
     Args:
         encoder: module mapping ``(..., D)`` data to ``(loc, scale)`` of shape ``(..., L)``.
@@ -320,42 +331,59 @@ class VampPrior(Prior):
         num_components: number of pseudo-inputs ``K``.
         data_range: ``(low, high)`` of the data values (``(0, 1)`` binary, ``(0, 16)`` Digits).
         learn_weights: learn the mixing weights (default ``False``: uniform ``1/K``).
-        init: ``"random"`` (uniform over the data range, as the book) or a tensor ``(K, D)`` of
-            training points (see :meth:`init_from_data`).
+        init: ``"random"`` (see above) or a tensor ``(K, D)`` of training points (see
+            :meth:`init_from_data`).
         latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+        parameterization: ``"sigmoid"`` or ``"clamp"`` (see above).
 
     Raises:
-        ValueError: bad sizes, or ``init`` neither ``"random"`` nor a ``(K, D)`` tensor.
+        ValueError: bad sizes, ``init`` neither ``"random"`` nor a ``(K, D)`` tensor, or an
+            unknown ``parameterization``.
     """
 
     def __init__(self, encoder: nn.Module, input_dim: int, num_components: int = 500,
                  data_range=(0.0, 1.0), learn_weights: bool = False, init="random",
-                 latent_dim: int | None = None):
+                 latent_dim: int | None = None, parameterization: str = "sigmoid"):
         latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         if latent_dim is None:
             raise ValueError("VampPrior needs latent_dim (or an encoder with .latent_dim)")
+        if parameterization not in PSEUDO_INPUT_PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of "
+                             f"{', '.join(PSEUDO_INPUT_PARAMETERIZATIONS)}, got {parameterization!r}")
+        if not (isinstance(init, torch.Tensor) or (isinstance(init, str) and init == "random")):
+            raise ValueError(f"init must be 'random' or a tensor of training data, got {init!r}")
         super().__init__(latent_dim)
         _check_positive("num_components", num_components)
         _check_positive("input_dim", input_dim)
         self.encoder = encoder
         self.input_dim = input_dim
         self.num_components = num_components
+        self.parameterization = parameterization
         self.low, self.high = float(data_range[0]), float(data_range[1])
-        self.pseudo_inputs_logit = nn.Parameter(torch.empty(num_components, input_dim))
+        # the parameter's name tells the two apart in a saved state dict
+        self._param_name = ("pseudo_inputs_logit" if parameterization == "sigmoid"
+                            else "pseudo_inputs_unclamped")
+        self.register_parameter(self._param_name,
+                                nn.Parameter(torch.empty(num_components, input_dim)))
         _weights(self, num_components, learn_weights)
-        if isinstance(init, str) and init == "random":
-            with torch.no_grad():
-                self.pseudo_inputs_logit.copy_(torch.logit(torch.rand(num_components, input_dim)
-                                                           .clamp(0.01, 0.99)))
-        elif isinstance(init, torch.Tensor):
+        if isinstance(init, torch.Tensor):
             self.init_from_data(init)
-        else:
-            raise ValueError(f"init must be 'random' or a tensor of training data, got {init!r}")
+            return
+        a = getattr(self, self._param_name)
+        with torch.no_grad():
+            if parameterization == "sigmoid":
+                a.copy_(torch.logit(torch.rand(num_components, input_dim).clamp(0.01, 0.99)))
+            else:
+                width = self.high - self.low
+                a.normal_(self.low + 0.05 * width, 0.01 * width)
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
         """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
-        return self.low + (self.high - self.low) * torch.sigmoid(self.pseudo_inputs_logit)
+        a = getattr(self, self._param_name)
+        if self.parameterization == "clamp":
+            return torch.nn.functional.hardtanh(a, self.low, self.high)
+        return self.low + (self.high - self.low) * torch.sigmoid(a)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, margin: float = 0.05) -> None:
@@ -370,8 +398,10 @@ class VampPrior(Prior):
                 f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}), "
                 f"got {tuple(x.shape)}"
             )
-        p = (x.to(self.pseudo_inputs_logit) - self.low) / (self.high - self.low)
-        self.pseudo_inputs_logit.copy_(torch.logit(margin + (1 - 2 * margin) * p))
+        a = getattr(self, self._param_name)
+        p = margin + (1 - 2 * margin) * (x.to(a) - self.low) / (self.high - self.low)
+        a.copy_(torch.logit(p) if self.parameterization == "sigmoid"
+                else self.low + (self.high - self.low) * p)
 
     def distribution(self):
         loc, scale = self.encoder(self.pseudo_inputs)
@@ -554,7 +584,7 @@ def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
                input_dim: int | None = None, data_range=(0.0, 1.0), num_components: int = 16,
                grid_side: int | None = None, hidden_dims: Sequence[int] = (64, 64),
                learn_weights: bool | None = None, num_flows: int | None = None,
-               flow: str = "realnvp") -> Prior:
+               flow: str = "realnvp", pseudo_input_parameterization: str | None = None) -> Prior:
     """Build a prior by name: one of ``standard, mog, vampprior, gtm, gtm-vampprior, flow``.
 
     ``encoder`` and ``input_dim`` are needed by the VampPrior and the GTM-VampPrior.
@@ -562,6 +592,8 @@ def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
     whole number. ``learn_weights=None`` means each prior's own default (uniform weights).
     For the flow prior, ``flow`` picks ``realnvp`` (default), ``nsf`` or ``maf`` and
     ``num_flows=None`` the flow's own default number of layers (:class:`FlowPrior`).
+    ``pseudo_input_parameterization`` (``"sigmoid"`` or ``"clamp"``; ``None``: the default) is
+    the VampPrior's ``parameterization``.
 
     Raises:
         ValueError: unknown name or flow, missing encoder, or a non-square ``num_components``
@@ -588,6 +620,8 @@ def make_prior(name: str, latent_dim: int, *, encoder: nn.Module | None = None,
     if encoder is None or input_dim is None:
         raise ValueError(f"the {name} prior needs the model's encoder and input_dim")
     if name == "vampprior":
+        if pseudo_input_parameterization is not None:
+            kw["parameterization"] = pseudo_input_parameterization
         return VampPrior(encoder, input_dim, num_components, data_range, latent_dim=latent_dim, **kw)
     return GTMVampPrior(encoder, input_dim, grid_side, data_range, hidden_dims,
                         latent_dim=latent_dim, **kw)

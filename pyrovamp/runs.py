@@ -24,10 +24,11 @@ from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
 from .models import MODELS
+from .nets import he_init_
 from .priors import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
-           "atomic_write_text", "make_folder", "write_history_csv", "MODEL_KEYS", "merge_metrics",
+           "atomic_write_text", "make_folder", "saved_config", "LEGACY_SETTINGS", "WEIGHT_INITS", "write_history_csv", "MODEL_KEYS", "merge_metrics",
            "save_per_point", "evaluate_method", "evaluate_bdmc", "evaluate_estimators"]
 
 # Protocols. "book": Tomczak, Deep Generative Modeling ch. 4.4.1 (Digits: L=2, K=16, 2x256
@@ -62,9 +63,22 @@ PRESETS = {
 }
 PRESETS["fast"] = {**PRESETS["paper"], "batch_size": 200, "lr": 1e-3, "precision": "bf16-mixed",
                    "ema_decay": 0.999}
+# The paper's code also trains with AdamNormGrad (each parameter tensor's gradient divided by its
+# L2 norm before Adam), He-initialised linear layers and pseudo-inputs that are a clamped weight
+# started as nearly black images (hardtanh(a, 0, 1), a ~ N(0.05, 0.01)); "paper" follows it.
+# "book" and "fast" keep the settings they were measured with: Adam(ax) on raw gradients,
+# PyTorch's default initialisation and sigmoid-parameterised pseudo-inputs started uniformly.
+PRESETS["paper"].update(optimizer="adamnormgrad", weight_init="he",
+                        pseudo_input_parameterization="clamp")
+for _name in ("book", "fast"):
+    PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
+# what a run whose config.json predates a setting was trained with (see saved_config)
+LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid"}
+WEIGHT_INITS = ("default", "he")
 DEFAULT_PRESET = {"digits": "book"}  # every other data set: "paper"
 MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
-              "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds")
+              "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds",
+              "pseudo_input_parameterization")
 
 
 def resolve_config(args: dict) -> dict:
@@ -85,16 +99,28 @@ def resolve_config(args: dict) -> dict:
     return cfg
 
 
+def saved_config(cfg: dict) -> dict:
+    """A run's ``config.json`` as read back: settings added to pyrovamp after the run was made
+    (absent from its file) are set to what it was trained with (:data:`LEGACY_SETTINGS`), so
+    that loading or resuming it never picks up a newer preset's value. Returns a new dict."""
+    return {**LEGACY_SETTINGS, **cfg}
+
+
 def build_model(cfg: dict, dataset: Dataset):
     """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's configuration
-    describes, with fresh parameters.
+    describes, with fresh parameters; ``cfg["weight_init"] == "he"`` He-initialises the linear
+    layers of its encoders and decoders (:func:`pyrovamp.nets.he_init_`; not the prior's own
+    networks), as the paper's code.
 
     Raises:
-        ValueError: unknown model name or a bad combination of settings.
+        ValueError: unknown model name, unknown ``weight_init`` or a bad combination of settings.
     """
     name = cfg.get("model") or "vae"
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    weight_init = cfg.get("weight_init") or "default"
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {weight_init!r}; expected one of {', '.join(WEIGHT_INITS)}")
     kw = {k: cfg.get(k) for k in MODEL_KEYS}
     if kw["logvar_bounds"] is not None:
         kw["logvar_bounds"] = tuple(kw["logvar_bounds"])
@@ -104,8 +130,11 @@ def build_model(cfg: dict, dataset: Dataset):
         kw.pop("architecture"), kw.pop("num_hidden_layers")
     if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
         kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])
-    return MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
-                        num_values=dataset.num_values, **kw)
+    model = MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
+                         num_values=dataset.num_values, **kw)
+    if weight_init == "he":
+        he_init_(m for n, m in model.named_children() if n != "prior")
+    return model
 
 
 def make_folder(path, option: str = "--out") -> Path:
@@ -183,7 +212,7 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
         if not (run_dir / f).is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / f} is missing")
     try:
-        cfg = json.loads((run_dir / "config.json").read_text())
+        cfg = saved_config(json.loads((run_dir / "config.json").read_text()))
     except json.JSONDecodeError as e:
         raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({e.msg})") from None
     dataset = load_dataset(cfg["dataset"], data_root or cfg.get("data_root"))

@@ -60,13 +60,36 @@ from .evaluation import elbo_terms, log_likelihood
 
 __all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
            "NonFiniteLossError", "CheckpointError", "ScaleLatents", "WarmupEarlyStopping",
-           "ParameterEMA", "LOSSES", "OPTIMIZERS", "PRECISIONS", "atomic_save",
+           "ParameterEMA", "AdamNormGrad", "LOSSES", "OPTIMIZERS", "PRECISIONS", "atomic_save",
            "read_checkpoint", "sharded_over_processes", "IWAELoss", "CHECKPOINT", "BEST", "MODEL"]
 
 LOSSES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
           "jit_trace": JitTrace_ELBO, "jit_meanfield": JitTraceMeanField_ELBO,
           "iwae": None}  # IWAELoss, defined below
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+
+
+class AdamNormGrad(torch.optim.Adam):
+    """Adam on gradients divided by their L2 norm, tensor by tensor: ``g <- g / (||g||_2 + 1e-7)``
+    for every parameter tensor before the Adam update -- the optimiser of the VampPrior paper's
+    code (jmtomczak/vae_vampprior ``utils/optimizer.py``, ``AdamNormGrad``), part of its
+    protocol. Arguments as :class:`torch.optim.Adam`.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # Lightning's closure runs the forward and backward passes
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
+        super().step()
+        return loss
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamnormgrad": AdamNormGrad}
 CHECKPOINT = "checkpoint.ckpt"   # the last epoch's full training state (resume from it)
 BEST = "best.ckpt"               # the parameters with the best validation ELBO so far
 MODEL = "model.pt"               # the trained model's parameters (best, averaged or last)
@@ -82,7 +105,8 @@ class TrainConfig:
         batch_size: data points per optimiser step, summed over all processes (the global batch;
             it must be divisible by the number of processes).
         lr: learning rate.
-        optimizer: ``"adam"`` or ``"adamax"`` (``torch.optim``).
+        optimizer: ``"adam"``, ``"adamax"`` (``torch.optim``) or ``"adamnormgrad"`` (Adam on
+            per-tensor normalised gradients, the paper's code: :class:`AdamNormGrad`).
         loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
             where one exists), ``"jit_trace"`` / ``"jit_meanfield"`` (their JIT variants), or
             ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
