@@ -138,7 +138,10 @@ def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_
     fast = resolve_config({"dataset": "static_mnist", "preset": "fast"})
     paper = resolve_config({"dataset": "static_mnist", "preset": "paper"})
     differ = {k for k in PRESETS["paper"] if fast[k] != paper[k]}
-    assert differ == {"batch_size", "lr", "precision", "ema_decay"}  # same model, estimator, warm-up
+    # same networks, estimator and warm-up; the optimiser, initialisation and pseudo-inputs it was
+    # measured with (Adam, PyTorch default, sigmoid)
+    assert differ == {"batch_size", "lr", "precision", "ema_decay", "optimizer", "weight_init",
+                      "pseudo_input_parameterization"}
     assert (fast["batch_size"], fast["lr"], fast["precision"], fast["ema_decay"]) == \
         (200, 1e-3, "bf16-mixed", 0.999)
     assert paper["ema_decay"] is None
@@ -206,3 +209,50 @@ def test_max_minutes_stops_without_test_evaluation_and_says_how_to_resume(tmp_pa
         assert main(args + ["--resume"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs_trained"] == 3 and m["finished"]
+
+
+def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(tmp_path):
+    """--preset paper: AdamNormGrad, He-initialised linear layers (not the prior's own networks),
+    clamped pseudo-inputs; a run whose config.json predates these settings loads and resumes
+    with the ones it was trained with (sigmoid pseudo-inputs)."""
+    import torch
+    from pyrovamp.data import load_dataset
+    from pyrovamp.runs import build_model, load_run, resolve_config
+
+    paper = resolve_config({"dataset": "static_mnist", "preset": "paper", "model": "vae",
+                            "prior": "vampprior"})
+    assert (paper["optimizer"], paper["weight_init"], paper["pseudo_input_parameterization"]) == \
+        ("adamnormgrad", "he", "clamp")
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model(paper, ds)
+    assert model.prior.parameterization == "clamp"
+    first = model.encoder.net[0].linear.weight
+    assert first.std().item() == pytest.approx((2 / first.shape[1]) ** 0.5, rel=0.05)  # He
+    gtm = {**paper, "prior": "gtm", "num_components": 16}
+    torch.manual_seed(1)
+    he = build_model(gtm, ds)
+    torch.manual_seed(1)
+    default = build_model({**gtm, "weight_init": "default"}, ds)
+    for (n, p), q in zip(he.prior.named_parameters(), default.prior.parameters()):
+        assert torch.equal(p, q), n  # the prior's own network keeps its initialisation
+    assert not torch.equal(he.decoder[0].linear.weight, default.decoder[0].linear.weight)
+    with pytest.raises(ValueError, match="unknown weight_init 'xavier'"):
+        build_model({**paper, "weight_init": "xavier"}, ds)
+
+    out = tmp_path / "old"
+    assert main(["train", "--prior", "vampprior", "--preset", "paper", "--latent-dim", "2",
+                 "--hidden-dim", "8", "--num-components", "4", "--epochs", "1", "--num-samples", "4",
+                 "--pseudo-input-parameterization", "sigmoid", "--weight-init", "default",
+                 "--optimizer", "adam", "--no-progress", "--out", str(out)]) == 0  # as made before
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["pseudo_input_parameterization"], cfg["weight_init"]) == ("sigmoid", "default")
+    for k in ("pseudo_input_parameterization", "weight_init"):  # as written before they existed
+        del cfg[k]
+    (out / "config.json").write_text(json.dumps(cfg))
+    old = load_run(out)[0]
+    assert old.prior.parameterization == "sigmoid"
+    # the paper preset on the same old folder would not load: the settings must come from the run
+    assert main(["train", "--resume", "--epochs", "2", "--num-samples", "4", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2

@@ -249,3 +249,38 @@ def test_priors_on_cuda(name):
     prior = small_prior(name).cuda()
     z = prior.sample((10,))
     assert z.is_cuda and prior.log_prob(z).is_cuda
+
+
+def test_vampprior_clamp_parameterization_is_the_papers(encoder):
+    """The paper's code: u = hardtanh(a, low, high), a ~ N(low + 0.05 w, (0.01 w)^2) (w: range)."""
+    torch.manual_seed(0)
+    prior = VampPrior(encoder, 6, num_components=2000, data_range=(0.0, 16.0),
+                      parameterization="clamp")
+    u = prior.pseudo_inputs
+    assert u.mean().item() == pytest.approx(0.8, abs=0.01)  # 0.05 * 16: nearly black
+    assert u.std().item() == pytest.approx(0.16, rel=0.05)  # 0.01 * 16
+    assert [n for n, _ in prior.named_parameters() if "encoder" not in n] == ["pseudo_inputs_unclamped"]
+    with torch.no_grad():
+        prior.pseudo_inputs_unclamped[0, :3] = torch.tensor([-1.0, 8.0, 17.0])
+    u = prior.pseudo_inputs
+    assert u[0, :3].tolist() == [0.0, 8.0, 16.0]  # clamped to the data range
+    u[0, :3].sum().backward()
+    # a pixel inside the range moves by the full step; one past an edge has no gradient
+    assert prior.pseudo_inputs_unclamped.grad[0, :3].tolist() == [0.0, 1.0, 0.0]
+    x = torch.tensor([[0.0, 16, 8, 4, 0, 16]] * 2000)
+    prior.init_from_data(x)
+    assert torch.allclose(prior.pseudo_inputs, 0.8 + 0.9 * x, atol=1e-4)  # pulled 5% inside
+
+
+def test_vampprior_sigmoid_parameterization_damps_the_step_and_is_the_default(encoder):
+    prior = VampPrior(encoder, 6, num_components=4)
+    assert prior.parameterization == "sigmoid"
+    assert [n for n, _ in prior.named_parameters() if "encoder" not in n] == ["pseudo_inputs_logit"]
+    prior.pseudo_inputs.sum().backward()
+    g = prior.pseudo_inputs_logit.grad
+    assert bool((g > 0).all()) and bool((g <= 0.25).all())  # d sigmoid / da <= 1/4
+    clamp = VampPrior(encoder, 6, num_components=4, parameterization="clamp")
+    with pytest.raises(RuntimeError, match="pseudo_inputs"):  # the two never load each other
+        clamp.load_state_dict(prior.state_dict())
+    with pytest.raises(ValueError, match="parameterization must be one of sigmoid, clamp"):
+        VampPrior(encoder, 6, num_components=4, parameterization="tanh")

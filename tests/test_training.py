@@ -364,3 +364,30 @@ def test_test_every_needs_test_data_and_a_positive_integer():
     with pytest.raises(ValueError, match="binary"):
         train(_vae(), _data(), epochs=1, test_every=1, test_data=torch.full((4, 6), 0.5),
               progress=False)
+
+
+def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
+    """The paper's AdamNormGrad (vae_vampprior utils/optimizer.py): g <- g / (||g|| + 1e-7) per
+    tensor, then Adam; with a closure (as Lightning calls it) the closure's gradients are used."""
+    from pyrovamp.training import AdamNormGrad, OPTIMIZERS
+
+    assert OPTIMIZERS["adamnormgrad"] is AdamNormGrad
+    torch.manual_seed(0)
+    a, b = torch.randn(5, requires_grad=True), torch.randn(3, 2, requires_grad=True)
+    ref = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
+    opt, ref_opt = AdamNormGrad([a, b], lr=0.1), torch.optim.Adam(ref, lr=0.1)
+    for scale in (1.0, 100.0, 0.01):  # gradients of very different sizes step by step
+        def closure():
+            opt.zero_grad()
+            loss = scale * ((a ** 2).sum() + (b ** 3).sum())
+            loss.backward()
+            return loss
+        with torch.no_grad():
+            before = scale * ((a ** 2).sum() + (b ** 3).sum()).item()
+        assert opt.step(closure).item() == pytest.approx(before)  # the closure's loss
+        ref_opt.zero_grad()
+        (scale * ((ref[0] ** 2).sum() + (ref[1] ** 3).sum())).backward()
+        for p in ref:
+            p.grad /= p.grad.norm() + 1e-7
+        ref_opt.step()
+        assert torch.allclose(a, ref[0]) and torch.allclose(b, ref[1])
