@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["PAPER_TABLE", "PAPER_SOURCE", "TABLE_MODELS", "TABLE_PRIORS", "GPU_MODELS",
-           "reproduce_table1", "cell_name", "read_cell", "hardware", "write_table"]
+           "reproduce_table1", "cell_name", "read_cell", "hardware", "write_table",
+           "preset_differences"]
 
 TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
 TABLE_PRIORS = ("standard", "vampprior")
@@ -212,6 +213,30 @@ def _command(dataset, model, prior, out, data_root=None) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def preset_differences(config: dict, preset: str = "paper") -> list[str]:
+    """The protocol settings in which a cell's ``config.json`` differs from today's ``preset``
+    (read as :func:`pyrovamp.runs.saved_config`: a setting newer than the run counts as what the
+    run was trained with), e.g. ``["optimizer adam (paper preset: adamnormgrad)"]``; the model and
+    prior of the cell itself, the test settings and the pseudo-input settings of a prior without
+    pseudo-inputs are not differences."""
+    from .runs import PRESETS, saved_config
+
+    cfg = saved_config(config)
+    skip = {"model", "num_samples"}
+    if cfg.get("prior") != "vampprior":
+        skip.add("pseudo_input_parameterization")
+    out = []
+    for k, want in PRESETS[preset].items():
+        have = cfg.get(k)
+        if k in skip or have is None:
+            continue
+        if isinstance(want, (list, tuple)):
+            want, have = list(want), list(have) if isinstance(have, (list, tuple)) else have
+        if have != want:
+            out.append(f"{k} {have} ({preset} preset: {want})")
+    return out
+
+
 def write_table(out, cells, needs_gpu, notes=()) -> Path:
     """Write ``out/table1.md`` from ``cells`` (``(dataset, model, prior) -> CellState``);
     ``needs_gpu`` maps the cells that were not run on this CPU-only machine to their command."""
@@ -280,6 +305,8 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
             status = "not started"
         if st.note and st.state != "unreadable":
             status += f"; {st.note}"
+        if st.config and (differ := preset_differences(st.config)):
+            status += "; trained with " + ", ".join(differ)
         epochs = str(st.epochs) if st.epochs else "–"
         t = _fmt_minutes(st.train_seconds) if st.train_seconds else "–"
         if m.get("eval_seconds") is not None:

@@ -102,6 +102,24 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
         assert len(pieces) == 2
     assert (out / "table1.md").stat().st_mtime_ns > first
     assert (out / "table1.md").read_text().count("S=4, 64 test images") == 2
+    # a cell's settings that differ from the paper preset stand in its row
+    assert "trained with epochs 2 (paper preset: 2000)" in _row((out / "table1.md").read_text(), cells[0])
+
+
+def test_preset_differences_name_what_a_cell_was_trained_with():
+    from pyrovamp.reproduce import preset_differences
+    from pyrovamp.runs import PRESETS
+
+    paper = {**PRESETS["paper"], "prior": "vampprior", "model": "hvae", "dataset": "static_mnist"}
+    assert preset_differences(paper) == []
+    old = {k: v for k, v in paper.items()  # a config.json written before these settings existed
+           if k not in ("weight_init", "pseudo_input_parameterization")}
+    old["optimizer"], old["logvar_bounds"] = "adam", [-6.0, 2.0]  # JSON lists equal tuples
+    assert preset_differences(old) == [
+        "optimizer adam (paper preset: adamnormgrad)", "weight_init default (paper preset: he)",
+        "pseudo_input_parameterization sigmoid (paper preset: clamp)"]
+    assert preset_differences({**old, "prior": "standard"}) == [  # no pseudo-inputs to speak of
+        "optimizer adam (paper preset: adamnormgrad)", "weight_init default (paper preset: he)"]
 
 
 @cpu_only
