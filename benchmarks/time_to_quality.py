@@ -85,7 +85,7 @@ def main(argv=None):
     from pyrovamp import log_likelihood
     from pyrovamp.cli import main as pyrovamp
     from pyrovamp.data import spread_subset
-    from pyrovamp.runs import atomic_write_text, load_run
+    from pyrovamp.runs import atomic_write_text, load_run, saved_config
     from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
 
     out = pathlib.Path(args.out)
@@ -145,10 +145,12 @@ def main(argv=None):
         atomic_write_text(record, json.dumps({"curve": curve}, indent=2) + "\n")
         if meta.get("finished"):
             break  # early stopping fired: later marks add nothing
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = saved_config(json.loads((out / "config.json").read_text()))
     reached = [p for p in curve if p["test_log_likelihood"] >= target]
     res = {"run": str(out), "model": cfg["model"], "prior": cfg["prior"],
            "preset": cfg["preset"], "precision": cfg.get("precision"),
+           "optimizer": cfg["optimizer"], "weight_init": cfg["weight_init"],
+           "pseudo_input_parameterization": cfg["pseudo_input_parameterization"],
            "batch_size": cfg["batch_size"], "lr": cfg["lr"], "warmup_epochs": cfg["warmup_epochs"], "threads": torch.get_num_threads(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "target": target,
            "minutes_to": reached[0]["minutes"] if reached else None, "curve": curve}
@@ -164,20 +166,24 @@ def draw(runs, path, target=None):
 
     from matplotlib.figure import Figure
 
-    from pyrovamp.runs import PRESETS
+    from pyrovamp.runs import PRESETS, saved_config
 
     fig = Figure(figsize=(7.0, 4.6))
     ax = fig.subplots()
     summary = {}
     for i, run in enumerate(map(pathlib.Path, runs)):
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = saved_config(json.loads((run / "config.json").read_text()))
         # named by its settings (a preset's meaning may have changed since the run was made)
-        keys = ("precision", "batch_size", "lr", "warmup_epochs", "ema_decay")
+        keys = ("precision", "batch_size", "lr", "warmup_epochs", "ema_decay", "optimizer",
+                "weight_init", "pseudo_input_parameterization")
         now = [name for name, p in PRESETS.items() if name != "book"
                and all((cfg.get(k) or None) == (p.get(k) or None) for k in keys)]
         label = (f"{cfg['model']} + {cfg['prior']} ({cfg.get('precision') or '32'}, batch "
                  f"{cfg['batch_size']}, lr {cfg['lr']:g}, warm-up {cfg['warmup_epochs']}"
-                 + (f", EMA {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "") + ")"
+                 + (f", EMA {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "")
+                 + (f", {cfg['optimizer']}, {cfg['weight_init']} init"
+                    + (f", {cfg['pseudo_input_parameterization']} pseudo-inputs"
+                       if cfg["prior"] == "vampprior" else "")) + ")"
                  + (f" = --preset {now[0]}" if now else ""))
         with open(run / "history.csv", newline="") as f:
             rows = list(csv.DictReader(f))

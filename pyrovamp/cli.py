@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
     from .priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
-    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
+    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, WEIGHT_INITS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VampPrior pseudo-inputs: sigmoid of a parameter, or a parameter clamped "
                         "to the data range and started nearly black (clamp, the paper's code); "
                         "default: the preset's (paper: clamp)")
-    t.add_argument("--weight-init", choices=("default", "he"),
+    t.add_argument("--weight-init", choices=WEIGHT_INITS,
                    help="initialisation of the linear layers: PyTorch's default or He (the "
                         "paper's code); default: the preset's (paper: he)")
     t.add_argument("--epochs", type=_positive_int("--epochs"))
@@ -332,6 +332,9 @@ def _train(args, argv) -> int:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
         if args.flow is not None and args.prior != "flow":
             raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
+        if args.pseudo_input_parameterization is not None and args.prior != "vampprior":
+            raise UsageError("--pseudo-input-parameterization applies to --prior vampprior, not "
+                             f"--prior {args.prior}")
         cfg = resolve_config({k: v for k, v in vars(args).items()
                               if k not in ("command", "resume", "out", "no_progress")})
         if cfg["prior"] == "flow":

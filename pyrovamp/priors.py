@@ -320,10 +320,12 @@ class VampPrior(Prior):
       of the optimiser's step in ``a`` (much less near the edges); ``init="random"`` draws ``u``
       uniformly over the range.
     * ``"clamp"`` (the paper's code, ``Model.add_pseudoinputs`` of jmtomczak/vae_vampprior):
-      ``u = hardtanh(a, low, high)`` -- a pixel moves by the full optimiser step; one pushed past
-      an edge stays there (zero gradient), as in the paper. ``init="random"`` draws
-      ``u ~ N(low + 0.05 (high - low), (0.01 (high - low))^2)``: nearly black images, the paper's
-      initialisation for MNIST, Omniglot and Caltech 101 Silhouettes (``load_data.py``).
+      ``u = low + (high - low) * hardtanh(a, 0, 1)`` -- ``a`` is in units of the data range, as
+      the paper's ``[0, 1]`` pseudo-inputs, so a pixel moves by the optimiser's full step whatever
+      the range (0-255 grey levels included); one pushed past an edge stays there (zero
+      gradient), as in the paper. ``init="random"`` draws ``a ~ N(0.05, 0.01^2)``: nearly black
+      images, the paper's initialisation for MNIST and Omniglot (``load_data.py``; other data
+      sets: :meth:`init_normal`).
 
     Args:
         encoder: module mapping ``(..., D)`` data to ``(loc, scale)`` of shape ``(..., L)``.
@@ -369,26 +371,45 @@ class VampPrior(Prior):
         if isinstance(init, torch.Tensor):
             self.init_from_data(init)
             return
-        a = getattr(self, self._param_name)
-        with torch.no_grad():
-            if parameterization == "sigmoid":
-                a.copy_(torch.logit(torch.rand(num_components, input_dim).clamp(0.01, 0.99)))
-            else:
-                width = self.high - self.low
-                a.normal_(self.low + 0.05 * width, 0.01 * width)
+        if parameterization == "sigmoid":
+            with torch.no_grad():
+                self.pseudo_inputs_logit.copy_(
+                    torch.logit(torch.rand(num_components, input_dim).clamp(0.01, 0.99)))
+        else:
+            self.init_normal(0.05, 0.01)
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
         """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
         a = getattr(self, self._param_name)
-        if self.parameterization == "clamp":
-            return torch.nn.functional.hardtanh(a, self.low, self.high)
-        return self.low + (self.high - self.low) * torch.sigmoid(a)
+        unit = (torch.nn.functional.hardtanh(a, 0.0, 1.0) if self.parameterization == "clamp"
+                else torch.sigmoid(a))
+        return self.low + (self.high - self.low) * unit
+
+    @torch.no_grad()
+    def init_normal(self, mean: float, std: float) -> None:
+        """Draw the pseudo-inputs' pixels from ``N(mean, std^2)`` in units of the data range
+        (``0``: ``low``, ``1``: ``high``) -- the paper's random initialisation (``load_data.py``:
+        ``(0.05, 0.01)`` for MNIST and Omniglot, ``(0.5, 0.02)`` for Caltech 101 Silhouettes and
+        Frey Faces, ``(0.4, 0.05)`` for Histopathology). With the sigmoid parameterisation the
+        draws are clipped to ``[0.01, 0.99]`` first.
+
+        Raises:
+            ValueError: ``std`` is negative.
+        """
+        if std < 0:
+            raise ValueError(f"std must be >= 0, got {std}")
+        a = getattr(self, self._param_name)
+        a.normal_(mean, std)
+        if self.parameterization == "sigmoid":
+            a.copy_(torch.logit(a.clamp(0.01, 0.99)))
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, margin: float = 0.05) -> None:
         """Set the pseudo-inputs to ``K`` data points ``x`` (``(K, D)``, data space), pulled
-        ``margin`` (fraction of the range) inside the range so their gradients stay alive.
+        ``margin`` (fraction of the range) inside the range so their gradients stay alive (the
+        paper's code adds N(0, 0.01) noise to the raw points instead, so about half of its black
+        pixels start clamped, without gradient).
 
         Raises:
             ValueError: ``x`` is not ``(K, D)``.
@@ -400,8 +421,7 @@ class VampPrior(Prior):
             )
         a = getattr(self, self._param_name)
         p = margin + (1 - 2 * margin) * (x.to(a) - self.low) / (self.high - self.low)
-        a.copy_(torch.logit(p) if self.parameterization == "sigmoid"
-                else self.low + (self.high - self.low) * p)
+        a.copy_(torch.logit(p) if self.parameterization == "sigmoid" else p)
 
     def distribution(self):
         loc, scale = self.encoder(self.pseudo_inputs)

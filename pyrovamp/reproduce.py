@@ -305,7 +305,8 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
             status = "not started"
         if st.note and st.state != "unreadable":
             status += f"; {st.note}"
-        if st.config and (differ := preset_differences(st.config)):
+        if st.config and st.state not in ("not started", "leftovers") and \
+                (differ := preset_differences(st.config)):
             status += "; trained with " + ", ".join(differ)
         epochs = str(st.epochs) if st.epochs else "–"
         t = _fmt_minutes(st.train_seconds) if st.train_seconds else "–"

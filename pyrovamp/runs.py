@@ -24,11 +24,13 @@ from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
 from .models import MODELS
+from ._choices import WEIGHT_INITS
 from .nets import he_init_
 from .priors import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
-           "atomic_write_text", "make_folder", "saved_config", "LEGACY_SETTINGS", "WEIGHT_INITS", "write_history_csv", "MODEL_KEYS", "merge_metrics",
+           "atomic_write_text", "make_folder", "saved_config", "LEGACY_SETTINGS",
+           "PSEUDO_INPUT_INIT", "write_history_csv", "MODEL_KEYS", "merge_metrics",
            "save_per_point", "evaluate_method", "evaluate_bdmc", "evaluate_estimators"]
 
 # Protocols. "book": Tomczak, Deep Generative Modeling ch. 4.4.1 (Digits: L=2, K=16, 2x256
@@ -74,7 +76,10 @@ for _name in ("book", "fast"):
     PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
 # what a run whose config.json predates a setting was trained with (see saved_config)
 LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid"}
-WEIGHT_INITS = ("default", "he")
+# the paper's random initialisation of the pseudo-inputs per data set (load_data.py of
+# jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
+PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),
+                     "histopathology": (0.4, 0.05)}  # every other data set: (0.05, 0.01)
 DEFAULT_PRESET = {"digits": "book"}  # every other data set: "paper"
 MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
               "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds",
@@ -110,7 +115,8 @@ def build_model(cfg: dict, dataset: Dataset):
     """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's configuration
     describes, with fresh parameters; ``cfg["weight_init"] == "he"`` He-initialises the linear
     layers of its encoders and decoders (:func:`pyrovamp.nets.he_init_`; not the prior's own
-    networks), as the paper's code.
+    networks), as the paper's code, and clamped pseudo-inputs start as the paper's code starts
+    them on ``cfg["dataset"]`` (:data:`PSEUDO_INPUT_INIT`).
 
     Raises:
         ValueError: unknown model name, unknown ``weight_init`` or a bad combination of settings.
@@ -134,6 +140,8 @@ def build_model(cfg: dict, dataset: Dataset):
                          num_values=dataset.num_values, **kw)
     if weight_init == "he":
         he_init_(m for n, m in model.named_children() if n != "prior")
+    if getattr(model.prior, "parameterization", None) == "clamp":
+        model.prior.init_normal(*PSEUDO_INPUT_INIT.get(cfg.get("dataset"), (0.05, 0.01)))
     return model
 
 

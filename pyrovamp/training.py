@@ -77,15 +77,22 @@ class AdamNormGrad(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update: run ``closure`` (if given: Lightning's forward and backward passes),
+        divide every ``p.grad`` by its norm in place (code reading the gradients after the step
+        sees the normalised ones), then Adam's update. Returns the closure's loss (or ``None``).
+        """
         loss = None
-        if closure is not None:  # Lightning's closure runs the forward and backward passes
+        if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
-        super().step()
+        # Adam's update itself: torch wraps Optimizer.step methods with the step hooks
+        # ("hooked"), which already ran around this method -- not twice
+        adam_step = torch.optim.Adam.step
+        (adam_step.__wrapped__ if getattr(adam_step, "hooked", False) else adam_step)(self)
         return loss
 
 

@@ -50,6 +50,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
     (["train", "--prior", "flow", "--flow", "glow"], "invalid choice: 'glow'"),
     (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
+    (["train", "--prior", "gtm", "--pseudo-input-parameterization", "clamp"],
+     "--pseudo-input-parameterization applies to --prior vampprior"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -239,6 +241,13 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     assert not torch.equal(he.decoder[0].linear.weight, default.decoder[0].linear.weight)
     with pytest.raises(ValueError, match="unknown weight_init 'xavier'"):
         build_model({**paper, "weight_init": "xavier"}, ds)
+    # pseudo-inputs start as the paper's code starts them on each data set (units of the range)
+    torch.manual_seed(0)
+    frey = build_model({**paper, "dataset": "frey_faces"}, ds).prior.pseudo_inputs / 16.0
+    assert frey.mean().item() == pytest.approx(0.5, abs=0.01)  # Frey Faces: N(0.5, 0.02)
+    mnist = model.prior.pseudo_inputs / 16.0  # Digits' range is 0-16; MNIST's N(0.05, 0.01)
+    assert mnist.mean().item() == pytest.approx(0.05, abs=0.01)
+    assert mnist.std().item() == pytest.approx(0.01, rel=0.1)
 
     out = tmp_path / "old"
     assert main(["train", "--prior", "vampprior", "--preset", "paper", "--latent-dim", "2",

@@ -260,13 +260,18 @@ def test_vampprior_clamp_parameterization_is_the_papers(encoder):
     assert u.mean().item() == pytest.approx(0.8, abs=0.01)  # 0.05 * 16: nearly black
     assert u.std().item() == pytest.approx(0.16, rel=0.05)  # 0.01 * 16
     assert [n for n, _ in prior.named_parameters() if "encoder" not in n] == ["pseudo_inputs_unclamped"]
-    with torch.no_grad():
-        prior.pseudo_inputs_unclamped[0, :3] = torch.tensor([-1.0, 8.0, 17.0])
+    with torch.no_grad():  # the parameter is in units of the data range, as the paper's [0, 1]
+        prior.pseudo_inputs_unclamped[0, :3] = torch.tensor([-0.1, 0.5, 1.1])
     u = prior.pseudo_inputs
     assert u[0, :3].tolist() == [0.0, 8.0, 16.0]  # clamped to the data range
     u[0, :3].sum().backward()
-    # a pixel inside the range moves by the full step; one past an edge has no gradient
-    assert prior.pseudo_inputs_unclamped.grad[0, :3].tolist() == [0.0, 1.0, 0.0]
+    # a pixel inside the range moves by the full step (x 16, the range); past an edge: none
+    assert prior.pseudo_inputs_unclamped.grad[0, :3].tolist() == [0.0, 16.0, 0.0]
+    prior.init_normal(0.5, 0.02)  # the paper's start for Frey Faces and Caltech 101
+    assert prior.pseudo_inputs.mean().item() == pytest.approx(8.0, abs=0.02)
+    assert prior.pseudo_inputs.std().item() == pytest.approx(0.32, rel=0.05)
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        prior.init_normal(0.5, -1.0)
     x = torch.tensor([[0.0, 16, 8, 4, 0, 16]] * 2000)
     prior.init_from_data(x)
     assert torch.allclose(prior.pseudo_inputs, 0.8 + 0.9 * x, atol=1e-4)  # pulled 5% inside

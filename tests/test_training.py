@@ -99,10 +99,10 @@ def test_other_losses_train(loss):
     assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
 
 
-@pytest.mark.parametrize("ema_decay", [None, 0.9])
-def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay):
+@pytest.mark.parametrize("ema_decay, optimizer", [(None, "adamax"), (0.9, "adamnormgrad")])
+def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay, optimizer):
     cfg = dict(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=3, patience=None, seed=7,
-               progress=False, ema_decay=ema_decay)
+               progress=False, ema_decay=ema_decay, optimizer=optimizer)
     full = _vae()
     train(full, _data(), _data(48, 1), checkpoint_dir=tmp_path / "a", **cfg)
     part = _vae()
@@ -376,6 +376,8 @@ def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
     a, b = torch.randn(5, requires_grad=True), torch.randn(3, 2, requires_grad=True)
     ref = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
     opt, ref_opt = AdamNormGrad([a, b], lr=0.1), torch.optim.Adam(ref, lr=0.1)
+    steps = []
+    opt.register_step_post_hook(lambda *_: steps.append(1))
     for scale in (1.0, 100.0, 0.01):  # gradients of very different sizes step by step
         def closure():
             opt.zero_grad()
@@ -391,3 +393,4 @@ def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
             p.grad /= p.grad.norm() + 1e-7
         ref_opt.step()
         assert torch.allclose(a, ref[0]) and torch.allclose(b, ref[1])
+    assert len(steps) == 3  # the step hooks run once per step (Adam's own step is hooked too)
