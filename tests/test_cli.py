@@ -131,7 +131,9 @@ def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
     assert m["model"] == model and set(m["active_units"]) == {"z1", "z2"}
     assert m["num_test_points"] == 64 and m["test_log_likelihood"] < 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"]) == ("paper", "adam", 100, 100)
+    assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"],
+            cfg["weight_init"], cfg["pseudo_input_parameterization"]) == \
+        ("paper", "adamnormgrad", 100, 100, "he", "clamp")  # the paper's code, end to end
 
 
 def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_parameters(tmp_path):
