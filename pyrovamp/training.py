@@ -72,7 +72,9 @@ class AdamNormGrad(torch.optim.Adam):
     """Adam on gradients divided by their L2 norm, tensor by tensor: ``g <- g / (||g||_2 + 1e-7)``
     for every parameter tensor before the Adam update -- the optimiser of the VampPrior paper's
     code (jmtomczak/vae_vampprior ``utils/optimizer.py``, ``AdamNormGrad``), part of its
-    protocol. Arguments as :class:`torch.optim.Adam`.
+    protocol. Arguments as :class:`torch.optim.Adam`. pyrovamp fuses the two halves of a gated
+    dense layer (and the mean and log-variance heads) into one tensor each, which is normalised
+    as a whole where the paper's code normalises each half.
     """
 
     @torch.no_grad()
