@@ -379,9 +379,14 @@ class VampPrior(Prior):
             self.init_normal(0.05, 0.01)
 
     @property
+    def _raw(self) -> nn.Parameter:
+        """The learnable ``a`` behind the pseudo-inputs, ``(K, D)``."""
+        return getattr(self, self._param_name)
+
+    @property
     def pseudo_inputs(self) -> torch.Tensor:
         """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
-        a = getattr(self, self._param_name)
+        a = self._raw
         unit = (torch.nn.functional.hardtanh(a, 0.0, 1.0) if self.parameterization == "clamp"
                 else torch.sigmoid(a))
         return self.low + (self.high - self.low) * unit
@@ -399,7 +404,7 @@ class VampPrior(Prior):
         """
         if std < 0:
             raise ValueError(f"std must be >= 0, got {std}")
-        a = getattr(self, self._param_name)
+        a = self._raw
         a.normal_(mean, std)
         if self.parameterization == "sigmoid":
             a.copy_(torch.logit(a.clamp(0.01, 0.99)))
@@ -419,7 +424,7 @@ class VampPrior(Prior):
                 f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}), "
                 f"got {tuple(x.shape)}"
             )
-        a = getattr(self, self._param_name)
+        a = self._raw
         p = margin + (1 - 2 * margin) * (x.to(a) - self.low) / (self.high - self.low)
         a.copy_(torch.logit(p) if self.parameterization == "sigmoid" else p)
 
