@@ -36,10 +36,15 @@ class Likelihood(abc.ABC):
         input_dim: number of observed dimensions ``D`` (pixels).
         params_per_dim: how many decoder outputs each dimension needs.
         low, high: the data range, ``low <= x <= high``.
+        output_blocks: how many parameter-major blocks the decoder output ``h`` stacks, each an
+            output layer of its own in the VampPrior paper's code (the discretised logistic's
+            locations and log-scales: 2; one otherwise). The decoder's output layer is marked
+            with it (:func:`pyrovamp.nets.mark_fused`).
     """
 
     name = "likelihood"
     params_per_dim = 1
+    output_blocks = 1
     low = 0.0
     high = 1.0
 
@@ -290,6 +295,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     name = "discretized_logistic"
     params_per_dim = 2
+    output_blocks = 2
 
     def __init__(self, input_dim: int, num_levels: int = 256):
         super().__init__(input_dim)

@@ -20,7 +20,8 @@ import pyro.distributions as dist
 
 from .likelihoods import AutoregressiveImage, make_likelihood
 from .nets import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
-                   ConvGaussianEncoder, GaussianEncoder, JointNet, PixelCNNDecoder)
+                   ConvGaussianEncoder, GaussianEncoder, JointNet, PixelCNNDecoder,
+                   mark_fused)
 from .priors import Prior, make_prior
 from .registration import RegisteredModule
 
@@ -147,6 +148,7 @@ class VAE(RegisteredModule):
                                        normalize=self.likelihood.normalize,
                                        logvar_bounds=logvar_bounds)
         self.decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
+        mark_fused(self.decoder[-1], self.likelihood.output_blocks)
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
                         num_flows=num_flows, pseudo_input_parameterization=pseudo_input_parameterization)
@@ -317,6 +319,7 @@ class HVAE(VAE):
                                               [self.likelihood.normalize, None], logvar_bounds)
         self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
         self.decoder = JointNet([z1_dim, L2], H, self.likelihood.output_dim, architecture, 1)
+        mark_fused(self.decoder.joint[-1], self.likelihood.output_blocks)
 
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1``, ``x``. Raises ``ValueError``
@@ -407,6 +410,7 @@ class ConvHVAE(HVAE):
                                                  logvar_bounds)
         self.decoder = ConvDecoder(shape, self.z1_dim, latent_dim, self.likelihood.params_per_dim,
                                    pixel_major=self.likelihood.name == "categorical")
+        mark_fused(self.decoder.out, self.likelihood.output_blocks)
         self._set_prior(prior, num_components=num_components, grid_side=grid_side,
                         hidden_dims=prior_hidden_dims, learn_weights=learn_weights,
                         num_flows=num_flows, pseudo_input_parameterization=pseudo_input_parameterization)
@@ -469,6 +473,7 @@ class PixelHVAE(ConvHVAE):
             channels=channels, num_layers=num_masked_layers, kernel_size=kernel_size,
             out_bias=name != "discretized_logistic", pixel_major=name == "categorical",
             max_batch=max_decoder_batch)
+        mark_fused(self.decoder.out, self.likelihood.output_blocks)
         if hasattr(self, "pyro_name"):
             self.pyro_name = self.pyro_name.replace("ConvHVAE", "PixelHVAE")
 

@@ -21,7 +21,8 @@ from torch import nn
 
 __all__ = ["GatedDense", "MLP", "GaussianEncoder", "JointNet", "ConditionalGaussian",
            "dense_layer", "ARCHITECTURES", "GatedConv2d", "ConvFeatures", "ConvGaussianEncoder",
-           "ConvConditionalEncoder", "ConvDecoder", "MaskedConv2d", "PixelCNNDecoder", "he_init_"]
+           "ConvConditionalEncoder", "ConvDecoder", "MaskedConv2d", "PixelCNNDecoder", "he_init_",
+           "mark_fused", "parameter_chunks"]
 
 ARCHITECTURES = ("mlp", "gated")
 
@@ -43,17 +44,49 @@ def he_init_(modules) -> int:
     return len(seen)
 
 
+def mark_fused(layer: nn.Module, chunks: int) -> nn.Module:
+    """Record that ``layer``'s weight and bias stack ``chunks`` tensors of the VampPrior paper's
+    code along their first dimension (the two halves of a gated layer, the mean and
+    log-variance heads, the discretised logistic's location and log-scale outputs), so that
+    :class:`pyrovamp.training.AdamNormGrad` normalises each block's gradient on its own, as the
+    paper's code does with its separate layers. Sets ``layer.fused_chunks``; returns ``layer``.
+
+    Raises:
+        ValueError: ``chunks`` is not a positive integer dividing the layer's output size.
+    """
+    out = getattr(layer, "out_features", getattr(layer, "out_channels", None))
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1 or (
+            out is not None and out % chunks):
+        raise ValueError(f"chunks must be a positive integer dividing the layer's {out} outputs, "
+                         f"got {chunks!r}")
+    layer.fused_chunks = chunks
+    return layer
+
+
+def parameter_chunks(module: nn.Module) -> list[int]:
+    """For each tensor of ``module.parameters()`` (same order, shared tensors once), the number
+    of the paper's tensors it stacks along its first dimension (:func:`mark_fused`; 1 for the
+    others): the ``norm_chunks`` of :class:`pyrovamp.training.AdamNormGrad`'s parameter group."""
+    marks = {}
+    for m in module.modules():
+        chunks = getattr(m, "fused_chunks", 1)
+        for p in m.parameters(recurse=False):
+            marks[id(p)] = chunks
+    return [marks.get(id(p), 1) for p in module.parameters()]
+
+
 class GatedDense(nn.Module):
     """Gated dense layer ``h = (x W + b) * sigmoid(x V + c)`` (VampPrior paper, sec. 4).
 
     Shapes: ``(..., in_features) -> (..., out_features)``. Both halves are computed by one
-    ``nn.Linear`` of width ``2 * out_features`` so that a layer costs one matrix product.
+    ``nn.Linear`` of width ``2 * out_features`` so that a layer costs one matrix product
+    (marked with :func:`mark_fused`: the paper's code has two layers).
     """
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.out_features = out_features
-        self.linear = nn.Linear(in_features, 2 * out_features)
+        self.linear = mark_fused(nn.Linear(in_features, 2 * out_features), 2)
 
     def forward(self, x):
         h, g = self.linear(x).chunk(2, dim=-1)
@@ -137,6 +170,7 @@ class GaussianEncoder(nn.Module):
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.net = MLP(input_dim, hidden_dims, 2 * latent_dim, architecture, dropout)
+        mark_fused(self.net[-1], 2)  # the mean and log-variance heads
         self._normalize = normalize
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
@@ -205,6 +239,7 @@ class ConditionalGaussian(nn.Module):
         self.latent_dim = latent_dim
         self.net = JointNet(in_dims, hidden_dim, 2 * latent_dim, architecture, num_joint_layers,
                             normalizers)
+        mark_fused(self.net.joint[-1], 2)  # the mean and log-variance heads
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
     def forward(self, *inputs):
@@ -220,7 +255,8 @@ class GatedConv2d(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 2 * out_channels, kernel_size, stride, padding)
+        self.conv = mark_fused(nn.Conv2d(in_channels, 2 * out_channels, kernel_size, stride,
+                                         padding), 2)
 
     def forward(self, x):
         h, g = self.conv(x).chunk(2, dim=1)
@@ -275,7 +311,7 @@ class ConvGaussianEncoder(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.features = ConvFeatures(image_shape, (7, 3, 5, 3, 3), normalize)
-        self.head = nn.Linear(self.features.out_features, 2 * latent_dim)
+        self.head = mark_fused(nn.Linear(self.features.out_features, 2 * latent_dim), 2)
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
     def forward(self, x):
@@ -296,7 +332,7 @@ class ConvConditionalEncoder(nn.Module):
         f = self.features.out_features
         self.z2_layer = GatedDense(z2_dim, f)
         self.joint = GatedDense(2 * f, hidden_dim)
-        self.head = nn.Linear(hidden_dim, 2 * z1_dim)
+        self.head = mark_fused(nn.Linear(hidden_dim, 2 * z1_dim), 2)
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
     def forward(self, x, z2):

@@ -57,6 +57,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .errors import CheckpointError, NonFiniteLossError
 from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS
 from .evaluation import elbo_terms, log_likelihood
+from .nets import parameter_chunks
 
 __all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
            "NonFiniteLossError", "CheckpointError", "ScaleLatents", "WarmupEarlyStopping",
@@ -72,25 +73,64 @@ class AdamNormGrad(torch.optim.Adam):
     """Adam on gradients divided by their L2 norm, tensor by tensor: ``g <- g / (||g||_2 + 1e-7)``
     for every parameter tensor before the Adam update -- the optimiser of the VampPrior paper's
     code (jmtomczak/vae_vampprior ``utils/optimizer.py``, ``AdamNormGrad``), part of its
-    protocol. Arguments as :class:`torch.optim.Adam`. pyrovamp fuses the two halves of a gated
-    dense layer (and the mean and log-variance heads) into one tensor each, which is normalised
-    as a whole where the paper's code normalises each half.
+    protocol. Arguments as :class:`torch.optim.Adam`.
+
+    pyrovamp computes some of the paper's separate layers as one (the two halves of a gated
+    layer, the mean and log-variance heads: :func:`pyrovamp.nets.mark_fused`). A parameter group
+    may say so with the key ``norm_chunks``: one integer per tensor of its ``params``, the
+    number of equal blocks along the tensor's first dimension whose gradients are normalised
+    each on its own (:func:`pyrovamp.nets.parameter_chunks` gives them for a model; the
+    training loop passes them), as the paper's code normalises each of its tensors. Without the
+    key (plain parameters, or a checkpoint written before the key existed) each tensor is
+    normalised as a whole.
+
+    Raises:
+        ValueError: ``norm_chunks`` does not give, for each tensor, a positive integer that
+            divides its first dimension.
     """
+
+    def add_param_group(self, param_group):
+        """Add a group (see :meth:`torch.optim.Optimizer.add_param_group`), checking its
+        ``norm_chunks`` first."""
+        chunks = param_group.get("norm_chunks")
+        if chunks is not None:
+            params = param_group["params"]
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            param_group["params"] = params
+            chunks = list(chunks)
+            if len(chunks) != len(params) or any(
+                    not isinstance(c, int) or isinstance(c, bool) or c < 1
+                    or (p.dim() == 0 and c != 1) or (p.dim() > 0 and p.shape[0] % c)
+                    for c, p in zip(chunks, params)):
+                raise ValueError("norm_chunks must give, for each of the group's "
+                                 f"{len(params)} tensors, a positive integer dividing its first "
+                                 f"dimension; got {chunks[:8]}{'...' if len(chunks) > 8 else ''}")
+            param_group["norm_chunks"] = chunks
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure=None):
         """One update: run ``closure`` (if given: Lightning's forward and backward passes),
-        divide every ``p.grad`` by its norm in place (code reading the gradients after the step
-        sees the normalised ones), then Adam's update. Returns the closure's loss (or ``None``).
+        divide every ``p.grad`` (or each of its ``norm_chunks`` blocks) by its norm in place
+        (code reading the gradients after the step sees the normalised ones), then Adam's
+        update. Returns the closure's loss (or ``None``).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
+            chunks = group.get("norm_chunks") or [1] * len(group["params"])
+            for p, c in zip(group["params"], chunks):
+                if p.grad is None:
+                    continue
+                if c == 1:
                     p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
+                else:
+                    if not p.grad.is_contiguous():
+                        p.grad = p.grad.contiguous()
+                    blocks = p.grad.view(c, -1)
+                    blocks.div_(torch.linalg.vector_norm(blocks, dim=1, keepdim=True) + 1e-7)
         # Adam's update itself: torch wraps Optimizer.step methods with the step hooks
         # ("hooked"), which already ran around this method -- not twice
         adam_step = torch.optim.Adam.step
@@ -455,7 +495,10 @@ class SVIModule(pl.LightningModule):
             return self.model.guide(x)
 
     def configure_optimizers(self):
-        return OPTIMIZERS[self.config.optimizer](self.model.parameters(), lr=self.config.lr)
+        params = list(self.model.parameters())
+        if self.config.optimizer == "adamnormgrad":  # the paper's tensors, block by block
+            params = [{"params": params, "norm_chunks": parameter_chunks(self.model)}]
+        return OPTIMIZERS[self.config.optimizer](params, lr=self.config.lr)
 
     def on_train_epoch_start(self):
         self.beta = beta_at(self.current_epoch, self.config.warmup_epochs)

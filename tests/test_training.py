@@ -394,3 +394,82 @@ def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
         ref_opt.step()
         assert torch.allclose(a, ref[0]) and torch.allclose(b, ref[1])
     assert len(steps) == 3  # the step hooks run once per step (Adam's own step is hooked too)
+
+
+def test_adam_norm_grad_normalises_fused_layers_block_by_block_as_the_papers_separate_layers():
+    """A gated layer computed as one Linear (pyrovamp) and trained by AdamNormGrad with the
+    model's norm_chunks follows exactly the paper's two Linear layers (h, g), each normalised on
+    its own; normalised as a whole (no norm_chunks) it does not."""
+    from pyrovamp.nets import GatedDense, parameter_chunks
+    from pyrovamp.training import AdamNormGrad
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    h, g = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        g.weight.mul_(30.0)  # the halves' gradients differ in size
+    fused, whole = GatedDense(3, 4), GatedDense(3, 4)
+    for layer in (fused, whole):
+        with torch.no_grad():
+            layer.linear.weight.copy_(torch.cat([h.weight, g.weight]))
+            layer.linear.bias.copy_(torch.cat([h.bias, g.bias]))
+    assert parameter_chunks(fused) == [2, 2]
+    paper = AdamNormGrad([h.weight, h.bias, g.weight, g.bias], lr=0.05)
+    ours = AdamNormGrad([{"params": list(fused.parameters()),
+                          "norm_chunks": parameter_chunks(fused)}], lr=0.05)
+    plain = AdamNormGrad(whole.parameters(), lr=0.05)
+    for _ in range(4):
+        for opt, loss in ((paper, lambda: (h(x) * torch.sigmoid(g(x))).sin().sum()),
+                          (ours, lambda: fused(x).sin().sum()),
+                          (plain, lambda: whole(x).sin().sum())):
+            opt.zero_grad()
+            loss().backward()
+            opt.step()
+    expected = torch.cat([h.weight, g.weight])
+    assert torch.allclose(fused.linear.weight, expected, atol=1e-6)
+    assert torch.allclose(fused.linear.bias, torch.cat([h.bias, g.bias]), atol=1e-6)
+    assert not torch.allclose(whole.linear.weight, expected, atol=1e-3)
+
+
+def test_parameter_chunks_mark_the_papers_separate_layers():
+    """Gated layers and the mean / log-variance heads are two blocks each; a Bernoulli decoder's
+    output layer and the pseudo-inputs one; a discretised logistic's output layer two (the
+    paper's p_x_mean and p_x_logvar); bad norm_chunks are refused before any step."""
+    from pyrovamp.nets import mark_fused, parameter_chunks
+    from pyrovamp.training import AdamNormGrad
+
+    from pyrovamp import HVAE
+
+    m = HVAE((16,), 3, hidden_dim=8, num_components=4)
+    chunks = dict(zip((n for n, _ in m.named_parameters()), parameter_chunks(m)))
+    assert len(chunks) == len(list(m.parameters()))
+    assert chunks["encoder.net.0.linear.weight"] == 2 and chunks["encoder.net.2.weight"] == 2
+    assert chunks["encoder_z1.net.joint.1.bias"] == 2 and chunks["p_z1.net.joint.1.weight"] == 2
+    assert chunks["decoder.joint.1.weight"] == 1 and chunks["prior.pseudo_inputs_logit"] == 1
+    grey = VAE((16,), 3, likelihood="discretized_logistic", architecture="mlp",
+                  hidden_dim=8, prior="standard")
+    grey_chunks = dict(zip((n for n, _ in grey.named_parameters()), parameter_chunks(grey)))
+    last = sorted(n for n in grey_chunks if n.startswith("decoder."))[-1]
+    assert grey_chunks[last] == 2 and grey_chunks["decoder.0.weight"] == 1
+    w = torch.nn.Parameter(torch.zeros(6, 2))
+    with pytest.raises(ValueError, match="norm_chunks"):
+        AdamNormGrad([{"params": [w], "norm_chunks": [4]}])
+    with pytest.raises(ValueError, match="norm_chunks"):
+        AdamNormGrad([{"params": [w], "norm_chunks": [2, 2]}])
+    with pytest.raises(ValueError, match="chunks must be a positive integer"):
+        mark_fused(torch.nn.Linear(2, 5), 2)
+
+
+def test_training_loop_gives_adam_norm_grad_the_models_blocks():
+    """The Lightning module builds AdamNormGrad with the model's norm_chunks (and other
+    optimisers with the plain parameters)."""
+    from pyrovamp.nets import parameter_chunks
+    from pyrovamp.training import AdamNormGrad, SVIModule, TrainConfig
+
+    model = _vae()
+    opt = SVIModule(model, TrainConfig(optimizer="adamnormgrad")).configure_optimizers()
+    assert isinstance(opt, AdamNormGrad)
+    assert opt.param_groups[0]["norm_chunks"] == parameter_chunks(model)
+    assert 2 in opt.param_groups[0]["norm_chunks"]
+    opt = SVIModule(model, TrainConfig(optimizer="adam")).configure_optimizers()
+    assert "norm_chunks" not in opt.param_groups[0]
