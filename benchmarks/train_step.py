@@ -16,19 +16,24 @@ layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Ad
 * ``lightning_ema`` (with ``--ema-decay D``): the Lightning step with the exponential moving
   average of the parameters updated after every step (:class:`pyrovamp.training.ParameterEMA`,
   ``--ema-decay`` of ``pyrovamp train``); ``ema_ratio`` is its time over ``lightning``'s.
+* ``lightning_adamnormgrad`` (with ``--adamnormgrad``): the Lightning step with the paper's
+  optimiser (:class:`pyrovamp.training.AdamNormGrad`, gradients normalised per tensor and per
+  fused block: ``--preset paper``) in place of Adam; ``adamnormgrad_ratio`` is its time over
+  ``lightning``'s.
 
 Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many, then Lightning with
 the EMA), so machine noise hits all alike; the figures are medians over all steps after the
 first two of each round.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
-       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999]
+       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad]
 The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
 and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio`` (and ``[hvae_]lightning_ema_ms``,
-``[hvae_]ema_ratio`` with ``--ema-decay``).
+``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``).
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -67,6 +72,8 @@ def main():
     ap.add_argument("--precision", default="32")
     ap.add_argument("--real-data", help="folder with binarized_mnist_valid.amat (else random)")
     ap.add_argument("--ema-decay", type=float, help="also time the step with the parameter EMA")
+    ap.add_argument("--adamnormgrad", action="store_true",
+                    help="also time the step with the paper's AdamNormGrad instead of Adam")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     dev = torch.device(args.device)
@@ -89,7 +96,7 @@ def main():
               f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}")
     results.update(device=str(dev), batch_size=args.batch_size, steps=args.steps,
                    rounds=args.rounds, precision=args.precision, threads=torch.get_num_threads(),
-                   ema_decay=args.ema_decay,
+                   ema_decay=args.ema_decay, adamnormgrad=args.adamnormgrad,
                    data="static MNIST validation images" if args.real_data else "random binary")
     print(json.dumps(results))
 
@@ -101,12 +108,14 @@ def bench(name, x_all, dev, args):
                    architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
 
     pyro.set_rng_seed(0)
-    m_light, m_torch = make(), make()
+    m_light, m_torch, m_ang = make(), make(), make()
     m_torch.load_state_dict(m_light.state_dict())
+    m_ang.load_state_dict(m_light.state_dict())
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-4, optimizer="adam",
                       patience=None, progress=False, logger="none",
                       accelerator="gpu" if dev.type == "cuda" else "cpu", precision=args.precision)
     module = SVIModule(m_light, cfg)
+    module_ang = SVIModule(m_ang, dataclasses.replace(cfg, optimizer="adamnormgrad"))
     opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
     x_dev = x_all.to(dev)
     b = args.batch_size
@@ -134,7 +143,7 @@ def bench(name, x_all, dev, args):
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    def lightning_round(r, extra=()):
+    def lightning_round(r, extra=(), module=module):
         clock = _StepClock()
         with quiet_lightning():
             trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, max_epochs=1,
@@ -149,6 +158,8 @@ def bench(name, x_all, dev, args):
     times = {"lightning": [], "torch": []}
     if args.ema_decay is not None:
         times["lightning_ema"] = []
+    if args.adamnormgrad:
+        times["lightning_adamnormgrad"] = []
     for r in range(args.rounds):
         times["lightning"] += lightning_round(r)
         m_light.train()
@@ -161,10 +172,14 @@ def bench(name, x_all, dev, args):
         times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:])][2:]
         if args.ema_decay is not None:
             times["lightning_ema"] += lightning_round(r, [ParameterEMA(args.ema_decay)])
+        if args.adamnormgrad:
+            times["lightning_adamnormgrad"] += lightning_round(r, module=module_ang)
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
     if args.ema_decay is not None:
         res["ema_ratio"] = round(res["lightning_ema_ms"] / res["lightning_ms"], 3)
+    if args.adamnormgrad:
+        res["adamnormgrad_ratio"] = round(res["lightning_adamnormgrad_ms"] / res["lightning_ms"], 3)
     return res
 
 
