@@ -108,14 +108,16 @@ def bench(name, x_all, dev, args):
                    architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
 
     pyro.set_rng_seed(0)
-    m_light, m_torch, m_ang = make(), make(), make()
+    m_light, m_torch = make(), make()
     m_torch.load_state_dict(m_light.state_dict())
-    m_ang.load_state_dict(m_light.state_dict())
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-4, optimizer="adam",
                       patience=None, progress=False, logger="none",
                       accelerator="gpu" if dev.type == "cuda" else "cpu", precision=args.precision)
     module = SVIModule(m_light, cfg)
-    module_ang = SVIModule(m_ang, dataclasses.replace(cfg, optimizer="adamnormgrad"))
+    if args.adamnormgrad:  # the same start, the paper's optimiser
+        m_ang = make()
+        m_ang.load_state_dict(m_light.state_dict())
+        module_ang = SVIModule(m_ang, dataclasses.replace(cfg, optimizer="adamnormgrad"))
     opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
     x_dev = x_all.to(dev)
     b = args.batch_size

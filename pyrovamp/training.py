@@ -100,7 +100,7 @@ class AdamNormGrad(torch.optim.Adam):
             chunks = list(chunks)
             if len(chunks) != len(params) or any(
                     not isinstance(c, int) or isinstance(c, bool) or c < 1
-                    or (p.dim() == 0 and c != 1) or (p.dim() > 0 and p.shape[0] % c)
+                    or (p.shape[0] if p.dim() else 1) % c
                     for c, p in zip(chunks, params)):
                 raise ValueError("norm_chunks must give, for each of the group's "
                                  f"{len(params)} tensors, a positive integer dividing its first "
@@ -122,15 +122,11 @@ class AdamNormGrad(torch.optim.Adam):
         for group in self.param_groups:
             chunks = group.get("norm_chunks") or [1] * len(group["params"])
             for p, c in zip(group["params"], chunks):
-                if p.grad is None:
-                    continue
-                if c == 1:
-                    p.grad.div_(torch.linalg.vector_norm(p.grad) + 1e-7)
-                else:
-                    if not p.grad.is_contiguous():
-                        p.grad = p.grad.contiguous()
-                    blocks = p.grad.view(c, -1)
+                if p.grad is not None:  # c blocks along the first dimension (c = 1: whole)
+                    blocks = p.grad.reshape(c, -1)  # a view of a contiguous gradient
                     blocks.div_(torch.linalg.vector_norm(blocks, dim=1, keepdim=True) + 1e-7)
+                    if blocks.data_ptr() != p.grad.data_ptr():  # it was a copy
+                        p.grad.copy_(blocks.view_as(p.grad))
         # Adam's update itself: torch wraps Optimizer.step methods with the step hooks
         # ("hooked"), which already ran around this method -- not twice
         adam_step = torch.optim.Adam.step
