@@ -97,6 +97,19 @@ def fork_rng():
 
 
 @contextlib.contextmanager
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm progress bar over ``total`` data points (``tqdm.auto``: a widget in Jupyter, a line
+    on stderr elsewhere), closed on exit; with ``enabled=False`` a silent one."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="point", disable=not enabled, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
 def evaluation_context(model, seed=None, no_grad=False):
     """The setting of every likelihood estimator (IS, AIS, exact): eval mode (batch norm on its
     running statistics, no dropout), priors cached (their components computed once, outside any

@@ -43,7 +43,7 @@ import torch
 from pyro import poutine
 
 from ._latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
-                      latent_space, pair_bytes, positive_float, positive_int)
+                      latent_space, pair_bytes, positive_float, positive_int, progress_bar)
 
 __all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
 
@@ -279,7 +279,8 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
                        step_size: float = 0.5, target_accept: float = 0.65,
                        adapt_step_size: bool = True, adapt_rate: float = 0.5,
                        memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int | None = None,
-                       seed: int | None = None, diagnostics: bool = False):
+                       seed: int | None = None, diagnostics: bool = False,
+                       progress: bool = False):
     """``log p(x)`` per data point by annealed importance sampling with HMC transitions (Neal
     2001; Wu et al. 2017), in nats.
 
@@ -332,6 +333,8 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
             ``independence_acceptance`` ``(N,)`` (of the independence moves), ``step_size``
             ``(N,)`` (final), ``ess`` ``(N,)`` (effective number of chains,
             ``(sum w)^2 / sum w^2``).
+        progress: show a tqdm progress bar over the data points (on stderr, or a widget in
+            Jupyter), updated after every chunk; the estimate does not depend on it.
 
     Returns:
         ``(N,)`` float64 tensor on ``x``'s device (nats per data point; ``logsumexp`` over chains
@@ -350,7 +353,8 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
     x = check_data(model, x)
     points = _points_per_chunk(model, num_chains, memory_budget, batch_size)
     out, weights, acc, eps, jumps = [], [], [], [], []
-    with evaluation_context(model, seed):
+    with evaluation_context(model, seed), \
+            progress_bar(x.shape[0], f"AIS log-likelihood ({num_chains} chains)", progress) as bar:
         with torch.no_grad():
             space = latent_space(model, x[:1])
         for i in range(0, x.shape[0], points):
@@ -367,6 +371,7 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
             acc.append(a)
             eps.append(e)
             jumps.append(j)
+            bar.update(xb.shape[0])
     ll = torch.cat(out)
     if not diagnostics:
         return ll

@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points")
     e.add_argument("--data-root")
     e.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    e.add_argument("--no-progress", action="store_true",
+                   help="no progress bar over the test points")
     return p
 
 
@@ -411,7 +413,8 @@ def _finish_run(model, dataset, cfg, tcfg, result, out):
             "processes": trainer.world_size if trainer is not None else 1,
             "precision": str(tcfg.precision)}
     _write_metrics_and_figures(model, dataset, cfg, meta, result.history, out, cfg["num_samples"],
-                               device, trainer=trainer if trainer is not None and trainer.world_size > 1 else None)
+                               device, trainer=trainer if trainer is not None and trainer.world_size > 1 else None,
+                               progress=tcfg.progress)
 
 
 def _limit(dataset, n):
@@ -427,9 +430,10 @@ def _limit(dataset, n):
 
 
 def _write_metrics_and_figures(model, dataset, cfg, meta, history, out, num_samples, device,
-                               trainer=None):
+                               trainer=None, progress=False):
     """Test metrics (sharded over the processes of ``trainer`` when there are several) into
-    ``metrics.json`` and the figures, by the process of rank 0."""
+    ``metrics.json`` and the figures, by the process of rank 0; ``progress``: a progress bar
+    over the test points for the importance sampling."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,7 +441,8 @@ def _write_metrics_and_figures(model, dataset, cfg, meta, history, out, num_samp
 
     t0 = time.perf_counter()
     model = model.to(device)
-    metrics = evaluate_run(model, dataset, num_samples, device=device, trainer=trainer)
+    metrics = evaluate_run(model, dataset, num_samples, device=device, trainer=trainer,
+                           progress=progress)
     if trainer is not None and not trainer.is_global_zero:
         return
     from .plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
@@ -542,7 +547,8 @@ def _evaluate(args) -> int:
 
         evaluate_estimators(model, dataset.test.to(args.device), run, args.method, args.bdmc,
                             num_samples=num_samples, num_chains=args.num_chains,
-                            num_steps=args.num_steps, epochs=meta.get("epochs"))
+                            num_steps=args.num_steps, epochs=meta.get("epochs"),
+                            progress=not args.no_progress)
         return 0
     from .runs import merge_metrics
 
@@ -552,7 +558,7 @@ def _evaluate(args) -> int:
             "finished": meta.get("finished"), "stopped_early": meta.get("stopped_early"),
             "best_val_elbo": meta.get("best_val_elbo"), "parameters": meta.get("source")}
     _write_metrics_and_figures(model, dataset, cfg, info, meta.get("history", []), run,
-                               num_samples, args.device)
+                               num_samples, args.device, progress=not args.no_progress)
     merge_metrics(path, {**old, **json.loads(path.read_text())})  # keep e.g. the AIS keys
     return 0
 

@@ -46,7 +46,7 @@ from pyro import poutine
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._latent import evaluation_context, fork_rng
+from ._latent import evaluation_context, fork_rng, progress_bar
 from .models import _float_tensor, check_data
 from .priors import Prior
 
@@ -428,7 +428,7 @@ def log_importance_weights(model, x, num_samples: int, *,
 def log_likelihood(model, x, num_samples: int = 5000, *,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int | None = None,
                    seed: int | None = None, diagnostics: bool = False, first_block: int = 0,
-                   method: str = "is", **options):
+                   method: str = "is", progress: bool = False, **options):
     """Importance-sampled ``log p(x)`` per data point, in nats (Burda et al. 2016, eq. 1; the
     VampPrior paper's test log-likelihood with ``S = 5000``).
 
@@ -443,6 +443,8 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
         {args}
         diagnostics: also return the Pareto-smoothed importance sampling diagnostics of every
             data point's weights (:func:`pyrovamp.diagnostics.importance_diagnostics`).
+        progress: show a tqdm progress bar over the data points (on stderr, or a widget in
+            Jupyter), updated after every block; the estimate does not depend on it.
 
     Returns:
         ``(N,)`` float64 tensor of log-likelihoods on the model's device (nats per data point;
@@ -463,7 +465,7 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
         from .ais import ais_log_likelihood
 
         return ais_log_likelihood(model, x, memory_budget=memory_budget, batch_size=batch_size,
-                                  seed=seed, diagnostics=diagnostics, **options)
+                                  seed=seed, diagnostics=diagnostics, progress=progress, **options)
     if method == "exact":
         from .exact import exact_log_likelihood
 
@@ -479,13 +481,15 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
     out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}
     if diagnostics:
         from .diagnostics import importance_diagnostics
-    with evaluation_context(model, seed, no_grad=True):
+    with evaluation_context(model, seed, no_grad=True), \
+            progress_bar(x.shape[0], f"IS log-likelihood (S={num_samples})", progress) as bar:
         for lw in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block):
             out.append(torch.logsumexp(lw.double(), dim=0) - math.log(num_samples))
             if diagnostics:
                 d = importance_diagnostics(lw)
                 for k in diag:
                     diag[k].append(d[k])
+            bar.update(lw.shape[1])
     ll = torch.cat(out)
     if not diagnostics:
         return ll

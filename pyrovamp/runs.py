@@ -230,7 +230,7 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
 
 
 def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0,
-                 max_points: int | None = None, trainer=None) -> dict:
+                 max_points: int | None = None, trainer=None, progress: bool = False) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
     diagnostics of the importance weights (``test_log_likelihood_psis``,
@@ -245,7 +245,8 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
     With ``trainer`` (a Lightning ``Trainer`` after data-parallel training) the importance
     sampling and the ELBO are sharded over its processes and gathered; every block of test
     points draws its samples from the seed and the block's index, so the numbers do not depend
-    on the number of processes."""
+    on the number of processes. ``progress``: a progress bar over the test points for the
+    importance sampling (one process)."""
     from .training import sharded_over_processes
 
     x = dataset.test[:max_points].to(device)
@@ -267,7 +268,8 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
         diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
         el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
     else:
-        ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True)
+        ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
+                                  progress=progress)
         el = elbo(model, x, 10, seed=seed + 1)
     n = ll.numel()
     extra = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
@@ -328,12 +330,13 @@ def save_per_point(path, **arrays) -> None:
 
 def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
                     num_chains: int | None = None, num_steps: int | None = None,
-                    seed: int = 0) -> tuple[dict, dict]:
+                    seed: int = 0, progress: bool = False) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
     ``method``: ``"is"`` (importance sampling with ``num_samples``, PSIS diagnostics), ``"ais"``
     (:func:`pyrovamp.ais.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
-    own) or ``"exact"`` (:func:`pyrovamp.exact.exact_log_likelihood`).
+    own) or ``"exact"`` (:func:`pyrovamp.exact.exact_log_likelihood`). ``progress``: a progress
+    bar over the data points for IS and AIS.
 
     Returns:
         ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
@@ -351,7 +354,8 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
         raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
     t0 = time.perf_counter()
     if method == "is":
-        ll, d = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True)
+        ll, d = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
+                               progress=progress)
         per = {"log_likelihood": ll.cpu().numpy(), **d}
         extra = {"test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
                  "share_k_above_0.7": float((d["pareto_k"] > 0.7).mean()),
@@ -359,7 +363,8 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
     elif method == "ais":
         C = num_chains or DEFAULT_NUM_CHAINS
         T = num_steps or DEFAULT_NUM_STEPS
-        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True)
+        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True,
+                                   progress=progress)
         per = {"log_likelihood": ll.cpu().numpy(), "acceptance_rate": d["acceptance_rate"],
                "ess": d["ess"]}
         extra = {"ais_num_chains": C, "ais_num_steps": T,
@@ -401,14 +406,14 @@ def evaluate_bdmc(model, num_points: int, *, num_chains: int | None = None,
 def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int | None, *,
                         num_samples: int = 5000, num_chains: int | None = None,
                         num_steps: int | None = None, seed: int = 0,
-                        epochs: int | None = None) -> dict:
+                        epochs: int | None = None, progress: bool = False) -> dict:
     """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if
     ``method``) and :func:`evaluate_bdmc` (if ``bdmc_points``), merge their metrics into
     ``RUN/metrics.json`` (other keys kept), save the per-point arrays of the method to
     ``RUN/log_likelihood_<method>.npz`` and print a summary line each. Returns the new metrics.
     ``epochs``: the epochs the evaluated parameters were trained for, recorded as
     ``<method>_epochs`` / ``bdmc_epochs`` (so that a table can tell an estimate of the current
-    state of an unfinished run from a stale one).
+    state of an unfinished run from a stale one). ``progress``: a progress bar for the method.
 
     Raises:
         ValueError: as :func:`evaluate_method`.
@@ -418,7 +423,8 @@ def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int 
     tag = {} if epochs is None else {"epochs": int(epochs)}
     if method is not None:
         metrics, per = evaluate_method(model, x, method, num_samples=num_samples,
-                                       num_chains=num_chains, num_steps=num_steps, seed=seed)
+                                       num_chains=num_chains, num_steps=num_steps, seed=seed,
+                                       progress=progress)
         save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
         new.update(metrics)
         new.update({f"{method}_{k}": v for k, v in tag.items()})

@@ -216,3 +216,36 @@ def test_cli_evaluate_bad_arguments_are_one_line(tiny_run, args, message, capsys
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_progress_bars_count_every_data_point_and_change_no_estimate(capsys):
+    fa = FactorAnalysis()
+    x = _data(fa, 7)
+    capsys.readouterr()
+    a = ais_log_likelihood(fa, x, 3, 6, seed=3, batch_size=3)
+    i = log_likelihood(fa, x, 10, seed=3, batch_size=3)
+    assert capsys.readouterr().err == ""  # silent by default
+    b = ais_log_likelihood(fa, x, 3, 6, seed=3, batch_size=3, progress=True)
+    err = capsys.readouterr().err
+    assert torch.equal(a, b)
+    assert "AIS log-likelihood (3 chains)" in err and "7/7" in err
+    j = log_likelihood(fa, x, 10, seed=3, batch_size=3, progress=True)
+    err = capsys.readouterr().err
+    assert torch.equal(i, j)
+    assert "IS log-likelihood (S=10)" in err and "7/7" in err
+
+
+def test_cli_evaluate_shows_progress_unless_asked_not_to(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from pyrovamp.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--method", "ais", "--num-steps", "5",
+                 "--num-chains", "2"]) == 0
+    assert "30/30" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--method", "is", "--num-samples", "4",
+                 "--no-progress"]) == 0
+    assert "IS log-likelihood" not in capsys.readouterr().err

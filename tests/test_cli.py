@@ -13,11 +13,12 @@ def _run(args):
                           text=True, timeout=300)
 
 
-def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
+def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--prior", "gtm", "--epochs", "2", "--num-samples", "20", "--no-progress",
             "--out", str(out)]
     assert main(args) == 0
+    assert "IS log-likelihood" not in capsys.readouterr().err  # --no-progress: no bars
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "metrics.json", "checkpoint.ckpt", "model.pt", "history.csv", "latent.png",
             "samples.png", "reconstructions.png", "loss.png"} <= files
@@ -31,13 +32,16 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path):
     assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
             cfg["batch_size"], cfg["patience"]) == (2, 16, 256, "adamax", 64, 50)
 
-    assert main(["train", "--resume", "--epochs", "3", "--num-samples", "20", "--no-progress",
+    assert main(["train", "--resume", "--epochs", "3", "--num-samples", "20",
                  "--out", str(out)]) == 0
+    # with progress bars, the final evaluation's over the 447 test points too
+    assert "IS log-likelihood (S=20)" in capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs_trained"] == 3
     assert (out / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
 
     assert main(["evaluate", str(out), "--num-samples", "10"]) == 0
+    assert "447/447" in capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["num_samples"] == 10
 
 
