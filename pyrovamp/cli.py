@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-dim", type=_positive_int("--hidden-dim"))
     t.add_argument("--num-hidden-layers", type=_positive_int("--num-hidden-layers"))
     t.add_argument("--architecture", choices=("mlp", "gated"))
-    t.add_argument("--dropout", type=float, help="dropout in the decoder's hidden layers")
+    t.add_argument("--dropout", type=float,
+                   help="dropout in the decoder's hidden layers (vae, hvae; training only)")
     t.add_argument("--learn-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="learn the prior's mixing weights (default: the prior's own choice)")
     t.add_argument("--pseudo-inputs", choices=("random", "data"), default="random",

@@ -288,6 +288,9 @@ class HVAE(VAE):
         latent_dim: size of ``z2`` (the prior's variable); the paper uses 40.
         z1_dim: size of ``z1`` (default: ``latent_dim``).
         num_hidden_layers: hidden layers of ``q(z2|x)`` (the paper: 2).
+        dropout: dropout probability after every hidden layer of the decoder ``p(x|z1, z2)``
+            (a regulariser against over-fitting, not in the paper; active in training only, so
+            the ELBO and log-likelihood estimates use the whole network).
 
     Raises:
         ValueError: as :class:`VAE`.
@@ -301,7 +304,7 @@ class HVAE(VAE):
                  grid_side: int | None = None, prior_hidden_dims=(64, 64),
                  learn_weights: bool | None = None, logvar_bounds=(-6.0, 2.0), num_flows: int = 4,
                  z1_dim: int | None = None, num_hidden_layers: int = 2,
-                 pseudo_input_parameterization: str | None = None):
+                 pseudo_input_parameterization: str | None = None, dropout: float = 0.0):
         super().__init__(input_shape, latent_dim, prior=prior, likelihood=likelihood,
                          num_values=num_values, hidden_dim=hidden_dim,
                          num_hidden_layers=num_hidden_layers, architecture=architecture,
@@ -318,7 +321,8 @@ class HVAE(VAE):
         self.encoder_z1 = ConditionalGaussian([D, L2], H, z1_dim, architecture, 1,
                                               [self.likelihood.normalize, None], logvar_bounds)
         self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
-        self.decoder = JointNet([z1_dim, L2], H, self.likelihood.output_dim, architecture, 1)
+        self.decoder = JointNet([z1_dim, L2], H, self.likelihood.output_dim, architecture, 1,
+                                dropout=dropout)
         mark_fused(self.decoder.joint[-1], self.likelihood.output_blocks)
 
     def model(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["GatedDense", "MLP", "GaussianEncoder", "JointNet", "ConditionalGaussian",
            "dense_layer", "ARCHITECTURES", "GatedConv2d", "ConvFeatures", "ConvGaussianEncoder",
@@ -197,11 +198,20 @@ class JointNet(nn.Module):
         architecture: ``"mlp"`` or ``"gated"``.
         num_joint_layers: hidden layers after the concatenation.
         normalizers: optional per-input callables applied first (e.g. data to ``[0, 1]``).
+        dropout: dropout probability after every hidden layer, the inputs' own layers included
+            (0: none; active in training mode only).
+
+    Raises:
+        ValueError: unknown ``architecture`` or a dropout outside ``[0, 1)``.
     """
 
     def __init__(self, in_dims: Sequence[int], hidden_dim: int, out_dim: int,
-                 architecture: str = "mlp", num_joint_layers: int = 1, normalizers=None):
+                 architecture: str = "mlp", num_joint_layers: int = 1, normalizers=None,
+                 dropout: float = 0.0):
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__()
+        self.dropout = float(dropout)
         self.branches = nn.ModuleList([dense_layer(d, hidden_dim, architecture) for d in in_dims])
         joint: list[nn.Module] = []
         d = hidden_dim * len(in_dims)
@@ -215,10 +225,16 @@ class JointNet(nn.Module):
     def forward(self, *inputs):
         hs = []
         for x, branch, norm in zip(inputs, self.branches, self._normalizers):
-            hs.append(branch(norm(x) if norm is not None else x))
+            h = branch(norm(x) if norm is not None else x)
+            hs.append(F.dropout(h, self.dropout, self.training) if self.dropout else h)
         shape = torch.broadcast_shapes(*(h.shape[:-1] for h in hs))
         hs = [h.expand(shape + h.shape[-1:]) for h in hs]
-        return self.joint(torch.cat(hs, dim=-1))
+        h = torch.cat(hs, dim=-1)
+        if self.dropout == 0:
+            return self.joint(h)
+        for layer in self.joint[:-1]:  # dropout as a function: the same parameter names
+            h = F.dropout(layer(h), self.dropout, self.training)
+        return self.joint[-1](h)
 
 
 class ConditionalGaussian(nn.Module):

@@ -130,8 +130,11 @@ def build_model(cfg: dict, dataset: Dataset):
     kw = {k: cfg.get(k) for k in MODEL_KEYS}
     if kw["logvar_bounds"] is not None:
         kw["logvar_bounds"] = tuple(kw["logvar_bounds"])
-    if name == "vae":
+    if name in ("vae", "hvae"):
         kw["dropout"] = cfg.get("dropout") or 0.0
+    elif cfg.get("dropout"):
+        raise ValueError(f"dropout is for the MLP models (vae, hvae); model {name!r} has none, "
+                         f"got dropout={cfg['dropout']!r}")
     if name in ("convhvae", "pixelhvae"):
         kw.pop("architecture"), kw.pop("num_hidden_layers")
     if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow

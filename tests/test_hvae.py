@@ -75,3 +75,26 @@ def test_hvae_bad_input():
         _hvae().model(torch.full((2, 12), 0.3))
     with pytest.raises(ValueError, match="z1_dim"):
         HVAE((12,), 3, prior="standard", z1_dim=0)
+
+
+def test_decoder_dropout_acts_in_training_only_and_the_config_reaches_it():
+    from pyrovamp.data import load_dataset
+    from pyrovamp.runs import build_model, resolve_config
+
+    m = _hvae(dropout=0.5)
+    z1, z2 = torch.randn(64, 2), torch.randn(64, 3)
+    m.train()
+    assert not torch.equal(m.decoder(z1, z2), m.decoder(z1, z2))  # units are dropped at random
+    m.eval()  # ELBO and log-likelihood estimates use the whole network
+    assert torch.equal(m.decoder(z1, z2), m.decoder(z1, z2))
+    plain = _hvae()
+    plain.load_state_dict(m.state_dict())  # dropout has no parameters: same keys
+    plain.eval()
+    assert torch.equal(plain.decoder(z1, z2), m.decoder(z1, z2))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        _hvae(dropout=1.0)
+    cfg = resolve_config({"dataset": "digits", "preset": "fast", "model": "hvae",
+                          "prior": "standard", "dropout": 0.3, "latent_dim": 2})
+    assert build_model(cfg, load_dataset("digits")).decoder.dropout == 0.3
+    with pytest.raises(ValueError, match="dropout is for the MLP models"):
+        build_model({**cfg, "model": "convhvae"}, load_dataset("digits"))
