@@ -333,6 +333,8 @@ def _train(args, argv) -> int:
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        if args.dropout and args.model in ("convhvae", "pixelhvae"):
+            raise UsageError(f"--dropout applies to --model vae and hvae, not --model {args.model}")
         if args.flow is not None and args.prior != "flow":
             raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
         if args.pseudo_input_parameterization is not None and args.prior != "vampprior":

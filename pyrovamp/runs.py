@@ -80,6 +80,7 @@ LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "s
 # jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
 PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),
                      "histopathology": (0.4, 0.05)}  # every other data set: (0.05, 0.01)
+CONV_MODELS = ("convhvae", "pixelhvae")  # no dropout; the preset's applies to the MLP decoders
 DEFAULT_PRESET = {"digits": "book"}  # every other data set: "paper"
 MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
               "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds",
@@ -100,15 +101,20 @@ def resolve_config(args: dict) -> dict:
     cfg["preset"] = preset
     for k, v in PRESETS[preset].items():
         if cfg.get(k) is None:
-            cfg[k] = v
+            cfg[k] = 0.0 if k == "dropout" and cfg.get("model") in CONV_MODELS else v
     return cfg
 
 
 def saved_config(cfg: dict) -> dict:
     """A run's ``config.json`` as read back: settings added to pyrovamp after the run was made
     (absent from its file) are set to what it was trained with (:data:`LEGACY_SETTINGS`), so
-    that loading or resuming it never picks up a newer preset's value. Returns a new dict."""
-    return {**LEGACY_SETTINGS, **cfg}
+    that loading or resuming it never picks up a newer preset's value; the convolutional models'
+    runs made before their dropout was refused recorded the book preset's 0.2, which they never
+    applied, and read back as 0. Returns a new dict."""
+    cfg = {**LEGACY_SETTINGS, **cfg}
+    if cfg.get("model") in CONV_MODELS:
+        cfg["dropout"] = 0.0
+    return cfg
 
 
 def build_model(cfg: dict, dataset: Dataset):
@@ -135,7 +141,7 @@ def build_model(cfg: dict, dataset: Dataset):
     elif cfg.get("dropout"):
         raise ValueError(f"dropout is for the MLP models (vae, hvae); model {name!r} has none, "
                          f"got dropout={cfg['dropout']!r}")
-    if name in ("convhvae", "pixelhvae"):
+    if name in CONV_MODELS:
         kw.pop("architecture"), kw.pop("num_hidden_layers")
     if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
         kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])

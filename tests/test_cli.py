@@ -56,6 +56,9 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
     (["train", "--prior", "gtm", "--pseudo-input-parameterization", "clamp"],
      "--pseudo-input-parameterization applies to --prior vampprior"),
+    (["train", "--model", "convhvae", "--dropout", "0.2"],
+     "--dropout applies to --model vae and hvae, not --model convhvae"),
+    (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):

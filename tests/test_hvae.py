@@ -79,7 +79,7 @@ def test_hvae_bad_input():
 
 def test_decoder_dropout_acts_in_training_only_and_the_config_reaches_it():
     from pyrovamp.data import load_dataset
-    from pyrovamp.runs import build_model, resolve_config
+    from pyrovamp.runs import build_model, resolve_config, saved_config
 
     m = _hvae(dropout=0.5)
     z1, z2 = torch.randn(64, 2), torch.randn(64, 3)
@@ -98,3 +98,9 @@ def test_decoder_dropout_acts_in_training_only_and_the_config_reaches_it():
     assert build_model(cfg, load_dataset("digits")).decoder.dropout == 0.3
     with pytest.raises(ValueError, match="dropout is for the MLP models"):
         build_model({**cfg, "model": "convhvae"}, load_dataset("digits"))
+    # the book preset's dropout (Digits' default) is for the MLP decoders: not given to the conv
+    # models, and their run folders that recorded it read back without it
+    book = resolve_config({"dataset": "digits", "model": "pixelhvae", "prior": "standard"})
+    assert book["preset"] == "book" and book["dropout"] == 0.0
+    assert resolve_config({"dataset": "digits", "model": "hvae"})["dropout"] == 0.2
+    assert saved_config({**book, "dropout": 0.2})["dropout"] == 0.0
