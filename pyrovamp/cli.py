@@ -292,8 +292,8 @@ def _train(args, argv) -> int:
     import pyro
 
     from .data import load_dataset, spread_subset
-    from .runs import (atomic_write_text, build_model, make_folder, resolve_config, saved_config,
-                       write_history_csv)
+    from .runs import (CONV_MODELS, atomic_write_text, build_model, make_folder, resolve_config,
+                       saved_config, write_history_csv)
     from .training import CHECKPOINT, fit, read_checkpoint
 
     rank = _rank(args.devices)
@@ -333,7 +333,7 @@ def _train(args, argv) -> int:
                              "continue that run or choose another folder")
         if args.warmup_epochs is not None and args.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
-        if args.dropout and args.model in ("convhvae", "pixelhvae"):
+        if args.dropout and args.model in CONV_MODELS:
             raise UsageError(f"--dropout applies to --model vae and hvae, not --model {args.model}")
         if args.flow is not None and args.prior != "flow":
             raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")

@@ -109,6 +109,12 @@ def dense_layer(in_features: int, out_features: int, architecture: str = "mlp") 
     raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
+def _check_dropout(dropout) -> None:
+    """Raises ``ValueError`` unless ``0 <= dropout < 1``."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
 class MLP(nn.Sequential):
     """Fully connected network ``in_dim -> hidden_dims... -> out_dim``.
 
@@ -126,8 +132,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int,
                  architecture: str = "mlp", dropout: float = 0.0):
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        _check_dropout(dropout)
         if architecture not in ARCHITECTURES:
             raise ValueError(
                 f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
@@ -208,8 +213,7 @@ class JointNet(nn.Module):
     def __init__(self, in_dims: Sequence[int], hidden_dim: int, out_dim: int,
                  architecture: str = "mlp", num_joint_layers: int = 1, normalizers=None,
                  dropout: float = 0.0):
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        _check_dropout(dropout)
         super().__init__()
         self.dropout = float(dropout)
         self.branches = nn.ModuleList([dense_layer(d, hidden_dim, architecture) for d in in_dims])
@@ -225,16 +229,19 @@ class JointNet(nn.Module):
     def forward(self, *inputs):
         hs = []
         for x, branch, norm in zip(inputs, self.branches, self._normalizers):
-            h = branch(norm(x) if norm is not None else x)
-            hs.append(F.dropout(h, self.dropout, self.training) if self.dropout else h)
+            hs.append(self._drop(branch(norm(x) if norm is not None else x)))
         shape = torch.broadcast_shapes(*(h.shape[:-1] for h in hs))
         hs = [h.expand(shape + h.shape[-1:]) for h in hs]
         h = torch.cat(hs, dim=-1)
-        if self.dropout == 0:
+        if not self.dropout:  # the plain path, as without dropout (the measured memory, too)
             return self.joint(h)
-        for layer in self.joint[:-1]:  # dropout as a function: the same parameter names
-            h = F.dropout(layer(h), self.dropout, self.training)
+        for layer in self.joint[:-1]:
+            h = self._drop(layer(h))
         return self.joint[-1](h)
+
+    def _drop(self, h):
+        """Dropout as a function, not a module: the parameter names do not depend on it."""
+        return F.dropout(h, self.dropout, self.training) if self.dropout else h
 
 
 class ConditionalGaussian(nn.Module):
