@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
     from .data import DATASETS
     from .priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
-    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, WEIGHT_INITS
+    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS, WEIGHT_INITS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -107,10 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSS_NAMES, default="trace")
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
+    t.add_argument("--lr-decay", type=float,
+                   help="multiply the learning rate by this factor in (0, 1) when the validation "
+                        "score (--val-bound) has not improved for --lr-patience epochs after the "
+                        "warm-up (default: constant)")
+    t.add_argument("--lr-patience", type=_positive_int("--lr-patience"),
+                   help="epochs without a better validation score before --lr-decay (default 10)")
     t.add_argument("--ema-decay", type=float,
                    help="average the parameters with this decay per step (0 < d < 1; 0: off)")
+    t.add_argument("--val-bound", choices=VAL_BOUNDS,
+                   help="validation score for early stopping, the best parameters and --lr-decay: "
+                        "the ELBO (default, the paper's) or the importance-weighted bound with "
+                        "--val-num-samples samples")
+    t.add_argument("--val-points", type=_positive_int("--val-points"),
+                   help="validate on this many validation points spread over the validation set "
+                        "(default: all)")
     t.add_argument("--val-num-samples", type=_positive_int("--val-num-samples"),
-                   help="ELBO samples per validation point for early stopping")
+                   help="samples per validation point: of the ELBO, or the K of --val-bound iwae")
     t.add_argument("--num-samples", type=_positive_int("--num-samples"),
                    help="importance samples per test point (default 5000)")
     t.add_argument("--data-root", help="folder with the data set's canonical files")
@@ -279,6 +292,8 @@ def _train_config(cfg: dict, progress: bool):
                        warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
                        seed=cfg["seed"], max_minutes=cfg.get("max_minutes"),
                        val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
+                       lr_decay=cfg.get("lr_decay"), lr_patience=cfg.get("lr_patience") or 10,
+                       val_bound=cfg.get("val_bound") or "elbo",
                        accelerator=accelerator, devices=cfg.get("devices") or 1,
                        num_nodes=cfg.get("num_nodes") or 1, strategy=cfg.get("strategy") or "auto",
                        precision=str(cfg.get("precision") or "32"),
@@ -335,6 +350,8 @@ def _train(args, argv) -> int:
             raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
         if args.dropout and args.model in CONV_MODELS:
             raise UsageError(f"--dropout applies to --model vae and hvae, not --model {args.model}")
+        if args.lr_decay is not None and not 0.0 < args.lr_decay < 1.0:
+            raise UsageError(f"--lr-decay must be in (0, 1), got {args.lr_decay}")
         if args.flow is not None and args.prior != "flow":
             raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
         if args.pseudo_input_parameterization is not None and args.prior != "vampprior":
@@ -366,7 +383,9 @@ def _train(args, argv) -> int:
               file=sys.stderr)
     test_data = spread_subset(dataset.test, cfg.get("test_points") or TEST_POINTS) \
         if cfg.get("test_every") else None
-    result = fit(model, dataset.train_sampler or dataset.train, dataset.validation, tcfg,
+    validation = dataset.validation if not cfg.get("val_points") else \
+        spread_subset(dataset.validation, cfg["val_points"])
+    result = fit(model, dataset.train_sampler or dataset.train, validation, tcfg,
                  checkpoint_dir=out, resume=args.resume, test_data=test_data)
     ok = False
     try:

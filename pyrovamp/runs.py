@@ -56,12 +56,14 @@ PRESETS = {
     "book": dict(model="vae", latent_dim=2, num_components=16, hidden_dim=256,
                  num_hidden_layers=2, architecture="mlp", logvar_bounds=None, optimizer="adamax",
                  lr=1e-3, batch_size=64, epochs=1000, patience=50, warmup_epochs=0, dropout=0.2,
-                 val_num_samples=10, ema_decay=0.995, num_samples=5000, precision="32"),
+                 val_num_samples=10, ema_decay=0.995, num_samples=5000, precision="32",
+                 lr_decay=None, lr_patience=10, val_bound="elbo", val_points=None),
     "paper": dict(model="vae", latent_dim=40, num_components=500, hidden_dim=300,
                   num_hidden_layers=2, architecture="gated", logvar_bounds=[-6.0, 2.0],
                   optimizer="adam", lr=5e-4, batch_size=100, epochs=2000, patience=50,
                   warmup_epochs=100, dropout=0.0, val_num_samples=1, ema_decay=None,
-                  num_samples=5000, precision="32"),
+                  num_samples=5000, precision="32", lr_decay=None, lr_patience=10,
+                  val_bound="elbo", val_points=None),
 }
 PRESETS["fast"] = {**PRESETS["paper"], "batch_size": 200, "lr": 1e-3, "precision": "bf16-mixed",
                    "ema_decay": 0.999}
@@ -75,7 +77,8 @@ PRESETS["paper"].update(optimizer="adamnormgrad", weight_init="he",
 for _name in ("book", "fast"):
     PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
 # what a run whose config.json predates a setting was trained with (see saved_config)
-LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid"}
+LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid",
+                   "lr_decay": None, "lr_patience": 10, "val_bound": "elbo", "val_points": None}
 # the paper's random initialisation of the pseudo-inputs per data set (load_data.py of
 # jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
 PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),
@@ -196,12 +199,12 @@ def save_figure(fig, path) -> None:
 
 
 def write_history_csv(history: list[dict], path) -> None:
-    """One row per epoch: ``epoch, beta, train_loss, val_elbo, val_reconstruction, val_kl,
-    seconds, test_log_likelihood, test_seconds`` (nats per data point; seconds of wall time;
+    """One row per epoch: ``epoch, beta, lr, train_loss, val_elbo, val_reconstruction, val_kl,
+    val_iwae, seconds, test_log_likelihood, test_seconds`` (nats per data point; seconds of wall time;
     the test columns are empty except every ``--test-every`` epochs)."""
     buf = io.StringIO()
-    keys = ["epoch", "beta", "train_loss", "val_elbo", "val_reconstruction", "val_kl", "seconds",
-            "test_log_likelihood", "test_seconds"]
+    keys = ["epoch", "beta", "lr", "train_loss", "val_elbo", "val_reconstruction", "val_kl",
+            "val_iwae", "seconds", "test_log_likelihood", "test_seconds"]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in history:

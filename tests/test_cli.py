@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pyrovamp.cli import main
 
@@ -59,6 +60,8 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     (["train", "--model", "convhvae", "--dropout", "0.2"],
      "--dropout applies to --model vae and hvae, not --model convhvae"),
     (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["train", "--lr-decay", "1.5"], "--lr-decay must be in (0, 1), got 1.5"),
+    (["train", "--lr-patience", "0"], "--lr-patience must be at least 1"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -170,6 +173,32 @@ def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_
     assert (cfg["preset"], cfg["precision"], cfg["batch_size"], cfg["ema_decay"]) == \
         ("fast", "bf16-mixed", 200, 0.999)
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
+
+
+def test_validation_options_reach_training(tmp_path, monkeypatch):
+    import pyrovamp.training
+    from pyrovamp.data import load_dataset, spread_subset
+
+    seen = {}
+    real_fit = pyrovamp.training.fit
+
+    def spy(model, train_data, validation_data, config, **kw):
+        seen.update(validation=validation_data, config=config)
+        return real_fit(model, train_data, validation_data, config, **kw)
+
+    monkeypatch.setattr(pyrovamp.training, "fit", spy)
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--num-samples", "5", "--no-progress", "--val-bound",
+                 "iwae", "--val-num-samples", "4", "--val-points", "30", "--lr-decay", "0.5",
+                 "--lr-patience", "3", "--out", str(out)]) == 0
+    assert torch.equal(seen["validation"], spread_subset(load_dataset("digits").validation, 30))
+    c = seen["config"]
+    assert (c.val_bound, c.val_num_samples, c.lr_decay, c.lr_patience, c.monitor) == \
+        ("iwae", 4, 0.5, 3, "val_iwae")
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["val_bound"], cfg["val_points"], cfg["lr_decay"]) == ("iwae", 30, 0.5)
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"lr", "val_iwae"} <= set(header)
 
 
 def test_grey_images_report_nll_per_pixel(tmp_path):

@@ -113,6 +113,72 @@ def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay, opti
     _same(full, again)
 
 
+def _plateau_lrs(vals, lr, factor, patience, warmup):
+    """The learning rates of the epochs under decay-on-plateau of ``vals`` (the rule, written
+    out: after the warm-up, ``factor`` once the best value is ``patience`` epochs old)."""
+    lrs, best, bad = [], -math.inf, 0
+    for epoch, v in enumerate(vals, start=1):
+        lrs.append(lr)
+        if epoch <= warmup:
+            continue
+        if v > best:
+            best, bad = v, 0
+        else:
+            bad += 1
+        if bad > patience:
+            lr, bad = lr * factor, 0
+    return lrs
+
+
+def _mismatched(n=48):
+    return 1.0 - _data(n, seed=1)  # validation that gets worse as the training data is fitted
+
+
+def test_lr_decay_follows_the_validation_elbo_after_the_warmup():
+    cfg = dict(epochs=12, batch_size=16, lr=1e-2, warmup_epochs=2, patience=None, progress=False,
+               lr_decay=0.5, lr_patience=1)
+    hist = train(_vae(), _data(), _mismatched(), **cfg)
+    vals, lrs = [r["val_elbo"] for r in hist], [r["lr"] for r in hist]
+    assert lrs == pytest.approx(_plateau_lrs(vals, 1e-2, 0.5, 1, 2), rel=1e-12)
+    assert min(lrs) <= 2.5e-3  # the validation ELBO worsens, so the rate decayed at least twice
+    # during the warm-up the ELBO may worsen without decay; without lr_decay the rate is constant
+    assert lrs[:4] == [1e-2] * 4
+    flat = train(_vae(), _data(), _mismatched(), **{**cfg, "lr_decay": None})
+    assert [r["lr"] for r in flat] == [1e-2] * 12
+    with pytest.raises(ValueError, match="lr_decay needs validation_data"):
+        train(_vae(), _data(), epochs=1, lr_decay=0.5, progress=False)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="lr_decay must be in"):
+            train(_vae(), _data(), _mismatched(), epochs=1, lr_decay=bad, progress=False)
+
+
+def test_iwae_validation_chooses_the_parameters_by_the_bound(tmp_path):
+    r = fit(_vae(), _data(), _data(48, seed=1), epochs=12, batch_size=16, lr=1e-2, patience=None,
+            progress=False, checkpoint_dir=tmp_path, val_bound="iwae", val_num_samples=8)
+    bound = [h["val_iwae"] for h in r.history]
+    elbo = [h["val_elbo"] for h in r.history]
+    # the bound is above the ELBO (Burda et al. 2016, theorem 1), and it is what is monitored
+    assert sum(bound) / len(bound) > sum(elbo) / len(elbo)
+    assert r.best_val_elbo == pytest.approx(max(bound), abs=1e-5) != pytest.approx(max(elbo), abs=1e-5)
+    best = read_checkpoint(tmp_path / BEST)["pyrovamp"]["history"][-1]
+    assert best["val_iwae"] == max(bound)
+    with pytest.raises(ValueError, match="val_bound must be one of elbo, iwae"):
+        fit(_vae(), _data(), _data(48, seed=1), epochs=1, val_bound="iw", progress=False)
+
+
+def test_resume_keeps_the_lr_decay_state(tmp_path):
+    cfg = dict(epochs=10, batch_size=16, lr=1e-2, warmup_epochs=2, patience=None, seed=3,
+               progress=False, lr_decay=0.5, lr_patience=1)
+    full = _vae()
+    ref = train(full, _data(), _mismatched(), checkpoint_dir=tmp_path / "a", **cfg)
+    part = _vae()
+    train(part, _data(), _mismatched(), checkpoint_dir=tmp_path / "b", **{**cfg, "epochs": 6})
+    again = _vae()
+    hist = train(again, _data(), _mismatched(), checkpoint_dir=tmp_path / "b", resume=True, **cfg)
+    assert [r["lr"] for r in hist] == [r["lr"] for r in ref] and min(r["lr"] for r in ref) < 1e-2
+    _same(full, again)
+
+
 def test_ema_averages_parameters_and_keeps_integer_buffers():
     from pyrovamp.priors import FlowPrior
 
