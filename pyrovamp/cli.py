@@ -352,6 +352,8 @@ def _train(args, argv) -> int:
             raise UsageError(f"--dropout applies to --model vae and hvae, not --model {args.model}")
         if args.lr_decay is not None and not 0.0 < args.lr_decay < 1.0:
             raise UsageError(f"--lr-decay must be in (0, 1), got {args.lr_decay}")
+        if args.lr_patience is not None and args.lr_decay is None:
+            raise UsageError("--lr-patience applies with --lr-decay F")
         if args.flow is not None and args.prior != "flow":
             raise UsageError(f"--flow applies to --prior flow, not --prior {args.prior}")
         if args.pseudo_input_parameterization is not None and args.prior != "vampprior":
@@ -363,6 +365,9 @@ def _train(args, argv) -> int:
             cfg["flow"] = cfg.get("flow") or "realnvp"
         if cfg["ema_decay"] == 0:
             cfg["ema_decay"] = None
+        if cfg["val_bound"] == "iwae" and cfg["val_num_samples"] < 2:
+            raise UsageError(f"--val-bound iwae needs --val-num-samples K >= 2 (the {cfg['preset']} "
+                             f"preset has {cfg['val_num_samples']})")
     tcfg = _train_config(cfg, progress=not args.no_progress and rank == 0)
     tcfg.validate()
     dataset = _limit(load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points"))
@@ -431,7 +436,8 @@ def _finish_run(model, dataset, cfg, tcfg, result, out):
     device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
     meta = {"epochs_trained": result.epochs, "train_seconds": result.train_seconds,
             "finished": result.finished, "stopped_early": result.stopped_early,
-            "best_val_elbo": result.best_val_elbo, "parameters": result.source,
+            "best_val_elbo": result.best_val_elbo, "val_bound": tcfg.val_bound,
+            "parameters": result.source,
             "processes": trainer.world_size if trainer is not None else 1,
             "precision": str(tcfg.precision)}
     _write_metrics_and_figures(model, dataset, cfg, meta, result.history, out, cfg["num_samples"],
@@ -578,7 +584,8 @@ def _evaluate(args) -> int:
     old = json.loads(path.read_text()) if path.is_file() else {}
     info = {"epochs_trained": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
             "finished": meta.get("finished"), "stopped_early": meta.get("stopped_early"),
-            "best_val_elbo": meta.get("best_val_elbo"), "parameters": meta.get("source")}
+            "best_val_elbo": meta.get("best_val_elbo"), "val_bound": cfg.get("val_bound") or "elbo",
+            "parameters": meta.get("source")}
     _write_metrics_and_figures(model, dataset, cfg, info, meta.get("history", []), run,
                                num_samples, args.device, progress=not args.no_progress)
     merge_metrics(path, {**old, **json.loads(path.read_text())})  # keep e.g. the AIS keys

@@ -142,7 +142,10 @@ def plot_history(history: list[dict]) -> Figure:
     ax.plot(epochs, [-r["train_loss"] for r in history], label="train ELBO (beta-weighted)")
     if history and "val_elbo" in history[0]:
         ax.plot(epochs, [r["val_elbo"] for r in history], label="validation ELBO")
-        best = max(history, key=lambda r: r["val_elbo"])
+        score = "val_iwae" if "val_iwae" in history[0] else "val_elbo"  # what chose the best
+        if score == "val_iwae":
+            ax.plot(epochs, [r["val_iwae"] for r in history], label="validation IWAE bound")
+        best = max(history, key=lambda r: r[score])
         ax.axvline(best["epoch"], color="gray", ls=":", label=f"best epoch {best['epoch']}")
     tested = [r for r in history if r.get("test_log_likelihood") is not None]
     if tested:

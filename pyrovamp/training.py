@@ -248,6 +248,9 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.val_bound not in VAL_BOUNDS:
             raise ValueError(f"val_bound must be one of {', '.join(VAL_BOUNDS)}, got {self.val_bound!r}")
+        if self.val_bound == "iwae" and self.val_num_samples < 2:
+            raise ValueError("val_bound='iwae' needs val_num_samples >= 2 (with one sample the "
+                             "bound is the ELBO)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
@@ -605,7 +608,9 @@ class SVIModule(pl.LightningModule):
                 record["val_iwae"] = float(log_likelihood(scored, dm.validation,
                                                           self.config.val_num_samples,
                                                           seed=_mix(seed, 17)).mean())
-            v = record[self.config.monitor]
+            # one score for all processes, so that every process decays its optimiser alike
+            v = float(self.trainer.strategy.broadcast(record[self.config.monitor], src=0))
+            record[self.config.monitor] = v
             if not math.isfinite(v):
                 raise NonFiniteLossError(
                     f"non-finite {self.config.monitor} at epoch {self.current_epoch + 1}: training "
@@ -1067,12 +1072,16 @@ def sharded_over_processes(fn, x: torch.Tensor, block: int, trainer) -> dict:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+# the training settings added after runs were made, as those runs trained (no decay, the ELBO)
+_LEGACY_TRAIN = {"lr_decay": None, "lr_patience": 10, "val_bound": "elbo"}
 RESUMABLE = ("epochs", "max_minutes", "progress", "accelerator", "devices", "num_nodes",
              "strategy", "device", "logger", "test_every", "test_num_samples")
 
 
 def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
-    """Refuse to resume with a setting that changes the run (one line naming it)."""
+    """Refuse to resume with a setting that changes the run (one line naming it); a setting that
+    the run's pyrovamp predates counts as what it trained with (:data:`_LEGACY_TRAIN`)."""
+    saved = {**_LEGACY_TRAIN, **saved}
     now = asdict(config)
     for k, v in saved.items():
         if k in RESUMABLE or k not in now:
@@ -1089,8 +1098,9 @@ def train(model, train_data, validation_data=None, *, checkpoint_dir=None, resum
 
     ``options`` are :class:`TrainConfig` fields -- the same settings as ``pyrovamp train``
     (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``loss``, ``warmup_epochs``,
-    ``patience``, ``ema_decay``, ``accelerator``, ``devices``, ``strategy``, ``precision``,
-    ``logger``, ``max_minutes``, ``test_every``, ...). The model comes back in evaluation mode
+    ``patience``, ``ema_decay``, ``lr_decay``, ``lr_patience``, ``val_bound``,
+    ``val_num_samples``, ``accelerator``, ``devices``, ``strategy``, ``precision``, ``logger``,
+    ``max_minutes``, ``test_every``, ...). The model comes back in evaluation mode
     with the best (validated), averaged or last parameters. With ``test_every=N`` and
     ``test_data``, the history holds the test log-likelihood every N epochs (a learning curve).
 

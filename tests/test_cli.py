@@ -62,6 +62,9 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
     (["train", "--lr-decay", "1.5"], "--lr-decay must be in (0, 1), got 1.5"),
     (["train", "--lr-patience", "0"], "--lr-patience must be at least 1"),
+    (["train", "--lr-patience", "5"], "--lr-patience applies with --lr-decay F"),
+    (["train", "--dataset", "static_mnist", "--val-bound", "iwae"],
+     "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):

@@ -164,6 +164,8 @@ def test_iwae_validation_chooses_the_parameters_by_the_bound(tmp_path):
     assert best["val_iwae"] == max(bound)
     with pytest.raises(ValueError, match="val_bound must be one of elbo, iwae"):
         fit(_vae(), _data(), _data(48, seed=1), epochs=1, val_bound="iw", progress=False)
+    with pytest.raises(ValueError, match="needs val_num_samples >= 2"):
+        fit(_vae(), _data(), _data(48, seed=1), epochs=1, val_bound="iwae", progress=False)
 
 
 def test_resume_keeps_the_lr_decay_state(tmp_path):
@@ -177,6 +179,14 @@ def test_resume_keeps_the_lr_decay_state(tmp_path):
     hist = train(again, _data(), _mismatched(), checkpoint_dir=tmp_path / "b", resume=True, **cfg)
     assert [r["lr"] for r in hist] == [r["lr"] for r in ref] and min(r["lr"] for r in ref) < 1e-2
     _same(full, again)
+    # a run made before these settings existed trained without decay, on the ELBO
+    state = read_checkpoint(tmp_path / "b" / CHECKPOINT)
+    for k in ("lr_decay", "lr_patience", "val_bound"):
+        del state["pyrovamp"]["config"][k]
+    torch.save(state, tmp_path / "b" / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="lr_decay was None in this run and is now 0.5"):
+        train(_vae(), _data(), _mismatched(), checkpoint_dir=tmp_path / "b", resume=True,
+              **{**cfg, "epochs": 11})
 
 
 def test_ema_averages_parameters_and_keeps_integer_buffers():
