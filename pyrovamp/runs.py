@@ -24,7 +24,7 @@ from .diagnostics import khat_threshold
 from .evaluation import active_units, elbo, log_likelihood
 from .exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
 from .models import MODELS
-from ._choices import WEIGHT_INITS
+from ._choices import LEGACY_TRAINING, WEIGHT_INITS
 from .nets import he_init_
 from .priors import make_prior
 
@@ -78,7 +78,7 @@ for _name in ("book", "fast"):
     PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
 # what a run whose config.json predates a setting was trained with (see saved_config)
 LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid",
-                   "lr_decay": None, "lr_patience": 10, "val_bound": "elbo", "val_points": None}
+                   **LEGACY_TRAINING, "val_points": None}
 # the paper's random initialisation of the pseudo-inputs per data set (load_data.py of
 # jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
 PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),

@@ -57,7 +57,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer, W
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .errors import CheckpointError, NonFiniteLossError
-from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS
+from ._choices import LEGACY_TRAINING, LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS
 from .evaluation import elbo_terms, log_likelihood
 from .nets import parameter_chunks
 
@@ -1072,16 +1072,14 @@ def sharded_over_processes(fn, x: torch.Tensor, block: int, trainer) -> dict:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-# the training settings added after runs were made, as those runs trained (no decay, the ELBO)
-_LEGACY_TRAIN = {"lr_decay": None, "lr_patience": 10, "val_bound": "elbo"}
 RESUMABLE = ("epochs", "max_minutes", "progress", "accelerator", "devices", "num_nodes",
              "strategy", "device", "logger", "test_every", "test_num_samples")
 
 
 def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
     """Refuse to resume with a setting that changes the run (one line naming it); a setting that
-    the run's pyrovamp predates counts as what it trained with (:data:`_LEGACY_TRAIN`)."""
-    saved = {**_LEGACY_TRAIN, **saved}
+    the run's pyrovamp predates counts as what it trained with (``LEGACY_TRAINING``)."""
+    saved = {**LEGACY_TRAINING, **saved}
     now = asdict(config)
     for k, v in saved.items():
         if k in RESUMABLE or k not in now:
