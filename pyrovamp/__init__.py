@@ -14,6 +14,7 @@ Everything a notebook needs is importable from here:
 * evaluation (:mod:`pyrovamp.evaluation`): :func:`log_likelihood`, :func:`elbo`,
   :func:`elbo_terms`, :func:`log_importance_weights`, :func:`active_units`,
   :func:`points_per_block`, :func:`evaluation_plan` -- nats per data point;
+  :func:`refine_guide` (:mod:`pyrovamp.refine`): a tighter proposal for a trained model;
 * Pareto k-hat diagnostics of importance weights (:mod:`pyrovamp.diagnostics`):
   :func:`importance_diagnostics`, :func:`khat_threshold`, :func:`khat_against_truth`;
 * comparison (:mod:`pyrovamp.workflow`), figures (:mod:`pyrovamp.plots`) and run folders
@@ -30,6 +31,7 @@ from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, 
                          log_importance_weights, log_likelihood, points_per_block)
 from .exact import exact_log_likelihood
 from .likelihoods import LIKELIHOODS
+from .refine import refine_guide
 from .models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
 from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
                      VampPrior, make_prior)
@@ -56,7 +58,7 @@ __all__ = [
     "TrainConfig", "TrainResult", "fit", "train",
     "DEFAULT_MEMORY_BUDGET", "active_units", "elbo", "elbo_terms", "evaluation_plan",
     "log_importance_weights", "log_likelihood", "points_per_block",
-    "ais_log_likelihood", "bdmc", "exact_log_likelihood",
+    "ais_log_likelihood", "bdmc", "exact_log_likelihood", "refine_guide",
     *_LAZY,
 ]
 

@@ -4,7 +4,9 @@
 ``pyrovamp train`` trains a VAE with a chosen prior and writes a run folder; its defaults on
 Digits are the book's setup (L=2, K=16, 256 hidden units, Adamax 1e-3, batch 64, early stopping
 with patience 20), on static MNIST the VampPrior paper's. ``pyrovamp evaluate RUN_DIR``
-recomputes the test metrics from the checkpoint. Bad arguments give a one-line error and exit
+recomputes the test metrics from the checkpoint (``--method is|ais|exact``: one estimator;
+``--refine-guide EPOCHS``: IS with a guide refined on the training set, the model frozen,
+:func:`pyrovamp.refine.refine_guide`). Bad arguments give a one-line error and exit
 status 2, before any work and without touching an existing run folder.
 """
 
@@ -204,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AIS/BDMC intermediate distributions T (default 600)")
     e.add_argument("--num-chains", type=_positive_int("--num-chains"),
                    help="AIS/BDMC chains per data point (default 16)")
+    e.add_argument("--refine-guide", type=_positive_int("--refine-guide"), metavar="EPOCHS",
+                   help="refine a copy of the guide on the training set for EPOCHS epochs of the "
+                        "importance-weighted bound, the model frozen, then estimate the test "
+                        "log-likelihood by IS with it (test_log_likelihood_refined)")
+    e.add_argument("--refine-num-samples", type=_positive_int("--refine-num-samples"),
+                   metavar="K", help="importance samples of the refinement's bound (default 10)")
+    e.add_argument("--refine-lr", type=_positive_float("--refine-lr"),
+                   help="Adam's learning rate of the refinement (default 1e-4)")
     e.add_argument("--bdmc", type=_positive_int("--bdmc"), metavar="N",
                    help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points")
     e.add_argument("--data-root")
@@ -567,9 +577,26 @@ def _evaluate(args) -> int:
         raise UsageError("--num-samples applies to --method is")
     if (args.num_steps or args.num_chains) and args.method != "ais" and args.bdmc is None:
         raise UsageError("--num-steps and --num-chains apply to --method ais and --bdmc")
+    if args.refine_guide is None and (args.refine_num_samples or args.refine_lr):
+        raise UsageError("--refine-num-samples and --refine-lr need --refine-guide")
+    if args.refine_guide is not None and args.method not in (None, "is"):
+        raise UsageError(f"--refine-guide refines the proposal of importance sampling; it does "
+                         f"not apply to --method {args.method}")
     model, cfg, dataset, meta = load_run(run, args.device, args.data_root)
     dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
+    if args.refine_guide is not None:
+        from .runs import evaluate_estimators, evaluate_refined
+
+        evaluate_refined(model, dataset, run, epochs=args.refine_guide,
+                         refine_num_samples=args.refine_num_samples or 10,
+                         lr=args.refine_lr or 1e-4, num_samples=num_samples, device=args.device,
+                         trained_epochs=meta.get("epochs"), progress=not args.no_progress)
+        if args.bdmc is not None:
+            evaluate_estimators(model, dataset.test.to(args.device), run, None, args.bdmc,
+                                num_chains=args.num_chains, num_steps=args.num_steps,
+                                epochs=meta.get("epochs"))
+        return 0
     if args.method is not None or args.bdmc is not None:
         from .runs import evaluate_estimators
 
