@@ -43,9 +43,10 @@ def _positive(name, kind=int):
             v = kind(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
-        if not v > 0:
+        if not (v > 0 and math.isfinite(v)):
             raise argparse.ArgumentTypeError(
-                f"{name} must be at least 1, got {v}" if kind is int else f"{name} must be positive, got {v}")
+                f"{name} must be at least 1, got {v}" if kind is int
+                else f"{name} must be a finite positive number, got {v}")
         return v
     return conv
 
@@ -209,11 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--refine-guide", type=_positive_int("--refine-guide"), metavar="EPOCHS",
                    help="refine a copy of the guide on the training set for EPOCHS epochs of the "
                         "importance-weighted bound, the model frozen, then estimate the test "
-                        "log-likelihood by IS with it (test_log_likelihood_refined)")
+                        "log-likelihood by IS with it (test_log_likelihood_refined; "
+                        "--num-samples sets its S) beside the run's plain IS estimate")
     e.add_argument("--refine-num-samples", type=_positive_int("--refine-num-samples"),
                    metavar="K", help="importance samples of the refinement's bound (default 10)")
     e.add_argument("--refine-lr", type=_positive_float("--refine-lr"),
                    help="Adam's learning rate of the refinement (default 1e-4)")
+    e.add_argument("--refine-batch-size", type=_positive_int("--refine-batch-size"),
+                   help="training points per step of the refinement (default 100; smaller "
+                        "uses less memory)")
     e.add_argument("--bdmc", type=_positive_int("--bdmc"), metavar="N",
                    help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points")
     e.add_argument("--data-root")
@@ -577,11 +582,19 @@ def _evaluate(args) -> int:
         raise UsageError("--num-samples applies to --method is")
     if (args.num_steps or args.num_chains) and args.method != "ais" and args.bdmc is None:
         raise UsageError("--num-steps and --num-chains apply to --method ais and --bdmc")
-    if args.refine_guide is None and (args.refine_num_samples or args.refine_lr):
-        raise UsageError("--refine-num-samples and --refine-lr need --refine-guide")
-    if args.refine_guide is not None and args.method not in (None, "is"):
-        raise UsageError(f"--refine-guide refines the proposal of importance sampling; it does "
-                         f"not apply to --method {args.method}")
+    if args.refine_guide is None and (args.refine_num_samples or args.refine_lr
+                                      or args.refine_batch_size):
+        raise UsageError("--refine-num-samples, --refine-lr and --refine-batch-size need "
+                         "--refine-guide")
+    if args.refine_guide is not None and args.method is not None:
+        raise UsageError(f"--refine-guide is an estimate of its own (IS with the refined guide); "
+                         f"run --method {args.method} separately")
+    if args.refine_guide is not None and run.is_dir() and "test_log_likelihood" not in (
+            json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file()
+            else {}):
+        raise UsageError(f"{run} has no test evaluation yet (metrics.json without "
+                         f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
+                         "--refine-guide to set the refined estimate beside it")
     model, cfg, dataset, meta = load_run(run, args.device, args.data_root)
     dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
@@ -590,7 +603,8 @@ def _evaluate(args) -> int:
 
         evaluate_refined(model, dataset, run, epochs=args.refine_guide,
                          refine_num_samples=args.refine_num_samples or 10,
-                         lr=args.refine_lr or 1e-4, num_samples=num_samples, device=args.device,
+                         lr=args.refine_lr or 1e-4, batch_size=args.refine_batch_size or 100,
+                         num_samples=num_samples, device=args.device,
                          trained_epochs=meta.get("epochs"), progress=not args.no_progress)
         if args.bdmc is not None:
             evaluate_estimators(model, dataset.test.to(args.device), run, None, args.bdmc,

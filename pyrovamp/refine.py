@@ -2,9 +2,10 @@
 
 The importance-sampled log-likelihood (:func:`pyrovamp.evaluation.log_likelihood`) uses the
 guide ``q(h|x)`` as its proposal. A guide trained jointly with the model falls short of the best
-proposal for two reasons (Cremer, Li & Duvenaud 2018, "Inference suboptimality in variational
-autoencoders", sec. 3: the amortisation gap): it was fitted to a moving model, and to the ELBO,
-whose optimum ``q`` is narrower than a good proposal for ``S`` samples. :func:`refine_guide`
+proposal in its family: an amortised guide fitted to a moving model leaves an amortisation gap
+(Cremer, Li & Duvenaud 2018, "Inference suboptimality in variational autoencoders", sec. 3), and
+one fitted to the ELBO is narrower than a good proposal for ``S`` samples (the IWAE bound's optimum
+is wider; Burda et al. 2016, sec. 5). :func:`refine_guide`
 trains a copy of the guide's networks on the importance-weighted bound (Burda et al. 2016,
 eq. 8)
 
@@ -18,7 +19,8 @@ signal-to-noise ratio does not decay with ``K`` as the IWAE gradient's does (Rai
 through the encoder (VampPrior, GTM-VampPrior: ``p(z) = 1/K sum_k q(z|u_k)`` keeps the encoder
 it was trained with, as a frozen copy) -- so ``log p(x)`` is the same function and any estimate
 with the refined guide is an estimate of the same model's log-likelihood: IS with the refined
-proposal is still a stochastic lower bound, only a tighter one.
+proposal is still a stochastic lower bound, typically a tighter one (not guaranteed: the guide is
+fitted on the training set, and to ``L_K``, not to the ``S``-sample estimate on the test set).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 import torch
 import pyro
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.func import functional_call
 
@@ -104,16 +107,40 @@ def _dreg_loss(model, log_q, x, num_samples, guide_params, names):
 
 def _guide_parameters(model, x) -> list[nn.Parameter]:
     """The parameters the guide's samples or densities depend on (found by differentiating one
-    pass of the guide on two data points)."""
+    pass of the guide on two data points).
+
+    Raises:
+        ValueError: a latent site of the guide is not reparameterised, or ``log p(x, h)`` at
+            fixed ``h`` depends on one of these parameters (the model would not stay frozen).
+    """
     params = [p for p in model.parameters()]
     with pyro.plate("importance_samples", 1, dim=-2):
         trace = poutine.trace(model.guide).get_trace(x[:2])
     out = _site_log_prob(trace, x[:2], 1.0, observed=False).sum()
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site["is_observed"]:
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
+            if not getattr(site["fn"], "has_rsample", False):
+                raise ValueError(f"guide site {name!r} is not reparameterised "
+                                 f"({type(site['fn']).__name__}): refine_guide needs rsample")
             out = out + site["value"].sum()
     grads = torch.autograd.grad(out, params, allow_unused=True)
-    return [p for p, g in zip(params, grads) if g is not None]
+    guide = [p for p, g in zip(params, grads) if g is not None]
+    fixed = {n: dict(s, value=s["value"].detach()) for n, s in trace.nodes.items()
+             if s["type"] == "sample" and not s["is_observed"]}
+    fixed_trace = trace.copy()
+    fixed_trace.nodes.update(fixed)
+    with pyro.plate("importance_samples", 1, dim=-2):
+        model_trace = poutine.trace(poutine.replay(model.model, trace=fixed_trace)).get_trace(
+            x[:2])
+    log_p = _site_log_prob(model_trace, x[:2], 1.0, observed=True).sum()
+    if log_p.requires_grad:
+        names = {id(p): n for n, p in model.named_parameters()}
+        shared = [names[id(p)] for p, g in zip(guide, torch.autograd.grad(
+            log_p, guide, allow_unused=True)) if g is not None]
+        if shared:
+            raise ValueError(f"the guide shares parameters with the model's p(x, h) "
+                             f"({', '.join(shared[:3])}): refining it would change the model")
+    return guide
 
 
 def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float = 1e-4,
@@ -142,16 +169,23 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
         progress: a tqdm progress bar over the data points of every epoch.
 
     Returns:
-        ``(refined, history)``: ``refined`` a copy of ``model`` in eval mode whose guide is
-        refined and whose priors keep their components, and ``history`` a list of dicts, one per
-        epoch: ``epoch``, ``bound`` (mean ``L_K`` over the epoch's steps, nats per data point,
-        before each step) and ``seconds``.
+        ``(refined, history)``: ``refined`` a copy of ``model`` in eval mode, every parameter with
+        ``requires_grad=False``, whose guide is refined (the guide's parameters that ``model``
+        trains; frozen ones stay) and whose priors keep their components -- a prior built on the
+        encoder (VampPrior, GTM-VampPrior) holds a frozen copy of it, so ``refined`` is for
+        estimating ``log p(x)``: its ``state_dict()`` does not load into a freshly built model
+        (there the prior and the guide share one encoder again). ``history`` is a list of dicts,
+        one per epoch: ``epoch``, ``bound`` (mean ``L_K`` over the epoch's steps, nats per data
+        point, before each step) and ``seconds``.
 
     Raises:
         ValueError: ``model`` without ``model``/``guide``, bad ``x`` (shape, NaN, support), a
             non-positive ``epochs``, ``num_samples``, ``batch_size`` or ``lr``, a negative
-            ``seed``, or a guide without trainable parameters.
-        NonFiniteLossError: the bound became NaN or infinite (``model`` is untouched).
+            ``seed``, a guide without trainable parameters, a guide site that is not
+            reparameterised, or a guide that shares parameters with ``p(x, h)`` other than
+            through a prior's ``encoder``.
+        NonFiniteLossError: the bound, the loss or the guide's parameters became NaN or infinite
+            (``model`` is untouched).
     """
     check_model(model)
     if not isinstance(model, nn.Module):
@@ -165,11 +199,12 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
     x = check_data(model, x)
     refined = copy.deepcopy(model)
     _unshare_priors(refined)
+    trainable = {id(p) for p in refined.parameters() if p.requires_grad}  # the caller's choice
     for p in refined.parameters():
         p.requires_grad_(True)
     history = []
     with evaluation_context(refined, seed, no_grad=False):
-        guide_params = _guide_parameters(refined, x)
+        guide_params = [p for p in _guide_parameters(refined, x) if id(p) in trainable]
         if not guide_params:
             raise ValueError("model's guide has no trainable parameters to refine")
         for p in refined.parameters():
@@ -188,13 +223,16 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
                     xb = x[order[start:start + batch_size]]
                     loss, bound = _dreg_loss(refined, log_q, xb, num_samples, guide_params,
                                              names)
-                    if not torch.isfinite(bound).all():
+                    where = f"in epoch {epoch} at data point {start}; the model is untouched"
+                    if not (torch.isfinite(bound).all() and torch.isfinite(loss)):
                         raise NonFiniteLossError(
-                            f"the importance-weighted bound became non-finite in epoch {epoch} "
-                            f"at data point {start}; the model is untouched")
+                            f"the importance-weighted bound became non-finite {where}")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if not all(torch.isfinite(p).all() for p in guide_params):
+                        raise NonFiniteLossError(f"the guide's parameters became non-finite "
+                                                 f"{where} (try a smaller lr)")
                     total += float(bound.sum())
                     bar.update(xb.shape[0])
             history.append({"epoch": epoch, "bound": total / n,

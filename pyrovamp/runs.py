@@ -397,20 +397,22 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
 
 
 def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_num_samples: int,
-                     lr: float, num_samples: int = 5000, device="cpu", seed: int = 0,
+                     lr: float, batch_size: int = 100, num_samples: int = 5000, device="cpu",
+                     seed: int = 0,
                      trained_epochs: int | None = None, progress: bool = False) -> dict:
     """``pyrovamp evaluate RUN --refine-guide EPOCHS``: refine a copy of the guide on the training
     set with the model frozen (:func:`pyrovamp.refine.refine_guide`, ``epochs`` passes of the
-    importance-weighted bound with ``refine_num_samples`` samples and Adam's ``lr``), then
+    importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
+    ``batch_size`` points per step), then
     estimate the test log-likelihood by importance sampling with ``num_samples`` from the refined
     proposal. The model and its run folder's parameters are not changed.
 
     Merges into ``RUN/metrics.json`` (other keys kept): ``test_log_likelihood_refined`` and its
     ``_se`` (nats per data point; the same model's log-likelihood as ``test_log_likelihood``, a
-    tighter stochastic lower bound), ``refined_num_samples``, ``refined_seconds`` (IS),
+    stochastic lower bound, typically tighter), ``refined_num_samples``, ``refined_seconds`` (IS),
     ``refine_seconds``, ``refine_epochs``, ``refine_num_samples``, ``refine_lr``,
     ``refine_bound`` (the training bound per refinement epoch) and ``refined_epochs`` (the epochs
-    the parameters were trained for); saves the per-point values to
+    the model's parameters were trained for, as ``is_epochs``); saves the per-point values to
     ``RUN/log_likelihood_refined.npz`` and prints a summary line. Returns the new metrics.
 
     Raises:
@@ -419,13 +421,14 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
     """
     import time
 
+    from .errors import NonFiniteLossError
     from .refine import refine_guide
 
     train = dataset.train  # dynamically binarised data: its one stored binarisation
     t0 = time.perf_counter()
     refined, history = refine_guide(model, train.to(device), epochs=epochs,
-                                    num_samples=refine_num_samples, lr=lr, seed=seed,
-                                    progress=progress)
+                                    num_samples=refine_num_samples, lr=lr,
+                                    batch_size=batch_size, seed=seed, progress=progress)
     refine_seconds = time.perf_counter() - t0
     metrics, per = evaluate_method(refined, dataset.test.to(device), "is", num_samples=num_samples,
                                    seed=seed, progress=progress)
@@ -436,6 +439,9 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
            "refine_num_samples": refine_num_samples, "refine_lr": lr,
            "refine_bound": [h["bound"] for h in history],
            **({} if trained_epochs is None else {"refined_epochs": int(trained_epochs)})}
+    if not (np.isfinite(per["log_likelihood"]).all() and np.isfinite(new["refine_bound"]).all()):
+        raise NonFiniteLossError("the refined guide gave a non-finite test log-likelihood; "
+                                 "nothing was written (try a smaller --refine-lr)")
     save_per_point(Path(run_dir) / "log_likelihood_refined.npz", **per)
     merge_metrics(Path(run_dir) / "metrics.json", new)
     print(f"refined guide ({epochs} epochs of the IWAE-{refine_num_samples} bound on "

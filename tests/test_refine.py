@@ -197,8 +197,12 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--refine-guide", "0"], "--refine-guide must be at least 1"),
-    (["--refine-lr", "0.01"], "--refine-num-samples and --refine-lr need --refine-guide"),
-    (["--refine-guide", "2", "--method", "ais"], "does not apply to --method ais"),
+    (["--refine-lr", "0.01"], "--refine-num-samples, --refine-lr and --refine-batch-size need "
+                              "--refine-guide"),
+    (["--refine-lr", "inf"], "--refine-lr must be a finite positive number, got inf"),
+    (["--refine-guide", "2", "--method", "ais"], "run --method ais separately"),
+    (["--refine-guide", "2", "--method", "is"], "run --method is separately"),
+    (["--refine-guide", "2"], "has no test evaluation yet"),
 ])
 def test_cli_refine_guide_bad_arguments_are_one_line(tmp_path, args, message, capsys):
     from pyrovamp.cli import main
@@ -210,3 +214,49 @@ def test_cli_refine_guide_bad_arguments_are_one_line(tmp_path, args, message, ca
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+class SharedChain(GaussianChain):
+    """The prior's mean is the guide's offset: refining the guide would change p(x, z)."""
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", dist.Normal(self.a2[1], 1.0).expand([x.shape[0], 1]).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(z2, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z1, 1.0).to_event(1), obs=x)
+
+
+class DiscreteGuide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logit = nn.Parameter(torch.zeros(1))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Bernoulli(0.5).expand([x.shape[0], 1]).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Bernoulli(logits=self.logit).expand([x.shape[0], 1]).to_event(1))
+
+
+def test_guides_that_cannot_be_refined_alone_are_refused():
+    with pytest.raises(ValueError, match=r"shares parameters with the model's p\(x, h\) \(a2\)"):
+        refine_guide(SharedChain(), torch.zeros(10, 1))
+    with pytest.raises(ValueError, match="guide site 'z' is not reparameterised"):
+        refine_guide(DiscreteGuide(), torch.zeros(10, 1))
+
+
+def test_frozen_guide_parameters_stay_and_a_diverging_refinement_raises():
+    from pyrovamp.errors import NonFiniteLossError
+
+    model = GaussianChain()
+    model.a1.requires_grad_(False)
+    x = torch.randn(200, 1, generator=torch.Generator().manual_seed(0))
+    refined, _ = refine_guide(model, x, epochs=2, lr=0.05)
+    assert torch.equal(refined.a1, model.a1) and not torch.equal(refined.a2, model.a2)
+    before = model.a2.detach().clone()
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        refine_guide(GaussianChain(), x * 1e30, epochs=1, lr=1e30)
+    assert torch.equal(model.a2.detach(), before)
