@@ -435,6 +435,8 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
     new = {"test_log_likelihood_refined": metrics["test_log_likelihood"],
            "test_log_likelihood_refined_se": metrics["test_log_likelihood_se"],
            "refined_num_samples": num_samples, "refined_seconds": metrics["is_seconds"],
+           "refined_median_ess": metrics["median_ess"],
+           "refined_share_k_above_0.7": metrics["share_k_above_0.7"],
            "refine_seconds": refine_seconds, "refine_epochs": epochs,
            "refine_num_samples": refine_num_samples, "refine_lr": lr,
            "refine_bound": [h["bound"] for h in history],

@@ -180,6 +180,7 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
         assert m[k] == v
     assert (m["refine_epochs"], m["refine_num_samples"], m["refine_lr"]) == (3, 5, 0.003)
     assert m["refined_num_samples"] == 20 and m["refined_epochs"] == 3
+    assert 1 <= m["refined_median_ess"] <= 20 and 0 <= m["refined_share_k_above_0.7"] <= 1
     assert len(m["refine_bound"]) == 3 and m["refine_bound"][-1] > m["refine_bound"][0]
     assert m["test_log_likelihood_refined"] > m["test_log_likelihood"]
     assert np.load(out / "log_likelihood_refined.npz")["log_likelihood"].shape == (100,)
