@@ -831,8 +831,24 @@ def load_model_weights(model: torch.nn.Module, path) -> dict:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} does not fit this model: "
-                              f"{str(e).strip().splitlines()[0][:200]}") from None
+                              f"{_state_mismatch(model, state) or str(e).strip().splitlines()[0][:200]}"
+                              ) from None
     return meta
+
+
+def _state_mismatch(model: torch.nn.Module, state: dict) -> str:
+    """One line naming how ``state`` differs from ``model.state_dict()``: missing and unexpected
+    keys and shape mismatches (the first three of each); empty if no key or shape differs."""
+    own = model.state_dict()
+    parts = []
+    for what, keys in (("missing", [k for k in own if k not in state]),
+                       ("unexpected", [k for k in state if k not in own]),
+                       ("shape differs for", [k for k in own if k in state and hasattr(
+                           state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)])):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            parts.append(f"{what} {', '.join(keys[:3])}{more}")
+    return "; ".join(parts)
 
 
 @contextlib.contextmanager

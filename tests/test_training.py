@@ -549,3 +549,27 @@ def test_training_loop_gives_adam_norm_grad_the_models_blocks():
     assert 2 in opt.param_groups[0]["norm_chunks"]
     opt = SVIModule(model, TrainConfig(optimizer="adam")).configure_optimizers()
     assert "norm_chunks" not in opt.param_groups[0]
+
+
+def test_a_model_file_that_does_not_fit_names_the_keys_in_one_line(tmp_path):
+    from pyrovamp import HVAE
+
+    trained = HVAE((8,), 3, prior="standard", hidden_dim=16, dropout=0.1)
+    state = trained.state_dict()
+    # a file whose decoder's last layer sits under another index, as a layout change would leave
+    state = {k.replace("decoder.joint.1.", "decoder.joint.2."): v for k, v in state.items()}
+    from pyrovamp.training import _FORMAT
+
+    torch.save({"pyrovamp": {"scored_state": state, "model_class": "HVAE", "format": _FORMAT}},
+               tmp_path / MODEL)
+    with pytest.raises(CheckpointError) as e:
+        load_model_weights(HVAE((8,), 3, prior="standard", hidden_dim=16), tmp_path / MODEL)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.endswith(
+        "does not fit this model: missing decoder.joint.1.weight, decoder.joint.1.bias; "
+        "unexpected decoder.joint.2.weight, decoder.joint.2.bias")
+    wide = HVAE((8,), 3, prior="standard", hidden_dim=20).state_dict()
+    torch.save({"pyrovamp": {"scored_state": wide, "model_class": "HVAE", "format": _FORMAT}},
+               tmp_path / MODEL)
+    with pytest.raises(CheckpointError, match=r"shape differs for \S+, \S+, \S+ and \d+ more"):
+        load_model_weights(HVAE((8,), 3, prior="standard", hidden_dim=16), tmp_path / MODEL)
