@@ -130,26 +130,39 @@ def _block_seed(seed: int, block: int) -> int:
 
 
 # --- one chunk ----------------------------------------------------------------------------------
+def site_log_probs(trace, x) -> tuple:
+    """``(observed, latent)``: the sums of ``log_prob`` over the observed and over the latent
+    sample sites of a Pyro ``trace`` run on data ``x`` (``(S, N)``-broadcastable tensors, or 0.0
+    where there is no such site), nats.
+
+    Raises:
+        ValueError: a site whose ``log_prob`` is not in the data plate at ``dim=-1``.
+    """
+    observed, latent = 0.0, 0.0
+    trace.compute_log_prob()
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        lp = site["log_prob"]
+        if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
+            raise ValueError(f"site {name!r} has log_prob shape {tuple(lp.shape)}: every site "
+                             "must sit in the data plate at dim=-1")
+        if site["is_observed"]:
+            observed = observed + lp
+        else:
+            latent = latent + lp
+    return observed, latent
+
+
 def _log_weights_chunk(model, x, num_samples, split=False):
     """``log p(x, h) - log q(h|x)`` for ``num_samples`` draws: ``(S, N)``; with ``split=True``
     the pair ``(observed-site log-likelihood, latent log q - log p)`` instead."""
     with pyro.plate("importance_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(model.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    observed, latent = 0.0, 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            lp = site["log_prob"]
-            if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
-                raise ValueError(f"site {name!r} has log_prob shape {tuple(lp.shape)}: every site "
-                                 "must sit in the data plate at dim=-1")
-            if site["is_observed"]:
-                observed = observed + lp
-            else:
-                latent = latent + sign * lp
+    observed, log_p_latent = site_log_probs(model_trace, x)
+    observed_q, log_q = site_log_probs(guide_trace, x)
+    observed, latent = observed + observed_q, log_p_latent - log_q
     shape = (num_samples, x.shape[0])
     if split:
         return torch.as_tensor(observed).expand(shape), (-torch.as_tensor(latent)).expand(shape)

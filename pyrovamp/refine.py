@@ -39,28 +39,21 @@ from torch.func import functional_call
 from ._latent import check_data, check_model, evaluation_context, positive_float, positive_int, \
     progress_bar
 from .errors import NonFiniteLossError
+from .evaluation import site_log_probs
 from .priors import Prior
 
 __all__ = ["refine_guide"]
 
 
-def _site_log_prob(trace, x, latent_sign: float, observed: bool) -> torch.Tensor:
-    """Sum of the sample sites' ``log_prob`` of ``trace``: latent sites times ``latent_sign``,
-    plus the observed sites if ``observed``; shape ``(K, N)`` (``K`` importance samples)."""
-    total = 0.0
-    trace.compute_log_prob()
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        lp = site["log_prob"]
-        if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
-            raise ValueError(f"site {name!r} has log_prob shape {tuple(lp.shape)}: every site "
-                             "must sit in the data plate at dim=-1")
-        if site["is_observed"]:
-            total = total + lp if observed else total
-        else:
-            total = total + latent_sign * lp
-    return torch.as_tensor(total)
+def _log_p(trace, x) -> torch.Tensor:
+    """``log p(x, h)`` of a model trace: ``(K, N)``-broadcastable, nats."""
+    observed, latent = site_log_probs(trace, x)
+    return torch.as_tensor(observed + latent)
+
+
+def _log_q(trace, x) -> torch.Tensor:
+    """``log q(h|x)`` of a guide trace: ``(K, N)``-broadcastable, nats."""
+    return torch.as_tensor(site_log_probs(trace, x)[1])
 
 
 class _GuideLogDensity(nn.Module):
@@ -76,7 +69,7 @@ class _GuideLogDensity(nn.Module):
     def forward(self, x, trace, num_samples):
         with pyro.plate("importance_samples", num_samples, dim=-2):
             replayed = poutine.trace(poutine.replay(self.model.guide, trace=trace)).get_trace(x)
-        return _site_log_prob(replayed, x, 1.0, observed=False)
+        return _log_q(replayed, x)
 
 
 def _unshare_priors(model) -> None:
@@ -96,7 +89,7 @@ def _dreg_loss(model, log_q, x, num_samples, guide_params, names):
     with pyro.plate("importance_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(model.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    log_p = _site_log_prob(model_trace, x, 1.0, observed=True)
+    log_p = _log_p(model_trace, x)
     stopped = {"model." + names[id(p)]: p.detach() for p in guide_params}
     log_w = log_p - functional_call(log_q, stopped, (x, guide_trace, num_samples))
     log_w = log_w.expand(num_samples, x.shape[0])
@@ -116,7 +109,7 @@ def _guide_parameters(model, x) -> list[nn.Parameter]:
     params = [p for p in model.parameters()]
     with pyro.plate("importance_samples", 1, dim=-2):
         trace = poutine.trace(model.guide).get_trace(x[:2])
-    out = _site_log_prob(trace, x[:2], 1.0, observed=False).sum()
+    out = _log_q(trace, x[:2]).sum()
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
             if not getattr(site["fn"], "has_rsample", False):
@@ -132,7 +125,7 @@ def _guide_parameters(model, x) -> list[nn.Parameter]:
     with pyro.plate("importance_samples", 1, dim=-2):
         model_trace = poutine.trace(poutine.replay(model.model, trace=fixed_trace)).get_trace(
             x[:2])
-    log_p = _site_log_prob(model_trace, x[:2], 1.0, observed=True).sum()
+    log_p = _log_p(model_trace, x[:2]).sum()
     if log_p.requires_grad:
         names = {id(p): n for n, p in model.named_parameters()}
         shared = [names[id(p)] for p, g in zip(guide, torch.autograd.grad(
