@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "importance-weighted bound, the model frozen, then estimate the test "
                         "log-likelihood by IS with it (test_log_likelihood_refined; "
                         "--num-samples sets its S) beside the run's plain IS estimate")
+    e.add_argument("--refine-on", choices=("train", "test"),
+                   help="fit the refined guide on the training set (default: a better amortised "
+                        "guide, test_log_likelihood_refined) or on the test images it then "
+                        "scores (a proposal adapted to them, as AIS adapts its chains; "
+                        "test_log_likelihood_refined_on_test)")
     e.add_argument("--refine-num-samples", type=_positive_int("--refine-num-samples"),
                    metavar="K", help="importance samples of the refinement's bound (default 10)")
     e.add_argument("--refine-lr", type=_positive_float("--refine-lr"),
@@ -583,9 +588,9 @@ def _evaluate(args) -> int:
     if (args.num_steps or args.num_chains) and args.method != "ais" and args.bdmc is None:
         raise UsageError("--num-steps and --num-chains apply to --method ais and --bdmc")
     if args.refine_guide is None and (args.refine_num_samples or args.refine_lr
-                                      or args.refine_batch_size):
-        raise UsageError("--refine-num-samples, --refine-lr and --refine-batch-size need "
-                         "--refine-guide")
+                                      or args.refine_batch_size or args.refine_on):
+        raise UsageError("--refine-on, --refine-num-samples, --refine-lr and --refine-batch-size "
+                         "need --refine-guide")
     if args.refine_guide is not None and args.method is not None:
         raise UsageError(f"--refine-guide is an estimate of its own (IS with the refined guide); "
                          f"run --method {args.method} separately")
@@ -605,7 +610,8 @@ def _evaluate(args) -> int:
                          refine_num_samples=args.refine_num_samples or 10,
                          lr=args.refine_lr or 1e-4, batch_size=args.refine_batch_size or 100,
                          num_samples=num_samples, device=args.device,
-                         trained_epochs=meta.get("epochs"), progress=not args.no_progress)
+                         refine_on=args.refine_on or "train", trained_epochs=meta.get("epochs"),
+                         progress=not args.no_progress)
         if args.bdmc is not None:
             evaluate_estimators(model, dataset.test.to(args.device), run, None, args.bdmc,
                                 num_chains=args.num_chains, num_steps=args.num_steps,

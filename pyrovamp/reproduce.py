@@ -270,10 +270,12 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
                 ours += f"; NLL/pixel {nll:.3f}"
                 if paper is not None and paper[1] == "nll_per_pixel":
                     diff = f"{paper[0] - nll:+.3f} per pixel"
-            if m.get("test_log_likelihood_refined") is not None:  # pyrovamp evaluate --refine-guide
-                ours += (f"; {float(m['test_log_likelihood_refined']):.2f} with the guide refined "
-                         f"(S={m.get('refined_num_samples')}, {m.get('refine_epochs')} epochs of "
-                         f"IWAE-{m.get('refine_num_samples')}, the model frozen)")
+            for tag, where in (("refined", "training"), ("refined_on_test", "test")):
+                if m.get(f"test_log_likelihood_{tag}") is not None:  # evaluate --refine-guide
+                    ours += (f"; {float(m[f'test_log_likelihood_{tag}']):.2f} with the guide "
+                             f"refined on the {where} set (S={m.get(f'{tag}_num_samples')}, "
+                             f"{m.get(f'{tag}_refine_epochs')} epochs of "
+                             f"IWAE-{m.get(f'{tag}_refine_num_samples')}, the model frozen)")
             if m.get("test_log_likelihood_ais") is not None:
                 ais = f"{float(m['test_log_likelihood_ais']):.2f}"
         elif st.state == "unfinished" and st.partial:

@@ -398,25 +398,32 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
 
 def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_num_samples: int,
                      lr: float, batch_size: int = 100, num_samples: int = 5000, device="cpu",
-                     seed: int = 0,
+                     seed: int = 0, refine_on: str = "train",
                      trained_epochs: int | None = None, progress: bool = False) -> dict:
-    """``pyrovamp evaluate RUN --refine-guide EPOCHS``: refine a copy of the guide on the training
-    set with the model frozen (:func:`pyrovamp.refine.refine_guide`, ``epochs`` passes of the
-    importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
-    ``batch_size`` points per step), then
-    estimate the test log-likelihood by importance sampling with ``num_samples`` from the refined
-    proposal. The model and its run folder's parameters are not changed.
+    """``pyrovamp evaluate RUN --refine-guide EPOCHS [--refine-on train|test]``: refine a copy of
+    the guide with the model frozen (:func:`pyrovamp.refine.refine_guide`, ``epochs`` passes of
+    the importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
+    ``batch_size`` points per step) on the training set (``refine_on="train"``: a better amortised
+    guide) or on the test images themselves (``"test"``: a proposal fitted to the images it
+    scores, as AIS adapts its chains to each image; still a stochastic lower bound of each
+    image's ``log p(x)``, since the importance samples are drawn afresh, from per-block seeds
+    independent of the refinement's draws), then estimate the test log-likelihood by importance
+    sampling with ``num_samples`` from the refined proposal. The model and its run folder's
+    parameters are not changed.
 
-    Merges into ``RUN/metrics.json`` (other keys kept): ``test_log_likelihood_refined`` and its
-    ``_se`` (nats per data point; the same model's log-likelihood as ``test_log_likelihood``, a
-    stochastic lower bound, typically tighter), ``refined_num_samples``, ``refined_seconds`` (IS),
-    ``refine_seconds``, ``refine_epochs``, ``refine_num_samples``, ``refine_lr``,
-    ``refine_bound`` (the training bound per refinement epoch) and ``refined_epochs`` (the epochs
-    the model's parameters were trained for, as ``is_epochs``); saves the per-point values to
-    ``RUN/log_likelihood_refined.npz`` and prints a summary line. Returns the new metrics.
+    Merges into ``RUN/metrics.json`` (other keys kept), with ``TAG`` = ``refined`` (training set)
+    or ``refined_on_test``: ``test_log_likelihood_TAG`` and its ``_se`` (nats per data point; the
+    same model's log-likelihood as ``test_log_likelihood``, a stochastic lower bound, typically
+    tighter), ``TAG_num_samples``, ``TAG_seconds`` (IS), the PSIS diagnostics of its importance
+    weights ``TAG_median_ess`` and ``TAG_share_k_above_0.7``, ``TAG_epochs`` (the epochs the
+    model's parameters were trained for, as ``is_epochs``) and the refinement's settings and cost
+    ``TAG_refine_epochs``, ``TAG_refine_num_samples``, ``TAG_refine_lr``, ``TAG_refine_points``,
+    ``TAG_refine_seconds``, ``TAG_refine_bound`` (the bound per refinement epoch); saves the
+    per-point values to ``RUN/log_likelihood_TAG.npz`` and prints a summary line. Returns the new
+    metrics.
 
     Raises:
-        ValueError: as :func:`pyrovamp.refine.refine_guide`.
+        ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.refine.refine_guide`.
         pyrovamp.errors.NonFiniteLossError: the bound became non-finite (nothing is written).
     """
     import time
@@ -424,31 +431,37 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
     from .errors import NonFiniteLossError
     from .refine import refine_guide
 
-    train = dataset.train  # dynamically binarised data: its one stored binarisation
+    if refine_on not in ("train", "test"):
+        raise ValueError(f"refine_on must be 'train' or 'test', got {refine_on!r}")
+    tag = "refined" if refine_on == "train" else "refined_on_test"
+    # dynamically binarised data: the training set's one stored binarisation
+    fit_on = (dataset.train if refine_on == "train" else dataset.test).to(device)
     t0 = time.perf_counter()
-    refined, history = refine_guide(model, train.to(device), epochs=epochs,
+    refined, history = refine_guide(model, fit_on, epochs=epochs,
                                     num_samples=refine_num_samples, lr=lr,
                                     batch_size=batch_size, seed=seed, progress=progress)
     refine_seconds = time.perf_counter() - t0
     metrics, per = evaluate_method(refined, dataset.test.to(device), "is", num_samples=num_samples,
                                    seed=seed, progress=progress)
-    new = {"test_log_likelihood_refined": metrics["test_log_likelihood"],
-           "test_log_likelihood_refined_se": metrics["test_log_likelihood_se"],
-           "refined_num_samples": num_samples, "refined_seconds": metrics["is_seconds"],
-           "refined_median_ess": metrics["median_ess"],
-           "refined_share_k_above_0.7": metrics["share_k_above_0.7"],
-           "refine_seconds": refine_seconds, "refine_epochs": epochs,
-           "refine_num_samples": refine_num_samples, "refine_lr": lr,
-           "refine_bound": [h["bound"] for h in history],
-           **({} if trained_epochs is None else {"refined_epochs": int(trained_epochs)})}
-    if not (np.isfinite(per["log_likelihood"]).all() and np.isfinite(new["refine_bound"]).all()):
+    new = {f"test_log_likelihood_{tag}": metrics["test_log_likelihood"],
+           f"test_log_likelihood_{tag}_se": metrics["test_log_likelihood_se"],
+           f"{tag}_num_samples": num_samples, f"{tag}_seconds": metrics["is_seconds"],
+           f"{tag}_median_ess": metrics["median_ess"],
+           f"{tag}_share_k_above_0.7": metrics["share_k_above_0.7"],
+           f"{tag}_refine_epochs": epochs, f"{tag}_refine_num_samples": refine_num_samples,
+           f"{tag}_refine_lr": lr, f"{tag}_refine_points": int(fit_on.shape[0]),
+           f"{tag}_refine_seconds": refine_seconds,
+           f"{tag}_refine_bound": [h["bound"] for h in history],
+           **({} if trained_epochs is None else {f"{tag}_epochs": int(trained_epochs)})}
+    if not (np.isfinite(per["log_likelihood"]).all()
+            and np.isfinite(new[f"{tag}_refine_bound"]).all()):
         raise NonFiniteLossError("the refined guide gave a non-finite test log-likelihood; "
                                  "nothing was written (try a smaller --refine-lr)")
-    save_per_point(Path(run_dir) / "log_likelihood_refined.npz", **per)
+    save_per_point(Path(run_dir) / f"log_likelihood_{tag}.npz", **per)
     merge_metrics(Path(run_dir) / "metrics.json", new)
-    print(f"refined guide ({epochs} epochs of the IWAE-{refine_num_samples} bound on "
-          f"{train.shape[0]} training points, {refine_seconds:.1f} s): test log-likelihood "
-          f"{new['test_log_likelihood_refined']:.3f} nats (S={num_samples}) on "
+    print(f"guide refined on the {refine_on} set ({epochs} epochs of the IWAE-{refine_num_samples} "
+          f"bound on {fit_on.shape[0]} points, {refine_seconds:.1f} s): test log-likelihood "
+          f"{metrics['test_log_likelihood']:.3f} nats (S={num_samples}) on "
           f"{metrics['num_test_points']} points in {metrics['is_seconds']:.1f} s")
     return new
 

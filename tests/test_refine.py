@@ -173,33 +173,52 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--refine-guide", "3", "--refine-num-samples", "5",
                  "--refine-lr", "0.003", "--num-samples", "20", "--no-progress"]) == 0
-    assert "refined guide (3 epochs of the IWAE-5 bound on 100 training points" in \
+    assert "guide refined on the train set (3 epochs of the IWAE-5 bound on 100 points" in \
         capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     for k, v in before.items():  # nothing lost, the plain estimate kept
         assert m[k] == v
-    assert (m["refine_epochs"], m["refine_num_samples"], m["refine_lr"]) == (3, 5, 0.003)
+    assert (m["refined_refine_epochs"], m["refined_refine_num_samples"], m["refined_refine_lr"],
+            m["refined_refine_points"]) == (3, 5, 0.003, 100)
     assert m["refined_num_samples"] == 20 and m["refined_epochs"] == 3
     assert 1 <= m["refined_median_ess"] <= 20 and 0 <= m["refined_share_k_above_0.7"] <= 1
-    assert len(m["refine_bound"]) == 3 and m["refine_bound"][-1] > m["refine_bound"][0]
+    bound = m["refined_refine_bound"]
+    assert len(bound) == 3 and bound[-1] > bound[0]
     assert m["test_log_likelihood_refined"] > m["test_log_likelihood"]
     assert np.load(out / "log_likelihood_refined.npz")["log_likelihood"].shape == (100,)
     assert (out / "model.pt").read_bytes() == model_bytes  # the run's parameters are untouched
-    # pyrovamp reproduce's table shows it beside the cell's plain IS estimate
+
+    # fitted on the test images it scores: its own keys, the training-set estimate kept
+    assert main(["evaluate", str(out), "--refine-guide", "3", "--refine-on", "test",
+                 "--refine-num-samples", "5", "--refine-lr", "0.003", "--num-samples", "20",
+                 "--no-progress"]) == 0
+    assert "guide refined on the test set (3 epochs of the IWAE-5 bound on 100 points" in \
+        capsys.readouterr().out
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert all(m2[k] == v for k, v in m.items())
+    assert m2["refined_on_test_refine_points"] == 100 and m2["refined_on_test_epochs"] == 3
+    assert m2["test_log_likelihood_refined_on_test"] > m["test_log_likelihood"]
+    assert (out / "log_likelihood_refined_on_test.npz").is_file()
+
+    # pyrovamp reproduce's table shows them beside the cell's plain IS estimate
     from pyrovamp.reproduce import read_cell, write_table
 
     (tmp_path / "t").mkdir()
     table = write_table(tmp_path / "t", {("digits", "vae", "vampprior"): read_cell(out)},
                         {}).read_text()
     assert (f"{m['test_log_likelihood']:.2f} ± " in table and
-            f"; {m['test_log_likelihood_refined']:.2f} with the guide refined (S=20, 3 epochs of "
-            "IWAE-5, the model frozen)" in table)
+            f"; {m['test_log_likelihood_refined']:.2f} with the guide refined on the training set "
+            "(S=20, 3 epochs of IWAE-5, the model frozen); "
+            f"{m2['test_log_likelihood_refined_on_test']:.2f} with the guide refined on the test "
+            "set (S=20, 3 epochs of IWAE-5, the model frozen)" in table)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--refine-guide", "0"], "--refine-guide must be at least 1"),
-    (["--refine-lr", "0.01"], "--refine-num-samples, --refine-lr and --refine-batch-size need "
-                              "--refine-guide"),
+    (["--refine-lr", "0.01"], "--refine-on, --refine-num-samples, --refine-lr and "
+                              "--refine-batch-size need --refine-guide"),
+    (["--refine-on", "test"], "need --refine-guide"),
+    (["--refine-guide", "2", "--refine-on", "validation"], "invalid choice: 'validation'"),
     (["--refine-lr", "inf"], "--refine-lr must be a finite positive number, got inf"),
     (["--refine-guide", "2", "--method", "ais"], "run --method ais separately"),
     (["--refine-guide", "2", "--method", "is"], "run --method is separately"),
