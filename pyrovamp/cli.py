@@ -604,7 +604,7 @@ def _evaluate(args) -> int:
     dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
     if args.refine_guide is not None:
-        from .runs import evaluate_estimators, evaluate_refined
+        from .runs import evaluate_refined
 
         evaluate_refined(model, dataset, run, epochs=args.refine_guide,
                          refine_num_samples=args.refine_num_samples or 10,
@@ -612,11 +612,8 @@ def _evaluate(args) -> int:
                          num_samples=num_samples, device=args.device,
                          refine_on=args.refine_on or "train", trained_epochs=meta.get("epochs"),
                          progress=not args.no_progress)
-        if args.bdmc is not None:
-            evaluate_estimators(model, dataset.test.to(args.device), run, None, args.bdmc,
-                                num_chains=args.num_chains, num_steps=args.num_steps,
-                                epochs=meta.get("epochs"))
-        return 0
+        if args.bdmc is None:
+            return 0
     if args.method is not None or args.bdmc is not None:
         from .runs import evaluate_estimators
 

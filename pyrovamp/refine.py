@@ -39,7 +39,7 @@ from torch.func import functional_call
 from ._latent import check_data, check_model, evaluation_context, positive_float, positive_int, \
     progress_bar
 from .errors import NonFiniteLossError
-from .evaluation import site_log_probs
+from .evaluation import _check_int, site_log_probs
 from .priors import Prior
 
 __all__ = ["refine_guide"]
@@ -187,8 +187,7 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
     positive_int(num_samples, "num_samples")
     positive_int(batch_size, "batch_size")
     positive_float(lr, "lr")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_int("seed", seed, 0)
     x = check_data(model, x)
     refined = copy.deepcopy(model)
     _unshare_priors(refined)
