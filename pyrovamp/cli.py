@@ -107,7 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int("--batch-size"))
     t.add_argument("--lr", type=_positive_float("--lr"))
     t.add_argument("--optimizer", choices=OPTIMIZER_NAMES)
-    t.add_argument("--loss", choices=LOSS_NAMES, default="trace")
+    t.add_argument("--loss", choices=LOSS_NAMES, default="trace",
+                   help="training objective: Pyro's Trace_ELBO (default), TraceMeanField_ELBO "
+                        "(analytic KL), their JIT variants, or the importance-weighted bound "
+                        "(iwae, Burda et al. 2016) with --num-particles K")
+    t.add_argument("--num-particles", type=_positive_int("--num-particles"), default=1,
+                   help="samples per data point and step: of the ELBO, or the K >= 2 of --loss iwae")
+    t.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from the trained parameters (model.pt) of a run of the same model "
+                        "instead of a random initialisation: fine-tuning, e.g. with --loss iwae "
+                        "after ELBO training")
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=_positive_int("--patience"))
     t.add_argument("--lr-decay", type=float,
@@ -309,6 +318,7 @@ def _train_config(cfg: dict, progress: bool):
     accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
     return TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                        optimizer=cfg["optimizer"], loss=cfg["loss"],
+                       num_particles=cfg.get("num_particles") or 1,
                        warmup_epochs=cfg["warmup_epochs"], patience=cfg["patience"],
                        seed=cfg["seed"], max_minutes=cfg.get("max_minutes"),
                        val_num_samples=cfg["val_num_samples"], ema_decay=cfg["ema_decay"],
@@ -329,7 +339,7 @@ def _train(args, argv) -> int:
     from .data import load_dataset, spread_subset
     from .runs import (CONV_MODELS, atomic_write_text, build_model, make_folder, resolve_config,
                        saved_config, write_history_csv)
-    from .training import CHECKPOINT, fit, read_checkpoint
+    from .training import CHECKPOINT, MODEL, fit, load_model_weights, read_checkpoint
 
     rank = _rank(args.devices)
     # --- every check before any work ---------------------------------------------------------
@@ -385,6 +395,13 @@ def _train(args, argv) -> int:
             cfg["flow"] = cfg.get("flow") or "realnvp"
         if cfg["ema_decay"] == 0:
             cfg["ema_decay"] = None
+        if cfg["loss"] == "iwae" and cfg["num_particles"] < 2:
+            raise UsageError(f"--loss iwae needs --num-particles K >= 2, got {cfg['num_particles']}")
+        if cfg.get("init_from") is not None:
+            init = Path(cfg["init_from"])
+            if not (init / MODEL).is_file():
+                raise UsageError(f"--init-from {init}: no {MODEL} there (a finished run folder)")
+            cfg["init_from"] = str(init.resolve())
         if cfg["val_bound"] == "iwae" and cfg["val_num_samples"] < 2:
             raise UsageError(f"--val-bound iwae needs --val-num-samples K >= 2 (the {cfg['preset']} "
                              f"preset has {cfg['val_num_samples']})")
@@ -393,6 +410,13 @@ def _train(args, argv) -> int:
     dataset = _limit(load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points"))
     pyro.set_rng_seed(cfg["seed"])
     model = build_model(cfg, dataset)  # raises ValueError on a bad combination, e.g. non-square K
+    if not args.resume and cfg.get("init_from") is not None:
+        from .errors import CheckpointError
+
+        try:  # before --out is made
+            load_model_weights(model, Path(cfg["init_from"]) / MODEL)
+        except CheckpointError as e:  # names the keys where the two models differ
+            raise UsageError(f"--init-from: {e} (the run's model differs from this one)") from None
 
     # --- work ------------------------------------------------------------------------------------
     if rank == 0:
@@ -400,7 +424,8 @@ def _train(args, argv) -> int:
     if not args.resume:
         if rank == 0:
             atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
-        if cfg.get("pseudo_inputs") == "data" and hasattr(model.prior, "init_from_data"):
+        if cfg.get("pseudo_inputs") == "data" and hasattr(model.prior, "init_from_data") \
+                and cfg.get("init_from") is None:
             idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
             model.prior.init_from_data(dataset.train[idx])
     if rank == 0:

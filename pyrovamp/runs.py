@@ -78,7 +78,7 @@ for _name in ("book", "fast"):
     PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
 # what a run whose config.json predates a setting was trained with (see saved_config)
 LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid",
-                   **LEGACY_TRAINING, "val_points": None}
+                   **LEGACY_TRAINING, "val_points": None, "num_particles": 1, "init_from": None}
 # the paper's random initialisation of the pseudo-inputs per data set (load_data.py of
 # jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
 PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),

@@ -65,6 +65,9 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     (["train", "--lr-patience", "5"], "--lr-patience applies with --lr-decay F"),
     (["train", "--dataset", "static_mnist", "--val-bound", "iwae"],
      "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)"),
+    (["train", "--loss", "iwae"], "--loss iwae needs --num-particles K >= 2, got 1"),
+    (["train", "--num-particles", "0"], "--num-particles must be at least 1"),
+    (["train", "--init-from", "/no/such/run"], "--init-from /no/such/run: no model.pt there"),
     (["evaluate", "/no/such/run"], "not a run folder"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -306,3 +309,46 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     assert main(["train", "--resume", "--epochs", "2", "--num-samples", "4", "--no-progress",
                  "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2
+
+
+def test_init_from_fine_tunes_a_trained_run_with_the_iwae_loss(tmp_path, monkeypatch, capsys):
+    import pyrovamp.training
+    from pyrovamp.training import read_checkpoint
+
+    first = tmp_path / "first"
+    assert main(["train", "--epochs", "2", "--num-samples", "5", "--no-progress", "--out", str(first)]) == 0
+    trained = read_checkpoint(first / "model.pt")["pyrovamp"]["scored_state"]
+
+    seen = {}
+    real_fit = pyrovamp.training.fit
+
+    def spy(model, train_data, validation_data, config, **kw):
+        seen.update(state={k: v.clone() for k, v in model.state_dict().items()}, config=config)
+        return real_fit(model, train_data, validation_data, config, **kw)
+
+    monkeypatch.setattr(pyrovamp.training, "fit", spy)
+    out = tmp_path / "tuned"
+    assert main(["train", "--init-from", str(first), "--loss", "iwae", "--num-particles", "3",
+                 "--warmup-epochs", "0", "--epochs", "1", "--num-samples", "5", "--no-progress",
+                 "--out", str(out)]) == 0
+    # training starts from the first run's parameters, not from a fresh initialisation
+    assert seen["state"].keys() == trained.keys()
+    assert all(torch.equal(seen["state"][k], trained[k]) for k in trained)
+    assert (seen["config"].loss, seen["config"].num_particles) == ("iwae", 3)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["init_from"], cfg["loss"], cfg["num_particles"]) == (str(first.resolve()), "iwae", 3)
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 1
+    # a resumed fine-tuning continues from its checkpoint
+    assert main(["train", "--resume", "--epochs", "2", "--num-samples", "5", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2
+
+    # another model: one line naming the mismatched keys, and no run folder is made
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["train", "--init-from", str(first), "--latent-dim", "3", "--no-progress",
+                 "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyrovamp train: error: --init-from: ") and len(err.splitlines()) == 1
+    assert "does not fit this model: shape differs for encoder.net.4.weight" in err
+    assert not bad.exists()
