@@ -20,16 +20,20 @@ layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Ad
   optimiser (:class:`pyrovamp.training.AdamNormGrad`, gradients normalised per tensor and per
   fused block: ``--preset paper``) in place of Adam; ``adamnormgrad_ratio`` is its time over
   ``lightning``'s.
+* ``lightning_iwae`` (with ``--iwae K``): the Lightning step with the importance-weighted bound
+  of K samples as the loss (:class:`pyrovamp.training.IWAELoss`, ``--loss iwae --num-particles K``
+  of ``pyrovamp train``) in place of the ELBO; ``iwae_ratio`` is its time over ``lightning``'s.
 
 Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many, then Lightning with
 the EMA), so machine noise hits all alike; the figures are medians over all steps after the
 first two of each round.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
-       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad]
+       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad] [--iwae K]
 The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
 and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio`` (and ``[hvae_]lightning_ema_ms``,
-``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``).
+``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``;
+``[hvae_]iwae_ratio`` with ``--iwae K``).
 """
 
 import argparse
@@ -74,7 +78,11 @@ def main():
     ap.add_argument("--ema-decay", type=float, help="also time the step with the parameter EMA")
     ap.add_argument("--adamnormgrad", action="store_true",
                     help="also time the step with the paper's AdamNormGrad instead of Adam")
+    ap.add_argument("--iwae", type=int, metavar="K",
+                    help="also time the step with the IWAE-K bound as the loss (K >= 2)")
     args = ap.parse_args()
+    if args.iwae is not None and args.iwae < 2:
+        ap.error(f"--iwae K needs K >= 2, got {args.iwae}")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     dev = torch.device(args.device)
     pyro.set_rng_seed(0)
@@ -96,7 +104,7 @@ def main():
               f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}")
     results.update(device=str(dev), batch_size=args.batch_size, steps=args.steps,
                    rounds=args.rounds, precision=args.precision, threads=torch.get_num_threads(),
-                   ema_decay=args.ema_decay, adamnormgrad=args.adamnormgrad,
+                   ema_decay=args.ema_decay, adamnormgrad=args.adamnormgrad, iwae=args.iwae,
                    data="static MNIST validation images" if args.real_data else "random binary")
     print(json.dumps(results))
 
@@ -118,6 +126,10 @@ def bench(name, x_all, dev, args):
         m_ang = make()
         m_ang.load_state_dict(m_light.state_dict())
         module_ang = SVIModule(m_ang, dataclasses.replace(cfg, optimizer="adamnormgrad"))
+    if args.iwae is not None:  # the same start, the IWAE-K bound as the loss
+        m_iwae = make()
+        m_iwae.load_state_dict(m_light.state_dict())
+        module_iwae = SVIModule(m_iwae, dataclasses.replace(cfg, loss="iwae", num_particles=args.iwae))
     opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
     x_dev = x_all.to(dev)
     b = args.batch_size
@@ -162,6 +174,8 @@ def bench(name, x_all, dev, args):
         times["lightning_ema"] = []
     if args.adamnormgrad:
         times["lightning_adamnormgrad"] = []
+    if args.iwae is not None:
+        times["lightning_iwae"] = []
     for r in range(args.rounds):
         times["lightning"] += lightning_round(r)
         m_light.train()
@@ -176,12 +190,16 @@ def bench(name, x_all, dev, args):
             times["lightning_ema"] += lightning_round(r, [ParameterEMA(args.ema_decay)])
         if args.adamnormgrad:
             times["lightning_adamnormgrad"] += lightning_round(r, module=module_ang)
+        if args.iwae is not None:
+            times["lightning_iwae"] += lightning_round(r, module=module_iwae)
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
     if args.ema_decay is not None:
         res["ema_ratio"] = round(res["lightning_ema_ms"] / res["lightning_ms"], 3)
     if args.adamnormgrad:
         res["adamnormgrad_ratio"] = round(res["lightning_adamnormgrad_ms"] / res["lightning_ms"], 3)
+    if args.iwae is not None:
+        res["iwae_ratio"] = round(res["lightning_iwae_ms"] / res["lightning_ms"], 3)
     return res
 
 
