@@ -364,6 +364,8 @@ def _train(args, argv) -> int:
                 continue
             if k in RESUME_MAY_CHANGE:
                 cfg[k] = v
+            elif k == "init_from" and cfg.get(k) == str(Path(v).resolve()):
+                continue  # the same run folder, named relatively
             elif cfg.get(k) != v and not (k == "ema_decay" and v == 0 and cfg.get(k) is None):
                 raise UsageError(f"cannot resume {out}: --{k.replace('_', '-')} {v} differs from the "
                                  f"run's {k}={cfg.get(k)!r} (config.json); only "

@@ -339,9 +339,12 @@ def test_init_from_fine_tunes_a_trained_run_with_the_iwae_loss(tmp_path, monkeyp
     assert (cfg["init_from"], cfg["loss"], cfg["num_particles"]) == (str(first.resolve()), "iwae", 3)
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 1
     # a resumed fine-tuning continues from its checkpoint
+    monkeypatch.chdir(tmp_path)  # the same --init-from, named relatively, is no change
     assert main(["train", "--resume", "--epochs", "2", "--num-samples", "5", "--no-progress",
-                 "--out", str(out)]) == 0
+                 "--init-from", "first", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2
+    assert main(["train", "--resume", "--epochs", "3", "--init-from", str(out), "--out", str(out)]) == 2
+    assert "--init-from" in capsys.readouterr().err
 
     # another model: one line naming the mismatched keys, and no run folder is made
     capsys.readouterr()
