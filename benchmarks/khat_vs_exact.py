@@ -24,8 +24,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--figure")
     args = ap.parse_args()
-    from pyrovamp.diagnostics import khat_against_truth
-    from pyrovamp.plots import plot_khat_vs_error
+    from pyrovamp.infer.diagnostics import khat_against_truth
+    from pyrovamp.workflow.plots import plot_khat_vs_error
 
     out, panels = {}, {}
     for run in map(Path, args.runs):

@@ -1,7 +1,7 @@
 """Importance-sampled test log-likelihood at S=5000: data points per second, and memory.
 
 Model: the VampPrior paper's VAE (784 inputs, gated dense 300 units, z = 40, K = 500; the
-"paper" preset of :mod:`pyrovamp.runs`), on the first ``--points`` static MNIST test images
+"paper" preset of :mod:`pyrovamp.workflow.runs`), on the first ``--points`` static MNIST test images
 (``--data-root``, default ``../shared/data/static_mnist``; the benchmark stops if the file is
 missing -- it never times random images). ``--run RUN_DIR`` scores a trained run's model instead
 of a freshly initialised one.
@@ -17,8 +17,8 @@ Baselines timed in the same process, on the same images and weights:
   100 copies of x and all K pseudo-inputs, the mixture density by a (100, K, L) broadcast -- timed
   on ``--baseline-points`` points.
 
-Memory: the plans (:func:`pyrovamp.evaluation.evaluation_plan`) for the paper's VAE and convHVAE
-at S, and the measured peak of live tensor bytes (:func:`pyrovamp.evaluation.peak_bytes`) of a
+Memory: the plans (:func:`pyrovamp.infer.importance.evaluation_plan`) for the paper's VAE and convHVAE
+at S, and the measured peak of live tensor bytes (:func:`pyrovamp.infer.importance.peak_bytes`) of a
 convHVAE chunk of this device's plan and of the largest chunk the budget allows.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/log_likelihood.py [--points 48] [--reference REV]
@@ -41,8 +41,8 @@ import torch
 
 from pyrovamp import VAE, ConvHVAE, log_likelihood
 from pyrovamp.data import read_amat
-from pyrovamp import evaluation
-from pyrovamp.evaluation import DEFAULT_MEMORY_BUDGET, evaluation_plan, peak_bytes
+from pyrovamp.infer import importance as evaluation
+from pyrovamp.infer.importance import DEFAULT_MEMORY_BUDGET, evaluation_plan, peak_bytes
 
 HERE = pathlib.Path(__file__).resolve().parent
 PAPER_VAE = dict(prior="vampprior", likelihood="bernoulli", hidden_dim=300, architecture="gated",
@@ -113,7 +113,7 @@ def main():
     del conv
 
     if args.run:
-        from pyrovamp.runs import load_run
+        from pyrovamp.workflow.runs import load_run
         vae = load_run(args.run, args.device)[0]
     else:
         vae = VAE((784,), 40, **PAPER_VAE).to(dev)

@@ -85,7 +85,7 @@ def main(argv=None):
     from pyrovamp import log_likelihood
     from pyrovamp.cli import main as pyrovamp
     from pyrovamp.data import spread_subset
-    from pyrovamp.runs import atomic_write_text, load_run, saved_config
+    from pyrovamp.workflow.runs import atomic_write_text, load_run, saved_config
     from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
 
     out = pathlib.Path(args.out)
@@ -166,7 +166,7 @@ def draw(runs, path, target=None):
 
     from matplotlib.figure import Figure
 
-    from pyrovamp.runs import PRESETS, saved_config
+    from pyrovamp.workflow.runs import PRESETS, saved_config
 
     fig = Figure(figsize=(7.0, 4.6))
     ax = fig.subplots()

@@ -25,29 +25,33 @@ How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 
 import importlib
 
-from .ais import ais_log_likelihood, bdmc
-from .data import DATASETS, Dataset, load_dataset
-from .evaluation import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
+from pyrovamp import _compat
+
+from pyrovamp.infer.ais import ais_log_likelihood, bdmc
+from pyrovamp.data.datasets import DATASETS, Dataset, load_dataset
+from pyrovamp.infer.importance import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
                          log_importance_weights, log_likelihood, points_per_block)
-from .exact import exact_log_likelihood
-from .likelihoods import LIKELIHOODS
-from .refine import refine_guide
-from .models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
-from .priors import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
+from pyrovamp.infer.exact import exact_log_likelihood
+from pyrovamp.distributions.likelihoods import LIKELIHOODS
+from pyrovamp.infer.refine import refine_guide
+from pyrovamp.models.vae import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
+from pyrovamp.priors.base import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
                      VampPrior, make_prior)
 
 __version__ = "0.1.0"
+
+_compat.install()
 
 _LAZY = {
     "train": "training", "fit": "training", "TrainConfig": "training", "TrainResult": "training",
     "compare": "workflow", "to_inference_data": "workflow", "plot_compare": "workflow",
     "plot_pareto_k": "workflow",
-    "plot_latent": "plots", "plot_samples": "plots", "plot_reconstructions": "plots",
-    "plot_history": "plots", "plot_pseudo_inputs": "plots", "plot_active_units": "plots",
-    "image_grid": "plots", "plot_khat_vs_error": "plots",
-    "khat_threshold": "diagnostics", "importance_diagnostics": "diagnostics",
-    "khat_against_truth": "diagnostics",
-    "load_run": "runs", "evaluate_run": "runs",
+    "plot_latent": "workflow.plots", "plot_samples": "workflow.plots", "plot_reconstructions": "workflow.plots",
+    "plot_history": "workflow.plots", "plot_pseudo_inputs": "workflow.plots", "plot_active_units": "workflow.plots",
+    "image_grid": "workflow.plots", "plot_khat_vs_error": "workflow.plots",
+    "khat_threshold": "infer.diagnostics", "importance_diagnostics": "infer.diagnostics",
+    "khat_against_truth": "infer.diagnostics",
+    "load_run": "workflow.runs", "evaluate_run": "workflow.runs",
 }
 
 __all__ = [

@@ -21,7 +21,7 @@ def _seed():
 
 @pytest.fixture
 def encoder():
-    from pyrovamp.nets import GaussianEncoder
+    from pyrovamp.nn import GaussianEncoder
 
     return GaussianEncoder(6, 2, [16], normalize=None)
 
@@ -29,7 +29,7 @@ def encoder():
 def make_prior(name, encoder=None):
     """A small prior of each kind for L=2 (data dimension 6 for the encoder-based ones)."""
     from pyrovamp.priors import make_prior as mk
-    from pyrovamp.nets import GaussianEncoder
+    from pyrovamp.nn import GaussianEncoder
 
     if encoder is None:
         encoder = GaussianEncoder(6, 2, [16])

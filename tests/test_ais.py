@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyrovamp import HVAE, VAE, ais_log_likelihood, bdmc, exact_log_likelihood, log_likelihood
-from pyrovamp.ais import annealing_schedule
+from pyrovamp.infer.ais import annealing_schedule
 
 from conftest import FactorAnalysis, cuda
 

@@ -106,7 +106,7 @@ def test_an_unusable_out_folder_is_one_line_naming_it(tmp_path, capsys, command)
 def test_flow_choice_is_stored_and_rebuilt(tmp_path, flow):
     import zuko
 
-    from pyrovamp.runs import load_run
+    from pyrovamp.workflow.runs import load_run
 
     out = tmp_path / "run"
     args = ["train", "--prior", "flow", "--epochs", "1", "--max-points", "30", "--num-samples",
@@ -153,7 +153,7 @@ def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
 
 
 def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_parameters(tmp_path):
-    from pyrovamp.runs import PRESETS, resolve_config
+    from pyrovamp.workflow.runs import PRESETS, resolve_config
 
     fast = resolve_config({"dataset": "static_mnist", "preset": "fast"})
     paper = resolve_config({"dataset": "static_mnist", "preset": "paper"})
@@ -263,7 +263,7 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     with the ones it was trained with (sigmoid pseudo-inputs)."""
     import torch
     from pyrovamp.data import load_dataset
-    from pyrovamp.runs import build_model, load_run, resolve_config
+    from pyrovamp.workflow.runs import build_model, load_run, resolve_config
 
     paper = resolve_config({"dataset": "static_mnist", "preset": "paper", "model": "vae",
                             "prior": "vampprior"})

@@ -15,7 +15,7 @@ _SCRIPT = textwrap.dedent("""
     import sys, torch, pyro
     torch.set_num_threads(1)
     from pyrovamp import VAE, HVAE
-    from pyrovamp.evaluation import log_likelihood
+    from pyrovamp.infer.importance import log_likelihood
     from pyrovamp.training import TrainConfig, fit, sharded_over_processes
 
     out, kind = sys.argv[1], sys.argv[2]
@@ -58,7 +58,7 @@ def _data_t():
 @pytest.mark.parametrize("kind", ["vae", "hvae"])
 def test_two_process_ddp_keeps_parameters_identical_and_shards_evaluation(tmp_path, kind):
     from pyrovamp import HVAE, VAE
-    from pyrovamp.evaluation import log_likelihood
+    from pyrovamp.infer.importance import log_likelihood
 
     script = tmp_path / "ddp.py"
     script.write_text(_SCRIPT)

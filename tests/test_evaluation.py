@@ -12,8 +12,8 @@ import torch
 import pyrovamp
 from pyrovamp import (HVAE, VAE, ConvHVAE, active_units, elbo, elbo_terms, log_importance_weights,
                       log_likelihood, points_per_block)
-from pyrovamp import evaluation
-from pyrovamp.evaluation import evaluation_plan, peak_bytes
+from pyrovamp.infer import importance as evaluation
+from pyrovamp.infer.importance import evaluation_plan, peak_bytes
 
 
 

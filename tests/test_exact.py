@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyrovamp import VAE, exact_log_likelihood, log_likelihood
-from pyrovamp.exact import total_latent_dim
+from pyrovamp.infer.exact import total_latent_dim
 
 from conftest import FactorAnalysis
 

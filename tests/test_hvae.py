@@ -79,7 +79,7 @@ def test_hvae_bad_input():
 
 def test_decoder_dropout_acts_in_training_only_and_the_config_reaches_it():
     from pyrovamp.data import load_dataset
-    from pyrovamp.runs import build_model, resolve_config, saved_config
+    from pyrovamp.workflow.runs import build_model, resolve_config, saved_config
 
     m = _hvae(dropout=0.5)
     z1, z2 = torch.randn(64, 2), torch.randn(64, 3)

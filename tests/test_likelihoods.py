@@ -4,7 +4,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovamp.likelihoods import BernoulliLikelihood, CategoricalLikelihood, make_likelihood
+from pyrovamp.distributions import BernoulliLikelihood, CategoricalLikelihood, make_likelihood
 
 
 def test_bernoulli_log_prob_equals_pyro_bernoulli_even_for_extreme_logits():
@@ -52,7 +52,7 @@ def _logistic_bin_probabilities(loc, scale, n=256):
 
 
 def test_discretized_logistic_matches_its_definition_level_by_level():
-    from pyrovamp.likelihoods import DiscretizedLogistic
+    from pyrovamp.distributions import DiscretizedLogistic
 
     loc = torch.tensor([0.0, 0.3, 0.999, 0.5, 1.2, -0.1, 0.5])
     scale = torch.tensor([0.01, 0.1, 0.05, 0.011, 0.3, 1.0, 0.002])
@@ -68,7 +68,7 @@ def test_discretized_logistic_matches_its_definition_level_by_level():
 
 
 def test_discretized_logistic_samples_have_the_logistic_spread():
-    from pyrovamp.likelihoods import DiscretizedLogistic
+    from pyrovamp.distributions import DiscretizedLogistic
 
     loc, scale = torch.tensor([0.3, 0.6]), torch.tensor([0.05, 0.02])
     s = DiscretizedLogistic(loc, scale).sample((20000,))
@@ -79,7 +79,7 @@ def test_discretized_logistic_samples_have_the_logistic_spread():
 
 
 def test_discretized_logistic_likelihood_parameterisation():
-    from pyrovamp.likelihoods import DiscretizedLogisticLikelihood
+    from pyrovamp.distributions import DiscretizedLogisticLikelihood
 
     like = DiscretizedLogisticLikelihood(3)
     h = torch.tensor([[0.0, 2.0, -1.0, math.log(0.1), -10.0, 3.0]])  # 3 locations, 3 log-scales
@@ -107,7 +107,7 @@ def test_bernoulli_scores_a_stack_of_decoder_outputs_per_data_point():
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_fast_softplus_matches_float64_softplus_and_its_gradient_is_sigmoid(grad):
-    from pyrovamp.likelihoods import softplus
+    from pyrovamp.distributions.likelihoods import softplus
 
     h = torch.cat([torch.linspace(-120.0, 120.0, 2001), torch.randn(3000) * 8,
                    torch.tensor([0.0, -1e-8, 1e-8, 17.0, -17.0, 88.0, -88.0, 1e4, -1e4])])

@@ -5,7 +5,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyrovamp import HVAE, VAE, ConvHVAE
-from pyrovamp.nets import GaussianEncoder
+from pyrovamp.nn import GaussianEncoder
 from pyrovamp.priors import PRIORS, GTMVampPrior, MoGPrior, VampPrior
 
 from conftest import cuda

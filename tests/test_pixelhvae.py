@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pyrovamp import PixelHVAE, elbo, log_likelihood, train
-from pyrovamp.likelihoods import make_likelihood
-from pyrovamp.nets import MaskedConv2d
+from pyrovamp.distributions import make_likelihood
+from pyrovamp.nn import MaskedConv2d
 
 SHAPE = (6, 7)  # not square: a swapped height and width shows
 D = 42

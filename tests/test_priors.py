@@ -6,7 +6,7 @@ import pytest
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 
-from pyrovamp.nets import GaussianEncoder
+from pyrovamp.nn import GaussianEncoder
 from pyrovamp.priors import (PRIORS, DiagonalGaussianMixture, FlowPrior, GTMPrior, GTMVampPrior,
                              MoGPrior, StandardPrior, VampPrior, grid_points, make_prior)
 

@@ -136,7 +136,7 @@ def test_doubly_reparameterised_gradient_is_unbiased():
     # E[DReG gradient] = grad L_K = E[IWAE gradient] (Tucker et al. 2019, eq. 7), away from the
     # optimum; one data point repeated 200000 times averages the noise away. Dropping the path of
     # z2 into q(z1|x, z2) from log q, or keeping the score term's sign wrong, breaks this.
-    from pyrovamp.refine import _GuideLogDensity, _dreg_loss, _log_p, _log_q
+    from pyrovamp.infer.refine import _GuideLogDensity, _dreg_loss, _log_p, _log_q
     from pyro import poutine
 
     model = GaussianChain()
@@ -201,7 +201,7 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
     assert (out / "log_likelihood_refined_on_test.npz").is_file()
 
     # pyrovamp reproduce's table shows them beside the cell's plain IS estimate
-    from pyrovamp.reproduce import read_cell, write_table
+    from pyrovamp.workflow.reproduce import read_cell, write_table
 
     (tmp_path / "t").mkdir()
     table = write_table(tmp_path / "t", {("digits", "vae", "vampprior"): read_cell(out)},

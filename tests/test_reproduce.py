@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyrovamp.cli import main
-from pyrovamp.reproduce import PAPER_TABLE, read_cell
+from pyrovamp.workflow.reproduce import PAPER_TABLE, read_cell
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 
@@ -55,7 +55,7 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
 
     # an unfinished cell evaluated as it stands (pyrovamp evaluate --method is / ais): the table
     # shows the estimates of its current parameters, with the epochs they were trained for
-    from pyrovamp.reproduce import write_table
+    from pyrovamp.workflow.reproduce import write_table
 
     assert main(["evaluate", str(out / cells[0]), "--method", "is", "--num-samples", "4"]) == 0
     assert main(["evaluate", str(out / cells[0]), "--method", "ais", "--num-chains", "2",
@@ -107,8 +107,8 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
 
 
 def test_preset_differences_name_what_a_cell_was_trained_with():
-    from pyrovamp.reproduce import preset_differences
-    from pyrovamp.runs import PRESETS
+    from pyrovamp.workflow.reproduce import preset_differences
+    from pyrovamp.workflow.runs import PRESETS
 
     paper = {**PRESETS["paper"], "prior": "vampprior", "model": "hvae", "dataset": "static_mnist"}
     assert preset_differences(paper) == []
@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message)
 def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(tmp_path, static_mnist):
     import csv
 
-    from pyrovamp.reproduce import write_table
+    from pyrovamp.workflow.reproduce import write_table
 
     out = tmp_path / "table" / "static_mnist_vae_standard"
     args = ["train", "--dataset", "static_mnist", "--data-root", str(static_mnist), "--model",

@@ -412,7 +412,7 @@ def _epochs_in(path):
 
 def test_test_every_records_the_learning_curve_of_the_scored_parameters(tmp_path):
     from pyrovamp import log_likelihood
-    from pyrovamp.training import _mix
+    from pyrovamp.training.trainer import _mix
 
     test = _data(20, seed=5)
     hist = train(_vae(), _data(), epochs=4, batch_size=32, lr=1e-2, patience=None, seed=3,
@@ -476,7 +476,7 @@ def test_adam_norm_grad_normalises_fused_layers_block_by_block_as_the_papers_sep
     """A gated layer computed as one Linear (pyrovamp) and trained by AdamNormGrad with the
     model's norm_chunks follows exactly the paper's two Linear layers (h, g), each normalised on
     its own; normalised as a whole (no norm_chunks) it does not."""
-    from pyrovamp.nets import GatedDense, parameter_chunks
+    from pyrovamp.nn import GatedDense, parameter_chunks
     from pyrovamp.training import AdamNormGrad
 
     torch.manual_seed(0)
@@ -511,7 +511,7 @@ def test_parameter_chunks_mark_the_papers_separate_layers():
     """Gated layers and the mean / log-variance heads are two blocks each; a Bernoulli decoder's
     output layer and the pseudo-inputs one; a discretised logistic's output layer two (the
     paper's p_x_mean and p_x_logvar); bad norm_chunks are refused before any step."""
-    from pyrovamp.nets import mark_fused, parameter_chunks
+    from pyrovamp.nn import mark_fused, parameter_chunks
     from pyrovamp.training import AdamNormGrad
 
     from pyrovamp import HVAE
@@ -539,7 +539,7 @@ def test_parameter_chunks_mark_the_papers_separate_layers():
 def test_training_loop_gives_adam_norm_grad_the_models_blocks():
     """The Lightning module builds AdamNormGrad with the model's norm_chunks (and other
     optimisers with the plain parameters)."""
-    from pyrovamp.nets import parameter_chunks
+    from pyrovamp.nn import parameter_chunks
     from pyrovamp.training import AdamNormGrad, SVIModule, TrainConfig
 
     model = _vae()
@@ -558,7 +558,7 @@ def test_a_model_file_that_does_not_fit_names_the_keys_in_one_line(tmp_path):
     state = trained.state_dict()
     # a file whose decoder's last layer sits under another index, as a layout change would leave
     state = {k.replace("decoder.joint.1.", "decoder.joint.2."): v for k, v in state.items()}
-    from pyrovamp.training import _FORMAT
+    from pyrovamp.training.trainer import _FORMAT
 
     torch.save({"pyrovamp": {"scored_state": state, "model_class": "HVAE", "format": _FORMAT}},
                tmp_path / MODEL)

@@ -88,7 +88,7 @@ def test_psis_estimate_equals_a_direct_computation_from_the_smoothed_weights():
 
 
 def test_khat_against_truth_counts_precision_and_recall():
-    from pyrovamp.diagnostics import khat_against_truth
+    from pyrovamp.infer.diagnostics import khat_against_truth
 
     ll = [-1.0, -2.0, -3.0, -4.0, -5.0]
     truth = [-1.0, -1.0, -3.0, -3.0, -5.2]   # errors 0, -1, 0, -1, +0.2: points 1 and 3 are off
@@ -113,8 +113,8 @@ def test_khat_against_truth_counts_precision_and_recall():
 def test_khat_flags_the_points_a_too_narrow_guide_gets_wrong():
     """On a model with a closed-form marginal, the points whose IS estimate is > 0.5 nats off
     are found by k-hat, and the figure draws one panel per model."""
-    from pyrovamp.diagnostics import khat_against_truth
-    from pyrovamp.plots import plot_khat_vs_error
+    from pyrovamp.infer.diagnostics import khat_against_truth
+    from pyrovamp.workflow.plots import plot_khat_vs_error
 
     x = _x(200) * 2.0  # far-out points: a narrow, shifted guide misses their posterior
     exact = dist.Normal(0.0, math.sqrt(1.25)).log_prob(x[:, 0]).double().numpy()
@@ -232,7 +232,7 @@ def _train_two(tmp_path):
 
 
 def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypatch):
-    from pyrovamp import evaluation
+    from pyrovamp.infer import importance as evaluation
     from pyrovamp.cli import main
     from pyrovamp.workflow import EVALUATION_FILE, load_evaluation
 
@@ -286,7 +286,7 @@ def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypa
 
 
 def test_compare_mixes_run_folders_and_models(tmp_path):
-    from pyrovamp.runs import load_run
+    from pyrovamp.workflow.runs import load_run
 
     runs = _train_two(tmp_path)
     model, cfg, dataset, _ = load_run(runs[1])

@@ -18,12 +18,12 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from .likelihoods import AutoregressiveImage, make_likelihood
-from .nets import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
+from pyrovamp.distributions.likelihoods import AutoregressiveImage, make_likelihood
+from pyrovamp.nn.layers import (MLP, ConditionalGaussian, ConvConditionalEncoder, ConvDecoder,
                    ConvGaussianEncoder, GaussianEncoder, JointNet, PixelCNNDecoder,
                    mark_fused)
-from .priors import Prior, make_prior
-from .registration import RegisteredModule
+from pyrovamp.priors.base import Prior, make_prior
+from pyrovamp.registration import RegisteredModule
 
 __all__ = ["VAE", "HVAE", "ConvHVAE", "PixelHVAE", "check_data", "MODELS"]
 

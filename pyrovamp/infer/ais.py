@@ -42,7 +42,7 @@ import math
 import torch
 from pyro import poutine
 
-from ._latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
+from pyrovamp.infer.latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
                       latent_space, pair_bytes, positive_float, positive_int, progress_bar)
 
 __all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]

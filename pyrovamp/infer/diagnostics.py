@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import _arviz
+from pyrovamp import _arviz
 
 __all__ = ["khat_threshold", "importance_diagnostics", "khat_against_truth"]
 

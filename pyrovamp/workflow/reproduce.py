@@ -137,7 +137,7 @@ def _read_json(path):
 
 def read_cell(folder) -> CellState:
     """Read a cell's run folder (never raises for a damaged folder: it is reported instead)."""
-    from .training import CHECKPOINT, MODEL, CheckpointError, read_checkpoint
+    from pyrovamp.training.trainer import CHECKPOINT, MODEL, CheckpointError, read_checkpoint
 
     folder = Path(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -219,7 +219,7 @@ def preset_differences(config: dict, preset: str = "paper") -> list[str]:
     run was trained with), e.g. ``["optimizer adam (paper preset: adamnormgrad)"]``; the model and
     prior of the cell itself, the test settings and the pseudo-input settings of a prior without
     pseudo-inputs are not differences."""
-    from .runs import PRESETS, saved_config
+    from pyrovamp.workflow.runs import PRESETS, saved_config
 
     cfg = saved_config(config)
     skip = {"model", "num_samples"}
@@ -328,7 +328,7 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
             lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
     curves = [(key, st) for key, st in cells.items() if st.curve]
     if curves:
-        from .cli import TEST_NUM_SAMPLES, TEST_POINTS
+        from pyrovamp.cli.app import TEST_NUM_SAMPLES, TEST_POINTS
 
         lines += ["", "## Learning curves", "",
                   "The validation ELBO of every epoch and the test log-likelihood on a fixed "
@@ -347,14 +347,14 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
     for note in notes:
         lines += ["", note]
     path = out / "table1.md"
-    from .runs import atomic_write_text
+    from pyrovamp.workflow.runs import atomic_write_text
 
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
 def _record_piece(folder: Path, piece: dict) -> None:
-    from .runs import atomic_write_text
+    from pyrovamp.workflow.runs import atomic_write_text
 
     if not folder.is_dir():
         return
@@ -404,8 +404,8 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
     """
     import torch
 
-    from .cli import main
-    from .data import DATASETS
+    from pyrovamp.cli.app import main
+    from pyrovamp.data.datasets import DATASETS
 
     log = log or (lambda s: print(s, file=sys.stderr))
     for name, values, allowed in (("datasets", datasets, DATASETS), ("models", models, TABLE_MODELS),
@@ -423,7 +423,7 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
     for k, v in data_roots.items():
         if not Path(v).is_dir():
             raise ValueError(f"--data-root {v} is not a folder")
-    from .runs import make_folder
+    from pyrovamp.workflow.runs import make_folder
 
     out = make_folder(out)
 

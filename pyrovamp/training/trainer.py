@@ -56,10 +56,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer, WeightAveraging
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .errors import CheckpointError, NonFiniteLossError
-from ._choices import LEGACY_TRAINING, LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS
-from .evaluation import elbo_terms, log_likelihood
-from .nets import parameter_chunks
+from pyrovamp.errors import CheckpointError, NonFiniteLossError
+from pyrovamp.training.config import TrainConfig
+from pyrovamp._choices import LEGACY_TRAINING, PRECISIONS
+from pyrovamp.infer.importance import IWAELoss, elbo_terms, log_likelihood
+from pyrovamp.nn.layers import parameter_chunks
 
 __all__ = ["TrainConfig", "TrainResult", "SVIModule", "fit", "train", "load_model_weights",
            "NonFiniteLossError", "CheckpointError", "ScaleLatents", "WarmupEarlyStopping",
@@ -141,173 +142,6 @@ CHECKPOINT = "checkpoint.ckpt"   # the last epoch's full training state (resume 
 BEST = "best.ckpt"               # the parameters with the best validation ELBO so far
 MODEL = "model.pt"               # the trained model's parameters (best, averaged or last)
 _FORMAT = 2
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a training run (defaults: the book's Digits protocol).
-
-    Attributes:
-        epochs: total number of epochs (a resumed run continues up to it).
-        batch_size: data points per optimiser step, summed over all processes (the global batch;
-            it must be divisible by the number of processes).
-        lr: learning rate.
-        optimizer: ``"adam"``, ``"adamax"`` (``torch.optim``) or ``"adamnormgrad"`` (Adam on
-            per-tensor normalised gradients, the paper's code: :class:`AdamNormGrad`).
-        loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
-            where one exists), ``"jit_trace"`` / ``"jit_meanfield"`` (their JIT variants), or
-            ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
-            2016; :class:`IWAELoss`).
-        num_particles: ELBO samples per data point and step.
-        warmup_epochs: KL warm-up length in epochs; 0 disables it.
-        patience: early-stopping patience in epochs after the warm-up (``None``: no early
-            stopping).
-        seed: random seed of the run (initial shuffles, ELBO samples, binarisations).
-        val_num_samples: samples per validation point: ELBO samples averaged (``val_bound
-            "elbo"``) or the ``K`` of the importance-weighted bound (``"iwae"``).
-        val_bound: the validation score that early stopping, the best parameters and
-            ``lr_decay`` follow: ``"elbo"`` (the paper's protocol; logged ``val_elbo``) or
-            ``"iwae"``, the importance-weighted bound ``log (1/K) sum_k w_k`` with ``K =
-            val_num_samples`` (Burda et al. 2016, eq. 8; logged ``val_iwae``; the ``val_elbo``
-            curve then uses one sample). The bound tightens towards ``log p(x)`` as ``K`` grows,
-            so it ranks parameters as the test log-likelihood does where the ELBO may not
-            (static MNIST, HVAE + VampPrior: after a learning-rate decay the ELBO fell while
-            the IWAE-20 bound and the test log-likelihood rose; see the README).
-        max_minutes: stop cleanly at the end of the epoch after this many minutes of this piece
-            of training (a checkpoint is written; continue with ``resume=True``).
-        progress: show Lightning's progress bar.
-        lr_decay: multiply the learning rate by this factor in (0, 1) when the validation score
-            (``val_bound``) has not improved for ``lr_patience`` epochs after the KL warm-up
-            (PyTorch's ``ReduceLROnPlateau``; needs validation data). ``None``: a constant
-            learning rate (the paper's protocol).
-        lr_patience: epochs without a better validation score before ``lr_decay`` applies.
-        ema_decay: keep an exponential moving average of the parameters with this decay per step;
-            validation, early stopping and the final model use the averaged parameters (Polyak
-            averaging). ``None``: off.
-        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (Lightning's accelerator).
-        devices: number of devices (processes) per machine, or ``"auto"``.
-        num_nodes: number of machines.
-        strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"`` (Lightning's).
-        precision: ``"32"``, ``"bf16-mixed"`` (autocast to bfloat16; AVX-512 BF16 CPUs and
-            recent GPUs) or ``"16-mixed"`` (float16 autocast with loss scaling on GPUs; Lightning
-            falls back to bf16 on the CPU).
-        logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
-        device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
-            ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
-        test_every: every this many epochs, estimate the test log-likelihood of the scored
-            parameters on the ``test_data`` given to :func:`fit` (a learning curve in the
-            history: ``test_log_likelihood``, nats per data point); ``None``: never. Not
-            counted as training time.
-        test_num_samples: importance samples per test point for ``test_every`` (IS,
-            :func:`pyrovamp.log_likelihood`; the same seed at every epoch, so that the points of the curve
-            differ by the parameters only).
-    """
-
-    epochs: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adamax"
-    loss: str = "trace"
-    num_particles: int = 1
-    warmup_epochs: int = 0
-    patience: int | None = 20
-    seed: int = 0
-    val_num_samples: int = 1
-    val_bound: str = "elbo"
-    max_minutes: float | None = None
-    progress: bool = True
-    ema_decay: float | None = None
-    lr_decay: float | None = None
-    lr_patience: int = 10
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32"
-    logger: str = "csv"
-    device: str | None = None
-    test_every: int | None = None
-    test_num_samples: int = 1000
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting (before any work)."""
-        for name in ("epochs", "batch_size", "num_particles", "val_num_samples", "num_nodes",
-                     "test_num_samples", "lr_patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.warmup_epochs, int) or isinstance(self.warmup_epochs, bool) \
-                or self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"patience must be a positive integer or None, got {self.patience!r}")
-        if self.test_every is not None and (not isinstance(self.test_every, int)
-                                            or isinstance(self.test_every, bool) or self.test_every < 1):
-            raise ValueError(f"test_every must be a positive integer or None, got {self.test_every!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.val_bound not in VAL_BOUNDS:
-            raise ValueError(f"val_bound must be one of {', '.join(VAL_BOUNDS)}, got {self.val_bound!r}")
-        if self.val_bound == "iwae" and self.val_num_samples < 2:
-            raise ValueError("val_bound='iwae' needs val_num_samples >= 2 (with one sample the "
-                             "bound is the ELBO)")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
-        if self.loss == "iwae" and self.num_particles < 2:
-            raise ValueError("loss='iwae' needs num_particles >= 2 (the number of importance samples)")
-        if self.loss.startswith("jit") and self.warmup_epochs:
-            raise ValueError("the JIT losses compile a fixed KL weight: use warmup_epochs=0 with them")
-        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float))
-                                               and 0.0 < self.ema_decay < 1.0):
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
-        if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float))
-                                              and 0.0 < self.lr_decay < 1.0):
-            raise ValueError(f"lr_decay must be in (0, 1) or None, got {self.lr_decay!r}")
-        if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float))
-                                                 and self.max_minutes > 0):
-            raise ValueError(f"max_minutes must be positive, got {self.max_minutes!r}")
-        if str(self.precision) not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.logger not in LOGGERS:
-            raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
-        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ValueError(f"accelerator must be 'cpu', 'gpu' or 'auto', got {self.accelerator!r}")
-        if not (self.devices == "auto" or (isinstance(self.devices, int)
-                                           and not isinstance(self.devices, bool) and self.devices >= 1)):
-            raise ValueError(f"devices must be a positive integer or 'auto', got {self.devices!r}")
-        if not isinstance(self.strategy, str) or not self.strategy:
-            raise ValueError(f"strategy must be a Lightning strategy name, got {self.strategy!r}")
-        accelerator, devices = self.lightning_devices()
-        if accelerator == "gpu" and not torch.cuda.is_available():
-            raise ValueError("a GPU was asked for (accelerator='gpu' or device='cuda') but "
-                             "torch.cuda.is_available() is False")
-        world = self.num_nodes * (devices if isinstance(devices, int) else len(devices)
-                                  if isinstance(devices, list) else 1)
-        if self.batch_size % world:
-            raise ValueError(f"batch_size={self.batch_size} (the global batch) must be divisible "
-                             f"by the number of processes ({world})")
-
-    @property
-    def monitor(self) -> str:
-        """The logged key of the validation score: ``"val_elbo"`` or ``"val_iwae"``."""
-        return "val_iwae" if self.val_bound == "iwae" else "val_elbo"
-
-    def lightning_devices(self):
-        """``(accelerator, devices)`` for Lightning's ``Trainer``, ``device`` resolved."""
-        if self.device is None:
-            acc = "gpu" if self.accelerator == "cuda" else self.accelerator
-            return acc, self.devices
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}") from e
-        if dev.type == "cpu":
-            return "cpu", self.devices
-        if dev.type == "cuda":
-            return "gpu", [dev.index] if dev.index is not None else self.devices
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
 
 @dataclass
@@ -433,44 +267,6 @@ class SVIDataModule(pl.LightningDataModule):
 
 
 # --- the LightningModule ----------------------------------------------------------------------
-class IWAELoss:
-    """The importance-weighted bound of Burda et al. (2016, eq. 8) with ``K`` samples as a
-    differentiable loss -- Pyro's ``RenyiELBO(alpha=0)`` has no ``differentiable_loss``:
-
-        -sum_n [ logsumexp_k (log p(x_n, h_k) - log q(h_k | x_n)) - log K ],   h_k ~ q(h | x_n).
-
-    The ``K`` draws are one vectorised ``pyro.plate("particles", K, dim=-2)`` around model and
-    guide (every site must sit in one data plate at ``dim=-1``); gradients flow through
-    reparameterised draws, so every latent site of the guide must have ``rsample``.
-
-    Args:
-        num_particles: ``K >= 2``.
-    """
-
-    def __init__(self, num_particles: int):
-        self.num_particles = num_particles
-
-    def differentiable_loss(self, model, guide, x):
-        """The negative bound summed over the data points of ``x`` (nats), a 0-dim tensor."""
-        from pyro import poutine
-        from pyro.poutine.util import site_is_subsample
-
-        with pyro.plate("particles", self.num_particles, dim=-2):
-            guide_trace = poutine.trace(guide).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-        lw = 0.0
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            trace.compute_log_prob()
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample" or site_is_subsample(site):  # skip the plates
-                    continue
-                if sign < 0 and not site["is_observed"] and not getattr(site["fn"], "has_rsample", False):
-                    raise ValueError(f"loss='iwae' needs reparameterised guide sites; {name!r} has no rsample")
-                lw = lw + sign * site["log_prob"]
-        lw = torch.as_tensor(lw).expand(self.num_particles, x.shape[0])
-        return -(torch.logsumexp(lw, dim=0) - math.log(self.num_particles)).sum()
-
-
 def make_loss(config: TrainConfig):
     """The loss object of ``config.loss``: a Pyro ELBO (one data plate, vectorised particles)
     or :class:`IWAELoss`; each has ``differentiable_loss(model, guide, x)``."""
@@ -880,7 +676,7 @@ def quiet_lightning():
 
 # --- the entry points -------------------------------------------------------------------------
 def _check(model, x, name):
-    from .models import check_data
+    from pyrovamp.models.vae import check_data
 
     if x is None:
         return None

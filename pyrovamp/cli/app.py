@@ -61,9 +61,9 @@ def _positive_float(name):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyrovamp``."""
-    from .data import DATASETS
-    from .priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
-    from ._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS, WEIGHT_INITS
+    from pyrovamp.data.datasets import DATASETS
+    from pyrovamp.priors.base import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
+    from pyrovamp._choices import LOGGERS, LOSS_NAMES, OPTIMIZER_NAMES, PRECISIONS, VAL_BOUNDS, WEIGHT_INITS
 
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``pyrovamp`` command. Returns the exit status (2: bad input, 1: a run
     that failed, e.g. a non-finite loss)."""
-    from .errors import NonFiniteLossError
+    from pyrovamp.errors import NonFiniteLossError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -313,7 +313,7 @@ def _explicit_options(argv) -> dict:
 
 
 def _train_config(cfg: dict, progress: bool):
-    from .training import TrainConfig
+    from pyrovamp.training.trainer import TrainConfig
 
     accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
     return TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -336,10 +336,10 @@ def _train(args, argv) -> int:
     import torch
     import pyro
 
-    from .data import load_dataset, spread_subset
-    from .runs import (CONV_MODELS, atomic_write_text, build_model, make_folder, resolve_config,
+    from pyrovamp.data.datasets import load_dataset, spread_subset
+    from pyrovamp.workflow.runs import (CONV_MODELS, atomic_write_text, build_model, make_folder, resolve_config,
                        saved_config, write_history_csv)
-    from .training import CHECKPOINT, MODEL, fit, load_model_weights, read_checkpoint
+    from pyrovamp.training.trainer import CHECKPOINT, MODEL, fit, load_model_weights, read_checkpoint
 
     rank = _rank(args.devices)
     # --- every check before any work ---------------------------------------------------------
@@ -413,7 +413,7 @@ def _train(args, argv) -> int:
     pyro.set_rng_seed(cfg["seed"])
     model = build_model(cfg, dataset)  # raises ValueError on a bad combination, e.g. non-square K
     if not args.resume and cfg.get("init_from") is not None:
-        from .errors import CheckpointError
+        from pyrovamp.errors import CheckpointError
 
         try:  # before --out is made
             load_model_weights(model, Path(cfg["init_from"]) / MODEL)
@@ -447,8 +447,8 @@ def _train(args, argv) -> int:
                 import matplotlib
 
                 matplotlib.use("Agg")
-                from .plots import plot_history
-                from .runs import save_figure
+                from pyrovamp.workflow.plots import plot_history
+                from pyrovamp.workflow.runs import save_figure
 
                 save_figure(plot_history(result.history), out / "loss.png")
         if result.finished:
@@ -512,7 +512,7 @@ def _write_metrics_and_figures(model, dataset, cfg, meta, history, out, num_samp
     import matplotlib
 
     matplotlib.use("Agg")
-    from .runs import atomic_write_text, evaluate_run, save_figure
+    from pyrovamp.workflow.runs import atomic_write_text, evaluate_run, save_figure
 
     t0 = time.perf_counter()
     model = model.to(device)
@@ -520,7 +520,7 @@ def _write_metrics_and_figures(model, dataset, cfg, meta, history, out, num_samp
                            progress=progress)
     if trainer is not None and not trainer.is_global_zero:
         return
-    from .plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
+    from pyrovamp.workflow.plots import (plot_active_units, plot_history, plot_latent, plot_pseudo_inputs,
                         plot_reconstructions, plot_samples)
 
     metrics.update(eval_seconds=time.perf_counter() - t0, **meta,
@@ -548,8 +548,8 @@ def _compare(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .runs import atomic_write_text, make_folder, save_figure
-    from .workflow import compare, khat_threshold, plot_compare, plot_pareto_k, to_inference_data
+    from pyrovamp.workflow.runs import atomic_write_text, make_folder, save_figure
+    from pyrovamp.workflow.comparison import compare, khat_threshold, plot_compare, plot_pareto_k, to_inference_data
 
     _check_device(args.device)
     runs = [Path(r) for r in args.run_dirs]
@@ -585,8 +585,8 @@ def _compare(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .data import DATASETS
-    from .reproduce import reproduce_table1
+    from pyrovamp.data.datasets import DATASETS
+    from pyrovamp.workflow.reproduce import reproduce_table1
 
     roots = {}
     for item in args.data_root or ():
@@ -604,7 +604,7 @@ def _reproduce(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .runs import load_run
+    from pyrovamp.workflow.runs import load_run
 
     _check_device(args.device)
     run = Path(args.run_dir)
@@ -631,7 +631,7 @@ def _evaluate(args) -> int:
     dataset = _limit(dataset, cfg.get("max_points"))
     num_samples = args.num_samples or cfg.get("num_samples", 5000)
     if args.refine_guide is not None:
-        from .runs import evaluate_refined
+        from pyrovamp.workflow.runs import evaluate_refined
 
         evaluate_refined(model, dataset, run, epochs=args.refine_guide,
                          refine_num_samples=args.refine_num_samples or 10,
@@ -642,14 +642,14 @@ def _evaluate(args) -> int:
         if args.bdmc is None:
             return 0
     if args.method is not None or args.bdmc is not None:
-        from .runs import evaluate_estimators
+        from pyrovamp.workflow.runs import evaluate_estimators
 
         evaluate_estimators(model, dataset.test.to(args.device), run, args.method, args.bdmc,
                             num_samples=num_samples, num_chains=args.num_chains,
                             num_steps=args.num_steps, epochs=meta.get("epochs"),
                             progress=not args.no_progress)
         return 0
-    from .runs import merge_metrics
+    from pyrovamp.workflow.runs import merge_metrics
 
     path = run / "metrics.json"
     old = json.loads(path.read_text()) if path.is_file() else {}

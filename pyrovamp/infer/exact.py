@@ -36,7 +36,7 @@ import warnings
 
 import torch
 
-from ._latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
+from pyrovamp.infer.latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
                       latent_space, pair_bytes, positive_float, positive_int)
 
 __all__ = ["exact_log_likelihood", "total_latent_dim", "MAX_LATENT_DIM"]

@@ -31,8 +31,8 @@ from torch.distributions.constraints import MixtureSameFamilyConstraint
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 
-from . import registration
-from .priors import Prior
+from pyrovamp import registration
+from pyrovamp.priors.base import Prior
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
 _BATCH_PLATE = "_pyrovamp_batch"
@@ -47,7 +47,7 @@ def check_data(model, x, name="x"):
     Raises:
         ValueError: not a tensor or array, empty, NaN/inf, wrong shape or support.
     """
-    from .evaluation import _data
+    from pyrovamp.infer.importance import _data
 
     return _data(model, x, name)
 
@@ -61,7 +61,7 @@ def check_model(model, name="model"):
 
 def positive_int(value, name):
     """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
-    from .evaluation import _check_int
+    from pyrovamp.infer.importance import _check_int
 
     _check_int(name, value, 1)
 

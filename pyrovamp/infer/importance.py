@@ -43,16 +43,16 @@ import numpy as np
 import torch
 import pyro
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._latent import evaluation_context, fork_rng, progress_bar
-from .models import _float_tensor, check_data
-from .priors import Prior
+from pyrovamp.infer.latent import evaluation_context, fork_rng, progress_bar
+from pyrovamp.models.vae import _float_tensor, check_data
 
 __all__ = ["log_importance_weights", "log_likelihood", "elbo", "elbo_terms", "active_units",
            "points_per_block", "evaluation_plan", "Plan", "peak_bytes", "DEFAULT_MEMORY_BUDGET",
-           "CPU_CHUNK_BYTES"]
+           "CPU_CHUNK_BYTES", "IWAELoss"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 """Bytes of tensors one chunk (block of data points x sub-chunk of samples) may allocate."""
@@ -475,12 +475,12 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
             options.
     """
     if method == "ais":
-        from .ais import ais_log_likelihood
+        from pyrovamp.infer.ais import ais_log_likelihood
 
         return ais_log_likelihood(model, x, memory_budget=memory_budget, batch_size=batch_size,
                                   seed=seed, diagnostics=diagnostics, progress=progress, **options)
     if method == "exact":
-        from .exact import exact_log_likelihood
+        from pyrovamp.infer.exact import exact_log_likelihood
 
         ll, err, info = exact_log_likelihood(model, x, memory_budget=memory_budget,
                                              diagnostics=True, **options)
@@ -493,7 +493,7 @@ def log_likelihood(model, x, num_samples: int = 5000, *,
     x = _data(model, x)
     out, diag = [], {"log_likelihood_psis": [], "pareto_k": [], "ess": []}
     if diagnostics:
-        from .diagnostics import importance_diagnostics
+        from pyrovamp.infer.diagnostics import importance_diagnostics
     with evaluation_context(model, seed, no_grad=True), \
             progress_bar(x.shape[0], f"IS log-likelihood (S={num_samples})", progress) as bar:
         for lw in _blocks(model, x, num_samples, memory_budget, batch_size, seed, first_block):
@@ -604,3 +604,38 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, num_samples: i
         means = torch.cat([p[site] for p in parts]).double()
         out[site] = int((means.var(0) > threshold).sum())
     return out
+
+
+class IWAELoss:
+    """The importance-weighted bound of Burda et al. (2016, eq. 8) with ``K`` samples as a
+    differentiable loss -- Pyro's ``RenyiELBO(alpha=0)`` has no ``differentiable_loss``:
+
+        -sum_n [ logsumexp_k (log p(x_n, h_k) - log q(h_k | x_n)) - log K ],   h_k ~ q(h | x_n).
+
+    The ``K`` draws are one vectorised ``pyro.plate("particles", K, dim=-2)`` around model and
+    guide (every site must sit in one data plate at ``dim=-1``); gradients flow through
+    reparameterised draws, so every latent site of the guide must have ``rsample``.
+
+    Args:
+        num_particles: ``K >= 2``.
+    """
+
+    def __init__(self, num_particles: int):
+        self.num_particles = num_particles
+
+    def differentiable_loss(self, model, guide, x):
+        """The negative bound summed over the data points of ``x`` (nats), a 0-dim tensor."""
+        with pyro.plate("particles", self.num_particles, dim=-2):
+            guide_trace = poutine.trace(guide).get_trace(x)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        lw = 0.0
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            trace.compute_log_prob()
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):  # skip the plates
+                    continue
+                if sign < 0 and not site["is_observed"] and not getattr(site["fn"], "has_rsample", False):
+                    raise ValueError(f"loss='iwae' needs reparameterised guide sites; {name!r} has no rsample")
+                lw = lw + sign * site["log_prob"]
+        lw = torch.as_tensor(lw).expand(self.num_particles, x.shape[0])
+        return -(torch.logsumexp(lw, dim=0) - math.log(self.num_particles)).sum()

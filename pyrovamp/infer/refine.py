@@ -36,11 +36,11 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.func import functional_call
 
-from ._latent import check_data, check_model, evaluation_context, positive_float, positive_int, \
+from pyrovamp.infer.latent import check_data, check_model, evaluation_context, positive_float, positive_int, \
     progress_bar
-from .errors import NonFiniteLossError
-from .evaluation import _check_int, site_log_probs
-from .priors import Prior
+from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.infer.importance import _check_int, site_log_probs
+from pyrovamp.priors.base import Prior
 
 __all__ = ["refine_guide"]
 

@@ -51,8 +51,8 @@ from torch.distributions import constraints
 from torch.distributions import constraints
 from torch.distributions.constraints import MixtureSameFamilyConstraint
 
-from .nets import MLP
-from .registration import RegisteredModule
+from pyrovamp.nn.layers import MLP
+from pyrovamp.registration import RegisteredModule
 
 __all__ = [
     "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior",

@@ -19,106 +19,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Dataset, load_dataset
-from .diagnostics import khat_threshold
-from .evaluation import active_units, elbo, log_likelihood
-from .exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
-from .models import MODELS
-from ._choices import LEGACY_TRAINING, WEIGHT_INITS
-from .nets import he_init_
-from .priors import make_prior
+from pyrovamp.data.datasets import Dataset, load_dataset
+from pyrovamp.infer.diagnostics import khat_threshold
+from pyrovamp.infer.importance import active_units, elbo, log_likelihood
+from pyrovamp.infer.exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
+from pyrovamp.models.vae import MODELS
+from pyrovamp._choices import WEIGHT_INITS
+from pyrovamp.training.config import (CONV_MODELS, LEGACY_SETTINGS, MODEL_KEYS, PRESETS,
+                                       PSEUDO_INPUT_INIT, resolve_config, saved_config)
+from pyrovamp.nn.layers import he_init_
+from pyrovamp.priors.base import make_prior
 
 __all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
            "atomic_write_text", "make_folder", "saved_config", "LEGACY_SETTINGS",
            "PSEUDO_INPUT_INIT", "write_history_csv", "MODEL_KEYS", "merge_metrics",
            "save_per_point", "evaluate_method", "evaluate_bdmc", "evaluate_estimators"]
-
-# Protocols. "book": Tomczak, Deep Generative Modeling ch. 4.4.1 (Digits: L=2, K=16, 2x256
-# LeakyReLU, Adamax 1e-3, batch 64) with four measured improvements against over-fitting its 1000
-# training images -- dropout 0.2 in the decoder, an exponential moving average of the parameters,
-# early stopping on a 10-sample validation ELBO with patience 50 (the book: 1 sample, patience
-# 20) -- see the README. "paper": Tomczak & Welling 2018, sec. 4 (K=500, z=40 (z1=z2=40), gated
-# dense layers of 300 units, batch 100, Adam 5e-4, KL warm-up 100 epochs, early stopping 50, at
-# most 2000 epochs, S=5000 at test). "fast": the paper's model, estimator and KL warm-up (100
-# epochs) with a step that is cheaper per epoch on a CPU and averaged parameters (pyrovamp issue
-# 11, measured in the README's time-to-quality section): batch 200 with Adam lr 1e-3 (twice the
-# paper's batch and learning rate; the VampPrior encodes its 500 pseudo-inputs once per step, so
-# half the steps per epoch cost about half as much), bfloat16 autocast for the networks
-# (Lightning's "bf16-mixed": the parameters, the optimiser and every reduction stay float32; on
-# GPUs with bfloat16 too; on CPUs without native bfloat16 it is slower -- pass --precision 32
-# there) and an exponential moving average of the parameters with decay 0.999 per step (Polyak
-# averaging, ``ema_decay``: validation, early stopping and the saved model use the average; it
-# removes the noise of the larger learning rate -- static MNIST, VAE + VampPrior: validation ELBO
-# -89.94 against -91.77 at the best epoch, test log-likelihood -84.95 against -85.63 on the whole
-# test set). --ema-decay 0 turns it off. A 10-epoch warm-up was measured and dropped: it
-# converged early, to -86.4. The test log-likelihood is always estimated in float32.
-PRESETS = {
-    "book": dict(model="vae", latent_dim=2, num_components=16, hidden_dim=256,
-                 num_hidden_layers=2, architecture="mlp", logvar_bounds=None, optimizer="adamax",
-                 lr=1e-3, batch_size=64, epochs=1000, patience=50, warmup_epochs=0, dropout=0.2,
-                 val_num_samples=10, ema_decay=0.995, num_samples=5000, precision="32",
-                 lr_decay=None, lr_patience=10, val_bound="elbo", val_points=None),
-    "paper": dict(model="vae", latent_dim=40, num_components=500, hidden_dim=300,
-                  num_hidden_layers=2, architecture="gated", logvar_bounds=[-6.0, 2.0],
-                  optimizer="adam", lr=5e-4, batch_size=100, epochs=2000, patience=50,
-                  warmup_epochs=100, dropout=0.0, val_num_samples=1, ema_decay=None,
-                  num_samples=5000, precision="32", lr_decay=None, lr_patience=10,
-                  val_bound="elbo", val_points=None),
-}
-PRESETS["fast"] = {**PRESETS["paper"], "batch_size": 200, "lr": 1e-3, "precision": "bf16-mixed",
-                   "ema_decay": 0.999}
-# The paper's code also trains with AdamNormGrad (each parameter tensor's gradient divided by its
-# L2 norm before Adam), He-initialised linear layers and pseudo-inputs that are a clamped weight
-# started as nearly black images (hardtanh(a, 0, 1), a ~ N(0.05, 0.01)); "paper" follows it.
-# "book" and "fast" keep the settings they were measured with: Adam(ax) on raw gradients,
-# PyTorch's default initialisation and sigmoid-parameterised pseudo-inputs started uniformly.
-PRESETS["paper"].update(optimizer="adamnormgrad", weight_init="he",
-                        pseudo_input_parameterization="clamp")
-for _name in ("book", "fast"):
-    PRESETS[_name].update(weight_init="default", pseudo_input_parameterization="sigmoid")
-# what a run whose config.json predates a setting was trained with (see saved_config)
-LEGACY_SETTINGS = {"weight_init": "default", "pseudo_input_parameterization": "sigmoid",
-                   **LEGACY_TRAINING, "val_points": None, "num_particles": 1, "init_from": None}
-# the paper's random initialisation of the pseudo-inputs per data set (load_data.py of
-# jmtomczak/vae_vampprior: mean and standard deviation in units of the data range)
-PSEUDO_INPUT_INIT = {"caltech101_silhouettes": (0.5, 0.02), "frey_faces": (0.5, 0.02),
-                     "histopathology": (0.4, 0.05)}  # every other data set: (0.05, 0.01)
-CONV_MODELS = ("convhvae", "pixelhvae")  # no dropout; the preset's applies to the MLP decoders
-DEFAULT_PRESET = {"digits": "book"}  # every other data set: "paper"
-MODEL_KEYS = ("latent_dim", "prior", "num_components", "grid_side", "hidden_dim",
-              "num_hidden_layers", "architecture", "learn_weights", "logvar_bounds",
-              "pseudo_input_parameterization")
-
-
-def resolve_config(args: dict) -> dict:
-    """Fill missing or ``None`` settings from the preset (``cfg["preset"]``, by default "book"
-    for Digits and "paper" for the other data sets); returns a new dict.
-
-    Raises:
-        ValueError: unknown preset.
-    """
-    cfg = dict(args)
-    preset = cfg.get("preset") or DEFAULT_PRESET.get(cfg["dataset"], "paper")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    cfg["preset"] = preset
-    for k, v in PRESETS[preset].items():
-        if cfg.get(k) is None:
-            cfg[k] = 0.0 if k == "dropout" and cfg.get("model") in CONV_MODELS else v
-    return cfg
-
-
-def saved_config(cfg: dict) -> dict:
-    """A run's ``config.json`` as read back: settings added to pyrovamp after the run was made
-    (absent from its file) are set to what it was trained with (:data:`LEGACY_SETTINGS`), so
-    that loading or resuming it never picks up a newer preset's value; the convolutional models'
-    runs made before their dropout was refused recorded the book preset's 0.2, which they never
-    applied, and read back as 0. Returns a new dict."""
-    cfg = {**LEGACY_SETTINGS, **cfg}
-    if cfg.get("model") in CONV_MODELS:
-        cfg["dropout"] = 0.0
-    return cfg
-
 
 def build_model(cfg: dict, dataset: Dataset):
     """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's configuration
@@ -225,7 +140,7 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
         pyrovamp.training.CheckpointError: ``model.pt`` is truncated, corrupt or from another
             model.
     """
-    from .training import MODEL, load_model_weights
+    from pyrovamp.training.trainer import MODEL, load_model_weights
 
     run_dir = Path(run_dir)
     for f in ("config.json", MODEL):
@@ -259,7 +174,7 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
     points draws its samples from the seed and the block's index, so the numbers do not depend
     on the number of processes. ``progress``: a progress bar over the test points for the
     importance sampling (one process)."""
-    from .training import sharded_over_processes
+    from pyrovamp.training.trainer import sharded_over_processes
 
     x = dataset.test[:max_points].to(device)
 
@@ -273,7 +188,7 @@ def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: 
                              first_block=first_block).cpu()}
 
     if trainer is not None and trainer.world_size > 1:
-        from .evaluation import points_per_block
+        from pyrovamp.infer.importance import points_per_block
 
         got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
         ll = got["ll"]
@@ -360,7 +275,7 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
     """
     import time
 
-    from .ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, ais_log_likelihood
+    from pyrovamp.infer.ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, ais_log_likelihood
 
     if method not in ("is", "ais", "exact"):
         raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
@@ -428,8 +343,8 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
     """
     import time
 
-    from .errors import NonFiniteLossError
-    from .refine import refine_guide
+    from pyrovamp.errors import NonFiniteLossError
+    from pyrovamp.infer.refine import refine_guide
 
     if refine_on not in ("train", "test"):
         raise ValueError(f"refine_on must be 'train' or 'test', got {refine_on!r}")
@@ -473,7 +388,7 @@ def evaluate_bdmc(model, num_points: int, *, num_chains: int | None = None,
     upper - lower), ``bdmc_gap_max``, ``bdmc_seconds`` and the settings."""
     import time
 
-    from .ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, bdmc
+    from pyrovamp.infer.ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, bdmc
 
     C = num_chains or DEFAULT_NUM_CHAINS
     T = num_steps or DEFAULT_NUM_STEPS

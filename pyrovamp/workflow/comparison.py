@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _arviz
-from .diagnostics import importance_diagnostics, khat_threshold
+from pyrovamp import _arviz
+from pyrovamp.infer.diagnostics import importance_diagnostics, khat_threshold
 
 __all__ = ["importance_diagnostics", "khat_threshold", "to_inference_data", "compare",
            "plot_compare", "plot_pareto_k", "load_evaluation", "EVALUATION_FILE",
@@ -85,7 +85,7 @@ def _evaluate(model, x, num_samples, seed, keep_log_weights):
     """Importance sampling of ``model`` on ``x``: the per-point dataset (and the log-weights)."""
     import xarray as xr
 
-    from .evaluation import log_importance_weights
+    from pyrovamp.infer.importance import log_importance_weights
 
     log_w = log_importance_weights(model, x, num_samples, seed=seed)  # S x N
     diag = importance_diagnostics(log_w)
@@ -205,7 +205,7 @@ def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: in
     attrs = {}
     run_dir = None
     if isinstance(run_or_model, (str, Path)):
-        from .runs import load_run
+        from pyrovamp.workflow.runs import load_run
 
         run_dir = Path(run_or_model)
         model, cfg, dataset, ckpt = load_run(run_dir, device)
