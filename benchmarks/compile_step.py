@@ -11,7 +11,8 @@ The first compiled round's first steps (the compilation itself) are reported apa
 ``compile_seconds``.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/compile_step.py [--model vae|hvae] [--steps 30]
-       [--rounds 3] [--precision 32|bf16-mixed] [--real-data DIR] [--mode default|max-autotune-no-cudagraphs]
+       [--rounds 3] [--precision 32|bf16-mixed] [--real-data DIR]
+       [--mode default|max-autotune-no-cudagraphs]
 
 The last line printed is a JSON object with ``eager_ms``, ``compiled_ms``, ``speedup`` (eager /
 compiled), ``compile_seconds`` and the settings.
@@ -23,7 +24,6 @@ import logging
 import pathlib
 import statistics
 import sys
-import time
 
 import lightning.pytorch as pl
 import pyro
@@ -33,7 +33,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from train_step import _StepClock  # noqa: E402
 
 from pyrovamp import HVAE, VAE  # noqa: E402
-from pyrovamp.training import EpochData, SVIDataModule, SVIModule, TrainConfig, quiet_lightning  # noqa: E402
+from pyrovamp.training.config import TrainConfig  # noqa: E402
+from pyrovamp.training.data import EpochData, SVIDataModule  # noqa: E402
+from pyrovamp.training.plan import SVIModule  # noqa: E402
+from pyrovamp.training.runner import quiet_lightning  # noqa: E402
 
 NETWORKS = ("encoder", "encoder_z1", "p_z1", "decoder")
 
@@ -52,6 +55,7 @@ def main():
     n = args.steps * args.batch_size
     if args.real_data:
         from pyrovamp.data import read_amat
+
         x_all = read_amat(f"{args.real_data}/binarized_mnist_valid.amat")[:n]
     else:
         x_all = (torch.rand(n, 784) < 0.13).float()
@@ -59,16 +63,32 @@ def main():
     def make():
         pyro.set_rng_seed(0)
         cls = VAE if args.model == "vae" else HVAE
-        return cls((784,), 40, prior="vampprior", likelihood="bernoulli", hidden_dim=300,
-                   architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0))
+        return cls(
+            (784,),
+            40,
+            prior="vampprior",
+            likelihood="bernoulli",
+            hidden_dim=300,
+            architecture="gated",
+            num_components=500,
+            logvar_bounds=(-6.0, 2.0),
+        )
 
     eager, compiled = make(), make()
     compiled.load_state_dict(eager.state_dict())
     names = [k for k in NETWORKS if isinstance(getattr(compiled, k, None), torch.nn.Module)]
     for k in names:
         getattr(compiled, k).compile(mode=args.mode)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-4, optimizer="adam",
-                      patience=None, progress=False, logger="none", precision=args.precision)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size,
+        lr=5e-4,
+        optimizer="adam",
+        patience=None,
+        progress=False,
+        logger="none",
+        precision=args.precision,
+    )
     modules = {"eager": SVIModule(eager, cfg), "compiled": SVIModule(compiled, cfg)}
     times = {"eager": [], "compiled": []}
     compile_seconds = None
@@ -76,26 +96,47 @@ def main():
         for which, module in modules.items():
             clock = _StepClock()
             with quiet_lightning():
-                trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1,
-                                     precision=args.precision, logger=False, callbacks=[clock],
-                                     enable_checkpointing=False, enable_progress_bar=False,
-                                     enable_model_summary=False, num_sanity_val_steps=0,
-                                     limit_val_batches=0, use_distributed_sampler=False)
-                trainer.fit(module, datamodule=SVIDataModule(EpochData(x_all), None,
-                                                             args.batch_size, seed=r))
-            steps = [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:])]
+                trainer = pl.Trainer(
+                    accelerator="cpu",
+                    devices=1,
+                    max_epochs=1,
+                    precision=args.precision,
+                    logger=False,
+                    callbacks=[clock],
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    num_sanity_val_steps=0,
+                    limit_val_batches=0,
+                    use_distributed_sampler=False,
+                )
+                trainer.fit(
+                    module,
+                    datamodule=SVIDataModule(EpochData(x_all), None, args.batch_size, seed=r),
+                )
+            steps = [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:], strict=False)]
             if which == "compiled" and r == 0:
                 compile_seconds = round(sum(steps[:2]) - 2 * statistics.median(steps[2:]), 1)
             times[which] += steps[2:]
-            print(f"round {r} {which}: median {1000 * statistics.median(steps[2:]):.1f} ms",
-                  flush=True)
+            print(
+                f"round {r} {which}: median {1000 * statistics.median(steps[2:]):.1f} ms",
+                flush=True,
+            )
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
-    res.update(speedup=round(res["eager_ms"] / res["compiled_ms"], 3),
-               compile_seconds=compile_seconds, compiled_networks=names, model=args.model,
-               precision=args.precision, mode=args.mode, batch_size=args.batch_size,
-               steps=args.steps, rounds=args.rounds, threads=torch.get_num_threads(),
-               torch=torch.__version__,
-               data="static MNIST validation images" if args.real_data else "random binary")
+    res.update(
+        speedup=round(res["eager_ms"] / res["compiled_ms"], 3),
+        compile_seconds=compile_seconds,
+        compiled_networks=names,
+        model=args.model,
+        precision=args.precision,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        data="static MNIST validation images" if args.real_data else "random binary",
+    )
     print(json.dumps(res))
 
 

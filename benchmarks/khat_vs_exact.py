@@ -32,14 +32,23 @@ def main():
         is_ = np.load(run / "log_likelihood_is.npz")
         exact = np.load(run / "log_likelihood_exact.npz")["log_likelihood"]
         cfg = json.loads((run / "metrics.json").read_text())
-        r = khat_against_truth(is_["log_likelihood"], is_["pareto_k"], exact,
-                               int(cfg.get("num_samples", 5000)), args.tolerance)
+        r = khat_against_truth(
+            is_["log_likelihood"],
+            is_["pareto_k"],
+            exact,
+            int(cfg.get("num_samples", 5000)),
+            args.tolerance,
+        )
         out[run.name] = {
             "is_minus_exact_mean": round(r["mean_error"], 4),
             "is_minus_exact_worst": round(r["worst_error"], 3),
-            "points_off": r["points_off"], "points": r["points"], "flagged": r["flagged"],
+            "points_off": r["points_off"],
+            "points": r["points"],
+            "flagged": r["flagged"],
             "khat_threshold": round(r["khat_threshold"], 3),
-            "precision": round(r["precision"], 3), "recall": round(r["recall"], 3)}
+            "precision": round(r["precision"], 3),
+            "recall": round(r["recall"], 3),
+        }
         print(run.name, out[run.name])
         panels[run.name.replace("digits_", "")] = {**r, "pareto_k": is_["pareto_k"]}
     if args.figure:

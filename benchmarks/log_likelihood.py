@@ -17,8 +17,8 @@ Baselines timed in the same process, on the same images and weights:
   100 copies of x and all K pseudo-inputs, the mixture density by a (100, K, L) broadcast -- timed
   on ``--baseline-points`` points.
 
-Memory: the plans (:func:`pyrovamp.infer.importance.evaluation_plan`) for the paper's VAE and convHVAE
-at S, and the measured peak of live tensor bytes (:func:`pyrovamp.infer.importance.peak_bytes`) of a
+Memory: the plans (:func:`pyrovamp.infer.planning.evaluation_plan`) for the paper's VAE and convHVAE
+at S, and the measured peak of live tensor bytes (:func:`pyrovamp.infer.planning.peak_bytes`) of a
 convHVAE chunk of this device's plan and of the largest chunk the budget allows.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/log_likelihood.py [--points 48] [--reference REV]
@@ -41,12 +41,18 @@ import torch
 
 from pyrovamp import VAE, ConvHVAE, log_likelihood
 from pyrovamp.data import read_amat
-from pyrovamp.infer import importance as evaluation
-from pyrovamp.infer.importance import DEFAULT_MEMORY_BUDGET, evaluation_plan, peak_bytes
+from pyrovamp.infer import planning
+from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, evaluation_plan, peak_bytes
 
 HERE = pathlib.Path(__file__).resolve().parent
-PAPER_VAE = dict(prior="vampprior", likelihood="bernoulli", hidden_dim=300, architecture="gated",
-                 num_components=500, logvar_bounds=(-6.0, 2.0))
+PAPER_VAE = dict(
+    prior="vampprior",
+    likelihood="bernoulli",
+    hidden_dim=300,
+    architecture="gated",
+    num_components=500,
+    logvar_bounds=(-6.0, 2.0),
+)
 
 
 @torch.no_grad()
@@ -71,8 +77,9 @@ def original_scheme_log_likelihood(vae, x, num_samples, chunk=100):
 def import_revision(rev: str):
     """``pyrovamp`` as it was at git revision ``rev``, imported as package ``pyrovamp_ref``."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="pyrovamp_ref_"))
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "pyrovamp"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", rev, "pyrovamp"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
     (root / "pyrovamp").rename(root / "pyrovamp_ref")
     sys.path.insert(0, str(root))
@@ -87,15 +94,19 @@ def main():
     ap.add_argument("--num-samples", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reference", help="git revision of pyrovamp to time in the same process")
-    ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist"))
+    ap.add_argument(
+        "--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist")
+    )
     ap.add_argument("--run", help="a run folder of a static MNIST VampPrior model to score")
     args = ap.parse_args()
     dev = torch.device(args.device)
     S, budget = args.num_samples, DEFAULT_MEMORY_BUDGET
     test = pathlib.Path(args.data_root) / "binarized_mnist_test.amat"
     if not test.is_file():
-        sys.exit(f"{test} is missing: the benchmark runs on real static MNIST test images only "
-                 "(see ../shared/data/README.md); pass --data-root")
+        sys.exit(
+            f"{test} is missing: the benchmark runs on real static MNIST test images only "
+            "(see ../shared/data/README.md); pass --data-root"
+        )
     x = read_amat(test)[: args.points].to(dev)
     pyro.set_rng_seed(0)
 
@@ -103,17 +114,18 @@ def main():
     # the largest the budget allows (a GPU's chunk; on a CPU chunks stop at CPU_CHUNK_BYTES)
     conv = ConvHVAE((28, 28), 40, prior="vampprior").to(dev)
     conv_plan = evaluation_plan(conv, S, budget)
-    cap, evaluation.CPU_CHUNK_BYTES = evaluation.CPU_CHUNK_BYTES, budget
+    cap, planning.CPU_CHUNK_BYTES = planning.CPU_CHUNK_BYTES, budget
     try:
         conv_full = evaluation_plan(conv, S, budget)
     finally:
-        evaluation.CPU_CHUNK_BYTES = cap
-    conv_peak = peak_bytes(conv, x[:conv_plan.points_per_chunk], conv_plan.samples_per_chunk)
-    conv_full_peak = peak_bytes(conv, x[:conv_full.points_per_chunk], conv_full.samples_per_chunk)
+        planning.CPU_CHUNK_BYTES = cap
+    conv_peak = peak_bytes(conv, x[: conv_plan.points_per_chunk], conv_plan.samples_per_chunk)
+    conv_full_peak = peak_bytes(conv, x[: conv_full.points_per_chunk], conv_full.samples_per_chunk)
     del conv
 
     if args.run:
         from pyrovamp.workflow.runs import load_run
+
         vae = load_run(args.run, args.device)[0]
     else:
         vae = VAE((784,), 40, **PAPER_VAE).to(dev)
@@ -160,7 +172,9 @@ def main():
         "memory_budget_mib": budget / 2**20,
         "mean_log_likelihood": round(float(ll.mean()), 3),
         "original_scheme_points_per_second": round(nb / base_seconds, 3),
-        "max_abs_diff_to_original_scheme": round(float((ll[:nb].cpu() - ll_base.cpu()).abs().max()), 4),
+        "max_abs_diff_to_original_scheme": round(
+            float((ll[:nb].cpu() - ll_base.cpu()).abs().max()), 4
+        ),
         "convhvae_plan": conv_plan._asdict(),
         "convhvae_chunk_peak_mib": round(conv_peak / 2**20, 1),
         "convhvae_budget_sized_chunk": conv_full._asdict(),
@@ -172,25 +186,33 @@ def main():
         "clock": "wall" if dev.type == "cuda" else "process CPU time",
     }
     if ref_vae is not None:
-        ratios = [r / t for r, t in zip(ref_s, new_s)]
-        res.update({
-            "reference": args.reference,
-            "reference_points_per_second": round(n / statistics.median(ref_s), 3),
-            "reference_seconds": [round(t, 2) for t in ref_s],
-            "speedup_over_reference": round(statistics.median(ratios), 3),
-            "speedup_per_round": [round(r, 3) for r in ratios],
-            "reference_mean_log_likelihood": round(float(ll_ref.mean()), 3),
-        })
-    line = (f"{res['points_per_second']} points/s at S={S} ({vae_plan.points_per_block} points "
-            f"per block, chunks of {vae_plan.points_per_chunk} x {vae_plan.samples_per_chunk})")
+        ratios = [r / t for r, t in zip(ref_s, new_s, strict=False)]
+        res.update(
+            {
+                "reference": args.reference,
+                "reference_points_per_second": round(n / statistics.median(ref_s), 3),
+                "reference_seconds": [round(t, 2) for t in ref_s],
+                "speedup_over_reference": round(statistics.median(ratios), 3),
+                "speedup_per_round": [round(r, 3) for r in ratios],
+                "reference_mean_log_likelihood": round(float(ll_ref.mean()), 3),
+            }
+        )
+    line = (
+        f"{res['points_per_second']} points/s at S={S} ({vae_plan.points_per_block} points "
+        f"per block, chunks of {vae_plan.points_per_chunk} x {vae_plan.samples_per_chunk})"
+    )
     if ref_vae is not None:
-        line += (f"; {args.reference}: {res['reference_points_per_second']} points/s, speed-up "
-                 f"{res['speedup_over_reference']}x (median of {args.rounds} interleaved rounds)")
+        line += (
+            f"; {args.reference}: {res['reference_points_per_second']} points/s, speed-up "
+            f"{res['speedup_over_reference']}x (median of {args.rounds} interleaved rounds)"
+        )
     print(line)
-    print(f"convHVAE: chunk of {conv_plan.points_per_chunk} x {conv_plan.samples_per_chunk} "
-          f"measured peak {res['convhvae_chunk_peak_mib']} MiB; budget-sized chunk of "
-          f"{conv_full.points_per_chunk} x {conv_full.samples_per_chunk} measured peak "
-          f"{res['convhvae_budget_sized_chunk_peak_mib']} MiB of a {budget / 2**20:.0f} MiB budget")
+    print(
+        f"convHVAE: chunk of {conv_plan.points_per_chunk} x {conv_plan.samples_per_chunk} "
+        f"measured peak {res['convhvae_chunk_peak_mib']} MiB; budget-sized chunk of "
+        f"{conv_full.points_per_chunk} x {conv_full.samples_per_chunk} measured peak "
+        f"{res['convhvae_budget_sized_chunk_peak_mib']} MiB of a {budget / 2**20:.0f} MiB budget"
+    )
     print(json.dumps(res))
 
 

@@ -8,7 +8,8 @@ time), and after each piece estimates the test log-likelihood of the run's param
 ``--num-samples`` (default 5000) on ``--test-points`` test images spread evenly over the test
 set (every k-th image; default: all 10,000), seeded, in float32. Not the first N: static MNIST's
 test file is not in random order -- its first 1000 images score about 10 nats lower than the
-whole set (-96.9 against -87.1 with one model), its middle ones higher. Training time counts training and validation epochs only; the
+whole set (-96.9 against -87.1 with one model), its middle ones higher. Training time counts
+training and validation epochs only; the
 estimates come on top and are not counted.
 
 Run it again with the same ``--out`` and later marks to extend a curve (the run resumes); a
@@ -41,8 +42,12 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-PAPER = {("vae", "standard"): -88.56, ("vae", "vampprior"): -85.57,
-         ("hvae", "standard"): -86.05, ("hvae", "vampprior"): -83.19}
+PAPER = {
+    ("vae", "standard"): -88.56,
+    ("vae", "vampprior"): -85.57,
+    ("hvae", "standard"): -86.05,
+    ("hvae", "vampprior"): -83.19,
+}
 
 
 def main(argv=None):
@@ -53,17 +58,27 @@ def main(argv=None):
     ap.add_argument("--preset", default="paper", choices=("paper", "fast"))
     ap.add_argument("--model", default="vae", choices=("vae", "hvae"))
     ap.add_argument("--prior", default="vampprior", choices=("standard", "vampprior"))
-    ap.add_argument("--minutes", type=float, nargs="+",
-                    help="marks of training time, minutes (increasing)")
-    ap.add_argument("--test-points", type=int,
-                    help="N test images spread evenly over the test set (default: all)")
+    ap.add_argument(
+        "--minutes", type=float, nargs="+", help="marks of training time, minutes (increasing)"
+    )
+    ap.add_argument(
+        "--test-points",
+        type=int,
+        help="N test images spread evenly over the test set (default: all)",
+    )
     ap.add_argument("--num-samples", type=int, default=5000)
     ap.add_argument("--target", type=float, help="nats per image (default: the paper's value)")
-    ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist"))
-    ap.add_argument("--train-arg", action="append", default=[],
-                    help="one more `pyrovamp train` option (repeat), e.g. --train-arg=--precision=32; "
-                         "also passed when a run is resumed, where it must be one that a resumed "
-                         "run may change (e.g. --train-arg=--test-every=25) or equal the run's")
+    ap.add_argument(
+        "--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist")
+    )
+    ap.add_argument(
+        "--train-arg",
+        action="append",
+        default=[],
+        help="one more `pyrovamp train` option (repeat), e.g. --train-arg=--precision=32; "
+        "also passed when a run is resumed, where it must be one that a resumed "
+        "run may change (e.g. --train-arg=--test-every=25) or equal the run's",
+    )
     args = ap.parse_args(argv)
     if args.figure:
         if not args.runs:
@@ -77,16 +92,18 @@ def main(argv=None):
     if args.test_points is not None and args.test_points < 1:
         ap.error("--test-points must be >= 1")
     if not (pathlib.Path(args.data_root) / "binarized_mnist_test.amat").is_file():
-        ap.error(f"--data-root {args.data_root} holds no static MNIST files "
-                 "(see ../shared/data/README.md)")
+        ap.error(
+            f"--data-root {args.data_root} holds no static MNIST files "
+            "(see ../shared/data/README.md)"
+        )
 
     import torch
 
     from pyrovamp import log_likelihood
     from pyrovamp.cli import main as pyrovamp
     from pyrovamp.data import spread_subset
+    from pyrovamp.training.checkpoint import CHECKPOINT, MODEL, read_checkpoint
     from pyrovamp.workflow.runs import atomic_write_text, load_run, saved_config
-    from pyrovamp.training import CHECKPOINT, MODEL, read_checkpoint
 
     out = pathlib.Path(args.out)
     record = out / "time_to_quality.json"
@@ -111,9 +128,22 @@ def main(argv=None):
             if (out / CHECKPOINT).is_file():
                 argv = ["train", "--resume", "--out", str(out), *args.train_arg]
             else:
-                argv = ["train", "--dataset", "static_mnist", "--data-root", args.data_root,
-                        "--model", args.model, "--prior", args.prior, "--preset", args.preset,
-                        "--out", str(out), *args.train_arg]
+                argv = [
+                    "train",
+                    "--dataset",
+                    "static_mnist",
+                    "--data-root",
+                    args.data_root,
+                    "--model",
+                    args.model,
+                    "--prior",
+                    args.prior,
+                    "--preset",
+                    args.preset,
+                    "--out",
+                    str(out),
+                    *args.train_arg,
+                ]
             argv += ["--max-minutes", repr(mark - done), "--no-progress"]
             print(f"[{time.strftime('%H:%M:%S')}] pyrovamp {' '.join(argv)}", flush=True)
             if pyrovamp(argv) != 0:
@@ -123,23 +153,37 @@ def main(argv=None):
         # spread evenly over the test file (its order is not random)
         x = spread_subset(dataset.test, args.test_points or dataset.test.shape[0])
         point = {"mark": mark, "minutes": round(minutes, 2), "epochs": epochs}
-        done_metrics = json.loads((out / "metrics.json").read_text()) if meta.get("finished") \
-            and (out / "metrics.json").is_file() else {}
-        if (done_metrics.get("num_test_points"), done_metrics.get("num_samples"),
-                done_metrics.get("epochs_trained")) == (x.shape[0], args.num_samples, epochs):
+        done_metrics = (
+            json.loads((out / "metrics.json").read_text())
+            if meta.get("finished") and (out / "metrics.json").is_file()
+            else {}
+        )
+        if (
+            done_metrics.get("num_test_points"),
+            done_metrics.get("num_samples"),
+            done_metrics.get("epochs_trained"),
+        ) == (x.shape[0], args.num_samples, epochs):
             # a finished run's own test evaluation (pyrovamp train, the same estimate of the
             # same parameters with its own seed): not computed twice
-            point.update(test_log_likelihood=round(done_metrics["test_log_likelihood"], 3),
-                         test_log_likelihood_se=round(done_metrics["test_log_likelihood_se"], 3),
-                         eval_seconds=done_metrics.get("eval_seconds"), source="metrics.json")
+            point.update(
+                test_log_likelihood=round(done_metrics["test_log_likelihood"], 3),
+                test_log_likelihood_se=round(done_metrics["test_log_likelihood_se"], 3),
+                eval_seconds=done_metrics.get("eval_seconds"),
+                source="metrics.json",
+            )
         else:
             t0 = time.perf_counter()
             ll = log_likelihood(model, x, args.num_samples, seed=0)
-            point.update(test_log_likelihood=round(float(ll.mean()), 3),
-                         test_log_likelihood_se=round(float(ll.std() / len(ll) ** 0.5), 3),
-                         eval_seconds=round(time.perf_counter() - t0, 1))
-        point.update(test_points=int(x.shape[0]), num_samples=args.num_samples,
-                     finished=bool(meta.get("finished")))
+            point.update(
+                test_log_likelihood=round(float(ll.mean()), 3),
+                test_log_likelihood_se=round(float(ll.std() / len(ll) ** 0.5), 3),
+                eval_seconds=round(time.perf_counter() - t0, 1),
+            )
+        point.update(
+            test_points=int(x.shape[0]),
+            num_samples=args.num_samples,
+            finished=bool(meta.get("finished")),
+        )
         curve.append(point)
         print(f"[{time.strftime('%H:%M:%S')}] {point}", flush=True)
         atomic_write_text(record, json.dumps({"curve": curve}, indent=2) + "\n")
@@ -147,13 +191,24 @@ def main(argv=None):
             break  # early stopping fired: later marks add nothing
     cfg = saved_config(json.loads((out / "config.json").read_text()))
     reached = [p for p in curve if p["test_log_likelihood"] >= target]
-    res = {"run": str(out), "model": cfg["model"], "prior": cfg["prior"],
-           "preset": cfg["preset"], "precision": cfg.get("precision"),
-           "optimizer": cfg["optimizer"], "weight_init": cfg["weight_init"],
-           "pseudo_input_parameterization": cfg["pseudo_input_parameterization"],
-           "batch_size": cfg["batch_size"], "lr": cfg["lr"], "warmup_epochs": cfg["warmup_epochs"], "threads": torch.get_num_threads(),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "target": target,
-           "minutes_to": reached[0]["minutes"] if reached else None, "curve": curve}
+    res = {
+        "run": str(out),
+        "model": cfg["model"],
+        "prior": cfg["prior"],
+        "preset": cfg["preset"],
+        "precision": cfg.get("precision"),
+        "optimizer": cfg["optimizer"],
+        "weight_init": cfg["weight_init"],
+        "pseudo_input_parameterization": cfg["pseudo_input_parameterization"],
+        "batch_size": cfg["batch_size"],
+        "lr": cfg["lr"],
+        "warmup_epochs": cfg["warmup_epochs"],
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "target": target,
+        "minutes_to": reached[0]["minutes"] if reached else None,
+        "curve": curve,
+    }
     print(json.dumps(res))
 
 
@@ -174,47 +229,95 @@ def draw(runs, path, target=None):
     for i, run in enumerate(map(pathlib.Path, runs)):
         cfg = saved_config(json.loads((run / "config.json").read_text()))
         # named by its settings (a preset's meaning may have changed since the run was made)
-        keys = ("precision", "batch_size", "lr", "warmup_epochs", "ema_decay", "optimizer",
-                "weight_init", "pseudo_input_parameterization")
-        now = [name for name, p in PRESETS.items() if name != "book"
-               and all((cfg.get(k) or None) == (p.get(k) or None) for k in keys)]
-        label = (f"{cfg['model']} + {cfg['prior']} ({cfg.get('precision') or '32'}, batch "
-                 f"{cfg['batch_size']}, lr {cfg['lr']:g}, warm-up {cfg['warmup_epochs']}"
-                 + (f", EMA {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "")
-                 + (f", {cfg['optimizer']}, {cfg['weight_init']} init"
-                    + (f", {cfg['pseudo_input_parameterization']} pseudo-inputs"
-                       if cfg["prior"] == "vampprior" else "")) + ")"
-                 + (f" = --preset {now[0]}" if now else ""))
+        keys = (
+            "precision",
+            "batch_size",
+            "lr",
+            "warmup_epochs",
+            "ema_decay",
+            "optimizer",
+            "weight_init",
+            "pseudo_input_parameterization",
+        )
+        now = [
+            name
+            for name, p in PRESETS.items()
+            if name != "book" and all((cfg.get(k) or None) == (p.get(k) or None) for k in keys)
+        ]
+        label = (
+            f"{cfg['model']} + {cfg['prior']} ({cfg.get('precision') or '32'}, batch "
+            f"{cfg['batch_size']}, lr {cfg['lr']:g}, warm-up {cfg['warmup_epochs']}"
+            + (f", EMA {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "")
+            + (
+                f", {cfg['optimizer']}, {cfg['weight_init']} init"
+                + (
+                    f", {cfg['pseudo_input_parameterization']} pseudo-inputs"
+                    if cfg["prior"] == "vampprior"
+                    else ""
+                )
+            )
+            + ")"
+            + (f" = --preset {now[0]}" if now else "")
+        )
         with open(run / "history.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         minutes, t = [], 0.0
         for r in rows:
             t += float(r["seconds"]) / 60.0
             minutes.append(t)
-        ax.plot(minutes, [float(r["val_elbo"]) for r in rows], color=f"C{i}", lw=1, alpha=0.6,
-                label=label + ": validation ELBO")
+        ax.plot(
+            minutes,
+            [float(r["val_elbo"]) for r in rows],
+            color=f"C{i}",
+            lw=1,
+            alpha=0.6,
+            label=label + ": validation ELBO",
+        )
         record = run / "time_to_quality.json"
         curve = json.loads(record.read_text())["curve"] if record.is_file() else []
-        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+        m = (
+            json.loads((run / "metrics.json").read_text())
+            if (run / "metrics.json").is_file()
+            else {}
+        )
         m_epochs = m.get("epochs_trained") or m.get("is_epochs")  # final, or `evaluate --method is`
-        if m.get("test_log_likelihood") is not None and m_epochs and m_epochs <= len(rows) and not any(
-                (p["epochs"], p["test_points"]) == (m_epochs, m["num_test_points"]) for p in curve):
-            curve = curve + [{"minutes": minutes[m_epochs - 1], "epochs": m_epochs,
-                              "test_log_likelihood": m["test_log_likelihood"],
-                              "test_points": m["num_test_points"], "num_samples": m["num_samples"]}]
+        if (
+            m.get("test_log_likelihood") is not None
+            and m_epochs
+            and m_epochs <= len(rows)
+            and not any(
+                (p["epochs"], p["test_points"]) == (m_epochs, m["num_test_points"]) for p in curve
+            )
+        ):
+            curve = curve + [
+                {
+                    "minutes": minutes[m_epochs - 1],
+                    "epochs": m_epochs,
+                    "test_log_likelihood": m["test_log_likelihood"],
+                    "test_points": m["num_test_points"],
+                    "num_samples": m["num_samples"],
+                }
+            ]
         for n_points in sorted({p["test_points"] for p in curve}):  # filled: the whole test set
             pts = [p for p in curve if p["test_points"] == n_points]
             whole = n_points == max(p["test_points"] for p in curve) and n_points >= 10000
-            ax.plot([p["minutes"] for p in pts], [p["test_log_likelihood"] for p in pts], "o",
-                    color=f"C{i}", markerfacecolor=None if whole else "white",
-                    label=f"test log-likelihood (IS, S={pts[0]['num_samples']}, "
-                          f"{n_points} test images)")
+            ax.plot(
+                [p["minutes"] for p in pts],
+                [p["test_log_likelihood"] for p in pts],
+                "o",
+                color=f"C{i}",
+                markerfacecolor=None if whole else "white",
+                label=f"test log-likelihood (IS, S={pts[0]['num_samples']}, "
+                f"{n_points} test images)",
+            )
         summary[str(run)] = {"epochs": len(rows), "minutes": round(t, 2), "curve": curve}
         if target is None:
             target = PAPER.get((cfg["model"], cfg["prior"]))
     if target is not None:
         ax.axhline(target, color="0.3", ls="--", lw=1, label=f"paper: {target}")
-    ax.set_ylim(target - 10 if target is not None else None, target + 2 if target is not None else None)
+    ax.set_ylim(
+        target - 10 if target is not None else None, target + 2 if target is not None else None
+    )
     ax.set_xlabel("minutes of training (one thread of a 2-core CPU)")
     ax.set_ylabel("nats per image")
     ax.grid(alpha=0.3)

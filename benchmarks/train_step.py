@@ -29,7 +29,8 @@ the EMA), so machine noise hits all alike; the figures are medians over all step
 first two of each round.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
-       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad] [--iwae K]
+       [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad]
+       [--iwae K]
 The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
 and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio`` (and ``[hvae_]lightning_ema_ms``,
 ``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``;
@@ -48,8 +49,11 @@ import pyro
 import torch
 
 from pyrovamp import HVAE, VAE
-from pyrovamp.training import (EpochData, ParameterEMA, SVIDataModule, SVIModule, TrainConfig,
-                               quiet_lightning)
+from pyrovamp.training.callbacks import ParameterEMA
+from pyrovamp.training.config import TrainConfig
+from pyrovamp.training.data import EpochData, SVIDataModule
+from pyrovamp.training.plan import SVIModule
+from pyrovamp.training.runner import quiet_lightning
 
 
 class _StepClock(pl.Callback):
@@ -76,10 +80,17 @@ def main():
     ap.add_argument("--precision", default="32")
     ap.add_argument("--real-data", help="folder with binarized_mnist_valid.amat (else random)")
     ap.add_argument("--ema-decay", type=float, help="also time the step with the parameter EMA")
-    ap.add_argument("--adamnormgrad", action="store_true",
-                    help="also time the step with the paper's AdamNormGrad instead of Adam")
-    ap.add_argument("--iwae", type=int, metavar="K",
-                    help="also time the step with the IWAE-K bound as the loss (K >= 2)")
+    ap.add_argument(
+        "--adamnormgrad",
+        action="store_true",
+        help="also time the step with the paper's AdamNormGrad instead of Adam",
+    )
+    ap.add_argument(
+        "--iwae",
+        type=int,
+        metavar="K",
+        help="also time the step with the IWAE-K bound as the loss (K >= 2)",
+    )
     args = ap.parse_args()
     if args.iwae is not None and args.iwae < 2:
         ap.error(f"--iwae K needs K >= 2, got {args.iwae}")
@@ -89,6 +100,7 @@ def main():
     n = args.steps * args.batch_size
     if args.real_data:
         from pyrovamp.data import read_amat
+
         x_all = read_amat(f"{args.real_data}/binarized_mnist_valid.amat")[:n]
         if x_all.shape[0] < n:
             ap.error(f"--steps x --batch-size = {n} exceeds the {x_all.shape[0]} validation images")
@@ -100,27 +112,53 @@ def main():
         res = bench(name, x_all, dev, args)
         prefix = "" if name == "vae" else "hvae_"
         results.update({prefix + k: v for k, v in res.items()})
-        print(f"{name.upper()}: Lightning + Pyro step {res['lightning_ms']:.1f} ms, PyTorch step "
-              f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}")
-    results.update(device=str(dev), batch_size=args.batch_size, steps=args.steps,
-                   rounds=args.rounds, precision=args.precision, threads=torch.get_num_threads(),
-                   ema_decay=args.ema_decay, adamnormgrad=args.adamnormgrad, iwae=args.iwae,
-                   data="static MNIST validation images" if args.real_data else "random binary")
+        print(
+            f"{name.upper()}: Lightning + Pyro step {res['lightning_ms']:.1f} ms, PyTorch step "
+            f"{res['torch_ms']:.1f} ms: ratio {res['ratio']:.3f}"
+        )
+    results.update(
+        device=str(dev),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        precision=args.precision,
+        threads=torch.get_num_threads(),
+        ema_decay=args.ema_decay,
+        adamnormgrad=args.adamnormgrad,
+        iwae=args.iwae,
+        data="static MNIST validation images" if args.real_data else "random binary",
+    )
     print(json.dumps(results))
 
 
 def bench(name, x_all, dev, args):
     def make():
         cls = VAE if name == "vae" else HVAE
-        return cls((784,), 40, prior="vampprior", likelihood="bernoulli", hidden_dim=300,
-                   architecture="gated", num_components=500, logvar_bounds=(-6.0, 2.0)).to(dev)
+        return cls(
+            (784,),
+            40,
+            prior="vampprior",
+            likelihood="bernoulli",
+            hidden_dim=300,
+            architecture="gated",
+            num_components=500,
+            logvar_bounds=(-6.0, 2.0),
+        ).to(dev)
 
     pyro.set_rng_seed(0)
     m_light, m_torch = make(), make()
     m_torch.load_state_dict(m_light.state_dict())
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-4, optimizer="adam",
-                      patience=None, progress=False, logger="none",
-                      accelerator="gpu" if dev.type == "cuda" else "cpu", precision=args.precision)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size,
+        lr=5e-4,
+        optimizer="adam",
+        patience=None,
+        progress=False,
+        logger="none",
+        accelerator="gpu" if dev.type == "cuda" else "cpu",
+        precision=args.precision,
+    )
     module = SVIModule(m_light, cfg)
     if args.adamnormgrad:  # the same start, the paper's optimiser
         m_ang = make()
@@ -129,13 +167,15 @@ def bench(name, x_all, dev, args):
     if args.iwae is not None:  # the same start, the IWAE-K bound as the loss
         m_iwae = make()
         m_iwae.load_state_dict(m_light.state_dict())
-        module_iwae = SVIModule(m_iwae, dataclasses.replace(cfg, loss="iwae", num_particles=args.iwae))
+        module_iwae = SVIModule(
+            m_iwae, dataclasses.replace(cfg, loss="iwae", num_particles=args.iwae)
+        )
     opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
     x_dev = x_all.to(dev)
     b = args.batch_size
 
     def torch_step(i):
-        x = x_dev[i * b:(i + 1) * b]
+        x = x_dev[i * b : (i + 1) * b]
         opt.zero_grad()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
             q = m_torch.encode(x)
@@ -147,8 +187,13 @@ def bench(name, x_all, dev, args):
                 z1 = q1.rsample()
                 loc, scale = m_torch.p_z1(z)
                 p1 = torch.distributions.Normal(loc, scale).log_prob(z1).sum(-1)
-                elbo = (m_torch.decode(z1, z).log_prob(x) + p1 + m_torch.prior().log_prob(z)
-                        - q.log_prob(z) - q1.log_prob(z1))
+                elbo = (
+                    m_torch.decode(z1, z).log_prob(x)
+                    + p1
+                    + m_torch.prior().log_prob(z)
+                    - q.log_prob(z)
+                    - q1.log_prob(z1)
+                )
             loss = -elbo.mean()
         loss.backward()
         opt.step()
@@ -160,14 +205,22 @@ def bench(name, x_all, dev, args):
     def lightning_round(r, extra=(), module=module):
         clock = _StepClock()
         with quiet_lightning():
-            trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, max_epochs=1,
-                                 precision=args.precision, logger=False,
-                                 callbacks=[clock, *extra],
-                                 enable_checkpointing=False, enable_progress_bar=False,
-                                 enable_model_summary=False, num_sanity_val_steps=0,
-                                 limit_val_batches=0, use_distributed_sampler=False)
+            trainer = pl.Trainer(
+                accelerator=cfg.accelerator,
+                devices=1,
+                max_epochs=1,
+                precision=args.precision,
+                logger=False,
+                callbacks=[clock, *extra],
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                use_distributed_sampler=False,
+            )
             trainer.fit(module, datamodule=SVIDataModule(EpochData(x_all), None, b, seed=r))
-        return [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:])][2:]
+        return [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:], strict=False)][2:]
 
     times = {"lightning": [], "torch": []}
     if args.ema_decay is not None:
@@ -185,7 +238,7 @@ def bench(name, x_all, dev, args):
             torch_step(i)
             sync()
             stamps.append(time.perf_counter())
-        times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:])][2:]
+        times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:], strict=False)][2:]
         if args.ema_decay is not None:
             times["lightning_ema"] += lightning_round(r, [ParameterEMA(args.ema_decay)])
         if args.adamnormgrad:

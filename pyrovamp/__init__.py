@@ -1,24 +1,29 @@
 """pyrovamp: variational auto-encoders with learnable priors in Pyro.
 
-Everything a notebook needs is importable from here:
+Everything a notebook needs is importable from here; the subpackages follow the data flow
+(each imports only the ones before it):
 
 * data (:mod:`pyrovamp.data`): :func:`load_dataset`, :class:`Dataset`, ``DATASETS``;
+* networks (:mod:`pyrovamp.nn`) and likelihoods p(x|z) (:mod:`pyrovamp.distributions`):
+  ``LIKELIHOODS``;
 * priors (:mod:`pyrovamp.priors`): :class:`StandardPrior`, :class:`MoGPrior`,
   :class:`VampPrior`, :class:`GTMPrior`, :class:`GTMVampPrior`, :class:`FlowPrior` (each an
   ``nn.Module`` whose call returns a Pyro distribution; ``pyro.sample("z", prior())`` in any
   model), :func:`make_prior`, ``PRIORS``;
-* models (:mod:`pyrovamp.models`): :class:`VAE`, :class:`HVAE`, :class:`ConvHVAE` with Pyro
-  ``model``/``guide``; keyword-only options after ``input_shape`` and ``latent_dim``;
+* models (:mod:`pyrovamp.models`): :class:`VAE`, :class:`HVAE`, :class:`ConvHVAE`,
+  :class:`PixelHVAE` with Pyro ``model``/``guide``; keyword-only options after ``input_shape``
+  and ``latent_dim``;
+* inference (:mod:`pyrovamp.infer`): :func:`log_likelihood`, :func:`elbo`, :func:`elbo_terms`,
+  :func:`log_importance_weights`, :func:`active_units`, :func:`points_per_block`,
+  :func:`evaluation_plan`, :func:`ais_log_likelihood`, :func:`bdmc`,
+  :func:`exact_log_likelihood`, :func:`refine_guide` and the Pareto k-hat diagnostics
+  (:func:`importance_diagnostics`, :func:`khat_threshold`, :func:`khat_against_truth`) -- nats
+  per data point;
 * training on PyTorch Lightning (:mod:`pyrovamp.training`): :func:`train`, :func:`fit`,
   :class:`TrainConfig`, :class:`TrainResult` (imported on first use: it loads Lightning);
-* evaluation (:mod:`pyrovamp.evaluation`): :func:`log_likelihood`, :func:`elbo`,
-  :func:`elbo_terms`, :func:`log_importance_weights`, :func:`active_units`,
-  :func:`points_per_block`, :func:`evaluation_plan` -- nats per data point;
-  :func:`refine_guide` (:mod:`pyrovamp.refine`): a tighter proposal for a trained model;
-* Pareto k-hat diagnostics of importance weights (:mod:`pyrovamp.diagnostics`):
-  :func:`importance_diagnostics`, :func:`khat_threshold`, :func:`khat_against_truth`;
-* comparison (:mod:`pyrovamp.workflow`), figures (:mod:`pyrovamp.plots`) and run folders
-  (:mod:`pyrovamp.runs`): imported on first use (they load ArviZ or matplotlib).
+* the workflow (:mod:`pyrovamp.workflow`): comparison with ArviZ, figures and run folders
+  (imported on first use: they load ArviZ or matplotlib);
+* the command line (:mod:`pyrovamp.cli`).
 
 How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 """
@@ -26,50 +31,105 @@ How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 import importlib
 
 from pyrovamp import _compat
-
-from pyrovamp.infer.ais import ais_log_likelihood, bdmc
-from pyrovamp.data.datasets import DATASETS, Dataset, load_dataset
-from pyrovamp.infer.importance import (DEFAULT_MEMORY_BUDGET, active_units, elbo, elbo_terms, evaluation_plan,
-                         log_importance_weights, log_likelihood, points_per_block)
-from pyrovamp.infer.exact import exact_log_likelihood
-from pyrovamp.distributions.likelihoods import LIKELIHOODS
-from pyrovamp.infer.refine import refine_guide
-from pyrovamp.models.vae import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
-from pyrovamp.priors.base import (PRIORS, FlowPrior, GTMPrior, GTMVampPrior, MoGPrior, Prior, StandardPrior,
-                     VampPrior, make_prior)
+from pyrovamp.data import DATASETS, Dataset, load_dataset
+from pyrovamp.distributions import LIKELIHOODS
+from pyrovamp.infer import (
+    DEFAULT_MEMORY_BUDGET,
+    active_units,
+    ais_log_likelihood,
+    bdmc,
+    elbo,
+    elbo_terms,
+    evaluation_plan,
+    exact_log_likelihood,
+    importance_diagnostics,
+    khat_against_truth,
+    khat_threshold,
+    log_importance_weights,
+    log_likelihood,
+    points_per_block,
+    refine_guide,
+)
+from pyrovamp.models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
+from pyrovamp.priors import (
+    PRIORS,
+    FlowPrior,
+    GTMPrior,
+    GTMVampPrior,
+    MoGPrior,
+    Prior,
+    StandardPrior,
+    VampPrior,
+    make_prior,
+)
 
 __version__ = "0.1.0"
 
 _compat.install()
 
 _LAZY = {
-    "train": "training", "fit": "training", "TrainConfig": "training", "TrainResult": "training",
-    "compare": "workflow", "to_inference_data": "workflow", "plot_compare": "workflow",
+    "train": "training",
+    "fit": "training",
+    "TrainConfig": "training",
+    "TrainResult": "training",
+    "compare": "workflow",
+    "to_inference_data": "workflow",
+    "plot_compare": "workflow",
     "plot_pareto_k": "workflow",
-    "plot_latent": "workflow.plots", "plot_samples": "workflow.plots", "plot_reconstructions": "workflow.plots",
-    "plot_history": "workflow.plots", "plot_pseudo_inputs": "workflow.plots", "plot_active_units": "workflow.plots",
-    "image_grid": "workflow.plots", "plot_khat_vs_error": "workflow.plots",
-    "khat_threshold": "infer.diagnostics", "importance_diagnostics": "infer.diagnostics",
-    "khat_against_truth": "infer.diagnostics",
-    "load_run": "workflow.runs", "evaluate_run": "workflow.runs",
+    "plot_latent": "workflow.plots",
+    "plot_samples": "workflow.plots",
+    "plot_reconstructions": "workflow.plots",
+    "plot_history": "workflow.plots",
+    "plot_pseudo_inputs": "workflow.plots",
+    "plot_active_units": "workflow.plots",
+    "image_grid": "workflow.plots",
+    "plot_khat_vs_error": "workflow.plots",
+    "load_run": "workflow.runs",
+    "evaluate_run": "workflow.runs",
 }
 
 __all__ = [
-    "DATASETS", "Dataset", "load_dataset",
-    "PRIORS", "Prior", "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior",
-    "FlowPrior", "make_prior",
-    "LIKELIHOODS", "MODELS", "VAE", "HVAE", "ConvHVAE", "PixelHVAE", "check_data",
-    "TrainConfig", "TrainResult", "fit", "train",
-    "DEFAULT_MEMORY_BUDGET", "active_units", "elbo", "elbo_terms", "evaluation_plan",
-    "log_importance_weights", "log_likelihood", "points_per_block",
-    "ais_log_likelihood", "bdmc", "exact_log_likelihood", "refine_guide",
+    "DATASETS",
+    "Dataset",
+    "load_dataset",
+    "PRIORS",
+    "Prior",
+    "StandardPrior",
+    "MoGPrior",
+    "VampPrior",
+    "GTMPrior",
+    "GTMVampPrior",
+    "FlowPrior",
+    "make_prior",
+    "LIKELIHOODS",
+    "MODELS",
+    "VAE",
+    "HVAE",
+    "ConvHVAE",
+    "PixelHVAE",
+    "check_data",
+    "DEFAULT_MEMORY_BUDGET",
+    "active_units",
+    "elbo",
+    "elbo_terms",
+    "evaluation_plan",
+    "log_importance_weights",
+    "log_likelihood",
+    "points_per_block",
+    "ais_log_likelihood",
+    "bdmc",
+    "exact_log_likelihood",
+    "refine_guide",
+    "importance_diagnostics",
+    "khat_threshold",
+    "khat_against_truth",
     *_LAZY,
 ]
 
 
 def __getattr__(name):
-    """The names of :mod:`pyrovamp.workflow`, :mod:`pyrovamp.plots` and :mod:`pyrovamp.runs`,
-    imported on first use."""
+    """The names of :mod:`pyrovamp.training` (Lightning) and :mod:`pyrovamp.workflow` (ArviZ,
+    matplotlib), imported on first use."""
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

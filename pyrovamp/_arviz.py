@@ -21,33 +21,46 @@ import warnings
 
 import numpy as np
 
-__all__ = ["arviz", "major", "psislw", "make_tree", "groups", "group", "is_tree", "compare",
-           "plot_compare", "plot_khat", "MIN_PSIS_SAMPLES"]
+__all__ = [
+    "arviz",
+    "major",
+    "psislw",
+    "make_tree",
+    "groups",
+    "group",
+    "is_tree",
+    "compare",
+    "plot_compare",
+    "plot_khat",
+    "MIN_PSIS_SAMPLES",
+]
 
 # Fewer draws than this leave fewer than 5 in the Pareto tail (ArviZ 1.x: floor(S/5) for
 # S <= 225), where no generalised Pareto fit is possible: k-hat is then reported as +inf.
 MIN_PSIS_SAMPLES = 25
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def arviz():
     """The ``arviz`` module, imported once without its once-a-day "undergoing a major
     refactor" FutureWarning (ArviZ 0.2x prints it on import; it is about ArviZ's own future,
     not about anything pyrovamp does)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+        )
         import arviz as az
     return az
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def major() -> int:
     """The installed ArviZ's major version: 0 (InferenceData) or 1 (DataTree)."""
     return int(arviz().__version__.split(".")[0])
 
 
 # --- Pareto-smoothed importance sampling ---------------------------------------------------------
+
 
 def psislw(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pareto-smoothed, normalised log-weights and the Pareto shape k-hat of each row
@@ -103,6 +116,7 @@ def psislw(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- containers: InferenceData (0.2x) / DataTree (1.x) --------------------------------------------
 
+
 def make_tree(datasets: dict, attrs: dict):
     """An ``arviz.InferenceData`` (0.2x) or ``xarray.DataTree`` (1.x) with one group per
     ``xarray.Dataset`` in ``datasets`` and ``attrs`` on the root."""
@@ -131,27 +145,31 @@ def is_tree(obj) -> bool:
     return isinstance(obj, arviz().InferenceData)
 
 
-def groups(obj) -> list[str]:
-    """Group names of an ``InferenceData`` or the children of a ``DataTree``."""
+def _is_datatree(obj) -> bool:
     import xarray as xr
 
-    if isinstance(obj, getattr(xr, "DataTree", ())):
+    tree_class = getattr(xr, "DataTree", None)
+    return tree_class is not None and isinstance(obj, tree_class)
+
+
+def groups(obj) -> list[str]:
+    """Group names of an ``InferenceData`` or the children of a ``DataTree``."""
+    if _is_datatree(obj):
         return list(obj.children)
     return list(obj.groups())
 
 
 def group(obj, name: str):
     """Group ``name`` as an ``xarray.Dataset`` (``KeyError`` when absent)."""
-    import xarray as xr
-
     if name not in groups(obj):
         raise KeyError(name)
-    if isinstance(obj, getattr(xr, "DataTree", ())):
+    if _is_datatree(obj):
         return obj[name].to_dataset()
     return getattr(obj, name)
 
 
-# --- model comparison ------------------------------------------------------------------------------
+# --- model comparison ----------------------------------------------------------------------
+
 
 def _elpd_data(elpd_i: np.ndarray, pareto_k: np.ndarray, num_samples: int, good_k: float):
     """An ``ELPDData`` of either major holding per-point values ``elpd_i`` (nats) and their
@@ -166,14 +184,44 @@ def _elpd_data(elpd_i: np.ndarray, pareto_k: np.ndarray, num_samples: int, good_
     if major() >= 1:
         from arviz_stats.utils import ELPDData
 
-        return ELPDData(elpd=float(elpd_i.sum()), se=se, p=0.0, n_samples=int(num_samples),
-                        n_data_points=n, scale="log", warning=warn, good_k=float(good_k),
-                        elpd_i=elpd_da, pareto_k=k_da)
+        return ELPDData(
+            elpd=float(elpd_i.sum()),
+            se=se,
+            p=0.0,
+            n_samples=int(num_samples),
+            n_data_points=n,
+            scale="log",
+            warning=warn,
+            good_k=float(good_k),
+            elpd_i=elpd_da,
+            pareto_k=k_da,
+        )
     return arviz().ELPDData(
-        data=[float(elpd_i.sum()), se, 0.0, int(num_samples), n, warn, elpd_da.rename("loo_i"),
-              k_da, "log", float(good_k)],
-        index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i",
-               "pareto_k", "scale", "good_k"])
+        data=[
+            float(elpd_i.sum()),
+            se,
+            0.0,
+            int(num_samples),
+            n,
+            warn,
+            elpd_da.rename("loo_i"),
+            k_da,
+            "log",
+            float(good_k),
+        ],
+        index=[
+            "elpd_loo",
+            "se",
+            "p_loo",
+            "n_samples",
+            "n_data_points",
+            "warning",
+            "loo_i",
+            "pareto_k",
+            "scale",
+            "good_k",
+        ],
+    )
 
 
 def compare(pointwise: dict, pareto_k: dict, num_samples: dict, good_k: dict):
@@ -192,9 +240,15 @@ def compare(pointwise: dict, pareto_k: dict, num_samples: dict, good_k: dict):
     """
     import pandas as pd
 
-    elpds = {k: _elpd_data(np.asarray(pointwise[k], dtype=np.float64),
-                           np.asarray(pareto_k[k], dtype=np.float64), num_samples[k], good_k[k])
-             for k in pointwise}
+    elpds = {
+        k: _elpd_data(
+            np.asarray(pointwise[k], dtype=np.float64),
+            np.asarray(pareto_k[k], dtype=np.float64),
+            num_samples[k],
+            good_k[k],
+        )
+        for k in pointwise
+    }
     with warnings.catch_warnings():
         # 0.2x calls sort_values(inplace=True), deprecated by pandas 3.1: ArviZ's own code
         warnings.filterwarnings("ignore", message=r"The inplace keyword in DataFrame.sort_values")
@@ -207,19 +261,23 @@ def compare(pointwise: dict, pareto_k: dict, num_samples: dict, good_k: dict):
             raw = arviz().compare(elpds, ic="loo", method="stacking", scale="log")
             raw = raw.rename(columns={"elpd_loo": "elpd"})
             diff = raw["elpd_diff"].astype(float)
-    table = pd.DataFrame({
-        "rank": raw["rank"].astype(int),
-        "elpd": raw["elpd"].astype(float),
-        "se": raw["se"].astype(float),
-        "elpd_diff": diff.abs(),  # -0.0 for the best model -> 0.0
-        "dse": raw["dse"].astype(float),
-        "weight": raw["weight"].astype(float),
-        "warning": [bool(elpds[k].warning) for k in raw.index],
-    }, index=raw.index)
+    table = pd.DataFrame(
+        {
+            "rank": raw["rank"].astype(int),
+            "elpd": raw["elpd"].astype(float),
+            "se": raw["se"].astype(float),
+            "elpd_diff": diff.abs(),  # -0.0 for the best model -> 0.0
+            "dse": raw["dse"].astype(float),
+            "weight": raw["weight"].astype(float),
+            "warning": [bool(elpds[k].warning) for k in raw.index],
+        },
+        index=raw.index,
+    )
     return table
 
 
-# --- figures -----------------------------------------------------------------------------------------
+# --- figures -------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _quiet_plotting():
@@ -250,8 +308,12 @@ def plot_compare(table):
         df = table.copy()
         df["elpd_diff"] = -df["elpd_diff"]  # 1.x: model minus best
         with _quiet_plotting():
-            pc = az_plot_compare(df, relative_scale=True, backend="matplotlib",
-                                 figure_kwargs={"figsize": (7, 0.6 * len(df) + 2)})
+            pc = az_plot_compare(
+                df,
+                relative_scale=True,
+                backend="matplotlib",
+                figure_kwargs={"figsize": (7, 0.6 * len(df) + 2)},
+            )
         fig = _figure_of(pc)
         ax = fig.axes[0]
     else:
@@ -276,16 +338,25 @@ def plot_khat(pareto_k: dict, threshold: dict):
         from arviz_plots import plot_khat as az_plot_khat
 
         n = len(next(iter(pareto_k.values())))
-        k = xr.DataArray(np.stack([np.asarray(pareto_k[m], dtype=float) for m in names]),
-                         dims=["model", "obs"], coords={"model": names, "obs": np.arange(n)})
+        k = xr.DataArray(
+            np.stack([np.asarray(pareto_k[m], dtype=float) for m in names]),
+            dims=["model", "obs"],
+            coords={"model": names, "obs": np.arange(n)},
+        )
         elpd = _elpd_data(np.zeros(n), k.isel(model=0).values, 1, max(threshold.values()))
         elpd.pareto_k = k
         hl = sorted({0.0, *threshold.values(), 1.0})
         cols = min(3, len(names))
         with _quiet_plotting():
-            pc = az_plot_khat(elpd, cols=["model"], col_wrap=cols, backend="matplotlib",
-                              hline_values=hl, visuals={"hlines": {}},
-                              figure_kwargs={"figsize": (5 * cols, 3.4 * math.ceil(len(names) / cols))})
+            pc = az_plot_khat(
+                elpd,
+                cols=["model"],
+                col_wrap=cols,
+                backend="matplotlib",
+                hline_values=hl,
+                visuals={"hlines": {}},
+                figure_kwargs={"figsize": (5 * cols, 3.4 * math.ceil(len(names) / cols))},
+            )
         fig = _figure_of(pc)
         axes = {m: pc.get_target(None, {"model": m}) for m in names}
         for ax in axes.values():
@@ -303,9 +374,13 @@ def plot_khat(pareto_k: dict, threshold: dict):
     axes = {}
     for i, m in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
-        k = np.asarray(pareto_k[m], dtype=float)
+        khat = np.asarray(pareto_k[m], dtype=float)
         with _quiet_plotting():
-            az.plot_khat(_elpd_data(np.zeros(k.size), k, 1, threshold[m]), ax=ax,
-                         show_hlines=True, hlines_kwargs={"hlines": [threshold[m]]})
+            az.plot_khat(
+                _elpd_data(np.zeros(khat.size), khat, 1, threshold[m]),
+                ax=ax,
+                show_hlines=True,
+                hlines_kwargs={"hlines": [threshold[m]]},
+            )
         axes[m] = ax
     return fig, axes

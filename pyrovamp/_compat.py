@@ -29,7 +29,7 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the old paths of :data:`MOVED` and loads them as the new modules (the same module
     objects: patching ``pyrovamp.runs.x`` patches ``pyrovamp.workflow.runs.x``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.specs: dict = {}
 
     def find_spec(self, fullname, path=None, target=None):
@@ -39,8 +39,11 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; import it from there (or from pyrovamp)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} moved to {new}; import it from there (or from pyrovamp)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         module = importlib.import_module(new)
         self.specs[new] = module.__spec__
         return module

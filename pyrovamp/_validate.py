@@ -41,8 +41,11 @@ def check_positive(name: str, value: Any, what: str = "a positive number") -> fl
     Raises:
         ValueError: ``"{name} must be {what}, got ..."``.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
 
@@ -57,8 +60,9 @@ def check_open_unit(name: str, value: Any, *, allow_none: bool = False) -> float
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1){' or None' if allow_none else ''}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {value!r}"
+        )
     return value
 
 

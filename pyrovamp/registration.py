@@ -96,9 +96,10 @@ class RegisteredModule(nn.Module):
                 continue
             full = param_with_module_name(self.pyro_name, pname)
             if local:
-                p.unconstrained = weakref.ref(p)  # what SVI reads back from a param site
-                _local_param_statement(full, p, constraint=constraints.real, event_dim=None,
-                                       name=full)
+                setattr(p, "unconstrained", weakref.ref(p))  # what SVI reads back from a param site
+                _local_param_statement(
+                    full, p, constraint=constraints.real, event_dim=None, name=full
+                )
                 continue
             if full not in store or store[full] is not p:
                 store[full] = p  # the module's tensor, never the other way round

@@ -28,8 +28,8 @@ def encoder():
 
 def make_prior(name, encoder=None):
     """A small prior of each kind for L=2 (data dimension 6 for the encoder-based ones)."""
-    from pyrovamp.priors import make_prior as mk
     from pyrovamp.nn import GaussianEncoder
+    from pyrovamp.priors import make_prior as mk
 
     if encoder is None:
         encoder = GaussianEncoder(6, 2, [16])
@@ -65,13 +65,17 @@ class FactorAnalysis:
 
     def model(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.L, dtype=self.dtype,
-                                                         device=x.device), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1),
-                        obs=x)
+            z = pyro.sample(
+                "z",
+                dist.Normal(torch.zeros(self.L, dtype=self.dtype, device=x.device), 1.0).to_event(
+                    1
+                ),
+            )
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1), obs=x)
 
     def guide(self, x):
         loc = (x - self.b) @ self.post_gain.T + self.shift
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(loc, self.scale * self.post_cov.diagonal().sqrt())
-                        .to_event(1))
+            pyro.sample(
+                "z", dist.Normal(loc, self.scale * self.post_cov.diagonal().sqrt()).to_event(1)
+            )

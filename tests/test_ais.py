@@ -5,14 +5,12 @@ import math
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
+from conftest import FactorAnalysis, cuda
 
 from pyrovamp import HVAE, VAE, ais_log_likelihood, bdmc, exact_log_likelihood, log_likelihood
 from pyrovamp.infer.ais import annealing_schedule
-
-from conftest import FactorAnalysis, cuda
 
 
 def _data(fa, n, seed=1):
@@ -42,8 +40,17 @@ def test_weights_are_unbiased_estimates_of_p_x(independence_moves):
     fa = FactorAnalysis(shift=0.5, scale=0.8)
     x = _data(fa, 1).expand(4000, -1)
     truth = float(fa.marginal().log_prob(x[0]))
-    ll, d = ais_log_likelihood(fa, x, 1, 5, seed=0, adapt_step_size=False, step_size=2.5,
-                               independence_moves=independence_moves, diagnostics=True)
+    ll, d = ais_log_likelihood(
+        fa,
+        x,
+        1,
+        5,
+        seed=0,
+        adapt_step_size=False,
+        step_size=2.5,
+        independence_moves=independence_moves,
+        diagnostics=True,
+    )
     w = torch.exp(ll - truth)
     se = float(w.std() / math.sqrt(w.numel()))
     assert abs(float(w.mean()) - 1) < 4 * se, (float(w.mean()), se)
@@ -71,10 +78,25 @@ def test_bdmc_sandwiches_the_exact_log_likelihood():
 
 def test_vae_and_hvae_anneal_all_latent_sites_jointly():
     torch.manual_seed(0)
-    vae = VAE((6,), 2, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
-              num_components=4)
-    hvae = HVAE((6,), 1, prior="mog", likelihood="categorical", num_values=5, hidden_dim=16,
-                num_components=3, z1_dim=1)  # z2 and z1 of one dimension each: exact works
+    vae = VAE(
+        (6,),
+        2,
+        prior="vampprior",
+        likelihood="categorical",
+        num_values=5,
+        hidden_dim=16,
+        num_components=4,
+    )
+    hvae = HVAE(
+        (6,),
+        1,
+        prior="mog",
+        likelihood="categorical",
+        num_values=5,
+        hidden_dim=16,
+        num_components=3,
+        z1_dim=1,
+    )  # z2 and z1 of one dimension each: exact works
     x = torch.randint(0, 5, (10, 6)).float()
     for model in (vae, hvae):
         exact, _ = exact_log_likelihood(model, x)
@@ -82,8 +104,16 @@ def test_vae_and_hvae_anneal_all_latent_sites_jointly():
         assert float((ll - exact).abs().max()) < 0.05
         assert model.training
     # a larger HVAE just runs, with finite values above its IS estimate on average
-    big = HVAE((6,), 3, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
-               num_components=4, z1_dim=2)
+    big = HVAE(
+        (6,),
+        3,
+        prior="vampprior",
+        likelihood="categorical",
+        num_values=5,
+        hidden_dim=16,
+        num_components=4,
+        z1_dim=2,
+    )
     ll, d = ais_log_likelihood(big, x, 4, 20, seed=0, diagnostics=True)
     assert bool(torch.isfinite(ll).all()) and 0.3 < float(d["acceptance_rate"].mean()) < 0.95
     assert float(ll.mean()) > float(log_likelihood(big, x, 4, seed=0).mean())
@@ -95,14 +125,14 @@ def test_log_likelihood_dispatches_method_ais():
     a = ais_log_likelihood(fa, x, num_chains=3, num_steps=6, seed=3)
     b = log_likelihood(fa, x, method="ais", num_chains=3, num_steps=6, seed=3)
     assert torch.equal(a, b)
-    ll, d = log_likelihood(fa, x, method="ais", num_chains=3, num_steps=6, seed=3,
-                           diagnostics=True)
+    ll, d = log_likelihood(fa, x, method="ais", num_chains=3, num_steps=6, seed=3, diagnostics=True)
     assert torch.equal(ll, a)
     assert d["log_weights"].shape == (3, 7)
     for k in ("acceptance_rate", "step_size", "ess"):
         assert d[k].shape == (7,)
-    assert np.allclose(torch.logsumexp(torch.as_tensor(d["log_weights"]), 0) - math.log(3),
-                       ll.numpy())
+    assert np.allclose(
+        torch.logsumexp(torch.as_tensor(d["log_weights"]), 0) - math.log(3), ll.numpy()
+    )
 
 
 def test_seeded_runs_repeat_and_leave_the_global_random_stream_alone():
@@ -126,12 +156,17 @@ def test_annealing_schedules_rise_from_zero_to_one(kind):
 def test_bad_input_raises_before_any_work():
     fa = FactorAnalysis()
     x = _data(fa, 4)
-    cases = [({"num_chains": 0}, "num_chains"), ({"num_steps": 0}, "num_steps"),
-             ({"num_leapfrog_steps": 0}, "num_leapfrog_steps"),
-             ({"schedule": "cosine"}, "schedule"), ({"initial": "posterior"}, "initial"),
-             ({"target_accept": 1.5}, "target_accept"), ({"step_size": -1.0}, "step_size"),
-             ({"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])}, "schedule"),
-             ({"beta_min": 2.0}, "beta_min")]
+    cases = [
+        ({"num_chains": 0}, "num_chains"),
+        ({"num_steps": 0}, "num_steps"),
+        ({"num_leapfrog_steps": 0}, "num_leapfrog_steps"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"initial": "posterior"}, "initial"),
+        ({"target_accept": 1.5}, "target_accept"),
+        ({"step_size": -1.0}, "step_size"),
+        ({"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])}, "schedule"),
+        ({"beta_min": 2.0}, "beta_min"),
+    ]
     for kw, name in cases:
         with pytest.raises(ValueError, match=name):
             ais_log_likelihood(fa, x, **kw)
@@ -169,8 +204,25 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ais") / "run"
     pyro.set_rng_seed(0)
-    assert main(["train", "--prior", "vampprior", "--epochs", "1", "--max-points", "30",
-                 "--num-samples", "20", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--prior",
+                "vampprior",
+                "--epochs",
+                "1",
+                "--max-points",
+                "30",
+                "--num-samples",
+                "20",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -178,8 +230,12 @@ def test_cli_evaluate_ais_and_bdmc_merge_into_the_metrics(tiny_run):
     from pyrovamp.cli import main
 
     before = json.loads((tiny_run / "metrics.json").read_text())
-    assert main(["evaluate", str(tiny_run), "--method", "ais", "--num-steps", "20",
-                 "--num-chains", "4"]) == 0
+    assert (
+        main(
+            ["evaluate", str(tiny_run), "--method", "ais", "--num-steps", "20", "--num-chains", "4"]
+        )
+        == 0
+    )
     m = json.loads((tiny_run / "metrics.json").read_text())
     for k, v in before.items():  # nothing lost
         assert m[k] == v
@@ -188,24 +244,30 @@ def test_cli_evaluate_ais_and_bdmc_merge_into_the_metrics(tiny_run):
     per = np.load(tiny_run / "log_likelihood_ais.npz")
     assert per["log_likelihood"].shape == (30,)
 
-    assert main(["evaluate", str(tiny_run), "--bdmc", "5", "--num-steps", "10",
-                 "--num-chains", "2"]) == 0
+    assert (
+        main(["evaluate", str(tiny_run), "--bdmc", "5", "--num-steps", "10", "--num-chains", "2"])
+        == 0
+    )
     m2 = json.loads((tiny_run / "metrics.json").read_text())
     assert m2["test_log_likelihood_ais"] == m["test_log_likelihood_ais"]
     assert m2["bdmc_num_points"] == 5 and m2["bdmc_upper"] - m2["bdmc_lower"] == pytest.approx(
-        m2["bdmc_gap"])
+        m2["bdmc_gap"]
+    )
 
     assert main(["evaluate", str(tiny_run), "--num-samples", "10"]) == 0  # the full refresh
     m3 = json.loads((tiny_run / "metrics.json").read_text())
     assert m3["num_samples"] == 10 and m3["test_log_likelihood_ais"] == m["test_log_likelihood_ais"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "ais", "--num-samples", "10"], "--num-samples"),
-    (["--method", "exact", "--num-chains", "3"], "--num-chains"),
-    (["--method", "mcmc"], "invalid choice"),
-    (["--bdmc", "0"], "--bdmc"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "ais", "--num-samples", "10"], "--num-samples"),
+        (["--method", "exact", "--num-chains", "3"], "--num-chains"),
+        (["--method", "mcmc"], "invalid choice"),
+        (["--bdmc", "0"], "--bdmc"),
+    ],
+)
 def test_cli_evaluate_bad_arguments_are_one_line(tiny_run, args, message, capsys):
     from pyrovamp.cli import main
 
@@ -243,9 +305,12 @@ def test_cli_evaluate_shows_progress_unless_asked_not_to(tiny_run, tmp_path, cap
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--method", "ais", "--num-steps", "5",
-                 "--num-chains", "2"]) == 0
+    assert (
+        main(["evaluate", str(run), "--method", "ais", "--num-steps", "5", "--num-chains", "2"])
+        == 0
+    )
     assert "30/30" in capsys.readouterr().err
-    assert main(["evaluate", str(run), "--method", "is", "--num-samples", "4",
-                 "--no-progress"]) == 0
+    assert (
+        main(["evaluate", str(run), "--method", "is", "--num-samples", "4", "--no-progress"]) == 0
+    )
     assert "IS log-likelihood" not in capsys.readouterr().err

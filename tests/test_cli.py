@@ -10,19 +10,39 @@ from pyrovamp.cli import main
 
 
 def _run(args):
-    return subprocess.run([sys.executable, "-m", "pyrovamp.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pyrovamp.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--prior", "gtm", "--epochs", "2", "--num-samples", "20", "--no-progress",
-            "--out", str(out)]
+    args = [
+        "train",
+        "--prior",
+        "gtm",
+        "--epochs",
+        "2",
+        "--num-samples",
+        "20",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "IS log-likelihood" not in capsys.readouterr().err  # --no-progress: no bars
     files = {p.name for p in out.iterdir()}
-    assert {"config.json", "metrics.json", "checkpoint.ckpt", "model.pt", "history.csv", "latent.png",
-            "samples.png", "reconstructions.png", "loss.png"} <= files
+    assert {
+        "config.json",
+        "metrics.json",
+        "checkpoint.ckpt",
+        "model.pt",
+        "history.csv",
+        "latent.png",
+        "samples.png",
+        "reconstructions.png",
+        "loss.png",
+    } <= files
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_log_likelihood"] < 0 and m["test_elbo"] <= m["test_log_likelihood"] + 1.0
     assert m["num_samples"] == 20 and m["epochs_trained"] == 2 and m["train_seconds"] > 0
@@ -30,11 +50,18 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     assert m["khat_threshold"] == pytest.approx(1 - 1 / math.log10(20))
     assert m["test_log_likelihood_psis"] <= m["test_log_likelihood"] + 0.5
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["latent_dim"], cfg["num_components"], cfg["hidden_dim"], cfg["optimizer"],
-            cfg["batch_size"], cfg["patience"]) == (2, 16, 256, "adamax", 64, 50)
+    assert (
+        cfg["latent_dim"],
+        cfg["num_components"],
+        cfg["hidden_dim"],
+        cfg["optimizer"],
+        cfg["batch_size"],
+        cfg["patience"],
+    ) == (2, 16, 256, "adamax", 64, 50)
 
-    assert main(["train", "--resume", "--epochs", "3", "--num-samples", "20",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["train", "--resume", "--epochs", "3", "--num-samples", "20", "--out", str(out)]) == 0
+    )
     # with progress bars, the final evaluation's over the 447 test points too
     assert "IS log-likelihood (S=20)" in capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
@@ -46,30 +73,45 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["num_samples"] == 10
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--prior", "nope"], "invalid choice: 'nope'"),
-    (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["train", "--latent-dim", "0"], "--latent-dim must be at least 1"),
-    (["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"], "is not a folder"),
-    (["train", "--prior", "gtm", "--num-components", "10"], "square number of components"),
-    (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
-    (["train", "--prior", "flow", "--flow", "glow"], "invalid choice: 'glow'"),
-    (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
-    (["train", "--prior", "gtm", "--pseudo-input-parameterization", "clamp"],
-     "--pseudo-input-parameterization applies to --prior vampprior"),
-    (["train", "--model", "convhvae", "--dropout", "0.2"],
-     "--dropout applies to --model vae and hvae, not --model convhvae"),
-    (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
-    (["train", "--lr-decay", "1.5"], "--lr-decay must be in (0, 1), got 1.5"),
-    (["train", "--lr-patience", "0"], "--lr-patience must be at least 1"),
-    (["train", "--lr-patience", "5"], "--lr-patience applies with --lr-decay F"),
-    (["train", "--dataset", "static_mnist", "--val-bound", "iwae"],
-     "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)"),
-    (["train", "--loss", "iwae"], "--loss iwae needs --num-particles K >= 2, got 1"),
-    (["train", "--num-particles", "0"], "--num-particles must be at least 1"),
-    (["train", "--init-from", "/no/such/run"], "--init-from /no/such/run: no model.pt there"),
-    (["evaluate", "/no/such/run"], "not a run folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--prior", "nope"], "invalid choice: 'nope'"),
+        (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--latent-dim", "0"], "--latent-dim must be a positive integer, got 0"),
+        (
+            ["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"],
+            "is not a folder",
+        ),
+        (["train", "--prior", "gtm", "--num-components", "10"], "square number of components"),
+        (["train", "--prior", "flow", "--latent-dim", "1"], "latent_dim >= 2"),
+        (["train", "--prior", "flow", "--flow", "glow"], "invalid choice: 'glow'"),
+        (["train", "--prior", "mog", "--flow", "nsf"], "--flow applies to --prior flow"),
+        (
+            ["train", "--prior", "gtm", "--pseudo-input-parameterization", "clamp"],
+            "--pseudo-input-parameterization applies to --prior vampprior",
+        ),
+        (
+            ["train", "--model", "convhvae", "--dropout", "0.2"],
+            "--dropout applies to --model vae and hvae, not --model convhvae",
+        ),
+        (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+        (["train", "--lr-decay", "1.5"], "--lr-decay must be in (0, 1), got 1.5"),
+        (["train", "--lr-patience", "0"], "--lr-patience must be a positive integer"),
+        (["train", "--lr-patience", "5"], "--lr-patience applies with --lr-decay F"),
+        (
+            ["train", "--dataset", "static_mnist", "--val-bound", "iwae"],
+            "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)",
+        ),
+        (["train", "--loss", "iwae"], "--loss iwae needs --num-particles K >= 2, got 1"),
+        (["train", "--num-particles", "0"], "--num-particles must be a positive integer"),
+        (["train", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
+        (["train", "--epochs", "two"], "--epochs must be a positive integer, got 'two'"),
+        (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be an integer >= 0, got -1"),
+        (["train", "--init-from", "/no/such/run"], "--init-from /no/such/run: no model.pt there"),
+        (["evaluate", "/no/such/run"], "not a run folder"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     out = tmp_path / "never"
     full = args + (["--out", str(out)] if args[0] == "train" else [])
@@ -80,9 +122,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", [["train", "--epochs", "1", "--max-points", "30"],
-                                     ["reproduce", "table1", "--datasets", "digits"],
-                                     ["compare", "RUN", "RUN2"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--epochs", "1", "--max-points", "30"],
+        ["reproduce", "table1", "--datasets", "digits"],
+        ["compare", "RUN", "RUN2"],
+    ],
+)
 def test_an_unusable_out_folder_is_one_line_naming_it(tmp_path, capsys, command):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -94,8 +141,10 @@ def test_an_unusable_out_folder_is_one_line_naming_it(tmp_path, capsys, command)
                 (tmp_path / name / f).write_text("{}")
             runs.append(str(tmp_path / name))
         command = ["compare"] + runs
-    for out, message in ((blocker, "exists and is not a folder"),
-                         (blocker / "sub", "cannot create the folder")):
+    for out, message in (
+        (blocker, "exists and is not a folder"),
+        (blocker / "sub", "cannot create the folder"),
+    ):
         assert main(command + ["--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--out {out}" in err[0] and message in err[0], err
@@ -109,8 +158,20 @@ def test_flow_choice_is_stored_and_rebuilt(tmp_path, flow):
     from pyrovamp.workflow.runs import load_run
 
     out = tmp_path / "run"
-    args = ["train", "--prior", "flow", "--epochs", "1", "--max-points", "30", "--num-samples",
-            "5", "--no-progress", "--out", str(out)] + (["--flow", flow] if flow else [])
+    args = [
+        "train",
+        "--prior",
+        "flow",
+        "--epochs",
+        "1",
+        "--max-points",
+        "30",
+        "--num-samples",
+        "5",
+        "--no-progress",
+        "--out",
+        str(out),
+    ] + (["--flow", flow] if flow else [])
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["flow"] == (flow or "realnvp")
@@ -130,8 +191,17 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
 
 
 def test_static_mnist_missing_file_is_named(tmp_path):
-    r = _run(["train", "--dataset", "static_mnist", "--data-root", str(tmp_path), "--out",
-              str(tmp_path / "run")])
+    r = _run(
+        [
+            "train",
+            "--dataset",
+            "static_mnist",
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert r.returncode == 2 and "binarized_mnist_train.amat" in r.stderr
     assert not (tmp_path / "run").exists()
 
@@ -139,20 +209,52 @@ def test_static_mnist_missing_file_is_named(tmp_path):
 @pytest.mark.parametrize("model", ["hvae", "convhvae"])
 def test_hierarchical_models_train_from_the_command_line(tmp_path, model):
     out = tmp_path / model
-    assert main(["train", "--model", model, "--prior", "vampprior", "--preset", "paper",
-                 "--latent-dim", "4", "--num-components", "8", "--hidden-dim", "32",
-                 "--epochs", "1", "--max-points", "64", "--num-samples", "8", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                model,
+                "--prior",
+                "vampprior",
+                "--preset",
+                "paper",
+                "--latent-dim",
+                "4",
+                "--num-components",
+                "8",
+                "--hidden-dim",
+                "32",
+                "--epochs",
+                "1",
+                "--max-points",
+                "64",
+                "--num-samples",
+                "8",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == model and set(m["active_units"]) == {"z1", "z2"}
     assert m["num_test_points"] == 64 and m["test_log_likelihood"] < 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["preset"], cfg["optimizer"], cfg["batch_size"], cfg["warmup_epochs"],
-            cfg["weight_init"], cfg["pseudo_input_parameterization"]) == \
-        ("paper", "adamnormgrad", 100, 100, "he", "clamp")  # the paper's code, end to end
+    assert (
+        cfg["preset"],
+        cfg["optimizer"],
+        cfg["batch_size"],
+        cfg["warmup_epochs"],
+        cfg["weight_init"],
+        cfg["pseudo_input_parameterization"],
+    ) == ("paper", "adamnormgrad", 100, 100, "he", "clamp")  # the paper's code, end to end
 
 
-def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_parameters(tmp_path):
+def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_parameters(
+    tmp_path,
+):
     from pyrovamp.workflow.runs import PRESETS, resolve_config
 
     fast = resolve_config({"dataset": "static_mnist", "preset": "fast"})
@@ -160,47 +262,115 @@ def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_
     differ = {k for k in PRESETS["paper"] if fast[k] != paper[k]}
     # same networks, estimator and warm-up; the optimiser, initialisation and pseudo-inputs it was
     # measured with (Adam, PyTorch default, sigmoid)
-    assert differ == {"batch_size", "lr", "precision", "ema_decay", "optimizer", "weight_init",
-                      "pseudo_input_parameterization"}
-    assert (fast["batch_size"], fast["lr"], fast["precision"], fast["ema_decay"]) == \
-        (200, 1e-3, "bf16-mixed", 0.999)
+    assert differ == {
+        "batch_size",
+        "lr",
+        "precision",
+        "ema_decay",
+        "optimizer",
+        "weight_init",
+        "pseudo_input_parameterization",
+    }
+    assert (fast["batch_size"], fast["lr"], fast["precision"], fast["ema_decay"]) == (
+        200,
+        1e-3,
+        "bf16-mixed",
+        0.999,
+    )
     assert paper["ema_decay"] is None
     assert fast["warmup_epochs"] == paper["warmup_epochs"] == 100
     assert paper["precision"] == "32"
-    assert resolve_config({"dataset": "static_mnist", "preset": "fast",
-                           "precision": "32"})["precision"] == "32"  # an explicit choice wins
-    assert resolve_config({"dataset": "static_mnist", "preset": "fast",
-                           "ema_decay": 0})["ema_decay"] == 0  # 0: off (None in the run's config)
+    assert (
+        resolve_config({"dataset": "static_mnist", "preset": "fast", "precision": "32"})[
+            "precision"
+        ]
+        == "32"
+    )  # an explicit choice wins
+    assert (
+        resolve_config({"dataset": "static_mnist", "preset": "fast", "ema_decay": 0})["ema_decay"]
+        == 0
+    )  # 0: off (None in the run's config)
     out = tmp_path / "fast"
-    assert main(["train", "--prior", "standard", "--preset", "fast", "--latent-dim", "2",
-                 "--hidden-dim", "16", "--epochs", "2", "--num-samples", "8", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--prior",
+                "standard",
+                "--preset",
+                "fast",
+                "--latent-dim",
+                "2",
+                "--hidden-dim",
+                "16",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "8",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["preset"], cfg["precision"], cfg["batch_size"], cfg["ema_decay"]) == \
-        ("fast", "bf16-mixed", 200, 0.999)
+    assert (cfg["preset"], cfg["precision"], cfg["batch_size"], cfg["ema_decay"]) == (
+        "fast",
+        "bf16-mixed",
+        200,
+        0.999,
+    )
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
 
 
 def test_validation_options_reach_training(tmp_path, monkeypatch):
-    import pyrovamp.training
     from pyrovamp.data import load_dataset, spread_subset
+    from pyrovamp.workflow import experiment
 
     seen = {}
-    real_fit = pyrovamp.training.fit
+    real_fit = experiment.fit
 
     def spy(model, train_data, validation_data, config, **kw):
         seen.update(validation=validation_data, config=config)
         return real_fit(model, train_data, validation_data, config, **kw)
 
-    monkeypatch.setattr(pyrovamp.training, "fit", spy)
+    monkeypatch.setattr(experiment, "fit", spy)
     out = tmp_path / "run"
-    assert main(["train", "--epochs", "2", "--num-samples", "5", "--no-progress", "--val-bound",
-                 "iwae", "--val-num-samples", "4", "--val-points", "30", "--lr-decay", "0.5",
-                 "--lr-patience", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "5",
+                "--no-progress",
+                "--val-bound",
+                "iwae",
+                "--val-num-samples",
+                "4",
+                "--val-points",
+                "30",
+                "--lr-decay",
+                "0.5",
+                "--lr-patience",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert torch.equal(seen["validation"], spread_subset(load_dataset("digits").validation, 30))
     c = seen["config"]
-    assert (c.val_bound, c.val_num_samples, c.lr_decay, c.lr_patience, c.monitor) == \
-        ("iwae", 4, 0.5, 3, "val_iwae")
+    assert (c.val_bound, c.val_num_samples, c.lr_decay, c.lr_patience, c.monitor) == (
+        "iwae",
+        4,
+        0.5,
+        3,
+        "val_iwae",
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["val_bound"], cfg["val_points"], cfg["lr_decay"]) == ("iwae", 30, 0.5)
     header = (out / "history.csv").read_text().splitlines()[0].split(",")
@@ -214,9 +384,31 @@ def test_grey_images_report_nll_per_pixel(tmp_path):
     ff = np.random.default_rng(0).integers(0, 256, (560, 60)).astype(np.uint8)
     savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "frey_faces", "--data-root", str(tmp_path), "--prior",
-                 "standard", "--latent-dim", "3", "--hidden-dim", "16", "--epochs", "2",
-                 "--num-samples", "10", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "frey_faces",
+                "--data-root",
+                str(tmp_path),
+                "--prior",
+                "standard",
+                "--latent-dim",
+                "3",
+                "--hidden-dim",
+                "16",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "10",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["unit_per_pixel"] == "nats per pixel"
     assert m["test_nll_per_pixel"] == pytest.approx(m["test_nll"] / 560)
@@ -224,8 +416,18 @@ def test_grey_images_report_nll_per_pixel(tmp_path):
 
 def test_resume_refuses_changed_settings_and_corrupt_checkpoints(tmp_path):
     out = tmp_path / "run"
-    base = ["train", "--prior", "standard", "--max-points", "64", "--num-samples", "5",
-            "--no-progress", "--out", str(out)]
+    base = [
+        "train",
+        "--prior",
+        "standard",
+        "--max-points",
+        "64",
+        "--num-samples",
+        "5",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(base + ["--epochs", "1"]) == 0
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     r = _run(base + ["--epochs", "2", "--resume", "--optimizer", "adam"])
@@ -245,8 +447,20 @@ def test_resume_refuses_changed_settings_and_corrupt_checkpoints(tmp_path):
 
 def test_max_minutes_stops_without_test_evaluation_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--prior", "standard", "--max-points", "64", "--epochs", "3",
-            "--num-samples", "5", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--prior",
+        "standard",
+        "--max-points",
+        "64",
+        "--epochs",
+        "3",
+        "--num-samples",
+        "5",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     r = _run(args + ["--max-minutes", "0.00001"])
     assert r.returncode == 0
     assert "stopped after 1 of 3 epochs" in r.stderr and "--resume" in r.stderr
@@ -262,13 +476,18 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     clamped pseudo-inputs; a run whose config.json predates these settings loads and resumes
     with the ones it was trained with (sigmoid pseudo-inputs)."""
     import torch
+
     from pyrovamp.data import load_dataset
     from pyrovamp.workflow.runs import build_model, load_run, resolve_config
 
-    paper = resolve_config({"dataset": "static_mnist", "preset": "paper", "model": "vae",
-                            "prior": "vampprior"})
-    assert (paper["optimizer"], paper["weight_init"], paper["pseudo_input_parameterization"]) == \
-        ("adamnormgrad", "he", "clamp")
+    paper = resolve_config(
+        {"dataset": "static_mnist", "preset": "paper", "model": "vae", "prior": "vampprior"}
+    )
+    assert (paper["optimizer"], paper["weight_init"], paper["pseudo_input_parameterization"]) == (
+        "adamnormgrad",
+        "he",
+        "clamp",
+    )
     ds = load_dataset("digits")
     torch.manual_seed(0)
     model = build_model(paper, ds)
@@ -280,7 +499,7 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     he = build_model(gtm, ds)
     torch.manual_seed(1)
     default = build_model({**gtm, "weight_init": "default"}, ds)
-    for (n, p), q in zip(he.prior.named_parameters(), default.prior.parameters()):
+    for (n, p), q in zip(he.prior.named_parameters(), default.prior.parameters(), strict=True):
         assert torch.equal(p, q), n  # the prior's own network keeps its initialisation
     assert not torch.equal(he.decoder[0].linear.weight, default.decoder[0].linear.weight)
     with pytest.raises(ValueError, match="unknown weight_init 'xavier'"):
@@ -294,10 +513,37 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     assert mnist.std().item() == pytest.approx(0.01, rel=0.1)
 
     out = tmp_path / "old"
-    assert main(["train", "--prior", "vampprior", "--preset", "paper", "--latent-dim", "2",
-                 "--hidden-dim", "8", "--num-components", "4", "--epochs", "1", "--num-samples", "4",
-                 "--pseudo-input-parameterization", "sigmoid", "--weight-init", "default",
-                 "--optimizer", "adam", "--no-progress", "--out", str(out)]) == 0  # as made before
+    assert (
+        main(
+            [
+                "train",
+                "--prior",
+                "vampprior",
+                "--preset",
+                "paper",
+                "--latent-dim",
+                "2",
+                "--hidden-dim",
+                "8",
+                "--num-components",
+                "4",
+                "--epochs",
+                "1",
+                "--num-samples",
+                "4",
+                "--pseudo-input-parameterization",
+                "sigmoid",
+                "--weight-init",
+                "default",
+                "--optimizer",
+                "adam",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )  # as made before
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["pseudo_input_parameterization"], cfg["weight_init"]) == ("sigmoid", "default")
     for k in ("pseudo_input_parameterization", "weight_init"):  # as written before they existed
@@ -306,52 +552,179 @@ def test_paper_preset_follows_the_papers_code_and_old_runs_keep_their_settings(t
     old = load_run(out)[0]
     assert old.prior.parameterization == "sigmoid"
     # the paper preset on the same old folder would not load: the settings must come from the run
-    assert main(["train", "--resume", "--epochs", "2", "--num-samples", "4", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "4",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2
 
 
 def test_init_from_fine_tunes_a_trained_run_with_the_iwae_loss(tmp_path, monkeypatch, capsys):
-    import pyrovamp.training
     from pyrovamp.training import read_checkpoint
+    from pyrovamp.workflow import experiment
 
     first = tmp_path / "first"
-    assert main(["train", "--epochs", "2", "--num-samples", "5", "--no-progress", "--out", str(first)]) == 0
+    assert (
+        main(["train", "--epochs", "2", "--num-samples", "5", "--no-progress", "--out", str(first)])
+        == 0
+    )
     trained = read_checkpoint(first / "model.pt")["pyrovamp"]["scored_state"]
 
     seen = {}
-    real_fit = pyrovamp.training.fit
+    real_fit = experiment.fit
 
     def spy(model, train_data, validation_data, config, **kw):
         seen.update(state={k: v.clone() for k, v in model.state_dict().items()}, config=config)
         return real_fit(model, train_data, validation_data, config, **kw)
 
-    monkeypatch.setattr(pyrovamp.training, "fit", spy)
+    monkeypatch.setattr(experiment, "fit", spy)
     out = tmp_path / "tuned"
-    assert main(["train", "--init-from", str(first), "--loss", "iwae", "--num-particles", "3",
-                 "--warmup-epochs", "0", "--epochs", "1", "--num-samples", "5", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init-from",
+                str(first),
+                "--loss",
+                "iwae",
+                "--num-particles",
+                "3",
+                "--warmup-epochs",
+                "0",
+                "--epochs",
+                "1",
+                "--num-samples",
+                "5",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     # training starts from the first run's parameters, not from a fresh initialisation
     assert seen["state"].keys() == trained.keys()
     assert all(torch.equal(seen["state"][k], trained[k]) for k in trained)
     assert (seen["config"].loss, seen["config"].num_particles) == ("iwae", 3)
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["init_from"], cfg["loss"], cfg["num_particles"]) == (str(first.resolve()), "iwae", 3)
+    assert (cfg["init_from"], cfg["loss"], cfg["num_particles"]) == (
+        str(first.resolve()),
+        "iwae",
+        3,
+    )
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 1
     # a resumed fine-tuning continues from its checkpoint
     monkeypatch.chdir(tmp_path)  # the same --init-from, named relatively, is no change
-    assert main(["train", "--resume", "--epochs", "2", "--num-samples", "5", "--no-progress",
-                 "--init-from", "first", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "5",
+                "--no-progress",
+                "--init-from",
+                "first",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 2
-    assert main(["train", "--resume", "--epochs", "3", "--init-from", str(out), "--out", str(out)]) == 2
+    assert (
+        main(["train", "--resume", "--epochs", "3", "--init-from", str(out), "--out", str(out)])
+        == 2
+    )
     assert "--init-from" in capsys.readouterr().err
 
     # another model: one line naming the mismatched keys, and no run folder is made
     capsys.readouterr()
     bad = tmp_path / "bad"
-    assert main(["train", "--init-from", str(first), "--latent-dim", "3", "--no-progress",
-                 "--out", str(bad)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--init-from",
+                str(first),
+                "--latent-dim",
+                "3",
+                "--no-progress",
+                "--out",
+                str(bad),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("pyrovamp train: error: --init-from: ") and len(err.splitlines()) == 1
     assert "does not fit this model: shape differs for encoder.net.4.weight" in err
     assert not bad.exists()
+
+
+def test_the_parser_is_light_and_the_library_never_imports_the_command_line():
+    import ast
+    from pathlib import Path
+
+    import pyrovamp.workflow
+
+    code = (
+        "import sys, pyrovamp.cli; "
+        "print([m for m in ('lightning', 'arviz', 'matplotlib') if m in sys.modules])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    for path in Path(pyrovamp.workflow.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("pyrovamp.cli"), path
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("pyrovamp.cli") for a in node.names), path
+
+
+def test_train_run_and_evaluate_run_folder_are_the_library_face_of_the_commands(tmp_path):
+    from pyrovamp.training.config import RESUMABLE
+    from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
+    from pyrovamp.workflow.settings import RESUME_MAY_CHANGE, RUN_DEFAULTS
+
+    # one list: the training settings a resume may change, and those of the run folder
+    assert set(RESUMABLE) - {"progress"} <= set(RESUME_MAY_CHANGE) <= set(RUN_DEFAULTS)
+    out = tmp_path / "run"
+    for options, message in (
+        ({"prior": "mog", "flow": "nsf"}, "--flow applies to --prior flow"),
+        ({"epochz": 1}, r"unknown settings \['epochz'\]"),
+        ({"lr_decay": 2.0}, r"--lr-decay must be in \(0, 1\), got 2.0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            train_run(options, out)
+    with pytest.raises(ValueError, match="cannot resume"):
+        train_run({}, out, resume=True)
+    assert not out.exists()  # every check before any work
+    done = train_run(
+        {"prior": "standard", "epochs": 1, "max_points": 30, "num_samples": 4}, out, progress=False
+    )
+    assert done.out == out and done.result.epochs == 1
+    stored = json.loads((out / "metrics.json").read_text())
+    assert done.metrics["test_log_likelihood"] == stored["test_log_likelihood"]
+    assert json.loads((out / "config.json").read_text())["test_points"] == 1000  # the defaults
+    with pytest.raises(ValueError, match="--optimizer adam differs"):
+        train_run({"optimizer": "adam"}, out, resume=True)
+    with pytest.raises(ValueError, match="--num-samples applies to --method is"):
+        evaluate_run_folder(out, method="ais", num_samples=3)
+    ev = evaluate_run_folder(out, method="is", num_samples=3, progress=False)
+    assert ev.metrics is None and ev.refined is None and ev.num_test_points == 30
+    assert ev.estimators["num_samples"] == 3 and ev.estimators["is_epochs"] == 1

@@ -14,18 +14,22 @@ from pyrovamp import HVAE, VAE, ConvHVAE
 from pyrovamp.priors import PRIORS
 
 MODELS = {
-    "VAE": lambda prior: VAE((8, 8), 2, prior=prior, hidden_dim=8, num_components=4,
-                             prior_hidden_dims=(8,)),
-    "HVAE": lambda prior: HVAE((8, 8), 2, prior=prior, hidden_dim=8, num_components=4,
-                               prior_hidden_dims=(8,)),
-    "ConvHVAE": lambda prior: ConvHVAE((4, 4), 2, prior=prior, hidden_dim=8, num_components=4,
-                                       prior_hidden_dims=(8,)),
+    "VAE": lambda prior: VAE(
+        (8, 8), 2, prior=prior, hidden_dim=8, num_components=4, prior_hidden_dims=(8,)
+    ),
+    "HVAE": lambda prior: HVAE(
+        (8, 8), 2, prior=prior, hidden_dim=8, num_components=4, prior_hidden_dims=(8,)
+    ),
+    "ConvHVAE": lambda prior: ConvHVAE(
+        (4, 4), 2, prior=prior, hidden_dim=8, num_components=4, prior_hidden_dims=(8,)
+    ),
 }
-ELBOS = [Trace_ELBO(), TraceMeanField_ELBO(), RenyiELBO(alpha=0.0, num_particles=2,
-                                                           vectorize_particles=True)]
+ELBOS = [
+    Trace_ELBO(),
+    TraceMeanField_ELBO(),
+    RenyiELBO(alpha=0.0, num_particles=2, vectorize_particles=True),
+]
 COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda m: pickle.loads(pickle.dumps(m))}
-
-
 
 
 def _x(model_name):
@@ -52,11 +56,11 @@ def _params(m):
 
 
 def _all_changed(before, m):
-    return all(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    return all(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=False))
 
 
 def _unchanged(before, m):
-    return all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    return all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=False))
 
 
 def _cases():
@@ -69,8 +73,7 @@ def _cases():
                     if model != "VAE" and local != (how == "pickle"):
                         continue
                     mode = "module_local_params" if local else "global_params"
-                    yield pytest.param(model, prior, how, local,
-                                       id=f"{model}-{prior}-{how}-{mode}")
+                    yield pytest.param(model, prior, how, local, id=f"{model}-{prior}-{how}-{mode}")
 
 
 @pytest.mark.parametrize("model_name, prior, how, local", list(_cases()))

@@ -1,14 +1,17 @@
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from pyrovamp.data import load_dataset, read_amat
-
-from conftest import SHARED_DATA
 
 
 def test_digits_has_the_books_split():
     ds = load_dataset("digits")
-    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((1000, 64), (350, 64), (447, 64))
+    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == (
+        (1000, 64),
+        (350, 64),
+        (447, 64),
+    )
     assert ds.likelihood == "categorical" and ds.num_values == 17 and ds.image_shape == (8, 8)
     allx = torch.cat([ds.train, ds.validation, ds.test])
     assert allx.dtype == torch.float32 and allx.min() == 0 and allx.max() == 16
@@ -21,8 +24,10 @@ def _write_amat(path, rows):
 
 def test_static_mnist_reads_canonical_amat_files(tmp_path):
     g = torch.Generator().manual_seed(0)
-    parts = {s: (torch.rand(n, 784, generator=g) < 0.3).int() for s, n in
-             (("train", 5), ("valid", 3), ("test", 2))}
+    parts = {
+        s: (torch.rand(n, 784, generator=g) < 0.3).int()
+        for s, n in (("train", 5), ("valid", 3), ("test", 2))
+    }
     for s, rows in parts.items():
         _write_amat(tmp_path / f"binarized_mnist_{s}.amat", rows.tolist())
     ds = load_dataset("static_mnist", tmp_path, download=False)
@@ -55,7 +60,11 @@ def test_unknown_dataset():
 @pytest.mark.skipif(not (SHARED_DATA / "static_mnist").is_dir(), reason="real files not present")
 def test_real_static_mnist_files():
     ds = load_dataset("static_mnist", SHARED_DATA / "static_mnist", download=False)
-    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((50000, 784), (10000, 784), (10000, 784))
+    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == (
+        (50000, 784),
+        (10000, 784),
+        (10000, 784),
+    )
     assert set(ds.test.unique().tolist()) == {0.0, 1.0}
 
 

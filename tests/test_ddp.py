@@ -64,13 +64,21 @@ def test_two_process_ddp_keeps_parameters_identical_and_shards_evaluation(tmp_pa
     script.write_text(_SCRIPT)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(script), str(out), kind], env=env, timeout=300,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(script), str(out), kind],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     p0 = torch.load(out / "params0.pt", weights_only=True)
     p1 = torch.load(out / "params1.pt", weights_only=True)
-    fresh = VAE((8,), 2, prior="vampprior", num_components=4, hidden_dim=16) if kind == "vae" \
+    fresh = (
+        VAE((8,), 2, prior="vampprior", num_components=4, hidden_dim=16)
+        if kind == "vae"
         else HVAE((8,), 3, prior="vampprior", num_components=4, hidden_dim=16)
+    )
     changed = False
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k
@@ -87,14 +95,39 @@ def test_two_process_ddp_keeps_parameters_identical_and_shards_evaluation(tmp_pa
 def test_ddp_from_the_command_line(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "pyrovamp.cli", "train", "--prior", "mog",
-                        "--epochs", "2", "--max-points", "200", "--num-samples", "20",
-                        "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
-                        "--no-progress", "--out", str(out)],
-                       env=env, timeout=300, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyrovamp.cli",
+            "train",
+            "--prior",
+            "mog",
+            "--epochs",
+            "2",
+            "--max-points",
+            "200",
+            "--num-samples",
+            "20",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["processes"] == 2 and m["num_test_points"] == 200 and m["epochs_trained"] == 2
     # quiet: the one line saying what trains where, nothing from the libraries
     assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
-        f"training vae with the mog prior on digits -> {out}"], r.stderr
+        f"training vae with the mog prior on digits -> {out}"
+    ], r.stderr

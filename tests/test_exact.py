@@ -7,11 +7,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import FactorAnalysis
 
 from pyrovamp import VAE, exact_log_likelihood, log_likelihood
 from pyrovamp.infer.exact import total_latent_dim
-
-from conftest import FactorAnalysis
 
 
 def LinearGaussian(D=5, L=2, seed=0, shift=0.3, scale=0.5):
@@ -48,8 +47,9 @@ class TwoSites:
         self.a, self.s = 1.5, 0.4
 
     def marginal(self):
-        cz = torch.tensor([[self.a ** 2 + self.s ** 2, self.a], [self.a, 1.0]],
-                          dtype=torch.float64)  # Cov of (z1, z2)
+        cz = torch.tensor(
+            [[self.a**2 + self.s**2, self.a], [self.a, 1.0]], dtype=torch.float64
+        )  # Cov of (z1, z2)
         return dist.MultivariateNormal(self.b, self.W @ cz @ self.W.T + torch.diag(self.psi))
 
     def model(self, x):
@@ -57,8 +57,7 @@ class TwoSites:
             z2 = pyro.sample("z2", dist.Normal(torch.zeros((), dtype=torch.float64), 1.0))
             z1 = pyro.sample("z1", dist.Normal(self.a * z2, self.s))
             z = torch.stack([z1, z2], -1)
-            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1),
-                        obs=x)
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.psi.sqrt()).to_event(1), obs=x)
 
     def guide(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
@@ -91,8 +90,13 @@ class GammaPoisson:
 
     def marginal_log_prob(self, x):
         a, b = self.a, self.b
-        return (torch.lgamma(x + a) - math.lgamma(a) - torch.lgamma(x + 1)
-                + a * math.log(b / (1 + b)) - x * math.log(1 + b))
+        return (
+            torch.lgamma(x + a)
+            - math.lgamma(a)
+            - torch.lgamma(x + 1)
+            + a * math.log(b / (1 + b))
+            - x * math.log(1 + b)
+        )
 
 
 def test_a_positive_latent_is_integrated_in_unconstrained_coordinates():
@@ -115,8 +119,9 @@ class FarModes:
 
     def prior(self):
         comp = dist.Normal(self.locs, self.scales[:, None].expand(2, 2)).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(2, dtype=torch.float64)),
-                                      comp)
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=torch.zeros(2, dtype=torch.float64)), comp
+        )
 
     def marginal_log_prob(self, x):
         lps = []
@@ -160,8 +165,15 @@ def _brute_force(model, x, R=8.0, n=800):
 
 def test_a_vampprior_vae_matches_a_brute_force_grid_and_is_above_importance_sampling():
     torch.manual_seed(0)
-    vae = VAE((6,), 2, prior="vampprior", likelihood="categorical", num_values=5, hidden_dim=16,
-              num_components=4)
+    vae = VAE(
+        (6,),
+        2,
+        prior="vampprior",
+        likelihood="categorical",
+        num_values=5,
+        hidden_dim=16,
+        num_components=4,
+    )
     x = torch.randint(0, 5, (12, 6)).float()
     ll, err = exact_log_likelihood(vae, x)
     assert vae.training  # the model's mode is restored
@@ -195,9 +207,12 @@ def test_bad_input_raises_before_any_work():
         exact_log_likelihood(vae2, torch.full((4, 6), 9.0))
     with pytest.raises(ValueError, match="x"):
         exact_log_likelihood(vae2, torch.zeros(4, 5))
-    for kw, name in [({"tol": 0}, "tol"), ({"grid_size": 0}, "grid_size"),
-                     ({"max_levels": -1}, "max_levels"), ({"threshold": float("nan")},
-                                                          "threshold")]:
+    for kw, name in [
+        ({"tol": 0}, "tol"),
+        ({"grid_size": 0}, "grid_size"),
+        ({"max_levels": -1}, "max_levels"),
+        ({"threshold": float("nan")}, "threshold"),
+    ]:
         with pytest.raises(ValueError, match=name):
             exact_log_likelihood(vae2, x, **kw)
     with pytest.raises(ValueError, match="model"):
@@ -214,8 +229,9 @@ def test_refinement_reaches_the_tolerance_and_reports_it():
     fa.post_gain = fa.post_cov @ (fa.W.T / fa.psi)
     x = _data(fa, 6)
     with pytest.warns(UserWarning, match="max_grid_size"):
-        ll, err, info = exact_log_likelihood(fa, x, tol=1e-4, grid_size=24, max_grid_size=24,
-                                             diagnostics=True)
+        ll, err, info = exact_log_likelihood(
+            fa, x, tol=1e-4, grid_size=24, max_grid_size=24, diagnostics=True
+        )
     assert int(info["levels"].min()) >= 1
     assert (ll - fa.marginal().log_prob(x)).abs().max() < 1e-4
     assert bool((err < 1e-4).all())
@@ -227,8 +243,25 @@ def test_train_reports_the_exact_log_likelihood_for_two_latent_dimensions(tmp_pa
     from pyrovamp.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--prior", "mog", "--epochs", "1", "--max-points", "40",
-                 "--num-samples", "20", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--prior",
+                "mog",
+                "--epochs",
+                "1",
+                "--max-points",
+                "40",
+                "--num-samples",
+                "20",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["exact_error_estimate"] < 0.01
     # IS is a stochastic lower bound of the exact value

@@ -45,7 +45,10 @@ def _logistic_bin_probabilities(loc, scale, n=256):
     loc, scale = loc.double(), scale.double()
     k = torch.arange(n, dtype=torch.float64)[:, None]
     h = 0.5 / (n - 1)
-    cdf = lambda v: torch.sigmoid((v - loc) / scale)
+
+    def cdf(v):
+        return torch.sigmoid((v - loc) / scale)
+
     upper = torch.where(k == n - 1, torch.ones_like(loc), cdf(k / (n - 1) + h))
     lower = torch.where(k == 0, torch.zeros_like(loc), cdf(k / (n - 1) - h))
     return upper - lower  # (n, ...)
@@ -89,8 +92,7 @@ def test_discretized_logistic_likelihood_parameterisation():
     assert torch.allclose(p.base_dist.scale, torch.tensor([[0.1, math.exp(-4.5), 1.0]]))
     x = torch.tensor([[0.0, 200.0, 77.0]])
     want = _logistic_bin_probabilities(p.base_dist.loc, p.base_dist.scale)
-    assert torch.allclose(p.log_prob(x).double(),
-                          want.gather(0, x.long()).log().sum(-1), atol=1e-3)
+    assert torch.allclose(p.log_prob(x).double(), want.gather(0, x.long()).log().sum(-1), atol=1e-3)
     with pytest.raises(ValueError, match="integer grey levels in 0..255"):
         like.check_support(torch.tensor([[0.0, 256.0, 3.0]]))
 
@@ -100,17 +102,23 @@ def test_bernoulli_scores_a_stack_of_decoder_outputs_per_data_point():
     h = torch.randn(50, 4, 6) * 5
     x = (torch.rand(4, 6) < 0.5).float()
     ours = BernoulliLikelihood(6)(h)
-    assert torch.allclose(ours.log_prob(x), dist.Bernoulli(logits=h).to_event(1).log_prob(x),
-                          atol=1e-4)
+    assert torch.allclose(
+        ours.log_prob(x), dist.Bernoulli(logits=h).to_event(1).log_prob(x), atol=1e-4
+    )
     assert type(ours.expand([2, 50, 4])) is type(ours)
 
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_fast_softplus_matches_float64_softplus_and_its_gradient_is_sigmoid(grad):
-    from pyrovamp.distributions.likelihoods import softplus
+    from pyrovamp.distributions import softplus
 
-    h = torch.cat([torch.linspace(-120.0, 120.0, 2001), torch.randn(3000) * 8,
-                   torch.tensor([0.0, -1e-8, 1e-8, 17.0, -17.0, 88.0, -88.0, 1e4, -1e4])])
+    h = torch.cat(
+        [
+            torch.linspace(-120.0, 120.0, 2001),
+            torch.randn(3000) * 8,
+            torch.tensor([0.0, -1e-8, 1e-8, 17.0, -17.0, 88.0, -88.0, 1e4, -1e4]),
+        ]
+    )
     h64 = h.double()
     truth = h64.clamp(min=0) + torch.log1p(torch.exp(-h64.abs()))  # exact in float64
     hh = h.clone().requires_grad_(grad)

@@ -9,11 +9,10 @@ import struct
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from scipy.io import savemat
 
 from pyrovamp.data import DATASETS, load_dataset, read_idx_images
-
-from conftest import SHARED_DATA
 
 FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
 
@@ -55,10 +54,16 @@ def test_idx_reader_rejects_a_wrong_file(tmp_path):
         read_idx_images(bad)
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist():
     ds = load_dataset("fashion_mnist")
-    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((50000, 784), (10000, 784), (10000, 784))
+    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == (
+        (50000, 784),
+        (10000, 784),
+        (10000, 784),
+    )
     assert 0.2 < float(ds.train.mean()) < 0.4
 
 
@@ -67,14 +72,20 @@ def test_omniglot(tmp_path):
     data = rng.random((784, 3000))  # Burda et al.: one image per column, column-major pixels
     savemat(tmp_path / "chardata.mat", {"data": data, "testdata": rng.random((784, 40))})
     ds = load_dataset("omniglot", tmp_path, download=False)
-    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((3000 - 1345, 784), (1345, 784), (40, 784))
+    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == (
+        (3000 - 1345, 784),
+        (1345, 784),
+        (40, 784),
+    )
     assert ds.train_sampler is not None and set(ds.test.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_caltech_silhouettes(tmp_path):
     rng = np.random.default_rng(0)
-    parts = {k: (rng.random((n, 784)) < 0.5).astype(np.float64)
-             for k, n in (("train_data", 20), ("val_data", 5), ("test_data", 6))}
+    parts = {
+        k: (rng.random((n, 784)) < 0.5).astype(np.float64)
+        for k, n in (("train_data", 20), ("val_data", 5), ("test_data", 6))
+    }
     savemat(tmp_path / "caltech101_silhouettes_28_split1.mat", parts)
     ds = load_dataset("caltech101_silhouettes", tmp_path, download=False)
     assert ds.test.shape == (6, 784)
@@ -90,7 +101,11 @@ def test_frey_faces_small_file(tmp_path):
     ff = np.random.default_rng(0).integers(0, 256, (560, 50)).astype(np.uint8)
     savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
     ds = load_dataset("frey_faces", tmp_path, download=False)
-    assert ds.likelihood == "discretized_logistic" and ds.num_values == 256 and ds.image_shape == (28, 20)
+    assert (
+        ds.likelihood == "discretized_logistic"
+        and ds.num_values == 256
+        and ds.image_shape == (28, 20)
+    )
     allx = torch.cat([ds.train, ds.validation, ds.test])
     assert sorted(map(tuple, allx.int().tolist())) == sorted(map(tuple, ff.T.astype(int).tolist()))
     savemat(tmp_path / "frey_rawface.mat", {"faces": ff})
@@ -101,13 +116,19 @@ def test_frey_faces_small_file(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "frey_faces").is_dir(), reason="real file not present")
 def test_real_frey_faces():
     ds = load_dataset("frey_faces", SHARED_DATA / "frey_faces", download=False)
-    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == ((1565, 560), (200, 560), (200, 560))
+    assert (ds.train.shape, ds.validation.shape, ds.test.shape) == (
+        (1565, 560),
+        (200, 560),
+        (200, 560),
+    )
 
 
 def test_histopathology(tmp_path):
     rng = np.random.default_rng(0)
-    data = {k: rng.random((n, 28 * 28)).astype(np.float32) for k, n in
-            (("training", 10), ("validation", 4), ("test", 3))}
+    data = {
+        k: rng.random((n, 28 * 28)).astype(np.float32)
+        for k, n in (("training", 10), ("validation", 4), ("test", 3))
+    }
     with open(tmp_path / "histopathology.pkl", "wb") as f:
         pickle.dump(data, f)
     ds = load_dataset("histopathology", tmp_path, download=False)
@@ -134,20 +155,27 @@ def test_histopathology_pickle_may_hold_arrays_only(tmp_path):
 
     payload = _RunsCode()
     payload.target = str(tmp_path / "pwned")
-    data = {"training": np.zeros((2, 784), np.float32), "validation": payload,
-            "test": np.zeros((1, 784), np.float32)}
+    data = {
+        "training": np.zeros((2, 784), np.float32),
+        "validation": payload,
+        "test": np.zeros((1, 784), np.float32),
+    }
     with open(tmp_path / "histopathology.pkl", "wb") as f:
         pickle.dump(data, f)
-    with pytest.raises(ValueError, match=r"histopathology\.pkl.*refusing to load posix\.makedirs|"
-                                         r"histopathology\.pkl.*refusing to load os\.makedirs"):
+    with pytest.raises(
+        ValueError,
+        match=r"histopathology\.pkl.*refusing to load posix\.makedirs|"
+        r"histopathology\.pkl.*refusing to load os\.makedirs",
+    ):
         load_dataset("histopathology", tmp_path, download=False)
     assert not (tmp_path / "pwned").exists()  # nothing ran
     # arrays written by any protocol (2: the Python 2 files of the paper's code) are read
     for protocol in (2, 4, 5):
         path = tmp_path / f"ok{protocol}.pkl"
         with open(path, "wb") as f:
-            pickle.dump({"a": np.arange(6.0).reshape(2, 3), "b": [np.float32(1.5)]}, f,
-                        protocol=protocol)
+            pickle.dump(
+                {"a": np.arange(6.0).reshape(2, 3), "b": [np.float32(1.5)]}, f, protocol=protocol
+            )
         out = read_array_pickle(path)
         assert np.array_equal(out["a"], np.arange(6.0).reshape(2, 3)) and out["b"] == [1.5]
 
@@ -159,3 +187,20 @@ def test_truncated_histopathology_pickle_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"histopathology\.pkl: not a readable pickle") as e:
         load_dataset("histopathology", tmp_path, download=False)
     assert "\n" not in str(e.value)
+
+
+def test_missing_files_are_fetched_into_the_folder_and_a_failed_fetch_leaves_nothing(tmp_path):
+    """The download path, offline: a ``file://`` address stands for the server."""
+    from pyrovamp.data.readers import require_files
+
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "a.bin").write_bytes(b"\x00\x01" * 1000)
+    root = tmp_path / "data"
+    paths = require_files(root, ["a.bin"], server.as_uri() + "/", "toy", download=True)
+    assert paths == [root / "a.bin"] and paths[0].read_bytes() == b"\x00\x01" * 1000
+    with pytest.raises(FileNotFoundError, match=r"toy: missing .*b\.bin"):
+        require_files(root, ["b.bin"], server.as_uri() + "/", "toy", download=True)
+    assert sorted(p.name for p in root.iterdir()) == ["a.bin"]  # no partial file left behind
+    with pytest.raises(FileNotFoundError, match="toy: missing"):
+        require_files(tmp_path / "other", ["a.bin"], server.as_uri() + "/", "toy", download=False)

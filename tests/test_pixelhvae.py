@@ -19,9 +19,19 @@ D = 42
 def _model(likelihood="bernoulli", prior="vampprior", **kw):
     pyro.set_rng_seed(0)
     num_values = 17 if likelihood == "categorical" else None
-    return PixelHVAE(SHAPE, 3, prior=prior, likelihood=likelihood, num_values=num_values,
-                     hidden_dim=16, num_components=4, z1_dim=2, channels=8, num_masked_layers=3,
-                     **kw)
+    return PixelHVAE(
+        SHAPE,
+        3,
+        prior=prior,
+        likelihood=likelihood,
+        num_values=num_values,
+        hidden_dim=16,
+        num_components=4,
+        z1_dim=2,
+        channels=8,
+        num_masked_layers=3,
+        **kw,
+    )
 
 
 def _x(likelihood="bernoulli", n=24, seed=0):
@@ -56,7 +66,11 @@ def test_output_at_pixel_i_depends_on_no_pixel_j_at_or_after_i(likelihood):
     jac = torch.autograd.functional.jacobian(lambda x: dec(x, z1, z2), x01)  # (P*D, D)
     P = like.params_per_dim
     # J[k, i, j] = d output k of pixel i / d pixel j
-    J = jac.reshape(D, P, D).transpose(0, 1) if likelihood == "categorical" else jac.reshape(P, D, D)
+    J = (
+        jac.reshape(D, P, D).transpose(0, 1)
+        if likelihood == "categorical"
+        else jac.reshape(P, D, D)
+    )
     future = torch.ones(D, D).triu()  # j >= i
     assert float(J.abs().mul(future).max()) == 0.0
     past = J.abs().sum(0)
@@ -139,7 +153,7 @@ def test_importance_sampling_is_above_the_elbo_and_tightens():
     e = float(elbo(m, x, 100, seed=0).mean())
     lls = [float(log_likelihood(m, x, s, seed=0).mean()) for s in (1, 10, 100)]
     assert lls[0] == pytest.approx(e, abs=1.0)
-    assert all(b > a for a, b in zip(lls, lls[1:])), lls
+    assert all(b > a for a, b in zip(lls, lls[1:], strict=False)), lls
     assert lls[-1] > e + 2.0
 
 
@@ -171,8 +185,18 @@ def test_evaluation_uses_running_statistics_and_leaves_them_alone():
 def test_one_epoch_of_training_through_pyrovamp_train():
     m = _model()
     x, xv = _x(n=48), _x(n=16, seed=5)
-    history = train(m, x, xv, epochs=1, batch_size=16, optimizer="adam", lr=1e-3, seed=0,
-                    progress=False, logger="none")
+    history = train(
+        m,
+        x,
+        xv,
+        epochs=1,
+        batch_size=16,
+        optimizer="adam",
+        lr=1e-3,
+        seed=0,
+        progress=False,
+        logger="none",
+    )
     assert len(history) == 1 and history[0]["val_elbo"] < 0
     assert not m.training  # evaluation mode after training
     bn = next(mod for mod in m.decoder.modules() if isinstance(mod, torch.nn.BatchNorm2d))
@@ -185,10 +209,35 @@ def test_command_line_trains_and_evaluates_a_pixelhvae(tmp_path):
     torch.set_num_threads(1)  # pixel-by-pixel sampling is many tiny operations: one thread is
     # faster for them, and far faster on a machine whose cores are shared
     out = tmp_path / "run"
-    assert main(["train", "--model", "pixelhvae", "--dataset", "digits", "--prior", "vampprior",
-                 "--latent-dim", "2", "--num-components", "4", "--hidden-dim", "16",
-                 "--epochs", "1", "--max-points", "32", "--num-samples", "3", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "pixelhvae",
+                "--dataset",
+                "digits",
+                "--prior",
+                "vampprior",
+                "--latent-dim",
+                "2",
+                "--num-components",
+                "4",
+                "--hidden-dim",
+                "16",
+                "--epochs",
+                "1",
+                "--max-points",
+                "32",
+                "--num-samples",
+                "3",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == "pixelhvae" and m["test_log_likelihood"] < 0
     assert {"samples.png", "reconstructions.png", "model.pt"} <= {p.name for p in out.iterdir()}

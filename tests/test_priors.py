@@ -4,13 +4,23 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import cuda
+from conftest import make_prior as small_prior
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 
 from pyrovamp.nn import GaussianEncoder
-from pyrovamp.priors import (PRIORS, DiagonalGaussianMixture, FlowPrior, GTMPrior, GTMVampPrior,
-                             MoGPrior, StandardPrior, VampPrior, grid_points, make_prior)
-
-from conftest import cuda, make_prior as small_prior
+from pyrovamp.priors import (
+    PRIORS,
+    DiagonalGaussianMixture,
+    FlowPrior,
+    GTMPrior,
+    GTMVampPrior,
+    MoGPrior,
+    StandardPrior,
+    VampPrior,
+    grid_points,
+    make_prior,
+)
 
 
 def _perturb(prior):
@@ -62,8 +72,11 @@ def test_density_integrates_to_one(name):
         zz = torch.stack(torch.meshgrid(g0, g1, indexing="ij"), -1)
         density = prior.log_prob(zz).double().exp()
         area = float((g0[1] - g0[0]) * (g1[1] - g1[0]))
-        total = float(torch.trapezoid(torch.trapezoid(density, dx=float(g1[1] - g1[0]), dim=1),
-                                      dx=float(g0[1] - g0[0])))
+        total = float(
+            torch.trapezoid(
+                torch.trapezoid(density, dx=float(g1[1] - g1[0]), dim=1), dx=float(g0[1] - g0[0])
+            )
+        )
     assert area > 0
     assert total == pytest.approx(1.0, abs=0.01)
 
@@ -81,13 +94,18 @@ def test_samples_agree_with_log_prob(name):
         c0, c1 = (e0[1:] + e0[:-1]) / 2, (e1[1:] + e1[:-1]) / 2
         zz = torch.stack(torch.meshgrid(c0, c1, indexing="ij"), -1)
         cell = float((e0[1] - e0[0]) * (e1[1] - e1[0]))
-        mass = (prior.log_prob(zz).double().exp() * cell).reshape(bins, fine, bins, fine).sum((1, 3))
+        mass = (
+            (prior.log_prob(zz).double().exp() * cell).reshape(bins, fine, bins, fine).sum((1, 3))
+        )
         i0 = torch.bucketize(s[:, 0].contiguous(), e0[fine::fine][:-1].contiguous())
         i1 = torch.bucketize(s[:, 1].contiguous(), e1[fine::fine][:-1].contiguous())
         inside = (s[:, 0] >= e0[0]) & (s[:, 0] <= e0[-1]) & (s[:, 1] >= e1[0]) & (s[:, 1] <= e1[-1])
         hist = torch.zeros(bins, bins, dtype=torch.float64)
-        hist.index_put_((i0[inside], i1[inside]), torch.ones(int(inside.sum()), dtype=torch.float64),
-                        accumulate=True)
+        hist.index_put_(
+            (i0[inside], i1[inside]),
+            torch.ones(int(inside.sum()), dtype=torch.float64),
+            accumulate=True,
+        )
         hist /= s.shape[0]
     tv = 0.5 * float((hist - mass).abs().sum())
     assert tv < 0.03, tv
@@ -101,7 +119,9 @@ def test_mixture_is_over_whole_vectors_not_per_dimension():
     std = torch.exp(0.5 * prior.logvars)
     per_comp = dist.Normal(prior.means, std).log_prob(z[:, None, :]).sum(-1) + w  # sum over L first
     expected = per_comp.logsumexp(-1)
-    factorised = (dist.Normal(prior.means, std).log_prob(z[:, None, :]) + w[:, None]).logsumexp(1).sum(-1)
+    factorised = (
+        (dist.Normal(prior.means, std).log_prob(z[:, None, :]) + w[:, None]).logsumexp(1).sum(-1)
+    )
     got = prior.log_prob(z)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, factorised, atol=1e-2)
@@ -111,7 +131,9 @@ def test_fast_mixture_log_prob_matches_mixture_same_family():
     torch.manual_seed(0)
     logits, loc, scale = torch.randn(7), 3 * torch.randn(7, 4), torch.rand(7, 4) * 0.5 + 0.02
     fast = DiagonalGaussianMixture(logits, loc, scale)
-    ref = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+    ref = dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)
+    )
     z = 3 * torch.randn(2, 5, 4)
     assert torch.allclose(fast.log_prob(z), ref.log_prob(z), rtol=1e-5, atol=1e-3)
     # far in the tails too (the float64 expansion keeps its precision)
@@ -188,7 +210,9 @@ def test_flow_prior_is_zuko_wrapped_for_pyro(flow, cls):
     d = prior()
     assert isinstance(d, ZukoToPyro) and isinstance(d, dist.TorchDistribution)
     support = d.support  # independent(real, 1): biject_to, autoguides and NUTS can use it
-    assert support.event_dim == 1 and support.base_constraint is torch.distributions.constraints.real
+    assert (
+        support.event_dim == 1 and support.base_constraint is torch.distributions.constraints.real
+    )
     assert torch.distributions.biject_to(support)(torch.zeros(3, 2)).shape == (3, 2)
     # log_prob is vectorised over any leading shape: the IS code scores (S, N, L)
     z = torch.randn(5, 3, 4, 2)
@@ -254,12 +278,15 @@ def test_priors_on_cuda(name):
 def test_vampprior_clamp_parameterization_is_the_papers(encoder):
     """The paper's code: u = hardtanh(a, low, high), a ~ N(low + 0.05 w, (0.01 w)^2) (w: range)."""
     torch.manual_seed(0)
-    prior = VampPrior(encoder, 6, num_components=2000, data_range=(0.0, 16.0),
-                      parameterization="clamp")
+    prior = VampPrior(
+        encoder, 6, num_components=2000, data_range=(0.0, 16.0), parameterization="clamp"
+    )
     u = prior.pseudo_inputs
     assert u.mean().item() == pytest.approx(0.8, abs=0.01)  # 0.05 * 16: nearly black
     assert u.std().item() == pytest.approx(0.16, rel=0.05)  # 0.01 * 16
-    assert [n for n, _ in prior.named_parameters() if "encoder" not in n] == ["pseudo_inputs_unclamped"]
+    assert [n for n, _ in prior.named_parameters() if "encoder" not in n] == [
+        "pseudo_inputs_unclamped"
+    ]
     with torch.no_grad():  # the parameter is in units of the data range, as the paper's [0, 1]
         prior.pseudo_inputs_unclamped[0, :3] = torch.tensor([-0.1, 0.5, 1.1])
     u = prior.pseudo_inputs

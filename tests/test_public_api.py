@@ -6,12 +6,41 @@ import sys
 import pyrovamp
 
 NOTEBOOK_NAMES = [  # what the notebooks and the README use
-    "load_dataset", "Dataset", "DATASETS", "VAE", "HVAE", "ConvHVAE", "PRIORS", "make_prior",
-    "StandardPrior", "MoGPrior", "VampPrior", "GTMPrior", "GTMVampPrior", "FlowPrior", "train",
-    "fit", "TrainConfig", "TrainResult", "log_likelihood", "elbo", "elbo_terms", "log_importance_weights",
-    "active_units", "points_per_block", "to_inference_data", "compare", "plot_compare",
-    "plot_pareto_k", "plot_latent", "plot_samples", "plot_history", "plot_pseudo_inputs",
-    "plot_active_units", "image_grid", "load_run",
+    "load_dataset",
+    "Dataset",
+    "DATASETS",
+    "VAE",
+    "HVAE",
+    "ConvHVAE",
+    "PRIORS",
+    "make_prior",
+    "StandardPrior",
+    "MoGPrior",
+    "VampPrior",
+    "GTMPrior",
+    "GTMVampPrior",
+    "FlowPrior",
+    "train",
+    "fit",
+    "TrainConfig",
+    "TrainResult",
+    "log_likelihood",
+    "elbo",
+    "elbo_terms",
+    "log_importance_weights",
+    "active_units",
+    "points_per_block",
+    "to_inference_data",
+    "compare",
+    "plot_compare",
+    "plot_pareto_k",
+    "plot_latent",
+    "plot_samples",
+    "plot_history",
+    "plot_pseudo_inputs",
+    "plot_active_units",
+    "image_grid",
+    "load_run",
 ]
 
 
@@ -23,9 +52,11 @@ def test_everything_a_notebook_needs_is_importable_from_pyrovamp():
 
 
 def test_importing_pyrovamp_changes_no_pyro_setting_and_stays_light():
-    code = ("import sys, pyro; before = dict(pyro.settings.get()); import pyrovamp; "
-            "assert dict(pyro.settings.get()) == before, (before, pyro.settings.get()); "
-            "assert 'matplotlib.pyplot' not in sys.modules and 'arviz' not in sys.modules; "
-            "print('ok')")
+    code = (
+        "import sys, pyro; before = dict(pyro.settings.get()); import pyrovamp; "
+        "assert dict(pyro.settings.get()) == before, (before, pyro.settings.get()); "
+        "assert 'matplotlib.pyplot' not in sys.modules and 'arviz' not in sys.modules; "
+        "print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

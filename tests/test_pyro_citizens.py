@@ -5,18 +5,23 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import make_prior
 from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
-from pyro.infer.autoguide import (AutoDiagonalNormal, AutoLowRankMultivariateNormal,
-                                  AutoMultivariateNormal, AutoNormal, init_to_feasible,
-                                  init_to_mean, init_to_median, init_to_sample)
+from pyro.infer.autoguide import (
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+)
 from torch.distributions import biject_to, constraints
 
 from pyrovamp.priors import PRIORS, REAL_VECTOR, MoGPrior
 
-from conftest import make_prior
-
 AUTOGUIDES = [AutoNormal, AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal]
-
 
 
 @pytest.fixture(params=[False, True], ids=["global_params", "module_local_params"])
@@ -35,10 +40,12 @@ def _data(n=12):
 
 def _user_model(prior):
     """A user's own model: the prior in one line, nothing else from pyrovamp."""
+
     def model(x):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior())
             pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
     return model
 
 
@@ -54,7 +61,9 @@ def _changed(before, module):
 def test_support_is_a_real_vector_that_biject_to_handles(name):
     d = make_prior(name)()
     assert isinstance(d.support, constraints.independent)
-    assert d.support.base_constraint is constraints.real and d.support.reinterpreted_batch_ndims == 1
+    assert (
+        d.support.base_constraint is constraints.real and d.support.reinterpreted_batch_ndims == 1
+    )
     t = biject_to(d.support)
     u = torch.randn(4, 2)
     assert torch.equal(t(u), u)
@@ -121,8 +130,11 @@ def test_hand_written_guide_trains_the_prior_with_torch_optim_too(name, param_mo
     assert _changed(before, prior) == set(before)
 
 
-@pytest.mark.parametrize("init", [init_to_median, init_to_mean, init_to_sample, init_to_feasible],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "init",
+    [init_to_median, init_to_mean, init_to_sample, init_to_feasible],
+    ids=lambda f: f.__name__,
+)
 @pytest.mark.parametrize("name", PRIORS)
 def test_init_strategies(name, init):
     prior = make_prior(name)
@@ -155,8 +167,7 @@ def test_predictive_in_parallel(name):
     guide = AutoNormal(model)
     x = _data()
     guide(x)
-    out = Predictive(model, guide=guide, num_samples=7, parallel=True,
-                     return_sites=["z", "x"])(x)
+    out = Predictive(model, guide=guide, num_samples=7, parallel=True, return_sites=["z", "x"])(x)
     assert out["z"].shape == (7, 12, 2) and out["x"].shape == (7, 12, 2)
     prior_only = Predictive(model, num_samples=5, parallel=True)(x)
     assert prior_only["z"].shape == (5, 12, 2)

@@ -40,7 +40,7 @@ def test_refinement_reaches_the_exact_posterior_of_a_conjugate_chain():
     # the optimum of the importance-weighted bound with the posterior in the guide's family is the
     # posterior; z2 feeds q(z1|x, z2), so a gradient that cut that path would settle elsewhere
     model = GaussianChain()
-    x = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0)) * 3 ** 0.5
+    x = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0)) * 3**0.5
     before = model.a2.detach().clone()
     refined, history = refine_guide(model, x, epochs=30, num_samples=8, lr=0.02, batch_size=200)
     g, b, s = refined.a2.tolist()
@@ -49,9 +49,9 @@ def test_refinement_reaches_the_exact_posterior_of_a_conjugate_chain():
     assert math.exp(s) == pytest.approx((2 / 3) ** 0.5, abs=0.03)
     assert gx == pytest.approx(0.5, abs=0.03) and gz == pytest.approx(0.5, abs=0.03)
     assert b1 == pytest.approx(0.0, abs=0.03)
-    assert math.exp(s1) == pytest.approx(0.5 ** 0.5, abs=0.03)
+    assert math.exp(s1) == pytest.approx(0.5**0.5, abs=0.03)
     # the exact marginal: x ~ N(0, 3); the bound reaches it
-    exact = float(dist.Normal(0.0, 3 ** 0.5).log_prob(x).mean())
+    exact = float(dist.Normal(0.0, 3**0.5).log_prob(x).mean())
     assert history[-1]["bound"] == pytest.approx(exact, abs=0.01)
     assert history[0]["bound"] < exact - 0.1
     assert torch.equal(model.a2.detach(), before)  # the caller's model is untouched
@@ -64,14 +64,21 @@ def digits_vamp():
     log-likelihood) trained briefly on Digits."""
     ds = load_dataset("digits")
     torch.manual_seed(0)
-    model = VAE(ds.image_shape, latent_dim=2, prior="vampprior", likelihood=ds.likelihood,
-                num_values=ds.num_values, hidden_dim=64, num_components=20)
+    model = VAE(
+        ds.image_shape,
+        latent_dim=2,
+        prior="vampprior",
+        likelihood=ds.likelihood,
+        num_values=ds.num_values,
+        hidden_dim=64,
+        num_components=20,
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = pyro.infer.Trace_ELBO().differentiable_loss
     for step in range(300):
         start = (step * 100) % 1000
         optimizer.zero_grad()
-        loss_fn(model.model, model.guide, ds.train[start:start + 100]).backward()
+        loss_fn(model.model, model.guide, ds.train[start : start + 100]).backward()
         optimizer.step()
     return model, ds
 
@@ -82,8 +89,10 @@ def test_refined_guide_keeps_the_model_and_tightens_importance_sampling(digits_v
     refined, history = refine_guide(model, ds.train, epochs=5, num_samples=10, lr=1e-2, seed=0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert refined.prior.encoder is not refined.encoder  # p(z) keeps the encoder it had
-    assert any(not torch.equal(a, b) for a, b in
-               zip(refined.encoder.parameters(), model.encoder.parameters()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(refined.encoder.parameters(), model.encoder.parameters(), strict=False)
+    )
     assert history[-1]["bound"] > history[0]["bound"]
     test = ds.test[:200]
     exact = exact_log_likelihood(model, test)[0]
@@ -94,14 +103,24 @@ def test_refined_guide_keeps_the_model_and_tightens_importance_sampling(digits_v
     gap_after = float(exact.mean() - log_likelihood(refined, test, 20, seed=0).mean())
     assert 0 < gap_after < 0.6 * gap_before
     again, _ = refine_guide(model, ds.train, epochs=5, num_samples=10, lr=1e-2, seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), refined.parameters()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(again.parameters(), refined.parameters(), strict=False)
+    )
 
 
 def test_refinement_works_on_the_hvae():
     ds = load_dataset("digits")
     torch.manual_seed(0)
-    model = HVAE(ds.image_shape, latent_dim=3, prior="vampprior", likelihood=ds.likelihood,
-                 num_values=ds.num_values, hidden_dim=32, num_components=10, dropout=0.2)
+    model = HVAE(
+        ds.image_shape,
+        latent_dim=3,
+        prior="vampprior",
+        likelihood=ds.likelihood,
+        num_values=ds.num_values,
+        hidden_dim=32,
+        num_components=10,
+        dropout=0.2,
+    )
     refined, history = refine_guide(model, ds.train[:200], epochs=2, num_samples=3, lr=1e-3)
     assert len(history) == 2 and all(math.isfinite(h["bound"]) for h in history)
     assert refined.prior.encoder is not refined.encoder
@@ -112,10 +131,17 @@ def test_refinement_works_on_the_hvae():
             assert torch.equal(p, original[name]), name
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": 0}, "epochs"), ({"num_samples": 0}, "num_samples"), ({"lr": -1.0}, "lr"),
-    ({"lr": float("nan")}, "lr"), ({"batch_size": 2.5}, "batch_size"), ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_bad_arguments_are_refused_in_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         refine_guide(GaussianChain(), torch.zeros(10, 1), **kwargs)
@@ -126,8 +152,14 @@ def test_bad_data_and_models_are_refused():
     with pytest.raises(ValueError, match="model"):
         refine_guide(object(), torch.zeros(10, 1))
     ds = load_dataset("digits")
-    model = VAE(ds.image_shape, latent_dim=2, prior="standard", likelihood=ds.likelihood,
-                num_values=ds.num_values, hidden_dim=16)
+    model = VAE(
+        ds.image_shape,
+        latent_dim=2,
+        prior="standard",
+        likelihood=ds.likelihood,
+        num_values=ds.num_values,
+        hidden_dim=16,
+    )
     with pytest.raises(ValueError, match="x"):
         refine_guide(model, torch.full((4, 64), float("nan")))
 
@@ -136,8 +168,8 @@ def test_doubly_reparameterised_gradient_is_unbiased():
     # E[DReG gradient] = grad L_K = E[IWAE gradient] (Tucker et al. 2019, eq. 7), away from the
     # optimum; one data point repeated 200000 times averages the noise away. Dropping the path of
     # z2 into q(z1|x, z2) from log q, or keeping the score term's sign wrong, breaks this.
-    from pyrovamp.infer.refine import _GuideLogDensity, _dreg_loss, _log_p, _log_q
-    from pyro import poutine
+    from pyrovamp.infer.refine import _dreg_loss, _GuideLogDensity
+    from pyrovamp.infer.weights import log_weights
 
     model = GaussianChain()
     x = torch.full((200000, 1), 1.5)
@@ -147,10 +179,7 @@ def test_doubly_reparameterised_gradient_is_unbiased():
     loss, _ = _dreg_loss(model, _GuideLogDensity(model), x, 4, params, names)
     dreg = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
     torch.manual_seed(1)
-    with pyro.plate("importance_samples", 4, dim=-2):
-        guide_trace = poutine.trace(model.guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    log_w = _log_p(model_trace, x) - _log_q(guide_trace, x)
+    log_w = log_weights(model.model, model.guide, x, 4)  # the IWAE gradient: through log q too
     iwae = -(torch.logsumexp(log_w, 0) - math.log(4)).mean()
     plain = torch.cat([g.flatten() for g in torch.autograd.grad(iwae, params)])
     assert dreg.abs().max() > 0.05  # away from the optimum
@@ -166,20 +195,59 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
 
     out = tmp_path / "run"
     pyro.set_rng_seed(0)
-    assert main(["train", "--prior", "vampprior", "--epochs", "3", "--max-points", "100",
-                 "--num-samples", "20", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--prior",
+                "vampprior",
+                "--epochs",
+                "3",
+                "--max-points",
+                "100",
+                "--num-samples",
+                "20",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     model_bytes = (out / "model.pt").read_bytes()
     before = json.loads((out / "metrics.json").read_text())
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--refine-guide", "3", "--refine-num-samples", "5",
-                 "--refine-lr", "0.003", "--num-samples", "20", "--no-progress"]) == 0
-    assert "guide refined on the train set (3 epochs of the IWAE-5 bound on 100 points" in \
-        capsys.readouterr().out
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out),
+                "--refine-guide",
+                "3",
+                "--refine-num-samples",
+                "5",
+                "--refine-lr",
+                "0.003",
+                "--num-samples",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "guide refined on the train set (3 epochs of the IWAE-5 bound on 100 points"
+        in capsys.readouterr().out
+    )
     m = json.loads((out / "metrics.json").read_text())
     for k, v in before.items():  # nothing lost, the plain estimate kept
         assert m[k] == v
-    assert (m["refined_refine_epochs"], m["refined_refine_num_samples"], m["refined_refine_lr"],
-            m["refined_refine_points"]) == (3, 5, 0.003, 100)
+    assert (
+        m["refined_refine_epochs"],
+        m["refined_refine_num_samples"],
+        m["refined_refine_lr"],
+        m["refined_refine_points"],
+    ) == (3, 5, 0.003, 100)
     assert m["refined_num_samples"] == 20 and m["refined_epochs"] == 3
     assert 1 <= m["refined_median_ess"] <= 20 and 0 <= m["refined_share_k_above_0.7"] <= 1
     bound = m["refined_refine_bound"]
@@ -189,11 +257,30 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
     assert (out / "model.pt").read_bytes() == model_bytes  # the run's parameters are untouched
 
     # fitted on the test images it scores: its own keys, the training-set estimate kept
-    assert main(["evaluate", str(out), "--refine-guide", "3", "--refine-on", "test",
-                 "--refine-num-samples", "5", "--refine-lr", "0.003", "--num-samples", "20",
-                 "--no-progress"]) == 0
-    assert "guide refined on the test set (3 epochs of the IWAE-5 bound on 100 points" in \
-        capsys.readouterr().out
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out),
+                "--refine-guide",
+                "3",
+                "--refine-on",
+                "test",
+                "--refine-num-samples",
+                "5",
+                "--refine-lr",
+                "0.003",
+                "--num-samples",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "guide refined on the test set (3 epochs of the IWAE-5 bound on 100 points"
+        in capsys.readouterr().out
+    )
     m2 = json.loads((out / "metrics.json").read_text())
     assert all(m2[k] == v for k, v in m.items())
     assert m2["refined_on_test_refine_points"] == 100 and m2["refined_on_test_epochs"] == 3
@@ -204,26 +291,36 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
     from pyrovamp.workflow.reproduce import read_cell, write_table
 
     (tmp_path / "t").mkdir()
-    table = write_table(tmp_path / "t", {("digits", "vae", "vampprior"): read_cell(out)},
-                        {}).read_text()
-    assert (f"{m['test_log_likelihood']:.2f} ± " in table and
-            f"; {m['test_log_likelihood_refined']:.2f} with the guide refined on the training set "
-            "(S=20, 3 epochs of IWAE-5, the model frozen); "
-            f"{m2['test_log_likelihood_refined_on_test']:.2f} with the guide refined on the test "
-            "set (S=20, 3 epochs of IWAE-5, the model frozen)" in table)
+    table = write_table(
+        tmp_path / "t", {("digits", "vae", "vampprior"): read_cell(out)}, {}
+    ).read_text()
+    assert (
+        f"{m['test_log_likelihood']:.2f} ± " in table
+        and f"; {m['test_log_likelihood_refined']:.2f} with the guide refined on the training set "
+        "(S=20, 3 epochs of IWAE-5, the model frozen); "
+        f"{m2['test_log_likelihood_refined_on_test']:.2f} with the guide refined on the test "
+        "set (S=20, 3 epochs of IWAE-5, the model frozen)"
+        in table
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--refine-guide", "0"], "--refine-guide must be at least 1"),
-    (["--refine-lr", "0.01"], "--refine-on, --refine-num-samples, --refine-lr and "
-                              "--refine-batch-size need --refine-guide"),
-    (["--refine-on", "test"], "need --refine-guide"),
-    (["--refine-guide", "2", "--refine-on", "validation"], "invalid choice: 'validation'"),
-    (["--refine-lr", "inf"], "--refine-lr must be a finite positive number, got inf"),
-    (["--refine-guide", "2", "--method", "ais"], "run --method ais separately"),
-    (["--refine-guide", "2", "--method", "is"], "run --method is separately"),
-    (["--refine-guide", "2"], "has no test evaluation yet"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--refine-guide", "0"], "--refine-guide must be a positive integer, got 0"),
+        (
+            ["--refine-lr", "0.01"],
+            "--refine-on, --refine-num-samples, --refine-lr and "
+            "--refine-batch-size need --refine-guide",
+        ),
+        (["--refine-on", "test"], "need --refine-guide"),
+        (["--refine-guide", "2", "--refine-on", "validation"], "invalid choice: 'validation'"),
+        (["--refine-lr", "inf"], "--refine-lr must be a finite positive number, got inf"),
+        (["--refine-guide", "2", "--method", "ais"], "run --method ais separately"),
+        (["--refine-guide", "2", "--method", "is"], "run --method is separately"),
+        (["--refine-guide", "2"], "has no test evaluation yet"),
+    ],
+)
 def test_cli_refine_guide_bad_arguments_are_one_line(tmp_path, args, message, capsys):
     from pyrovamp.cli import main
 

@@ -2,6 +2,7 @@
 skipped when finished, listed as needing a GPU on a CPU-only machine; ``table1.md`` rewritten."""
 
 import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,8 @@ def static_mnist(tmp_path):
     for split, n in (("train", 80), ("valid", 70), ("test", 70)):
         rows = (rng.uniform(size=(n, 784)) < probs).astype(int)
         (root / f"binarized_mnist_{split}.amat").write_text(
-            "\n".join(" ".join(map(str, r)) for r in rows) + "\n")
+            "\n".join(" ".join(map(str, r)) for r in rows) + "\n"
+        )
     return root
 
 
@@ -36,9 +38,28 @@ def _row(table: str, cell: str) -> str:
 
 def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_path, static_mnist):
     out = tmp_path / "table"
-    args = ["reproduce", "table1", "--out", str(out), "--data-root", str(static_mnist),
-            "--models", "vae", "hvae", "--priors", "standard", "--max-points", "64",
-            "--num-samples", "4", "--epochs", "2", "--max-minutes", "0.00001", "--no-progress"]
+    args = [
+        "reproduce",
+        "table1",
+        "--out",
+        str(out),
+        "--data-root",
+        str(static_mnist),
+        "--models",
+        "vae",
+        "hvae",
+        "--priors",
+        "standard",
+        "--max-points",
+        "64",
+        "--num-samples",
+        "4",
+        "--epochs",
+        "2",
+        "--max-minutes",
+        "0.00001",
+        "--no-progress",
+    ]
     cells = ["static_mnist_vae_standard", "static_mnist_hvae_standard"]
     # first call: one epoch per cell, then the time limit stops it; no test evaluation yet
     assert main(args) == 0
@@ -58,20 +79,35 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
     from pyrovamp.workflow.reproduce import write_table
 
     assert main(["evaluate", str(out / cells[0]), "--method", "is", "--num-samples", "4"]) == 0
-    assert main(["evaluate", str(out / cells[0]), "--method", "ais", "--num-chains", "2",
-                 "--num-steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / cells[0]),
+                "--method",
+                "ais",
+                "--num-chains",
+                "2",
+                "--num-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / cells[0] / "metrics.json").read_text())
     assert m["is_epochs"] == 1 and m["ais_epochs"] == 1
     key = ("static_mnist", "vae", "standard")
     (tmp_path / "t").mkdir()
-    row = _row(write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(),
-               cells[0])
+    row = _row(
+        write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(), cells[0]
+    )
     assert f"{m['test_log_likelihood']:.2f}" in row and "after 1 epochs" in row
     assert f"{m['test_log_likelihood_ais']:.2f} (2 chains x 3 steps" in row
     assert "not converged (unfinished" in row
     (out / cells[0] / "metrics.json").write_text(json.dumps({**m, "is_epochs": 0, "ais_epochs": 0}))
-    row = _row(write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(),
-               cells[0])  # estimates of an older state are not shown as the cell's
+    row = _row(
+        write_table(tmp_path / "t", {key: read_cell(out / cells[0])}, {}).read_text(), cells[0]
+    )  # estimates of an older state are not shown as the cell's
     assert f"{m['test_log_likelihood']:.2f}" not in row and "after" not in row
     (out / cells[0] / "metrics.json").unlink()
 
@@ -85,7 +121,8 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
         assert m["epochs_trained"] == 2 and m["num_samples"] == 4 and m["num_test_points"] == 64
         row = _row(table, cell)
         assert f"{m['test_log_likelihood']:.2f}" in row and "S=4, 64 test images" in row
-        assert f"{m['test_log_likelihood'] - PAPER_TABLE[('static_mnist', cell.split('_')[2], 'standard')][0]:+.2f}" in row
+        paper = PAPER_TABLE[("static_mnist", cell.split("_")[2], "standard")][0]
+        assert f"{m['test_log_likelihood'] - paper:+.2f}" in row
         assert "not converged (the epoch limit" in row  # early stopping has not fired
         pieces = json.loads((out / cell / "reproduce.json").read_text())["pieces"]
         assert [p["exit_status"] for p in pieces] == [0, 0] and "cores" in pieces[0]["hardware"]
@@ -103,7 +140,9 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
     assert (out / "table1.md").stat().st_mtime_ns > first
     assert (out / "table1.md").read_text().count("S=4, 64 test images") == 2
     # a cell's settings that differ from the paper preset stand in its row
-    assert "trained with epochs 2 (paper preset: 2000)" in _row((out / "table1.md").read_text(), cells[0])
+    assert "trained with epochs 2 (paper preset: 2000)" in _row(
+        (out / "table1.md").read_text(), cells[0]
+    )
 
 
 def test_preset_differences_name_what_a_cell_was_trained_with():
@@ -112,39 +151,84 @@ def test_preset_differences_name_what_a_cell_was_trained_with():
 
     paper = {**PRESETS["paper"], "prior": "vampprior", "model": "hvae", "dataset": "static_mnist"}
     assert preset_differences(paper) == []
-    old = {k: v for k, v in paper.items()  # a config.json written before these settings existed
-           if k not in ("weight_init", "pseudo_input_parameterization")}
+    old = {
+        k: v
+        for k, v in paper.items()  # a config.json written before these settings existed
+        if k not in ("weight_init", "pseudo_input_parameterization")
+    }
     old["optimizer"], old["logvar_bounds"] = "adam", [-6.0, 2.0]  # JSON lists equal tuples
     assert preset_differences(old) == [
-        "optimizer adam (paper preset: adamnormgrad)", "weight_init default (paper preset: he)",
-        "pseudo_input_parameterization sigmoid (paper preset: clamp)"]
+        "optimizer adam (paper preset: adamnormgrad)",
+        "weight_init default (paper preset: he)",
+        "pseudo_input_parameterization sigmoid (paper preset: clamp)",
+    ]
     assert preset_differences({**old, "prior": "standard"}) == [  # no pseudo-inputs to speak of
-        "optimizer adam (paper preset: adamnormgrad)", "weight_init default (paper preset: he)"]
+        "optimizer adam (paper preset: adamnormgrad)",
+        "weight_init default (paper preset: he)",
+    ]
 
 
 @cpu_only
 def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_mnist):
     out = tmp_path / "table"
-    assert main(["reproduce", "table1", "--out", str(out), "--data-root",
-                 f"static_mnist={static_mnist}", "--models", "convhvae", "pixelhvae", "--priors",
-                 "vampprior",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "table1",
+                "--out",
+                str(out),
+                "--data-root",
+                f"static_mnist={static_mnist}",
+                "--models",
+                "convhvae",
+                "pixelhvae",
+                "--priors",
+                "vampprior",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     table = (out / "table1.md").read_text()
     for model, paper in (("convhvae", "-81.09"), ("pixelhvae", "-79.78")):
         assert not (out / f"static_mnist_{model}_vampprior").exists()  # nothing was trained
         row = _row(table, f"static_mnist_{model}_vampprior")
         assert "needs a GPU" in row and f"| {paper} |" in row
-        command = (f"pyrovamp reproduce table1 --out {out} --datasets static_mnist --models {model} "
-                   f"--priors vampprior --accelerator gpu --devices 1 --data-root {static_mnist}")
+        command = (
+            f"pyrovamp reproduce table1 --out {out} --datasets static_mnist --models {model} "
+            f"--priors vampprior --accelerator gpu --devices 1 --data-root {static_mnist}"
+        )
         assert f"static_mnist_{model}_vampprior: `{command}`" in table
 
 
 @cpu_only
 def test_a_convolutional_cell_runs_as_a_smoke_test_with_max_points(tmp_path, static_mnist):
     out = tmp_path / "table"
-    assert main(["reproduce", "table1", "--out", str(out), "--data-root", str(static_mnist),
-                 "--models", "convhvae", "--priors", "standard", "--max-points", "32",
-                 "--num-samples", "3", "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "table1",
+                "--out",
+                str(out),
+                "--data-root",
+                str(static_mnist),
+                "--models",
+                "convhvae",
+                "--priors",
+                "standard",
+                "--max-points",
+                "32",
+                "--num-samples",
+                "3",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "static_mnist_convhvae_standard" / "metrics.json").read_text())
     assert m["model"] == "convhvae" and m["epochs_trained"] == 1
     table = (out / "table1.md").read_text()
@@ -152,11 +236,18 @@ def test_a_convolutional_cell_runs_as_a_smoke_test_with_max_points(tmp_path, sta
     assert f"{m['test_log_likelihood']:.2f}" in _row(table, "static_mnist_convhvae_standard")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--models", "nope"], "invalid choice: 'nope'"),
-    (["--data-root", "/no/such/folder"], "is not a folder"),
-] + ([(["--accelerator", "gpu"], "torch.cuda.is_available() is False")]
-     if not torch.cuda.is_available() else []))
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--models", "nope"], "invalid choice: 'nope'"),
+        (["--data-root", "/no/such/folder"], "is not a folder"),
+    ]
+    + (
+        [(["--accelerator", "gpu"], "torch.cuda.is_available() is False")]
+        if not torch.cuda.is_available()
+        else []
+    ),
+)
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):
     out = tmp_path / "table"
     try:
@@ -168,16 +259,44 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message)
     assert not out.exists()
 
 
-def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(tmp_path, static_mnist):
+def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(
+    tmp_path, static_mnist
+):
     import csv
 
     from pyrovamp.workflow.reproduce import write_table
 
     out = tmp_path / "table" / "static_mnist_vae_standard"
-    args = ["train", "--dataset", "static_mnist", "--data-root", str(static_mnist), "--model",
-            "vae", "--prior", "standard", "--preset", "paper", "--max-points", "64",
-            "--num-samples", "4", "--epochs", "3", "--max-minutes", "0.00001", "--no-progress",
-            "--test-every", "1", "--test-points", "10", "--test-num-samples", "4", "--out", str(out)]
+    args = [
+        "train",
+        "--dataset",
+        "static_mnist",
+        "--data-root",
+        str(static_mnist),
+        "--model",
+        "vae",
+        "--prior",
+        "standard",
+        "--preset",
+        "paper",
+        "--max-points",
+        "64",
+        "--num-samples",
+        "4",
+        "--epochs",
+        "3",
+        "--max-minutes",
+        "0.00001",
+        "--no-progress",
+        "--test-every",
+        "1",
+        "--test-points",
+        "10",
+        "--test-num-samples",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0  # one epoch, then the time limit: an unfinished run
     assert (out / "loss.png").stat().st_size > 0  # the curve so far, before the run finishes
     # resumed with another test interval (allowed: it does not change training)
@@ -187,9 +306,12 @@ def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(tm
     filled = [bool(r["test_log_likelihood"]) for r in rows]
     assert filled == [True, True, False]  # epoch 1 (every 1), epoch 2 (every 2), not epoch 3
     st = read_cell(out)
-    assert st.curve == [(int(r["epoch"]), float(r["test_log_likelihood"])) for r in rows if
-                        r["test_log_likelihood"]]
-    table = write_table(tmp_path / "table", {("static_mnist", "vae", "standard"): st}, {}).read_text()
+    assert st.curve == [
+        (int(r["epoch"]), float(r["test_log_likelihood"])) for r in rows if r["test_log_likelihood"]
+    ]
+    table = write_table(
+        tmp_path / "table", {("static_mnist", "vae", "standard"): st}, {}
+    ).read_text()
     line = next(x for x in table.splitlines() if x.startswith("- static_mnist_vae_standard"))
     assert f"1: {st.curve[0][1]:.2f}, 2: {st.curve[1][1]:.2f}" in line
     assert "(static_mnist_vae_standard/loss.png" in line and "10 test images, S=4" in line
@@ -202,14 +324,36 @@ def test_a_piece_killed_after_its_checkpoint_counts_the_checkpoints_epochs(tmp_p
     import shutil
 
     out = tmp_path / "static_mnist_vae_standard"
-    args = ["train", "--dataset", "static_mnist", "--data-root", str(static_mnist), "--model",
-            "vae", "--prior", "standard", "--preset", "paper", "--max-points", "64",
-            "--num-samples", "4", "--epochs", "5", "--max-minutes", "0.00001", "--no-progress",
-            "--out", str(out)]
+    args = [
+        "train",
+        "--dataset",
+        "static_mnist",
+        "--data-root",
+        str(static_mnist),
+        "--model",
+        "vae",
+        "--prior",
+        "standard",
+        "--preset",
+        "paper",
+        "--max-points",
+        "64",
+        "--num-samples",
+        "4",
+        "--epochs",
+        "5",
+        "--max-minutes",
+        "0.00001",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0  # piece 1: one epoch
     kept = {n: (out / n).read_bytes() for n in ("model.pt", "history.csv")}
-    assert main(["train", "--resume", "--out", str(out), "--max-minutes", "0.00001",
-                 "--no-progress"]) == 0  # piece 2: a second epoch
+    assert (
+        main(["train", "--resume", "--out", str(out), "--max-minutes", "0.00001", "--no-progress"])
+        == 0
+    )  # piece 2: a second epoch
     assert read_cell(out).epochs == 2
     for n, b in kept.items():  # as if piece 2 had been killed before writing them
         (out / n).write_bytes(b)
@@ -221,3 +365,43 @@ def test_a_piece_killed_after_its_checkpoint_counts_the_checkpoints_epochs(tmp_p
     shutil.copy(out / "history.csv", out / "checkpoint.ckpt")
     os.utime(out / "checkpoint.ckpt", (t + 5, t + 5))
     assert read_cell(out).epochs == 1
+
+
+def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "valid", "test"):  # not 784 values per line
+        (bad / f"binarized_mnist_{split}.amat").write_text("0 1 0\n")
+    out = tmp_path / "table"
+    assert (
+        main(
+            [
+                "reproduce",
+                "table1",
+                "--out",
+                str(out),
+                "--datasets",
+                "static_mnist",
+                "digits",
+                "--data-root",
+                f"static_mnist={bad}",
+                "--models",
+                "vae",
+                "--priors",
+                "standard",
+                "--max-points",
+                "16",
+                "--epochs",
+                "1",
+                "--num-samples",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "pyrovamp train: error: " in err and "failed with exit status 2" in err
+    table = (out / "table1.md").read_text()
+    assert "the last piece failed (exit status 2" in _row(table, "static_mnist_vae_standard")
+    assert read_cell(out / "digits_vae_standard").state == "finished"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pyro
 import pyro.poutine as poutine
@@ -16,9 +15,19 @@ import pytest
 import torch
 
 from pyrovamp import VAE, train
-from pyrovamp.training import (BEST, CHECKPOINT, MODEL, CheckpointError, NonFiniteLossError,
-                               ScaleLatents, TrainConfig, beta_at, fit, load_model_weights,
-                               read_checkpoint)
+from pyrovamp.training import (
+    BEST,
+    CHECKPOINT,
+    MODEL,
+    CheckpointError,
+    NonFiniteLossError,
+    ScaleLatents,
+    TrainConfig,
+    beta_at,
+    fit,
+    load_model_weights,
+    read_checkpoint,
+)
 
 
 def _data(n=96, seed=0):
@@ -56,15 +65,25 @@ def test_scale_latents_scales_only_latent_sites():
 def test_warmup_schedule_is_applied_per_epoch():
     assert [beta_at(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert beta_at(0, 0) == 1.0
-    hist = train(_vae(), _data(), epochs=5, warmup_epochs=4, batch_size=32, patience=None,
-                 progress=False)
+    hist = train(
+        _vae(), _data(), epochs=5, warmup_epochs=4, batch_size=32, patience=None, progress=False
+    )
     assert [r["beta"] for r in hist] == [0.25, 0.5, 0.75, 1.0, 1.0]
 
 
 def test_training_improves_validation_and_restores_the_best(tmp_path):
     vae = _vae()
-    r = fit(vae, _data(), _data(48, seed=1), epochs=30, batch_size=16, lr=1e-2, patience=5,
-            progress=False, checkpoint_dir=tmp_path)
+    r = fit(
+        vae,
+        _data(),
+        _data(48, seed=1),
+        epochs=30,
+        batch_size=16,
+        lr=1e-2,
+        patience=5,
+        progress=False,
+        checkpoint_dir=tmp_path,
+    )
     vals = [h["val_elbo"] for h in r.history]
     assert max(vals) > vals[0] + 0.5
     assert r.best_val_elbo == pytest.approx(max(vals), abs=1e-5) and r.source == "best"
@@ -93,16 +112,33 @@ def test_model_is_in_eval_mode_after_training_so_reconstruction_is_deterministic
 def test_other_losses_train(loss):
     vae = _vae("standard")
     before = {k: v.clone() for k, v in vae.state_dict().items()}
-    hist = train(vae, _data(), epochs=3, batch_size=32, loss=loss, patience=None, progress=False,
-                 num_particles=3 if loss == "iwae" else 1)
+    hist = train(
+        vae,
+        _data(),
+        epochs=3,
+        batch_size=32,
+        loss=loss,
+        patience=None,
+        progress=False,
+        num_particles=3 if loss == "iwae" else 1,
+    )
     assert len(hist) == 3 and all(math.isfinite(r["train_loss"]) for r in hist)
     assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
 
 
 @pytest.mark.parametrize("ema_decay, optimizer", [(None, "adamax"), (0.9, "adamnormgrad")])
 def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay, optimizer):
-    cfg = dict(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=3, patience=None, seed=7,
-               progress=False, ema_decay=ema_decay, optimizer=optimizer)
+    cfg = dict(
+        epochs=6,
+        batch_size=32,
+        lr=1e-2,
+        warmup_epochs=3,
+        patience=None,
+        seed=7,
+        progress=False,
+        ema_decay=ema_decay,
+        optimizer=optimizer,
+    )
     full = _vae()
     train(full, _data(), _data(48, 1), checkpoint_dir=tmp_path / "a", **cfg)
     part = _vae()
@@ -135,8 +171,16 @@ def _mismatched(n=48):
 
 
 def test_lr_decay_follows_the_validation_elbo_after_the_warmup():
-    cfg = dict(epochs=12, batch_size=16, lr=1e-2, warmup_epochs=2, patience=None, progress=False,
-               lr_decay=0.5, lr_patience=1)
+    cfg = dict(
+        epochs=12,
+        batch_size=16,
+        lr=1e-2,
+        warmup_epochs=2,
+        patience=None,
+        progress=False,
+        lr_decay=0.5,
+        lr_patience=1,
+    )
     hist = train(_vae(), _data(), _mismatched(), **cfg)
     vals, lrs = [r["val_elbo"] for r in hist], [r["lr"] for r in hist]
     assert lrs == pytest.approx(_plateau_lrs(vals, 1e-2, 0.5, 1, 2), rel=1e-12)
@@ -152,14 +196,149 @@ def test_lr_decay_follows_the_validation_elbo_after_the_warmup():
             train(_vae(), _data(), _mismatched(), epochs=1, lr_decay=bad, progress=False)
 
 
+def _stop_epoch(vals, patience, warmup):
+    """The epoch at which early stopping fires on ``vals`` (the rule, written out: the best
+    value is tracked from the first epoch, epochs without improvement count after the warm-up
+    only); ``None`` if it never fires."""
+    best, wait = -math.inf, 0
+    for epoch, v in enumerate(vals, start=1):
+        if v > best:
+            best, wait = v, 0
+        elif epoch > warmup:
+            wait += 1
+        if epoch > warmup and wait >= patience:
+            return epoch
+    return None
+
+
+def test_early_stopping_counts_patience_only_after_the_warmup(tmp_path):
+    cfg = dict(epochs=40, batch_size=16, lr=1e-2, warmup_epochs=6, patience=2, progress=False)
+    r = fit(_vae(), _data(), _mismatched(), checkpoint_dir=tmp_path / "a", **cfg)
+    vals = [h["val_elbo"] for h in r.history]
+    assert r.stopped_early and r.finished and len(vals) == _stop_epoch(vals, 2, 6) == 8
+    assert _stop_epoch(vals, 2, 0) < 8  # counted from the first epoch it would stop earlier
+    assert r.best_val_elbo == pytest.approx(max(vals), abs=1e-5) and r.source == "best"
+    # a run that stopped early stays stopped when resumed with more epochs
+    again = fit(
+        _vae(),
+        _data(),
+        _mismatched(),
+        checkpoint_dir=tmp_path / "a",
+        resume=True,
+        **{**cfg, "epochs": 50},
+    )
+    assert again.stopped_early and again.epochs == 8 and len(again.history) == 8
+
+
+def _lightning_fit(model, config, callbacks):
+    """``Trainer.fit`` of the plan on ``_data()`` with extra ``callbacks``, no files."""
+    import lightning.pytorch as pl
+
+    from pyrovamp.training.data import EpochData, SVIDataModule
+    from pyrovamp.training.plan import SVIModule
+    from pyrovamp.training.runner import quiet_lightning
+
+    module = SVIModule(model, config)
+    data = SVIDataModule(EpochData(_data(), seed=config.seed), None, config.batch_size, config.seed)
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=config.epochs,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+        )
+        trainer.fit(module, datamodule=data)
+    return module
+
+
+def test_adam_norm_grad_normalises_the_gradients_of_lightnings_closure():
+    """Under Lightning (``optimizer.step(closure)``) the update sees each block's gradient of
+    the closure's backward pass divided by its norm, and the step hooks run once per step."""
+    import lightning.pytorch as pl
+
+    from pyrovamp.training import TrainConfig
+
+    seen = {"steps": 0, "checked": 0}
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            trainer.optimizers[0].register_step_post_hook(self.after_step)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # after backward
+            self.raw = [
+                None if p.grad is None else p.grad.clone()
+                for p in optimizer.param_groups[0]["params"]
+            ]
+
+        def after_step(self, optimizer, args, kwargs):
+            seen["steps"] += 1
+            group = optimizer.param_groups[0]
+            for p, c, raw in zip(group["params"], group["norm_chunks"], self.raw, strict=True):
+                if raw is not None:
+                    blocks = raw.reshape(c, -1)
+                    expected = blocks / (
+                        torch.linalg.vector_norm(blocks, dim=1, keepdim=True) + 1e-7
+                    )
+                    assert torch.allclose(p.grad, expected.view_as(p.grad), rtol=1e-6, atol=0)
+                    seen["checked"] += 1
+
+    _lightning_fit(
+        _vae(), TrainConfig(epochs=2, batch_size=32, optimizer="adamnormgrad"), [Probe()]
+    )
+    assert seen["steps"] == 2 * 3 and seen["checked"] > 0
+
+
+def test_parameter_ema_is_the_exponential_average_of_the_steps():
+    """The average after step t is ``d * avg + (1 - d) * theta_t``, starting at the parameters
+    of the first step; the live model keeps its own parameters."""
+    import lightning.pytorch as pl
+
+    from pyrovamp.training import ParameterEMA, TrainConfig
+
+    steps = []
+
+    class Recorder(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            steps.append([p.detach().clone() for p in pl_module.model.parameters()])
+
+    ema = ParameterEMA(0.7)
+    module = _lightning_fit(_vae(), TrainConfig(epochs=2, batch_size=32), [ema, Recorder()])
+    expected = steps[0]
+    for theta in steps[1:]:
+        expected = [0.7 * e + 0.3 * t for e, t in zip(expected, theta, strict=True)]
+    averaged = list(ema.averaged_model(module).parameters())
+    assert len(steps) == 6 and len(averaged) == len(expected)
+    for a, e, live in zip(averaged, expected, module.model.parameters(), strict=True):
+        assert torch.allclose(a, e, atol=1e-6) and not torch.equal(a, live)
+
+
 def test_iwae_validation_chooses_the_parameters_by_the_bound(tmp_path):
-    r = fit(_vae(), _data(), _data(48, seed=1), epochs=12, batch_size=16, lr=1e-2, patience=None,
-            progress=False, checkpoint_dir=tmp_path, val_bound="iwae", val_num_samples=8)
+    r = fit(
+        _vae(),
+        _data(),
+        _data(48, seed=1),
+        epochs=12,
+        batch_size=16,
+        lr=1e-2,
+        patience=None,
+        progress=False,
+        checkpoint_dir=tmp_path,
+        val_bound="iwae",
+        val_num_samples=8,
+    )
     bound = [h["val_iwae"] for h in r.history]
     elbo = [h["val_elbo"] for h in r.history]
     # the bound is above the ELBO (Burda et al. 2016, theorem 1), and it is what is monitored
     assert sum(bound) / len(bound) > sum(elbo) / len(elbo)
-    assert r.best_val_elbo == pytest.approx(max(bound), abs=1e-5) != pytest.approx(max(elbo), abs=1e-5)
+    assert (
+        r.best_val_elbo == pytest.approx(max(bound), abs=1e-5) != pytest.approx(max(elbo), abs=1e-5)
+    )
     best = read_checkpoint(tmp_path / BEST)["pyrovamp"]["history"][-1]
     assert best["val_iwae"] == max(bound)
     with pytest.raises(ValueError, match="val_bound must be one of elbo, iwae"):
@@ -169,8 +348,17 @@ def test_iwae_validation_chooses_the_parameters_by_the_bound(tmp_path):
 
 
 def test_resume_keeps_the_lr_decay_state(tmp_path):
-    cfg = dict(epochs=10, batch_size=16, lr=1e-2, warmup_epochs=2, patience=None, seed=3,
-               progress=False, lr_decay=0.5, lr_patience=1)
+    cfg = dict(
+        epochs=10,
+        batch_size=16,
+        lr=1e-2,
+        warmup_epochs=2,
+        patience=None,
+        seed=3,
+        progress=False,
+        lr_decay=0.5,
+        lr_patience=1,
+    )
     full = _vae()
     ref = train(full, _data(), _mismatched(), checkpoint_dir=tmp_path / "a", **cfg)
     part = _vae()
@@ -185,8 +373,14 @@ def test_resume_keeps_the_lr_decay_state(tmp_path):
         del state["pyrovamp"]["config"][k]
     torch.save(state, tmp_path / "b" / CHECKPOINT)
     with pytest.raises(CheckpointError, match="lr_decay was None in this run and is now 0.5"):
-        train(_vae(), _data(), _mismatched(), checkpoint_dir=tmp_path / "b", resume=True,
-              **{**cfg, "epochs": 11})
+        train(
+            _vae(),
+            _data(),
+            _mismatched(),
+            checkpoint_dir=tmp_path / "b",
+            resume=True,
+            **{**cfg, "epochs": 11},
+        )
 
 
 def test_ema_averages_parameters_and_keeps_integer_buffers():
@@ -196,8 +390,9 @@ def test_ema_averages_parameters_and_keeps_integer_buffers():
     prior = FlowPrior(40)
     vae = VAE((6,), 40, prior=prior, hidden_dim=16)
     ints = {k: v.clone() for k, v in vae.state_dict().items() if not v.is_floating_point()}
-    r = fit(vae, _data(), epochs=3, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None,
-            progress=False)
+    r = fit(
+        vae, _data(), epochs=3, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None, progress=False
+    )
     assert r.source == "averaged"
     for k, v in ints.items():
         assert torch.equal(vae.state_dict()[k], v), k
@@ -205,12 +400,22 @@ def test_ema_averages_parameters_and_keeps_integer_buffers():
     assert torch.isfinite(vae.prior().log_prob(z)).all()
     live = _vae("standard")
     # the averaged parameters are not the last ones
-    r2 = fit(live, _data(), epochs=2, batch_size=32, lr=1e-2, ema_decay=0.5, patience=None,
-             progress=False)
+    r2 = fit(
+        live,
+        _data(),
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        ema_decay=0.5,
+        patience=None,
+        progress=False,
+    )
     live_last = _vae("standard")
     fit(live_last, _data(), epochs=2, batch_size=32, lr=1e-2, patience=None, progress=False)
     assert r2.source == "averaged"
-    assert not all(torch.equal(a, b) for a, b in zip(live.parameters(), live_last.parameters()))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(live.parameters(), live_last.parameters(), strict=True)
+    )
 
 
 def test_bad_settings_are_refused_before_work(tmp_path):
@@ -218,7 +423,9 @@ def test_bad_settings_are_refused_before_work(tmp_path):
         train(_vae(), _data(), ema_decay=1.5)
     with pytest.raises(ValueError, match="num_particles >= 2"):
         train(_vae(), _data(), loss="iwae")
-    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+    with pytest.raises(
+        ValueError, match="optimizer must be one of adam, adamax, adamnormgrad, got 'sgd'"
+    ):
         train(_vae(), _data(), optimizer="sgd")
     with pytest.raises(ValueError, match="batch_size"):
         train(_vae(), _data(), batch_size=0)
@@ -243,15 +450,41 @@ def test_bad_settings_are_refused_before_work(tmp_path):
 def test_resume_with_a_changed_setting_is_refused(tmp_path):
     train(_vae(), _data(), epochs=1, batch_size=32, progress=False, checkpoint_dir=tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    with pytest.raises(CheckpointError, match="optimizer was 'adamax' in this run and is now 'adam'"):
-        train(_vae(), _data(), epochs=2, batch_size=32, optimizer="adam", progress=False,
-              checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(
+        CheckpointError, match="optimizer was 'adamax' in this run and is now 'adam'"
+    ):
+        train(
+            _vae(),
+            _data(),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
     with pytest.raises(CheckpointError, match="lr"):
-        train(_vae(), _data(), epochs=2, batch_size=32, lr=0.5, progress=False,
-              checkpoint_dir=tmp_path, resume=True)
+        train(
+            _vae(),
+            _data(),
+            epochs=2,
+            batch_size=32,
+            lr=0.5,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
     # epochs and max_minutes may change
-    hist = train(_vae(), _data(), epochs=2, batch_size=32, progress=False, max_minutes=5,
-                 checkpoint_dir=tmp_path, resume=True)
+    hist = train(
+        _vae(),
+        _data(),
+        epochs=2,
+        batch_size=32,
+        progress=False,
+        max_minutes=5,
+        checkpoint_dir=tmp_path,
+        resume=True,
+    )
     assert len(hist) == 2
     assert set(before) <= {p.name for p in tmp_path.iterdir()}
 
@@ -276,8 +509,15 @@ def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
 
         path.write_bytes(pickle.dumps({"pyrovamp": Evil()}))
     with pytest.raises(CheckpointError) as e:
-        train(_vae(), _data(), epochs=2, batch_size=32, progress=False, checkpoint_dir=tmp_path,
-              resume=True)
+        train(
+            _vae(),
+            _data(),
+            epochs=2,
+            batch_size=32,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
     msg = str(e.value)
     assert str(path) in msg and "\n" not in msg
     assert not (tmp_path / "pwned").exists()
@@ -304,15 +544,25 @@ def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_pat
 
     vae.model = poisoned
     with pytest.raises(NonFiniteLossError) as e:
-        train(vae, _data(), _data(48, 1), epochs=10, batch_size=24, patience=None,
-              progress=False, checkpoint_dir=tmp_path)
+        train(
+            vae,
+            _data(),
+            _data(48, 1),
+            epochs=10,
+            batch_size=24,
+            patience=None,
+            progress=False,
+            checkpoint_dir=tmp_path,
+        )
     msg = str(e.value)
     assert "epoch 3, step 9" in msg and str(tmp_path / CHECKPOINT) in msg and "\n" not in msg
     ck = read_checkpoint(tmp_path / CHECKPOINT)
     assert ck["epoch"] == 1  # 0-based: the last good epoch was the second one
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
-    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_elbo"])
-               for r in ck["pyrovamp"]["history"])
+    assert all(
+        math.isfinite(r["train_loss"]) and math.isfinite(r["val_elbo"])
+        for r in ck["pyrovamp"]["history"]
+    )
     assert all(torch.isfinite(p).all() for p in vae.parameters())  # back at the last good state
     assert not (tmp_path / MODEL).exists()
 
@@ -326,14 +576,25 @@ def test_resume_with_dynamic_binarisation_and_max_minutes(tmp_path):
     cfg = dict(epochs=5, batch_size=32, lr=1e-2, patience=None, seed=11, progress=False)
     full = _vae()
     train(full, sampler, _data(32, 1), checkpoint_dir=tmp_path / "a", **cfg)
-    r = fit(_vae(), sampler, _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
-            checkpoint_dir=tmp_path / "b")
+    r = fit(
+        _vae(),
+        sampler,
+        _data(32, 1),
+        TrainConfig(**cfg, max_minutes=1e-9),
+        checkpoint_dir=tmp_path / "b",
+    )
     assert r.epochs == 1 and not r.finished  # stopped cleanly after one epoch
     pieces = 1
     while not r.finished:
         again = _vae()
-        r = fit(again, sampler, _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
-                checkpoint_dir=tmp_path / "b", resume=True)
+        r = fit(
+            again,
+            sampler,
+            _data(32, 1),
+            TrainConfig(**cfg, max_minutes=1e-9),
+            checkpoint_dir=tmp_path / "b",
+            resume=True,
+        )
         pieces += 1
     assert r.epochs == 5 and pieces == 5
     _same(full, again)
@@ -343,21 +604,31 @@ def test_a_piece_with_max_minutes_resumes_without_it_and_without_warnings(tmp_pa
     import warnings
 
     cfg = dict(epochs=2, batch_size=32, patience=None, seed=1, progress=False)
-    r = fit(_vae(), _data(), _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9),
-            checkpoint_dir=tmp_path)
+    r = fit(
+        _vae(), _data(), _data(32, 1), TrainConfig(**cfg, max_minutes=1e-9), checkpoint_dir=tmp_path
+    )
     assert r.epochs == 1 and not r.finished
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = fit(_vae(), _data(), _data(32, 1), TrainConfig(**cfg), checkpoint_dir=tmp_path,
-                resume=True)
+        r = fit(
+            _vae(), _data(), _data(32, 1), TrainConfig(**cfg), checkpoint_dir=tmp_path, resume=True
+        )
     assert r.epochs == 2 and r.finished
     assert not [str(w.message) for w in caught if "callbacks" in str(w.message)]
 
 
 def test_bf16_mixed_precision_trains_on_cpu():
     vae = _vae()
-    hist = train(vae, _data(), _data(48, 1), epochs=2, batch_size=32, precision="bf16-mixed",
-                 patience=None, progress=False)
+    hist = train(
+        vae,
+        _data(),
+        _data(48, 1),
+        epochs=2,
+        batch_size=32,
+        precision="bf16-mixed",
+        patience=None,
+        progress=False,
+    )
     assert all(math.isfinite(r["val_elbo"]) for r in hist)
 
 
@@ -383,20 +654,23 @@ def test_kill_minus_9_and_resume_equals_the_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     epochs = "30"
     full, cut = tmp_path / "full", tmp_path / "cut"
-    subprocess.run([sys.executable, str(script), str(full), epochs, "0"], check=True, env=env,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, str(script), str(full), epochs, "0"], check=True, env=env, timeout=300
+    )
     proc = subprocess.Popen([sys.executable, str(script), str(cut), epochs, "0"], env=env)
     ckpt = cut / CHECKPOINT
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.is_file() and ckpt.stat().st_mtime > 0
-                                         and _epochs_in(ckpt) >= 3):
+    while time.time() < deadline and not (
+        ckpt.is_file() and ckpt.stat().st_mtime > 0 and _epochs_in(ckpt) >= 3
+    ):
         time.sleep(0.05)
     time.sleep(0.37)  # land somewhere inside a later epoch (or a checkpoint write)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / "final.pt").exists(), "the run finished before it could be killed"
-    subprocess.run([sys.executable, str(script), str(cut), epochs, "1"], check=True, env=env,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, str(script), str(cut), epochs, "1"], check=True, env=env, timeout=300
+    )
     a = torch.load(full / "final.pt", weights_only=True)
     b = torch.load(cut / "final.pt", weights_only=True)
     for k in a:
@@ -412,18 +686,30 @@ def _epochs_in(path):
 
 def test_test_every_records_the_learning_curve_of_the_scored_parameters(tmp_path):
     from pyrovamp import log_likelihood
-    from pyrovamp.training.trainer import _mix
+    from pyrovamp._random import derive_seed
+    from pyrovamp.training.config import TEST_STREAM
 
     test = _data(20, seed=5)
-    hist = train(_vae(), _data(), epochs=4, batch_size=32, lr=1e-2, patience=None, seed=3,
-                 progress=False, test_every=2, test_num_samples=8, test_data=test,
-                 checkpoint_dir=tmp_path / "a")
+    hist = train(
+        _vae(),
+        _data(),
+        epochs=4,
+        batch_size=32,
+        lr=1e-2,
+        patience=None,
+        seed=3,
+        progress=False,
+        test_every=2,
+        test_num_samples=8,
+        test_data=test,
+        checkpoint_dir=tmp_path / "a",
+    )
     assert [("test_log_likelihood" in r) for r in hist] == [False, True, False, True]
     assert all(r["test_seconds"] > 0 for r in hist if "test_log_likelihood" in r)
     # the last point is the IS estimate of the returned (last) parameters with the fixed seed
     vae = _vae()
     load_model_weights(vae, tmp_path / "a" / MODEL)
-    expected = float(log_likelihood(vae, test, 8, seed=_mix(3, 13)).mean())
+    expected = float(log_likelihood(vae, test, 8, seed=derive_seed(3, TEST_STREAM)).mean())
     assert hist[-1]["test_log_likelihood"] == pytest.approx(expected, abs=1e-6)
     assert hist[1]["test_log_likelihood"] != hist[3]["test_log_likelihood"]
     # measuring the curve changes nothing about training (same parameters as without it)
@@ -438,14 +724,20 @@ def test_test_every_needs_test_data_and_a_positive_integer():
     with pytest.raises(ValueError, match="test_every must be a positive integer"):
         train(_vae(), _data(), epochs=1, test_every=0, test_data=_data(4), progress=False)
     with pytest.raises(ValueError, match="binary"):
-        train(_vae(), _data(), epochs=1, test_every=1, test_data=torch.full((4, 6), 0.5),
-              progress=False)
+        train(
+            _vae(),
+            _data(),
+            epochs=1,
+            test_every=1,
+            test_data=torch.full((4, 6), 0.5),
+            progress=False,
+        )
 
 
 def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
     """The paper's AdamNormGrad (vae_vampprior utils/optimizer.py): g <- g / (||g|| + 1e-7) per
     tensor, then Adam; with a closure (as Lightning calls it) the closure's gradients are used."""
-    from pyrovamp.training import AdamNormGrad, OPTIMIZERS
+    from pyrovamp.training import OPTIMIZERS, AdamNormGrad
 
     assert OPTIMIZERS["adamnormgrad"] is AdamNormGrad
     torch.manual_seed(0)
@@ -455,13 +747,15 @@ def test_adam_norm_grad_is_adam_on_gradients_divided_by_their_norm():
     steps = []
     opt.register_step_post_hook(lambda *_: steps.append(1))
     for scale in (1.0, 100.0, 0.01):  # gradients of very different sizes step by step
-        def closure():
+
+        def closure(scale=scale):
             opt.zero_grad()
-            loss = scale * ((a ** 2).sum() + (b ** 3).sum())
+            loss = scale * ((a**2).sum() + (b**3).sum())
             loss.backward()
             return loss
+
         with torch.no_grad():
-            before = scale * ((a ** 2).sum() + (b ** 3).sum()).item()
+            before = scale * ((a**2).sum() + (b**3).sum()).item()
         assert opt.step(closure).item() == pytest.approx(before)  # the closure's loss
         ref_opt.zero_grad()
         (scale * ((ref[0] ** 2).sum() + (ref[1] ** 3).sum())).backward()
@@ -491,13 +785,16 @@ def test_adam_norm_grad_normalises_fused_layers_block_by_block_as_the_papers_sep
             layer.linear.bias.copy_(torch.cat([h.bias, g.bias]))
     assert parameter_chunks(fused) == [2, 2]
     paper = AdamNormGrad([h.weight, h.bias, g.weight, g.bias], lr=0.05)
-    ours = AdamNormGrad([{"params": list(fused.parameters()),
-                          "norm_chunks": parameter_chunks(fused)}], lr=0.05)
+    ours = AdamNormGrad(
+        [{"params": list(fused.parameters()), "norm_chunks": parameter_chunks(fused)}], lr=0.05
+    )
     plain = AdamNormGrad(whole.parameters(), lr=0.05)
     for _ in range(4):
-        for opt, loss in ((paper, lambda: (h(x) * torch.sigmoid(g(x))).sin().sum()),
-                          (ours, lambda: fused(x).sin().sum()),
-                          (plain, lambda: whole(x).sin().sum())):
+        for opt, loss in (
+            (paper, lambda: (h(x) * torch.sigmoid(g(x))).sin().sum()),
+            (ours, lambda: fused(x).sin().sum()),
+            (plain, lambda: whole(x).sin().sum()),
+        ):
             opt.zero_grad()
             loss().backward()
             opt.step()
@@ -511,20 +808,27 @@ def test_parameter_chunks_mark_the_papers_separate_layers():
     """Gated layers and the mean / log-variance heads are two blocks each; a Bernoulli decoder's
     output layer and the pseudo-inputs one; a discretised logistic's output layer two (the
     paper's p_x_mean and p_x_logvar); bad norm_chunks are refused before any step."""
+    from pyrovamp import HVAE
     from pyrovamp.nn import mark_fused, parameter_chunks
     from pyrovamp.training import AdamNormGrad
 
-    from pyrovamp import HVAE
-
     m = HVAE((16,), 3, hidden_dim=8, num_components=4)
-    chunks = dict(zip((n for n, _ in m.named_parameters()), parameter_chunks(m)))
+    chunks = dict(zip((n for n, _ in m.named_parameters()), parameter_chunks(m), strict=True))
     assert len(chunks) == len(list(m.parameters()))
     assert chunks["encoder.net.0.linear.weight"] == 2 and chunks["encoder.net.2.weight"] == 2
     assert chunks["encoder_z1.net.joint.1.bias"] == 2 and chunks["p_z1.net.joint.1.weight"] == 2
     assert chunks["decoder.joint.1.weight"] == 1 and chunks["prior.pseudo_inputs_logit"] == 1
-    grey = VAE((16,), 3, likelihood="discretized_logistic", architecture="mlp",
-                  hidden_dim=8, prior="standard")
-    grey_chunks = dict(zip((n for n, _ in grey.named_parameters()), parameter_chunks(grey)))
+    grey = VAE(
+        (16,),
+        3,
+        likelihood="discretized_logistic",
+        architecture="mlp",
+        hidden_dim=8,
+        prior="standard",
+    )
+    grey_chunks = dict(
+        zip((n for n, _ in grey.named_parameters()), parameter_chunks(grey), strict=True)
+    )
     last = sorted(n for n in grey_chunks if n.startswith("decoder."))[-1]
     assert grey_chunks[last] == 2 and grey_chunks["decoder.0.weight"] == 1
     w = torch.nn.Parameter(torch.zeros(6, 2))
@@ -558,18 +862,23 @@ def test_a_model_file_that_does_not_fit_names_the_keys_in_one_line(tmp_path):
     state = trained.state_dict()
     # a file whose decoder's last layer sits under another index, as a layout change would leave
     state = {k.replace("decoder.joint.1.", "decoder.joint.2."): v for k, v in state.items()}
-    from pyrovamp.training.trainer import _FORMAT
+    from pyrovamp.training.checkpoint import FORMAT
 
-    torch.save({"pyrovamp": {"scored_state": state, "model_class": "HVAE", "format": _FORMAT}},
-               tmp_path / MODEL)
+    torch.save(
+        {"pyrovamp": {"scored_state": state, "model_class": "HVAE", "format": FORMAT}},
+        tmp_path / MODEL,
+    )
     with pytest.raises(CheckpointError) as e:
         load_model_weights(HVAE((8,), 3, prior="standard", hidden_dim=16), tmp_path / MODEL)
     msg = str(e.value)
     assert "\n" not in msg and msg.endswith(
         "does not fit this model: missing decoder.joint.1.weight, decoder.joint.1.bias; "
-        "unexpected decoder.joint.2.weight, decoder.joint.2.bias")
+        "unexpected decoder.joint.2.weight, decoder.joint.2.bias"
+    )
     wide = HVAE((8,), 3, prior="standard", hidden_dim=20).state_dict()
-    torch.save({"pyrovamp": {"scored_state": wide, "model_class": "HVAE", "format": _FORMAT}},
-               tmp_path / MODEL)
+    torch.save(
+        {"pyrovamp": {"scored_state": wide, "model_class": "HVAE", "format": FORMAT}},
+        tmp_path / MODEL,
+    )
     with pytest.raises(CheckpointError, match=r"shape differs for \S+, \S+, \S+ and \d+ more"):
         load_model_weights(HVAE((8,), 3, prior="standard", hidden_dim=16), tmp_path / MODEL)

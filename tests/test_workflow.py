@@ -8,10 +8,15 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovamp import log_importance_weights
-from pyrovamp import _arviz
-from pyrovamp.workflow import (compare, importance_diagnostics, khat_threshold, plot_compare,
-                               plot_pareto_k, to_inference_data)
+from pyrovamp import _arviz, log_importance_weights
+from pyrovamp.workflow import (
+    compare,
+    importance_diagnostics,
+    khat_threshold,
+    plot_compare,
+    plot_pareto_k,
+    to_inference_data,
+)
 
 
 class Gaussian:
@@ -28,7 +33,9 @@ class Gaussian:
 
     def guide(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(0.8 * x + self.shift, self.width * math.sqrt(0.2)).to_event(1))
+            pyro.sample(
+                "z", dist.Normal(0.8 * x + self.shift, self.width * math.sqrt(0.2)).to_event(1)
+            )
 
 
 def _x(n=60):
@@ -91,8 +98,8 @@ def test_khat_against_truth_counts_precision_and_recall():
     from pyrovamp.infer.diagnostics import khat_against_truth
 
     ll = [-1.0, -2.0, -3.0, -4.0, -5.0]
-    truth = [-1.0, -1.0, -3.0, -3.0, -5.2]   # errors 0, -1, 0, -1, +0.2: points 1 and 3 are off
-    k = [0.2, 0.9, 0.8, 0.1, 0.95]           # S=5000: threshold 0.7, points 1, 2 and 4 flagged
+    truth = [-1.0, -1.0, -3.0, -3.0, -5.2]  # errors 0, -1, 0, -1, +0.2: points 1 and 3 are off
+    k = [0.2, 0.9, 0.8, 0.1, 0.95]  # S=5000: threshold 0.7, points 1, 2 and 4 flagged
     r = khat_against_truth(ll, k, truth, 5000)
     assert (r["points"], r["points_off"], r["flagged"], r["flagged_and_off"]) == (5, 2, 3, 1)
     assert r["precision"] == pytest.approx(1 / 3) and r["recall"] == pytest.approx(1 / 2)
@@ -101,9 +108,11 @@ def test_khat_against_truth_counts_precision_and_recall():
     # S=100: threshold 0.5 -- the same k-hats flag the same points; a tolerance of 1.5 nats
     # leaves nothing off, so recall is undefined
     assert math.isnan(khat_against_truth(ll, k, truth, 100, tolerance=1.5)["recall"])
-    for args, what in (((ll[:4], k, truth, 5000), "one length"),
-                       (([math.nan] * 5, k, truth, 5000), "NaN"),
-                       (([], [], [], 5000), "non-empty")):
+    for args, what in (
+        ((ll[:4], k, truth, 5000), "one length"),
+        (([math.nan] * 5, k, truth, 5000), "NaN"),
+        (([], [], [], 5000), "non-empty"),
+    ):
         with pytest.raises(ValueError, match=what):
             khat_against_truth(*args)
     with pytest.raises(ValueError, match="tolerance"):
@@ -121,8 +130,10 @@ def test_khat_flags_the_points_a_too_narrow_guide_gets_wrong():
     panels = {}
     for name, guide in (("good", Gaussian(1.3)), ("poor", Gaussian(0.25, 0.5))):
         d = importance_diagnostics(log_importance_weights(guide, x, 1000, seed=0))
-        panels[name] = {**khat_against_truth(d["log_likelihood"], d["pareto_k"], exact, 1000),
-                        "pareto_k": d["pareto_k"]}
+        panels[name] = {
+            **khat_against_truth(d["log_likelihood"], d["pareto_k"], exact, 1000),
+            "pareto_k": d["pareto_k"],
+        }
     good, poor = panels["good"], panels["poor"]
     assert good["points_off"] == 0 and abs(good["mean_error"]) < 0.02
     assert poor["points_off"] >= 20 and poor["recall"] > 0.8 and poor["precision"] > 0.8
@@ -136,8 +147,14 @@ def test_khat_flags_the_points_a_too_narrow_guide_gets_wrong():
 
 def test_to_inference_data_holds_what_it_says():
     x = _x(30)
-    idata = to_inference_data(Gaussian(1.3), x, num_samples=400, name="g", seed=3,
-                              history=[{"epoch": 1, "train_loss": 2.0, "val_elbo": -1.5}])
+    idata = to_inference_data(
+        Gaussian(1.3),
+        x,
+        num_samples=400,
+        name="g",
+        seed=3,
+        history=[{"epoch": 1, "train_loss": 2.0, "val_elbo": -1.5}],
+    )
     groups = set(_arviz.groups(idata))
     assert groups == {"importance_sampling", "training_history"}
     s = _arviz.group(idata, "importance_sampling")
@@ -145,6 +162,7 @@ def test_to_inference_data_holds_what_it_says():
     assert s["log_weights"].shape == (30, 400)
     lw = s["log_weights"].values.astype(np.float64)  # (N, S)
     from scipy.special import logsumexp
+
     assert np.allclose(s["log_likelihood"].values, logsumexp(lw, 1) - math.log(400), atol=1e-5)
     assert np.allclose(s["elbo"].values, lw.mean(1), atol=1e-5)
     assert np.allclose(s["log_weights_max"].values, lw.max(1), atol=1e-5)
@@ -157,7 +175,9 @@ def test_to_inference_data_holds_what_it_says():
     a = idata.attrs
     assert a["name"] == "g" and a["num_samples"] == 400 and a["seed"] == 3
     assert a["khat_threshold"] == pytest.approx(khat_threshold(400))
-    assert a["share_k_above_threshold"] == pytest.approx(np.mean(s["pareto_k"].values > khat_threshold(400)))
+    assert a["share_k_above_threshold"] == pytest.approx(
+        np.mean(s["pareto_k"].values > khat_threshold(400))
+    )
     assert _arviz.group(idata, "training_history")["val_elbo"].values.tolist() == [-1.5]
     with pytest.raises(ValueError, match="needs the test data"):
         to_inference_data(Gaussian(1.0))
@@ -181,13 +201,17 @@ def test_compare_ranks_and_its_se_is_the_paired_se():
     table = compare(ids)
     assert list(table["rank"]) == [0, 1, 2]
     best = table.index[0]
-    ll = {k: _arviz.group(v, "importance_sampling")["log_likelihood"].values for k, v in ids.items()}
+    ll = {
+        k: _arviz.group(v, "importance_sampling")["log_likelihood"].values for k, v in ids.items()
+    }
     assert best == max(ll, key=lambda k: ll[k].sum())
     for name in table.index[1:]:
         d = ll[best] - ll[name]
         assert table.loc[name, "log_likelihood_diff"] == pytest.approx(d.sum())
         assert table.loc[name, "dse"] == pytest.approx(math.sqrt(len(d) * d.var()), rel=1e-6)
-        assert table.loc[name, "mean_dse"] == pytest.approx(math.sqrt(len(d) * d.var()) / 80, rel=1e-6)
+        assert table.loc[name, "mean_dse"] == pytest.approx(
+            math.sqrt(len(d) * d.var()) / 80, rel=1e-6
+        )
     assert table.loc[best, "log_likelihood_diff"] == 0.0 and table.loc[best, "dse"] == 0.0
     assert table.loc[best, "log_likelihood_sum"] == pytest.approx(ll[best].sum())
     assert table.loc[best, "se"] == pytest.approx(math.sqrt(80 * ll[best].var()))
@@ -213,8 +237,10 @@ def test_compare_takes_models_with_x_as_documented():
     assert np.allclose(table["log_likelihood_sum"], ref["log_likelihood_sum"])
     assert np.allclose(table["dse"], ref["dse"])
     # numpy data, and a list of evaluations named by their attrs
-    assert np.allclose(compare(models, x=x.numpy(), num_samples=200, seed=1)["log_likelihood_sum"],
-                       table["log_likelihood_sum"])
+    assert np.allclose(
+        compare(models, x=x.numpy(), num_samples=200, seed=1)["log_likelihood_sum"],
+        table["log_likelihood_sum"],
+    )
     assert list(compare(list(ids.values())).index) == list(ref.index)
     with pytest.raises(ValueError, match="needs the test data"):
         compare(models)
@@ -226,25 +252,41 @@ def _train_two(tmp_path):
     from pyrovamp.cli import main
 
     for prior in ("standard", "vampprior"):
-        assert main(["train", "--prior", prior, "--epochs", "2", "--num-samples", "10",
-                     "--max-points", "40", "--no-progress", "--out", str(tmp_path / prior)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--prior",
+                    prior,
+                    "--epochs",
+                    "2",
+                    "--num-samples",
+                    "10",
+                    "--max-points",
+                    "40",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path / prior),
+                ]
+            )
+            == 0
+        )
     return [tmp_path / "standard", tmp_path / "vampprior"]
 
 
 def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypatch):
-    from pyrovamp.infer import importance as evaluation
     from pyrovamp.cli import main
-    from pyrovamp.workflow import EVALUATION_FILE, load_evaluation
+    from pyrovamp.workflow import EVALUATION_FILE, comparison, load_evaluation
 
     runs = _train_two(tmp_path)
     calls = []
-    real = evaluation.log_importance_weights
+    real = comparison.log_importance_weights
 
     def counting(model, x, num_samples, **kw):
         calls.append(num_samples)
         return real(model, x, num_samples, **kw)
 
-    monkeypatch.setattr(evaluation, "log_importance_weights", counting)
+    monkeypatch.setattr(comparison, "log_importance_weights", counting)
     out = tmp_path / "cmp"
     args = ["compare", *map(str, runs), "--num-samples", "50", "--out", str(out)]
     assert main(args) == 0
@@ -269,6 +311,7 @@ def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypa
 
     # other trained parameters (a changed checkpoint) are evaluated anew
     import torch
+
     ck_path = runs[0] / "model.pt"
     ck = torch.load(ck_path, weights_only=True)
     state = ck["pyrovamp"]["scored_state"]

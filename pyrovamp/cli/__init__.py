@@ -1,5 +1,5 @@
-"""The ``pyrovamp`` command line."""
+"""The ``pyrovamp`` command line (``python -m pyrovamp.cli``; console script ``pyrovamp``)."""
 
-from pyrovamp.cli.app import (UsageError, build_parser, main, TEST_POINTS, TEST_NUM_SAMPLES, RESUME_MAY_CHANGE)
+from pyrovamp.cli.app import build_parser, main
 
-__all__ = ['UsageError', 'build_parser', 'main', 'TEST_POINTS', 'TEST_NUM_SAMPLES', 'RESUME_MAY_CHANGE']
+__all__ = ["build_parser", "main"]

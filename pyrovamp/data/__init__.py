@@ -1,5 +1,16 @@
-"""Named data sets as train/validation/test tensors with their metadata."""
+"""Named data sets as train/validation/test tensors with their metadata, and the readers of
+their canonical files."""
 
-from pyrovamp.data.datasets import (DATASETS, STATIC_MNIST_URL, STATIC_MNIST_FILES, Dataset, spread_subset, load_dataset, read_amat, read_idx_images, MNIST_URL, FASHION_URL, read_array_pickle, DEFAULT_ROOTS)
+from pyrovamp.data.datasets import DATASETS, DEFAULT_ROOTS, Dataset, load_dataset, spread_subset
+from pyrovamp.data.readers import read_amat, read_array_pickle, read_idx_images
 
-__all__ = ['DATASETS', 'STATIC_MNIST_URL', 'STATIC_MNIST_FILES', 'Dataset', 'spread_subset', 'load_dataset', 'read_amat', 'read_idx_images', 'MNIST_URL', 'FASHION_URL', 'read_array_pickle', 'DEFAULT_ROOTS']
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "DATASETS",
+    "DEFAULT_ROOTS",
+    "spread_subset",
+    "read_amat",
+    "read_array_pickle",
+    "read_idx_images",
+]

@@ -27,19 +27,41 @@ canonical files from ``root`` and, with ``download=True`` and internet, fetches 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pyrovamp.data.readers import (
+    download_files,
+    find_idx,
+    load_mat,
+    mat_key,
+    read_amat,
+    read_array_pickle,
+    read_idx_images,
+    require_files,
+)
+
 __all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat", "read_array_pickle", "spread_subset"]
 
-DATASETS = ("digits", "static_mnist", "dynamic_mnist", "fashion_mnist", "omniglot",
-            "caltech101_silhouettes", "frey_faces", "histopathology")
+DATASETS = (
+    "digits",
+    "static_mnist",
+    "dynamic_mnist",
+    "fashion_mnist",
+    "omniglot",
+    "caltech101_silhouettes",
+    "frey_faces",
+    "histopathology",
+)
 
 STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
-STATIC_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")}
+STATIC_MNIST_FILES = {
+    split: f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")
+}
 
 
 @dataclass
@@ -65,7 +87,8 @@ class Dataset:
     likelihood: str
     num_values: int | None = None
     info: dict = field(default_factory=dict)
-    train_sampler: object = None  # callable (generator=None) -> (N, D): a fresh binarisation per epoch
+    # callable (generator=None) -> (N, D): a fresh binarisation per epoch
+    train_sampler: Callable[..., torch.Tensor] | None = None
 
     @property
     def input_dim(self) -> int:
@@ -78,9 +101,11 @@ class Dataset:
         return (0.0, float(self.num_values - 1)) if self.num_values else (0.0, 1.0)
 
     def __repr__(self):
-        return (f"Dataset({self.name!r}, train={tuple(self.train.shape)}, "
-                f"validation={tuple(self.validation.shape)}, test={tuple(self.test.shape)}, "
-                f"likelihood={self.likelihood!r}, num_values={self.num_values})")
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.train.shape)}, "
+            f"validation={tuple(self.validation.shape)}, test={tuple(self.test.shape)}, "
+            f"likelihood={self.likelihood!r}, num_values={self.num_values})"
+        )
 
 
 def spread_subset(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -108,7 +133,9 @@ def spread_subset(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()]
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+def load_dataset(
+    name: str, root: str | os.PathLike | None = None, download: bool = True
+) -> Dataset:
     """Load a named data set.
 
     Args:
@@ -138,54 +165,23 @@ def _load_digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     x = torch.as_tensor(load_digits().data, dtype=torch.float32)
-    return Dataset("digits", x[:1000], x[1000:1350], x[1350:], (8, 8), "categorical", 17,
-                   info={"source": "sklearn.datasets.load_digits", "split": "book: 1000/350/447"})
-
-
-def read_amat(path: str | os.PathLike, dim: int = 784) -> torch.Tensor:
-    """Read a binarised-MNIST ``.amat`` file: one image per line, ``dim`` space-separated 0/1.
-
-    Returns a ``(N, dim)`` float32 tensor.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: a line without exactly ``dim`` binary values or another character in the
-            file (the message names the path and the line).
-    """
-    path = Path(path)
-    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    is_digit = (raw == ord("0")) | (raw == ord("1"))
-    is_space = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
-    bad = np.flatnonzero(~(is_digit | is_space))
-    if bad.size:
-        line = int((raw[: bad[0]] == ord("\n")).sum()) + 1
-        raise ValueError(f"{path}: malformed .amat file: unexpected character "
-                         f"{chr(raw[bad[0]])!r} on line {line} (expected 0/1 values)")
-    # values must be separated: a digit directly followed by a digit is a malformed token
-    adjacent = np.flatnonzero(is_digit[:-1] & is_digit[1:])
-    if adjacent.size:
-        line = int((raw[: adjacent[0]] == ord("\n")).sum()) + 1
-        raise ValueError(f"{path}: malformed .amat file: a value other than 0 or 1 on line {line}")
-    digits_before = np.cumsum(is_digit)
-    newlines = np.flatnonzero(raw == ord("\n"))
-    ends = np.append(newlines, raw.size - 1) if raw.size and raw[-1] != ord("\n") else newlines
-    counts = np.diff(np.concatenate([[0], digits_before[ends]])) if ends.size else np.array([])
-    counts_nonempty = counts[counts > 0]
-    wrong = np.flatnonzero((counts != 0) & (counts != dim))
-    if wrong.size:
-        raise ValueError(f"{path}: malformed .amat file: line {int(wrong[0]) + 1} has "
-                         f"{int(counts[wrong[0]])} values, expected {dim}")
-    if counts_nonempty.size == 0:
-        raise ValueError(f"{path}: malformed .amat file: no images in it")
-    values = (raw[is_digit] - ord("0")).astype(np.float32)
-    return torch.from_numpy(values.reshape(-1, dim))
+    return Dataset(
+        "digits",
+        x[:1000],
+        x[1000:1350],
+        x[1350:],
+        (8, 8),
+        "categorical",
+        17,
+        info={"source": "sklearn.datasets.load_digits", "split": "book: 1000/350/447"},
+    )
 
 
 def _load_static_mnist(root: Path, download: bool) -> Dataset:
     paths = {split: root / fname for split, fname in STATIC_MNIST_FILES.items()}
     missing = [p for p in paths.values() if not p.is_file()]
     if missing and download:
-        _download(missing, STATIC_MNIST_URL)
+        download_files(missing, STATIC_MNIST_URL)
         missing = [p for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -193,66 +189,16 @@ def _load_static_mnist(root: Path, download: bool) -> Dataset:
             f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from {STATIC_MNIST_URL})"
         )
     parts = {split: read_amat(p) for split, p in paths.items()}
-    return Dataset("static_mnist", parts["train"], parts["valid"], parts["test"], (28, 28),
-                   "bernoulli", None, info={"source": STATIC_MNIST_URL, "root": str(root)})
-
-
-def _download(paths, base_url):
-    """Download each missing file into its folder, atomically (temporary name, then rename);
-    a failure (no internet) is silent here -- the caller reports the missing file."""
-    import urllib.request
-
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".part")
-        try:
-            with urllib.request.urlopen(base_url + p.name, timeout=30) as r, open(tmp, "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-            os.replace(tmp, p)
-        except OSError:
-            if tmp.exists():
-                tmp.unlink()
-
-
-def _require(root: Path, files, base_url, name, download):
-    """Paths of ``files`` in ``root``; missing ones are downloaded when allowed, else a
-    ``FileNotFoundError`` names the first missing path."""
-    paths = [root / f for f in files]
-    missing = [p for p in paths if not p.is_file()]
-    if missing and download and base_url:
-        _download(missing, base_url)
-        missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{name}: missing {missing[0]} (expected {', '.join(files)} in {root}"
-                                + (f"; get them from {base_url})" if base_url else ")"))
-    return paths
-
-
-def read_idx_images(path) -> np.ndarray:
-    """Read an IDX image file (MNIST format, optionally ``.gz``): ``(N, rows * cols)`` uint8.
-
-    Raises:
-        ValueError: not an IDX file of unsigned bytes with 3 dimensions (naming the path).
-    """
-    import gzip
-
-    path = Path(path)
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 16 or raw[:4] != b"\x00\x00\x08\x03":
-        raise ValueError(f"{path}: not an IDX image file (expected magic 0x00000803)")
-    n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=16)
-    if data.size != n * rows * cols:
-        raise ValueError(f"{path}: IDX header says {n}x{rows}x{cols} images but holds {data.size} bytes")
-    return data.reshape(n, rows * cols)
-
-
-def _find_idx(root: Path, stem: str, base_url, name, download) -> Path:
-    for candidate in (root / stem, root / (stem + ".gz")):
-        if candidate.is_file():
-            return candidate
-    return _require(root, [stem + ".gz"], base_url, name, download)[0]
+    return Dataset(
+        "static_mnist",
+        parts["train"],
+        parts["valid"],
+        parts["test"],
+        (28, 28),
+        "bernoulli",
+        None,
+        info={"source": STATIC_MNIST_URL, "root": str(root)},
+    )
 
 
 def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -> Dataset:
@@ -266,8 +212,17 @@ def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -
     def sample_train(generator=None):
         return torch.bernoulli(train_grey, generator=generator)
 
-    ds = Dataset(name, train, val, test, image_shape, "bernoulli", None,
-                 info={**info, "binarisation": "dynamic"}, train_sampler=sample_train)
+    ds = Dataset(
+        name,
+        train,
+        val,
+        test,
+        image_shape,
+        "bernoulli",
+        None,
+        info={**info, "binarisation": "dynamic"},
+        train_sampler=sample_train,
+    )
     return ds
 
 
@@ -276,8 +231,8 @@ FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
 
 def _load_idx_dataset(name, root, download, url):
-    train = _find_idx(root, "train-images-idx3-ubyte", url, name, download)
-    test = _find_idx(root, "t10k-images-idx3-ubyte", url, name, download)
+    train = find_idx(root, "train-images-idx3-ubyte", url, name, download)
+    test = find_idx(root, "t10k-images-idx3-ubyte", url, name, download)
     x = torch.from_numpy(read_idx_images(train).astype(np.float32) / 255.0)
     xt = torch.from_numpy(read_idx_images(test).astype(np.float32) / 255.0)
     if x.shape[0] < 20000:
@@ -295,29 +250,18 @@ def _load_fashion_mnist(root, download):
     return _load_idx_dataset("fashion_mnist", root, download, FASHION_URL)
 
 
-def _loadmat(path):
-    from scipy.io import loadmat
-
-    try:
-        return loadmat(path)
-    except Exception as e:  # scipy raises several types for a broken file
-        raise ValueError(f"{path}: not a readable MATLAB file ({e})") from None
-
-
-def _key(mat, key, path):
-    if key not in mat:
-        raise ValueError(f"{path}: malformed file: no variable {key!r} in it")
-    return np.asarray(mat[key])
-
-
 def _load_omniglot(root, download):
-    (path,) = _require(root, ["chardata.mat"],
-                       "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/", "omniglot",
-                       download)
-    mat = _loadmat(path)
+    (path,) = require_files(
+        root,
+        ["chardata.mat"],
+        "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/",
+        "omniglot",
+        download,
+    )
+    mat = load_mat(path)
 
     def images(key):  # Burda et al. store images column-major
-        a = _key(mat, key, path).T.astype(np.float32)
+        a = mat_key(mat, key, path).T.astype(np.float32)
         return torch.from_numpy(a.reshape(-1, 28, 28).reshape(-1, 784, order="F").copy())
 
     train, test = images("data"), images("testdata")
@@ -328,79 +272,62 @@ def _load_omniglot(root, download):
 
 
 def _load_caltech(root, download):
-    (path,) = _require(root, ["caltech101_silhouettes_28_split1.mat"],
-                       "https://people.cs.umass.edu/~marlin/data/", "caltech101_silhouettes", download)
-    mat = _loadmat(path)
+    (path,) = require_files(
+        root,
+        ["caltech101_silhouettes_28_split1.mat"],
+        "https://people.cs.umass.edu/~marlin/data/",
+        "caltech101_silhouettes",
+        download,
+    )
+    mat = load_mat(path)
 
     def images(key):  # stored column-major with 1 = background: flip to 1 = silhouette
-        a = 1.0 - _key(mat, key, path).astype(np.float32)
+        a = 1.0 - mat_key(mat, key, path).astype(np.float32)
         return torch.from_numpy(a.reshape(-1, 28, 28).reshape(-1, 784, order="F").copy())
 
     parts = [images(k) for k in ("train_data", "val_data", "test_data")]
     for p in parts:
         if not bool(((p == 0) | (p == 1)).all()):
             raise ValueError(f"{path}: malformed file: silhouettes must be binary")
-    return Dataset("caltech101_silhouettes", *parts, (28, 28), "bernoulli", None,
-                   info={"root": str(root)})
+    return Dataset(
+        "caltech101_silhouettes", *parts, (28, 28), "bernoulli", None, info={"root": str(root)}
+    )
 
 
 def _load_frey_faces(root, download):
-    (path,) = _require(root, ["frey_rawface.mat"], "https://cs.nyu.edu/~roweis/data/",
-                       "frey_faces", download)
-    ff = _key(_loadmat(path), "ff", path)
+    (path,) = require_files(
+        root, ["frey_rawface.mat"], "https://cs.nyu.edu/~roweis/data/", "frey_faces", download
+    )
+    ff = mat_key(load_mat(path), "ff", path)
     if ff.ndim != 2 or ff.shape[0] != 560:
-        raise ValueError(f"{path}: malformed file: 'ff' must be 560 x N (28x20 images as columns), "
-                         f"got {ff.shape}")
+        raise ValueError(
+            f"{path}: malformed file: 'ff' must be 560 x N (28x20 images as columns), "
+            f"got {ff.shape}"
+        )
     x = torch.from_numpy(ff.T.astype(np.float32).copy())
     x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))]
     n = x.shape[0]
     n_val = n_test = 200 if n >= 1000 else max(1, n // 10)
-    return Dataset("frey_faces", x[: n - n_val - n_test], x[n - n_val - n_test: n - n_test],
-                   x[n - n_test:], (28, 20), "discretized_logistic", 256, info={"root": str(root)})
-
-
-# what a pickle of numpy arrays may reference: the array and dtype constructors, nothing else
-_ARRAY_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # bytes in protocol-2 pickles
-}
-
-
-def read_array_pickle(path):
-    """Read a pickle that holds numpy arrays in plain containers (dict, list, tuple), also one
-    written by Python 2 (``encoding="latin1"``), without running code from the file: the
-    unpickler resolves only numpy's array, scalar and dtype constructors (and ``_codecs.encode``
-    for bytes), so a file that references any other callable -- the way a malicious pickle runs
-    code -- is refused.
-
-    Raises:
-        ValueError: the file references anything else, or is not a readable pickle (truncated,
-            corrupt) -- one line naming the file.
-    """
-    import pickle
-
-    class _ArrayUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module, name) in _ARRAY_PICKLE_GLOBALS:
-                return super().find_class(module, name)
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays "
-                                         "and plain containers are allowed")
-
-    try:
-        with open(path, "rb") as f:
-            return _ArrayUnpickler(f, encoding="latin1").load()
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable pickle of numpy arrays "
-                         f"({type(e).__name__}: {e})") from None
+    return Dataset(
+        "frey_faces",
+        x[: n - n_val - n_test],
+        x[n - n_val - n_test : n - n_test],
+        x[n - n_test :],
+        (28, 20),
+        "discretized_logistic",
+        256,
+        info={"root": str(root)},
+    )
 
 
 def _load_histopathology(root, download):
-    (path,) = _require(root, ["histopathology.pkl"],
-                       "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/",
-                       "histopathology", download)
+    (path,) = require_files(
+        root,
+        ["histopathology.pkl"],
+        "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/",
+        "histopathology",
+        download,
+    )
     data = read_array_pickle(path)
     parts = []
     for key in ("training", "validation", "test"):
@@ -410,8 +337,9 @@ def _load_histopathology(root, download):
         if a.min() < 0 or a.max() > 1:
             raise ValueError(f"{path}: malformed file: grey values must lie in [0, 1]")
         parts.append(torch.from_numpy(np.round(a * 255.0)))
-    return Dataset("histopathology", *parts, (28, 28), "discretized_logistic", 256,
-                   info={"root": str(root)})
+    return Dataset(
+        "histopathology", *parts, (28, 28), "discretized_logistic", 256, info={"root": str(root)}
+    )
 
 
 _LOADERS = {

@@ -38,29 +38,39 @@ accumulated in float64. Tensors are created on ``x``'s device (CPU or CUDA).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pyro import poutine
 
-from pyrovamp.infer.latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
-                      latent_space, pair_bytes, positive_float, positive_int, progress_bar)
+from pyrovamp._validate import (
+    check_choice,
+    check_int,
+    check_open_unit,
+    check_optional_int,
+    check_positive,
+)
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
+from pyrovamp.infer.latent import latent_space
+from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, pair_bytes
 
 __all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
 
 SCHEDULES = ("geometric", "sigmoid", "linear")
 INITIAL = ("guide", "prior", "gaussian", "prior-gaussian", "mixture")
 
-# defaults, tuned on the book's Digits runs (see the README)
+# the defaults of ais_log_likelihood and bdmc (the CLI's too)
 DEFAULT_NUM_CHAINS = 16
 DEFAULT_NUM_STEPS = 600
 DEFAULT_LEAPFROG_STEPS = 1
 DEFAULT_INITIAL = "mixture"
 DEFAULT_SCHEDULE = "sigmoid"
-_GRAD_FACTOR = 3  # autograd keeps about this many times a forward pass's intermediates
+_GRAD_FACTOR = 5  # the graph kept for the backward pass, and the backward: about 5 forward peaks
 
 
-def annealing_schedule(num_steps: int, schedule: str = "sigmoid", *,
-                       beta_min: float = 1e-3, sigmoid_delta: float = 4.0) -> torch.Tensor:
+def annealing_schedule(
+    num_steps: int, schedule: str = "sigmoid", *, beta_min: float = 1e-3, sigmoid_delta: float = 4.0
+) -> torch.Tensor:
     """Inverse temperatures ``beta_0 = 0 < beta_1 < ... < beta_T = 1``: ``(T + 1,)`` float64.
 
     Args:
@@ -75,12 +85,10 @@ def annealing_schedule(num_steps: int, schedule: str = "sigmoid", *,
     Raises:
         ValueError: unknown ``schedule``, ``num_steps < 1``, ``beta_min`` not in (0, 1).
     """
-    positive_int(num_steps, "num_steps")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    if not (isinstance(beta_min, (int, float)) and 0 < beta_min < 1):
-        raise ValueError(f"beta_min must lie in (0, 1), got {beta_min!r}")
-    positive_float(sigmoid_delta, "sigmoid_delta")
+    check_int("num_steps", num_steps)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_open_unit("beta_min", beta_min)
+    check_positive("sigmoid_delta", sigmoid_delta)
     t = torch.arange(num_steps + 1, dtype=torch.float64)
     if schedule == "linear":
         return t / num_steps
@@ -97,8 +105,9 @@ def _betas(num_steps, schedule, beta_min):
     if isinstance(schedule, torch.Tensor):
         b = schedule.detach().to(torch.float64).cpu().flatten()
         if b.numel() < 2 or b[0] != 0 or b[-1] != 1 or bool((b[1:] <= b[:-1]).any()):
-            raise ValueError("schedule as a tensor must increase strictly from 0 to 1, got "
-                             f"{b.tolist()[:5]}...")
+            raise ValueError(
+                f"schedule as a tensor must increase strictly from 0 to 1, got {b.tolist()[:5]}..."
+            )
         return b
     return annealing_schedule(num_steps, schedule, beta_min=beta_min)
 
@@ -118,22 +127,20 @@ class _Initial:
 
     def __init__(self, kind, space, x, init_scale=1.0):
         self.kind, self.space, self.x = kind, space, x
-        if kind == "gaussian":
-            q = space.sample(x, 64, "guide")
-            self.loc, self.scale = q.mean(0, keepdim=True), q.std(0, keepdim=True) * init_scale
-        elif kind == "prior-gaussian":
-            p = space.sample(x[:1], 4096, "prior")
-            self.loc, self.scale = p.mean(0, keepdim=True), p.std(0, keepdim=True) * init_scale
-        elif kind == "mixture":
-            p = space.sample(x[:1], 4096, "prior")
-            self.loc, self.scale = p.mean(0, keepdim=True), p.std(0, keepdim=True) * init_scale
         if kind in ("gaussian", "prior-gaussian", "mixture"):
-            self.scale = self.scale.clamp_min(1e-6)
+            draws = (
+                space.sample(x, 64, "guide")
+                if kind == "gaussian"
+                else space.sample(x[:1], 4096, "prior")
+            )
+            self.loc = draws.mean(0, keepdim=True)
+            self.scale = (draws.std(0, keepdim=True) * init_scale).clamp_min(1e-6)
 
     def _gaussian(self, num_chains):
         shape = (num_chains, self.x.shape[0], self.space.dim)
-        return self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype,
-                                                   device=self.loc.device)
+        return self.loc + self.scale * torch.randn(
+            shape, dtype=self.loc.dtype, device=self.loc.device
+        )
 
     def _log_gaussian(self, u):
         z = (u - self.loc) / self.scale
@@ -155,8 +162,9 @@ class _Initial:
         if self.kind == "guide":
             return self.space.log_guide(self.x, u)
         if self.kind == "mixture":
-            return torch.logaddexp(self.space.log_guide(self.x, u),
-                                   self._log_gaussian(u)) - math.log(2)
+            return torch.logaddexp(
+                self.space.log_guide(self.x, u), self._log_gaussian(u)
+            ) - math.log(2)
         return self._log_gaussian(u)
 
 
@@ -175,13 +183,23 @@ class _Target:
             log_init = self.initial.log_prob(u, latent)
             if not grad:
                 return log_joint.detach(), log_init.detach(), None, None
-            g_init, = torch.autograd.grad(log_init.sum(), u, retain_graph=True)
-            g_joint, = torch.autograd.grad(log_joint.sum(), u)
+            (g_init,) = torch.autograd.grad(log_init.sum(), u, retain_graph=True)
+            (g_joint,) = torch.autograd.grad(log_joint.sum(), u)
         return log_joint.detach(), log_init.detach(), g_joint, g_init
 
 
-def _run_chains(target, u, betas, num_leapfrog, step_size, inv_mass, target_accept, adapt,
-                adapt_rate, independence):
+def _run_chains(
+    target,
+    u,
+    betas,
+    num_leapfrog,
+    step_size,
+    inv_mass,
+    target_accept,
+    adapt,
+    adapt_rate,
+    independence,
+):
     """Anneal chains ``u`` ``(C, n, d)`` along ``betas`` (increasing for forward AIS, decreasing
     for reverse AIS) with one HMC transition per intermediate temperature.
 
@@ -240,26 +258,35 @@ def _run_chains(target, u, betas, num_leapfrog, step_size, inv_mass, target_acce
     return log_w, accepted / steps, eps.reshape(n).double(), jumps / steps
 
 
-def _check_options(num_chains, num_steps, num_leapfrog_steps, step_size, target_accept,
-                   initial, memory_budget, batch_size, adapt_rate):
-    positive_int(num_chains, "num_chains")
-    positive_int(num_steps, "num_steps")
-    positive_int(num_leapfrog_steps, "num_leapfrog_steps")
-    positive_float(step_size, "step_size")
-    positive_float(adapt_rate, "adapt_rate")
-    positive_int(memory_budget, "memory_budget")
-    if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
-        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    if initial not in INITIAL:
-        raise ValueError(f"initial must be one of {', '.join(INITIAL)}, got {initial!r}")
-    if batch_size is not None:
-        positive_int(batch_size, "batch_size")
+def _check_options(
+    num_chains,
+    num_steps,
+    num_leapfrog_steps,
+    step_size,
+    target_accept,
+    initial,
+    memory_budget,
+    batch_size,
+    adapt_rate,
+):
+    check_int("num_chains", num_chains)
+    check_int("num_steps", num_steps)
+    check_int("num_leapfrog_steps", num_leapfrog_steps)
+    check_positive("step_size", step_size)
+    check_positive("adapt_rate", adapt_rate)
+    check_int("memory_budget", memory_budget)
+    check_open_unit("target_accept", target_accept)
+    check_choice("initial", initial, INITIAL)
+    check_optional_int("batch_size", batch_size)
 
 
-def _points_per_chunk(model, num_chains, memory_budget, batch_size):
+def _points_per_chunk(model, x, num_chains, memory_budget, batch_size) -> int:
+    """Data points per chunk: ``batch_size``, else as many as fit in ``memory_budget`` with
+    ``num_chains`` chains each, a chain costing the measured bytes of a forward pass per (draw,
+    data point) pair times the gradient's factor. Call inside the evaluation context."""
     if batch_size is not None:
         return batch_size
-    pairs = max(1, memory_budget // (_GRAD_FACTOR * pair_bytes(model)))
+    pairs = memory_budget // (_GRAD_FACTOR * pair_bytes(model, x))
     return max(1, pairs // num_chains)
 
 
@@ -270,17 +297,28 @@ def _inverse_mass(space, x, num=64):
     return q.var(0, keepdim=True).clamp_min(1e-8)
 
 
-def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHAINS,
-                       num_steps: int = DEFAULT_NUM_STEPS, *,
-                       num_leapfrog_steps: int = DEFAULT_LEAPFROG_STEPS,
-                       schedule=DEFAULT_SCHEDULE, beta_min: float = 1e-3,
-                       initial: str = DEFAULT_INITIAL,
-                       init_scale: float = 1.0, independence_moves: bool = True,
-                       step_size: float = 0.5, target_accept: float = 0.65,
-                       adapt_step_size: bool = True, adapt_rate: float = 0.5,
-                       memory_budget: int = DEFAULT_MEMORY_BUDGET, batch_size: int | None = None,
-                       seed: int | None = None, diagnostics: bool = False,
-                       progress: bool = False):
+def ais_log_likelihood(
+    model,
+    x: torch.Tensor,
+    num_chains: int = DEFAULT_NUM_CHAINS,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    *,
+    num_leapfrog_steps: int = DEFAULT_LEAPFROG_STEPS,
+    schedule=DEFAULT_SCHEDULE,
+    beta_min: float = 1e-3,
+    initial: str = DEFAULT_INITIAL,
+    init_scale: float = 1.0,
+    independence_moves: bool = True,
+    step_size: float = 0.5,
+    target_accept: float = 0.65,
+    adapt_step_size: bool = True,
+    adapt_rate: float = 0.5,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    diagnostics: bool = False,
+    progress: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """``log p(x)`` per data point by annealed importance sampling with HMC transitions (Neal
     2001; Wu et al. 2017), in nats.
 
@@ -295,22 +333,16 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
         x: ``(N, D)`` data.
         num_chains: ``C`` independent AIS chains per data point.
         num_steps: ``T`` intermediate distributions (``T - 1`` HMC transitions).
-        num_leapfrog_steps: leapfrog steps per HMC transition. The defaults (16 chains, 600
-            temperatures, 1 leapfrog step) were tuned on the book's Digits runs (L=2): there
-            AIS came within 0.005 nats per image of the exact value on average and within 0.21
-            on every test image, at about 6 times the cost of IS with S=5000 (more
-            temperatures with fewer leapfrog steps beat the reverse at equal cost). Models with
-            many latent dimensions may need more leapfrog steps.
-        schedule: ``"sigmoid"`` (default; on Digits it beat the geometric and the linear
-            schedules at equal cost), ``"geometric"`` or ``"linear"`` (see
+        num_leapfrog_steps: leapfrog steps per HMC transition (models with many latent
+            dimensions may need more).
+        schedule: ``"sigmoid"`` (default), ``"geometric"`` or ``"linear"`` (see
             :func:`annealing_schedule`), or a ``(T + 1,)`` tensor of inverse temperatures from 0
             to 1 (then ``num_steps`` is ignored).
         beta_min: first non-zero inverse temperature of the geometric schedule.
         initial: the normalised initial density ``pi_0`` (:class:`_Initial`): ``"mixture"``
             (default) -- the even mixture of the guide ``q(z|x)`` and a broad diagonal Gaussian
             with the prior's mean and standard deviation, a defensive choice that still finds
-            the posterior's mass where the guide misses it (on Digits, L=2, the guide alone
-            often sits several standard deviations away from the posterior's mode); ``"guide"``
+            the posterior's mass where the guide misses it; ``"guide"``
             -- ``q(z|x)`` itself; ``"prior"`` -- ``p(z)`` (Wu et al.); ``"gaussian"`` -- a
             diagonal Gaussian with the guide's moments, its scale times ``init_scale``;
             ``"prior-gaussian"`` -- the broad Gaussian alone.
@@ -325,7 +357,8 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
             size that depends on the chains' past makes the weights very slightly biased;
             switch it off for exactly unbiased weights).
         adapt_rate: ``log step_size += adapt_rate * (acceptance - target_accept)``.
-        memory_budget: bytes of intermediate tensors per chunk of data points.
+        memory_budget: bytes of intermediate tensors per chunk of data points (see
+            :mod:`pyrovamp.infer.planning`).
         batch_size: data points per chunk (default: from the memory budget).
         seed: fix the random draws (the global RNG is left untouched).
         diagnostics: also return a dict of numpy arrays: ``log_weights`` ``(C, N)``,
@@ -346,26 +379,46 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
             discrete, or a bad option (names it).
     """
     check_model(model)
-    _check_options(num_chains, num_steps, num_leapfrog_steps, step_size, target_accept, initial,
-                   memory_budget, batch_size, adapt_rate)
-    positive_float(init_scale, "init_scale")
+    _check_options(
+        num_chains,
+        num_steps,
+        num_leapfrog_steps,
+        step_size,
+        target_accept,
+        initial,
+        memory_budget,
+        batch_size,
+        adapt_rate,
+    )
+    check_positive("init_scale", init_scale)
     betas = _betas(num_steps, schedule, beta_min)
-    x = check_data(model, x)
-    points = _points_per_chunk(model, num_chains, memory_budget, batch_size)
+    x = as_model_data(model, x)
     out, weights, acc, eps, jumps = [], [], [], [], []
-    with evaluation_context(model, seed), \
-            progress_bar(x.shape[0], f"AIS log-likelihood ({num_chains} chains)", progress) as bar:
+    with (
+        evaluation_context(model, seed),
+        progress_bar(x.shape[0], f"AIS log-likelihood ({num_chains} chains)", progress) as bar,
+    ):
         with torch.no_grad():
             space = latent_space(model, x[:1])
+        points = _points_per_chunk(model, x, num_chains, memory_budget, batch_size)
         for i in range(0, x.shape[0], points):
-            xb = x[i:i + points]
+            xb = x[i : i + points]
             with torch.no_grad():
                 inv_mass = _inverse_mass(space, xb)
                 init = _Initial(initial, space, xb, init_scale)
                 u0 = init.sample(num_chains)
-            lw, a, e, j = _run_chains(_Target(space, xb, init), u0, betas, num_leapfrog_steps,
-                                      step_size, inv_mass, target_accept, adapt_step_size,
-                                      adapt_rate, independence_moves)
+            lw, a, e, j = _run_chains(
+                _Target(space, xb, init),
+                u0,
+                betas,
+                num_leapfrog_steps,
+                step_size,
+                inv_mass,
+                target_accept,
+                adapt_step_size,
+                adapt_rate,
+                independence_moves,
+            )
             out.append(torch.logsumexp(lw, 0) - math.log(num_chains))
             weights.append(lw)
             acc.append(a)
@@ -378,12 +431,18 @@ def ais_log_likelihood(model, x: torch.Tensor, num_chains: int = DEFAULT_NUM_CHA
     lw = torch.cat(weights, 1)
     w = torch.exp(lw - lw.max(0).values)
     ess = w.sum(0) ** 2 / (w * w).sum(0)
-    return ll, {"log_weights": lw.cpu().numpy(), "acceptance_rate": torch.cat(acc).cpu().numpy(),
-                "independence_acceptance": torch.cat(jumps).cpu().numpy(),
-                "step_size": torch.cat(eps).cpu().numpy(), "ess": ess.cpu().numpy()}
+    return ll, {
+        "log_weights": lw.cpu().numpy(),
+        "acceptance_rate": torch.cat(acc).cpu().numpy(),
+        "independence_acceptance": torch.cat(jumps).cpu().numpy(),
+        "step_size": torch.cat(eps).cpu().numpy(),
+        "ess": ess.cpu().numpy(),
+    }
 
 
-def simulate(model, num_points: int, x_like: torch.Tensor | None = None, *, seed=None):
+def simulate(
+    model, num_points: int, x_like: torch.Tensor | None = None, *, seed: int | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Draw ``(z, x) ~ p(z) p(x|z)`` from ``model.model`` by ancestral sampling (its observed
     sites sampled with ``poutine.uncondition``), the simulated data of BDMC (Grosse et al.
     2015, sec. 4): ``(x (num_points, D), {latent site: value})``.
@@ -395,29 +454,39 @@ def simulate(model, num_points: int, x_like: torch.Tensor | None = None, *, seed
         ValueError: ``num_points < 1``, no ``x_like`` for a model without ``input_dim``, or a
             model with more than one observed site.
     """
-    positive_int(num_points, "num_points")
+    check_int("num_points", num_points)
     if x_like is None:
         if not hasattr(model, "input_dim"):
-            raise ValueError("x_like (a data tensor giving the shape of a data point) is needed "
-                             "for a model without input_dim")
+            raise ValueError(
+                "x_like (a data tensor giving the shape of a data point) is needed "
+                "for a model without input_dim"
+            )
         dev = next(model.parameters()).device if hasattr(model, "parameters") else None
         x_like = torch.zeros(1, model.input_dim, device=dev)
-    x_like = check_data(model, x_like, "x_like")
+    x_like = as_model_data(model, x_like, "x_like")
     template = x_like[:1].expand((num_points,) + tuple(x_like.shape[1:])).contiguous()
     with evaluation_context(model, seed), torch.no_grad():
         space = latent_space(model, template[:1])
         if len(space.observed) != 1:
-            raise ValueError(f"simulate needs exactly one observed site, the model has "
-                             f"{sorted(space.observed)}")
+            raise ValueError(
+                f"simulate needs exactly one observed site, the model has {sorted(space.observed)}"
+            )
         trace = poutine.trace(poutine.uncondition(model.model)).get_trace(template)
     obs = next(iter(space.observed))
     xs = trace.nodes[obs]["value"].reshape(template.shape).to(template.dtype)
     return xs, {name: trace.nodes[name]["value"] for name in space.names}
 
 
-def bdmc(model, num_points: int, num_chains: int = DEFAULT_NUM_CHAINS,
-         num_steps: int = DEFAULT_NUM_STEPS, *, x_like: torch.Tensor | None = None,
-         seed: int | None = 0, **ais_options) -> dict:
+def bdmc(
+    model,
+    num_points: int,
+    num_chains: int = DEFAULT_NUM_CHAINS,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    *,
+    x_like: torch.Tensor | None = None,
+    seed: int | None = 0,
+    **ais_options,
+) -> dict:
     """Bidirectional Monte Carlo (Grosse et al. 2015, sec. 4): sandwich ``log p(x)`` on
     ``num_points`` data points simulated from the model between forward AIS (a stochastic lower
     bound) and reverse AIS started at the exact posterior sample (a stochastic upper bound).
@@ -442,44 +511,81 @@ def bdmc(model, num_points: int, num_chains: int = DEFAULT_NUM_CHAINS,
     Raises:
         ValueError: bad ``num_points`` or options (as :func:`ais_log_likelihood`).
     """
-    opts = dict(num_leapfrog_steps=DEFAULT_LEAPFROG_STEPS, independence_moves=True,
-                initial=DEFAULT_INITIAL, init_scale=1.0, schedule=DEFAULT_SCHEDULE,
-                beta_min=1e-3, step_size=0.5, target_accept=0.65, adapt_step_size=True,
-                adapt_rate=0.5, memory_budget=DEFAULT_MEMORY_BUDGET, batch_size=None)
+    opts: dict[str, Any] = dict(
+        num_leapfrog_steps=DEFAULT_LEAPFROG_STEPS,
+        independence_moves=True,
+        initial=DEFAULT_INITIAL,
+        init_scale=1.0,
+        schedule=DEFAULT_SCHEDULE,
+        beta_min=1e-3,
+        step_size=0.5,
+        target_accept=0.65,
+        adapt_step_size=True,
+        adapt_rate=0.5,
+        memory_budget=DEFAULT_MEMORY_BUDGET,
+        batch_size=None,
+    )
     unknown = set(ais_options) - set(opts)
     if unknown:
         raise ValueError(f"unknown option(s) for bdmc: {', '.join(sorted(unknown))}")
     opts.update(ais_options)
-    _check_options(num_chains, num_steps, opts["num_leapfrog_steps"], opts["step_size"],
-                   opts["target_accept"], opts["initial"], opts["memory_budget"],
-                   opts["batch_size"], opts["adapt_rate"])
-    positive_float(opts["init_scale"], "init_scale")
+    _check_options(
+        num_chains,
+        num_steps,
+        opts["num_leapfrog_steps"],
+        opts["step_size"],
+        opts["target_accept"],
+        opts["initial"],
+        opts["memory_budget"],
+        opts["batch_size"],
+        opts["adapt_rate"],
+    )
+    check_positive("init_scale", opts["init_scale"])
     betas = _betas(num_steps, opts["schedule"], opts["beta_min"])
     x, z = simulate(model, num_points, x_like, seed=seed)
     lower, acc_f = ais_log_likelihood(
-        model, x, num_chains, num_steps, seed=None if seed is None else seed + 1,
-        diagnostics=True, **opts)
-    points = _points_per_chunk(model, num_chains, opts["memory_budget"], opts["batch_size"])
-    upper, acc_r = [], []
+        model,
+        x,
+        num_chains,
+        num_steps,
+        seed=None if seed is None else seed + 1,
+        diagnostics=True,
+        **opts,
+    )
+    uppers: list[torch.Tensor] = []
+    acc_r: list[torch.Tensor] = []
     with evaluation_context(model, None if seed is None else seed + 2):
         with torch.no_grad():
             space = latent_space(model, x[:1])
             u_exact = space.flatten(z)  # (N, d): exact posterior draws
+        points = _points_per_chunk(model, x, num_chains, opts["memory_budget"], opts["batch_size"])
         for i in range(0, x.shape[0], points):
-            xb = x[i:i + points]
+            xb = x[i : i + points]
             with torch.no_grad():
                 inv_mass = _inverse_mass(space, xb)
                 init = _Initial(opts["initial"], space, xb, opts["init_scale"])
-            u0 = u_exact[i:i + points].expand(num_chains, -1, -1).clone()
-            lw, a, _, _ = _run_chains(_Target(space, xb, init), u0,
-                                      betas.flip(0), opts["num_leapfrog_steps"],
-                                      opts["step_size"], inv_mass, opts["target_accept"],
-                                      opts["adapt_step_size"], opts["adapt_rate"],
-                                      opts["independence_moves"])
+            u0 = u_exact[i : i + points].expand(num_chains, -1, -1).clone()
+            lw, a, _, _ = _run_chains(
+                _Target(space, xb, init),
+                u0,
+                betas.flip(0),
+                opts["num_leapfrog_steps"],
+                opts["step_size"],
+                inv_mass,
+                opts["target_accept"],
+                opts["adapt_step_size"],
+                opts["adapt_rate"],
+                opts["independence_moves"],
+            )
             # reverse AIS: E[w] = 1 / p(x), so -log(mean w) is an upper bound in expectation
-            upper.append(-(torch.logsumexp(lw, 0) - math.log(num_chains)))
+            uppers.append(-(torch.logsumexp(lw, 0) - math.log(num_chains)))
             acc_r.append(a)
-    upper = torch.cat(upper)
-    return {"lower": lower, "upper": upper, "gap": upper - lower, "x": x,
-            "acceptance_forward": torch.as_tensor(acc_f["acceptance_rate"]),
-            "acceptance_reverse": torch.cat(acc_r).cpu()}
+    upper = torch.cat(uppers)
+    return {
+        "lower": lower,
+        "upper": upper,
+        "gap": upper - lower,
+        "x": x,
+        "acceptance_forward": torch.as_tensor(acc_f["acceptance_rate"]),
+        "acceptance_reverse": torch.cat(acc_r).cpu(),
+    }

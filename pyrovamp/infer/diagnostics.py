@@ -1,6 +1,6 @@
 """Diagnostics of importance weights: Pareto-smoothed importance sampling (PSIS).
 
-For each data point the importance sampler of :mod:`pyrovamp.evaluation` draws ``S`` latent
+For each data point the importance sampler of :mod:`pyrovamp.infer.importance` draws ``S`` latent
 values from the guide and weighs them by ``w_s = p(x, h_s) / q(h_s | x)``. How far the estimate
 ``log mean_s w_s`` can be trusted depends on the right tail of the weights' distribution; PSIS
 (Vehtari, Simpson, Gelman, Yao and Gabry 2024, "Pareto smoothed importance sampling", JMLR
@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from pyrovamp import _arviz
+from pyrovamp._arviz import psislw
+from pyrovamp._validate import check_int, check_positive
 
 __all__ = ["khat_threshold", "importance_diagnostics", "khat_against_truth"]
 
@@ -37,9 +38,9 @@ def khat_threshold(num_samples: int) -> float:
     Raises:
         ValueError: ``num_samples`` is not a positive integer.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
-            or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if isinstance(num_samples, np.integer):
+        num_samples = int(num_samples)
+    check_int("num_samples", num_samples)
     if num_samples == 1:
         return -math.inf
     return min(1.0 - 1.0 / math.log10(int(num_samples)), 0.7)
@@ -79,7 +80,7 @@ def importance_diagnostics(log_weights) -> dict:
     num_samples = lw.shape[1]
     log_total = logsumexp(lw, axis=1)
     plain = log_total - math.log(num_samples)
-    smoothed, khat = _arviz.psislw(lw)  # normalised: logsumexp over each row is 0
+    smoothed, khat = psislw(lw)  # normalised: logsumexp over each row is 0
     # PSIS replaces only the right tail (at most 3 sqrt(S) < S/2 draws); on the lower half the
     # smoothed normalised weights differ from the raw ones by the log of the smoothed total.
     low = (lw <= np.median(lw, axis=1, keepdims=True)) & np.isfinite(lw)
@@ -87,14 +88,20 @@ def importance_diagnostics(log_weights) -> dict:
     psis = log_smoothed_total - math.log(num_samples)
     ess = np.exp(2 * log_total - logsumexp(2 * lw, axis=1))
     threshold = khat_threshold(num_samples)
-    return {"log_likelihood": plain, "log_likelihood_psis": psis, "pareto_k": khat, "ess": ess,
-            "khat_threshold": threshold,
-            "share_k_above_threshold": float(np.mean(khat > threshold)),
-            "num_samples": num_samples}
+    return {
+        "log_likelihood": plain,
+        "log_likelihood_psis": psis,
+        "pareto_k": khat,
+        "ess": ess,
+        "khat_threshold": threshold,
+        "share_k_above_threshold": float(np.mean(khat > threshold)),
+        "num_samples": num_samples,
+    }
 
 
-def khat_against_truth(log_likelihood, pareto_k, true_log_likelihood, num_samples: int,
-                       tolerance: float = 0.5) -> dict:
+def khat_against_truth(
+    log_likelihood, pareto_k, true_log_likelihood, num_samples: int, tolerance: float = 0.5
+) -> dict:
     """How well Pareto k-hat finds the data points whose importance-sampling (IS) estimate is
     wrong, checked against the true log-likelihood (e.g. :func:`pyrovamp.exact_log_likelihood`
     for latent spaces of at most two dimensions, or a long AIS run).
@@ -102,8 +109,7 @@ def khat_against_truth(log_likelihood, pareto_k, true_log_likelihood, num_sample
     A point is *off* when its IS estimate is more than ``tolerance`` nats below the truth (IS is
     a stochastic lower bound: its errors are underestimates), and *flagged* when its k-hat is
     above :func:`khat_threshold` of ``num_samples``; precision is the share of flagged points
-    that are off, recall the share of off points that are flagged (pyrovamp issue 9; Vehtari et
-    al. 2024, sec. 3).
+    that are off, recall the share of off points that are flagged (Vehtari et al. 2024, sec. 3).
 
     Args:
         log_likelihood: ``(N,)`` IS estimates, nats per data point.
@@ -121,22 +127,32 @@ def khat_against_truth(log_likelihood, pareto_k, true_log_likelihood, num_sample
         ValueError: arrays of different lengths, empty or holding NaN; ``tolerance <= 0``; bad
             ``num_samples``.
     """
-    ll, k, truth = (np.asarray(a, dtype=np.float64).reshape(-1)
-                    for a in (log_likelihood, pareto_k, true_log_likelihood))
+    ll, k, truth = (
+        np.asarray(a, dtype=np.float64).reshape(-1)
+        for a in (log_likelihood, pareto_k, true_log_likelihood)
+    )
     if not (ll.size == k.size == truth.size) or ll.size == 0:
-        raise ValueError("log_likelihood, pareto_k and true_log_likelihood must be non-empty and "
-                         f"of one length, got {ll.size}, {k.size} and {truth.size}")
+        raise ValueError(
+            "log_likelihood, pareto_k and true_log_likelihood must be non-empty and "
+            f"of one length, got {ll.size}, {k.size} and {truth.size}"
+        )
     if np.isnan(ll).any() or np.isnan(k).any() or np.isnan(truth).any():
         raise ValueError("log_likelihood, pareto_k and true_log_likelihood must not hold NaN")
-    if not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0 nats, got {tolerance!r}")
+    check_positive("tolerance", tolerance, "a positive number of nats")
     threshold = khat_threshold(num_samples)
     err = ll - truth
     off, flag = err < -tolerance, k > threshold
     both = int((off & flag).sum())
-    return {"error": err, "mean_error": float(err.mean()), "worst_error": float(err.min()),
-            "points": int(err.size), "points_off": int(off.sum()), "flagged": int(flag.sum()),
-            "flagged_and_off": both,
-            "precision": both / int(flag.sum()) if flag.any() else math.nan,
-            "recall": both / int(off.sum()) if off.any() else math.nan,
-            "khat_threshold": threshold, "tolerance": float(tolerance)}
+    return {
+        "error": err,
+        "mean_error": float(err.mean()),
+        "worst_error": float(err.min()),
+        "points": int(err.size),
+        "points_off": int(off.sum()),
+        "flagged": int(flag.sum()),
+        "flagged_and_off": both,
+        "precision": both / int(flag.sum()) if flag.any() else math.nan,
+        "recall": both / int(off.sum()) if off.any() else math.nan,
+        "khat_threshold": threshold,
+        "tolerance": float(tolerance),
+    }

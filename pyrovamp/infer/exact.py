@@ -36,8 +36,10 @@ import warnings
 
 import torch
 
-from pyrovamp.infer.latent import (DEFAULT_MEMORY_BUDGET, check_data, check_model, evaluation_context,
-                      latent_space, pair_bytes, positive_float, positive_int)
+from pyrovamp._validate import check_int, check_positive
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
+from pyrovamp.infer.latent import latent_space
+from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, pair_bytes
 
 __all__ = ["exact_log_likelihood", "total_latent_dim", "MAX_LATENT_DIM"]
 
@@ -51,7 +53,7 @@ def total_latent_dim(model, x) -> int:
     Raises:
         ValueError: bad ``x``, or a model without latent sites / with sites outside the plate.
     """
-    x = check_data(model, x)
+    x = as_model_data(model, x)
     with evaluation_context(model):
         return latent_space(model, x[:1]).dim
 
@@ -61,10 +63,20 @@ def _grid_axis(lo, hi, n, dtype):
     return lo + h * (torch.arange(n, dtype=dtype) + 0.5), h
 
 
-def exact_log_likelihood(model, x: torch.Tensor, *, tol: float = 0.01, threshold: float = 25.0,
-                         grid_size: int = 128, max_grid_size: int = 512, min_levels: int = 0,
-                         max_levels: int = 12, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                         seed: int = 0, diagnostics: bool = False):
+def exact_log_likelihood(
+    model,
+    x: torch.Tensor,
+    *,
+    tol: float = 0.01,
+    threshold: float = 25.0,
+    grid_size: int = 128,
+    max_grid_size: int = 512,
+    min_levels: int = 0,
+    max_levels: int = 12,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    seed: int = 0,
+    diagnostics: bool = False,
+) -> tuple:
     """``log p(x)`` per data point by adaptive quadrature over the latent plane, in nats.
 
     Works for any object with Pyro ``model(x)`` / ``guide(x)`` whose latent sites (any number,
@@ -87,7 +99,8 @@ def exact_log_likelihood(model, x: torch.Tensor, *, tol: float = 0.01, threshold
         min_levels: refinements before a data point may stop (0: a point may stop on the
             first, shared grid).
         max_levels: refinements at most.
-        memory_budget: bytes of intermediate tensors per chunk.
+        memory_budget: bytes of intermediate tensors per chunk (see
+            :mod:`pyrovamp.infer.planning`).
         seed: seed of the prior and guide draws that place the box (the result does not depend
             on it beyond the error estimate).
         diagnostics: also return a dict with ``levels`` (refinements per point),
@@ -106,33 +119,53 @@ def exact_log_likelihood(model, x: torch.Tensor, *, tol: float = 0.01, threshold
             options.
     """
     check_model(model)
-    positive_float(tol, "tol")
-    positive_float(threshold, "threshold")
-    positive_int(grid_size, "grid_size")
-    positive_int(max_grid_size, "max_grid_size")
-    positive_int(max_levels, "max_levels")
-    positive_int(memory_budget, "memory_budget")
-    if isinstance(min_levels, bool) or not isinstance(min_levels, int) or min_levels < 0:
-        raise ValueError(f"min_levels must be a non-negative integer, got {min_levels!r}")
-    x = check_data(model, x)
+    check_positive("tol", tol)
+    check_positive("threshold", threshold)
+    check_int("grid_size", grid_size)
+    check_int("max_grid_size", max_grid_size)
+    check_int("max_levels", max_levels)
+    check_int("memory_budget", memory_budget)
+    check_int("min_levels", min_levels, 0)
+    x = as_model_data(model, x)
     with evaluation_context(model, seed), torch.no_grad():
         space = latent_space(model, x[:1])
         if space.dim > MAX_LATENT_DIM:
-            raise ValueError(f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
-                             f"dimensions in all; the model has {space.dim} ({space.describe()})")
-        return _Quadrature(space, x, tol, threshold, grid_size, max_grid_size, min_levels,
-                           max_levels, memory_budget).run(diagnostics)
+            raise ValueError(
+                f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
+                f"dimensions in all; the model has {space.dim} ({space.describe()})"
+            )
+        return _Quadrature(
+            space,
+            x,
+            tol,
+            threshold,
+            grid_size,
+            max_grid_size,
+            min_levels,
+            max_levels,
+            memory_budget,
+        ).run(diagnostics)
 
 
 class _Quadrature:
-    def __init__(self, space, x, tol, threshold, grid_size, max_grid_size, min_levels,
-                 max_levels, memory_budget):
+    def __init__(
+        self,
+        space,
+        x,
+        tol,
+        threshold,
+        grid_size,
+        max_grid_size,
+        min_levels,
+        max_levels,
+        memory_budget,
+    ):
         self.space, self.x, self.d = space, x, space.dim
         self.tol, self.threshold = tol, threshold
         self.grid_size, self.max_grid_size = grid_size, max_grid_size
         self.min_levels, self.max_levels = min_levels, max_levels
         self.budget = memory_budget
-        self.cost = pair_bytes(space.model)
+        self.cost = pair_bytes(space.model, x)  # measured bytes per (grid point, data point)
         self.device, self.dtype = x.device, (x.dtype if x.is_floating_point() else torch.float32)
         self.n = x.shape[0]
         self.num_evaluations = torch.zeros(self.n, dtype=torch.long)
@@ -150,17 +183,17 @@ class _Quadrature:
         if self.broadcast:  # the decoder runs once per grid point
             per = max(1, self.budget // (self.cost + N * 8 * (self._obs_size() + 4)))
             for i in range(0, G, per):
-                u = points[i:i + per, None, :].to(self.device)
-                out[i:i + per] = self._log_integrand(self.x, u)
+                u = points[i : i + per, None, :].to(self.device)
+                out[i : i + per] = self._log_integrand(self.x, u)
         else:
             per_pairs = max(1, self.budget // self.cost)
             pts = max(1, per_pairs // G) if per_pairs >= G else 1
             gper = min(G, per_pairs)
             for j in range(0, N, pts):
-                xb = self.x[j:j + pts]
+                xb = self.x[j : j + pts]
                 for i in range(0, G, gper):
-                    u = points[i:i + gper, None, :].to(self.device).expand(-1, xb.shape[0], -1)
-                    out[i:i + gper, j:j + pts] = self._log_integrand(xb, u)
+                    u = points[i : i + gper, None, :].to(self.device).expand(-1, xb.shape[0], -1)
+                    out[i : i + gper, j : j + pts] = self._log_integrand(xb, u)
         self.num_evaluations += G
         return out
 
@@ -170,9 +203,9 @@ class _Quadrature:
         out = torch.empty(P, dtype=torch.float64, device=self.device)
         per = max(1, self.budget // self.cost)
         for i in range(0, P, per):
-            idx = index[i:i + per]
-            u = points[i:i + per].to(self.device)[None]  # (1, p, d): p "data points"
-            out[i:i + per] = self._log_integrand(self.x[idx.to(self.device)], u)[0]
+            idx = index[i : i + per]
+            u = points[i : i + per].to(self.device)[None]  # (1, p, d): p "data points"
+            out[i : i + per] = self._log_integrand(self.x[idx.to(self.device)], u)[0]
         self.num_evaluations += torch.bincount(index.cpu(), minlength=self.n)
         return out
 
@@ -187,7 +220,7 @@ class _Quadrature:
         hi = torch.quantile(prior, 1 - 1e-4, dim=0)
         q = []
         for i in range(0, self.n, 4096):
-            q.append(space.sample(x[i:i + 4096], 32, "guide").double().cpu())  # (32, n, d)
+            q.append(space.sample(x[i : i + 4096], 32, "guide").double().cpu())  # (32, n, d)
         q = torch.cat(q, 1)
         mean, std = q.mean(0), q.std(0).clamp_min(1e-12)  # (N, d)
         lo = torch.minimum(lo, (mean - 8 * std).min(0).values)
@@ -207,8 +240,9 @@ class _Quadrature:
         n = int(min(self.max_grid_size, max(self.grid_size, self._cells_needed(half, sigma_min))))
         axes, widths = [], []
         for k in range(self.d):
-            a, h = _grid_axis(float(centre[k] - half[k]), float(centre[k] + half[k]), n,
-                              torch.float64)
+            a, h = _grid_axis(
+                float(centre[k] - half[k]), float(centre[k] + half[k]), n, torch.float64
+            )
             axes.append(a)
             widths.append(h)
         mesh = torch.meshgrid(*axes, indexing="ij")
@@ -220,8 +254,13 @@ class _Quadrature:
         even = torch.ones((n,) * self.d, dtype=torch.bool)
         for k in range(self.d):
             even.index_fill_(k, torch.arange(1, n, 2), False)
-        return (points, torch.tensor(widths, dtype=torch.float64), border.reshape(-1),
-                even.reshape(-1), n)
+        return (
+            points,
+            torch.tensor(widths, dtype=torch.float64),
+            border.reshape(-1),
+            even.reshape(-1),
+            n,
+        )
 
     # --- the whole computation ---------------------------------------------------------------
     def run(self, diagnostics):
@@ -229,16 +268,19 @@ class _Quadrature:
         x_all, n_all = self.x, self.n
         G = self._shared_grid(centre, half, sigma_min)[0].shape[0]
         if self._cells_needed(half, sigma_min) > self.max_grid_size:
-            warnings.warn(f"exact_log_likelihood: the first grid's cells ({self.max_grid_size} per "
-                          f"axis) are wider than the narrowest guide standard deviation "
-                          f"({sigma_min:.3g}); a posterior mode that narrow away from the guide "
-                          "could be missed -- raise max_grid_size", stacklevel=3)
+            warnings.warn(
+                f"exact_log_likelihood: the first grid's cells ({self.max_grid_size} per "
+                f"axis) are wider than the narrowest guide standard deviation "
+                f"({sigma_min:.3g}); a posterior mode that narrow away from the guide "
+                "could be missed -- raise max_grid_size",
+                stacklevel=3,
+            )
         block = max(1, min(n_all, self.budget // (G * 8 * 4)))
         parts = []
         guide_std = self.guide_std
         for i in range(0, n_all, block):
-            self.x = x_all[i:i + block]
-            self.guide_std = guide_std[i:i + block]
+            self.x = x_all[i : i + block]
+            self.guide_std = guide_std[i : i + block]
             self.n = self.x.shape[0]
             self.num_evaluations = torch.zeros(self.n, dtype=torch.long)
             parts.append(self._block(centre, half, sigma_min))
@@ -247,17 +289,26 @@ class _Quadrature:
         err = torch.cat([p[1] for p in parts]).to(self.device)
         bad = ~torch.cat([p[2] for p in parts])
         if bool(bad.any()):
-            warnings.warn(f"exact_log_likelihood: the error estimate of {int(bad.sum())} of "
-                          f"{n_all} data points is above tol={self.tol} nats after "
-                          f"{self.max_levels} refinements (largest {float(err.max()):.3g}); "
-                          "raise max_levels or grid_size", stacklevel=3)
+            warnings.warn(
+                f"exact_log_likelihood: the error estimate of {int(bad.sum())} of "
+                f"{n_all} data points is above tol={self.tol} nats after "
+                f"{self.max_levels} refinements (largest {float(err.max()):.3g}); "
+                "raise max_levels or grid_size",
+                stacklevel=3,
+            )
         if not diagnostics:
             return ll, err
-        info = {k: torch.cat([torch.as_tensor(p[3][k]) for p in parts]).numpy()
-                for k in ("levels", "num_evaluations", "outside_mass")}
-        info["box"] = torch.stack([torch.stack([p[3]["box"] for p in parts]).min(0).values[:, 0],
-                                   torch.stack([p[3]["box"] for p in parts]).max(0).values[:, 1]],
-                                  -1).numpy()
+        info = {
+            k: torch.cat([torch.as_tensor(p[3][k]) for p in parts]).numpy()
+            for k in ("levels", "num_evaluations", "outside_mass")
+        }
+        info["box"] = torch.stack(
+            [
+                torch.stack([p[3]["box"] for p in parts]).min(0).values[:, 0],
+                torch.stack([p[3]["box"] for p in parts]).max(0).values[:, 1],
+            ],
+            -1,
+        ).numpy()
         info["broadcast"] = self.broadcast
         return ll, err, info
 
@@ -269,16 +320,19 @@ class _Quadrature:
             logf = self._on_shared_grid(points).cpu()  # (G, n)
             log_vol = float(h.log().sum())
             top = logf.max(0).values
-            border_frac = torch.exp(torch.logsumexp(logf[border], 0)
-                                    - torch.logsumexp(logf, 0))  # (n,)
+            border_frac = torch.exp(
+                torch.logsumexp(logf[border], 0) - torch.logsumexp(logf, 0)
+            )  # (n,)
             if bool((border_frac < self.tol / 100).all()):
                 break
             half = half * 2
         else:
-            warnings.warn(f"exact_log_likelihood: {int((border_frac >= self.tol / 100).sum())} "
-                          "data points still have mass on the border of the latent box "
-                          f"(centre {centre.tolist()}, half-width {half.tolist()})",
-                          stacklevel=4)
+            warnings.warn(
+                f"exact_log_likelihood: {int((border_frac >= self.tol / 100).sum())} "
+                "data points still have mass on the border of the latent box "
+                f"(centre {centre.tolist()}, half-width {half.tolist()})",
+                stacklevel=4,
+            )
         box = torch.stack([centre - half, centre + half], -1)
 
         # level 0: the shared grid at widths h and 2h (its even sub-lattice). A point whose two
@@ -299,24 +353,32 @@ class _Quadrature:
         centres, values, ups = points[g_idx], logf[g_idx, p_idx], upper[g_idx, p_idx]
         del logf, keep, upper
         sel = _largest_cells(ups + log_vol, p_idx, est, self.n, self.tol / 100)
-        frozen = torch.logaddexp(frozen, _segment_logsumexp(values[~sel] + log_vol, p_idx[~sel],
-                                                            self.n))
-        frozen_up = torch.logaddexp(frozen_up, _segment_logsumexp(ups[~sel] + log_vol,
-                                                                  p_idx[~sel], self.n))
+        frozen = torch.logaddexp(
+            frozen, _segment_logsumexp(values[~sel] + log_vol, p_idx[~sel], self.n)
+        )
+        frozen_up = torch.logaddexp(
+            frozen_up, _segment_logsumexp(ups[~sel] + log_vol, p_idx[~sel], self.n)
+        )
         centres, values, p_idx = centres[sel], values[sel], p_idx[sel]
         frozen = torch.where(done, -math.inf, frozen)
         frozen_up = torch.where(done, -math.inf, frozen_up)
         width = h.clone()
         levels = torch.zeros(self.n, dtype=torch.long)
-        offsets = torch.stack(torch.meshgrid(*([torch.tensor([-0.25, 0.25],
-                                                             dtype=torch.float64)] * self.d),
-                                             indexing="ij"), -1).reshape(-1, self.d)
+        offsets = torch.stack(
+            torch.meshgrid(
+                *([torch.tensor([-0.25, 0.25], dtype=torch.float64)] * self.d), indexing="ij"
+            ),
+            -1,
+        ).reshape(-1, self.d)
         for level in range(1, self.max_levels + 1):
             # children of the active cells: 2^d per cell, half the width
             if centres.shape[0] * offsets.shape[0] > self.budget // 64:
-                warnings.warn(f"exact_log_likelihood: refinement stopped at level {level}: "
-                              f"{centres.shape[0] * offsets.shape[0]} cells exceed the memory "
-                              "budget", stacklevel=4)
+                warnings.warn(
+                    f"exact_log_likelihood: refinement stopped at level {level}: "
+                    f"{centres.shape[0] * offsets.shape[0]} cells exceed the memory "
+                    "budget",
+                    stacklevel=4,
+                )
                 break
             child_centres = (centres[:, None, :] + offsets[None] * width).reshape(-1, self.d)
             child_index = p_idx.repeat_interleave(offsets.shape[0])
@@ -339,18 +401,27 @@ class _Quadrature:
             # the points that go on refine the children that may hold most of their mass (a
             # halving share of tol per level, so the frozen mass stays below tol / 50)
             go = ~done[child_index]
-            keep = go & _largest_cells(child_upper + log_vol_c, child_index, est, self.n,
-                                       self.tol / 100 / 2 ** level)
+            keep = go & _largest_cells(
+                child_upper + log_vol_c, child_index, est, self.n, self.tol / 100 / 2**level
+            )
             drop = go & ~keep
-            frozen = torch.logaddexp(frozen, _segment_logsumexp(child_values[drop] + log_vol_c,
-                                                                child_index[drop], self.n))
-            frozen_up = torch.logaddexp(frozen_up, _segment_logsumexp(
-                child_upper[drop] + log_vol_c, child_index[drop], self.n))
+            frozen = torch.logaddexp(
+                frozen,
+                _segment_logsumexp(child_values[drop] + log_vol_c, child_index[drop], self.n),
+            )
+            frozen_up = torch.logaddexp(
+                frozen_up,
+                _segment_logsumexp(child_upper[drop] + log_vol_c, child_index[drop], self.n),
+            )
             centres, values, p_idx = child_centres[keep], child_values[keep], child_index[keep]
             if p_idx.numel() == 0:
                 break
-        info = {"levels": levels, "num_evaluations": self.num_evaluations,
-                "outside_mass": torch.exp(frozen_up - est) + border_frac, "box": box}
+        info = {
+            "levels": levels,
+            "num_evaluations": self.num_evaluations,
+            "outside_mass": torch.exp(frozen_up - est) + border_frac,
+            "box": box,
+        }
         return est, err, done, info
 
 

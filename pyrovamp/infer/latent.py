@@ -1,8 +1,8 @@
 """The latent sites of a Pyro model/guide pair as one flat vector per data point.
 
-Shared by :mod:`pyrovamp.exact` (quadrature) and :mod:`pyrovamp.ais` (annealed importance
-sampling). Both need, for any object with Pyro ``model(x)`` and ``guide(x)`` methods whose sites
-sit in one ``pyro.plate`` over data points at ``dim=-1``:
+Shared by :mod:`pyrovamp.infer.exact` (quadrature) and :mod:`pyrovamp.infer.ais` (annealed
+importance sampling). Both need, for any object with Pyro ``model(x)`` and ``guide(x)``
+methods whose sites sit in one ``pyro.plate`` over data points at ``dim=-1``:
 
 * the latent sites, their sizes and supports (:func:`latent_space`);
 * ``log p(x, z)`` and ``log q(z|x)`` at given latent values, batched over a leading dimension
@@ -14,129 +14,25 @@ All latent sites are concatenated, in the model's order, into one unconstrained 
 size ``d`` per data point; a site with a constrained support is mapped through
 ``biject_to(support)`` and the log-Jacobian of that map is added to every density in ``u``
 space, so integrals and Markov chains in ``u`` are those of ``z``.
-
-This module imports nothing from :mod:`pyrovamp.evaluation` (which imports the estimators).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
-import torch
 import pyro
+import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from torch.distributions.constraints import MixtureSameFamilyConstraint
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
+from torch.distributions.constraints import MixtureSameFamilyConstraint
 
-from pyrovamp import registration
-from pyrovamp.priors.base import Prior
+from pyrovamp.infer.context import check_model
 
-DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of intermediate tensors per chunk
+__all__ = ["LatentSpace", "latent_space"]
+
 _BATCH_PLATE = "_pyrovamp_batch"
-
-
-def check_data(model, x, name="x"):
-    """``x`` checked and converted as by every evaluation function
-    (:func:`pyrovamp.evaluation.log_likelihood` and friends): a tensor or numpy array of
-    shape ``(N, ...)``, checked by the model's own data check when it is a pyrovamp model, and
-    cast to the model's floating dtype on its device. Returns the tensor.
-
-    Raises:
-        ValueError: not a tensor or array, empty, NaN/inf, wrong shape or support.
-    """
-    from pyrovamp.infer.importance import _data
-
-    return _data(model, x, name)
-
-
-def check_model(model, name="model"):
-    """Raise ``ValueError`` unless ``model`` has callable ``model`` and ``guide`` methods."""
-    if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
-        raise ValueError(f"{name} must have Pyro model(x) and guide(x) methods, got "
-                         f"{type(model).__name__}")
-
-
-def positive_int(value, name):
-    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
-    from pyrovamp.infer.importance import _check_int
-
-    _check_int(name, value, 1)
-
-
-def positive_float(value, name):
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def pair_bytes(model) -> int:
-    """Rough bytes of intermediate tensors per (grid point or chain, data point) pair of one
-    forward pass of ``model`` (decoder outputs plus hidden activations)."""
-    floats = 4096
-    like = getattr(model, "likelihood", None)
-    if like is not None:
-        floats = 4 * like.output_dim + 1024
-    for m in model.modules() if hasattr(model, "modules") else ():
-        if isinstance(m, torch.nn.Linear):
-            floats += 3 * m.out_features
-        k = getattr(m, "num_components", None)
-        if isinstance(m, Prior) and isinstance(k, int):
-            floats += 2 * k
-    return 4 * floats
-
-
-def fork_rng():
-    """``torch.random.fork_rng`` over the CPU and every CUDA device: draws inside leave the
-    caller's random streams as they were."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    return torch.random.fork_rng(devices=devices)
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm progress bar over ``total`` data points (``tqdm.auto``: a widget in Jupyter, a line
-    on stderr elsewhere), closed on exit; with ``enabled=False`` a silent one."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="point", disable=not enabled, dynamic_ncols=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-@contextlib.contextmanager
-def evaluation_context(model, seed=None, no_grad=False):
-    """The setting of every likelihood estimator (IS, AIS, exact): eval mode (batch norm on its
-    running statistics, no dropout), priors cached (their components computed once, outside any
-    autograd graph), no parameter statements (:func:`registration.paused`: nothing is trained);
-    with ``seed`` the random streams of the CPU and every CUDA device are forked and seeded, so
-    the caller's are left as they were; with ``no_grad`` no graph at all (AIS needs one for its
-    HMC gradients in ``z``)."""
-    was_training = getattr(model, "training", False)
-    with contextlib.ExitStack() as stack:
-        if no_grad:
-            stack.enter_context(torch.no_grad())
-        stack.enter_context(registration.paused())
-        if seed is not None:
-            stack.enter_context(fork_rng())
-            torch.manual_seed(seed)
-        if hasattr(model, "modules"):
-            model.eval()
-            for m in model.modules():
-                if isinstance(m, Prior):
-                    stack.enter_context(m.cached())
-                    with torch.no_grad():
-                        m()  # build the cached distribution once, outside any autograd graph
-        try:
-            yield
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
 
 
 def _is_real(support) -> bool:
@@ -176,13 +72,16 @@ class LatentSpace:
         """``u`` of shape ``(..., d)`` -> ``({site: value (..., *event_shape)}, log|J| (...))``."""
         values, log_det, off = {}, 0.0, 0
         for name, event_shape, size, transform in self.sites:
-            v = u[..., off:off + size].reshape(u.shape[:-1] + tuple(event_shape))
+            v = u[..., off : off + size].reshape(u.shape[:-1] + tuple(event_shape))
             off += size
             if transform is not None:
                 z = transform(v)
                 ld = transform.log_abs_det_jacobian(v, z)
-                ld = ld.reshape(ld.shape[:u.dim() - 1] + (-1,)).sum(-1) if ld.dim() >= u.dim() \
+                ld = (
+                    ld.reshape(ld.shape[: u.dim() - 1] + (-1,)).sum(-1)
+                    if ld.dim() >= u.dim()
                     else ld
+                )
                 log_det = log_det + ld
                 v = z
             values[name] = v
@@ -195,7 +94,7 @@ class LatentSpace:
             v = values[name]
             if transform is not None:
                 v = transform.inv(v)
-            parts.append(v.reshape(v.shape[:v.dim() - len(event_shape)] + (size,)))
+            parts.append(v.reshape(v.shape[: v.dim() - len(event_shape)] + (size,)))
         return torch.cat(parts, -1)
 
     # --- densities at given latent values -------------------------------------------------------
@@ -224,11 +123,15 @@ class LatentSpace:
             elif name in values:
                 latent = latent + site["log_prob"]
             else:
-                raise ValueError(f"model site {name!r} was not seen when the latent sites were "
-                                 "traced; the model must have the same sites for every call")
+                raise ValueError(
+                    f"model site {name!r} was not seen when the latent sites were "
+                    "traced; the model must have the same sites for every call"
+                )
         latent = latent + log_det
-        return (torch.broadcast_to(latent, shape),
-                torch.broadcast_to(torch.as_tensor(observed, device=u.device), shape))
+        return (
+            torch.broadcast_to(latent, shape),
+            torch.broadcast_to(torch.as_tensor(observed, device=u.device), shape),
+        )
 
     def log_guide(self, x, u):
         """``log q(z|x)`` at ``u`` (plus the log-Jacobian of the support maps): ``(B, N)``."""
@@ -239,8 +142,10 @@ class LatentSpace:
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if name not in values:
-                raise ValueError(f"guide site {name!r} is not a latent site of the model "
-                                 f"({', '.join(self.names)})")
+                raise ValueError(
+                    f"guide site {name!r} is not a latent site of the model "
+                    f"({', '.join(self.names)})"
+                )
             out = out + site["log_prob"]
         return torch.broadcast_to(out, (u.shape[0], x.shape[0]))
 
@@ -251,10 +156,12 @@ class LatentSpace:
         with torch.no_grad(), pyro.plate(_BATCH_PLATE, num_samples, dim=-2):
             trace = poutine.trace(fn).get_trace(x)
         values = {}
-        for name, event_shape, size, _ in self.sites:
+        for name, event_shape, _, _ in self.sites:
             if name not in trace.nodes:
-                raise ValueError(f"the {source} has no site {name!r}; model and guide must have "
-                                 "the same latent sites")
+                raise ValueError(
+                    f"the {source} has no site {name!r}; model and guide must have "
+                    "the same latent sites"
+                )
             v = trace.nodes[name]["value"]
             values[name] = v.expand((num_samples, x.shape[0]) + tuple(event_shape))
         return self.flatten(values).detach()
@@ -270,8 +177,10 @@ class LatentSpace:
                 b = self.log_joint(xs, u.expand(2, xs.shape[0], self.dim))
         except Exception:  # noqa: BLE001 -- any failure means: do not broadcast
             return False
-        return all(p.shape == q.shape and bool(torch.allclose(p, q, rtol=1e-5, atol=1e-4))
-                   for p, q in zip(a, b))
+        return all(
+            p.shape == q.shape and bool(torch.allclose(p, q, rtol=1e-5, atol=1e-4))
+            for p, q in zip(a, b, strict=True)
+        )
 
 
 def latent_space(model, x) -> LatentSpace:
@@ -298,20 +207,25 @@ def latent_space(model, x) -> LatentSpace:
             continue
         fn = site["fn"]
         if tuple(fn.batch_shape) != (n,):
-            raise ValueError(f"latent site {name!r} has batch shape {tuple(fn.batch_shape)}; every "
-                             f"latent site must sit in one data plate of size {n} at dim=-1")
+            raise ValueError(
+                f"latent site {name!r} has batch shape {tuple(fn.batch_shape)}; every "
+                f"latent site must sit in one data plate of size {n} at dim=-1"
+            )
         support = fn.support
         if support.is_discrete:
-            raise ValueError(f"latent site {name!r} is discrete; only continuous latents are "
-                             "supported")
+            raise ValueError(
+                f"latent site {name!r} is discrete; only continuous latents are supported"
+            )
         transform = None
         if not _is_real(support):
             try:
                 transform = biject_to(support)
             except NotImplementedError:
-                raise ValueError(f"latent site {name!r} has support {support}, which cannot be "
-                                 "mapped to the real line (torch's biject_to has no transform "
-                                 "for it)") from None
+                raise ValueError(
+                    f"latent site {name!r} has support {support}, which cannot be "
+                    "mapped to the real line (torch's biject_to has no transform "
+                    "for it)"
+                ) from None
         event_shape = tuple(fn.event_shape)
         sites.append((name, event_shape, math.prod(event_shape), transform))
     if not sites:

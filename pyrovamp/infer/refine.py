@@ -1,6 +1,6 @@
 """Guide refinement: a tighter importance-sampling proposal for a trained model, the model frozen.
 
-The importance-sampled log-likelihood (:func:`pyrovamp.evaluation.log_likelihood`) uses the
+The importance-sampled log-likelihood (:func:`pyrovamp.log_likelihood`) uses the
 guide ``q(h|x)`` as its proposal. A guide trained jointly with the model falls short of the best
 proposal in its family: an amortised guide fitted to a moving model leaves an amortisation gap
 (Cremer, Li & Duvenaud 2018, "Inference suboptimality in variational autoencoders", sec. 3), and
@@ -29,31 +29,27 @@ import copy
 import math
 import time
 
-import torch
 import pyro
+import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.func import functional_call
 
-from pyrovamp.infer.latent import check_data, check_model, evaluation_context, positive_float, positive_int, \
-    progress_bar
+from pyrovamp._validate import check_int, check_positive
 from pyrovamp.errors import NonFiniteLossError
-from pyrovamp.infer.importance import _check_int, site_log_probs
-from pyrovamp.priors.base import Prior
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
+from pyrovamp.infer.weights import PLATE, log_weights, site_log_probs
+from pyrovamp.priors import Prior
 
 __all__ = ["refine_guide"]
 
 
-def _log_p(trace, x) -> torch.Tensor:
-    """``log p(x, h)`` of a model trace: ``(K, N)``-broadcastable, nats."""
+def _log_density(trace, x) -> torch.Tensor:
+    """The sum of ``log_prob`` over every sample site of ``trace`` (``log p(x, h)`` of a model
+    trace, ``log q(h|x)`` of a guide trace): ``(K, N)``-broadcastable, nats."""
     observed, latent = site_log_probs(trace, x)
     return torch.as_tensor(observed + latent)
-
-
-def _log_q(trace, x) -> torch.Tensor:
-    """``log q(h|x)`` of a guide trace: ``(K, N)``-broadcastable, nats."""
-    return torch.as_tensor(site_log_probs(trace, x)[1])
 
 
 class _GuideLogDensity(nn.Module):
@@ -67,9 +63,9 @@ class _GuideLogDensity(nn.Module):
         self.model = model
 
     def forward(self, x, trace, num_samples):
-        with pyro.plate("importance_samples", num_samples, dim=-2):
+        with pyro.plate(PLATE, num_samples, dim=-2):
             replayed = poutine.trace(poutine.replay(self.model.guide, trace=trace)).get_trace(x)
-        return _log_q(replayed, x)
+        return _log_density(replayed, x)
 
 
 def _unshare_priors(model) -> None:
@@ -86,13 +82,14 @@ def _dreg_loss(model, log_q, x, num_samples, guide_params, names):
     """``(loss, bound)`` for one batch ``x``: ``loss`` a surrogate whose gradient in the guide's
     parameters is the doubly reparameterised estimate of ``-grad mean_n L_K(x_n)`` (Tucker et al.
     2019, eq. 7), ``bound`` the ``(N,)`` values of ``L_K`` (detached, nats)."""
-    with pyro.plate("importance_samples", num_samples, dim=-2):
-        guide_trace = poutine.trace(model.guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    log_p = _log_p(model_trace, x)
     stopped = {"model." + names[id(p)]: p.detach() for p in guide_params}
-    log_w = log_p - functional_call(log_q, stopped, (x, guide_trace, num_samples))
-    log_w = log_w.expand(num_samples, x.shape[0])
+    log_w = log_weights(
+        model.model,
+        model.guide,
+        x,
+        num_samples,
+        guide_log_density=lambda trace: functional_call(log_q, stopped, (x, trace, num_samples)),
+    )
     bound = torch.logsumexp(log_w.detach(), 0) - math.log(num_samples)
     weights = torch.softmax(log_w.detach(), 0)
     return -(weights.square() * log_w).sum(0).mean(), bound
@@ -107,41 +104,57 @@ def _guide_parameters(model, x) -> list[nn.Parameter]:
             fixed ``h`` depends on one of these parameters (the model would not stay frozen).
     """
     params = [p for p in model.parameters()]
-    with pyro.plate("importance_samples", 1, dim=-2):
+    with pyro.plate(PLATE, 1, dim=-2):
         trace = poutine.trace(model.guide).get_trace(x[:2])
-    out = _log_q(trace, x[:2]).sum()
-    for name, site in trace.nodes.items():
+    observed, latent = site_log_probs(trace, x[:2], require_rsample=True)
+    out = torch.as_tensor(observed + latent).sum()
+    for site in trace.nodes.values():
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
-            if not getattr(site["fn"], "has_rsample", False):
-                raise ValueError(f"guide site {name!r} is not reparameterised "
-                                 f"({type(site['fn']).__name__}): refine_guide needs rsample")
             out = out + site["value"].sum()
     grads = torch.autograd.grad(out, params, allow_unused=True)
-    guide = [p for p, g in zip(params, grads) if g is not None]
-    fixed = {n: dict(s, value=s["value"].detach()) for n, s in trace.nodes.items()
-             if s["type"] == "sample" and not s["is_observed"]}
+    guide = [p for p, g in zip(params, grads, strict=True) if g is not None]
+    fixed = {
+        n: dict(s, value=s["value"].detach())
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"]
+    }
     fixed_trace = trace.copy()
     fixed_trace.nodes.update(fixed)
-    with pyro.plate("importance_samples", 1, dim=-2):
-        model_trace = poutine.trace(poutine.replay(model.model, trace=fixed_trace)).get_trace(
-            x[:2])
-    log_p = _log_p(model_trace, x[:2]).sum()
+    with pyro.plate(PLATE, 1, dim=-2):
+        model_trace = poutine.trace(poutine.replay(model.model, trace=fixed_trace)).get_trace(x[:2])
+    log_p = _log_density(model_trace, x[:2]).sum()
     if log_p.requires_grad:
         names = {id(p): n for n, p in model.named_parameters()}
-        shared = [names[id(p)] for p, g in zip(guide, torch.autograd.grad(
-            log_p, guide, allow_unused=True)) if g is not None]
+        shared = [
+            names[id(p)]
+            for p, g in zip(
+                guide, torch.autograd.grad(log_p, guide, allow_unused=True), strict=True
+            )
+            if g is not None
+        ]
         if shared:
-            raise ValueError(f"the guide shares parameters with the model's p(x, h) "
-                             f"({', '.join(shared[:3])}): refining it would change the model")
+            raise ValueError(
+                f"the guide shares parameters with the model's p(x, h) "
+                f"({', '.join(shared[:3])}): refining it would change the model"
+            )
     return guide
 
 
-def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float = 1e-4,
-                 batch_size: int = 100, seed: int = 0, progress: bool = False):
+def refine_guide(
+    model,
+    x,
+    *,
+    epochs: int = 5,
+    num_samples: int = 10,
+    lr: float = 1e-4,
+    batch_size: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+):
     """Train a copy of ``model``'s guide on ``x`` by the importance-weighted bound ``L_K`` with the
     doubly reparameterised gradient (Tucker et al. 2019, eq. 7), every parameter of the model
     ``p(x, h)`` frozen (see the module docstring). The proposal for
-    :func:`pyrovamp.evaluation.log_likelihood`: fit it on the training set, then estimate the test
+    :func:`pyrovamp.log_likelihood`: fit it on the training set, then estimate the test
     log-likelihood with the copy -- the same model's ``log p(x)``, a tighter lower bound.
 
     Runs in the setting of the likelihood estimators: eval mode (no dropout, batch norm on its
@@ -183,12 +196,12 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
     check_model(model)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    positive_int(epochs, "epochs")
-    positive_int(num_samples, "num_samples")
-    positive_int(batch_size, "batch_size")
-    positive_float(lr, "lr")
-    _check_int("seed", seed, 0)
-    x = check_data(model, x)
+    check_int("epochs", epochs)
+    check_int("num_samples", num_samples)
+    check_int("batch_size", batch_size)
+    check_positive("lr", lr)
+    check_int("seed", seed, 0)
+    x = as_model_data(model, x)
     refined = copy.deepcopy(model)
     _unshare_priors(refined)
     trainable = {id(p) for p in refined.parameters() if p.requires_grad}  # the caller's choice
@@ -212,23 +225,25 @@ def refine_guide(model, x, *, epochs: int = 5, num_samples: int = 10, lr: float 
             order = torch.randperm(n, device=x.device)
             with progress_bar(n, f"refining the guide, epoch {epoch}/{epochs}", progress) as bar:
                 for start in range(0, n, batch_size):
-                    xb = x[order[start:start + batch_size]]
-                    loss, bound = _dreg_loss(refined, log_q, xb, num_samples, guide_params,
-                                             names)
+                    xb = x[order[start : start + batch_size]]
+                    loss, bound = _dreg_loss(refined, log_q, xb, num_samples, guide_params, names)
                     where = f"in epoch {epoch} at data point {start}; the model is untouched"
                     if not (torch.isfinite(bound).all() and torch.isfinite(loss)):
                         raise NonFiniteLossError(
-                            f"the importance-weighted bound became non-finite {where}")
+                            f"the importance-weighted bound became non-finite {where}"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     if not all(torch.isfinite(p).all() for p in guide_params):
-                        raise NonFiniteLossError(f"the guide's parameters became non-finite "
-                                                 f"{where} (try a smaller lr)")
+                        raise NonFiniteLossError(
+                            f"the guide's parameters became non-finite {where} (try a smaller lr)"
+                        )
                     total += float(bound.sum())
                     bar.update(xb.shape[0])
-            history.append({"epoch": epoch, "bound": total / n,
-                            "seconds": time.perf_counter() - t0})
+            history.append(
+                {"epoch": epoch, "bound": total / n, "seconds": time.perf_counter() - t0}
+            )
     for p in refined.parameters():
         p.requires_grad_(False)
     return refined.eval(), history

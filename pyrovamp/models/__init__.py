@@ -1,5 +1,10 @@
-"""VAEs with Pyro ``model(x=None)`` / ``guide(x)``: ``VAE``, ``HVAE``, ``ConvHVAE``, ``PixelHVAE``."""
+"""VAEs with Pyro ``model(x=None)`` / ``guide(x)``: ``VAE``, ``HVAE``, ``ConvHVAE``,
+``PixelHVAE``."""
 
-from pyrovamp.models.vae import (check_data, VAE, HVAE, ConvHVAE, PixelHVAE, MODELS)
+from pyrovamp.models.hvae import HVAE, ConvHVAE, PixelHVAE
+from pyrovamp.models.vae import VAE, check_data
 
-__all__ = ['check_data', 'VAE', 'HVAE', 'ConvHVAE', 'PixelHVAE', 'MODELS']
+MODELS = {"vae": VAE, "hvae": HVAE, "convhvae": ConvHVAE, "pixelhvae": PixelHVAE}
+"""The models by the names of the command line's ``--model``."""
+
+__all__ = ["VAE", "HVAE", "ConvHVAE", "PixelHVAE", "check_data", "MODELS"]

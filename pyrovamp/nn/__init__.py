@@ -1,6 +1,45 @@
 """Networks (plain ``torch.nn``): gated dense layers, encoders, decoders, masked convolutions,
 the PixelCNN decoder and initialisation."""
 
-from pyrovamp.nn.layers import (ARCHITECTURES, he_init_, mark_fused, parameter_chunks, GatedDense, dense_layer, MLP, GaussianEncoder, JointNet, ConditionalGaussian, GatedConv2d, ConvFeatures, ConvGaussianEncoder, ConvConditionalEncoder, ConvDecoder, MaskedConv2d, PixelCNNDecoder)
+from pyrovamp.nn.decoders import ConvDecoder, PixelCNNDecoder
+from pyrovamp.nn.encoders import (
+    ConditionalGaussian,
+    ConvConditionalEncoder,
+    ConvFeatures,
+    ConvGaussianEncoder,
+    GaussianEncoder,
+    JointNet,
+)
+from pyrovamp.nn.init import he_init_
+from pyrovamp.nn.layers import (
+    ARCHITECTURES,
+    MLP,
+    GatedConv2d,
+    GatedDense,
+    MaskedConv2d,
+    check_dropout,
+    dense_layer,
+    mark_fused,
+    parameter_chunks,
+)
 
-__all__ = ['ARCHITECTURES', 'he_init_', 'mark_fused', 'parameter_chunks', 'GatedDense', 'dense_layer', 'MLP', 'GaussianEncoder', 'JointNet', 'ConditionalGaussian', 'GatedConv2d', 'ConvFeatures', 'ConvGaussianEncoder', 'ConvConditionalEncoder', 'ConvDecoder', 'MaskedConv2d', 'PixelCNNDecoder']
+__all__ = [
+    "GatedDense",
+    "MLP",
+    "GaussianEncoder",
+    "JointNet",
+    "ConditionalGaussian",
+    "dense_layer",
+    "ARCHITECTURES",
+    "GatedConv2d",
+    "ConvFeatures",
+    "ConvGaussianEncoder",
+    "ConvConditionalEncoder",
+    "ConvDecoder",
+    "MaskedConv2d",
+    "PixelCNNDecoder",
+    "he_init_",
+    "mark_fused",
+    "parameter_chunks",
+    "check_dropout",
+]

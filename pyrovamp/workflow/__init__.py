@@ -1,6 +1,35 @@
-"""The Bayesian workflow around trained models: comparison with ArviZ, figures, run folders
-and the reproduction of the paper's table."""
+"""The Bayesian workflow around trained models: comparison with ArviZ, figures, run folders,
+the work of the ``pyrovamp`` commands and the reproduction of the paper's table.
 
-from pyrovamp.workflow.comparison import (KHAT_THRESHOLD, EVALUATION_FILE, load_evaluation, to_inference_data, compare, plot_compare, plot_pareto_k, importance_diagnostics, khat_threshold)
+The names below are imported on first use (:pep:`562`), so that a submodule such as
+:mod:`pyrovamp.workflow.settings` is imported without Lightning and ArviZ.
+"""
 
-__all__ = ['KHAT_THRESHOLD', 'EVALUATION_FILE', 'load_evaluation', 'to_inference_data', 'compare', 'plot_compare', 'plot_pareto_k', 'importance_diagnostics', 'khat_threshold']
+import importlib
+
+_NAMES = {
+    "KHAT_THRESHOLD": "comparison",
+    "EVALUATION_FILE": "comparison",
+    "load_evaluation": "comparison",
+    "to_inference_data": "comparison",
+    "compare": "comparison",
+    "compare_run_folders": "comparison",
+    "plot_compare": "comparison",
+    "plot_pareto_k": "comparison",
+    "importance_diagnostics": "comparison",
+    "khat_threshold": "comparison",
+}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

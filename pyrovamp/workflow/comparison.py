@@ -14,8 +14,9 @@
 * A run folder keeps its evaluation: ``evaluation.nc`` (netCDF) holds the per-point results with
   the number of samples, the seed and fingerprints of the test data and of the trained
   parameters; it is reused while they match and recomputed when any changes.
+* :func:`compare_run_folders` -- ``pyrovamp compare``: the table and its figures for run folders.
 * :func:`importance_diagnostics`, :func:`khat_threshold` -- PSIS (from
-  :mod:`pyrovamp.diagnostics`; Vehtari et al. 2024).
+  :mod:`pyrovamp.infer.diagnostics`; Vehtari et al. 2024).
 
 Units: nats; log-likelihoods per data point unless a name says ``sum``.
 """
@@ -23,18 +24,35 @@ Units: nats; log-likelihoods per data point unless a name says ``sum``.
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pyrovamp import _arviz
-from pyrovamp.infer.diagnostics import importance_diagnostics, khat_threshold
+from pyrovamp._io import atomic_write, atomic_write_text
+from pyrovamp._validate import check_int
+from pyrovamp.infer import importance_diagnostics, khat_threshold, log_importance_weights
+from pyrovamp.training import MODEL
+from pyrovamp.workflow.runs import check_device, load_run, make_folder, save_figure
 
-__all__ = ["importance_diagnostics", "khat_threshold", "to_inference_data", "compare",
-           "plot_compare", "plot_pareto_k", "load_evaluation", "EVALUATION_FILE",
-           "KHAT_THRESHOLD"]
+__all__ = [
+    "importance_diagnostics",
+    "khat_threshold",
+    "to_inference_data",
+    "compare",
+    "plot_compare",
+    "plot_pareto_k",
+    "load_evaluation",
+    "compare_run_folders",
+    "EVALUATION_FILE",
+    "KHAT_THRESHOLD",
+]
+
+logger = logging.getLogger(__name__)
 
 #: Cap of the k-hat threshold, reached for S >= 10^(10/3) ~ 2154 samples; the threshold for S
 #: samples is :func:`khat_threshold` ``(S) = min(1 - 1/log10(S), 0.7)``.
@@ -43,8 +61,15 @@ KHAT_THRESHOLD = 0.7
 #: File in a run folder holding its stored evaluation (netCDF).
 EVALUATION_FILE = "evaluation.nc"
 _EVALUATION_FORMAT = 1
-_PER_POINT = ("log_likelihood", "elbo", "log_likelihood_psis", "pareto_k", "ess",
-              "log_weights_max", "log_weights_std")
+_PER_POINT = (
+    "log_likelihood",
+    "elbo",
+    "log_likelihood_psis",
+    "pareto_k",
+    "ess",
+    "log_weights_max",
+    "log_weights_std",
+)
 
 
 def _fingerprint_tensor(x) -> str:
@@ -69,36 +94,42 @@ def _as_data(x, what="x"):
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{what} must be a tensor or numpy array of shape (N, D), got "
-                         f"{type(x).__name__}")
+        raise ValueError(
+            f"{what} must be a tensor or numpy array of shape (N, D), got {type(x).__name__}"
+        )
     return x
 
 
-def _check_num_samples(num_samples):
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
-            or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    return int(num_samples)
+def _check_num_samples(num_samples) -> int:
+    return check_int(
+        "num_samples", int(num_samples) if isinstance(num_samples, np.integer) else num_samples
+    )
 
 
 def _evaluate(model, x, num_samples, seed, keep_log_weights):
     """Importance sampling of ``model`` on ``x``: the per-point dataset (and the log-weights)."""
     import xarray as xr
 
-    from pyrovamp.infer.importance import log_importance_weights
-
     log_w = log_importance_weights(model, x, num_samples, seed=seed)  # S x N
     diag = importance_diagnostics(log_w)
     lw = log_w.double().cpu().numpy()
     n = lw.shape[1]
-    values = {"log_likelihood": diag["log_likelihood"], "elbo": lw.mean(0),
-              "log_likelihood_psis": diag["log_likelihood_psis"], "pareto_k": diag["pareto_k"],
-              "ess": diag["ess"], "log_weights_max": lw.max(0),
-              "log_weights_std": lw.std(0) if lw.shape[0] > 1 else np.zeros(n)}
-    ds = xr.Dataset({k: ("obs", np.asarray(v, dtype=np.float64)) for k, v in values.items()},
-                    coords={"obs": np.arange(n)})
+    values = {
+        "log_likelihood": diag["log_likelihood"],
+        "elbo": lw.mean(0),
+        "log_likelihood_psis": diag["log_likelihood_psis"],
+        "pareto_k": diag["pareto_k"],
+        "ess": diag["ess"],
+        "log_weights_max": lw.max(0),
+        "log_weights_std": lw.std(0) if lw.shape[0] > 1 else np.zeros(n),
+    }
+    ds = xr.Dataset(
+        {k: ("obs", np.asarray(v, dtype=np.float64)) for k, v in values.items()},
+        coords={"obs": np.arange(n)},
+    )
     ds["log_likelihood"].attrs.update(
-        units="nats", long_name="importance-sampled log p(x) per data point (Burda et al. 2016)")
+        units="nats", long_name="importance-sampled log p(x) per data point (Burda et al. 2016)"
+    )
     ds["elbo"].attrs.update(units="nats", long_name=f"ELBO, mean of the {num_samples} log-weights")
     ds["pareto_k"].attrs.update(long_name="PSIS Pareto shape k-hat (Vehtari et al. 2024)")
     if keep_log_weights:
@@ -109,12 +140,21 @@ def _evaluate(model, x, num_samples, seed, keep_log_weights):
 def _summary_attrs(ds, num_samples):
     threshold = khat_threshold(num_samples)
     k = ds["pareto_k"].values
-    return {"num_samples": int(num_samples), "khat_threshold": float(threshold),
-            "share_k_above_threshold": float(np.mean(k > threshold)), "unit": "nats"}
+    return {
+        "num_samples": int(num_samples),
+        "khat_threshold": float(threshold),
+        "share_k_above_threshold": float(np.mean(k > threshold)),
+        "unit": "nats",
+    }
 
 
-def load_evaluation(run_dir, num_samples: int | None = None, seed: int | None = None,
-                    data_fingerprint: str | None = None, parameters_fingerprint: str | None = None):
+def load_evaluation(
+    run_dir,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    data_fingerprint: str | None = None,
+    parameters_fingerprint: str | None = None,
+):
     """The evaluation stored in a run folder (``evaluation.nc``), if it matches.
 
     Args:
@@ -139,9 +179,13 @@ def load_evaluation(run_dir, num_samples: int | None = None, seed: int | None = 
     except Exception:  # unreadable (truncated, foreign): a cache miss, never an error
         return None
     a = ds.attrs
-    wanted = {"num_samples": num_samples, "seed": seed, "data_fingerprint": data_fingerprint,
-              "parameters_fingerprint": parameters_fingerprint,
-              "format": _EVALUATION_FORMAT}
+    wanted = {
+        "num_samples": num_samples,
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
+        "parameters_fingerprint": parameters_fingerprint,
+        "format": _EVALUATION_FORMAT,
+    }
     for key, value in wanted.items():
         if value is not None and (key not in a or str(a[key]) != str(value)):
             return None
@@ -151,20 +195,24 @@ def load_evaluation(run_dir, num_samples: int | None = None, seed: int | None = 
 
 
 def _store_evaluation(run_dir, ds) -> None:
-    """Write ``ds`` to ``run_dir/evaluation.nc`` atomically (temporary file, then rename)."""
-    path = Path(run_dir) / EVALUATION_FILE
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``ds`` to ``run_dir/evaluation.nc`` atomically."""
+    # by the temporary file's name: xarray before 2025.07 writes file objects with scipy only
+    atomic_write(Path(run_dir) / EVALUATION_FILE, lambda f: ds.to_netcdf(f.name, engine="h5netcdf"))
 
 
-def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: int = 0,
-                      keep_log_weights: bool = True, device: str = "cpu", name: str | None = None,
-                      history: list | None = None, cache: bool = True, recompute: bool = False):
+def to_inference_data(
+    run_or_model,
+    x=None,
+    num_samples: int = 1000,
+    *,
+    seed: int = 0,
+    keep_log_weights: bool = True,
+    device: str = "cpu",
+    name: str | None = None,
+    history: list | None = None,
+    cache: bool = True,
+    recompute: bool = False,
+):
     """Evaluate a model on a test set by importance sampling, as ArviZ data.
 
     Args:
@@ -202,19 +250,21 @@ def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: in
     import xarray as xr
 
     num_samples = _check_num_samples(num_samples)
-    attrs = {}
+    attrs: dict[str, Any] = {}
     run_dir = None
     if isinstance(run_or_model, (str, Path)):
-        from pyrovamp.workflow.runs import load_run
-
         run_dir = Path(run_or_model)
         model, cfg, dataset, ckpt = load_run(run_dir, device)
         x = dataset.test[: cfg.get("max_points")] if x is None else _as_data(x)
         if history is None and isinstance(ckpt, dict):
             history = ckpt.get("history")
         name = name or run_dir.name
-        attrs.update(dataset=cfg["dataset"], prior=cfg["prior"], model=cfg.get("model") or "vae",
-                     parameters_fingerprint=_fingerprint_parameters(model))
+        attrs.update(
+            dataset=cfg["dataset"],
+            prior=cfg["prior"],
+            model=cfg.get("model") or "vae",
+            parameters_fingerprint=_fingerprint_parameters(model),
+        )
     else:
         model = run_or_model
         if x is None:
@@ -235,10 +285,16 @@ def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: in
         ds = _evaluate(model, x, num_samples, seed, keep_log_weights)
         if run_dir is not None and cache:
             stored = ds.drop_vars("log_weights", errors="ignore")
-            stored.attrs.update(num_samples=num_samples, seed=int(seed), data_fingerprint=data_fp,
-                                parameters_fingerprint=attrs["parameters_fingerprint"],
-                                format=_EVALUATION_FORMAT, name=name, device=str(device),
-                                arviz_version=_arviz.arviz().__version__)
+            stored.attrs.update(
+                num_samples=num_samples,
+                seed=int(seed),
+                data_fingerprint=data_fp,
+                parameters_fingerprint=attrs["parameters_fingerprint"],
+                format=_EVALUATION_FORMAT,
+                name=name,
+                device=str(device),
+                arviz_version=_arviz.arviz().__version__,
+            )
             _store_evaluation(run_dir, stored)
     ds = ds.copy()
     ds.attrs = {}
@@ -247,8 +303,12 @@ def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: in
     if history:
         keys = [k for k in history[0] if k != "epoch"]
         groups["training_history"] = xr.Dataset(
-            {k: ("epoch", np.array([r.get(k, np.nan) for r in history], dtype=float)) for k in keys},
-            coords={"epoch": [r["epoch"] for r in history]})
+            {
+                k: ("epoch", np.array([r.get(k, np.nan) for r in history], dtype=float))
+                for k in keys
+            },
+            coords={"epoch": [r["epoch"] for r in history]},
+        )
     attrs.update(name=name, seed=int(seed), data_fingerprint=data_fp, **summary)
     if run_dir is not None:
         attrs["from_cache"] = int(from_cache)
@@ -258,16 +318,21 @@ def to_inference_data(run_or_model, x=None, num_samples: int = 1000, *, seed: in
 def _evaluation_of(obj, key):
     """The ``importance_sampling`` dataset and attrs of an evaluation, or a ValueError."""
     if not _arviz.is_tree(obj):
-        raise ValueError(f"model {key!r}: expected a model, a run folder or the result of "
-                         f"to_inference_data, got {type(obj).__name__}")
+        raise ValueError(
+            f"model {key!r}: expected a model, a run folder or the result of "
+            f"to_inference_data, got {type(obj).__name__}"
+        )
     if "importance_sampling" not in _arviz.groups(obj):
-        raise ValueError(f"model {key!r}: its InferenceData has no 'importance_sampling' group; "
-                         "make it with pyrovamp.workflow.to_inference_data")
+        raise ValueError(
+            f"model {key!r}: its InferenceData has no 'importance_sampling' group; "
+            "make it with pyrovamp.workflow.to_inference_data"
+        )
     return _arviz.group(obj, "importance_sampling"), dict(obj.attrs)
 
 
-def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *, x=None,
-            cache: bool = True):
+def compare(
+    runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *, x=None, cache: bool = True
+):
     """Rank models on one test set by their importance-sampled test log-likelihood.
 
     ArviZ's ``compare`` computes the table from each model's per-data-point values:
@@ -297,39 +362,52 @@ def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *
         ValueError: fewer than two models, a model without ``x``, an object that is none of the
             accepted kinds, or models evaluated on different test sets.
     """
-    import pandas as pd
-
     num_samples = _check_num_samples(num_samples)
     if isinstance(runs, dict):
         items = dict(runs)
     elif isinstance(runs, (list, tuple)):
         items = {}
         for r in runs:
-            key = Path(r).name if isinstance(r, (str, Path)) else (
-                r.attrs.get("name") if _arviz.is_tree(r) else None)
+            key = (
+                Path(r).name
+                if isinstance(r, (str, Path))
+                else (r.attrs.get("name") if _arviz.is_tree(r) else None)
+            )
             if key is None:
                 raise ValueError("compare: models in a list need names; pass a dict {name: model}")
             if key in items:
                 raise ValueError(f"compare: two models are named {key!r}; pass a dict")
             items[key] = r
     else:
-        raise ValueError(f"runs must be a dict {{name: model}} or a list of run folders, got "
-                         f"{type(runs).__name__}")
+        raise ValueError(
+            f"runs must be a dict {{name: model}} or a list of run folders, got "
+            f"{type(runs).__name__}"
+        )
     if len(items) < 2:
         raise ValueError(f"compare needs at least two models, got {len(items)}")
     for key, r in items.items():
         if isinstance(r, (str, Path)) or _arviz.is_tree(r):
             continue
         if not (hasattr(r, "model") and hasattr(r, "guide")):
-            raise ValueError(f"model {key!r}: expected a model, a run folder or the result "
-                             f"of to_inference_data, got {type(r).__name__}")
+            raise ValueError(
+                f"model {key!r}: expected a model, a run folder or the result "
+                f"of to_inference_data, got {type(r).__name__}"
+            )
         if x is None:
             raise ValueError(f"model {key!r} needs the test data: compare(..., x=x_test)")
     evals = {}
     for key, r in items.items():
         if not _arviz.is_tree(r):
-            r = to_inference_data(r, x, num_samples, seed=seed, device=device, name=key,
-                                  keep_log_weights=False, cache=cache)
+            r = to_inference_data(
+                r,
+                x,
+                num_samples,
+                seed=seed,
+                device=device,
+                name=key,
+                keep_log_weights=False,
+                cache=cache,
+            )
         evals[key] = _evaluation_of(r, key)
     prints = {k: a.get("data_fingerprint") for k, (_, a) in evals.items()}
     sizes = {k: ds.sizes["obs"] for k, (ds, _) in evals.items()}
@@ -340,21 +418,26 @@ def compare(runs, num_samples: int = 1000, seed: int = 0, device: str = "cpu", *
     raw = _arviz.compare(
         {k: ds["log_likelihood"].values for k, (ds, _) in evals.items()},
         {k: ds["pareto_k"].values for k, (ds, _) in evals.items()},
-        s_of, {k: khat_threshold(s) for k, s in s_of.items()})
+        s_of,
+        {k: khat_threshold(s) for k, s in s_of.items()},
+    )
     table = raw.rename(columns={"elpd": "log_likelihood_sum", "elpd_diff": "log_likelihood_diff"})
-    table = table[["rank", "log_likelihood_sum", "se", "log_likelihood_diff", "dse", "weight",
-                   "warning"]].copy()
+    table = table[
+        ["rank", "log_likelihood_sum", "se", "log_likelihood_diff", "dse", "weight", "warning"]
+    ].copy()
     table["mean_log_likelihood"] = table["log_likelihood_sum"] / n
     table["mean_log_likelihood_diff"] = table["log_likelihood_diff"] / n
     table["mean_dse"] = table["dse"] / n
     table["elbo_sum"] = [float(evals[k][0]["elbo"].sum()) for k in table.index]
     table["mean_elbo"] = table["elbo_sum"] / n
-    table["log_likelihood_psis_sum"] = [float(evals[k][0]["log_likelihood_psis"].sum())
-                                        for k in table.index]
+    table["log_likelihood_psis_sum"] = [
+        float(evals[k][0]["log_likelihood_psis"].sum()) for k in table.index
+    ]
     table["khat_threshold"] = [khat_threshold(s_of[k]) for k in table.index]
     table["share_k_above_threshold"] = [
         float(np.mean(evals[k][0]["pareto_k"].values > khat_threshold(s_of[k])))
-        for k in table.index]
+        for k in table.index
+    ]
     table["num_samples"] = [s_of[k] for k in table.index]
     table.index.name = "model"
     table.attrs["num_test_points"] = n
@@ -370,8 +453,10 @@ def plot_compare(table):
     df = table.rename(columns={"log_likelihood_sum": "elpd", "log_likelihood_diff": "elpd_diff"})
     fig, ax = _arviz.plot_compare(df[["rank", "elpd", "se", "elpd_diff", "dse", "weight"]])
     ax.xaxis.set_major_locator(MaxNLocator(5))
-    ax.set_xlabel(f"test log-likelihood, summed over {table.attrs.get('num_test_points', 'the')} "
-                  "test points (nats; higher is better)")
+    ax.set_xlabel(
+        f"test log-likelihood, summed over {table.attrs.get('num_test_points', 'the')} "
+        "test points (nats; higher is better)"
+    )
     ax.set_title("models on one test set: difference to the best and its paired SE")
     return fig
 
@@ -396,3 +481,49 @@ def plot_pareto_k(idatas: dict):
         ax.set_xlabel("test data point")
     fig.tight_layout()
     return fig
+
+
+def compare_run_folders(
+    run_dirs, out, *, num_samples: int = 1000, device: str = "cpu", recompute: bool = False
+):
+    """``pyrovamp compare``: rank run folders on their common test set (:func:`compare`) and write
+    ``out/comparison.csv``, ``out/compare.png`` (:func:`plot_compare`) and ``out/pareto_k.png``
+    (:func:`plot_pareto_k`). Each run's stored evaluation is reused unless ``recompute``
+    (:func:`to_inference_data`).
+
+    Returns:
+        ``(table, evaluations)``: the :func:`compare` table and ``{run name: evaluation}``.
+
+    Raises:
+        ValueError: fewer than two run folders, a folder that is not a run folder, two folders
+            of one name, an unusable ``out`` or ``device`` (one line, before any work).
+    """
+    check_device(device)
+    runs = [Path(r) for r in run_dirs]
+    for r in runs:
+        for f in ("config.json", MODEL):
+            if not (r / f).is_file():
+                raise ValueError(f"{r} is not a run folder: {r / f} is missing")
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run folders must have distinct names, got {names}")
+    if len(runs) < 2:
+        raise ValueError("compare needs at least two run folders")
+    out = make_folder(out)
+    evaluations = {}
+    for r in runs:
+        t0 = time.perf_counter()
+        evaluations[r.name] = to_inference_data(
+            r, num_samples=num_samples, device=device, keep_log_weights=False, recompute=recompute
+        )
+        how = (
+            "reused its stored evaluation"
+            if evaluations[r.name].attrs.get("from_cache")
+            else f"evaluated in {time.perf_counter() - t0:.1f} s"
+        )
+        logger.info("%s: %s (S=%d)", r.name, how, num_samples)
+    table = compare(evaluations)
+    atomic_write_text(out / "comparison.csv", table.to_csv())
+    save_figure(plot_compare(table), out / "compare.png")
+    save_figure(plot_pareto_k(evaluations), out / "pareto_k.png")
+    return table, evaluations

@@ -18,8 +18,16 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_latent", "plot_samples", "plot_reconstructions", "plot_history", "image_grid",
-           "plot_pseudo_inputs", "plot_active_units", "plot_khat_vs_error"]
+__all__ = [
+    "plot_latent",
+    "plot_samples",
+    "plot_reconstructions",
+    "plot_history",
+    "image_grid",
+    "plot_pseudo_inputs",
+    "plot_active_units",
+    "plot_khat_vs_error",
+]
 
 
 @torch.no_grad()
@@ -64,13 +72,13 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
         _, _, v = torch.linalg.svd(loc - centre, full_matrices=False)
         proj = (loc - centre) @ v[:2].T
         prior_proj = ((model.prior().sample((5000,)).cpu() - centre) @ v[:2].T).numpy()
-        lo, hi = proj.min(0).values, proj.max(0).values
-        pad = 0.15 * (hi - lo) + 0.5
-        g0 = np.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), 80)
-        g1 = np.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), 80)
-        m0, m1 = np.meshgrid(g0, g1)
+        plo, phi = proj.min(0).values, proj.max(0).values
+        ppad = 0.15 * (phi - plo) + 0.5
+        p0 = np.linspace(float(plo[0] - ppad[0]), float(phi[0] + ppad[0]), 80)
+        p1 = np.linspace(float(plo[1] - ppad[1]), float(phi[1] + ppad[1]), 80)
+        m0, m1 = np.meshgrid(p0, p1)
         dens = gaussian_kde(prior_proj.T)(np.stack([m0.ravel(), m1.ravel()])).reshape(m0.shape)
-        cs = ax.contourf(g0, g1, dens, levels=20, cmap="viridis")
+        cs = ax.contourf(p0, p1, dens, levels=20, cmap="viridis")
         fig.colorbar(cs, ax=ax, label="projected prior density (KDE)")
         ax.scatter(proj[:, 0], proj[:, 1], s=4, c="black", alpha=0.6, label="aggregated posterior")
         ax.set_xlabel(f"PC 1 of E[z|x] (latent_dim={model.latent_dim})")
@@ -106,8 +114,13 @@ def plot_samples(model, num_samples: int = 64, nrow: int = 8, mean: bool = True)
     model.train(was_training)
     fig = Figure(figsize=(5, 5 * math.ceil(num_samples / nrow) / nrow + 0.4))
     what = "E[x|z]" if mean else "x ~ p(x|z)"
-    _imshow(fig, fig.add_subplot(111), image_grid(x, model.input_shape_2d, nrow),
-            model.likelihood.high, f"samples: z ~ prior, {what}")
+    _imshow(
+        fig,
+        fig.add_subplot(111),
+        image_grid(x, model.input_shape_2d, nrow),
+        model.likelihood.high,
+        f"samples: z ~ prior, {what}",
+    )
     return fig
 
 
@@ -121,8 +134,13 @@ def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure
     model.train(was_training)
     fig = Figure(figsize=(min(12, 0.7 * len(x) + 0.5), 1.8))
     both = torch.cat([x.reshape(len(x), -1).to(rec), rec])
-    _imshow(fig, fig.add_subplot(111), image_grid(both, model.input_shape_2d, len(x)),
-            model.likelihood.high, "data (top) and reconstructions (bottom)")
+    _imshow(
+        fig,
+        fig.add_subplot(111),
+        image_grid(both, model.input_shape_2d, len(x)),
+        model.likelihood.high,
+        "data (top) and reconstructions (bottom)",
+    )
     return fig
 
 
@@ -149,16 +167,25 @@ def plot_history(history: list[dict]) -> Figure:
         ax.axvline(best["epoch"], color="gray", ls=":", label=f"best epoch {best['epoch']}")
     tested = [r for r in history if r.get("test_log_likelihood") is not None]
     if tested:
-        ax.plot([r["epoch"] for r in tested], [r["test_log_likelihood"] for r in tested], "o",
-                color="C2", label="test log-likelihood (IS, fixed test subset)")
+        ax.plot(
+            [r["epoch"] for r in tested],
+            [r["test_log_likelihood"] for r in tested],
+            "o",
+            color="C2",
+            label="test log-likelihood (IS, fixed test subset)",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO (nats per data point)")
     ax.legend()
     ax.grid(alpha=0.3)
     if has_terms:
         ax2 = fig.add_subplot(1, 2, 2)
-        ax2.plot(epochs, [r["val_reconstruction"] for r in history], color="C0",
-                 label="reconstruction E_q[log p(x|z)]")
+        ax2.plot(
+            epochs,
+            [r["val_reconstruction"] for r in history],
+            color="C0",
+            label="reconstruction E_q[log p(x|z)]",
+        )
         ax2.set_ylabel("reconstruction (nats per data point)", color="C0")
         ax3 = ax2.twinx()
         ax3.plot(epochs, [r["val_kl"] for r in history], color="C3", label="KL(q || p)")
@@ -181,8 +208,13 @@ def plot_pseudo_inputs(model, num_images: int = 64, nrow: int = 8) -> Figure:
         raise ValueError(f"{type(model.prior).__name__} has no pseudo-inputs")
     u = model.prior.pseudo_inputs[:num_images]
     fig = Figure(figsize=(5, 5 * math.ceil(len(u) / nrow) / nrow + 0.4))
-    _imshow(fig, fig.add_subplot(111), image_grid(u, model.input_shape_2d, nrow),
-            model.likelihood.high, f"pseudo-inputs ({len(u)} of {model.prior.pseudo_inputs.shape[0]})")
+    _imshow(
+        fig,
+        fig.add_subplot(111),
+        image_grid(u, model.input_shape_2d, nrow),
+        model.likelihood.high,
+        f"pseudo-inputs ({len(u)} of {model.prior.pseudo_inputs.shape[0]})",
+    )
     return fig
 
 
@@ -211,12 +243,12 @@ def plot_active_units(model, x: torch.Tensor, threshold: float = 0.01) -> Figure
 
 def plot_khat_vs_error(panels: dict, tolerance: float = 0.5) -> Figure:
     """Importance-sampling error against Pareto k-hat, one point per data point and one panel per
-    model (pyrovamp issue 9): the x axis is k-hat with the reliability threshold as a red line,
+    model: the x axis is k-hat with the reliability threshold as a red line,
     the y axis ``truth - IS`` in nats (symmetric-log scale) with ``tolerance`` dashed. Points to
     the right of the red line are flagged; points above the dashed line are off.
 
     Args:
-        panels: title -> the dict of :func:`pyrovamp.diagnostics.khat_against_truth` plus the
+        panels: title -> the dict of :func:`pyrovamp.infer.khat_against_truth` plus the
             ``pareto_k`` array (``{**khat_against_truth(...), "pareto_k": k}``).
         tolerance: nats, the dashed line.
 
@@ -231,7 +263,7 @@ def plot_khat_vs_error(panels: dict, tolerance: float = 0.5) -> Figure:
             raise ValueError(f"panels[{name!r}] lacks {sorted(missing)}")
     fig = Figure(figsize=(3.2 * len(panels), 3.0))
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (name, p) in zip(axes, panels.items()):
+    for ax, (name, p) in zip(axes, panels.items(), strict=True):
         ax.scatter(np.asarray(p["pareto_k"]), -np.asarray(p["error"]), s=4, alpha=0.5)
         ax.axvline(p["khat_threshold"], color="C3", lw=1)
         ax.axhline(tolerance, color="0.5", lw=1, ls="--")

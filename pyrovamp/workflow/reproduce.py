@@ -1,84 +1,75 @@
 """``pyrovamp reproduce table1``: the VampPrior paper's table of test log-likelihoods, cell by cell.
 
-Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS, sec. 4 and Table 2 (test
-log-likelihood by importance sampling with S = 5000, nats per image; for Frey Faces the negative
-log-likelihood per pixel). Each cell -- data set x model (``vae``, ``hvae``, ``convhvae``,
-``pixelhvae``) x prior (``standard``, ``vampprior``) -- is one run folder
-``DIR/<dataset>_<model>_<prior>`` trained with the paper preset by the same code path as
-``pyrovamp train`` (:func:`pyrovamp.cli.main`). A cell that holds a checkpoint is continued with
-``--resume``; a finished one is skipped; so the command can be run again and again, in pieces of
-``--max-minutes`` per cell, until every cell has finished. After every call ``DIR/table1.md``
-is written anew: pyrovamp's number beside the paper's, the epochs, the training time and the
-hardware of each cell, and whether early stopping has fired.
+Each cell -- data set x model (``vae``, ``hvae``, ``convhvae``, ``pixelhvae``) x prior
+(``standard``, ``vampprior``) -- is one run folder ``DIR/<dataset>_<model>_<prior>`` trained with
+the paper preset by the same code path as ``pyrovamp train``
+(:func:`pyrovamp.workflow.experiment.train_run`). A cell that holds a checkpoint is resumed; a
+finished one is skipped; so the command can be run again and again, in pieces of
+``--max-minutes`` per cell, until every cell has finished. After every call ``DIR/table1.md`` is
+written anew (:func:`pyrovamp.workflow.table1.write_table`): pyrovamp's number beside the
+paper's, the epochs, the training time and the hardware of each cell, and whether early stopping
+has fired.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PAPER_TABLE", "PAPER_SOURCE", "TABLE_MODELS", "TABLE_PRIORS", "GPU_MODELS",
-           "reproduce_table1", "cell_name", "read_cell", "hardware", "write_table",
-           "preset_differences"]
+import torch
 
-TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
-TABLE_PRIORS = ("standard", "vampprior")
-# one convHVAE epoch on static MNIST takes over 20 minutes on a 2-core CPU (issue 11)
+from pyrovamp.data import DATASETS
+from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
+from pyrovamp.workflow.runs import make_folder
+from pyrovamp.workflow.settings import TABLE_MODELS, TABLE_PRIORS, exit_status, option_name
+from pyrovamp.workflow.table1 import (
+    PAPER_SOURCE,
+    PAPER_TABLE,
+    CellState,
+    cell_name,
+    preset_differences,
+    read_cell,
+    record_piece,
+    write_table,
+)
+
+__all__ = [
+    "PAPER_TABLE",
+    "PAPER_SOURCE",
+    "TABLE_MODELS",
+    "TABLE_PRIORS",
+    "GPU_MODELS",
+    "reproduce_table1",
+    "cell_name",
+    "read_cell",
+    "hardware",
+    "write_table",
+    "preset_differences",
+]
+
+logger = logging.getLogger(__name__)
+
+# too slow for a CPU: listed with their command unless a GPU is there (or a smoke test)
 GPU_MODELS = ("convhvae", "pixelhvae")
 # each cell's learning curve: the test log-likelihood (IS) on a fixed, spread test subset every
 # TEST_EVERY epochs (pyrovamp train --test-every; not counted as training time)
 TEST_EVERY = 25
 
-# The paper's values: (value, what). "ll": test log-likelihood, nats per image (IS, S=5000);
-# "nll_per_pixel": negative log-likelihood per pixel (the paper's grey-image data sets).
-PAPER_TABLE = {
-    # static MNIST, Table 2 of the paper (quoted in issue 11 and the project README)
-    ("static_mnist", "vae", "standard"): (-88.56, "ll"),
-    ("static_mnist", "vae", "vampprior"): (-85.57, "ll"),
-    ("static_mnist", "hvae", "standard"): (-86.05, "ll"),
-    ("static_mnist", "hvae", "vampprior"): (-83.19, "ll"),
-    ("static_mnist", "convhvae", "standard"): (-82.41, "ll"),
-    ("static_mnist", "convhvae", "vampprior"): (-81.09, "ll"),
-    ("static_mnist", "pixelhvae", "standard"): (-80.14, "ll"),
-    ("static_mnist", "pixelhvae", "vampprior"): (-79.78, "ll"),
-    # dynamic MNIST: only the PixelHVAE + VampPrior value is quoted in the sources at hand
-    ("dynamic_mnist", "pixelhvae", "vampprior"): (-78.45, "ll"),
-    # Frey Faces, Table 2 (quoted in the project README; the paper's unit -- nats or bits per
-    # pixel -- is not stated in the sources at hand)
-    ("frey_faces", "vae", "standard"): (4.63, "nll_per_pixel"),
-    ("frey_faces", "vae", "vampprior"): (4.57, "nll_per_pixel"),
-    ("frey_faces", "hvae", "standard"): (4.61, "nll_per_pixel"),
-    ("frey_faces", "hvae", "vampprior"): (4.51, "nll_per_pixel"),
-}
-PAPER_SOURCE = ("J. M. Tomczak and M. Welling, \"VAE with a VampPrior\", AISTATS 2018, Table 2, "
-                "as quoted in pyrovamp issue 11 (static MNIST, all four models; dynamic MNIST, "
-                "PixelHVAE + VampPrior) and in the project README (Frey Faces, NLL per pixel, unit "
-                "not stated there). The other cells of the paper's table were not available to "
-                "this code's authors and are left blank rather than quoted from memory.")
-
-MAX_FIRST_EPOCH_LEFTOVERS = {"config.json", "logs"}  # what a run killed in its first epoch leaves
-
-
-def cell_name(dataset: str, model: str, prior: str) -> str:
-    """The folder name of a cell: ``<dataset>_<model>_<prior>``."""
-    return f"{dataset}_{model}_{prior}"
-
 
 def hardware(accelerator: str = "cpu", devices: int = 1) -> str:
     """A one-line description of the machine a piece runs on: the CPU model and cores, or the
     GPU name(s)."""
-    import torch
-
     if accelerator == "gpu":
-        names = [torch.cuda.get_device_name(i) for i in range(min(devices, torch.cuda.device_count()))]
+        names = [
+            torch.cuda.get_device_name(i) for i in range(min(devices, torch.cuda.device_count()))
+        ]
         uniq = sorted(set(names))
         return ", ".join(f"{names.count(n)} x {n}" for n in uniq) or "GPU"
     cpu = None
@@ -93,294 +84,60 @@ def hardware(accelerator: str = "cpu", devices: int = 1) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
 
 
-@dataclass
-class CellState:
-    """What a cell's run folder says about it.
-
-    Attributes:
-        state: ``"not started"``, ``"unfinished"`` (a checkpoint, no final evaluation),
-            ``"trained"`` (training finished, test metrics missing), ``"finished"`` (test
-            metrics written), ``"leftovers"`` (only what a run killed in its first epoch leaves),
-            or ``"unreadable"``.
-        epochs: epochs trained (from ``model.pt``, ``history.csv``, or ``checkpoint.ckpt`` where a
-            piece was killed after the last ``model.pt``).
-        train_seconds: training wall time over all pieces (seconds).
-        stopped_early: early stopping fired.
-        metrics: ``metrics.json`` (finished cells).
-        config: ``config.json``.
-        pieces: the pieces ``pyrovamp reproduce`` ran (``reproduce.json``): hardware, seconds.
-        partial: ``metrics.json`` of an unfinished cell (estimates that ``pyrovamp evaluate
-            RUN --method is|ais`` made of its current parameters: ``is_epochs``/``ais_epochs``
-            say after how many epochs).
-        curve: ``(epoch, test log-likelihood)`` pairs of the learning curve in ``history.csv``
-            (``--test-every``; nats per image on the fixed test subset).
-    """
-
-    state: str
-    epochs: int = 0
-    train_seconds: float = 0.0
-    stopped_early: bool = False
-    metrics: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    pieces: list = field(default_factory=list)
-    note: str = ""
-    partial: dict = field(default_factory=dict)
-    curve: list = field(default_factory=list)
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_cell(folder) -> CellState:
-    """Read a cell's run folder (never raises for a damaged folder: it is reported instead)."""
-    from pyrovamp.training.trainer import CHECKPOINT, MODEL, CheckpointError, read_checkpoint
-
-    folder = Path(folder)
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return CellState("not started")
-    config = _read_json(folder / "config.json") or {}
-    pieces = (_read_json(folder / "reproduce.json") or {}).get("pieces", [])
-    epochs, seconds, finished, stopped = 0, 0.0, False, False
-    if (folder / MODEL).is_file():
-        try:
-            meta = read_checkpoint(folder / MODEL, map_location="cpu")["pyrovamp"]
-        except CheckpointError as e:
-            return CellState("unreadable", config=config, pieces=pieces, note=str(e))
-        epochs, seconds = int(meta.get("epochs") or 0), float(meta.get("train_seconds") or 0.0)
-        finished, stopped = bool(meta.get("finished")), bool(meta.get("stopped_early"))
-    rows = []
-    if (folder / "history.csv").is_file():
-        try:
-            with open(folder / "history.csv", newline="") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, csv.Error, UnicodeDecodeError):
-            rows = []
-    if not (folder / MODEL).is_file() and rows:
-        epochs, seconds = len(rows), sum(float(r.get("seconds") or 0) for r in rows)
-    ckpt = folder / CHECKPOINT
-    if not finished and ckpt.is_file() and (not (folder / MODEL).is_file()
-                                            or ckpt.stat().st_mtime > (folder / MODEL).stat().st_mtime):
-        # a piece killed after its last model.pt: the checkpoint holds the newer count
-        try:
-            meta = read_checkpoint(ckpt, map_location="cpu")["pyrovamp"]
-            if len(meta.get("history") or ()) > epochs:
-                epochs = len(meta["history"])
-                seconds = float(meta.get("train_seconds") or seconds)
-        except (CheckpointError, TypeError, ValueError):
-            pass  # resuming will report the damaged checkpoint itself
-    curve = []
-    for r in rows:
-        try:
-            if r.get("test_log_likelihood"):
-                curve.append((int(r["epoch"]), float(r["test_log_likelihood"])))
-        except (TypeError, ValueError):
-            continue
-    metrics = _read_json(folder / "metrics.json") if finished else None
-    partial = {} if finished else (_read_json(folder / "metrics.json") or {})
-    if metrics is not None:
-        state = "finished"
-    elif finished:
-        state = "trained"
-    elif (folder / CHECKPOINT).is_file():
-        state = "unfinished"
-    elif {p.name for p in folder.iterdir()} <= MAX_FIRST_EPOCH_LEFTOVERS:
-        state = "leftovers"
-    else:
-        return CellState("unreadable", config=config, pieces=pieces,
-                         note=f"{folder} holds files but no {CHECKPOINT}")
-    return CellState(state, epochs, seconds, stopped, metrics or {}, config, pieces,
-                     partial=partial, curve=curve)
-
-
-def _fmt_minutes(seconds: float) -> str:
-    m = seconds / 60.0
-    if m < 1:
-        return f"{seconds:.0f} s"
-    if m < 120:
-        return f"{m:.1f} min"
-    return f"{m / 60:.1f} h"
-
-
 def _command(dataset, model, prior, out, data_root=None) -> str:
-    parts = ["pyrovamp", "reproduce", "table1", "--out", str(out), "--datasets", dataset,
-             "--models", model, "--priors", prior, "--accelerator", "gpu", "--devices", "1"]
+    parts = [
+        "pyrovamp",
+        "reproduce",
+        "table1",
+        "--out",
+        str(out),
+        "--datasets",
+        dataset,
+        "--models",
+        model,
+        "--priors",
+        prior,
+        "--accelerator",
+        "gpu",
+        "--devices",
+        "1",
+    ]
     if data_root:
         parts += ["--data-root", str(data_root)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def preset_differences(config: dict, preset: str = "paper") -> list[str]:
-    """The protocol settings in which a cell's ``config.json`` differs from today's ``preset``
-    (read as :func:`pyrovamp.runs.saved_config`: a setting newer than the run counts as what the
-    run was trained with), e.g. ``["optimizer adam (paper preset: adamnormgrad)"]``; the model and
-    prior of the cell itself, the test settings and the pseudo-input settings of a prior without
-    pseudo-inputs are not differences."""
-    from pyrovamp.workflow.runs import PRESETS, saved_config
-
-    cfg = saved_config(config)
-    skip = {"model", "num_samples"}
-    if cfg.get("prior") != "vampprior":
-        skip.add("pseudo_input_parameterization")
-    out = []
-    for k, want in PRESETS[preset].items():
-        have = cfg.get(k)
-        if k in skip or have is None:
-            continue
-        if isinstance(want, (list, tuple)):
-            want, have = list(want), list(have) if isinstance(have, (list, tuple)) else have
-        if have != want:
-            out.append(f"{k} {have} ({preset} preset: {want})")
-    return out
-
-
-def write_table(out, cells, needs_gpu, notes=()) -> Path:
-    """Write ``out/table1.md`` from ``cells`` (``(dataset, model, prior) -> CellState``);
-    ``needs_gpu`` maps the cells that were not run on this CPU-only machine to their command."""
-    out = Path(out)
-    lines = ["# The VampPrior paper's table: pyrovamp beside the paper", "",
-             f"Written by `pyrovamp reproduce table1` on {time.strftime('%Y-%m-%d %H:%M')}. "
-             "Test log-likelihood in nats per image (higher is better), by importance sampling "
-             "with S samples per test image (the paper: S = 5000 on the whole test set); for grey "
-             "images (Frey Faces) the negative log-likelihood per pixel (lower is better). Each "
-             "cell is a run folder in this directory, trained with the paper preset "
-             "(`pyrovamp train --preset paper`).", "",
-             f"Paper values: {PAPER_SOURCE}", "",
-             "| data set | model | prior | pyrovamp (IS) | AIS | paper | pyrovamp - paper | epochs "
-             "| wall time (training) | hardware | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, model, prior), st in cells.items():
-        paper = PAPER_TABLE.get((dataset, model, prior))
-        m = st.metrics
-        ours = ais = diff = "–"
-        if st.state == "finished" and m:
-            n, s = m.get("num_test_points"), m.get("num_samples")
-            where = f"S={s}, {n} test images"
-            if st.config.get("max_points"):
-                where += f", smoke test on the first {st.config['max_points']} points"
-            value = float(m["test_log_likelihood"])
-            ours = f"{value:.2f} ± {float(m.get('test_log_likelihood_se', 0.0)):.2f} ({where})"
-            if paper is not None and paper[1] == "ll":
-                diff = f"{value - paper[0]:+.2f}"
-            if "test_nll_per_pixel" in m:
-                nll = float(m["test_nll_per_pixel"])
-                ours += f"; NLL/pixel {nll:.3f}"
-                if paper is not None and paper[1] == "nll_per_pixel":
-                    diff = f"{paper[0] - nll:+.3f} per pixel"
-            for tag, where in (("refined", "training"), ("refined_on_test", "test")):
-                if m.get(f"test_log_likelihood_{tag}") is not None:  # evaluate --refine-guide
-                    ours += (f"; {float(m[f'test_log_likelihood_{tag}']):.2f} with the guide "
-                             f"refined on the {where} set (S={m.get(f'{tag}_num_samples')}, "
-                             f"{m.get(f'{tag}_refine_epochs')} epochs of "
-                             f"IWAE-{m.get(f'{tag}_refine_num_samples')}, the model frozen)")
-            if m.get("test_log_likelihood_ais") is not None:
-                ais = f"{float(m['test_log_likelihood_ais']):.2f}"
-        elif st.state == "unfinished" and st.partial:
-            # estimates of the current parameters of a run that has not converged yet
-            p, now = st.partial, st.epochs
-            if p.get("is_epochs") == now and p.get("test_log_likelihood") is not None:
-                value = float(p["test_log_likelihood"])
-                ours = (f"{value:.2f} ± {float(p.get('test_log_likelihood_se', 0.0)):.2f} "
-                        f"(S={p.get('num_samples')}, {p.get('num_test_points')} test images, "
-                        f"after {now} epochs)")
-                if paper is not None and paper[1] == "ll":
-                    diff = f"{value - paper[0]:+.2f}"
-            if p.get("ais_epochs") == now and p.get("test_log_likelihood_ais") is not None:
-                ais = (f"{float(p['test_log_likelihood_ais']):.2f} ({p.get('ais_num_chains')} "
-                       f"chains x {p.get('ais_num_steps')} steps, after {now} epochs)")
-        paper_txt = "–" if paper is None else (
-            f"NLL/pixel {paper[0]:.2f}" if paper[1] == "nll_per_pixel" else f"{paper[0]:.2f}")
-        hw = sorted({p.get("hardware") for p in st.pieces if p.get("hardware")})
-        hw_txt = "; ".join(hw) if hw else ("–" if st.state in ("not started", "leftovers")
-                                           else f"not recorded (device {m.get('device', '?')})")
-        if (dataset, model, prior) in needs_gpu:
-            status = "needs a GPU (command below)"
-        elif st.state == "finished":
-            status = ("converged (early stopping fired)" if st.stopped_early else
-                      "not converged (the epoch limit ended training before early stopping)")
-        elif st.state in ("unfinished", "trained"):
-            status = ("not converged (unfinished: run the same command again to continue)"
-                      if st.state == "unfinished" else
-                      "trained; test evaluation missing (run the same command again)")
-        elif st.state == "unreadable":
-            status = f"error: {st.note}"
-        else:
-            status = "not started"
-        if st.note and st.state != "unreadable":
-            status += f"; {st.note}"
-        if st.config and st.state not in ("not started", "leftovers") and \
-                (differ := preset_differences(st.config)):
-            status += "; trained with " + ", ".join(differ)
-        epochs = str(st.epochs) if st.epochs else "–"
-        t = _fmt_minutes(st.train_seconds) if st.train_seconds else "–"
-        if m.get("eval_seconds") is not None:
-            t += f" (+ {_fmt_minutes(float(m['eval_seconds']))} test evaluation)"
-        lines.append(f"| {dataset} | {model} | {prior} | {ours} | {ais} | {paper_txt} | {diff} "
-                     f"| {epochs} | {t} | {hw_txt} | {status} |")
-    if needs_gpu:
-        lines += ["", "Cells not run here: the convolutional and PixelCNN models need a GPU "
-                  "(one convHVAE epoch on static MNIST takes over 20 minutes on a 2-core CPU). "
-                  "On a machine with a GPU, each runs with:", ""]
-        for (dataset, model, prior), cmd in needs_gpu.items():
-            lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
-    curves = [(key, st) for key, st in cells.items() if st.curve]
-    if curves:
-        from pyrovamp.cli.app import TEST_NUM_SAMPLES, TEST_POINTS
-
-        lines += ["", "## Learning curves", "",
-                  "The validation ELBO of every epoch and the test log-likelihood on a fixed "
-                  "subset every few epochs (IS; `--test-every`, `--test-points`, "
-                  "`--test-num-samples` of `pyrovamp train`: test images spread over the whole "
-                  "test file, the same importance-sampling seed at every point) are in each "
-                  "cell's `history.csv` and drawn in its `loss.png`. Test log-likelihood on the "
-                  "subset, nats per image, by epoch:", ""]
-        for key, st in curves:
-            c = st.config
-            what = (f"{c.get('test_points') or TEST_POINTS} test images, "
-                    f"S={c.get('test_num_samples') or TEST_NUM_SAMPLES}")
-            pts = ", ".join(f"{e}: {v:.2f}" for e, v in st.curve)
-            lines.append(f"- {cell_name(*key)} ([loss.png]({cell_name(*key)}/loss.png); "
-                         f"{what}): {pts}")
-    for note in notes:
-        lines += ["", note]
-    path = out / "table1.md"
-    from pyrovamp.workflow.runs import atomic_write_text
-
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
-
-
-def _record_piece(folder: Path, piece: dict) -> None:
-    from pyrovamp.workflow.runs import atomic_write_text
-
-    if not folder.is_dir():
-        return
-    data = _read_json(folder / "reproduce.json") or {"pieces": []}
-    data["pieces"].append(piece)
-    atomic_write_text(folder / "reproduce.json", json.dumps(data, indent=2) + "\n")
-
-
-def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, priors=TABLE_PRIORS, *,
-                     max_minutes: float | None = None, accelerator: str = "auto", devices: int = 1,
-                     data_roots: dict | None = None, max_points: int | None = None,
-                     num_samples: int | None = None, epochs: int | None = None,
-                     progress: bool = False, log=None) -> Path:
+def reproduce_table1(
+    out,
+    datasets=("static_mnist",),
+    models=TABLE_MODELS,
+    priors=TABLE_PRIORS,
+    *,
+    max_minutes: float | None = None,
+    accelerator: str = "auto",
+    devices: int = 1,
+    data_roots: dict | None = None,
+    max_points: int | None = None,
+    num_samples: int | None = None,
+    epochs: int | None = None,
+    progress: bool = False,
+    log=None,
+) -> Path:
     """Train (or continue, or skip) every cell of the table and write ``out/table1.md``.
 
-    Each cell runs ``pyrovamp train --dataset D --model M --prior P --preset paper --out
-    out/D_M_P --test-every 25`` (with ``--resume`` when the folder holds a checkpoint; a
-    finished cell is skipped; a finished training whose test evaluation is missing gets
-    ``pyrovamp evaluate``). The learning curve -- the validation ELBO of every epoch and the
-    test log-likelihood on 1000 test images spread over the test set every 25 epochs (IS,
-    S=1000) -- is in each cell's ``history.csv`` and ``loss.png`` and listed in ``table1.md``.
-    With one device the command runs in this process (:func:`pyrovamp.cli.main`); with several
-    it runs as a child process, so that Lightning's launcher starts the data-parallel processes
-    from the ``train`` command line. On a machine without a GPU, the ``convhvae`` and
-    ``pixelhvae`` cells are listed as needing one (with the command that runs them) unless
-    ``max_points`` is given (a smoke test on the first ``max_points`` points).
+    Each cell is a ``pyrovamp train --dataset D --model M --prior P --preset paper --out
+    out/D_M_P --test-every 25`` run (resumed when the folder holds a checkpoint; a finished cell
+    is skipped; a finished training whose test evaluation is missing is evaluated). The learning
+    curve -- the validation ELBO of every epoch and the test log-likelihood on
+    :data:`~pyrovamp.workflow.settings.TEST_POINTS` test images spread over the test set every 25
+    epochs (IS, S = :data:`~pyrovamp.workflow.settings.TEST_NUM_SAMPLES`) -- is in each cell's
+    ``history.csv`` and ``loss.png`` and listed in ``table1.md``. With one device a cell runs in
+    this process (:func:`pyrovamp.workflow.experiment.train_run`); with several it runs as
+    ``python -m pyrovamp.cli train ...`` in a child process, so that Lightning's launcher starts
+    the data-parallel processes from its command line. On a machine without a GPU, the
+    ``convhvae`` and ``pixelhvae`` cells are listed as needing one (with the command that runs
+    them) unless ``max_points`` is given (a smoke test on the first ``max_points`` points). A
+    cell that fails (bad data, a non-finite loss) is reported in its row; the others go on.
 
     Args:
         out: the folder of the cells and ``table1.md``.
@@ -390,10 +147,10 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (a GPU when there is one).
         devices: devices (processes) per cell.
         data_roots: data set name -> folder with its files (key ``None``: every data set).
-        max_points, num_samples, epochs: passed to ``pyrovamp train`` (smoke tests: fewer
+        max_points, num_samples, epochs: settings of ``pyrovamp train`` (smoke tests: fewer
             points, fewer importance samples, fewer epochs than the paper's 2000).
         progress: show Lightning's progress bar.
-        log: callable taking one line of progress (default: print to stderr).
+        log: callable taking one line of progress (default: this module's logger, level INFO).
 
     Returns:
         the path of ``table1.md``.
@@ -402,14 +159,12 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
         ValueError: an unknown data set, model or prior, a GPU asked for on a machine without
             one, or a missing data folder -- before any work.
     """
-    import torch
-
-    from pyrovamp.cli.app import main
-    from pyrovamp.data.datasets import DATASETS
-
-    log = log or (lambda s: print(s, file=sys.stderr))
-    for name, values, allowed in (("datasets", datasets, DATASETS), ("models", models, TABLE_MODELS),
-                                  ("priors", priors, TABLE_PRIORS)):
+    log = log or logger.info
+    for name, values, allowed in (
+        ("datasets", datasets, DATASETS),
+        ("models", models, TABLE_MODELS),
+        ("priors", priors, TABLE_PRIORS),
+    ):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise ValueError(f"{name} must be some of {', '.join(allowed)}, got {list(values)}")
@@ -420,11 +175,9 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
     gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     acc = "gpu" if gpu else "cpu"
     data_roots = dict(data_roots or {})
-    for k, v in data_roots.items():
+    for v in data_roots.values():
         if not Path(v).is_dir():
             raise ValueError(f"--data-root {v} is not a folder")
-    from pyrovamp.workflow.runs import make_folder
-
     out = make_folder(out)
 
     cells, needs_gpu, notes = {}, {}, []
@@ -443,66 +196,102 @@ def reproduce_table1(out, datasets=("static_mnist",), models=TABLE_MODELS, prior
                 elif st.state == "unreadable":
                     log(f"{folder.name}: {st.note}; left alone")
                 else:
-                    st = _run_cell(main, key, folder, st, root, acc, devices, max_minutes,
-                                   max_points, num_samples, epochs, progress, log)
+                    settings = {
+                        "max_minutes": max_minutes,
+                        "num_samples": num_samples,
+                        "epochs": epochs,
+                        "data_root": root,
+                        "accelerator": acc,
+                        "devices": devices,
+                        "test_every": TEST_EVERY,
+                        "strategy": "ddp" if devices > 1 else None,
+                    }
+                    st = _run_cell(key, folder, st, settings, max_points, progress, log)
                 cells[key] = read_cell(folder) if folder.is_dir() else st
                 if st.note:
                     cells[key].note = st.note
     if max_points is not None:
-        notes.append(f"Smoke test: cells run with `--max-points {max_points}` (the first "
-                     f"{max_points} training, validation and test points), not the paper's data.")
+        notes.append(
+            f"Smoke test: cells run with `--max-points {max_points}` (the first "
+            f"{max_points} training, validation and test points), not the paper's data."
+        )
     path = write_table(out, cells, needs_gpu, notes)
     log(f"table -> {path}")
     return path
 
 
-def _run_cell(main, key, folder, st, root, acc, devices, max_minutes, max_points, num_samples,
-              epochs, progress, log) -> CellState:
+def _argv(options: dict) -> list[str]:
+    """The command-line options of ``options`` (``None``: left out; ``True``: a flag)."""
+    argv = []
+    for k, v in options.items():
+        if v is True:
+            argv.append(option_name(k))
+        elif v is not None and v is not False:
+            argv += [option_name(k), str(v)]
+    return argv
+
+
+def _run_cell(
+    key, folder: Path, st: CellState, settings: dict, max_points, progress, log
+) -> CellState:
+    """One piece of a cell: evaluate a trained cell, resume an unfinished one or start it."""
     dataset, model, prior = key
-    common = []
-    if max_minutes is not None:
-        common += ["--max-minutes", repr(float(max_minutes))]
-    if num_samples is not None:
-        common += ["--num-samples", str(num_samples)]
-    if epochs is not None:
-        common += ["--epochs", str(epochs)]
-    if root is not None:
-        common += ["--data-root", str(root)]
-    common += ["--accelerator", acc, "--devices", str(devices), "--test-every", str(TEST_EVERY)]
-    if devices > 1:
-        common += ["--strategy", "ddp"]
-    if not progress:
-        common.append("--no-progress")
+    device = "cuda" if settings["accelerator"] == "gpu" else "cpu"
     if st.state == "trained":
-        argv = ["evaluate", str(folder)] + (["--num-samples", str(num_samples)] if num_samples else [])
-        argv += ["--data-root", str(root)] if root is not None else []
-        argv += ["--device", "cuda" if acc == "gpu" else "cpu"]
+        options = {
+            "num_samples": settings["num_samples"],
+            "data_root": settings["data_root"],
+            "device": device,
+        }
+        argv = ["evaluate", str(folder)] + _argv(options)
         what = "test evaluation of the finished training"
     elif st.state == "unfinished":
-        argv = ["train", "--resume", "--out", str(folder)] + common
+        options = dict(settings)
+        argv = ["train", "--resume", "--out", str(folder)] + _argv(options)
         what = f"resumed after {st.epochs} epochs"
     else:
         if st.state == "leftovers":  # killed in its first epoch: nothing to continue from
-            import shutil
-
-            for p in folder.iterdir():
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            folder.rmdir()
-        argv = ["train", "--dataset", dataset, "--model", model, "--prior", prior, "--preset",
-                "paper", "--out", str(folder)] + common
-        if max_points is not None:
-            argv += ["--max-points", str(max_points)]
+            shutil.rmtree(folder)
+        options = {
+            "dataset": dataset,
+            "model": model,
+            "prior": prior,
+            "preset": "paper",
+            **settings,
+            "max_points": max_points,
+        }
+        argv = ["train", "--out", str(folder)] + _argv(options)
         what = "started"
+    if not progress:
+        argv.append("--no-progress")
     log(f"{folder.name}: {what}: pyrovamp {' '.join(shlex.quote(a) for a in argv)}")
     t0 = time.time()
-    if devices > 1:
+    if settings["devices"] > 1:
         rc = subprocess.run([sys.executable, "-m", "pyrovamp.cli", *argv]).returncode
     else:
-        rc = main(argv)
-    piece = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
-             "seconds": round(time.time() - t0, 1), "command": argv[0], "exit_status": rc,
-             "hardware": hardware(acc, devices), "accelerator": acc, "devices": devices}
-    _record_piece(folder, piece)
+        rc = 0
+        try:
+            if argv[0] == "evaluate":
+                evaluate_run_folder(folder, **options, progress=progress)
+            else:
+                train_run(options, folder, resume=st.state == "unfinished", progress=progress)
+        except Exception as e:  # a failed cell is reported in its row; the others go on
+            status = exit_status(e)
+            if status is None:
+                raise
+            rc = status
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log(f"pyrovamp {argv[0]}: error: {first}")
+    piece = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
+        "seconds": round(time.time() - t0, 1),
+        "command": argv[0],
+        "exit_status": rc,
+        "hardware": hardware(settings["accelerator"], settings["devices"]),
+        "accelerator": settings["accelerator"],
+        "devices": settings["devices"],
+    }
+    record_piece(folder, piece)
     new = read_cell(folder)
     if rc != 0:
         new.note = f"the last piece failed (exit status {rc}; see its message above)"

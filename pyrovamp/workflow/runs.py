@@ -1,45 +1,91 @@
-"""Run folders: what ``pyrovamp train`` writes and ``pyrovamp evaluate`` reads.
+"""Run folders: what ``pyrovamp train`` writes and ``pyrovamp evaluate`` reads, and the test
+metrics written into them.
 
 A run folder holds ``config.json`` (every setting, resolved), ``checkpoint.ckpt`` (the last
 epoch's Lightning training state, to resume from), ``best.ckpt`` (the parameters with the best
-validation ELBO), ``model.pt`` (the trained model's parameters and the run's history; see
+validation score), ``model.pt`` (the trained model's parameters and the run's history; see
 :func:`pyrovamp.training.fit`), ``history.csv``, ``logs/`` (Lightning's logger),
-``metrics.json`` and figures. Every file is written atomically (temporary file in the same
-folder, then rename) and read with ``torch.load(weights_only=True)``.
+``metrics.json``, per-point estimates (``log_likelihood_<method>.npz``) and figures. Every file
+is written atomically (:func:`pyrovamp._io.atomic_write`) and read with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from pyrovamp.data.datasets import Dataset, load_dataset
-from pyrovamp.infer.diagnostics import khat_threshold
-from pyrovamp.infer.importance import active_units, elbo, log_likelihood
-from pyrovamp.infer.exact import MAX_LATENT_DIM, exact_log_likelihood, total_latent_dim
-from pyrovamp.models.vae import MODELS
 from pyrovamp._choices import WEIGHT_INITS
-from pyrovamp.training.config import (CONV_MODELS, LEGACY_SETTINGS, MODEL_KEYS, PRESETS,
-                                       PSEUDO_INPUT_INIT, resolve_config, saved_config)
-from pyrovamp.nn.layers import he_init_
-from pyrovamp.priors.base import make_prior
+from pyrovamp._io import atomic_write, atomic_write_text
+from pyrovamp.data import Dataset, load_dataset
+from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.infer import (
+    DEFAULT_NUM_CHAINS,
+    DEFAULT_NUM_STEPS,
+    MAX_LATENT_DIM,
+    active_units,
+    ais_log_likelihood,
+    bdmc,
+    elbo,
+    exact_log_likelihood,
+    khat_threshold,
+    log_likelihood,
+    points_per_block,
+    refine_guide,
+    total_latent_dim,
+)
+from pyrovamp.models import MODELS
+from pyrovamp.nn import he_init_
+from pyrovamp.priors import make_prior
+from pyrovamp.training import MODEL, load_model_weights, sharded_over_processes
+from pyrovamp.training.config import (
+    CONV_MODELS,
+    LEGACY_SETTINGS,
+    MODEL_KEYS,
+    PRESETS,
+    PSEUDO_INPUT_INIT,
+    resolve_config,
+    saved_config,
+)
 
-__all__ = ["PRESETS", "resolve_config", "build_model", "load_run", "evaluate_run",
-           "atomic_write_text", "make_folder", "saved_config", "LEGACY_SETTINGS",
-           "PSEUDO_INPUT_INIT", "write_history_csv", "MODEL_KEYS", "merge_metrics",
-           "save_per_point", "evaluate_method", "evaluate_bdmc", "evaluate_estimators"]
+__all__ = [
+    "PRESETS",
+    "resolve_config",
+    "build_model",
+    "load_run",
+    "evaluate_run",
+    "atomic_write_text",
+    "save_figure",
+    "make_folder",
+    "saved_config",
+    "LEGACY_SETTINGS",
+    "PSEUDO_INPUT_INIT",
+    "write_history_csv",
+    "MODEL_KEYS",
+    "merge_metrics",
+    "save_per_point",
+    "evaluate_method",
+    "evaluate_refined",
+    "evaluate_bdmc",
+    "evaluate_estimators",
+    "limit_points",
+    "check_device",
+]
+
 
 def build_model(cfg: dict, dataset: Dataset):
-    """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's configuration
-    describes, with fresh parameters; ``cfg["weight_init"] == "he"`` He-initialises the linear
-    layers of its encoders and decoders (:func:`pyrovamp.nets.he_init_`; not the prior's own
-    networks), as the paper's code, and clamped pseudo-inputs start as the paper's code starts
+    """The model (``cfg["model"]``: ``vae``, ``hvae``, ``convhvae`` or ``pixelhvae``) a run's
+    configuration describes, with fresh parameters; ``cfg["weight_init"] == "he"`` He-initialises
+    the linear layers of its encoders and decoders (:func:`pyrovamp.nn.he_init_`; not the prior's
+    own networks), as the paper's code, and clamped pseudo-inputs start as the paper's code starts
     them on ``cfg["dataset"]`` (:data:`PSEUDO_INPUT_INIT`).
 
     Raises:
@@ -50,25 +96,30 @@ def build_model(cfg: dict, dataset: Dataset):
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     weight_init = cfg.get("weight_init") or "default"
     if weight_init not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight_init {weight_init!r}; expected one of {', '.join(WEIGHT_INITS)}")
-    kw = {k: cfg.get(k) for k in MODEL_KEYS}
+        raise ValueError(
+            f"unknown weight_init {weight_init!r}; expected one of {', '.join(WEIGHT_INITS)}"
+        )
+    kw: dict[str, Any] = {k: cfg.get(k) for k in MODEL_KEYS}
     if kw["logvar_bounds"] is not None:
         kw["logvar_bounds"] = tuple(kw["logvar_bounds"])
     if name in ("vae", "hvae"):
         kw["dropout"] = cfg.get("dropout") or 0.0
     elif cfg.get("dropout"):
-        raise ValueError(f"dropout is for the MLP models (vae, hvae); model {name!r} has none, "
-                         f"got dropout={cfg['dropout']!r}")
+        raise ValueError(
+            f"dropout is for the MLP models (vae, hvae); model {name!r} has none, "
+            f"got dropout={cfg['dropout']!r}"
+        )
     if name in CONV_MODELS:
         kw.pop("architecture"), kw.pop("num_hidden_layers")
     if kw["prior"] == "flow" and cfg.get("flow"):  # the zuko flow chosen by --flow
         kw["prior"] = make_prior("flow", kw["latent_dim"], flow=cfg["flow"])
-    model = MODELS[name](dataset.image_shape, likelihood=dataset.likelihood,
-                         num_values=dataset.num_values, **kw)
+    model = MODELS[name](
+        dataset.image_shape, likelihood=dataset.likelihood, num_values=dataset.num_values, **kw
+    )
     if weight_init == "he":
         he_init_(m for n, m in model.named_children() if n != "prior")
     if getattr(model.prior, "parameterization", None) == "clamp":
-        model.prior.init_normal(*PSEUDO_INPUT_INIT.get(cfg.get("dataset"), (0.05, 0.01)))
+        model.prior.init_normal(*PSEUDO_INPUT_INIT.get(str(cfg.get("dataset")), (0.05, 0.01)))
     return model
 
 
@@ -89,37 +140,40 @@ def make_folder(path, option: str = "--out") -> Path:
     return path
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def check_device(device: str) -> str:
+    """``device`` if it is ``"cpu"``, or ``"cuda"`` on a machine with CUDA.
+
+    Raises:
+        ValueError: ``"--device cuda was asked for but torch.cuda.is_available() is False"``.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+    return device
 
 
-def save_figure(fig, path) -> None:
-    """``fig.savefig`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def save_figure(fig, path) -> Path:
+    """Write the matplotlib ``fig`` to ``path`` as PNG (110 dpi, tight), atomically."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def write_history_csv(history: list[dict], path) -> None:
     """One row per epoch: ``epoch, beta, lr, train_loss, val_elbo, val_reconstruction, val_kl,
-    val_iwae, seconds, test_log_likelihood, test_seconds`` (nats per data point; seconds of wall time;
-    the test columns are empty except every ``--test-every`` epochs)."""
+    val_iwae, seconds, test_log_likelihood, test_seconds`` (nats per data point; seconds of wall
+    time; the test columns are empty except every ``test_every`` epochs)."""
     buf = io.StringIO()
-    keys = ["epoch", "beta", "lr", "train_loss", "val_elbo", "val_reconstruction", "val_kl",
-            "val_iwae", "seconds", "test_log_likelihood", "test_seconds"]
+    keys = [
+        "epoch",
+        "beta",
+        "lr",
+        "train_loss",
+        "val_elbo",
+        "val_reconstruction",
+        "val_kl",
+        "val_iwae",
+        "seconds",
+        "test_log_likelihood",
+        "test_seconds",
+    ]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in history:
@@ -137,11 +191,10 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
 
     Raises:
         FileNotFoundError: no ``config.json`` or ``model.pt`` in ``run_dir``;
-        pyrovamp.training.CheckpointError: ``model.pt`` is truncated, corrupt or from another
+        ValueError: ``config.json`` is not valid JSON;
+        pyrovamp.errors.CheckpointError: ``model.pt`` is truncated, corrupt or from another
             model.
     """
-    from pyrovamp.training.trainer import MODEL, load_model_weights
-
     run_dir = Path(run_dir)
     for f in ("config.json", MODEL):
         if not (run_dir / f).is_file():
@@ -156,61 +209,96 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
     return model.to(device).eval(), cfg, dataset, meta
 
 
-def evaluate_run(model, dataset: Dataset, num_samples: int, device="cpu", seed: int = 0,
-                 max_points: int | None = None, trainer=None, progress: bool = False) -> dict:
+def limit_points(dataset: Dataset, n: int | None) -> Dataset:
+    """``dataset`` cut to its first ``n`` training, validation and test points (a run's
+    ``max_points``; ``None``: all)."""
+    if n is None:
+        return dataset
+    sampler = dataset.train_sampler
+    return dataclasses.replace(
+        dataset,
+        train=dataset.train[:n],
+        validation=dataset.validation[:n],
+        test=dataset.test[:n],
+        train_sampler=(lambda generator=None: sampler(generator=generator)[:n])
+        if sampler
+        else None,
+    )
+
+
+def evaluate_run(
+    model,
+    dataset: Dataset,
+    num_samples: int,
+    device="cpu",
+    seed: int = 0,
+    max_points: int | None = None,
+    trainer=None,
+    progress: bool = False,
+) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
     diagnostics of the importance weights (``test_log_likelihood_psis``,
     ``share_k_above_threshold`` -- the share of test points whose estimate is unreliable, k-hat
     above ``khat_threshold = min(1 - 1/log10 S, 0.7)`` (Vehtari et al. 2024) -- and
-    ``median_ess``), the
-    active units per latent layer; for models with at most two latent dimensions the exact
-    ``test_log_likelihood_exact`` (quadrature) and its ``exact_error_estimate`` (largest per
-    point); for grey images (discretised logistic) also the negative
-    log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology.
+    ``median_ess``), the active units per latent layer; for models with at most two latent
+    dimensions the exact ``test_log_likelihood_exact`` (quadrature) and its
+    ``exact_error_estimate`` (largest per point); for grey images (discretised logistic) also the
+    negative log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology.
 
     With ``trainer`` (a Lightning ``Trainer`` after data-parallel training) the importance
     sampling and the ELBO are sharded over its processes and gathered; every block of test
     points draws its samples from the seed and the block's index, so the numbers do not depend
     on the number of processes. ``progress``: a progress bar over the test points for the
     importance sampling (one process)."""
-    from pyrovamp.training.trainer import sharded_over_processes
-
     x = dataset.test[:max_points].to(device)
 
     def ll_fn(part, first_block, block):
-        ll, diag = log_likelihood(model, part, num_samples, seed=seed, diagnostics=True,
-                                  batch_size=block, first_block=first_block)
+        ll, diag = log_likelihood(
+            model,
+            part,
+            num_samples,
+            seed=seed,
+            diagnostics=True,
+            batch_size=block,
+            first_block=first_block,
+        )
         return {"ll": ll.cpu(), **{k: torch.as_tensor(v) for k, v in diag.items()}}
 
     def elbo_fn(part, first_block, block):
-        return {"elbo": elbo(model, part, 10, seed=seed + 1, batch_size=block,
-                             first_block=first_block).cpu()}
+        return {
+            "elbo": elbo(
+                model, part, 10, seed=seed + 1, batch_size=block, first_block=first_block
+            ).cpu()
+        }
 
     if trainer is not None and trainer.world_size > 1:
-        from pyrovamp.infer.importance import points_per_block
-
         got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
         ll = got["ll"]
         diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
         el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
     else:
-        ll, diag = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
-                                  progress=progress)
+        ll, diag = log_likelihood(
+            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
+        )
         el = elbo(model, x, 10, seed=seed + 1)
     n = ll.numel()
-    extra = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
+    extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
     if total_latent_dim(model, x) <= MAX_LATENT_DIM:  # quadrature: the exact log p(x)
         ll_exact, err = exact_log_likelihood(model, x)
-        extra.update(test_log_likelihood_exact=float(ll_exact.mean()),
-                     exact_error_estimate=float(err.max()))
+        extra.update(
+            test_log_likelihood_exact=float(ll_exact.mean()), exact_error_estimate=float(err.max())
+        )
     if dataset.likelihood == "discretized_logistic":
-        extra.update(test_nll_per_pixel=float(-ll.mean()) / dataset.input_dim,
-                     unit_per_pixel="nats per pixel")
-    return {**extra,
+        extra.update(
+            test_nll_per_pixel=float(-ll.mean()) / dataset.input_dim,
+            unit_per_pixel="nats per pixel",
+        )
+    return {
+        **extra,
         "test_elbo": float(el.mean()),
         "test_log_likelihood": float(ll.mean()),
-        "test_log_likelihood_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,
+        "test_log_likelihood_se": float(ll.std() / n**0.5) if n > 1 else 0.0,
         "test_nll": float(-ll.mean()),
         "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
         "khat_threshold": khat_threshold(num_samples),
@@ -243,26 +331,31 @@ def merge_metrics(path, new: dict) -> dict:
     return merged
 
 
-def save_per_point(path, **arrays) -> None:
-    """``np.savez`` of per-data-point arrays through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _as_arrays(arrays: dict) -> dict[str, Any]:
+    return {k: np.asarray(v) for k, v in arrays.items()}
 
 
-def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
-                    num_chains: int | None = None, num_steps: int | None = None,
-                    seed: int = 0, progress: bool = False) -> tuple[dict, dict]:
+def save_per_point(path, **arrays) -> Path:
+    """``np.savez`` of per-data-point arrays (``(N,)`` each) to ``path``, atomically."""
+    return atomic_write(path, lambda f: np.savez(f, **_as_arrays(arrays)))
+
+
+def evaluate_method(
+    model,
+    x,
+    method: str,
+    *,
+    num_samples: int = 5000,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
     ``method``: ``"is"`` (importance sampling with ``num_samples``, PSIS diagnostics), ``"ais"``
-    (:func:`pyrovamp.ais.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
-    own) or ``"exact"`` (:func:`pyrovamp.exact.exact_log_likelihood`). ``progress``: a progress
+    (:func:`pyrovamp.infer.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
+    own) or ``"exact"`` (:func:`pyrovamp.infer.exact_log_likelihood`). ``progress``: a progress
     bar over the data points for IS and AIS.
 
     Returns:
@@ -273,50 +366,73 @@ def evaluate_method(model, x, method: str, *, num_samples: int = 5000,
     Raises:
         ValueError: unknown method; a model with more than two latent dimensions for "exact".
     """
-    import time
-
-    from pyrovamp.infer.ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, ais_log_likelihood
-
     if method not in ("is", "ais", "exact"):
         raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
     t0 = time.perf_counter()
     if method == "is":
-        ll, d = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
-                               progress=progress)
+        ll, d = log_likelihood(
+            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
+        )
         per = {"log_likelihood": ll.cpu().numpy(), **d}
-        extra = {"test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
-                 "share_k_above_0.7": float((d["pareto_k"] > 0.7).mean()),
-                 "median_ess": float(np.median(d["ess"])), "num_samples": num_samples}
+        extra = {
+            "test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
+            "share_k_above_0.7": float((d["pareto_k"] > 0.7).mean()),
+            "median_ess": float(np.median(d["ess"])),
+            "num_samples": num_samples,
+        }
     elif method == "ais":
         C = num_chains or DEFAULT_NUM_CHAINS
         T = num_steps or DEFAULT_NUM_STEPS
-        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True,
-                                   progress=progress)
-        per = {"log_likelihood": ll.cpu().numpy(), "acceptance_rate": d["acceptance_rate"],
-               "ess": d["ess"]}
-        extra = {"ais_num_chains": C, "ais_num_steps": T,
-                 "ais_acceptance_rate": float(d["acceptance_rate"].mean()),
-                 "ais_median_ess": float(np.median(d["ess"]))}
+        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True, progress=progress)
+        per = {
+            "log_likelihood": ll.cpu().numpy(),
+            "acceptance_rate": d["acceptance_rate"],
+            "ess": d["ess"],
+        }
+        extra = {
+            "ais_num_chains": C,
+            "ais_num_steps": T,
+            "ais_acceptance_rate": float(d["acceptance_rate"].mean()),
+            "ais_median_ess": float(np.median(d["ess"])),
+        }
     else:
         ll, err = exact_log_likelihood(model, x)
         per = {"log_likelihood": ll.cpu().numpy(), "error_estimate": err.cpu().numpy()}
-        extra = {"exact_error_estimate": float(err.max()),
-                 "exact_error_estimate_mean": float(err.mean())}
+        extra = {
+            "exact_error_estimate": float(err.max()),
+            "exact_error_estimate_mean": float(err.mean()),
+        }
     seconds = time.perf_counter() - t0
     n = ll.numel()
     key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
-    metrics = {key: float(ll.mean()),
-               f"{key}_se": float(ll.std() / n ** 0.5) if n > 1 else 0.0,
-               f"{method}_seconds": seconds, **extra, "num_test_points": n}
+    metrics = {
+        key: float(ll.mean()),
+        f"{key}_se": float(ll.std() / n**0.5) if n > 1 else 0.0,
+        f"{method}_seconds": seconds,
+        **extra,
+        "num_test_points": n,
+    }
     return metrics, per
 
 
-def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_num_samples: int,
-                     lr: float, batch_size: int = 100, num_samples: int = 5000, device="cpu",
-                     seed: int = 0, refine_on: str = "train",
-                     trained_epochs: int | None = None, progress: bool = False) -> dict:
+def evaluate_refined(
+    model,
+    dataset: Dataset,
+    run_dir,
+    *,
+    epochs: int,
+    refine_num_samples: int,
+    lr: float,
+    batch_size: int = 100,
+    num_samples: int = 5000,
+    device="cpu",
+    seed: int = 0,
+    refine_on: str = "train",
+    trained_epochs: int | None = None,
+    progress: bool = False,
+) -> dict:
     """``pyrovamp evaluate RUN --refine-guide EPOCHS [--refine-on train|test]``: refine a copy of
-    the guide with the model frozen (:func:`pyrovamp.refine.refine_guide`, ``epochs`` passes of
+    the guide with the model frozen (:func:`pyrovamp.infer.refine_guide`, ``epochs`` passes of
     the importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
     ``batch_size`` points per step) on the training set (``refine_on="train"``: a better amortised
     guide) or on the test images themselves (``"test"``: a proposal fitted to the images it
@@ -334,83 +450,112 @@ def evaluate_refined(model, dataset: Dataset, run_dir, *, epochs: int, refine_nu
     model's parameters were trained for, as ``is_epochs``) and the refinement's settings and cost
     ``TAG_refine_epochs``, ``TAG_refine_num_samples``, ``TAG_refine_lr``, ``TAG_refine_points``,
     ``TAG_refine_seconds``, ``TAG_refine_bound`` (the bound per refinement epoch); saves the
-    per-point values to ``RUN/log_likelihood_TAG.npz`` and prints a summary line. Returns the new
-    metrics.
+    per-point values to ``RUN/log_likelihood_TAG.npz``. Returns the new metrics.
 
     Raises:
-        ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.refine.refine_guide`.
+        ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.infer.refine_guide`.
         pyrovamp.errors.NonFiniteLossError: the bound became non-finite (nothing is written).
     """
-    import time
-
-    from pyrovamp.errors import NonFiniteLossError
-    from pyrovamp.infer.refine import refine_guide
-
     if refine_on not in ("train", "test"):
         raise ValueError(f"refine_on must be 'train' or 'test', got {refine_on!r}")
     tag = "refined" if refine_on == "train" else "refined_on_test"
     # dynamically binarised data: the training set's one stored binarisation
     fit_on = (dataset.train if refine_on == "train" else dataset.test).to(device)
     t0 = time.perf_counter()
-    refined, history = refine_guide(model, fit_on, epochs=epochs,
-                                    num_samples=refine_num_samples, lr=lr,
-                                    batch_size=batch_size, seed=seed, progress=progress)
+    refined, history = refine_guide(
+        model,
+        fit_on,
+        epochs=epochs,
+        num_samples=refine_num_samples,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
     refine_seconds = time.perf_counter() - t0
-    metrics, per = evaluate_method(refined, dataset.test.to(device), "is", num_samples=num_samples,
-                                   seed=seed, progress=progress)
-    new = {f"test_log_likelihood_{tag}": metrics["test_log_likelihood"],
-           f"test_log_likelihood_{tag}_se": metrics["test_log_likelihood_se"],
-           f"{tag}_num_samples": num_samples, f"{tag}_seconds": metrics["is_seconds"],
-           f"{tag}_median_ess": metrics["median_ess"],
-           f"{tag}_share_k_above_0.7": metrics["share_k_above_0.7"],
-           f"{tag}_refine_epochs": epochs, f"{tag}_refine_num_samples": refine_num_samples,
-           f"{tag}_refine_lr": lr, f"{tag}_refine_points": int(fit_on.shape[0]),
-           f"{tag}_refine_seconds": refine_seconds,
-           f"{tag}_refine_bound": [h["bound"] for h in history],
-           **({} if trained_epochs is None else {f"{tag}_epochs": int(trained_epochs)})}
-    if not (np.isfinite(per["log_likelihood"]).all()
-            and np.isfinite(new[f"{tag}_refine_bound"]).all()):
-        raise NonFiniteLossError("the refined guide gave a non-finite test log-likelihood; "
-                                 "nothing was written (try a smaller --refine-lr)")
+    metrics, per = evaluate_method(
+        refined,
+        dataset.test.to(device),
+        "is",
+        num_samples=num_samples,
+        seed=seed,
+        progress=progress,
+    )
+    new = {
+        f"test_log_likelihood_{tag}": metrics["test_log_likelihood"],
+        f"test_log_likelihood_{tag}_se": metrics["test_log_likelihood_se"],
+        f"{tag}_num_samples": num_samples,
+        f"{tag}_seconds": metrics["is_seconds"],
+        f"{tag}_median_ess": metrics["median_ess"],
+        f"{tag}_share_k_above_0.7": metrics["share_k_above_0.7"],
+        f"{tag}_refine_epochs": epochs,
+        f"{tag}_refine_num_samples": refine_num_samples,
+        f"{tag}_refine_lr": lr,
+        f"{tag}_refine_points": int(fit_on.shape[0]),
+        f"{tag}_refine_seconds": refine_seconds,
+        f"{tag}_refine_bound": [h["bound"] for h in history],
+        **({} if trained_epochs is None else {f"{tag}_epochs": int(trained_epochs)}),
+    }
+    if not (
+        np.isfinite(per["log_likelihood"]).all() and np.isfinite(new[f"{tag}_refine_bound"]).all()
+    ):
+        raise NonFiniteLossError(
+            "the refined guide gave a non-finite test log-likelihood; "
+            "nothing was written (try a smaller --refine-lr)"
+        )
     save_per_point(Path(run_dir) / f"log_likelihood_{tag}.npz", **per)
     merge_metrics(Path(run_dir) / "metrics.json", new)
-    print(f"guide refined on the {refine_on} set ({epochs} epochs of the IWAE-{refine_num_samples} "
-          f"bound on {fit_on.shape[0]} points, {refine_seconds:.1f} s): test log-likelihood "
-          f"{metrics['test_log_likelihood']:.3f} nats (S={num_samples}) on "
-          f"{metrics['num_test_points']} points in {metrics['is_seconds']:.1f} s")
     return new
 
 
-def evaluate_bdmc(model, num_points: int, *, num_chains: int | None = None,
-                  num_steps: int | None = None, seed: int = 0) -> dict:
-    """Bidirectional Monte Carlo (:func:`pyrovamp.ais.bdmc`) on ``num_points`` simulated data
+def evaluate_bdmc(
+    model,
+    num_points: int,
+    *,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Bidirectional Monte Carlo (:func:`pyrovamp.infer.bdmc`) on ``num_points`` simulated data
     points: ``bdmc_lower``, ``bdmc_upper`` (means, nats per data point), ``bdmc_gap`` (mean of
     upper - lower), ``bdmc_gap_max``, ``bdmc_seconds`` and the settings."""
-    import time
-
-    from pyrovamp.infer.ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_STEPS, bdmc
-
     C = num_chains or DEFAULT_NUM_CHAINS
     T = num_steps or DEFAULT_NUM_STEPS
     t0 = time.perf_counter()
     out = bdmc(model, num_points, C, T, seed=seed)
-    return {"bdmc_lower": float(out["lower"].mean()), "bdmc_upper": float(out["upper"].mean()),
-            "bdmc_gap": float(out["gap"].mean()), "bdmc_gap_max": float(out["gap"].max()),
-            "bdmc_num_points": num_points, "bdmc_num_chains": C, "bdmc_num_steps": T,
-            "bdmc_seconds": time.perf_counter() - t0}
+    return {
+        "bdmc_lower": float(out["lower"].mean()),
+        "bdmc_upper": float(out["upper"].mean()),
+        "bdmc_gap": float(out["gap"].mean()),
+        "bdmc_gap_max": float(out["gap"].max()),
+        "bdmc_num_points": num_points,
+        "bdmc_num_chains": C,
+        "bdmc_num_steps": T,
+        "bdmc_seconds": time.perf_counter() - t0,
+    }
 
 
-def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int | None, *,
-                        num_samples: int = 5000, num_chains: int | None = None,
-                        num_steps: int | None = None, seed: int = 0,
-                        epochs: int | None = None, progress: bool = False) -> dict:
+def evaluate_estimators(
+    model,
+    x,
+    run_dir,
+    method: str | None,
+    bdmc_points: int | None,
+    *,
+    num_samples: int = 5000,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    progress: bool = False,
+) -> dict:
     """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if
     ``method``) and :func:`evaluate_bdmc` (if ``bdmc_points``), merge their metrics into
-    ``RUN/metrics.json`` (other keys kept), save the per-point arrays of the method to
-    ``RUN/log_likelihood_<method>.npz`` and print a summary line each. Returns the new metrics.
-    ``epochs``: the epochs the evaluated parameters were trained for, recorded as
-    ``<method>_epochs`` / ``bdmc_epochs`` (so that a table can tell an estimate of the current
-    state of an unfinished run from a stale one). ``progress``: a progress bar for the method.
+    ``RUN/metrics.json`` (other keys kept) and save the per-point arrays of the method to
+    ``RUN/log_likelihood_<method>.npz``. Returns the new metrics. ``epochs``: the epochs the
+    evaluated parameters were trained for, recorded as ``<method>_epochs`` / ``bdmc_epochs`` (so
+    that a table can tell an estimate of the current state of an unfinished run from a stale
+    one). ``progress``: a progress bar for the method.
 
     Raises:
         ValueError: as :func:`evaluate_method`.
@@ -419,24 +564,23 @@ def evaluate_estimators(model, x, run_dir, method: str | None, bdmc_points: int 
     new = {}
     tag = {} if epochs is None else {"epochs": int(epochs)}
     if method is not None:
-        metrics, per = evaluate_method(model, x, method, num_samples=num_samples,
-                                       num_chains=num_chains, num_steps=num_steps, seed=seed,
-                                       progress=progress)
+        metrics, per = evaluate_method(
+            model,
+            x,
+            method,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            num_steps=num_steps,
+            seed=seed,
+            progress=progress,
+        )
         save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
         new.update(metrics)
         new.update({f"{method}_{k}": v for k, v in tag.items()})
-        key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
-        note = (f" (error estimate <= {metrics['exact_error_estimate']:.2g})"
-                if method == "exact" else "")
-        print(f"{method}: test log-likelihood {metrics[key]:.3f} nats{note} on "
-              f"{metrics['num_test_points']} points in {metrics[f'{method}_seconds']:.1f} s")
     if bdmc_points is not None:
-        b = evaluate_bdmc(model, bdmc_points, num_chains=num_chains, num_steps=num_steps,
-                          seed=seed)
-        new.update(b)
+        new.update(
+            evaluate_bdmc(model, bdmc_points, num_chains=num_chains, num_steps=num_steps, seed=seed)
+        )
         new.update({f"bdmc_{k}": v for k, v in tag.items()})
-        print(f"bdmc: {b['bdmc_lower']:.3f} <= log p(x) <= {b['bdmc_upper']:.3f} nats "
-              f"(mean gap {b['bdmc_gap']:.3f}, largest {b['bdmc_gap_max']:.3f}) on "
-              f"{bdmc_points} simulated points in {b['bdmc_seconds']:.1f} s")
     merge_metrics(run_dir / "metrics.json", new)
     return new

@@ -1,0 +1,42 @@
+"""``pyrovamp reproduce table1``: :func:`pyrovamp.workflow.reproduce.reproduce_table1` from the
+command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from pyrovamp.data import DATASETS
+from pyrovamp.workflow.reproduce import reproduce_table1
+
+__all__ = ["run"]
+
+
+def data_roots(items) -> dict:
+    """``--data-root [DATASET=]DIR ...`` as ``{dataset or None: folder}`` (``None``: every data
+    set without its own)."""
+    roots = {}
+    for item in items or ():
+        name, sep, folder = item.partition("=")
+        if sep and name in DATASETS:
+            roots[name] = folder
+        else:
+            roots[None] = item
+    return roots
+
+
+def run(args: argparse.Namespace) -> int:
+    reproduce_table1(
+        args.out,
+        args.datasets,
+        args.models,
+        args.priors,
+        max_minutes=args.max_minutes,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        data_roots=data_roots(args.data_root),
+        max_points=args.max_points,
+        num_samples=args.num_samples,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+    )
+    return 0

@@ -1,0 +1,36 @@
+"""``pyrovamp train``: :func:`pyrovamp.workflow.experiment.train_run` from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pyrovamp.workflow.experiment import train_run
+from pyrovamp.workflow.settings import RUN_DEFAULTS
+
+__all__ = ["run", "result_line"]
+
+
+def result_line(metrics: dict, out) -> str:
+    """The summary of a run's test metrics: log-likelihood, ELBO, epochs and training time."""
+    return (
+        f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
+        f"(S={metrics['num_samples']}), test ELBO {metrics['test_elbo']:.2f}, "
+        f"{metrics['epochs_trained']} epochs in {metrics.get('train_seconds') or 0:.0f} s "
+        f"-> {out}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train a new run (every option not given: its default or the preset's) or continue one
+    (``--resume``: the options given are the changes); print the test metrics of a finished run."""
+    options = {k: v for k, v in vars(args).items() if k in RUN_DEFAULTS}
+    done = train_run(
+        options,
+        Path(args.out) if args.out else None,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if done.metrics is not None:
+        print(result_line(done.metrics, done.out))
+    return 0

@@ -1,0 +1,374 @@
+"""The hierarchical VAEs of the VampPrior paper (sec. 3.2): :class:`HVAE` (two stochastic layers,
+``z2`` with any prior, ``p(z1|z2)``, ``q(z2|x)``, ``q(z1|x, z2)``), :class:`ConvHVAE` and
+:class:`PixelHVAE`."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovamp.distributions import AutoregressiveImage
+from pyrovamp.models.vae import VAE, check_data
+from pyrovamp.nn import (
+    ConditionalGaussian,
+    ConvConditionalEncoder,
+    ConvDecoder,
+    ConvGaussianEncoder,
+    JointNet,
+    PixelCNNDecoder,
+    mark_fused,
+)
+
+__all__ = ["HVAE", "ConvHVAE", "PixelHVAE"]
+
+
+class HVAE(VAE):
+    """Two-level hierarchical VAE of the VampPrior paper (Tomczak & Welling 2018, sec. 3.2).
+
+    Generative model ``p(z2) p(z1|z2) p(x|z1, z2)`` with any prior of :mod:`pyrovamp.priors` on
+    ``z2`` (the VampPrior's components are ``q(z2|u_k)``, through the same encoder the guide uses)
+    and Gaussian ``p(z1|z2)``; guide ``q(z2|x) q(z1|x, z2)``. Sites ``z2``, ``z1`` (latent) and
+    ``x`` (observed), in one ``pyro.plate("data")``. Networks as in the paper's code: two hidden
+    layers everywhere; the conditionals on two variables give each input a layer of its own
+    before a joint layer.
+
+    Args:
+        input_shape, prior, likelihood, num_values, hidden_dim, architecture, num_components,
+        grid_side, prior_hidden_dims, learn_weights, logvar_bounds, num_flows,
+        pseudo_input_parameterization: as :class:`VAE`
+            (the defaults here are the paper's: gated dense layers of 300 units, K=500,
+            log-variances clamped to ``(-6, 2)``).
+        latent_dim: size of ``z2`` (the prior's variable); the paper uses 40.
+        z1_dim: size of ``z1`` (default: ``latent_dim``).
+        num_hidden_layers: hidden layers of ``q(z2|x)`` (the paper: 2).
+        dropout: dropout probability after every hidden layer of the decoder ``p(x|z1, z2)``
+            (a regulariser against over-fitting, not in the paper; active in training only, so
+            the ELBO and log-likelihood estimates use the whole network).
+
+    Raises:
+        ValueError: as :class:`VAE`.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim: int = 40,
+        *,
+        prior="vampprior",
+        likelihood: str = "bernoulli",
+        num_values: int | None = None,
+        hidden_dim: int = 300,
+        architecture: str = "gated",
+        num_components: int = 500,
+        grid_side: int | None = None,
+        prior_hidden_dims=(64, 64),
+        learn_weights: bool | None = None,
+        logvar_bounds=(-6.0, 2.0),
+        num_flows: int = 4,
+        z1_dim: int | None = None,
+        num_hidden_layers: int = 2,
+        pseudo_input_parameterization: str | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__(
+            input_shape,
+            latent_dim,
+            prior=prior,
+            likelihood=likelihood,
+            num_values=num_values,
+            hidden_dim=hidden_dim,
+            num_hidden_layers=num_hidden_layers,
+            architecture=architecture,
+            num_components=num_components,
+            grid_side=grid_side,
+            prior_hidden_dims=prior_hidden_dims,
+            learn_weights=learn_weights,
+            logvar_bounds=logvar_bounds,
+            num_flows=num_flows,
+            pseudo_input_parameterization=pseudo_input_parameterization,
+        )
+        z1_dim = latent_dim if z1_dim is None else z1_dim
+        if not isinstance(z1_dim, int) or z1_dim < 1:
+            raise ValueError(f"z1_dim must be a positive integer, got {z1_dim!r}")
+        self.z1_dim = z1_dim
+        D, H, L2 = self.input_dim, hidden_dim, latent_dim
+        # q(z2|x) is self.encoder (built by VAE.__init__, shared with the VampPrior)
+        self.encoder_z1: nn.Module = ConditionalGaussian(
+            [D, L2], H, z1_dim, architecture, 1, [self.likelihood.normalize, None], logvar_bounds
+        )
+        self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
+        decoder = JointNet(
+            [z1_dim, L2], H, self.likelihood.output_dim, architecture, 1, dropout=dropout
+        )
+        mark_fused(decoder.joint[-1], self.likelihood.output_blocks)
+        self.decoder = decoder
+
+    def model(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1``, ``x``. Raises ``ValueError``
+        on bad ``x`` (shape, NaN, support)."""
+        x = self._data(x)
+        self.register_parameters()
+        prior = self.prior(register=False)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", prior)
+            loc, scale = self.p_z1(z2)
+            z1 = pyro.sample("z1", dist.Normal(loc, scale, validate_args=False).to_event(1))
+            pyro.sample("x", self.decode(z1, z2), obs=x)
+        return z1, z2
+
+    def guide(self, x: torch.Tensor):
+        """``q(z2|x) q(z1|x, z2)``; sites ``z2``, ``z1``. Same input checks as ``model``."""
+        x = self._data(x)
+        self.register_parameters()
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", self.encode(x))
+            z1 = pyro.sample("z1", self.encode_z1(x, z2))
+        return z1, z2
+
+    def encode_z1(self, x: torch.Tensor, z2: torch.Tensor) -> dist.TorchDistribution:
+        """``q(z1|x, z2)``: ``Normal(loc, scale).to_event(1)``, batch shape broadcast of
+        ``x.shape[:-1]`` and ``z2.shape[:-1]``."""
+        loc, scale = self.encoder_z1(x, z2)
+        return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+    def decode(  # type: ignore[override]  # the decoder reads both latent layers
+        self, z1: torch.Tensor, z2: torch.Tensor
+    ) -> dist.TorchDistribution:
+        """``p(x|z1, z2)``: the likelihood's distribution, event ``(D,)``."""
+        return self.likelihood(self.decoder(z1, z2))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
+        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x ~ p(x|z1, z2)`` (or its mean): ``(n, D)``."""
+        z2 = self.prior(register=False).sample((num_samples,))
+        loc, scale = self.p_z1(z2)
+        z1 = loc + scale * torch.randn_like(loc)
+        h = self.decoder(z1, z2)
+        return self.likelihood.mean(h) if mean else self.likelihood(h).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x | z1, z2]`` at the guide's means ``z2 = E[z2|x]``, ``z1 = E[z1|x, z2]``."""
+        x = self._data(x)
+        z2 = self.encoder(x)[0]
+        z1 = self.encoder_z1(x, z2)[0]
+        return self.likelihood.mean(self.decoder(z1, z2))
+
+    @torch.no_grad()
+    def posterior_means(self, x: torch.Tensor, num_samples: int = 10) -> dict:
+        """``E_q[z2|x]`` ``(N, L2)`` and ``E_q[z1|x] = E_{q(z2|x)} E[z1|x, z2]`` ``(N, L1)``
+        (Monte Carlo over ``num_samples`` draws of ``z2``)."""
+        x = self._data(x)
+        loc2, scale2 = self.encoder(x)
+        z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
+        return {"z2": loc2, "z1": self.encoder_z1(x, z2)[0].mean(0)}
+
+
+class ConvHVAE(HVAE):
+    """The convolutional two-level HVAE of the VampPrior paper ("convHVAE", sec. 4 and its code):
+    ``q(z2|x)`` and ``q(z1|x, z2)`` start with five gated convolutions, ``p(z1|z2)`` has two gated
+    dense layers, ``p(x|z1, z2)`` maps ``z1`` and ``z2`` to image size and applies four gated 3x3
+    convolutions of 64 channels. Same sites and methods as :class:`HVAE`; images of
+    ``input_shape`` ``(H, W)``.
+
+    Raises:
+        ValueError: ``input_shape`` is not ``(H, W)`` (a flat ``(784,)`` is read as 28x28 when
+            square), and the errors of :class:`HVAE`.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim: int = 40,
+        *,
+        prior="vampprior",
+        likelihood: str = "bernoulli",
+        num_values: int | None = None,
+        hidden_dim: int = 300,
+        num_components: int = 500,
+        grid_side: int | None = None,
+        prior_hidden_dims=(64, 64),
+        learn_weights: bool | None = None,
+        logvar_bounds=(-6.0, 2.0),
+        num_flows: int = 4,
+        z1_dim: int | None = None,
+        pseudo_input_parameterization: str | None = None,
+    ):
+        super().__init__(
+            input_shape,
+            latent_dim,
+            prior="standard",
+            likelihood=likelihood,
+            num_values=num_values,
+            hidden_dim=hidden_dim,
+            architecture="gated",
+            logvar_bounds=logvar_bounds,
+            z1_dim=z1_dim,
+        )
+        shape = self.input_shape_2d
+        if shape[0] < 4 or shape[1] < 4:
+            raise ValueError(f"ConvHVAE needs image input_shape (H, W), got {self.input_shape}")
+        norm = self.likelihood.normalize
+        self.encoder = ConvGaussianEncoder(shape, latent_dim, norm, logvar_bounds)
+        self.encoder_z1 = ConvConditionalEncoder(
+            shape, latent_dim, self.z1_dim, hidden_dim, norm, logvar_bounds
+        )
+        decoder = ConvDecoder(
+            shape,
+            self.z1_dim,
+            latent_dim,
+            self.likelihood.params_per_dim,
+            pixel_major=self.likelihood.name == "categorical",
+        )
+        mark_fused(decoder.out, self.likelihood.output_blocks)
+        self.decoder = decoder
+        self._set_prior(
+            prior,
+            num_components=num_components,
+            grid_side=grid_side,
+            hidden_dims=prior_hidden_dims,
+            learn_weights=learn_weights,
+            num_flows=num_flows,
+            pseudo_input_parameterization=pseudo_input_parameterization,
+        )
+
+
+class PixelHVAE(ConvHVAE):
+    """The VampPrior paper's PixelHVAE (Tomczak & Welling 2018, sec. 4; their code
+    ``models/PixelHVAE_2level.py``): the convHVAE's encoders ``q(z2|x)``, ``q(z1|x, z2)`` (gated
+    convolutions) and ``p(z1|z2)`` (gated dense), with a PixelCNN decoder ``p(x|z1, z2) =
+    prod_i p(x_i | x_<i, z1, z2)`` (:class:`~pyrovamp.nets.PixelCNNDecoder`: maps of ``z1`` and
+    ``z2`` concatenated with the image, a type-A masked convolution and seven type-B ones of 64
+    channels with batch normalisation and ReLU, a 1x1 convolution to Bernoulli logits or the
+    discretised logistic's location and log-scale). Sites ``z2``, ``z1``, ``x`` in one
+    ``pyro.plate("data")`` as :class:`HVAE`, any prior on ``z2`` (the VampPrior's components
+    through the same ``q(z2|x)`` encoder object the guide uses).
+
+    ``x`` is scored by :class:`~pyrovamp.distributions.AutoregressiveImage`: one decoder pass per
+    latent sample gives every pixel's conditional (teacher forcing on the observed image), so
+    training, importance sampling and the ELBO work unchanged; they take nats per image as
+    every model. Batch normalisation uses batch statistics in ``train()`` mode and its running
+    statistics in ``eval()`` mode, which the evaluation functions switch to. :meth:`sample`
+    draws pixel after pixel, vectorised over the images.
+
+    Args:
+        input_shape: ``(H, W)`` (a flat square size such as ``(784,)`` is read as 28x28).
+        latent_dim: size of ``z2`` (the paper: 40).
+
+    Keyword-only options:
+        prior, likelihood, num_values, hidden_dim, num_components, grid_side,
+        prior_hidden_dims, learn_weights, logvar_bounds, num_flows, z1_dim,
+        pseudo_input_parameterization: as
+            :class:`ConvHVAE` (likelihood ``"bernoulli"``, ``"discretized_logistic"`` or
+            ``"categorical"``).
+        channels: channels of the masked convolutions (the paper: 64).
+        num_masked_layers: masked convolutions, one type A then type B (the paper: 8).
+        kernel_size: their kernel size (the paper: 3).
+        max_decoder_batch: images per decoder pass without autograd (bounds the memory of
+            importance sampling's many passes).
+
+    Raises:
+        ValueError: as :class:`ConvHVAE`, and bad PixelCNN settings.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim: int = 40,
+        *,
+        prior="vampprior",
+        likelihood: str = "bernoulli",
+        num_values: int | None = None,
+        hidden_dim: int = 300,
+        num_components: int = 500,
+        grid_side: int | None = None,
+        prior_hidden_dims=(64, 64),
+        learn_weights: bool | None = None,
+        logvar_bounds=(-6.0, 2.0),
+        num_flows: int = 4,
+        z1_dim: int | None = None,
+        pseudo_input_parameterization: str | None = None,
+        channels: int = 64,
+        num_masked_layers: int = 8,
+        kernel_size: int = 3,
+        max_decoder_batch: int = 256,
+    ):
+        super().__init__(
+            input_shape,
+            latent_dim,
+            prior=prior,
+            likelihood=likelihood,
+            num_values=num_values,
+            hidden_dim=hidden_dim,
+            num_components=num_components,
+            grid_side=grid_side,
+            prior_hidden_dims=prior_hidden_dims,
+            learn_weights=learn_weights,
+            logvar_bounds=logvar_bounds,
+            num_flows=num_flows,
+            z1_dim=z1_dim,
+            pseudo_input_parameterization=pseudo_input_parameterization,
+        )
+        name = self.likelihood.name
+        decoder = PixelCNNDecoder(
+            self.input_shape_2d,
+            self.z1_dim,
+            latent_dim,
+            self.likelihood.params_per_dim,
+            channels=channels,
+            num_layers=num_masked_layers,
+            kernel_size=kernel_size,
+            out_bias=name != "discretized_logistic",
+            pixel_major=name == "categorical",
+            max_batch=max_decoder_batch,
+        )
+        mark_fused(decoder.out, self.likelihood.output_blocks)
+        self.decoder = decoder
+
+    def decode(  # type: ignore[override]  # the decoder reads both latent layers
+        self, z1: torch.Tensor, z2: torch.Tensor
+    ) -> dist.TorchDistribution:
+        """``p(x|z1, z2)``: an :class:`~pyrovamp.distributions.AutoregressiveImage` with batch
+        shape ``broadcast(z1.shape[:-1], z2.shape[:-1])`` and event ``(D,)``."""
+        return AutoregressiveImage(self.decoder, self.likelihood, z1, z2)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
+        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x`` pixel by pixel from ``p(x_i | x_<i, z1,
+        z2)`` for all ``num_samples`` images at once: ``(n, D)``. With ``mean=True`` each pixel
+        is its conditional mean ``E[x_i | x_<i, z1, z2]`` given the pixels drawn before it (the
+        paper's code shows these). Runs in evaluation mode (batch normalisation's running
+        statistics); the model's mode is restored.
+
+        Raises:
+            ValueError: ``num_samples`` not a positive integer.
+        """
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            z2 = self.prior().sample((num_samples,))
+            loc, scale = self.p_z1(z2)
+            z1 = loc + scale * torch.randn_like(loc)
+            values, means = self.decode(z1, z2).sample_with_means()
+        finally:
+            self.train(was_training)
+        return means if mean else values
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Images drawn pixel by pixel from ``p(x | z1, z2)`` at the guide's means ``z2 =
+        E[z2|x]``, ``z1 = E[z1|x, z2]``, each pixel shown as its conditional mean given the drawn
+        pixels before it (as the paper's code reconstructs): ``(N, D)``. Evaluation mode."""
+        x = check_data(x, self.input_dim, self.likelihood)
+        was_training = self.training
+        self.eval()
+        try:
+            z2 = self.encoder(x)[0]
+            z1 = self.encoder_z1(x, z2)[0]
+            return self.decode(z1, z2).sample_with_means()[1]
+        finally:
+            self.train(was_training)

@@ -1,0 +1,213 @@
+"""Priors whose components are the encoder's posteriors at pseudo-inputs: the VampPrior
+(book eqs. 4.48/4.49; Tomczak & Welling 2018, sec. 3) and the GTM-VampPrior (eq. 4.53)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pyrovamp._validate import check_int
+from pyrovamp.nn import MLP
+from pyrovamp.priors.base import Prior, mixing_logits
+from pyrovamp.priors.mixtures import DiagonalGaussianMixture, grid_points
+
+__all__ = ["VampPrior", "GTMVampPrior", "PSEUDO_INPUT_PARAMETERIZATIONS"]
+
+PSEUDO_INPUT_PARAMETERIZATIONS = ("sigmoid", "clamp")
+"""The choices of ``VampPrior(parameterization=...)``."""
+
+
+class VampPrior(Prior):
+    """VampPrior, book eq. (4.48)/(4.49), Tomczak & Welling (2018) sec. 3:
+    ``p(z) = sum_k w_k q(z | u_k)`` with learnable pseudo-inputs ``u_k``.
+
+    The components are the encoder's own posteriors at the pseudo-inputs: ``encoder`` is the same
+    module object as the model's guide uses (shared, not copied). Weights are uniform ``1/K`` as in
+    the paper unless ``learn_weights=True`` (Alemi et al. 2018, eq. 4.49).
+
+    Pseudo-inputs live in data space, from a learnable ``a`` of shape ``(K, D)``, in one of two
+    parameterisations (``parameterization``):
+
+    * ``"sigmoid"`` (default): ``u = low + (high - low) * sigmoid(a)`` -- always valid inputs that
+      never lose their gradient at the edge of the range, but a pixel moves by at most a quarter
+      of the optimiser's step in ``a`` (much less near the edges); ``init="random"`` draws ``u``
+      uniformly over the range.
+    * ``"clamp"`` (the paper's code, ``Model.add_pseudoinputs`` of jmtomczak/vae_vampprior):
+      ``u = low + (high - low) * hardtanh(a, 0, 1)`` -- ``a`` is in units of the data range, as
+      the paper's ``[0, 1]`` pseudo-inputs, so a pixel moves by the optimiser's full step whatever
+      the range (0-255 grey levels included); one pushed past an edge stays there (zero
+      gradient), as in the paper. ``init="random"`` draws ``a ~ N(0.05, 0.01^2)``: nearly black
+      images, the paper's initialisation for MNIST and Omniglot (``load_data.py``; other data
+      sets: :meth:`init_normal`).
+
+    Args:
+        encoder: module mapping ``(..., D)`` data to ``(loc, scale)`` of shape ``(..., L)``.
+        input_dim: data size ``D``.
+        num_components: number of pseudo-inputs ``K``.
+        data_range: ``(low, high)`` of the data values (``(0, 1)`` binary, ``(0, 16)`` Digits).
+        learn_weights: learn the mixing weights (default ``False``: uniform ``1/K``).
+        init: ``"random"`` (see above) or a tensor ``(K, D)`` of training points (see
+            :meth:`init_from_data`).
+        latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+        parameterization: ``"sigmoid"`` or ``"clamp"`` (see above).
+
+    Raises:
+        ValueError: bad sizes, ``init`` neither ``"random"`` nor a ``(K, D)`` tensor, or an
+            unknown ``parameterization``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        input_dim: int,
+        num_components: int = 500,
+        data_range=(0.0, 1.0),
+        learn_weights: bool = False,
+        init="random",
+        latent_dim: int | None = None,
+        parameterization: str = "sigmoid",
+    ):
+        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError("VampPrior needs latent_dim (or an encoder with .latent_dim)")
+        if parameterization not in PSEUDO_INPUT_PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of "
+                f"{', '.join(PSEUDO_INPUT_PARAMETERIZATIONS)}, got {parameterization!r}"
+            )
+        if not (isinstance(init, torch.Tensor) or (isinstance(init, str) and init == "random")):
+            raise ValueError(f"init must be 'random' or a tensor of training data, got {init!r}")
+        super().__init__(latent_dim)
+        check_int("num_components", num_components)
+        check_int("input_dim", input_dim)
+        self.encoder = encoder
+        self.input_dim = input_dim
+        self.num_components = num_components
+        self.parameterization = parameterization
+        self.low, self.high = float(data_range[0]), float(data_range[1])
+        # the parameter's name tells the two apart in a saved state dict
+        self._param_name = (
+            "pseudo_inputs_logit" if parameterization == "sigmoid" else "pseudo_inputs_unclamped"
+        )
+        self.register_parameter(
+            self._param_name, nn.Parameter(torch.empty(num_components, input_dim))
+        )
+        mixing_logits(self, num_components, learn_weights)
+        if isinstance(init, torch.Tensor):
+            self.init_from_data(init)
+            return
+        if parameterization == "sigmoid":
+            with torch.no_grad():
+                self._raw.copy_(
+                    torch.logit(torch.rand(num_components, input_dim).clamp(0.01, 0.99))
+                )
+        else:
+            self.init_normal(0.05, 0.01)
+
+    @property
+    def _raw(self) -> nn.Parameter:
+        """The learnable ``a`` behind the pseudo-inputs, ``(K, D)``."""
+        return getattr(self, self._param_name)
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
+        a = self._raw
+        unit = (
+            torch.nn.functional.hardtanh(a, 0.0, 1.0)
+            if self.parameterization == "clamp"
+            else torch.sigmoid(a)
+        )
+        return self.low + (self.high - self.low) * unit
+
+    @torch.no_grad()
+    def init_normal(self, mean: float, std: float) -> None:
+        """Draw the pseudo-inputs' pixels from ``N(mean, std^2)`` in units of the data range
+        (``0``: ``low``, ``1``: ``high``) -- the paper's random initialisation (``load_data.py``:
+        ``(0.05, 0.01)`` for MNIST and Omniglot, ``(0.5, 0.02)`` for Caltech 101 Silhouettes and
+        Frey Faces, ``(0.4, 0.05)`` for Histopathology). With the sigmoid parameterisation the
+        draws are clipped to ``[0.01, 0.99]`` first.
+
+        Raises:
+            ValueError: ``std`` is negative.
+        """
+        if std < 0:
+            raise ValueError(f"std must be >= 0, got {std}")
+        a = self._raw
+        a.normal_(mean, std)
+        if self.parameterization == "sigmoid":
+            a.copy_(torch.logit(a.clamp(0.01, 0.99)))
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, margin: float = 0.05) -> None:
+        """Set the pseudo-inputs to ``K`` data points ``x`` (``(K, D)``, data space), pulled
+        ``margin`` (fraction of the range) inside the range so their gradients stay alive (the
+        paper's code adds N(0, 0.01) noise to the raw points instead, so about half of its black
+        pixels start clamped, without gradient).
+
+        Raises:
+            ValueError: ``x`` is not ``(K, D)``.
+        """
+        if x.shape != (self.num_components, self.input_dim):
+            raise ValueError(
+                f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        a = self._raw
+        p = margin + (1 - 2 * margin) * (x.to(a) - self.low) / (self.high - self.low)
+        a.copy_(torch.logit(p) if self.parameterization == "sigmoid" else p)
+
+    def distribution(self):
+        loc, scale = self.encoder(self.pseudo_inputs)
+        return DiagonalGaussianMixture(self.logits, loc, scale)
+
+
+class GTMVampPrior(Prior):
+    """GTM-VampPrior, book eq. (4.53): ``p(z) = sum_k w_k q(z | g(u_k))`` -- a fixed 2-D grid
+    mapped by a network ``g`` into data space gives the pseudo-inputs, which go through the
+    model's (shared) encoder.
+
+    Args:
+        encoder: the model's encoder (shared module), ``(..., D) -> (loc, scale)``.
+        input_dim: data size ``D``.
+        grid_side: points per grid side (``K = grid_side**2``).
+        data_range: ``(low, high)`` of the data; ``g``'s output is squashed into it by a sigmoid.
+        hidden_dims: hidden sizes of ``g``.
+        learn_weights: learn ``w`` (as the book) or keep ``1/K`` (default; better on Digits).
+        latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        input_dim: int,
+        grid_side: int = 4,
+        data_range=(0.0, 1.0),
+        hidden_dims: Sequence[int] = (64, 64),
+        learn_weights: bool = False,
+        latent_dim: int | None = None,
+    ):
+        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError("GTMVampPrior needs latent_dim (or an encoder with .latent_dim)")
+        super().__init__(latent_dim)
+        check_int("input_dim", input_dim)
+        self.encoder = encoder
+        self.input_dim = input_dim
+        self.grid_side = grid_side
+        self.num_components = grid_side**2
+        self.low, self.high = float(data_range[0]), float(data_range[1])
+        self.register_buffer("grid", grid_points(grid_side))
+        self.net = MLP(2, hidden_dims, input_dim)
+        mixing_logits(self, self.num_components, learn_weights)
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """``g(u_k)`` in data space, ``(K, D)``."""
+        return self.low + (self.high - self.low) * torch.sigmoid(self.net(self.grid))
+
+    def distribution(self):
+        loc, scale = self.encoder(self.pseudo_inputs)
+        return DiagonalGaussianMixture(self.logits, loc, scale)

@@ -1,0 +1,332 @@
+"""The training plan: a ``LightningModule`` whose loss is a Pyro ELBO (:class:`SVIModule`).
+
+The pattern is Pyro's own (``examples/svi_lightning.py``, the tutorial "SVI with PyTorch
+Lightning"; scvi-tools trains its Pyro models the same way): ``training_step`` returns Pyro's
+differentiable loss (``Trace_ELBO().differentiable_loss(model.model, model.guide, x)``, or
+``TraceMeanField_ELBO`` / the IWAE bound) divided by the batch size, a ``torch.optim`` optimiser
+steps the model's parameters, and Lightning's ``Trainer`` runs the loop. Pyro's global parameter
+store is not used for optimisation, so training works with either value of ``pyro.settings``
+``module_local_params``. On top of that the plan adds KL warm-up (:class:`ScaleLatents`,
+:func:`beta_at`), validation at the end of every epoch on the scored (averaged or live)
+parameters, the learning-rate decay on that score and the check for non-finite losses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.scale_messenger import ScaleMessenger
+
+from pyrovamp._random import derive_seed
+from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.infer.importance import IWAELoss, elbo_terms, log_likelihood
+from pyrovamp.nn.layers import parameter_chunks
+from pyrovamp.training.callbacks import ParameterEMA, WarmupEarlyStopping
+from pyrovamp.training.checkpoint import FORMAT, rng_state, set_rng_state
+from pyrovamp.training.config import (
+    TEST_STREAM,
+    VALIDATION_IWAE_STREAM,
+    VALIDATION_STREAM,
+    TrainConfig,
+)
+from pyrovamp.training.optim import OPTIMIZERS
+
+__all__ = ["LOSSES", "ScaleLatents", "beta_at", "make_loss", "SVIModule"]
+
+LOSSES = {
+    "trace": Trace_ELBO,
+    "meanfield": TraceMeanField_ELBO,
+    "jit_trace": JitTrace_ELBO,
+    "jit_meanfield": JitTraceMeanField_ELBO,
+    "iwae": IWAELoss,
+}
+"""The losses by the names of :data:`pyrovamp._choices.LOSS_NAMES` (build one with
+:func:`make_loss`)."""
+
+
+class ScaleLatents(ScaleMessenger):
+    """``poutine.scale`` restricted to latent (unobserved) sample sites: multiplies their
+    log-densities by ``scale`` -- in model and guide alike, this scales the KL term of the ELBO
+    (KL warm-up) and leaves the reconstruction term alone."""
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.scale * msg["scale"]
+
+
+def beta_at(epoch: int, warmup_epochs: int) -> float:
+    """KL weight of (0-based) ``epoch``: ``min(1, (epoch + 1) / warmup_epochs)`` (1 without
+    warm-up; Bowman et al. 2016, the VampPrior paper sec. 4)."""
+    return 1.0 if warmup_epochs == 0 else min(1.0, (epoch + 1) / warmup_epochs)
+
+
+def make_loss(config: TrainConfig):
+    """The loss object of ``config.loss``: a Pyro ELBO (one data plate, vectorised particles)
+    or :class:`~pyrovamp.infer.importance.IWAELoss`; each has
+    ``differentiable_loss(model, guide, x)`` (nats, summed over the batch)."""
+    if config.loss == "iwae":
+        return IWAELoss(config.num_particles)
+    kw = {
+        "num_particles": config.num_particles,
+        "vectorize_particles": config.num_particles > 1,
+        "max_plate_nesting": 1,
+    }
+    if config.loss.startswith("jit"):
+        kw["ignore_jit_warnings"] = True
+    return LOSSES[config.loss](**kw)
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+class SVIModule(pl.LightningModule):
+    """A ``LightningModule`` around any model with Pyro ``model(x)`` / ``guide(x)`` methods whose
+    loss is a Pyro ELBO (``differentiable_loss``), divided by the batch size: nats per data point.
+
+    Args:
+        model: e.g. :class:`pyrovamp.VAE` (an ``nn.Module`` with ``model`` and ``guide``).
+        config: a :class:`~pyrovamp.training.config.TrainConfig`.
+        test_data: ``(M, D)`` test points for ``config.test_every`` (or ``None``).
+
+    Logged per epoch (Lightning's logger) and appended to ``history``: ``train_loss``, ``beta``,
+    ``lr``, ``val_elbo``, ``val_reconstruction``, ``val_kl``, ``val_iwae`` (``val_bound="iwae"``)
+    and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point).
+
+    Raises (during ``Trainer.fit``):
+        NonFiniteLossError: the loss, a parameter or the validation score became NaN/inf; one
+            line naming the epoch, the step and the last good checkpoint.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, test_data=None):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.test_data = test_data
+        self.loss_fn = make_loss(config)
+        self.beta = 1.0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.checkpoint_path: Path | None = None
+        self._reset_epoch_stats()
+
+    def _reset_epoch_stats(self):
+        self._loss_sum = None
+        self._count = 0
+        self._bad_step = None
+        self._t0 = time.perf_counter()
+
+    # the model's Pyro functions under the KL weight of this epoch
+    def _model(self, x):
+        with ScaleLatents(self.beta):
+            return self.model.model(x)
+
+    def _guide(self, x):
+        with ScaleLatents(self.beta):
+            return self.model.guide(x)
+
+    def configure_optimizers(self):
+        params = list(self.model.parameters())
+        if self.config.optimizer == "adamnormgrad":  # the paper's tensors, block by block
+            params = [{"params": params, "norm_chunks": parameter_chunks(self.model)}]
+        optimizer = OPTIMIZERS[self.config.optimizer](params, lr=self.config.lr)
+        if self.config.lr_decay is None:
+            return optimizer
+        # threshold 0 in absolute units: any better validation score counts, as for early
+        # stopping (the default relative threshold misjudges a negative score)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=self.config.lr_decay,
+            patience=self.config.lr_patience,
+            threshold=0.0,
+            threshold_mode="abs",
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": plateau,
+                "monitor": self.config.monitor,
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler, metric):
+        """Nothing: the decay steps in :meth:`on_train_epoch_end` (Lightning would step it after
+        the epoch's checkpoints are written, so a resumed run would miss one step)."""
+
+    def _decay_lr(self, score: float) -> None:
+        """Step the learning-rate decay on the validation score, after the KL warm-up only (during
+        it the ELBO moves with beta, as for :class:`WarmupEarlyStopping`)."""
+        if self.config.lr_decay is not None and self.current_epoch + 1 > self.config.warmup_epochs:
+            plateau = self.lr_schedulers()
+            assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            plateau.step(score)
+
+    def on_train_epoch_start(self):
+        self.beta = beta_at(self.current_epoch, self.config.warmup_epochs)
+        self._reset_epoch_stats()
+
+    def training_step(self, batch, batch_idx):
+        x = batch
+        try:
+            loss = self.loss_fn.differentiable_loss(self._model, self._guide, x) / x.shape[0]
+        except (ValueError, RuntimeError, IndexError) as e:
+            if not _all_finite(self.model.parameters()):
+                raise NonFiniteLossError(self._nonfinite_message(self.global_step)) from e
+            raise
+        d = loss.detach().double() * x.shape[0]
+        # no host synchronisation per step: accumulate on the device, check at the epoch's end
+        step = torch.tensor(self.global_step, device=d.device)
+        bad = ~torch.isfinite(d)
+        if self._loss_sum is None:
+            self._loss_sum, self._bad_step = d, torch.where(bad, step, torch.full_like(step, -1))
+        else:
+            self._loss_sum = self._loss_sum + d
+            self._bad_step = torch.where(bad & (self._bad_step < 0), step, self._bad_step)
+        self._count += x.shape[0]
+        return loss
+
+    def _nonfinite_message(self, step) -> str:
+        where = (
+            f"the last good checkpoint is {self.checkpoint_path}"
+            if (self.checkpoint_path is not None and self.checkpoint_path.is_file())
+            else "no checkpoint was written yet"
+        )
+        return (
+            f"non-finite loss at epoch {self.current_epoch + 1}, step {int(step) + 1}: training "
+            f"stopped; {where} (nothing non-finite was saved; try a smaller lr)"
+        )
+
+    def on_train_epoch_end(self):
+        total = (
+            self._loss_sum
+            if self._loss_sum is not None
+            else torch.zeros((), dtype=torch.float64, device=self.device)
+        )
+        stats = torch.stack(
+            [total, torch.tensor(float(self._count), dtype=torch.float64, device=total.device)]
+        )
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        bad = self._bad_step is not None and int(self._bad_step) >= 0
+        if bad or not torch.isfinite(stats[0]) or not _all_finite(self.model.parameters()):
+            step = int(self._bad_step) if bad else self.global_step - 1
+            raise NonFiniteLossError(self._nonfinite_message(step))
+        record = {
+            "epoch": self.current_epoch + 1,
+            "beta": self.beta,
+            "train_loss": float(stats[0] / stats[1]),
+            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
+        }
+        dm = self.trainer.datamodule
+        if dm is not None and dm.validation is not None:
+            self._validate(dm.validation, record)
+        record["seconds"] = time.perf_counter() - self._t0
+        self.train_seconds += record["seconds"]
+        every = self.config.test_every
+        if every and self.test_data is not None and (self.current_epoch + 1) % every == 0:
+            t0 = time.perf_counter()
+            scored = self._scored_model()
+            ll = log_likelihood(
+                scored,
+                self.test_data.to(self.device),
+                self.config.test_num_samples,
+                seed=derive_seed(self.config.seed, TEST_STREAM),
+            )
+            self._back_to_training(scored)
+            record.update(
+                test_log_likelihood=float(ll.mean()), test_seconds=time.perf_counter() - t0
+            )
+        self.history.append(record)
+        self.log_dict(
+            {
+                k: float(v)
+                for k, v in record.items()
+                if k not in ("epoch", "seconds", "test_seconds")
+            },
+            on_epoch=True,
+            on_step=False,
+            rank_zero_only=True,
+        )
+
+    def _validate(self, validation: torch.Tensor, record: dict) -> None:
+        """Score the scored parameters on the validation data into ``record``, then step the
+        learning-rate decay on the score (before this epoch's checkpoints, which hold its
+        state)."""
+        scored = self._scored_model()
+        iwae = self.config.val_bound == "iwae"
+        seed, epoch = self.config.seed, self.current_epoch
+        terms = elbo_terms(
+            scored,
+            validation,
+            1 if iwae else self.config.val_num_samples,
+            seed=derive_seed(seed, VALIDATION_STREAM, epoch),
+        )
+        record.update(
+            val_elbo=float(terms["elbo"].mean()),
+            val_reconstruction=float(terms["reconstruction"].mean()),
+            val_kl=float(terms["kl"].mean()),
+        )
+        if iwae:
+            record["val_iwae"] = float(
+                log_likelihood(
+                    scored,
+                    validation,
+                    self.config.val_num_samples,
+                    seed=derive_seed(seed, VALIDATION_IWAE_STREAM, epoch),
+                ).mean()
+            )
+        # one score for all processes, so that every process decays its optimiser alike
+        v = float(self.trainer.strategy.broadcast(record[self.config.monitor], src=0))
+        record[self.config.monitor] = v
+        if not math.isfinite(v):
+            raise NonFiniteLossError(
+                f"non-finite {self.config.monitor} at epoch {epoch + 1}: training "
+                f"stopped; the last good checkpoint is {self.checkpoint_path}"
+            )
+        self._decay_lr(v)
+        self._back_to_training(scored)
+
+    def _back_to_training(self, scored: torch.nn.Module) -> None:
+        self.model.train()
+        if scored is not self.model:
+            scored.train()
+
+    def _scored_model(self) -> torch.nn.Module:
+        """The model that validation scores: the parameter average when EMA is on."""
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]  # set at Trainer init
+        for cb in callbacks:
+            if isinstance(cb, ParameterEMA):
+                return cb.averaged_model(self)
+        return self.model
+
+    # --- checkpoint contents: the run's own state, all weights-only safe --------------------
+    def on_save_checkpoint(self, checkpoint):
+        scored = self._scored_model()
+        checkpoint["pyrovamp"] = {
+            "format": FORMAT,
+            "config": asdict(self.config),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "model_class": type(self.model).__name__,
+            "scored_state": {k: v.detach().clone() for k, v in scored.state_dict().items()},
+            "scored": "averaged" if scored is not self.model else "last",
+            "rng": rng_state(),
+            "stopped_early": any(
+                isinstance(cb, WarmupEarlyStopping) and cb.fired
+                for cb in self.trainer.early_stopping_callbacks
+            ),
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint["pyrovamp"]
+        self.history = list(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+        set_rng_state(state["rng"])

@@ -1,0 +1,436 @@
+"""Running a training: :func:`fit` (and its notebook face :func:`train`) checks the settings and
+the data, builds the plan (:class:`~pyrovamp.training.plan.SVIModule`), the data module and the
+callbacks, runs Lightning's ``Trainer`` and leaves the model holding the result's parameters.
+
+A run writes its checkpoints atomically with the random states in them, so a run killed at any
+moment and resumed ends with the same parameters as the uninterrupted run; a non-finite loss
+stops it with one line naming the epoch, the step and the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pyro
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from pyrovamp.errors import CheckpointError, NonFiniteLossError
+from pyrovamp.models.vae import check_data
+from pyrovamp.training.callbacks import ParameterEMA, PieceTimer, WarmupEarlyStopping
+from pyrovamp.training.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    FORMAT,
+    MODEL,
+    atomic_save,
+    load_model_weights,
+    read_checkpoint,
+)
+from pyrovamp.training.config import TrainConfig, check_resume
+from pyrovamp.training.data import EpochData, SVIDataModule
+from pyrovamp.training.plan import SVIModule
+
+__all__ = ["TrainResult", "AtomicCheckpointIO", "quiet_lightning", "fit", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch, beta, train_loss`` (negative beta-weighted ELBO,
+            nats per data point), ``lr`` (the epoch's learning rate), ``val_elbo``,
+            ``val_reconstruction``, ``val_kl``, ``val_iwae`` (with ``val_bound="iwae"``; nats
+            per data point; with validation data), ``seconds`` (training and validation wall time)
+            and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point, the
+            mean over the test data given to :func:`fit`) and ``test_seconds``.
+        epochs: epochs trained so far (over all pieces).
+        finished: ``True`` when ``epochs`` were reached or early stopping fired (the model holds
+            the final parameters); ``False`` when the time limit stopped this piece.
+        stopped_early: early stopping fired.
+        best_val_elbo: best validation score (nats per data point): the ELBO, or the IWAE bound
+            with ``val_bound="iwae"``; ``None`` without validation data.
+        train_seconds: training wall time over all pieces.
+        source: which parameters the model holds: ``"best"``, ``"averaged"`` or ``"last"``.
+        checkpoint_dir: the folder with ``checkpoint.ckpt``, ``best.ckpt`` and ``model.pt``
+            (``None`` when training ran without one).
+        trainer: the Lightning ``Trainer`` that ran (its strategy serves the sharded test
+            evaluation after data-parallel training).
+    """
+
+    history: list
+    epochs: int
+    finished: bool
+    stopped_early: bool
+    best_val_elbo: float | None
+    train_seconds: float
+    source: str
+    checkpoint_dir: Path | None
+    trainer: object = dataclasses.field(default=None, repr=False)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O with pyrovamp's files: written atomically
+    (:func:`~pyrovamp.training.checkpoint.atomic_save`), read back with ``weights_only=True``
+    (:func:`~pyrovamp.training.checkpoint.read_checkpoint`)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return read_checkpoint(path, map_location=map_location)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's known, harmless chatter during :func:`fit` (device banners, tips,
+    "checkpoint directory exists" on resume, few-workers hints for in-memory tensors, a
+    deprecation inside Lightning); warnings and errors of every other kind still show."""
+    names = (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.pytorch",
+        "lightning.fabric.utilities.distributed",
+    )
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for msg in (
+            ".*does not have many workers.*",
+            ".*exists and is not empty.*",
+            ".*LeafSpec.*",
+            ".*smaller than the logging interval.*",
+            ".*litlogger.*",
+            # the epoch's metrics are computed identically on every process
+            ".*sync_dist=True.*",
+        ):
+            warnings.filterwarnings("ignore", message=msg)
+        for lg in loggers:
+            lg.setLevel(max(lg.level, logging.WARNING))
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels, strict=True):
+                lg.setLevel(lv)
+
+
+def _checked(model: torch.nn.Module, x, name: str):
+    """``x`` checked against ``model`` (:func:`pyrovamp.check_data` for pyrovamp's models; a
+    tensor for any other model), or ``None``."""
+    if x is None:
+        return None
+    input_dim, likelihood = getattr(model, "input_dim", None), getattr(model, "likelihood", None)
+    if input_dim is not None and likelihood is not None:
+        return check_data(x, input_dim, likelihood, name)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _logger(config: TrainConfig, folder: Path):
+    if config.logger == "none":
+        return False
+    if config.logger == "tensorboard":
+        return TensorBoardLogger(save_dir=str(folder), name="logs")
+    return CSVLogger(save_dir=str(folder), name="logs")
+
+
+def _callbacks(config: TrainConfig, folder: Path, validated: bool):
+    """The run's callbacks: ``(callbacks, best, early, ema)``, the last three ``None`` where
+    off."""
+    callbacks: list[pl.Callback] = []
+    best = early = None
+    if validated:
+        best = ModelCheckpoint(
+            dirpath=folder,
+            filename=Path(BEST).stem,
+            monitor=config.monitor,
+            mode="max",
+            save_top_k=1,
+            save_weights_only=True,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+        callbacks.append(best)
+        if config.patience is not None:
+            early = WarmupEarlyStopping(
+                config.warmup_epochs,
+                monitor=config.monitor,
+                mode="max",
+                patience=config.patience,
+                check_finite=True,
+            )
+            callbacks.append(early)
+    # after the best-parameters checkpoint, so the last checkpoint holds its updated state
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=folder,
+            filename=Path(CHECKPOINT).stem,
+            save_top_k=1,
+            monitor=None,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+    )
+    ema = ParameterEMA(config.ema_decay) if config.ema_decay is not None else None
+    if ema is not None:
+        callbacks.append(ema)
+    # always present (without a budget when max_minutes is None), so that a run made in pieces
+    # resumes without Lightning's warning about a callback missing from the checkpoint
+    callbacks.append(
+        PieceTimer(
+            duration=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
+            interval="epoch",
+            verbose=False,
+        )
+    )
+    return callbacks, best, early, ema
+
+
+def _choose_parameters(model, trainer, module, best, ema) -> str:
+    """Load the result's parameters into ``model``: the best validated ones, else the average,
+    else the last; chosen by the process of rank 0 and sent to the others (no shared file
+    system needed). Returns ``"best"``, ``"averaged"`` or ``"last"``."""
+    source = "last"
+    if trainer.is_global_zero:
+        if best is not None and Path(best.best_model_path or "").is_file():
+            load_model_weights(model, best.best_model_path)
+            source = "best"
+        elif ema is not None:
+            model.load_state_dict(ema.averaged_model(module).state_dict())
+            source = "averaged"
+    if trainer.world_size > 1:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        source, state = trainer.strategy.broadcast((source, state), src=0)
+        model.load_state_dict(state)
+    return source
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data,
+    validation_data=None,
+    config: TrainConfig | None = None,
+    *,
+    checkpoint_dir=None,
+    resume: bool = False,
+    test_data=None,
+    **overrides,
+) -> TrainResult:
+    """Train ``model`` with a Pyro ELBO on Lightning; the model is returned in evaluation mode
+    holding the best (or averaged, or last) parameters.
+
+    Args:
+        model: an ``nn.Module`` with Pyro ``model(x)`` and ``guide(x)`` (``VAE``, ``HVAE``, ...).
+        train_data: ``(N, D)`` training data (tensor, numpy array; checked against the model
+            before any work), or a callable ``sampler(generator=None) -> (N, D)`` drawing a fresh
+            binarisation per epoch (``Dataset.train_sampler``).
+        validation_data: ``(M, D)`` data for early stopping and the choice of the best
+            parameters (``None``: the last or averaged parameters are kept).
+        config: a :class:`~pyrovamp.training.config.TrainConfig`; keyword ``overrides`` replace
+            its fields.
+        checkpoint_dir: folder for ``checkpoint.ckpt`` (the last epoch's full state),
+            ``best.ckpt``, ``model.pt`` (the result's parameters) and the logs; ``None``: a
+            temporary folder, removed afterwards.
+        resume: continue from ``checkpoint_dir/checkpoint.ckpt``; only the settings of
+            :data:`~pyrovamp.training.config.RESUMABLE` may differ from the run's.
+        test_data: ``(M, D)`` test points whose log-likelihood is estimated every
+            ``config.test_every`` epochs (a fixed subset: e.g.
+            :func:`pyrovamp.data.spread_subset` of the test set); never used for training or
+            for the choice of parameters.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: a bad setting or bad data (before any work); ``CheckpointError`` (a
+            ``ValueError``): resuming from a missing, corrupt or foreign checkpoint, or with a
+            changed setting; ``NonFiniteLossError``: the loss became NaN/inf (the model then
+            holds the last good checkpoint's parameters).
+    """
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    config.validate()
+    sampler = (
+        train_data if callable(train_data) and not isinstance(train_data, torch.Tensor) else None
+    )
+    check = None
+    if sampler is None:
+        first = train_data = _checked(model, train_data, "train")
+    else:
+        check = functools.partial(_checked, model, name="train")
+        first = check(sampler(generator=torch.Generator().manual_seed(config.seed)))
+    validation_data = _checked(model, validation_data, "validation")
+    test_data = _checked(model, test_data, "test")
+    if config.test_every is not None and test_data is None:
+        raise ValueError("test_every needs test_data (the test points of the learning curve)")
+    if config.lr_decay is not None and validation_data is None:
+        raise ValueError("lr_decay needs validation_data (it decays on the validation score)")
+    if first.shape[0] < 1:
+        raise ValueError("train must hold at least one data point")
+
+    tmp = None
+    if checkpoint_dir is None:
+        if resume:
+            raise ValueError("resume=True needs checkpoint_dir (the run's folder)")
+        tmp = tempfile.TemporaryDirectory(prefix="pyrovamp-")
+        folder = Path(tmp.name)
+    else:
+        folder = Path(checkpoint_dir)
+    ckpt_path = folder / CHECKPOINT
+    max_epochs = config.epochs
+    if resume:
+        state = read_checkpoint(ckpt_path, map_location="cpu")
+        check_resume(state["pyrovamp"]["config"], config, ckpt_path)
+        if state["pyrovamp"].get("stopped_early"):  # a finished run stays finished
+            max_epochs = min(max_epochs, int(state["epoch"]) + 1)
+    else:
+        if ckpt_path.exists() or (folder / BEST).exists():
+            raise CheckpointError(
+                f"{folder} already holds a run's checkpoint; pass resume=True to "
+                "continue it, or choose another checkpoint_dir"
+            )
+        pyro.set_rng_seed(config.seed)
+
+    module = SVIModule(model, config, test_data)
+    module.checkpoint_path = ckpt_path
+    data = SVIDataModule(
+        EpochData(first, sampler, config.seed, check),
+        validation_data,
+        config.batch_size,
+        config.seed,
+    )
+    callbacks, best, early, ema = _callbacks(config, folder, validation_data is not None)
+    model.train()
+    try:
+        with quiet_lightning():
+            accelerator, devices = config.lightning_devices()
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=config.num_nodes,
+                strategy=config.strategy,
+                precision=config.precision,  # type: ignore[arg-type]  # one of PRECISIONS
+                max_epochs=max_epochs,
+                logger=_logger(config, folder),
+                callbacks=callbacks,
+                enable_progress_bar=config.progress,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                use_distributed_sampler=False,
+                default_root_dir=str(folder),
+                log_every_n_steps=1,
+                gradient_clip_val=None,
+                deterministic=False,
+                plugins=[AtomicCheckpointIO()],
+            )
+            trainer.fit(
+                module, datamodule=data, ckpt_path=ckpt_path if resume else None, weights_only=True
+            )
+    except NonFiniteLossError:
+        if ckpt_path.is_file():  # leave the model at the last good parameters
+            load_model_weights(model, ckpt_path)
+        model.eval()
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    stopped_early = early is not None and early.fired
+    finished = stopped_early or trainer.current_epoch >= max_epochs
+    best_val = None
+    if best is not None and best.best_model_score is not None:
+        best_val = float(best.best_model_score)
+    source = _choose_parameters(model, trainer, module, best, ema)
+    model.eval()
+    result = TrainResult(
+        history=list(module.history),
+        epochs=trainer.current_epoch,
+        finished=bool(finished),
+        stopped_early=bool(stopped_early),
+        best_val_elbo=best_val,
+        train_seconds=module.train_seconds,
+        source=source,
+        checkpoint_dir=None if tmp is not None else folder,
+    )
+    if trainer.is_global_zero and tmp is None:
+        atomic_save(
+            {
+                "pyrovamp": {
+                    "format": FORMAT,
+                    "model_class": type(model).__name__,
+                    "scored_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "source": source,
+                    "epochs": result.epochs,
+                    "finished": result.finished,
+                    "stopped_early": result.stopped_early,
+                    "best_val_elbo": best_val,
+                    "history": result.history,
+                    "train_seconds": result.train_seconds,
+                    "config": asdict(config),
+                }
+            },
+            folder / MODEL,
+        )
+    result.trainer = trainer
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def train(
+    model: torch.nn.Module,
+    train_data,
+    validation_data=None,
+    *,
+    checkpoint_dir=None,
+    resume: bool = False,
+    test_data=None,
+    **options,
+) -> list[dict]:
+    """Train ``model`` on Lightning with a Pyro ELBO (the notebook face of :func:`fit`).
+
+    ``options`` are :class:`~pyrovamp.training.config.TrainConfig` fields -- the same settings
+    as ``pyrovamp train`` (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``loss``,
+    ``warmup_epochs``, ``patience``, ``ema_decay``, ``lr_decay``, ``lr_patience``,
+    ``val_bound``, ``val_num_samples``, ``accelerator``, ``devices``, ``strategy``,
+    ``precision``, ``logger``, ``max_minutes``, ``test_every``, ...). The model comes back in
+    evaluation mode with the best (validated), averaged or last parameters. With
+    ``test_every=N`` and ``test_data``, the history holds the test log-likelihood every N epochs
+    (a learning curve).
+
+    Returns:
+        The per-epoch history (see :class:`TrainResult`).
+
+    Raises:
+        ValueError: an unknown option, a bad setting or bad data, before any work; see
+        :func:`fit` for the rest.
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(options) - names
+    if unknown:
+        raise ValueError(
+            f"unknown training option(s) {sorted(unknown)}; expected some of {sorted(names)}"
+        )
+    return fit(
+        model,
+        train_data,
+        validation_data,
+        TrainConfig(**options),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        test_data=test_data,
+    ).history

@@ -1,0 +1,471 @@
+"""The work of ``pyrovamp train`` and ``pyrovamp evaluate`` as library functions: train a model
+from a run's settings into a run folder (:func:`train_run`), and recompute a run folder's test
+metrics (:func:`evaluate_run_folder`). Every check runs before any work, so that a bad setting
+never touches an existing run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyro
+import torch
+import torch.distributed as dist
+
+from pyrovamp.data import load_dataset, spread_subset
+from pyrovamp.errors import CheckpointError
+from pyrovamp.training import (
+    CHECKPOINT,
+    MODEL,
+    TrainResult,
+    fit,
+    load_model_weights,
+    read_checkpoint,
+)
+from pyrovamp.workflow.plots import (
+    plot_active_units,
+    plot_history,
+    plot_latent,
+    plot_pseudo_inputs,
+    plot_reconstructions,
+    plot_samples,
+)
+from pyrovamp.workflow.runs import (
+    atomic_write_text,
+    build_model,
+    check_device,
+    evaluate_estimators,
+    evaluate_refined,
+    evaluate_run,
+    limit_points,
+    load_run,
+    make_folder,
+    merge_metrics,
+    save_figure,
+    write_history_csv,
+)
+from pyrovamp.workflow.settings import TEST_POINTS, new_run_config, resumed_config, train_config
+
+__all__ = [
+    "TrainedRun",
+    "RunEvaluation",
+    "train_run",
+    "evaluate_run_folder",
+    "write_metrics_and_figures",
+    "process_rank",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedRun:
+    """What :func:`train_run` did.
+
+    Attributes:
+        out: the run folder.
+        result: :func:`pyrovamp.training.fit`'s result.
+        metrics: the test metrics written to ``metrics.json`` (a finished run, on the process of
+            rank 0); ``None`` for a run stopped by ``max_minutes`` and on the other processes.
+    """
+
+    out: Path
+    result: TrainResult
+    metrics: dict | None
+
+
+@dataclass
+class RunEvaluation:
+    """What :func:`evaluate_run_folder` computed (``None``: not asked for).
+
+    Attributes:
+        metrics: the full refresh: ``metrics.json`` as written.
+        refined: the new metrics of :func:`pyrovamp.workflow.runs.evaluate_refined`.
+        estimators: the new metrics of :func:`pyrovamp.workflow.runs.evaluate_estimators`.
+        num_test_points: test points evaluated.
+    """
+
+    metrics: dict | None = None
+    refined: dict | None = None
+    estimators: dict | None = None
+    num_test_points: int = 0
+
+
+def process_rank(devices: int = 1) -> int:
+    """This process's global rank under Lightning's or torchrun's launcher (0 when alone)."""
+    if os.environ.get("RANK"):
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _check_folder_option(path, option: str) -> None:
+    if path is not None and not Path(path).is_dir():
+        raise ValueError(f"{option} {path} is not a folder")
+
+
+def _read_config(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what}: {path} is not valid JSON ({e.msg})") from None
+
+
+def train_run(
+    options: dict, out=None, *, resume: bool = False, progress: bool = True
+) -> TrainedRun:
+    """``pyrovamp train``: check the settings, train and write the run folder ``out``.
+
+    A new run resolves ``options`` (:func:`pyrovamp.workflow.settings.new_run_config`) and writes
+    ``config.json``; a resumed one (``resume=True``) continues ``out`` from its
+    ``checkpoint.ckpt`` with ``options`` as the changes
+    (:func:`pyrovamp.workflow.settings.resumed_config`). Training writes ``checkpoint.ckpt``,
+    ``best.ckpt``, ``model.pt`` and ``history.csv``; a finished run gets its test metrics and
+    figures (:func:`write_metrics_and_figures`), a run stopped by ``max_minutes`` its learning
+    curve so far (``loss.png``). With several processes (Lightning's launcher) only rank 0 writes.
+
+    Args:
+        options: settings keyed as the options of ``pyrovamp train`` (``None`` values: not given).
+        out: the run folder (default for a new run: ``runs/<dataset>_<prior>_<time>``).
+        resume: continue the run in ``out``.
+        progress: progress bars (rank 0 only).
+
+    Raises:
+        ValueError: a bad setting, an unusable ``out``, a missing or damaged checkpoint, a
+            changed setting on resume, an ``init_from`` run of another model (one line naming the
+            option; nothing is written); ``FileNotFoundError``: a missing data file;
+            ``pyrovamp.errors.NonFiniteLossError``: the loss became non-finite.
+    """
+    options = dict(options)
+    rank = process_rank(options.get("devices") or 1)
+    check_device(options.get("device") or "cpu")
+    _check_folder_option(options.get("data_root"), "--data-root")
+    if resume:
+        if out is None:
+            raise ValueError("--resume needs --out RUN_DIR")
+        out = Path(out)
+        for f in ("config.json", CHECKPOINT):
+            if not (out / f).is_file():
+                raise ValueError(f"cannot resume: {out / f} is missing")
+        read_checkpoint(out / CHECKPOINT)  # a truncated or corrupt file: one line, before any work
+        cfg = resumed_config(_read_config(out / "config.json", "cannot resume"), options, str(out))
+    else:
+        cfg = new_run_config(options)
+        out = (
+            Path(out)
+            if out is not None
+            else Path("runs")
+            / (f"{cfg['dataset']}_{cfg['prior']}_{time.strftime('%Y%m%d-%H%M%S')}")
+        )
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a folder")
+        if rank == 0 and out.is_dir() and any(out.iterdir()):
+            raise ValueError(
+                f"--out {out} already exists and is not empty; use --resume to "
+                "continue that run or choose another folder"
+            )
+        if cfg.get("init_from") is not None:
+            init = Path(cfg["init_from"])
+            if not (init / MODEL).is_file():
+                raise ValueError(f"--init-from {init}: no {MODEL} there (a finished run folder)")
+            cfg["init_from"] = str(init.resolve())
+    tcfg = train_config(cfg, progress=progress and rank == 0)
+    tcfg.validate()
+    dataset = limit_points(
+        load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points")
+    )
+    pyro.set_rng_seed(cfg["seed"])
+    model = build_model(cfg, dataset)
+    if not resume and cfg.get("init_from") is not None:
+        try:  # before out is made
+            load_model_weights(model, Path(cfg["init_from"]) / MODEL)
+        except CheckpointError as e:  # names the keys where the two models differ
+            raise ValueError(f"--init-from: {e} (the run's model differs from this one)") from None
+
+    if rank == 0:
+        make_folder(out)
+    if not resume:
+        if rank == 0:
+            atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+        if (
+            cfg.get("pseudo_inputs") == "data"
+            and hasattr(model.prior, "init_from_data")
+            and cfg.get("init_from") is None
+        ):
+            idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
+            model.prior.init_from_data(dataset.train[idx])
+    if rank == 0:
+        logger.info(
+            "training %s with the %s prior on %s -> %s",
+            cfg["model"],
+            cfg["prior"],
+            cfg["dataset"],
+            out,
+        )
+    test_data = (
+        spread_subset(dataset.test, cfg.get("test_points") or TEST_POINTS)
+        if cfg.get("test_every")
+        else None
+    )
+    validation = (
+        dataset.validation
+        if not cfg.get("val_points")
+        else spread_subset(dataset.validation, cfg["val_points"])
+    )
+    result = fit(
+        model,
+        dataset.train_sampler or dataset.train,
+        validation,
+        tcfg,
+        checkpoint_dir=out,
+        resume=resume,
+        test_data=test_data,
+    )
+    metrics, ok = None, False
+    try:
+        if rank == 0:
+            write_history_csv(result.history, out / "history.csv")
+            if not result.finished:  # the learning curve so far (a finished run draws it below)
+                save_figure(plot_history(result.history), out / "loss.png")
+        if result.finished:
+            metrics = _finish_run(model, dataset, cfg, tcfg, result, out)
+        elif rank == 0:
+            logger.info(
+                "stopped after %d of %d epochs (--max-minutes); the test evaluation runs "
+                "when the run finishes: continue with pyrovamp train --resume --out %s",
+                result.epochs,
+                cfg["epochs"],
+                out,
+            )
+        ok = True
+    finally:
+        _end_processes(ok)
+    return TrainedRun(out, result, metrics)
+
+
+def _end_processes(ok: bool) -> None:
+    """After data-parallel training: wait for every process (when all went well) and end the
+    process group, so that gloo's and NCCL's threads stop before the interpreter does."""
+    if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _finish_run(model, dataset, cfg, tcfg, result, out) -> dict | None:
+    """The test metrics and figures of a finished run (sharded over the processes of a
+    data-parallel run)."""
+    trainer = result.trainer
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+    meta = {
+        "epochs_trained": result.epochs,
+        "train_seconds": result.train_seconds,
+        "finished": result.finished,
+        "stopped_early": result.stopped_early,
+        "best_val_elbo": result.best_val_elbo,
+        "val_bound": tcfg.val_bound,
+        "parameters": result.source,
+        "processes": trainer.world_size if trainer is not None else 1,
+        "precision": str(tcfg.precision),
+    }
+    parallel = trainer is not None and trainer.world_size > 1
+    return write_metrics_and_figures(
+        model,
+        dataset,
+        cfg,
+        meta,
+        result.history,
+        out,
+        cfg["num_samples"],
+        device,
+        trainer=trainer if parallel else None,
+        progress=tcfg.progress,
+    )
+
+
+def write_metrics_and_figures(
+    model,
+    dataset,
+    cfg: dict,
+    meta: dict,
+    history: list[dict],
+    out,
+    num_samples: int,
+    device,
+    trainer=None,
+    progress: bool = False,
+) -> dict | None:
+    """Write a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
+    the run's identity) to ``out/metrics.json`` and its figures (``latent.png``, ``samples.png``,
+    ``reconstructions.png``, ``loss.png``, ``active_units.png``, ``pseudo_inputs.png``).
+
+    With ``trainer`` (several processes) the evaluation is sharded over them and the process of
+    rank 0 writes. ``progress``: a progress bar over the test points.
+
+    Returns:
+        the metrics written (``None`` on the other processes).
+
+    Raises:
+        FloatingPointError: a non-finite metric (``metrics.json`` is not written).
+    """
+    out = Path(out)
+    t0 = time.perf_counter()
+    model = model.to(device)
+    metrics = evaluate_run(
+        model, dataset, num_samples, device=device, trainer=trainer, progress=progress
+    )
+    if trainer is not None and not trainer.is_global_zero:
+        return None
+    metrics.update(
+        eval_seconds=time.perf_counter() - t0,
+        **meta,
+        dataset=cfg["dataset"],
+        model=cfg.get("model", "vae"),
+        prior=cfg["prior"],
+        latent_dim=cfg["latent_dim"],
+        device=str(device),
+    )
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite test metrics {bad}: metrics.json not written")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    x = dataset.test.to(device)
+    save_figure(plot_latent(model, x), out / "latent.png")
+    save_figure(plot_samples(model), out / "samples.png")
+    save_figure(plot_reconstructions(model, x), out / "reconstructions.png")
+    save_figure(plot_history(history), out / "loss.png")
+    if x.shape[0] > 1:
+        save_figure(plot_active_units(model, x), out / "active_units.png")
+    if hasattr(model.prior, "pseudo_inputs"):
+        save_figure(plot_pseudo_inputs(model), out / "pseudo_inputs.png")
+    return metrics
+
+
+def evaluate_run_folder(
+    run_dir,
+    *,
+    num_samples: int | None = None,
+    method: str | None = None,
+    num_steps: int | None = None,
+    num_chains: int | None = None,
+    bdmc: int | None = None,
+    refine_guide: int | None = None,
+    refine_on: str | None = None,
+    refine_num_samples: int | None = None,
+    refine_lr: float | None = None,
+    refine_batch_size: int | None = None,
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> RunEvaluation:
+    """``pyrovamp evaluate``: recompute a run folder's test metrics from its ``model.pt``.
+
+    Without ``method``, ``bdmc`` and ``refine_guide``: every test metric and figure anew
+    (:func:`write_metrics_and_figures`; other keys of ``metrics.json`` kept). ``method``
+    (``"is"``, ``"ais"``, ``"exact"``) and ``bdmc`` (simulated points):
+    :func:`pyrovamp.workflow.runs.evaluate_estimators`. ``refine_guide`` (epochs):
+    :func:`pyrovamp.workflow.runs.evaluate_refined` (defaults: ``refine_on="train"``,
+    ``refine_num_samples=10``, ``refine_lr=1e-4``, ``refine_batch_size=100``), then ``bdmc`` if
+    given. ``num_samples``: importance samples per test point (default: the run's).
+
+    Raises:
+        ValueError: options that do not go together, a missing ``data_root``, ``refine_guide`` on
+            a run without a test evaluation (one line naming the option);
+            ``FileNotFoundError``: not a run folder; as the estimators.
+    """
+    check_device(device)
+    run = Path(run_dir)
+    _check_folder_option(data_root, "--data-root")
+    if num_samples is not None and method not in (None, "is"):
+        raise ValueError("--num-samples applies to --method is")
+    if (num_steps or num_chains) and method != "ais" and bdmc is None:
+        raise ValueError("--num-steps and --num-chains apply to --method ais and --bdmc")
+    if refine_guide is None and (refine_num_samples or refine_lr or refine_batch_size or refine_on):
+        raise ValueError(
+            "--refine-on, --refine-num-samples, --refine-lr and --refine-batch-size "
+            "need --refine-guide"
+        )
+    if refine_guide is not None and method is not None:
+        raise ValueError(
+            f"--refine-guide is an estimate of its own (IS with the refined guide); "
+            f"run --method {method} separately"
+        )
+    if (
+        refine_guide is not None
+        and run.is_dir()
+        and "test_log_likelihood"
+        not in (
+            _read_config(run / "metrics.json", "--refine-guide")
+            if (run / "metrics.json").is_file()
+            else {}
+        )
+    ):
+        raise ValueError(
+            f"{run} has no test evaluation yet (metrics.json without "
+            f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
+            "--refine-guide to set the refined estimate beside it"
+        )
+    model, cfg, dataset, meta = load_run(run, device, data_root)
+    dataset = limit_points(dataset, cfg.get("max_points"))
+    num_samples = num_samples or cfg.get("num_samples", 5000)
+    done = RunEvaluation(num_test_points=int(dataset.test.shape[0]))
+    if refine_guide is not None:
+        done.refined = evaluate_refined(
+            model,
+            dataset,
+            run,
+            epochs=refine_guide,
+            refine_num_samples=refine_num_samples or 10,
+            lr=refine_lr or 1e-4,
+            batch_size=refine_batch_size or 100,
+            num_samples=num_samples,
+            device=device,
+            refine_on=refine_on or "train",
+            trained_epochs=meta.get("epochs"),
+            progress=progress,
+        )
+        if bdmc is None:
+            return done
+    if method is not None or bdmc is not None:
+        done.estimators = evaluate_estimators(
+            model,
+            dataset.test.to(device),
+            run,
+            method,
+            bdmc,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            num_steps=num_steps,
+            epochs=meta.get("epochs"),
+            progress=progress,
+        )
+        return done
+    path = run / "metrics.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    info = {
+        "epochs_trained": meta.get("epochs"),
+        "train_seconds": meta.get("train_seconds"),
+        "finished": meta.get("finished"),
+        "stopped_early": meta.get("stopped_early"),
+        "best_val_elbo": meta.get("best_val_elbo"),
+        "val_bound": cfg.get("val_bound") or "elbo",
+        "parameters": meta.get("source"),
+    }
+    new = write_metrics_and_figures(
+        model,
+        dataset,
+        cfg,
+        info,
+        meta.get("history", []),
+        run,
+        num_samples,
+        device,
+        progress=progress,
+    )
+    done.metrics = merge_metrics(path, {**old, **(new or {})})  # keep e.g. the AIS keys
+    return done

@@ -1,0 +1,235 @@
+"""The settings of the run commands: a ``pyrovamp train`` run's defaults beyond the presets, the
+checks of a new run's settings, what a resumed run may change and the :class:`TrainConfig` they
+give; the cells of ``pyrovamp reproduce table1``; the exit status of a failed command.
+
+A run's settings are a dict keyed by the options of ``pyrovamp train`` (``--latent-dim`` is
+``latent_dim``); ``config.json`` in the run folder holds them resolved. Errors name the option
+(``--lr-decay``), so that the command line reports them as they are. Importable without
+Lightning: the command line's parser reads its defaults and choices here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyrovamp._validate import check_int, check_open_unit
+from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.training.config import (
+    CONV_MODELS,
+    RESUMABLE,
+    TrainConfig,
+    resolve_config,
+    saved_config,
+)
+
+__all__ = [
+    "TEST_POINTS",
+    "TEST_NUM_SAMPLES",
+    "RUN_DEFAULTS",
+    "RESUME_MAY_CHANGE",
+    "TABLE_MODELS",
+    "TABLE_PRIORS",
+    "option_name",
+    "new_run_config",
+    "resumed_config",
+    "train_config",
+    "exit_status",
+]
+
+#: Test images (spread over the test set) of the ``test_every`` learning curve.
+TEST_POINTS = 1000
+#: Importance samples per test image of the ``test_every`` learning curve.
+TEST_NUM_SAMPLES = TrainConfig.test_num_samples
+
+#: Every setting of a new run, with the value it takes when not given; ``None``: the preset's
+#: (:data:`pyrovamp.training.config.PRESETS`) or none.
+RUN_DEFAULTS = {
+    "dataset": "digits",
+    "prior": "vampprior",
+    "flow": None,
+    "model": None,
+    "preset": None,
+    "max_points": None,
+    "latent_dim": None,
+    "num_components": None,
+    "grid_side": None,
+    "hidden_dim": None,
+    "num_hidden_layers": None,
+    "architecture": None,
+    "dropout": None,
+    "learn_weights": None,
+    "pseudo_inputs": "random",
+    "pseudo_input_parameterization": None,
+    "weight_init": None,
+    "epochs": None,
+    "batch_size": None,
+    "lr": None,
+    "optimizer": None,
+    "loss": TrainConfig.loss,
+    "num_particles": TrainConfig.num_particles,
+    "init_from": None,
+    "warmup_epochs": None,
+    "patience": None,
+    "lr_decay": None,
+    "lr_patience": None,
+    "ema_decay": None,
+    "val_bound": None,
+    "val_points": None,
+    "val_num_samples": None,
+    "num_samples": None,
+    "data_root": None,
+    "device": "cpu",
+    "accelerator": None,
+    "devices": TrainConfig.devices,
+    "num_nodes": TrainConfig.num_nodes,
+    "strategy": TrainConfig.strategy,
+    "precision": None,
+    "logger": TrainConfig.logger,
+    "test_every": None,
+    "test_points": TEST_POINTS,
+    "test_num_samples": TEST_NUM_SAMPLES,
+    "seed": TrainConfig.seed,
+    "max_minutes": None,
+}
+
+#: The settings a resumed run may change: the training settings that leave the run as it is
+#: (:data:`pyrovamp.training.config.RESUMABLE`; ``progress`` is no setting of a run folder),
+#: the test evaluation's and where the data are. Every other one must equal ``config.json``.
+RESUME_MAY_CHANGE = (
+    *(k for k in RESUMABLE if k != "progress"),
+    "num_samples",
+    "data_root",
+    "test_points",
+)
+
+#: The models and priors of the VampPrior paper's table (``pyrovamp reproduce table1``).
+TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
+TABLE_PRIORS = ("standard", "vampprior")
+
+
+def option_name(key: str) -> str:
+    """The command-line option of a setting: ``"lr_decay"`` -> ``"--lr-decay"``."""
+    return "--" + key.replace("_", "-")
+
+
+def _check_keys(options: dict) -> None:
+    unknown = sorted(set(options) - set(RUN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; expected some of {', '.join(RUN_DEFAULTS)}")
+
+
+def new_run_config(options: dict) -> dict:
+    """The resolved configuration (``config.json``) of a new run from the settings given.
+
+    Missing or ``None`` settings come from :data:`RUN_DEFAULTS`, then from the preset
+    (:func:`pyrovamp.training.config.resolve_config`); ``--flow`` defaults to ``realnvp`` for the
+    flow prior and ``--ema-decay 0`` means off (``None``). ``init_from`` is checked by
+    :func:`pyrovamp.workflow.experiment.train_run`, which has the run folders.
+
+    Raises:
+        ValueError: an unknown setting, or settings that do not go together (one line naming the
+            option).
+    """
+    _check_keys(options)
+    o = {**RUN_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if o["warmup_epochs"] is not None:
+        check_int("--warmup-epochs", o["warmup_epochs"], low=0)
+    if o["dropout"] and o["model"] in CONV_MODELS:
+        raise ValueError(f"--dropout applies to --model vae and hvae, not --model {o['model']}")
+    if o["lr_decay"] is not None:
+        check_open_unit("--lr-decay", o["lr_decay"])
+    if o["lr_patience"] is not None and o["lr_decay"] is None:
+        raise ValueError("--lr-patience applies with --lr-decay F")
+    if o["flow"] is not None and o["prior"] != "flow":
+        raise ValueError(f"--flow applies to --prior flow, not --prior {o['prior']}")
+    if o["pseudo_input_parameterization"] is not None and o["prior"] != "vampprior":
+        raise ValueError(
+            "--pseudo-input-parameterization applies to --prior vampprior, not "
+            f"--prior {o['prior']}"
+        )
+    cfg = resolve_config(o)
+    if cfg["prior"] == "flow":
+        cfg["flow"] = cfg.get("flow") or "realnvp"
+    if cfg["ema_decay"] == 0:
+        cfg["ema_decay"] = None
+    if cfg["loss"] == "iwae" and cfg["num_particles"] < 2:
+        raise ValueError(f"--loss iwae needs --num-particles K >= 2, got {cfg['num_particles']}")
+    if cfg["val_bound"] == "iwae" and cfg["val_num_samples"] < 2:
+        raise ValueError(
+            f"--val-bound iwae needs --val-num-samples K >= 2 (the {cfg['preset']} "
+            f"preset has {cfg['val_num_samples']})"
+        )
+    return cfg
+
+
+def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
+    """The configuration of a resumed run: ``saved`` (its ``config.json`` as stored, read back
+    with :func:`pyrovamp.training.config.saved_config`) with the ``changes`` that
+    :data:`RESUME_MAY_CHANGE` allows; ``max_minutes`` is ``None`` unless given (each piece has its
+    own time budget). A change that equals the saved value is no change (``init_from`` compared
+    as resolved paths, ``--ema-decay 0`` equal to ``None``).
+
+    Raises:
+        ValueError: an unknown setting, or one that differs from ``saved`` and may not change
+            (one line naming the option, both values and ``run``).
+    """
+    _check_keys(changes)
+    cfg = resolve_config(saved_config(saved))
+    cfg["max_minutes"] = None
+    for k, v in changes.items():
+        if v is None:
+            continue
+        if k in RESUME_MAY_CHANGE:
+            cfg[k] = v
+        elif k == "init_from" and cfg.get(k) == str(Path(v).resolve()):
+            continue
+        elif cfg.get(k) != v and not (k == "ema_decay" and v == 0 and cfg.get(k) is None):
+            raise ValueError(
+                f"cannot resume {run}: {option_name(k)} {v} differs from the run's "
+                f"{k}={cfg.get(k)!r} (config.json); only "
+                f"{', '.join(map(option_name, RESUME_MAY_CHANGE))} may change"
+            )
+    return cfg
+
+
+def train_config(cfg: dict, progress: bool = True) -> TrainConfig:
+    """The :class:`TrainConfig` of a run's resolved configuration (``--device cuda`` is the
+    accelerator ``gpu`` unless ``accelerator`` is given)."""
+    accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
+    return TrainConfig(
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        optimizer=cfg["optimizer"],
+        loss=cfg["loss"],
+        num_particles=cfg.get("num_particles") or 1,
+        warmup_epochs=cfg["warmup_epochs"],
+        patience=cfg["patience"],
+        seed=cfg["seed"],
+        max_minutes=cfg.get("max_minutes"),
+        val_num_samples=cfg["val_num_samples"],
+        ema_decay=cfg["ema_decay"],
+        lr_decay=cfg.get("lr_decay"),
+        lr_patience=cfg.get("lr_patience") or 10,
+        val_bound=cfg.get("val_bound") or "elbo",
+        accelerator=accelerator,
+        devices=cfg.get("devices") or 1,
+        num_nodes=cfg.get("num_nodes") or 1,
+        strategy=cfg.get("strategy") or "auto",
+        precision=str(cfg.get("precision") or "32"),
+        logger=cfg.get("logger") or "csv",
+        progress=progress,
+        test_every=cfg.get("test_every"),
+        test_num_samples=cfg.get("test_num_samples") or TEST_NUM_SAMPLES,
+    )
+
+
+def exit_status(error: BaseException) -> int | None:
+    """The exit status of a run command that raised ``error``: 1 for a run that failed
+    (:class:`~pyrovamp.errors.NonFiniteLossError`), 2 for bad settings or input (``ValueError``,
+    ``FileNotFoundError``), ``None`` for anything else (a bug, to be raised)."""
+    if isinstance(error, NonFiniteLossError):
+        return 1
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return 2
+    return None
