@@ -9,7 +9,7 @@ differ in names, sign conventions and return types. Every ArviZ call of pyrovamp
 the functions below, which take and return plain numpy arrays, ``xarray.Dataset`` objects,
 ``pandas.DataFrame`` tables and matplotlib ``Figure`` objects, the same on both majors.
 
-Nothing here is public API; :mod:`pyrovamp.diagnostics` and :mod:`pyrovamp.workflow` are.
+Nothing here is public API; :mod:`pyrovamp.infer.diagnostics` and :mod:`pyrovamp.workflow` are.
 """
 
 from __future__ import annotations

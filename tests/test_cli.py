@@ -78,7 +78,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     [
         (["train", "--prior", "nope"], "invalid choice: 'nope'"),
         (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-        (["train", "--latent-dim", "0"], "--latent-dim must be a positive integer, got 0"),
+        (["train", "--latent-dim", "0"], "--latent-dim must be at least 1, got 0"),
         (
             ["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"],
             "is not a folder",
@@ -97,17 +97,17 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         ),
         (["train", "--model", "hvae", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
         (["train", "--lr-decay", "1.5"], "--lr-decay must be in (0, 1), got 1.5"),
-        (["train", "--lr-patience", "0"], "--lr-patience must be a positive integer"),
+        (["train", "--lr-patience", "0"], "--lr-patience must be at least 1"),
         (["train", "--lr-patience", "5"], "--lr-patience applies with --lr-decay F"),
         (
             ["train", "--dataset", "static_mnist", "--val-bound", "iwae"],
             "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)",
         ),
         (["train", "--loss", "iwae"], "--loss iwae needs --num-particles K >= 2, got 1"),
-        (["train", "--num-particles", "0"], "--num-particles must be a positive integer"),
+        (["train", "--num-particles", "0"], "--num-particles must be at least 1"),
         (["train", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
-        (["train", "--epochs", "two"], "--epochs must be a positive integer, got 'two'"),
-        (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be an integer >= 0, got -1"),
+        (["train", "--epochs", "two"], "--epochs must be an integer, got 'two'"),
+        (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be >= 0, got -1"),
         (["train", "--init-from", "/no/such/run"], "--init-from /no/such/run: no model.pt there"),
         (["evaluate", "/no/such/run"], "not a run folder"),
     ],
@@ -702,7 +702,9 @@ def test_train_run_and_evaluate_run_folder_are_the_library_face_of_the_commands(
     from pyrovamp.workflow.settings import RESUME_MAY_CHANGE, RUN_DEFAULTS
 
     # one list: the training settings a resume may change, and those of the run folder
-    assert set(RESUMABLE) - {"progress"} <= set(RESUME_MAY_CHANGE) <= set(RUN_DEFAULTS)
+    # (the command line's --no-progress stands for the training setting progress)
+    assert set(RESUMABLE) - {"progress"} <= set(RESUME_MAY_CHANGE)
+    assert set(RESUME_MAY_CHANGE) - {"no_progress"} <= set(RUN_DEFAULTS)
     out = tmp_path / "run"
     for options, message in (
         ({"prior": "mog", "flow": "nsf"}, "--flow applies to --prior flow"),

@@ -307,7 +307,7 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--refine-guide", "0"], "--refine-guide must be a positive integer, got 0"),
+        (["--refine-guide", "0"], "--refine-guide must be at least 1"),
         (
             ["--refine-lr", "0.01"],
             "--refine-on, --refine-num-samples, --refine-lr and "

@@ -424,7 +424,7 @@ def test_bad_settings_are_refused_before_work(tmp_path):
     with pytest.raises(ValueError, match="num_particles >= 2"):
         train(_vae(), _data(), loss="iwae")
     with pytest.raises(
-        ValueError, match="optimizer must be one of adam, adamax, adamnormgrad, got 'sgd'"
+        ValueError, match="unknown optimizer 'sgd'; expected one of adam, adamax, adamnormgrad"
     ):
         train(_vae(), _data(), optimizer="sgd")
     with pytest.raises(ValueError, match="batch_size"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
 import warnings
 
@@ -28,7 +29,6 @@ from pyrovamp._choices import (
     VAL_BOUNDS,
     WEIGHT_INITS,
 )
-from pyrovamp._validate import check_int, check_positive
 from pyrovamp.data import DATASETS
 from pyrovamp.models import MODELS
 from pyrovamp.priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
@@ -51,36 +51,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(name: str):
-    """argparse type: a positive integer (:func:`pyrovamp._validate.check_int`)."""
+def _positive(name: str, kind: type = int):
+    """argparse type: a positive ``kind`` (int: at least 1; float: finite), with a one-line error
+    naming the option."""
+    what = "an integer" if kind is int else "a number"
 
     def conv(s):
         try:
-            value = int(s)
+            v = kind(s)
         except ValueError:
-            value = s
-        try:
-            return check_int(name, value)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least 1, got {v}"
+                if kind is int
+                else f"{name} must be a finite positive number, got {v}"
+            )
+        return v
 
     return conv
+
+
+def _positive_int(name: str):
+    return _positive(name, int)
 
 
 def _positive_float(name: str):
-    """argparse type: a finite positive number (:func:`pyrovamp._validate.check_positive`)."""
-
-    def conv(s):
-        try:
-            value = float(s)
-        except ValueError:
-            value = s
-        try:
-            return check_positive(name, value, "a finite positive number")
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return conv
+    return _positive(name, float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,6 +431,7 @@ def main(argv=None) -> int:
     ]
     try:
         with _quiet(), _log_to_stderr():
+            _file_backend()
             return command.run(args)
     except Exception as e:
         status = exit_status(e)
@@ -442,6 +440,14 @@ def main(argv=None) -> int:
         msg = str(e) if status == 1 else (str(e).splitlines()[0] if str(e) else type(e).__name__)
         print(f"pyrovamp {args.command}: error: {msg}", file=sys.stderr)
         return status
+
+
+def _file_backend() -> None:
+    """The commands write their figures to files: matplotlib's Agg backend (no window, on a
+    machine with or without a display), chosen by the program, never by the library."""
+    import matplotlib  # deferred: only a running command needs it
+
+    matplotlib.use("Agg")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ line, with the table on stdout."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pyrovamp.workflow.comparison import compare_run_folders, khat_threshold
 
@@ -32,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
         f"k-hat threshold min(1 - 1/log10 S, 0.7) = {khat_threshold(args.num_samples):.2f} "
         f"for S={args.num_samples} (Vehtari et al. 2024)"
     )
-    print(f"-> {args.out}")
+    print(f"-> {Path(args.out)}")
     return 0

@@ -1,12 +1,12 @@
 """``pyrovamp evaluate``: :func:`pyrovamp.workflow.experiment.evaluate_run_folder` from the
-command line, with a summary line per estimate."""
+command line, with a summary line per estimate on stdout as soon as it is made."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from pyrovamp.cli.train import result_line
+from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
 
 __all__ = ["run"]
@@ -29,39 +29,8 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         device=args.device,
         progress=not args.no_progress,
+        report=print,
     )
-    if done.refined is not None:
-        print(_refined_line(done.refined, args.refine_on or "train", done.num_test_points))
-    if done.estimators is not None:
-        m = done.estimators
-        if args.method is not None:
-            print(_method_line(m, args.method))
-        if args.bdmc is not None:
-            print(
-                f"bdmc: {m['bdmc_lower']:.3f} <= log p(x) <= {m['bdmc_upper']:.3f} nats "
-                f"(mean gap {m['bdmc_gap']:.3f}, largest {m['bdmc_gap_max']:.3f}) on "
-                f"{m['bdmc_num_points']} simulated points in {m['bdmc_seconds']:.1f} s"
-            )
     if done.metrics is not None:
         print(result_line(done.metrics, run_dir))
     return 0
-
-
-def _method_line(m: dict, method: str) -> str:
-    key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
-    note = f" (error estimate <= {m['exact_error_estimate']:.2g})" if method == "exact" else ""
-    return (
-        f"{method}: test log-likelihood {m[key]:.3f} nats{note} on "
-        f"{m['num_test_points']} points in {m[f'{method}_seconds']:.1f} s"
-    )
-
-
-def _refined_line(m: dict, refine_on: str, num_test_points: int) -> str:
-    tag = "refined" if refine_on == "train" else "refined_on_test"
-    return (
-        f"guide refined on the {refine_on} set ({m[f'{tag}_refine_epochs']} epochs of the "
-        f"IWAE-{m[f'{tag}_refine_num_samples']} bound on {m[f'{tag}_refine_points']} points, "
-        f"{m[f'{tag}_refine_seconds']:.1f} s): test log-likelihood "
-        f"{m[f'test_log_likelihood_{tag}']:.3f} nats (S={m[f'{tag}_num_samples']}) on "
-        f"{num_test_points} points in {m[f'{tag}_seconds']:.1f} s"
-    )

@@ -5,20 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import train_run
 from pyrovamp.workflow.settings import RUN_DEFAULTS
 
-__all__ = ["run", "result_line"]
-
-
-def result_line(metrics: dict, out) -> str:
-    """The summary of a run's test metrics: log-likelihood, ELBO, epochs and training time."""
-    return (
-        f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
-        f"(S={metrics['num_samples']}), test ELBO {metrics['test_elbo']:.2f}, "
-        f"{metrics['epochs_trained']} epochs in {metrics.get('train_seconds') or 0:.0f} s "
-        f"-> {out}"
-    )
+__all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ class AutoregressiveImage(dist.TorchDistribution):
     Args:
         net: a module with ``net(x01, *context) -> (..., output_dim)`` (``x01``: the image
             scaled to ``[0, 1]``) and ``net.sample(*context, pixel_likelihood, normalize)``
-            (e.g. :class:`pyrovamp.nets.PixelCNNDecoder`).
+            (e.g. :class:`pyrovamp.nn.PixelCNNDecoder`).
         likelihood: the pixels' family (:class:`BernoulliLikelihood`,
             :class:`DiscretizedLogisticLikelihood`, :class:`CategoricalLikelihood`).
         context: tensors ``(..., d_k)`` whose broadcast leading shape is the batch shape.

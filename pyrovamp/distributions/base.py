@@ -23,7 +23,7 @@ class Likelihood(abc.ABC):
         output_blocks: how many parameter-major blocks the decoder output ``h`` stacks, each an
             output layer of its own in the VampPrior paper's code (the discretised logistic's
             locations and log-scales: 2; one otherwise). The decoder's output layer is marked
-            with it (:func:`pyrovamp.nets.mark_fused`).
+            with it (:func:`pyrovamp.nn.mark_fused`).
     """
 
     name = "likelihood"

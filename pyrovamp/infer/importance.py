@@ -378,5 +378,5 @@ class IWAELoss:
             ValueError: a latent guide site without ``rsample``, or a site outside the data
                 plate at ``dim=-1``.
         """
-        lw = log_weights(model, guide, x, self.num_particles, require_rsample=True)
+        lw = log_weights(model, guide, x, self.num_particles, require_rsample="loss='iwae'")
         return -(torch.logsumexp(lw, dim=0) - math.log(self.num_particles)).sum()

@@ -106,7 +106,7 @@ def _guide_parameters(model, x) -> list[nn.Parameter]:
     params = [p for p in model.parameters()]
     with pyro.plate(PLATE, 1, dim=-2):
         trace = poutine.trace(model.guide).get_trace(x[:2])
-    observed, latent = site_log_probs(trace, x[:2], require_rsample=True)
+    observed, latent = site_log_probs(trace, x[:2], require_rsample="refine_guide")
     out = torch.as_tensor(observed + latent).sum()
     for site in trace.nodes.values():
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):

@@ -29,7 +29,7 @@ PLATE = "importance_samples"
 
 
 def site_log_probs(
-    trace: Trace, x: torch.Tensor, *, require_rsample: bool = False
+    trace: Trace, x: torch.Tensor, *, require_rsample: str | None = None
 ) -> tuple[Any, Any]:
     """``(observed, latent)``: the sums of ``log_prob`` over the observed and over the latent
     sample sites of a Pyro ``trace`` run on data ``x`` (``(S, N)``-broadcastable tensors, or
@@ -38,8 +38,9 @@ def site_log_probs(
     Args:
         trace: a trace of a model or guide, run on ``x``.
         x: ``(N, ...)`` data.
-        require_rsample: refuse a latent site whose distribution has no ``rsample`` (a
-            gradient through the draws needs them all reparameterised).
+        require_rsample: the name of what needs every latent site reparameterised (a gradient
+            through the draws, e.g. ``"loss='iwae'"``): a site without ``rsample`` is refused
+            with a message naming it. ``None``: no check.
 
     Raises:
         ValueError: a site whose ``log_prob`` is not in the data plate at ``dim=-1``, or (with
@@ -57,9 +58,8 @@ def site_log_probs(
             and not getattr(site["fn"], "has_rsample", False)
         ):
             raise ValueError(
-                f"guide site {name!r} is not reparameterised "
-                f"({type(site['fn']).__name__}): a gradient through the draws needs "
-                "rsample"
+                f"{require_rsample} needs reparameterised guide sites; {name!r} has no rsample "
+                f"(guide site {name!r} is not reparameterised: {type(site['fn']).__name__})"
             )
         lp = site["log_prob"]
         if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
@@ -92,7 +92,7 @@ def log_weights(
     num_samples: int,
     *,
     split: bool = False,
-    require_rsample: bool = False,
+    require_rsample: str | None = None,
     guide_log_density: Callable[[Trace], torch.Tensor] | None = None,
 ) -> Any:
     """Importance log-weights ``log p(x, h_s) - log q(h_s|x)``, ``h_s ~ q(h|x)``, nats.
@@ -102,8 +102,8 @@ def log_weights(
         x: ``(N, ...)`` data.
         num_samples: ``S`` draws per data point.
         split: return the ELBO's two parts instead (see Returns).
-        require_rsample: refuse a latent guide site without ``rsample`` (for losses whose
-            gradient flows through the draws; not checked with ``guide_log_density``).
+        require_rsample: the name of a loss whose gradient flows through the draws: a latent
+            guide site without ``rsample`` is refused (not checked with ``guide_log_density``).
         guide_log_density: computes ``log q(h|x)`` from the guide trace instead of the trace's
             own ``log_prob`` (guide refinement: ``log q`` with the parameters' gradient stopped).
 

@@ -239,7 +239,7 @@ class PixelHVAE(ConvHVAE):
     """The VampPrior paper's PixelHVAE (Tomczak & Welling 2018, sec. 4; their code
     ``models/PixelHVAE_2level.py``): the convHVAE's encoders ``q(z2|x)``, ``q(z1|x, z2)`` (gated
     convolutions) and ``p(z1|z2)`` (gated dense), with a PixelCNN decoder ``p(x|z1, z2) =
-    prod_i p(x_i | x_<i, z1, z2)`` (:class:`~pyrovamp.nets.PixelCNNDecoder`: maps of ``z1`` and
+    prod_i p(x_i | x_<i, z1, z2)`` (:class:`~pyrovamp.nn.PixelCNNDecoder`: maps of ``z1`` and
     ``z2`` concatenated with the image, a type-A masked convolution and seven type-B ones of 64
     channels with batch normalisation and ReLU, a 1x1 convolution to Bernoulli logits or the
     discretised logistic's location and log-scale). Sites ``z2``, ``z1``, ``x`` in one

@@ -2,7 +2,7 @@
 
 Generative model (Kingma & Welling 2014; Tomczak, *Deep Generative Modeling*, ch. 4):
 ``z ~ p_lambda(z)`` (any prior of :mod:`pyrovamp.priors`), ``x ~ p_theta(x|z)`` (a likelihood of
-:mod:`pyrovamp.likelihoods`); guide ``q_phi(z|x) = N(z | mu(x), diag sigma^2(x))``.
+:mod:`pyrovamp.distributions`); guide ``q_phi(z|x) = N(z | mu(x), diag sigma^2(x))``.
 Every data point sits in one ``pyro.plate("data")``; the latent site is ``"z"``, the observed
 site ``"x"``. ELBO and log-likelihood values are nats per data point.
 """

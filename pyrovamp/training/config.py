@@ -176,8 +176,12 @@ class TrainConfig:
                 "val_bound='iwae' needs val_num_samples >= 2 (with one sample the "
                 "bound is the ELBO)"
             )
-        check_choice("optimizer", self.optimizer, OPTIMIZER_NAMES)
-        check_choice("loss", self.loss, LOSS_NAMES)
+        for name, value, known in (
+            ("optimizer", self.optimizer, OPTIMIZER_NAMES),
+            ("loss", self.loss, LOSS_NAMES),
+        ):
+            if value not in known:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(known)}")
         if self.loss == "iwae" and self.num_particles < 2:
             raise ValueError(
                 "loss='iwae' needs num_particles >= 2 (the number of importance samples)"
@@ -189,12 +193,17 @@ class TrainConfig:
         check_open_unit("ema_decay", self.ema_decay, allow_none=True)
         check_open_unit("lr_decay", self.lr_decay, allow_none=True)
         if self.max_minutes is not None:
-            check_positive("max_minutes", self.max_minutes)
+            check_positive("max_minutes", self.max_minutes, "positive")
         check_choice("precision", str(self.precision), PRECISIONS)
         check_choice("logger", self.logger, LOGGERS)
-        check_choice("accelerator", self.accelerator, ("cpu", "gpu", "cuda", "auto"))
-        if self.devices != "auto":
-            check_int("devices", self.devices)
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ValueError(
+                f"accelerator must be 'cpu', 'gpu' or 'auto', got {self.accelerator!r}"
+            )
+        if self.devices != "auto" and (
+            isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1
+        ):
+            raise ValueError(f"devices must be a positive integer or 'auto', got {self.devices!r}")
         if not isinstance(self.strategy, str) or not self.strategy:
             raise ValueError(f"strategy must be a Lightning strategy name, got {self.strategy!r}")
         accelerator, devices = self.lightning_devices()
@@ -240,13 +249,13 @@ class TrainConfig:
 RESUMABLE = (
     "epochs",
     "max_minutes",
-    "progress",
+    "device",
     "accelerator",
     "devices",
     "num_nodes",
     "strategy",
-    "device",
     "logger",
+    "progress",
     "test_every",
     "test_num_samples",
 )

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,12 @@ from pyrovamp.training import (
     load_model_weights,
     read_checkpoint,
 )
+from pyrovamp.workflow.estimates import (
+    evaluate_estimators,
+    evaluate_refined,
+    evaluate_run,
+    merge_metrics,
+)
 from pyrovamp.workflow.plots import (
     plot_active_units,
     plot_history,
@@ -40,13 +47,9 @@ from pyrovamp.workflow.runs import (
     atomic_write_text,
     build_model,
     check_device,
-    evaluate_estimators,
-    evaluate_refined,
-    evaluate_run,
     limit_points,
     load_run,
     make_folder,
-    merge_metrics,
     save_figure,
     write_history_csv,
 )
@@ -86,8 +89,8 @@ class RunEvaluation:
 
     Attributes:
         metrics: the full refresh: ``metrics.json`` as written.
-        refined: the new metrics of :func:`pyrovamp.workflow.runs.evaluate_refined`.
-        estimators: the new metrics of :func:`pyrovamp.workflow.runs.evaluate_estimators`.
+        refined: the new metrics of :func:`pyrovamp.workflow.estimates.evaluate_refined`.
+        estimators: the new metrics of :func:`pyrovamp.workflow.estimates.evaluate_estimators`.
         num_test_points: test points evaluated.
     """
 
@@ -362,16 +365,19 @@ def evaluate_run_folder(
     data_root=None,
     device: str = "cpu",
     progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> RunEvaluation:
     """``pyrovamp evaluate``: recompute a run folder's test metrics from its ``model.pt``.
 
     Without ``method``, ``bdmc`` and ``refine_guide``: every test metric and figure anew
     (:func:`write_metrics_and_figures`; other keys of ``metrics.json`` kept). ``method``
     (``"is"``, ``"ais"``, ``"exact"``) and ``bdmc`` (simulated points):
-    :func:`pyrovamp.workflow.runs.evaluate_estimators`. ``refine_guide`` (epochs):
-    :func:`pyrovamp.workflow.runs.evaluate_refined` (defaults: ``refine_on="train"``,
+    :func:`pyrovamp.workflow.estimates.evaluate_estimators`. ``refine_guide`` (epochs):
+    :func:`pyrovamp.workflow.estimates.evaluate_refined` (defaults: ``refine_on="train"``,
     ``refine_num_samples=10``, ``refine_lr=1e-4``, ``refine_batch_size=100``), then ``bdmc`` if
     given. ``num_samples``: importance samples per test point (default: the run's).
+    ``report``: receives each estimate's summary line as soon as it is made (default: this
+    module's logger); the metrics of a whole evaluation come back in :class:`RunEvaluation`.
 
     Raises:
         ValueError: options that do not go together, a missing ``data_root``, ``refine_guide`` on
@@ -428,6 +434,7 @@ def evaluate_run_folder(
             refine_on=refine_on or "train",
             trained_epochs=meta.get("epochs"),
             progress=progress,
+            report=report,
         )
         if bdmc is None:
             return done
@@ -443,6 +450,7 @@ def evaluate_run_folder(
             num_steps=num_steps,
             epochs=meta.get("epochs"),
             progress=progress,
+            report=report,
         )
         return done
     path = run / "metrics.json"

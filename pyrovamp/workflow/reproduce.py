@@ -26,10 +26,12 @@ from pathlib import Path
 import torch
 
 from pyrovamp.data import DATASETS
+from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
 from pyrovamp.workflow.runs import make_folder
 from pyrovamp.workflow.settings import TABLE_MODELS, TABLE_PRIORS, exit_status, option_name
 from pyrovamp.workflow.table1 import (
+    MAX_FIRST_EPOCH_LEFTOVERS,
     PAPER_SOURCE,
     PAPER_TABLE,
     CellState,
@@ -52,6 +54,9 @@ __all__ = [
     "hardware",
     "write_table",
     "preset_differences",
+    "MAX_FIRST_EPOCH_LEFTOVERS",
+    "CellState",
+    "record_piece",
 ]
 
 logger = logging.getLogger(__name__)
@@ -272,9 +277,12 @@ def _run_cell(
         rc = 0
         try:
             if argv[0] == "evaluate":
-                evaluate_run_folder(folder, **options, progress=progress)
+                metrics = evaluate_run_folder(folder, **options, progress=progress).metrics
             else:
-                train_run(options, folder, resume=st.state == "unfinished", progress=progress)
+                resume = st.state == "unfinished"
+                metrics = train_run(options, folder, resume=resume, progress=progress).metrics
+            if metrics is not None:
+                log(result_line(metrics, folder))
         except Exception as e:  # a failed cell is reported in its row; the others go on
             status = exit_status(e)
             if status is None:

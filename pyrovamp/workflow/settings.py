@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyrovamp._validate import check_int, check_open_unit
+from pyrovamp._validate import check_open_unit
 from pyrovamp.errors import NonFiniteLossError
 from pyrovamp.training.config import (
     CONV_MODELS,
@@ -93,10 +93,11 @@ RUN_DEFAULTS = {
 }
 
 #: The settings a resumed run may change: the training settings that leave the run as it is
-#: (:data:`pyrovamp.training.config.RESUMABLE`; ``progress`` is no setting of a run folder),
+#: (:data:`pyrovamp.training.config.RESUMABLE`; ``progress`` is the command line's
+#: ``--no-progress``, no setting of a run folder),
 #: the test evaluation's and where the data are. Every other one must equal ``config.json``.
 RESUME_MAY_CHANGE = (
-    *(k for k in RESUMABLE if k != "progress"),
+    *(k if k != "progress" else "no_progress" for k in RESUMABLE),
     "num_samples",
     "data_root",
     "test_points",
@@ -132,8 +133,11 @@ def new_run_config(options: dict) -> dict:
     """
     _check_keys(options)
     o = {**RUN_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    if o["warmup_epochs"] is not None:
-        check_int("--warmup-epochs", o["warmup_epochs"], low=0)
+    w = o["warmup_epochs"]
+    if w is not None and (isinstance(w, bool) or not isinstance(w, int)):
+        raise ValueError(f"--warmup-epochs must be an integer >= 0, got {w!r}")
+    if w is not None and w < 0:
+        raise ValueError(f"--warmup-epochs must be >= 0, got {w}")
     if o["dropout"] and o["model"] in CONV_MODELS:
         raise ValueError(f"--dropout applies to --model vae and hvae, not --model {o['model']}")
     if o["lr_decay"] is not None:

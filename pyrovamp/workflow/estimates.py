@@ -1,0 +1,461 @@
+"""The test metrics of trained models and their summary lines: the test-set evaluation of a run
+(:func:`evaluate_run`), each estimator on its own (:func:`evaluate_method`: IS, AIS, exact), IS
+with a refined guide (:func:`evaluate_refined`) and BDMC (:func:`evaluate_bdmc`), merged into a
+run folder's ``metrics.json`` and per-point ``.npz`` files atomically. Nats per data point."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyrovamp._io import atomic_write, atomic_write_text
+from pyrovamp.data import Dataset
+from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.infer import (
+    DEFAULT_NUM_CHAINS,
+    DEFAULT_NUM_STEPS,
+    MAX_LATENT_DIM,
+    active_units,
+    ais_log_likelihood,
+    bdmc,
+    elbo,
+    exact_log_likelihood,
+    khat_threshold,
+    log_likelihood,
+    points_per_block,
+    refine_guide,
+    total_latent_dim,
+)
+from pyrovamp.training import sharded_over_processes
+
+__all__ = [
+    "evaluate_run",
+    "evaluate_method",
+    "evaluate_refined",
+    "evaluate_bdmc",
+    "evaluate_estimators",
+    "merge_metrics",
+    "save_per_point",
+    "result_line",
+    "method_line",
+    "bdmc_line",
+    "refined_line",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_run(
+    model,
+    dataset: Dataset,
+    num_samples: int,
+    device="cpu",
+    seed: int = 0,
+    max_points: int | None = None,
+    trainer=None,
+    progress: bool = False,
+) -> dict:
+    """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
+    ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
+    diagnostics of the importance weights (``test_log_likelihood_psis``,
+    ``share_k_above_threshold`` -- the share of test points whose estimate is unreliable, k-hat
+    above ``khat_threshold = min(1 - 1/log10 S, 0.7)`` (Vehtari et al. 2024) -- and
+    ``median_ess``), the active units per latent layer; for models with at most two latent
+    dimensions the exact ``test_log_likelihood_exact`` (quadrature) and its
+    ``exact_error_estimate`` (largest per point); for grey images (discretised logistic) also the
+    negative log-likelihood per pixel, as the paper's table reports Frey Faces and Histopathology.
+
+    With ``trainer`` (a Lightning ``Trainer`` after data-parallel training) the importance
+    sampling and the ELBO are sharded over its processes and gathered; every block of test
+    points draws its samples from the seed and the block's index, so the numbers do not depend
+    on the number of processes. ``progress``: a progress bar over the test points for the
+    importance sampling (one process)."""
+    x = dataset.test[:max_points].to(device)
+
+    def ll_fn(part, first_block, block):
+        ll, diag = log_likelihood(
+            model,
+            part,
+            num_samples,
+            seed=seed,
+            diagnostics=True,
+            batch_size=block,
+            first_block=first_block,
+        )
+        return {"ll": ll.cpu(), **{k: torch.as_tensor(v) for k, v in diag.items()}}
+
+    def elbo_fn(part, first_block, block):
+        return {
+            "elbo": elbo(
+                model, part, 10, seed=seed + 1, batch_size=block, first_block=first_block
+            ).cpu()
+        }
+
+    if trainer is not None and trainer.world_size > 1:
+        got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
+        ll = got["ll"]
+        diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
+    else:
+        ll, diag = log_likelihood(
+            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
+        )
+        el = elbo(model, x, 10, seed=seed + 1)
+    n = ll.numel()
+    extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
+    if total_latent_dim(model, x) <= MAX_LATENT_DIM:  # quadrature: the exact log p(x)
+        ll_exact, err = exact_log_likelihood(model, x)
+        extra.update(
+            test_log_likelihood_exact=float(ll_exact.mean()), exact_error_estimate=float(err.max())
+        )
+    if dataset.likelihood == "discretized_logistic":
+        extra.update(
+            test_nll_per_pixel=float(-ll.mean()) / dataset.input_dim,
+            unit_per_pixel="nats per pixel",
+        )
+    return {
+        **extra,
+        "test_elbo": float(el.mean()),
+        "test_log_likelihood": float(ll.mean()),
+        "test_log_likelihood_se": float(ll.std() / n**0.5) if n > 1 else 0.0,
+        "test_nll": float(-ll.mean()),
+        "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
+        "khat_threshold": khat_threshold(num_samples),
+        "share_k_above_threshold": float((diag["pareto_k"] > khat_threshold(num_samples)).mean()),
+        "median_ess": float(np.median(diag["ess"])),
+        "num_samples": num_samples,
+        "num_test_points": n,
+        "unit": "nats per data point",
+    }
+
+
+def merge_metrics(path, new: dict) -> dict:
+    """Merge ``new`` into the JSON object in ``path`` (created if missing) and write it back
+    atomically; keys not in ``new`` are kept. Returns the merged dict.
+
+    Raises:
+        ValueError: ``path`` exists but does not hold a JSON object.
+    """
+    path = Path(path)
+    old = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(old, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+    merged = {**old, **new}
+    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
+def _as_arrays(arrays: dict) -> dict[str, Any]:
+    return {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def save_per_point(path, **arrays) -> Path:
+    """``np.savez`` of per-data-point arrays (``(N,)`` each) to ``path``, atomically."""
+    return atomic_write(path, lambda f: np.savez(f, **_as_arrays(arrays)))
+
+
+def evaluate_method(
+    model,
+    x,
+    method: str,
+    *,
+    num_samples: int = 5000,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
+
+    ``method``: ``"is"`` (importance sampling with ``num_samples``, PSIS diagnostics), ``"ais"``
+    (:func:`pyrovamp.infer.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
+    own) or ``"exact"`` (:func:`pyrovamp.infer.exact_log_likelihood`). ``progress``: a progress
+    bar over the data points for IS and AIS.
+
+    Returns:
+        ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
+        named ``test_log_likelihood_<method>``, ``<method>_seconds``, ...; ``per_point`` the
+        ``(N,)`` arrays behind them (``log_likelihood`` and the method's diagnostics).
+
+    Raises:
+        ValueError: unknown method; a model with more than two latent dimensions for "exact".
+    """
+    if method not in ("is", "ais", "exact"):
+        raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
+    t0 = time.perf_counter()
+    if method == "is":
+        ll, d = log_likelihood(
+            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
+        )
+        per = {"log_likelihood": ll.cpu().numpy(), **d}
+        extra = {
+            "test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
+            "share_k_above_0.7": float((d["pareto_k"] > 0.7).mean()),
+            "median_ess": float(np.median(d["ess"])),
+            "num_samples": num_samples,
+        }
+    elif method == "ais":
+        C = num_chains or DEFAULT_NUM_CHAINS
+        T = num_steps or DEFAULT_NUM_STEPS
+        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True, progress=progress)
+        per = {
+            "log_likelihood": ll.cpu().numpy(),
+            "acceptance_rate": d["acceptance_rate"],
+            "ess": d["ess"],
+        }
+        extra = {
+            "ais_num_chains": C,
+            "ais_num_steps": T,
+            "ais_acceptance_rate": float(d["acceptance_rate"].mean()),
+            "ais_median_ess": float(np.median(d["ess"])),
+        }
+    else:
+        ll, err = exact_log_likelihood(model, x)
+        per = {"log_likelihood": ll.cpu().numpy(), "error_estimate": err.cpu().numpy()}
+        extra = {
+            "exact_error_estimate": float(err.max()),
+            "exact_error_estimate_mean": float(err.mean()),
+        }
+    seconds = time.perf_counter() - t0
+    n = ll.numel()
+    key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
+    metrics = {
+        key: float(ll.mean()),
+        f"{key}_se": float(ll.std() / n**0.5) if n > 1 else 0.0,
+        f"{method}_seconds": seconds,
+        **extra,
+        "num_test_points": n,
+    }
+    return metrics, per
+
+
+def evaluate_refined(
+    model,
+    dataset: Dataset,
+    run_dir,
+    *,
+    epochs: int,
+    refine_num_samples: int,
+    lr: float,
+    batch_size: int = 100,
+    num_samples: int = 5000,
+    device="cpu",
+    seed: int = 0,
+    refine_on: str = "train",
+    trained_epochs: int | None = None,
+    progress: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> dict:
+    """``pyrovamp evaluate RUN --refine-guide EPOCHS [--refine-on train|test]``: refine a copy of
+    the guide with the model frozen (:func:`pyrovamp.infer.refine_guide`, ``epochs`` passes of
+    the importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
+    ``batch_size`` points per step) on the training set (``refine_on="train"``: a better amortised
+    guide) or on the test images themselves (``"test"``: a proposal fitted to the images it
+    scores, as AIS adapts its chains to each image; still a stochastic lower bound of each
+    image's ``log p(x)``, since the importance samples are drawn afresh, from per-block seeds
+    independent of the refinement's draws), then estimate the test log-likelihood by importance
+    sampling with ``num_samples`` from the refined proposal. The model and its run folder's
+    parameters are not changed.
+
+    Merges into ``RUN/metrics.json`` (other keys kept), with ``TAG`` = ``refined`` (training set)
+    or ``refined_on_test``: ``test_log_likelihood_TAG`` and its ``_se`` (nats per data point; the
+    same model's log-likelihood as ``test_log_likelihood``, a stochastic lower bound, typically
+    tighter), ``TAG_num_samples``, ``TAG_seconds`` (IS), the PSIS diagnostics of its importance
+    weights ``TAG_median_ess`` and ``TAG_share_k_above_0.7``, ``TAG_epochs`` (the epochs the
+    model's parameters were trained for, as ``is_epochs``) and the refinement's settings and cost
+    ``TAG_refine_epochs``, ``TAG_refine_num_samples``, ``TAG_refine_lr``, ``TAG_refine_points``,
+    ``TAG_refine_seconds``, ``TAG_refine_bound`` (the bound per refinement epoch); saves the
+    per-point values to ``RUN/log_likelihood_TAG.npz``; the summary line (:func:`refined_line`)
+    goes to ``report`` (default: this module's logger). Returns the new metrics.
+
+    Raises:
+        ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.infer.refine_guide`.
+        pyrovamp.errors.NonFiniteLossError: the bound became non-finite (nothing is written).
+    """
+    if refine_on not in ("train", "test"):
+        raise ValueError(f"refine_on must be 'train' or 'test', got {refine_on!r}")
+    tag = "refined" if refine_on == "train" else "refined_on_test"
+    # dynamically binarised data: the training set's one stored binarisation
+    fit_on = (dataset.train if refine_on == "train" else dataset.test).to(device)
+    t0 = time.perf_counter()
+    refined, history = refine_guide(
+        model,
+        fit_on,
+        epochs=epochs,
+        num_samples=refine_num_samples,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    refine_seconds = time.perf_counter() - t0
+    metrics, per = evaluate_method(
+        refined,
+        dataset.test.to(device),
+        "is",
+        num_samples=num_samples,
+        seed=seed,
+        progress=progress,
+    )
+    new = {
+        f"test_log_likelihood_{tag}": metrics["test_log_likelihood"],
+        f"test_log_likelihood_{tag}_se": metrics["test_log_likelihood_se"],
+        f"{tag}_num_samples": num_samples,
+        f"{tag}_seconds": metrics["is_seconds"],
+        f"{tag}_median_ess": metrics["median_ess"],
+        f"{tag}_share_k_above_0.7": metrics["share_k_above_0.7"],
+        f"{tag}_refine_epochs": epochs,
+        f"{tag}_refine_num_samples": refine_num_samples,
+        f"{tag}_refine_lr": lr,
+        f"{tag}_refine_points": int(fit_on.shape[0]),
+        f"{tag}_refine_seconds": refine_seconds,
+        f"{tag}_refine_bound": [h["bound"] for h in history],
+        **({} if trained_epochs is None else {f"{tag}_epochs": int(trained_epochs)}),
+    }
+    if not (
+        np.isfinite(per["log_likelihood"]).all() and np.isfinite(new[f"{tag}_refine_bound"]).all()
+    ):
+        raise NonFiniteLossError(
+            "the refined guide gave a non-finite test log-likelihood; "
+            "nothing was written (try a smaller --refine-lr)"
+        )
+    save_per_point(Path(run_dir) / f"log_likelihood_{tag}.npz", **per)
+    merge_metrics(Path(run_dir) / "metrics.json", new)
+    (report or logger.info)(refined_line(new, refine_on, metrics["num_test_points"]))
+    return new
+
+
+def evaluate_bdmc(
+    model,
+    num_points: int,
+    *,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Bidirectional Monte Carlo (:func:`pyrovamp.infer.bdmc`) on ``num_points`` simulated data
+    points: ``bdmc_lower``, ``bdmc_upper`` (means, nats per data point), ``bdmc_gap`` (mean of
+    upper - lower), ``bdmc_gap_max``, ``bdmc_seconds`` and the settings."""
+    C = num_chains or DEFAULT_NUM_CHAINS
+    T = num_steps or DEFAULT_NUM_STEPS
+    t0 = time.perf_counter()
+    out = bdmc(model, num_points, C, T, seed=seed)
+    return {
+        "bdmc_lower": float(out["lower"].mean()),
+        "bdmc_upper": float(out["upper"].mean()),
+        "bdmc_gap": float(out["gap"].mean()),
+        "bdmc_gap_max": float(out["gap"].max()),
+        "bdmc_num_points": num_points,
+        "bdmc_num_chains": C,
+        "bdmc_num_steps": T,
+        "bdmc_seconds": time.perf_counter() - t0,
+    }
+
+
+def evaluate_estimators(
+    model,
+    x,
+    run_dir,
+    method: str | None,
+    bdmc_points: int | None,
+    *,
+    num_samples: int = 5000,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    progress: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> dict:
+    """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if
+    ``method``) and :func:`evaluate_bdmc` (if ``bdmc_points``), merge their metrics into
+    ``RUN/metrics.json`` (other keys kept) and save the per-point arrays of the method to
+    ``RUN/log_likelihood_<method>.npz``. Returns the new metrics. ``epochs``: the epochs the
+    evaluated parameters were trained for, recorded as ``<method>_epochs`` / ``bdmc_epochs`` (so
+    that a table can tell an estimate of the current state of an unfinished run from a stale
+    one). ``progress``: a progress bar for the method. Each estimate's summary line
+    (:func:`method_line`, :func:`bdmc_line`) goes to ``report`` (default: this module's logger)
+    as soon as it is made.
+
+    Raises:
+        ValueError: as :func:`evaluate_method`.
+    """
+    run_dir = Path(run_dir)
+    report = report or logger.info
+    new: dict[str, Any] = {}
+    tag = {} if epochs is None else {"epochs": int(epochs)}
+    if method is not None:
+        metrics, per = evaluate_method(
+            model,
+            x,
+            method,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            num_steps=num_steps,
+            seed=seed,
+            progress=progress,
+        )
+        save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
+        new.update(metrics)
+        new.update({f"{method}_{k}": v for k, v in tag.items()})
+        report(method_line(metrics, method))
+    if bdmc_points is not None:
+        b = evaluate_bdmc(model, bdmc_points, num_chains=num_chains, num_steps=num_steps, seed=seed)
+        new.update(b)
+        new.update({f"bdmc_{k}": v for k, v in tag.items()})
+        report(bdmc_line(b))
+    merge_metrics(run_dir / "metrics.json", new)
+    return new
+
+
+def result_line(metrics: dict, out) -> str:
+    """The summary of a run's test metrics: log-likelihood, ELBO, epochs and training time."""
+    return (
+        f"test log-likelihood {metrics['test_log_likelihood']:.2f} nats "
+        f"(S={metrics['num_samples']}), test ELBO {metrics['test_elbo']:.2f}, "
+        f"{metrics['epochs_trained']} epochs in {metrics.get('train_seconds') or 0:.0f} s "
+        f"-> {out}"
+    )
+
+
+def method_line(m: dict, method: str) -> str:
+    """The summary of one estimator's metrics (:func:`evaluate_method`)."""
+    key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
+    note = f" (error estimate <= {m['exact_error_estimate']:.2g})" if method == "exact" else ""
+    return (
+        f"{method}: test log-likelihood {m[key]:.3f} nats{note} on "
+        f"{m['num_test_points']} points in {m[f'{method}_seconds']:.1f} s"
+    )
+
+
+def bdmc_line(m: dict) -> str:
+    """The summary of :func:`evaluate_bdmc`'s metrics."""
+    return (
+        f"bdmc: {m['bdmc_lower']:.3f} <= log p(x) <= {m['bdmc_upper']:.3f} nats "
+        f"(mean gap {m['bdmc_gap']:.3f}, largest {m['bdmc_gap_max']:.3f}) on "
+        f"{m['bdmc_num_points']} simulated points in {m['bdmc_seconds']:.1f} s"
+    )
+
+
+def refined_line(m: dict, refine_on: str, num_test_points: int) -> str:
+    """The summary of :func:`evaluate_refined`'s metrics."""
+    tag = "refined" if refine_on == "train" else "refined_on_test"
+    return (
+        f"guide refined on the {refine_on} set ({m[f'{tag}_refine_epochs']} epochs of the "
+        f"IWAE-{m[f'{tag}_refine_num_samples']} bound on {m[f'{tag}_refine_points']} points, "
+        f"{m[f'{tag}_refine_seconds']:.1f} s): test log-likelihood "
+        f"{m[f'test_log_likelihood_{tag}']:.3f} nats (S={m[f'{tag}_num_samples']}) on "
+        f"{num_test_points} points in {m[f'{tag}_seconds']:.1f} s"
+    )
