@@ -21,6 +21,7 @@ MOVED = {
     "pyrovamp.runs": "pyrovamp.workflow.runs",
     "pyrovamp.plots": "pyrovamp.workflow.plots",
     "pyrovamp.reproduce": "pyrovamp.workflow.reproduce",
+    "pyrovamp._choices": "pyrovamp.training.config",
 }
 """Old module path -> the module that holds its names now."""
 

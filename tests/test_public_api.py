@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import pyrovamp
 
 NOTEBOOK_NAMES = [  # what the notebooks and the README use
@@ -60,3 +62,27 @@ def test_importing_pyrovamp_changes_no_pyro_setting_and_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("pyrovamp.evaluation", "pyrovamp.infer"),
+        ("pyrovamp.runs", "pyrovamp.workflow.runs"),
+        ("pyrovamp.nets", "pyrovamp.nn"),
+        ("pyrovamp._choices", "pyrovamp.training.config"),
+    ],
+)
+def test_the_module_paths_of_0_1_import_the_new_modules_with_a_warning(old, new):
+    """Old code keeps working: the old path is the new module object (patching one patches the
+    other), its spec stays the new module's, and a DeprecationWarning names the new path."""
+    code = (
+        f"import importlib, sys, warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+        f"try:\n    importlib.import_module({old!r})\nexcept DeprecationWarning as w:\n"
+        f"    assert {new!r} in str(w), w\nelse:\n    raise SystemExit('no warning')\n"
+        f"warnings.simplefilter('ignore')\nold = importlib.import_module({old!r})\n"
+        f"new = importlib.import_module({new!r})\n"
+        f"assert old is new and new.__spec__.name == {new!r}, (old, new.__spec__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr + r.stdout

@@ -49,10 +49,11 @@ def _same(a, b):
 
 
 def test_the_command_lines_choices_are_the_engines():
-    from pyrovamp import _choices, training
+    from pyrovamp import training
+    from pyrovamp.training import config
 
-    assert tuple(training.LOSSES) == _choices.LOSS_NAMES
-    assert tuple(training.OPTIMIZERS) == _choices.OPTIMIZER_NAMES
+    assert tuple(training.LOSSES) == config.LOSS_NAMES
+    assert tuple(training.OPTIMIZERS) == config.OPTIMIZER_NAMES
 
 
 def test_scale_latents_scales_only_latent_sites():

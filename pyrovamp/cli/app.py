@@ -21,7 +21,10 @@ import math
 import sys
 import warnings
 
-from pyrovamp._choices import (
+from pyrovamp.data import DATASETS
+from pyrovamp.models import MODELS
+from pyrovamp.priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
+from pyrovamp.training.config import (
     LOGGERS,
     LOSS_NAMES,
     OPTIMIZER_NAMES,
@@ -29,9 +32,6 @@ from pyrovamp._choices import (
     VAL_BOUNDS,
     WEIGHT_INITS,
 )
-from pyrovamp.data import DATASETS
-from pyrovamp.models import MODELS
-from pyrovamp.priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
 from pyrovamp.workflow.settings import (
     RESUME_MAY_CHANGE,
     RUN_DEFAULTS,

@@ -22,7 +22,6 @@ command line's parser and ``import pyrovamp`` stay fast.
 
 import importlib
 
-from pyrovamp._choices import PRECISIONS
 from pyrovamp.errors import CheckpointError, NonFiniteLossError
 from pyrovamp.infer.importance import IWAELoss
 from pyrovamp.training.checkpoint import (
@@ -33,7 +32,14 @@ from pyrovamp.training.checkpoint import (
     load_model_weights,
     read_checkpoint,
 )
-from pyrovamp.training.config import PRESETS, RESUMABLE, TrainConfig, resolve_config, saved_config
+from pyrovamp.training.config import (
+    PRECISIONS,
+    PRESETS,
+    RESUMABLE,
+    TrainConfig,
+    resolve_config,
+    saved_config,
+)
 from pyrovamp.training.optim import OPTIMIZERS, AdamNormGrad
 from pyrovamp.training.sharding import sharded_over_processes
 

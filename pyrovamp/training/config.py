@@ -10,14 +10,6 @@ from typing import Any
 
 import torch
 
-from pyrovamp._choices import (
-    LEGACY_TRAINING,
-    LOGGERS,
-    LOSS_NAMES,
-    OPTIMIZER_NAMES,
-    PRECISIONS,
-    VAL_BOUNDS,
-)
 from pyrovamp._validate import (
     check_choice,
     check_int,
@@ -28,6 +20,13 @@ from pyrovamp._validate import (
 from pyrovamp.errors import CheckpointError
 
 __all__ = [
+    "LOSS_NAMES",
+    "OPTIMIZER_NAMES",
+    "VAL_BOUNDS",
+    "PRECISIONS",
+    "LOGGERS",
+    "WEIGHT_INITS",
+    "LEGACY_TRAINING",
     "TrainConfig",
     "BOOK_TRAINING",
     "PRESETS",
@@ -45,6 +44,24 @@ __all__ = [
     "TEST_STREAM",
     "VALIDATION_IWAE_STREAM",
 ]
+
+
+LOSS_NAMES = ("trace", "meanfield", "jit_trace", "jit_meanfield", "iwae")
+"""The losses of ``TrainConfig.loss`` (:data:`pyrovamp.training.plan.LOSSES` maps them to
+objects)."""
+OPTIMIZER_NAMES = ("adam", "adamax", "adamnormgrad")
+"""The optimisers of ``TrainConfig.optimizer`` (:data:`pyrovamp.training.optim.OPTIMIZERS`)."""
+VAL_BOUNDS = ("elbo", "iwae")
+"""The validation scores of ``TrainConfig.val_bound``."""
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+"""Lightning's precisions that ``TrainConfig.precision`` accepts."""
+LOGGERS = ("csv", "tensorboard", "none")
+"""The loggers of ``TrainConfig.logger``."""
+WEIGHT_INITS = ("default", "he")
+"""The initialisations of a run's networks (:func:`pyrovamp.workflow.runs.build_model`)."""
+LEGACY_TRAINING = {"lr_decay": None, "lr_patience": 10, "val_bound": "elbo"}
+"""The training settings added after runs were made, as those runs trained (constant rate, ELBO):
+read back by :func:`saved_config` and the resume check."""
 
 BOOK_TRAINING: dict[str, Any] = {
     "epochs": 1000,

@@ -93,4 +93,4 @@ class AdamNormGrad(torch.optim.Adam):
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamnormgrad": AdamNormGrad}
-"""The optimisers by the names of :data:`pyrovamp._choices.OPTIMIZER_NAMES`."""
+"""The optimisers by the names of :data:`pyrovamp.training.config.OPTIMIZER_NAMES`."""

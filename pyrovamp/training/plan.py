@@ -46,7 +46,7 @@ LOSSES = {
     "jit_meanfield": JitTraceMeanField_ELBO,
     "iwae": IWAELoss,
 }
-"""The losses by the names of :data:`pyrovamp._choices.LOSS_NAMES` (build one with
+"""The losses by the names of :data:`pyrovamp.training.config.LOSS_NAMES` (build one with
 :func:`make_loss`)."""
 
 

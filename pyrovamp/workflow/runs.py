@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from pyrovamp._choices import WEIGHT_INITS
 from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp.data import Dataset, load_dataset
 from pyrovamp.models import MODELS
@@ -35,6 +34,7 @@ from pyrovamp.training.config import (
     MODEL_KEYS,
     PRESETS,
     PSEUDO_INPUT_INIT,
+    WEIGHT_INITS,
     resolve_config,
     saved_config,
 )
