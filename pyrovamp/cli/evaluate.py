@@ -14,20 +14,12 @@ __all__ = ["run"]
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
+    options = ("num_samples", "method", "num_steps", "num_chains", "bdmc", "refine_guide",
+               "refine_on", "refine_num_samples", "refine_lr", "refine_batch_size", "data_root",
+               "device")  # fmt: skip
     done = evaluate_run_folder(
         run_dir,
-        num_samples=args.num_samples,
-        method=args.method,
-        num_steps=args.num_steps,
-        num_chains=args.num_chains,
-        bdmc=args.bdmc,
-        refine_guide=args.refine_guide,
-        refine_on=args.refine_on,
-        refine_num_samples=args.refine_num_samples,
-        refine_lr=args.refine_lr,
-        refine_batch_size=args.refine_batch_size,
-        data_root=args.data_root,
-        device=args.device,
+        **{k: getattr(args, k) for k in options},
         progress=not args.no_progress,
         report=print,
     )

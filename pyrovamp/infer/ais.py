@@ -258,17 +258,10 @@ def _run_chains(
     return log_w, accepted / steps, eps.reshape(n).double(), jumps / steps
 
 
-def _check_options(
-    num_chains,
-    num_steps,
-    num_leapfrog_steps,
-    step_size,
-    target_accept,
-    initial,
-    memory_budget,
-    batch_size,
-    adapt_rate,
-):
+def _check_options(num_chains, num_steps, *, num_leapfrog_steps, step_size, target_accept, initial,
+                   memory_budget, batch_size, adapt_rate, **_) -> None:  # fmt: skip
+    """Check the AIS options (one line naming a bad one); options it does not know are left to
+    their users."""
     check_int("num_chains", num_chains)
     check_int("num_steps", num_steps)
     check_int("num_leapfrog_steps", num_leapfrog_steps)
@@ -379,17 +372,10 @@ def ais_log_likelihood(
             discrete, or a bad option (names it).
     """
     check_model(model)
-    _check_options(
-        num_chains,
-        num_steps,
-        num_leapfrog_steps,
-        step_size,
-        target_accept,
-        initial,
-        memory_budget,
-        batch_size,
-        adapt_rate,
-    )
+    options = dict(num_leapfrog_steps=num_leapfrog_steps, step_size=step_size, initial=initial,
+                   target_accept=target_accept, memory_budget=memory_budget,
+                   batch_size=batch_size, adapt_rate=adapt_rate)  # fmt: skip
+    _check_options(num_chains, num_steps, **options)
     check_positive("init_scale", init_scale)
     betas = _betas(num_steps, schedule, beta_min)
     x = as_model_data(model, x)
@@ -529,17 +515,7 @@ def bdmc(
     if unknown:
         raise ValueError(f"unknown option(s) for bdmc: {', '.join(sorted(unknown))}")
     opts.update(ais_options)
-    _check_options(
-        num_chains,
-        num_steps,
-        opts["num_leapfrog_steps"],
-        opts["step_size"],
-        opts["target_accept"],
-        opts["initial"],
-        opts["memory_budget"],
-        opts["batch_size"],
-        opts["adapt_rate"],
-    )
+    _check_options(num_chains, num_steps, **opts)
     check_positive("init_scale", opts["init_scale"])
     betas = _betas(num_steps, opts["schedule"], opts["beta_min"])
     x, z = simulate(model, num_points, x_like, seed=seed)
