@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyro
 import torch
 import torch.distributed as dist
 
+from pyrovamp._random import fork_rng
 from pyrovamp.data import load_dataset, spread_subset
 from pyrovamp.errors import CheckpointError
 from pyrovamp.training import (
@@ -182,8 +182,18 @@ def train_run(
     dataset = limit_points(
         load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points")
     )
-    pyro.set_rng_seed(cfg["seed"])
-    model = build_model(cfg, dataset)
+    # the run's seed gives the initial parameters; the caller's random streams are left alone
+    with fork_rng():
+        torch.manual_seed(cfg["seed"])
+        model = build_model(cfg, dataset)
+        if (
+            not resume
+            and cfg.get("pseudo_inputs") == "data"
+            and hasattr(model.prior, "init_from_data")
+            and cfg.get("init_from") is None
+        ):
+            idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
+            model.prior.init_from_data(dataset.train[idx])
     if not resume and cfg.get("init_from") is not None:
         try:  # before out is made
             load_model_weights(model, Path(cfg["init_from"]) / MODEL)
@@ -195,13 +205,6 @@ def train_run(
     if not resume:
         if rank == 0:
             atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
-        if (
-            cfg.get("pseudo_inputs") == "data"
-            and hasattr(model.prior, "init_from_data")
-            and cfg.get("init_from") is None
-        ):
-            idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
-            model.prior.init_from_data(dataset.train[idx])
     if rank == 0:
         logger.info(
             "training %s with the %s prior on %s -> %s",
