@@ -28,9 +28,8 @@ Everything a notebook needs is importable from here; the subpackages follow the 
 How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 """
 
-import importlib
-
 from pyrovamp import _compat
+from pyrovamp._lazy import lazy_attributes
 from pyrovamp.data import DATASETS, Dataset, load_dataset
 from pyrovamp.distributions import LIKELIHOODS
 from pyrovamp.infer import (
@@ -126,16 +125,4 @@ __all__ = [
     *_LAZY,
 ]
 
-
-def __getattr__(name):
-    """The names of :mod:`pyrovamp.training` (Lightning) and :mod:`pyrovamp.workflow` (ArviZ,
-    matplotlib), imported on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pyrovamp' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

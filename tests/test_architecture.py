@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "pyrovamp"
 # the stages in the order data flows through them; a module may import its own subpackage and
 # earlier stages only (the floor: cross-cutting helpers that import no other pyrovamp module but
 # each other)
-FLOOR = {"errors", "_validate", "_io", "_random", "_compat", "registration", "_arviz"}
+FLOOR = {"errors", "_validate", "_lazy", "_io", "_random", "_compat", "registration", "_arviz"}
 STAGES = [
     ["data"],
     ["nn", "distributions"],

@@ -20,8 +20,7 @@ The names of the modules that load Lightning are imported on first use (PEP 562)
 command line's parser and ``import pyrovamp`` stay fast.
 """
 
-import importlib
-
+from pyrovamp._lazy import lazy_attributes
 from pyrovamp.errors import CheckpointError, NonFiniteLossError
 from pyrovamp.infer.importance import IWAELoss
 from pyrovamp.training.checkpoint import (
@@ -99,15 +98,4 @@ __all__ = [
     "PRECISIONS",
 ]
 
-
-def __getattr__(name: str):
-    """The names of the modules that load Lightning, imported on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

@@ -5,7 +5,7 @@ The names below are imported on first use (:pep:`562`), so that a submodule such
 :mod:`pyrovamp.workflow.settings` is imported without Lightning and ArviZ.
 """
 
-import importlib
+from pyrovamp._lazy import lazy_attributes
 
 _NAMES = {
     "KHAT_THRESHOLD": "comparison",
@@ -22,14 +22,4 @@ _NAMES = {
 
 __all__ = list(_NAMES)
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _NAMES)

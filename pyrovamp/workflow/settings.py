@@ -10,6 +10,7 @@ Lightning: the command line's parser reads its defaults and choices here.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pyrovamp._validate import check_open_unit
@@ -196,36 +197,24 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
     return cfg
 
 
+# the training settings whose None is a value ("off"), not "not given"
+_NONE_IS_OFF = ("patience", "ema_decay", "lr_decay", "max_minutes", "test_every")
+
+
 def train_config(cfg: dict, progress: bool = True) -> TrainConfig:
-    """The :class:`TrainConfig` of a run's resolved configuration (``--device cuda`` is the
-    accelerator ``gpu`` unless ``accelerator`` is given)."""
+    """The :class:`TrainConfig` of a run's resolved configuration: its training settings, the
+    rest :class:`TrainConfig`'s defaults (``--device cuda`` is the accelerator ``gpu`` unless
+    ``accelerator`` is given)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {
+        "accelerator",
+        "device",
+        "progress",
+    }
+    given = {k: cfg[k] for k in names if cfg.get(k) is not None or (k in _NONE_IS_OFF and k in cfg)}
+    if "precision" in given:
+        given["precision"] = str(given["precision"])
     accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
-    return TrainConfig(
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        optimizer=cfg["optimizer"],
-        loss=cfg["loss"],
-        num_particles=cfg.get("num_particles") or 1,
-        warmup_epochs=cfg["warmup_epochs"],
-        patience=cfg["patience"],
-        seed=cfg["seed"],
-        max_minutes=cfg.get("max_minutes"),
-        val_num_samples=cfg["val_num_samples"],
-        ema_decay=cfg["ema_decay"],
-        lr_decay=cfg.get("lr_decay"),
-        lr_patience=cfg.get("lr_patience") or 10,
-        val_bound=cfg.get("val_bound") or "elbo",
-        accelerator=accelerator,
-        devices=cfg.get("devices") or 1,
-        num_nodes=cfg.get("num_nodes") or 1,
-        strategy=cfg.get("strategy") or "auto",
-        precision=str(cfg.get("precision") or "32"),
-        logger=cfg.get("logger") or "csv",
-        progress=progress,
-        test_every=cfg.get("test_every"),
-        test_num_samples=cfg.get("test_num_samples") or TEST_NUM_SAMPLES,
-    )
+    return TrainConfig(**given, accelerator=accelerator, progress=progress)
 
 
 def exit_status(error: BaseException) -> int | None:
