@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "fork_rng"]
+__all__ = ["derive_seed", "fork_rng", "isolated_rng"]
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -30,3 +34,32 @@ def fork_rng():
     caller's random streams as they were."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     return torch.random.fork_rng(devices=devices)
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int | None = None) -> Iterator[None]:
+    """Run the block on its own random streams and give the caller's back afterwards.
+
+    Pyro draws from torch's global generator (and some code from NumPy's and ``random``'s), so
+    a computation that must be reproducible from its own ``seed`` *and* leave the user's streams
+    alone forks all three: torch's (CPU and every CUDA device), NumPy's legacy global state and
+    Python's ``random``. On exit -- normal or by an exception -- they hold exactly the states
+    they had on entry.
+
+    Args:
+        seed: seed the three streams inside the block with it (as ``pyro.set_rng_seed`` does);
+            ``None``: keep drawing from copies of the caller's states (their draws inside do not
+            advance the caller's streams).
+    """
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    try:
+        with fork_rng():
+            if seed is not None:
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                random.seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)

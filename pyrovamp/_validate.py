@@ -1,51 +1,90 @@
-"""One set of argument checks, used by every public function: each raises ``ValueError`` with
-one line naming the argument and what was expected, before any work."""
+"""One set of argument checks, used by every public function: each raises one line naming the
+argument and what was expected, before any work -- :class:`~pyrovamp.errors.ArgumentTypeError`
+(a ``TypeError``) for a value of the wrong type, ``ValueError`` for a wrong value.
+
+Integers are any ``numbers.Integral`` but ``bool`` (so NumPy and 0-d integer tensors' ``.item()``
+pass), reals any ``numbers.Real`` but ``bool``."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["check_int", "check_positive", "check_open_unit", "check_choice", "check_optional_int"]
+from pyrovamp.errors import ArgumentTypeError
+
+__all__ = [
+    "check_int",
+    "check_positive",
+    "check_open_unit",
+    "check_choice",
+    "check_optional_int",
+    "check_type",
+]
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _got(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_type(name: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
+    """``value`` if it is an instance of ``types``.
+
+    Raises:
+        ArgumentTypeError: ``"{name} must be {what}, got ... (type)"``.
+    """
+    if not isinstance(value, types):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    return value
 
 
 def check_int(name: str, value: Any, low: int = 1) -> int:
-    """``value`` if it is an integer ``>= low`` (``bool`` is not an integer here).
+    """``int(value)`` if it is an integer ``>= low`` (``bool`` is not an integer here).
 
     Raises:
+        ArgumentTypeError: not an integer (e.g. ``2.5``, ``"3"``, ``True``).
         ValueError: ``"{name} must be a positive integer, got ..."`` (``low == 1``) or
             ``"{name} must be an integer >= {low}, got ..."``.
     """
-    if not _is_int(value) or value < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+    if not _is_int(value):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    if value < low:
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_optional_int(name: str, value: Any, low: int = 1) -> int | None:
     """``None``, or ``value`` checked by :func:`check_int` (the message adds "or None")."""
-    if value is not None and (not _is_int(value) or value < low):
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {what} or None, got {value!r}")
-    return value
+    if value is None:
+        return None
+    what = ("a positive integer" if low == 1 else f"an integer >= {low}") + " or None"
+    if not _is_int(value):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    if value < low:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
 
 
 def check_positive(name: str, value: Any, what: str = "a positive number") -> float:
     """``value`` if it is a finite real number ``> 0`` (``bool`` is not a number here).
 
     Raises:
+        ArgumentTypeError: not a real number.
         ValueError: ``"{name} must be {what}, got ..."``.
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value > 0)
-    ):
+    if not _is_real(value):
+        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
 
@@ -59,7 +98,11 @@ def check_open_unit(name: str, value: Any, *, allow_none: bool = False) -> float
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+    if not _is_real(value):
+        raise ArgumentTypeError(
+            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {_got(value)}"
+        )
+    if not 0.0 < value < 1.0:
         raise ValueError(
             f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {value!r}"
         )

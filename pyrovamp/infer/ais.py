@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from pyrovamp._random import derive_seed
 from pyrovamp._validate import (
     check_choice,
     check_int,
@@ -52,7 +53,7 @@ from pyrovamp._validate import (
 )
 from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
 from pyrovamp.infer.latent import latent_space
-from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, pair_bytes
+from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
 __all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
 
@@ -267,7 +268,7 @@ def _check_options(num_chains, num_steps, *, num_leapfrog_steps, step_size, targ
     check_int("num_leapfrog_steps", num_leapfrog_steps)
     check_positive("step_size", step_size)
     check_positive("adapt_rate", adapt_rate)
-    check_int("memory_budget", memory_budget)
+    check_budget(memory_budget)
     check_open_unit("target_accept", target_accept)
     check_choice("initial", initial, INITIAL)
     check_optional_int("batch_size", batch_size)
@@ -279,7 +280,7 @@ def _points_per_chunk(model, x, num_chains, memory_budget, batch_size) -> int:
     data point) pair times the gradient's factor. Call inside the evaluation context."""
     if batch_size is not None:
         return batch_size
-    pairs = memory_budget // (_GRAD_FACTOR * pair_bytes(model, x))
+    pairs = int(memory_budget // (_GRAD_FACTOR * pair_bytes(model, x)))
     return max(1, pairs // num_chains)
 
 
@@ -309,6 +310,7 @@ def ais_log_likelihood(
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
     batch_size: int | None = None,
     seed: int | None = None,
+    first_block: int = 0,
     diagnostics: bool = False,
     progress: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict]:
@@ -353,7 +355,12 @@ def ais_log_likelihood(
         memory_budget: bytes of intermediate tensors per chunk of data points (see
             :mod:`pyrovamp.infer.planning`).
         batch_size: data points per chunk (default: from the memory budget).
-        seed: fix the random draws (the global RNG is left untouched).
+        seed: fix the random draws: chunk ``b`` draws from a generator seeded by
+            ``(seed, first_block + b)``; the caller's random state is left untouched. ``None``:
+            torch's global generator.
+        first_block: global index of the chunk that starts at ``x[0]``, for a shard of a larger
+            data set cut at multiples of ``batch_size``: the shards then give exactly the values
+            of one call on the whole set (with the same ``seed`` and ``batch_size``).
         diagnostics: also return a dict of numpy arrays: ``log_weights`` ``(C, N)``,
             ``acceptance_rate`` ``(N,)`` (HMC, mean over transitions and chains),
             ``independence_acceptance`` ``(N,)`` (of the independence moves), ``step_size``
@@ -377,6 +384,8 @@ def ais_log_likelihood(
                    batch_size=batch_size, adapt_rate=adapt_rate)  # fmt: skip
     _check_options(num_chains, num_steps, **options)
     check_positive("init_scale", init_scale)
+    check_optional_int("seed", seed, 0)
+    check_int("first_block", first_block, 0)
     betas = _betas(num_steps, schedule, beta_min)
     x = as_model_data(model, x)
     out, weights, acc, eps, jumps = [], [], [], [], []
@@ -387,7 +396,9 @@ def ais_log_likelihood(
         with torch.no_grad():
             space = latent_space(model, x[:1])
         points = _points_per_chunk(model, x, num_chains, memory_budget, batch_size)
-        for i in range(0, x.shape[0], points):
+        for j, i in enumerate(range(0, x.shape[0], points)):
+            if seed is not None:
+                torch.manual_seed(derive_seed(seed, first_block + j))
             xb = x[i : i + points]
             with torch.no_grad():
                 inv_mass = _inverse_mass(space, xb)

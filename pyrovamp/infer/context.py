@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from pyrovamp._random import fork_rng
+from pyrovamp._validate import check_type
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.models import check_data
 from pyrovamp.models.vae import _float_tensor
 from pyrovamp.priors import Prior
@@ -35,8 +37,11 @@ def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
         ``(N, ...)`` floating tensor.
 
     Raises:
-        ValueError: not a tensor or array, empty, complex, NaN/inf, wrong shape or support.
+        ArgumentTypeError: not a tensor or array, or a ``model`` without ``model``/``guide``
+            methods (a ``TypeError``, also a ``ValueError``).
+        ValueError: empty, complex, NaN/inf, wrong shape or support.
     """
+    check_model(model)
     ref = _float_tensor(model)
     dtype = None if ref is None else ref.dtype
     device = None if ref is None else ref.device
@@ -45,11 +50,7 @@ def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
     from_numpy = isinstance(x, np.ndarray)
     if from_numpy:
         x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(
-            f"{name} must be a torch.Tensor or numpy array of shape (N, ...), "
-            f"got {type(x).__name__}"
-        )
+    check_type(name, x, torch.Tensor, "a torch.Tensor or numpy array of shape (N, ...)")
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(
             f"{name} must hold at least one data point along dim 0, got shape {tuple(x.shape)}"
@@ -63,9 +64,10 @@ def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
 
 
 def check_model(model: Any, name: str = "model") -> None:
-    """Raise ``ValueError`` unless ``model`` has callable ``model`` and ``guide`` methods."""
+    """Raise :class:`~pyrovamp.errors.ArgumentTypeError` (a ``TypeError`` and ``ValueError``)
+    unless ``model`` has callable ``model`` and ``guide`` methods."""
     if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"{name} must have Pyro model(x) and guide(x) methods, got {type(model).__name__}"
         )
 
@@ -94,22 +96,22 @@ def evaluation_context(
     seeded, so the caller's are left as they were; with ``no_grad`` no graph at all (AIS needs one
     for its HMC gradients in ``z``)."""
     was_training = getattr(model, "training", False)
-    with contextlib.ExitStack() as stack:
-        if no_grad:
-            stack.enter_context(torch.no_grad())
-        stack.enter_context(paused())
-        if seed is not None:
-            stack.enter_context(fork_rng())
-            torch.manual_seed(seed)
-        if hasattr(model, "modules"):
-            model.eval()
-            for m in model.modules():
-                if isinstance(m, Prior):
-                    stack.enter_context(m.cached())
-                    with torch.no_grad():
-                        m()  # build the cached distribution once, outside any autograd graph
-        try:
+    try:
+        with contextlib.ExitStack() as stack:
+            if no_grad:
+                stack.enter_context(torch.no_grad())
+            stack.enter_context(paused())
+            if seed is not None:
+                stack.enter_context(fork_rng())
+                torch.manual_seed(seed)
+            if hasattr(model, "modules"):
+                model.eval()
+                for m in model.modules():
+                    if isinstance(m, Prior):
+                        stack.enter_context(m.cached())
+                        with torch.no_grad():
+                            m()  # the cached distribution, once, outside any autograd graph
             yield
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)

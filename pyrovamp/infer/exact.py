@@ -34,12 +34,14 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
-from pyrovamp._validate import check_int, check_positive
-from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
+from pyrovamp._random import derive_seed
+from pyrovamp._validate import check_int, check_optional_int, check_positive
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
 from pyrovamp.infer.latent import latent_space
-from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, pair_bytes
+from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
 __all__ = ["exact_log_likelihood", "total_latent_dim", "MAX_LATENT_DIM"]
 
@@ -74,22 +76,26 @@ def exact_log_likelihood(
     min_levels: int = 0,
     max_levels: int = 12,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
-    seed: int = 0,
+    batch_size: int | None = None,
+    seed: int | None = 0,
+    first_block: int = 0,
     diagnostics: bool = False,
-) -> tuple:
+    progress: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """``log p(x)`` per data point by adaptive quadrature over the latent plane, in nats.
 
     Works for any object with Pyro ``model(x)`` / ``guide(x)`` whose latent sites (any number,
     of total size ``d <= 2``, real or with a ``biject_to``-able support) and observed sites sit
     in one ``pyro.plate`` over data points at ``dim=-1``. ``p(x, z)`` is scored with
-    ``poutine.condition`` at the grid points; the guide only tells where to look. Vectorised
+    ``poutine.condition`` at the grid points (unscaled: a subsampled plate's or a
+    ``poutine.scale``'s factor does not apply); the guide only tells where to look. Vectorised
     over grid points and data points, chunked by ``memory_budget``; float64 accumulation. See
     the module docstring for the algorithm (midpoint rule, adaptive refinement, error from two
     resolutions).
 
     Args:
         model: e.g. a :class:`pyrovamp.VAE` with ``latent_dim <= 2``.
-        x: ``(N, D)`` data.
+        x: ``(N, D)`` data: a tensor or numpy array of any real dtype.
         tol: target error per data point, nats.
         threshold: cells more than this many nats below a data point's largest log-integrand
             value are not refined (their mass is kept and counted in the error estimate).
@@ -101,22 +107,31 @@ def exact_log_likelihood(
         max_levels: refinements at most.
         memory_budget: bytes of intermediate tensors per chunk (see
             :mod:`pyrovamp.infer.planning`).
-        seed: seed of the prior and guide draws that place the box (the result does not depend
-            on it beyond the error estimate).
-        diagnostics: also return a dict with ``levels`` (refinements per point),
-            ``num_evaluations`` (integrand evaluations per point), ``outside_mass`` (relative
-            mass left in unrefined cells and on the border) and ``box`` (``(d, 2)`` bounds).
+        batch_size: data points per block; each block gets its own box and first grid
+            (default: all points in one block).
+        seed: seed of the prior and guide draws that place each block's box (block ``b`` draws
+            from a generator seeded by ``(seed, first_block + b)``; the caller's random state is
+            left untouched); ``None``: torch's global generator. The result depends on it only
+            within the error estimate.
+        first_block: global index of the block that starts at ``x[0]``, for a shard of a larger
+            data set cut at multiples of ``batch_size``: the shards then give exactly the values
+            of one call on the whole set.
+        diagnostics: also return a dict of ``(N,)`` numpy arrays ``error_estimate`` (nats),
+            ``levels`` (refinements), ``num_evaluations`` (integrand evaluations) and
+            ``outside_mass`` (relative mass left in unrefined cells and on the border), with
+            ``box`` (``(d, 2)`` bounds, the union over blocks) and ``broadcast``.
+        progress: show a tqdm progress bar over the data points, updated after every block.
 
     Returns:
-        ``(log_likelihood, error_estimate)``: two ``(N,)`` float64 tensors on ``x``'s device, nats
-        per data point (higher log-likelihood is better); with ``diagnostics=True`` a third
-        element, the dict above. A :class:`UserWarning` names the points whose error estimate is
-        above ``tol`` after ``max_levels`` refinements.
+        ``(N,)`` float64 tensor on the model's device, nats per data point (higher is better);
+        with ``diagnostics=True`` the pair ``(log_likelihood, dict)``, as every estimator of
+        pyrovamp. A :class:`UserWarning` names the points whose error estimate is above ``tol``
+        after ``max_levels`` refinements.
 
     Raises:
         ValueError: bad ``x`` (shape, NaN, support), a model whose latent sites have more than
             two dimensions in all (or sit outside the data plate, or are discrete), or bad
-            options.
+            options (names the option).
     """
     check_model(model)
     check_positive("tol", tol)
@@ -124,27 +139,52 @@ def exact_log_likelihood(
     check_int("grid_size", grid_size)
     check_int("max_grid_size", max_grid_size)
     check_int("max_levels", max_levels)
-    check_int("memory_budget", memory_budget)
+    check_budget(memory_budget)
     check_int("min_levels", min_levels, 0)
+    check_optional_int("batch_size", batch_size)
+    check_optional_int("seed", seed, 0)
+    check_int("first_block", first_block, 0)
     x = as_model_data(model, x)
-    with evaluation_context(model, seed), torch.no_grad():
+    points = batch_size or x.shape[0]
+    parts = []
+    with (
+        evaluation_context(model, seed),
+        torch.no_grad(),
+        progress_bar(x.shape[0], "exact log-likelihood", progress) as bar,
+    ):
         space = latent_space(model, x[:1])
         if space.dim > MAX_LATENT_DIM:
             raise ValueError(
                 f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
                 f"dimensions in all; the model has {space.dim} ({space.describe()})"
             )
-        return _Quadrature(
-            space,
-            x,
-            tol,
-            threshold,
-            grid_size,
-            max_grid_size,
-            min_levels,
-            max_levels,
-            memory_budget,
-        ).run(diagnostics)
+        for j, start in enumerate(range(0, x.shape[0], points)):
+            if seed is not None:
+                torch.manual_seed(derive_seed(seed, first_block + j))
+            xb = x[start : start + points]
+            quadrature = _Quadrature(space, xb, tol, threshold, grid_size, max_grid_size,
+                                     min_levels, max_levels, int(memory_budget))  # fmt: skip
+            parts.append(quadrature.run())
+            bar.update(xb.shape[0])
+    ll = torch.cat([p[0] for p in parts])
+    if not diagnostics:
+        return ll
+    info = {
+        "error_estimate": torch.cat([p[1] for p in parts]).cpu().numpy(),
+        **{k: np.concatenate([p[2][k] for p in parts]) for k in _PER_POINT},
+        "box": np.stack(
+            [
+                np.stack([p[2]["box"] for p in parts]).min(0)[:, 0],
+                np.stack([p[2]["box"] for p in parts]).max(0)[:, 1],
+            ],
+            -1,
+        ),
+        "broadcast": parts[0][2]["broadcast"],
+    }
+    return ll, info
+
+
+_PER_POINT = ("levels", "num_evaluations", "outside_mass")
 
 
 class _Quadrature:
@@ -263,7 +303,9 @@ class _Quadrature:
         )
 
     # --- the whole computation ---------------------------------------------------------------
-    def run(self, diagnostics):
+    def run(self):
+        """``(ll, err, info)``: the log-likelihoods and error estimates ``(n,)`` on the data's
+        device and the diagnostics (see :func:`exact_log_likelihood`)."""
         centre, half, sigma_min = self._box()
         x_all, n_all = self.x, self.n
         G = self._shared_grid(centre, half, sigma_min)[0].shape[0]
@@ -296,8 +338,6 @@ class _Quadrature:
                 "raise max_levels or grid_size",
                 stacklevel=3,
             )
-        if not diagnostics:
-            return ll, err
         info = {
             k: torch.cat([torch.as_tensor(p[3][k]) for p in parts]).numpy()
             for k in ("levels", "num_evaluations", "outside_mass")

@@ -25,6 +25,7 @@ float64 tensors are accepted); results live on the model's device.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from pyrovamp._random import derive_seed
-from pyrovamp._validate import check_int, check_optional_int
+from pyrovamp._validate import check_choice, check_int, check_optional_int
 from pyrovamp.infer.ais import ais_log_likelihood
 from pyrovamp.infer.context import as_model_data, evaluation_context, progress_bar
 from pyrovamp.infer.diagnostics import importance_diagnostics
@@ -46,6 +47,11 @@ from pyrovamp.infer.planning import (
     points_per_block,
 )
 from pyrovamp.infer.weights import log_weights
+
+DEFAULT_NUM_SAMPLES = 5000
+"""``S`` of :func:`log_likelihood`: the VampPrior paper's test log-likelihood."""
+ESTIMATORS: dict[str, Callable] = {"ais": ais_log_likelihood, "exact": exact_log_likelihood}
+"""The ``method`` s of :func:`log_likelihood` besides ``"is"`` (its own code), by name."""
 
 __all__ = [
     "log_importance_weights",
@@ -147,7 +153,7 @@ def log_importance_weights(
 def log_likelihood(
     model,
     x,
-    num_samples: int = 5000,
+    num_samples: int | None = None,
     *,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
     batch_size: int | None = None,
@@ -168,15 +174,20 @@ def log_likelihood(
     Args:
         model: object with Pyro ``model(x)`` / ``guide(x)``; the guide is the proposal.
         x: ``(N, ...)`` data: a tensor or numpy array of any real dtype.
-        num_samples: ``S``.
+        num_samples: ``S`` importance samples per data point (method ``"is"`` only; default
+            5000, the paper's).
         {args}
-        diagnostics: also return the Pareto-smoothed importance sampling diagnostics of every
-            data point's weights (:func:`pyrovamp.importance_diagnostics`).
+        diagnostics: also return the estimator's diagnostics: for ``"is"`` the Pareto-smoothed
+            importance sampling diagnostics of every data point's weights
+            (:func:`pyrovamp.importance_diagnostics`); for ``"ais"`` and ``"exact"`` theirs.
         method: ``"is"`` (importance sampling), ``"ais"`` (annealed importance sampling,
-            :func:`pyrovamp.ais_log_likelihood`; ``options``: ``num_chains``, ``num_steps``, ...;
-            ``num_samples`` is not used) or ``"exact"`` (quadrature for models with at most two
-            latent dimensions, :func:`pyrovamp.exact_log_likelihood`; ``options``: ``tol``, ...;
-            with ``diagnostics=True`` its dict holds ``error_estimate``).
+            :func:`pyrovamp.ais_log_likelihood`; ``options``: ``num_chains``, ``num_steps``, ...)
+            or ``"exact"`` (quadrature for models with at most two latent dimensions,
+            :func:`pyrovamp.exact_log_likelihood`; ``options``: ``tol``, ...; its diagnostics
+            hold ``error_estimate``). ``memory_budget``, ``batch_size``, ``seed``,
+            ``first_block`` and ``progress`` mean the same for all three (a block of AIS or of
+            the quadrature is ``batch_size`` points); ``seed=None`` leaves the method's own
+            default (``exact_log_likelihood``'s fixed box seed).
         progress: show a tqdm progress bar over the data points (on stderr, or a widget in
             Jupyter), updated after every block; the estimate does not depend on it.
 
@@ -186,29 +197,42 @@ def log_likelihood(
         dict holds ``(N,)`` numpy arrays ``log_likelihood_psis``, ``pareto_k`` and ``ess``.
 
     Raises:
-        ValueError: bad ``x``, ``num_samples`` or another bad argument, unknown ``method`` or
-            options.
+        ValueError: bad ``x``, ``num_samples`` or another bad argument (one line naming it),
+            unknown ``method``, an option the method does not take (``num_samples`` for
+            ``"ais"``/``"exact"``, ``options`` for ``"is"``).
+        ArgumentTypeError: an argument of the wrong type (a ``TypeError``).
     """
-    if method == "ais":
-        return ais_log_likelihood(
+    check_choice("method", method, ("is", *ESTIMATORS))
+    if method != "is":
+        estimator = ESTIMATORS[method]
+        if num_samples is not None:
+            raise ValueError(
+                f"num_samples is the number of importance samples of method='is'; method="
+                f"{method!r} does not take it"
+                + (" (its importance samples are num_chains)" if method == "ais" else "")
+            )
+        known = set(inspect.signature(estimator).parameters) - {"model", "x"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"unexpected option(s) for method={method!r}: {', '.join(unknown)} "
+                f"(it takes {', '.join(sorted(known))})"
+            )
+        if seed is not None:  # else the estimator's own default
+            options["seed"] = seed
+        return estimator(
             model,
             x,
             memory_budget=memory_budget,
             batch_size=batch_size,
-            seed=seed,
+            first_block=first_block,
             diagnostics=diagnostics,
             progress=progress,
             **options,
         )
-    if method == "exact":
-        ll, err, info = exact_log_likelihood(
-            model, x, memory_budget=memory_budget, diagnostics=True, **options
-        )
-        return (ll, {**info, "error_estimate": err.cpu().numpy()}) if diagnostics else ll
-    if method != "is":
-        raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
     if options:
         raise ValueError(f"unexpected option(s) for method='is': {', '.join(sorted(options))}")
+    num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
     _check_args(num_samples, memory_budget, batch_size, seed, first_block)
     x = as_model_data(model, x)
     out: list[torch.Tensor] = []
@@ -362,6 +386,13 @@ class IWAELoss:
     ``dim=-1``); gradients flow through reparameterised draws, so every latent site of the guide
     must have ``rsample``.
 
+    Scales, as in Pyro's ELBOs: a subsampled data plate (``pyro.plate(..., subsample_size=B)``,
+    scale ``c = size / B``) or a ``poutine.scale`` around the model multiplies each point's bound
+    by ``c``; a latent site scaled by a further ``beta`` (KL warm-up,
+    :class:`pyrovamp.training.ScaleLatents`) enters the log-weights multiplied by ``beta``:
+    ``log w = log p(x|h) + beta (log p(h) - log q(h|x))``. The scales are applied to each point's
+    bound, never inside the ``logsumexp`` (which would not be the bound of any model).
+
     Args:
         num_particles: ``K >= 2``.
     """
@@ -375,8 +406,11 @@ class IWAELoss:
         """The negative bound summed over the data points of ``x`` (nats), a 0-dim tensor.
 
         Raises:
-            ValueError: a latent guide site without ``rsample``, or a site outside the data
-                plate at ``dim=-1``.
+            ValueError: a latent guide site without ``rsample``, a site outside the data
+                plate at ``dim=-1``, or observed sites of different scales.
         """
-        lw = log_weights(model, guide, x, self.num_particles, require_rsample="loss='iwae'")
-        return -(torch.logsumexp(lw, dim=0) - math.log(self.num_particles)).sum()
+        lw, scale = log_weights(
+            model, guide, x, self.num_particles, require_rsample="loss='iwae'", with_scale=True
+        )
+        bound = torch.logsumexp(lw, dim=0) - math.log(self.num_particles)
+        return -(scale * bound).sum()

@@ -13,7 +13,9 @@ methods whose sites sit in one ``pyro.plate`` over data points at ``dim=-1``:
 All latent sites are concatenated, in the model's order, into one unconstrained vector ``u`` of
 size ``d`` per data point; a site with a constrained support is mapped through
 ``biject_to(support)`` and the log-Jacobian of that map is added to every density in ``u``
-space, so integrals and Markov chains in ``u`` are those of ``z``.
+space, so integrals and Markov chains in ``u`` are those of ``z``. The densities are the sites'
+unscaled log-densities (:func:`pyrovamp.infer.weights.site_log_prob`): a subsampled plate's or a
+``poutine.scale``'s factor does not change a log-likelihood.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions.constraints import MixtureSameFamilyConstraint
 
 from pyrovamp.infer.context import check_model
+from pyrovamp.infer.weights import site_log_prob
 
 __all__ = ["LatentSpace", "latent_space"]
 
@@ -100,9 +103,7 @@ class LatentSpace:
     # --- densities at given latent values -------------------------------------------------------
     def _score(self, fn, x, values, batch):
         with pyro.plate(_BATCH_PLATE, batch, dim=-2):
-            trace = poutine.trace(poutine.condition(fn, data=values)).get_trace(x)
-        trace.compute_log_prob()
-        return trace
+            return poutine.trace(poutine.condition(fn, data=values)).get_trace(x)
 
     def log_joint(self, x, u):
         """``log p(z)`` and ``log p(x|z)`` at ``u``: two ``(B, N)`` tensors, nats.
@@ -119,9 +120,9 @@ class LatentSpace:
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if name in self.observed:
-                observed = observed + site["log_prob"]
+                observed = observed + site_log_prob(name, site)
             elif name in values:
-                latent = latent + site["log_prob"]
+                latent = latent + site_log_prob(name, site)
             else:
                 raise ValueError(
                     f"model site {name!r} was not seen when the latent sites were "
@@ -146,7 +147,7 @@ class LatentSpace:
                     f"guide site {name!r} is not a latent site of the model "
                     f"({', '.join(self.names)})"
                 )
-            out = out + site["log_prob"]
+            out = out + site_log_prob(name, site)
         return torch.broadcast_to(out, (u.shape[0], x.shape[0]))
 
     def sample(self, x, num_samples, source="guide"):
@@ -202,10 +203,15 @@ def latent_space(model, x) -> LatentSpace:
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
+        fn = site["fn"]
         if site["is_observed"]:
+            if tuple(fn.batch_shape) != (n,):
+                raise ValueError(
+                    f"observed site {name!r} has batch shape {tuple(fn.batch_shape)}; every "
+                    f"site must sit in one data plate of size {n} at dim=-1, not subsampled"
+                )
             observed.add(name)
             continue
-        fn = site["fn"]
         if tuple(fn.batch_shape) != (n,):
             raise ValueError(
                 f"latent site {name!r} has batch shape {tuple(fn.batch_shape)}; every "

@@ -7,8 +7,14 @@ the IWAE loss (:class:`pyrovamp.infer.importance.IWAELoss`), guide refinement
 ``S`` draws ``h_s ~ q(h|x)`` come from one vectorised ``pyro.plate(PLATE, S, dim=-2)`` around the
 guide, and the model is replayed on them inside the same plate, so an amortised guide encodes
 each data point once, never ``S`` copies of it. Every site must sit in one ``pyro.plate`` over
-the data points at ``dim=-1``; the log-weights then have shape ``(S, N)``. The log-densities are
-the traces' ``log_prob`` (a handler's ``scale`` applies, as in Pyro's ELBOs).
+the data points at ``dim=-1``; the log-weights then have shape ``(S, N)``.
+
+Scales. The log-densities are the sites' *unscaled* ``log_prob`` (a ``poutine.mask`` applies):
+a log-likelihood or an ELBO is a property of the model and of each data point, not of the
+training objective, so ``pyro.plate(..., subsample_size=...)``'s scale ``size / subsample_size``
+and a ``poutine.scale`` (KL annealing) leave it unchanged. A training loss that must honour the
+scales (:class:`pyrovamp.infer.importance.IWAELoss`) asks :func:`log_weights` for them
+(``with_scale=True``).
 """
 
 from __future__ import annotations
@@ -19,36 +25,35 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["PLATE", "site_log_probs", "trace_pair", "log_weights"]
+__all__ = ["PLATE", "site_log_prob", "site_log_probs", "trace_pair", "log_weights"]
 
 PLATE = "importance_samples"
 """Name of the plate over the draws (at ``dim=-2``)."""
 
 
-def site_log_probs(
-    trace: Trace, x: torch.Tensor, *, require_rsample: str | None = None
-) -> tuple[Any, Any]:
-    """``(observed, latent)``: the sums of ``log_prob`` over the observed and over the latent
-    sample sites of a Pyro ``trace`` run on data ``x`` (``(S, N)``-broadcastable tensors, or
-    ``0.0`` where there is no such site), nats. Plates' subsample sites are skipped.
-
-    Args:
-        trace: a trace of a model or guide, run on ``x``.
-        x: ``(N, ...)`` data.
-        require_rsample: the name of what needs every latent site reparameterised (a gradient
-            through the draws, e.g. ``"loss='iwae'"``): a site without ``rsample`` is refused
-            with a message naming it. ``None``: no check.
+def site_log_prob(name: str, site: Any) -> torch.Tensor:
+    """The log-density of a traced sample site at its value, *unscaled*: ``poutine.mask`` and
+    ``obs_mask`` apply, plates' subsample scales and ``poutine.scale`` do not (nats, the site's
+    batch shape). Computed without the host synchronisations of
+    ``Trace.compute_log_prob`` (its NaN warnings).
 
     Raises:
-        ValueError: a site whose ``log_prob`` is not in the data plate at ``dim=-1``, or (with
-            ``require_rsample``) a latent site without ``rsample``.
+        ValueError: the distribution refuses the value (one line naming the site).
     """
-    observed: torch.Tensor | float = 0.0
-    latent: torch.Tensor | float = 0.0
-    trace.compute_log_prob()
+    try:
+        log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    except ValueError as e:
+        raise ValueError(f"site {name!r}: {e}".splitlines()[0]) from e
+    return scale_and_mask(log_p, 1.0, site["mask"])
+
+
+def _scored_sites(trace: Trace, x: torch.Tensor, require_rsample: str | None):
+    """``(name, site, log_prob)`` for every sample site of ``trace`` but plates' subsample sites,
+    ``log_prob`` unscaled (:func:`site_log_prob`) and checked to be one value per data point."""
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
@@ -61,12 +66,39 @@ def site_log_probs(
                 f"{require_rsample} needs reparameterised guide sites; {name!r} has no rsample "
                 f"(guide site {name!r} is not reparameterised: {type(site['fn']).__name__})"
             )
-        lp = site["log_prob"]
-        if lp.dim() > 2 or (lp.dim() == 2 and lp.shape[-1] not in (1, x.shape[0])):
+        lp = site_log_prob(name, site)
+        if lp.dim() > 2 or (lp.dim() >= 1 and lp.shape[-1] not in (1, x.shape[0])):
             raise ValueError(
-                f"site {name!r} has log_prob shape {tuple(lp.shape)}: every site "
-                "must sit in the data plate at dim=-1"
+                f"site {name!r} has log_prob shape {tuple(lp.shape)} for {x.shape[0]} data "
+                "points: every site must sit in one plate over the data points at dim=-1, "
+                "not subsampled (score the minibatch itself)"
             )
+        yield name, site, lp
+
+
+def site_log_probs(
+    trace: Trace, x: torch.Tensor, *, require_rsample: str | None = None
+) -> tuple[Any, Any]:
+    """``(observed, latent)``: the sums of the unscaled log-densities (:func:`site_log_prob`)
+    over the observed and over the latent sample sites of a Pyro ``trace`` run on data ``x``
+    (``(S, N)``-broadcastable tensors, or ``0.0`` where there is no such site), nats per data
+    point. Plates' subsample sites are skipped.
+
+    Args:
+        trace: a trace of a model or guide, run on ``x``.
+        x: ``(N, ...)`` data.
+        require_rsample: the name of what needs every latent site reparameterised (a gradient
+            through the draws, e.g. ``"loss='iwae'"``): a site without ``rsample`` is refused
+            with a message naming it. ``None``: no check.
+
+    Raises:
+        ValueError: a site whose log-density is not one value per data point of ``x`` (outside
+            the data plate at ``dim=-1``, or in a plate subsampled to fewer points than ``x``),
+            or (with ``require_rsample``) a latent site without ``rsample``.
+    """
+    observed: torch.Tensor | float = 0.0
+    latent: torch.Tensor | float = 0.0
+    for _, site, lp in _scored_sites(trace, x, require_rsample):
         if site["is_observed"]:
             observed = observed + lp
         else:
@@ -94,8 +126,10 @@ def log_weights(
     split: bool = False,
     require_rsample: str | None = None,
     guide_log_density: Callable[[Trace], torch.Tensor] | None = None,
+    with_scale: bool = False,
 ) -> Any:
-    """Importance log-weights ``log p(x, h_s) - log q(h_s|x)``, ``h_s ~ q(h|x)``, nats.
+    """Importance log-weights ``log p(x, h_s) - log q(h_s|x)``, ``h_s ~ q(h|x)``, nats per data
+    point, from the sites' unscaled log-densities (see the module docstring).
 
     Args:
         model_fn, guide_fn: Pyro model and guide, called as ``fn(x)``.
@@ -106,16 +140,26 @@ def log_weights(
             guide site without ``rsample`` is refused (not checked with ``guide_log_density``).
         guide_log_density: computes ``log q(h|x)`` from the guide trace instead of the trace's
             own ``log_prob`` (guide refinement: ``log q`` with the parameters' gradient stopped).
+        with_scale: the training objective's reading of the sites' scales (for a loss, not an
+            estimate): the observed sites must share one scale ``c`` (a data plate's
+            ``size / subsample_size``, a ``poutine.scale``); a latent site with scale
+            ``c * beta`` enters the weights multiplied by ``beta`` (KL annealing). Returns
+            ``(log_weights, c)``; the objective is ``c`` times the per-point bound.
 
     Returns:
         ``(S, N)`` tensor; with ``split=True`` the pair ``(log p(x|h), log q(h|x) - log p(h))``
-        of ``(S, N)`` tensors (the observed sites; the latent sites).
+        of ``(S, N)`` tensors (the observed sites; the latent sites); with ``with_scale=True``
+        the pair ``(log_weights, c)`` (``c`` a float or an ``(N,)``-broadcastable tensor).
 
     Raises:
-        ValueError: a site outside the data plate at ``dim=-1``; a latent guide site without
-            ``rsample`` when ``require_rsample``.
+        ValueError: a site outside the data plate at ``dim=-1`` or subsampled; a latent guide
+            site without ``rsample`` when ``require_rsample``; with ``with_scale``, observed
+            sites of different scales.
     """
     model_trace, guide_trace = trace_pair(model_fn, guide_fn, x, num_samples)
+    shape = (num_samples, x.shape[0])
+    if with_scale:
+        return _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape)
     observed, latent_p = site_log_probs(model_trace, x)
     if guide_log_density is None:
         observed_q, latent_q = site_log_probs(guide_trace, x, require_rsample=require_rsample)
@@ -123,7 +167,31 @@ def log_weights(
     else:
         log_q = guide_log_density(guide_trace)
     latent = latent_p - log_q
-    shape = (num_samples, x.shape[0])
     if split:
         return torch.as_tensor(observed).expand(shape), (-torch.as_tensor(latent)).expand(shape)
     return torch.as_tensor(observed + latent).expand(shape)
+
+
+def _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape):
+    """``(log_weights, c)`` of :func:`log_weights` with ``with_scale=True``."""
+    sites = [(n, s, lp, 1.0) for n, s, lp in _scored_sites(model_trace, x, None)]
+    sites += [(n, s, lp, -1.0) for n, s, lp in _scored_sites(guide_trace, x, require_rsample)]
+    observed = [(n, s["scale"]) for n, s, _, sign in sites if s["is_observed"] and sign > 0]
+    c = observed[0][1] if observed else 1.0
+    if any(not _same_scale(c, other) for _, other in observed[1:]):
+        raise ValueError(
+            f"the observed sites {', '.join(repr(n) for n, _ in observed)} have different "
+            "scales; an importance-weighted loss needs one scale per data point for all of them"
+        )
+    total: Any = 0.0
+    for _, site, lp, sign in sites:
+        if not site["is_observed"]:
+            lp = lp * (site["scale"] / c)
+        total = total + sign * lp
+    return torch.as_tensor(total).expand(shape), c
+
+
+def _same_scale(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+    return a == b
