@@ -22,6 +22,18 @@ The module is the source of truth; Pyro's parameter store only mirrors it:
   the module's own tensors to whatever handler records them, as ``PyroModule`` does in that mode.
   ``SVI`` with ``pyro.optim`` still works (its optimisers are keyed by tensor).
 
+Registering a module with Pyro's own ``pyro.module("prior", prior)`` (as Pyro users register any
+``nn.Module``) is harmless, under every ELBO, ``JitTrace_ELBO`` included: a parameter that the
+global store already holds under another name (``"prior$$$means"``) is issued under that name, not
+under a second one -- one tensor under two names is what Pyro's JIT refuses (a bare
+``AssertionError`` in ``pyro.ops.jit``), as it does for any ``nn.Module`` registered twice. Call
+``pyro.module`` before the module's first use in the model *and* in the guide (as Pyro's examples
+do): a ``pyro.module`` call after the module's own statements in the same run gives its tensors a
+second name. In module-local mode the parameters given by ``pyro.module`` are global ones, so they
+are issued as such; ``JitTrace_ELBO`` needs global parameters (it reads them back from the global
+store), so under module-local mode it works for modules registered with ``pyro.module`` only, as
+for Pyro's own ``PyroModule``.
+
 Either way, training with a ``torch.optim`` optimiser over ``module.parameters()`` and a loss from
 ``pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)`` updates exactly the
 module's parameters; pyrovamp changes no Pyro setting itself. State lives in ``state_dict()``;
@@ -71,6 +83,15 @@ def _local_param(name, value, constraint=constraints.real, event_dim=None):
 _local_param_statement = effectful(_local_param, type="param")
 
 
+def _name_in_store(store, p, own: str) -> str | None:
+    """The name other than ``own`` under which the global store holds the tensor ``p`` itself
+    (given by ``pyro.module``/``pyro.param``), or None."""
+    name = store.param_name(p)
+    if name is None or name == own or name not in store:
+        return None
+    return name if store[name] is p else None
+
+
 class RegisteredModule(nn.Module):
     """An ``nn.Module`` whose parameters Pyro sees under a name of this instance's own.
 
@@ -95,6 +116,10 @@ class RegisteredModule(nn.Module):
             if not p.requires_grad:
                 continue
             full = param_with_module_name(self.pyro_name, pname)
+            given = _name_in_store(store, p, full)
+            if given is not None:  # registered by the user (pyro.module): one name per tensor
+                pyro.param(given, p)
+                continue
             if local:
                 setattr(p, "unconstrained", weakref.ref(p))  # what SVI reads back from a param site
                 _local_param_statement(

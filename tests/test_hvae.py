@@ -71,8 +71,15 @@ def test_active_units_counts_units_that_vary_with_the_data():
 
 
 def test_hvae_bad_input():
-    with pytest.raises(ValueError, match="binary"):
-        _hvae().model(torch.full((2, 12), 0.3))
+    m = _hvae()
+    with pytest.raises(ValueError, match="binary"):  # values: where data enter
+        m.reconstruct(torch.full((2, 12), 0.3))
+    with pytest.raises(ValueError, match=r"shape \(N, 12\)"):  # shapes: also in model/guide
+        m.model(torch.zeros(2, 11))
+    with pytest.raises(ValueError, match=r"shape \(N, 12\)"):
+        m.guide(torch.zeros(2, 11))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 12\)"):
+        m.encode_z1(torch.zeros(2, 11), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="z1_dim"):
         HVAE((12,), 3, prior="standard", z1_dim=0)
 

@@ -1,11 +1,17 @@
+import os
+import traceback
+
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
 from conftest import cuda
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI, Predictive, Trace_ELBO
+from torch.overrides import TorchFunctionMode
 
-from pyrovamp import HVAE, VAE, ConvHVAE
+from pyrovamp import HVAE, VAE, ConvHVAE, PixelHVAE, check_data
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.nn import GaussianEncoder
 from pyrovamp.priors import PRIORS, GTMVampPrior, MoGPrior, VampPrior
 
@@ -66,30 +72,124 @@ def test_prior_module_can_be_passed_and_swapped():
 
 
 @pytest.mark.parametrize(
-    "bad, match",
+    "bad, match, error",
     [
-        (torch.zeros(4, 5), r"shape \(N, 6\)"),
-        (torch.zeros(6), r"shape \(N, 6\)"),
-        (torch.zeros(0, 6), "empty"),
-        (torch.tensor([[0.0, 1, 1, 0, float("nan"), 1]]), "NaN"),
-        (torch.full((2, 6), 0.5), "binary"),
-        ([[0, 1, 0, 1, 0, 1]], "torch.Tensor"),
+        (torch.zeros(4, 5), r"shape \(N, 6\)", ValueError),
+        (torch.zeros(6), r"shape \(N, 6\)", ValueError),
+        (torch.zeros(0, 6), "empty", ValueError),
+        ([[0, 1, 0, 1, 0, 1]], "torch.Tensor", ArgumentTypeError),
+        (np.array([["a"] * 6]), "real numbers", ArgumentTypeError),
     ],
 )
-def test_model_refuses_bad_input(bad, match):
+def test_model_and_guide_refuse_a_bad_type_or_shape_in_one_line(bad, match, error):
     vae = VAE((6,), 2, prior="standard", hidden_dim=8)
-    with pytest.raises(ValueError, match=match):
-        vae.model(bad)
-    with pytest.raises(ValueError, match=match):
-        vae.guide(bad)
+    for fn in (vae.model, vae.guide, vae.reconstruct, vae.posterior_means):
+        with pytest.raises(error, match=match) as info:
+            fn(bad)
+        assert "\n" not in str(info.value)
+        if error is ValueError:  # a wrong shape is a wrong value, not a wrong type
+            assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.tensor([[0.0, 1, 1, 0, float("nan"), 1]]), "NaN"),
+        (torch.tensor([[0.0, 1, 1, 0, float("inf"), 1]]), "infinite"),
+        (torch.full((2, 6), 0.5), "binary"),
+    ],
+)
+def test_values_are_checked_where_data_enter(bad, match):
+    """NaN and the support are checked once, where data enter -- ``check_data``, the methods
+    taking user data, the estimators -- not in every model/guide call."""
+    from pyrovamp import fit, log_likelihood
+
+    vae = VAE((6,), 2, prior="standard", hidden_dim=8)
+    calls = [
+        lambda: check_data(bad, 6, vae.likelihood),
+        lambda: vae.reconstruct(bad),
+        lambda: vae.posterior_means(bad),
+        lambda: log_likelihood(vae, bad, 2),
+        lambda: fit(vae, bad, epochs=1, progress=False, logger="none"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=match) as info:
+            call()
+        assert "\n" not in str(info.value) and not isinstance(info.value, TypeError)
 
 
 def test_categorical_support_is_checked():
     vae = VAE((4,), 2, prior="standard", likelihood="categorical", num_values=17, hidden_dim=8)
     with pytest.raises(ValueError, match=r"integers in 0..16"):
-        vae.model(torch.tensor([[0.0, 3, 17, 2]]))
+        vae.reconstruct(torch.tensor([[0.0, 3, 17, 2]]))
     with pytest.raises(ValueError, match=r"integers in 0..16"):
-        vae.model(torch.tensor([[0.0, 3.5, 1, 2]]))
+        check_data(torch.tensor([[0.0, 3.5, 1, 2]]), 4, vae.likelihood)
+
+
+_SYNCS = {
+    "__bool__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "__complex__",
+    "item",
+    "tolist",
+    "numpy",
+    "cpu",
+    "nonzero",
+    "argwhere",
+    "masked_select",
+    "unique",
+    "equal",
+    "allclose",
+}
+
+
+class _HostSyncSpy(TorchFunctionMode):
+    """Records the tensor operations that read values on the host (each a device-to-host
+    synchronisation on a GPU), with pyrovamp's frame that led to each."""
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        index = args[1] if name == "__getitem__" and len(args) > 1 else None
+        indices = index if isinstance(index, tuple) else (index,)
+        masked = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+        if name in _SYNCS or masked:
+            ours = [
+                f"{f.filename}:{f.lineno}"
+                for f in traceback.extract_stack()
+                if f"{os.sep}pyrovamp{os.sep}" in f.filename
+            ]
+            if ours:
+                self.found.append((name, ours[-1]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE, PixelHVAE])
+def test_model_and_guide_make_no_host_sync(cls, prior, monkeypatch):
+    """A training step reads no value on the host in pyrovamp's code: the data were checked
+    where they entered (``fit``, the estimators), not again in every model/guide call."""
+    import pyrovamp.models.vae as vae_module
+
+    kw = {"channels": 4, "num_masked_layers": 2} if cls is PixelHVAE else {}
+    m = cls((6, 6), 2, prior=prior, hidden_dim=8, num_components=4, **kw)
+    x = torch.randint(0, 2, (8, 36)).float()
+    Trace_ELBO().differentiable_loss(m.model, m.guide, x)  # built once (e.g. a flow's masks)
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("check_data called in model/guide")
+
+    monkeypatch.setattr(vae_module, "check_data", no_check)
+    with _HostSyncSpy() as spy:
+        loss = Trace_ELBO().differentiable_loss(m.model, m.guide, x)
+        loss.backward()
+    assert spy.found == []
+    assert torch.isfinite(loss)
 
 
 def test_two_models_in_one_session_do_not_share_parameters():
@@ -168,3 +268,91 @@ def test_named_vampprior_uses_the_models_encoder():
     for cls in (VAE, HVAE, ConvHVAE):
         m = cls((8, 8), 2, prior="gtm-vampprior", hidden_dim=8, num_components=4)
         assert m.prior.encoder is m.encoder
+
+
+def _small(cls, prior="vampprior", likelihood="bernoulli"):
+    pyro.set_rng_seed(0)
+    kw = {"channels": 4, "num_masked_layers": 2} if cls is PixelHVAE else {}
+    num_values = 17 if likelihood == "categorical" else None
+    return cls(
+        (6, 6),
+        2,
+        prior=prior,
+        likelihood=likelihood,
+        num_values=num_values,
+        hidden_dim=8,
+        num_components=4,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE, PixelHVAE])
+def test_counts_are_checked_in_one_line_naming_the_argument(cls):
+    m = _small(cls)
+    with pytest.raises(ValueError, match=r"^num_samples must be a positive integer, got 0$"):
+        m.sample(0)
+    for bad in (2.5, "3", True, None):
+        with pytest.raises(ArgumentTypeError, match=r"^num_samples must be a positive integer"):
+            m.sample(bad)
+    with pytest.raises(ArgumentTypeError, match="^mean must be True or False"):
+        m.sample(2, mean="yes")
+    assert m.sample(np.int64(3)).shape == (3, 36)  # numpy integers are integers
+    x = torch.randint(0, 2, (4, 36)).float()
+    with pytest.raises(ValueError, match="^num_samples must be a positive integer, got -1$"):
+        m.posterior_means(x, -1)
+    with pytest.raises(ArgumentTypeError, match="^num_points must be a positive integer"):
+        m.model(None, num_points=1.5)
+    with pytest.raises(ValueError, match="^num_points must be a positive integer, got 0$"):
+        m.model(None, num_points=0)
+    with pytest.raises(ValueError, match="num_points .* with data x it must be left at 1"):
+        m.model(x, num_points=3)
+    sizes = cls((6, 6), np.int64(2), prior="mog", hidden_dim=np.int32(8), num_components=3)
+    assert sizes.latent_dim == 2 and type(sizes.latent_dim) is int
+    with pytest.raises(ArgumentTypeError, match="^latent_dim must be a positive integer"):
+        cls((6, 6), 2.0, prior="standard")
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE, PixelHVAE])
+def test_the_model_draws_new_data_through_predictive(cls, parallel):
+    m = _small(cls)
+    out = Predictive(m.model, num_samples=3, parallel=parallel)(None, num_points=5)
+    latents = {"z": 2} if cls is VAE else {"z2": 2, "z1": 2}
+    assert set(out) == {"x", *latents}
+    assert out["x"].shape == (3, 5, 36)
+    for name, size in latents.items():
+        assert out[name].shape == (3, 5, size)
+    assert set(out["x"].unique().tolist()) <= {0.0, 1.0}
+    # x is drawn (not observed) and scored by p(x|z)
+    tr = poutine.trace(m.model).get_trace(None, num_points=4)
+    assert not tr.nodes["x"]["is_observed"] and tr.nodes["x"]["value"].shape == (4, 36)
+    # the posterior predictive keeps working
+    x = torch.randint(0, 2, (4, 36)).float()
+    post = Predictive(m.model, guide=m.guide, num_samples=2, parallel=parallel)(x)
+    assert all(post[name].shape == (2, 4, size) for name, size in latents.items())
+
+
+def test_drawn_data_follow_the_decoder():
+    """``x`` drawn by ``model(None)`` is ``p(x|z)`` at the drawn ``z``: over 4000 draws the
+    average image matches the average decoder mean at the same ``z`` (Bernoulli and
+    categorical)."""
+    for likelihood in ("bernoulli", "categorical"):
+        m = _small(VAE, "mog", likelihood)
+        out = Predictive(m.model, num_samples=4000, parallel=True)(None, num_points=1)
+        with torch.no_grad():
+            expected = m.likelihood.mean(m.decoder(out["z"])).mean((0, 1))
+        levels = 16.0 if likelihood == "categorical" else 1.0
+        err = (out["x"].float().mean((0, 1)) - expected).abs().max() / levels
+        assert err < 0.04, (likelihood, float(err))
+
+
+@pytest.mark.parametrize("cls", [VAE, HVAE, ConvHVAE, PixelHVAE])
+def test_model_with_data_is_unchanged(cls):
+    """``model(x)`` is the same program as before: same sites, observed ``x``, same score."""
+    m = _small(cls)
+    x = torch.randint(0, 2, (4, 36)).float()
+    g = poutine.trace(m.guide).get_trace(x)
+    a = poutine.trace(poutine.replay(m.model, trace=g)).get_trace(x)
+    b = poutine.trace(poutine.replay(m.model, trace=g)).get_trace(x.numpy(), num_points=1)
+    assert a.nodes["x"]["is_observed"] and torch.equal(a.nodes["x"]["value"], x)
+    assert torch.equal(a.log_prob_sum(), b.log_prob_sum())

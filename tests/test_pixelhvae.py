@@ -7,6 +7,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.infer import Predictive
 
 from pyrovamp import PixelHVAE, elbo, log_likelihood, train
 from pyrovamp.distributions import make_likelihood
@@ -180,6 +181,30 @@ def test_evaluation_uses_running_statistics_and_leaves_them_alone():
         assert torch.equal(v, before[k]), k
     m.eval()
     torch.testing.assert_close(e_train_mode, elbo(m, x, 5, seed=0))
+
+
+def test_reconstruct_casts_the_data_to_the_models_dtype_and_device():
+    m = _model("discretized_logistic").double()
+    x = _x("discretized_logistic", 3).to(torch.int64)  # integer levels, not the model's dtype
+    r = m.reconstruct(x)
+    assert r.dtype == torch.float64 and r.shape == (3, D)
+    assert m.reconstruct(x.numpy()).dtype == torch.float64
+    assert m.sample(2).dtype == torch.float64
+    with pytest.raises(ValueError, match="NaN"):  # the values are checked where data enter
+        m.reconstruct(torch.full((1, D), float("nan")))
+
+
+def test_predictive_draws_images_pixel_by_pixel_and_leaves_the_statistics_alone():
+    m = _model()
+    _scramble_batch_norm(m)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.train()
+    out = Predictive(m.model, num_samples=2)(None, num_points=3)
+    assert out["x"].shape == (2, 3, D) and set(out["x"].unique().tolist()) <= {0.0, 1.0}
+    assert out["z2"].shape == (2, 3, 3) and out["z1"].shape == (2, 3, 2)
+    assert m.training and m.decoder.training
+    for k, v in m.state_dict().items():  # drawn with the running statistics, not updating them
+        assert torch.equal(v, before[k]), k
 
 
 def test_one_epoch_of_training_through_pyrovamp_train():

@@ -237,6 +237,33 @@ def test_flow_prior_is_zuko_wrapped_for_pyro(flow, cls):
     assert not torch.allclose(twin.log_prob(z), prior.log_prob(z))  # independent copies
 
 
+@pytest.mark.parametrize("flow", ["realnvp", "nsf", "maf"])
+def test_flow_prior_reuses_its_transform_and_stays_the_flows_density(flow):
+    """The flow's transform is built once (zuko's transforms read the parameters when applied);
+    the density stays zuko's own after an optimiser step, ``.double()`` and an assigning
+    ``load_state_dict``."""
+    prior = FlowPrior(2, flow=flow, num_flows=2, hidden_dims=(8,))
+    z = torch.randn(7, 2)
+
+    def same():
+        x = z.to(next(prior.parameters()).dtype)
+        torch.testing.assert_close(prior.log_prob(x), prior.flow().log_prob(x))
+
+    same()
+    assert prior().dist.transform is prior().dist.transform  # built once
+    opt = torch.optim.SGD(prior.parameters(), lr=0.5)
+    prior.log_prob(z).sum().backward()
+    opt.step()
+    same()
+    prior.double()
+    same()
+    state = {
+        k: v + 0.01 if v.is_floating_point() else v.clone() for k, v in prior.state_dict().items()
+    }
+    prior.load_state_dict(state, assign=True)
+    same()
+
+
 def test_flow_prior_arguments():
     assert FlowPrior(2).flow_name == "realnvp" and FlowPrior(2).num_flows == 4
     assert make_prior("flow", 3, flow="maf", num_flows=2).flow_name == "maf"

@@ -10,6 +10,8 @@ import abc
 import pyro.distributions as dist
 import torch
 
+from pyrovamp._validate import check_int
+
 __all__ = ["Likelihood", "check_levels"]
 
 
@@ -33,9 +35,7 @@ class Likelihood(abc.ABC):
     high = 1.0
 
     def __init__(self, input_dim: int):
-        if int(input_dim) < 1:
-            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}")
-        self.input_dim = int(input_dim)
+        self.input_dim = check_int("input_dim", input_dim)
 
     @property
     def output_dim(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
+from pyrovamp._validate import check_int
 from pyrovamp.distributions.base import Likelihood, check_levels
 
 __all__ = ["CategoricalLikelihood"]
@@ -22,12 +23,7 @@ class CategoricalLikelihood(Likelihood):
 
     def __init__(self, input_dim: int, num_values: int):
         super().__init__(input_dim)
-        if num_values is None or int(num_values) < 2:
-            raise ValueError(
-                "num_values must be an integer >= 2 for the categorical likelihood, "
-                f"got {num_values!r}"
-            )
-        self.num_values = int(num_values)
+        self.num_values = check_int("num_values", num_values, low=2)
         self.params_per_dim = self.num_values
         self.high = float(self.num_values - 1)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrovamp._validate import check_int
 from pyrovamp.distributions.base import Likelihood, check_levels
 
 __all__ = ["DiscretizedLogistic", "DiscretizedLogisticLikelihood"]
@@ -98,9 +99,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def __init__(self, input_dim: int, num_levels: int = 256):
         super().__init__(input_dim)
-        if int(num_levels) < 2:
-            raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
-        self.num_values = int(num_levels)
+        self.num_values = check_int("num_levels", num_levels, low=2)
         self.high = float(self.num_values - 1)
 
     def _params(self, h):

@@ -9,8 +9,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovamp._validate import check_int
 from pyrovamp.distributions import AutoregressiveImage
-from pyrovamp.models.vae import VAE, check_data
+from pyrovamp.models.vae import VAE, _check_width, _sample_args
 from pyrovamp.nn import (
     ConditionalGaussian,
     ConvConditionalEncoder,
@@ -89,9 +90,7 @@ class HVAE(VAE):
             num_flows=num_flows,
             pseudo_input_parameterization=pseudo_input_parameterization,
         )
-        z1_dim = latent_dim if z1_dim is None else z1_dim
-        if not isinstance(z1_dim, int) or z1_dim < 1:
-            raise ValueError(f"z1_dim must be a positive integer, got {z1_dim!r}")
+        z1_dim = self.latent_dim if z1_dim is None else check_int("z1_dim", z1_dim)
         self.z1_dim = z1_dim
         D, H, L2 = self.input_dim, hidden_dim, latent_dim
         # q(z2|x) is self.encoder (built by VAE.__init__, shared with the VampPrior)
@@ -105,13 +104,26 @@ class HVAE(VAE):
         mark_fused(decoder.joint[-1], self.likelihood.output_blocks)
         self.decoder = decoder
 
-    def model(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1``, ``x``. Raises ``ValueError``
-        on bad ``x`` (shape, NaN, support)."""
-        x = self._data(x)
+    def model(  # type: ignore[override]
+        self, x: torch.Tensor | None = None, *, num_points: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p(z2) p(z1|z2) p(x|z1, z2)``; sites ``z2``, ``z1`` (latent) and ``x``.
+
+        As :meth:`VAE.model`: with ``x=None`` it draws ``num_points`` points from ``p(x, z1,
+        z2)`` (``Predictive(m.model, num_samples=S)(None, num_points=B)``: ``"x"`` ``(S, B, D)``,
+        ``"z2"`` ``(S, B, L2)``, ``"z1"`` ``(S, B, L1)``); the data's type and shape are checked,
+        their values where data enter.
+
+        Returns:
+            ``(z1, z2)``.
+
+        Raises:
+            ArgumentTypeError, ValueError: as :meth:`VAE.model`.
+        """
+        x, n = self._observed(x, num_points)
         self.register_parameters()
         prior = self.prior(register=False)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", n, dim=-1):
             z2 = pyro.sample("z2", prior)
             loc, scale = self.p_z1(z2)
             z1 = pyro.sample("z1", dist.Normal(loc, scale, validate_args=False).to_event(1))
@@ -119,8 +131,9 @@ class HVAE(VAE):
         return z1, z2
 
     def guide(self, x: torch.Tensor):
-        """``q(z2|x) q(z1|x, z2)``; sites ``z2``, ``z1``. Same input checks as ``model``."""
-        x = self._data(x)
+        """``q(z2|x) q(z1|x, z2)``; sites ``z2``, ``z1``. Checks the data's type and shape as
+        ``model`` does."""
+        x = self._batch(x)
         self.register_parameters()
         with pyro.plate("data", x.shape[0], dim=-1):
             z2 = pyro.sample("z2", self.encode(x))
@@ -129,7 +142,13 @@ class HVAE(VAE):
 
     def encode_z1(self, x: torch.Tensor, z2: torch.Tensor) -> dist.TorchDistribution:
         """``q(z1|x, z2)``: ``Normal(loc, scale).to_event(1)``, batch shape broadcast of
-        ``x.shape[:-1]`` and ``z2.shape[:-1]``."""
+        ``x.shape[:-1]`` and ``z2.shape[:-1]`` (``x`` used as it is, as in :meth:`VAE.encode`).
+
+        Raises:
+            ArgumentTypeError: ``x`` is not a tensor.
+            ValueError: its last dimension is not ``D``.
+        """
+        _check_width(x, self.input_dim)
         loc, scale = self.encoder_z1(x, z2)
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
@@ -141,7 +160,12 @@ class HVAE(VAE):
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
-        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x ~ p(x|z1, z2)`` (or its mean): ``(n, D)``."""
+        """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, then ``x ~ p(x|z1, z2)`` (or its mean): ``(n, D)``.
+
+        Raises:
+            ArgumentTypeError, ValueError: as :meth:`VAE.sample`.
+        """
+        num_samples, mean = _sample_args(num_samples, mean)
         z2 = self.prior(register=False).sample((num_samples,))
         loc, scale = self.p_z1(z2)
         z1 = loc + scale * torch.randn_like(loc)
@@ -150,7 +174,12 @@ class HVAE(VAE):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``E[x | z1, z2]`` at the guide's means ``z2 = E[z2|x]``, ``z1 = E[z1|x, z2]``."""
+        """``E[x | z1, z2]`` at the guide's means ``z2 = E[z2|x]``, ``z1 = E[z1|x, z2]``:
+        ``(N, D)``.
+
+        Raises:
+            ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
+        """
         x = self._data(x)
         z2 = self.encoder(x)[0]
         z1 = self.encoder_z1(x, z2)[0]
@@ -159,7 +188,12 @@ class HVAE(VAE):
     @torch.no_grad()
     def posterior_means(self, x: torch.Tensor, num_samples: int = 10) -> dict:
         """``E_q[z2|x]`` ``(N, L2)`` and ``E_q[z1|x] = E_{q(z2|x)} E[z1|x, z2]`` ``(N, L1)``
-        (Monte Carlo over ``num_samples`` draws of ``z2``)."""
+        (Monte Carlo over ``num_samples`` draws of ``z2``).
+
+        Raises:
+            ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`) or ``num_samples``.
+        """
+        num_samples = check_int("num_samples", num_samples)
         x = self._data(x)
         loc2, scale2 = self.encoder(x)
         z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
@@ -343,14 +377,13 @@ class PixelHVAE(ConvHVAE):
         statistics); the model's mode is restored.
 
         Raises:
-            ValueError: ``num_samples`` not a positive integer.
+            ArgumentTypeError, ValueError: as :meth:`VAE.sample`.
         """
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        num_samples, mean = _sample_args(num_samples, mean)
         was_training = self.training
         self.eval()
         try:
-            z2 = self.prior().sample((num_samples,))
+            z2 = self.prior(register=False).sample((num_samples,))
             loc, scale = self.p_z1(z2)
             z1 = loc + scale * torch.randn_like(loc)
             values, means = self.decode(z1, z2).sample_with_means()
@@ -362,8 +395,13 @@ class PixelHVAE(ConvHVAE):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Images drawn pixel by pixel from ``p(x | z1, z2)`` at the guide's means ``z2 =
         E[z2|x]``, ``z1 = E[z1|x, z2]``, each pixel shown as its conditional mean given the drawn
-        pixels before it (as the paper's code reconstructs): ``(N, D)``. Evaluation mode."""
-        x = check_data(x, self.input_dim, self.likelihood)
+        pixels before it (as the paper's code reconstructs): ``(N, D)``, in the model's dtype
+        on its device. Evaluation mode; the model's mode is restored.
+
+        Raises:
+            ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
+        """
+        x = self._data(x)
         was_training = self.training
         self.eval()
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pyro
@@ -18,46 +19,49 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovamp._validate import check_int, check_optional_int, check_type
 from pyrovamp.distributions import make_likelihood
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.nn import MLP, GaussianEncoder, mark_fused
 from pyrovamp.priors import Prior, make_prior
 from pyrovamp.registration import RegisteredModule
 
-__all__ = ["VAE", "check_data"]
+__all__ = ["VAE", "check_data", "as_batch"]
 
 
-def check_data(
-    x, input_dim: int, likelihood, name: str = "x", *, dtype=None, device=None
-) -> torch.Tensor:
-    """Check a batch of data before any work; return it as a ``(N, D)`` floating tensor.
+def as_batch(x, input_dim: int, name: str = "x", *, dtype=None, device=None) -> torch.Tensor:
+    """``x`` as a ``(N, D)`` floating tensor, with the checks that need no look at the values.
 
-    Accepts a ``torch.Tensor`` or a numpy array of shape ``(N, D)`` or ``(N, *image_shape)``
-    with ``prod(image_shape) == D``, of any real dtype (float64, integer and boolean data are
-    cast: the values are checked against the likelihood's support, so nothing is lost).
+    The checks of :func:`check_data` that read only the type, shape and dtype: no
+    device-to-host synchronisation, so the model and guide run them on every call (the values are
+    checked once, where data enter: :func:`check_data`).
 
     Args:
-        x: the data.
+        x: a ``torch.Tensor`` or numpy array of shape ``(N, D)`` or ``(N, *image_shape)`` with
+            ``prod(image_shape) == D``, of any real dtype.
         input_dim: ``D``.
-        likelihood: a :class:`~pyrovamp.distributions.Likelihood` (its support is checked).
         name: the argument's name in error messages.
         dtype: floating dtype of the result (default: ``x``'s if floating, else torch's default).
         device: device of the result (default: ``x``'s).
 
     Raises:
-        ValueError: not a tensor or array, wrong shape, empty, complex, NaN/inf, or values outside
-            the likelihood's support -- the message names ``name`` and what was expected.
+        ArgumentTypeError: not a tensor or array, or not of a real dtype (complex, object,
+            strings) -- also a ``ValueError``.
+        ValueError: wrong shape, or empty.
     """
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must hold real numbers, got a numpy array of dtype {x.dtype}")
+            raise ArgumentTypeError(
+                f"{name} must hold real numbers, got a numpy array of dtype {x.dtype}"
+            )
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"{name} must be a torch.Tensor or numpy array of shape (N, {input_dim}), "
             f"got {type(x).__name__}"
         )
     if x.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.dim() < 2 or math.prod(x.shape[1:]) != input_dim:
         raise ValueError(
             f"{name} must have shape (N, {input_dim}) (N data points of {input_dim} "
@@ -69,7 +73,38 @@ def check_data(
         x = x.reshape(x.shape[0], input_dim)
     if dtype is None:
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    x = x.to(device=device if device is not None else x.device, dtype=dtype)
+    return x.to(device=device if device is not None else x.device, dtype=dtype)
+
+
+def check_data(
+    x, input_dim: int, likelihood, name: str = "x", *, dtype=None, device=None
+) -> torch.Tensor:
+    """Check a batch of data before any work; return it as a ``(N, D)`` floating tensor.
+
+    Accepts a ``torch.Tensor`` or a numpy array of shape ``(N, D)`` or ``(N, *image_shape)``
+    with ``prod(image_shape) == D``, of any real dtype (float64, integer and boolean data are
+    cast: the values are checked against the likelihood's support, so nothing is lost).
+
+    The value checks (finite, in the support) read the data on the host: on a GPU each is a
+    synchronisation. They run where data enter -- ``fit``/``train``, the estimators, the models'
+    ``reconstruct``/``posterior_means`` -- not in every ``model``/``guide`` call, which check the
+    shape only (:func:`as_batch`).
+
+    Args:
+        x: the data.
+        input_dim: ``D``.
+        likelihood: a :class:`~pyrovamp.distributions.Likelihood` (its support is checked).
+        name: the argument's name in error messages.
+        dtype: floating dtype of the result (default: ``x``'s if floating, else torch's default).
+        device: device of the result (default: ``x``'s).
+
+    Raises:
+        ArgumentTypeError: not a tensor or array, or not of a real dtype (a ``TypeError``; also
+            a ``ValueError``).
+        ValueError: wrong shape, empty, NaN/inf, or values outside the likelihood's support --
+            the message names ``name`` and what was expected.
+    """
+    x = as_batch(x, input_dim, name, dtype=dtype, device=device)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     likelihood.check_support(x, name)
@@ -85,6 +120,23 @@ def _float_tensor(obj):
         if torch.is_tensor(t) and t.is_floating_point():
             return t
     return None
+
+
+def _check_width(x, input_dim: int, name: str = "x") -> None:
+    """Raise unless ``x`` is a tensor ``(..., input_dim)`` (shape only: no synchronisation)."""
+    if not isinstance(x, torch.Tensor):
+        raise ArgumentTypeError(
+            f"{name} must be a torch.Tensor of shape (..., {input_dim}), got {type(x).__name__}"
+        )
+    if x.dim() < 1 or x.shape[-1] != input_dim:
+        raise ValueError(f"{name} must have shape (..., {input_dim}), got {tuple(x.shape)}")
+
+
+def _sample_args(num_samples, mean) -> tuple[int, bool]:
+    """The checked arguments of the models' ``sample(num_samples, mean)``."""
+    num_samples = check_int("num_samples", num_samples)
+    check_type("mean", mean, (bool, np.bool_), "True or False")
+    return num_samples, bool(mean)
 
 
 class VAE(RegisteredModule):
@@ -127,6 +179,7 @@ class VAE(RegisteredModule):
             deterministic functions of the pseudo-inputs.
 
     Raises:
+        ArgumentTypeError: a size that is not an integer (numpy integers are integers).
         ValueError: unknown prior or likelihood name, latent size below 1, bad sizes, a prior
             whose latent size differs, or a VampPrior on another encoder than the model's.
     """
@@ -152,13 +205,23 @@ class VAE(RegisteredModule):
         pseudo_input_parameterization: str | None = None,
     ):
         super().__init__()
-        if isinstance(input_shape, int):
+        if isinstance(input_shape, (int, np.integer)):
             input_shape = (input_shape,)
-        self.input_shape = tuple(int(s) for s in input_shape)
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Iterable):
+            raise ArgumentTypeError(
+                f"input_shape must be a size or a tuple of sizes, got {input_shape!r}"
+            )
+        self.input_shape = tuple(
+            check_int(f"input_shape[{i}]", s) for i, s in enumerate(input_shape)
+        )
         self.input_dim = math.prod(self.input_shape)
-        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
-        self.latent_dim = latent_dim
+        self.latent_dim = latent_dim = check_int("latent_dim", latent_dim)
+        hidden_dim = check_int("hidden_dim", hidden_dim)
+        num_hidden_layers = check_int("num_hidden_layers", num_hidden_layers, low=0)
+        num_components = check_int("num_components", num_components)
+        grid_side = check_optional_int("grid_side", grid_side)
+        num_flows = check_int("num_flows", num_flows)
+        num_values = check_optional_int("num_values", num_values, low=2)
         self.likelihood = make_likelihood(likelihood, self.input_dim, num_values)
         hidden = [hidden_dim] * num_hidden_layers
         self.encoder: nn.Module = GaussianEncoder(
@@ -236,48 +299,89 @@ class VAE(RegisteredModule):
                 )
         super().__setattr__(name, value)
 
-    def _data(self, x, name: str = "x") -> torch.Tensor:
-        """``x`` checked (:func:`check_data`), as a ``(N, D)`` tensor of the model's dtype on its
-        device."""
+    def _target(self) -> dict:
+        """The model's floating dtype and device (``None`` each for a model without tensors)."""
         t = _float_tensor(self)
-        return check_data(
-            x,
-            self.input_dim,
-            self.likelihood,
-            name,
-            dtype=None if t is None else t.dtype,
-            device=None if t is None else t.device,
-        )
+        return {"dtype": None if t is None else t.dtype, "device": None if t is None else t.device}
+
+    def _data(self, x, name: str = "x") -> torch.Tensor:
+        """``x`` checked (:func:`check_data`: shape and values), as a ``(N, D)`` tensor of the
+        model's dtype on its device -- for the methods where user data enter."""
+        return check_data(x, self.input_dim, self.likelihood, name, **self._target())
+
+    def _batch(self, x) -> torch.Tensor:
+        """``x`` as a ``(N, D)`` tensor of the model's dtype on its device, with the checks that
+        need no host synchronisation (:func:`as_batch`) -- for ``model`` and ``guide``."""
+        return as_batch(x, self.input_dim, "x", **self._target())
+
+    def _observed(self, x, num_points) -> tuple:
+        """``(x, N)`` for ``model(x, num_points=...)``: the data as :meth:`_batch` gives them and
+        their number, or ``(None, num_points)`` to sample ``x``."""
+        num_points = check_int("num_points", num_points)
+        if x is None:
+            return None, num_points
+        if num_points != 1:
+            raise ValueError(
+                f"num_points is the number of points to sample with x=None; with data x it "
+                f"must be left at 1, got num_points={num_points}"
+            )
+        x = self._batch(x)
+        return x, x.shape[0]
 
     # --- Pyro model and guide -------------------------------------------------------------
-    def model(self, x: torch.Tensor) -> torch.Tensor:
-        """Generative model ``p(x, z) = p(z) p(x|z)``; sites ``z`` (latent) and ``x`` (observed).
+    def model(self, x: torch.Tensor | None = None, *, num_points: int = 1) -> torch.Tensor:
+        """Generative model ``p(x, z) = p(z) p(x|z)``; sites ``z`` (latent) and ``x``.
+
+        With data ``x`` the site ``x`` is observed; with ``x=None`` the model is a generative
+        program drawing ``num_points`` points from ``p(x, z)`` (site ``x`` sampled), so
+        ``pyro.infer.Predictive(vae.model, num_samples=S)(None, num_points=B)`` returns ``"x"``
+        of shape ``(S, B, D)`` and ``"z"`` of shape ``(S, B, L)`` (also with
+        ``parallel=True``).
+
+        Only the data's type and shape are checked here (no host synchronisation on every
+        step); their values are checked where data enter: ``fit``/``train``, the estimators,
+        :func:`check_data`.
 
         Args:
-            x: ``(N, D)`` data (or ``(N, *input_shape)``).
+            x: ``(N, D)`` data (or ``(N, *input_shape)``), or ``None``.
+            num_points: points to draw with ``x=None``.
+
+        Returns:
+            ``z``, ``(N, L)``.
 
         Raises:
-            ValueError: wrong shape, NaN, or values outside the likelihood's support.
+            ArgumentTypeError: ``x`` not a tensor or array, ``num_points`` not an integer.
+            ValueError: ``x`` of the wrong shape or empty, ``num_points`` below 1, or
+                ``num_points`` other than 1 with data ``x``.
         """
-        x = self._data(x)
+        x, n = self._observed(x, num_points)
         self.register_parameters()
         prior = self.prior(register=False)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", n, dim=-1):
             z = pyro.sample("z", prior)
             pyro.sample("x", self.decode(z), obs=x)
         return z
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
-        """Amortised variational posterior ``q(z|x)``; site ``z``. Same input checks as
-        ``model``."""
-        x = self._data(x)
+        """Amortised variational posterior ``q(z|x)``; site ``z``, ``(N, L)``. Checks the data's
+        type and shape as ``model`` does."""
+        x = self._batch(x)
         self.register_parameters()
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample("z", self.encode(x))
 
     # --- networks as distributions -----------------------------------------------------------
     def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """q(z|x): ``Normal(loc, scale).to_event(1)`` with batch shape ``x.shape[:-1]``."""
+        """q(z|x): ``Normal(loc, scale).to_event(1)`` with batch shape ``x.shape[:-1]``.
+
+        ``x`` is a tensor ``(..., D)`` of the model's dtype, used as it is (the network's input;
+        :func:`check_data` checks and converts user data).
+
+        Raises:
+            ArgumentTypeError: ``x`` is not a tensor.
+            ValueError: its last dimension is not ``D``.
+        """
+        _check_width(x, self.input_dim)
         loc, scale = self.encoder(x)
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
@@ -287,21 +391,36 @@ class VAE(RegisteredModule):
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = False) -> torch.Tensor:
-        """Draw ``z ~ p(z)`` then ``x ~ p(x|z)`` (or ``E[x|z]`` with ``mean=True``): ``(n, D)``."""
+        """Draw ``z ~ p(z)`` then ``x ~ p(x|z)`` (or ``E[x|z]`` with ``mean=True``): ``(n, D)``.
+
+        Raises:
+            ArgumentTypeError: ``num_samples`` not an integer, ``mean`` not a bool.
+            ValueError: ``num_samples`` below 1.
+        """
+        num_samples, mean = _sample_args(num_samples, mean)
         z = self.prior(register=False).sample((num_samples,))
         h = self.decoder(z)
         return self.likelihood.mean(h) if mean else self.likelihood(h).sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``E[x | z = mean of q(z|x)]`` in data space, ``(N, D)``."""
+        """``E[x | z = mean of q(z|x)]`` in data space, ``(N, D)``.
+
+        Raises:
+            ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
+        """
         x = self._data(x)
         loc, _ = self.encoder(x)
         return self.likelihood.mean(self.decoder(loc))
 
     @torch.no_grad()
     def posterior_means(self, x: torch.Tensor, num_samples: int = 1) -> dict:
-        """``E_q[z|x]`` per latent site: ``{"z": (N, L)}`` (for active units)."""
+        """``E_q[z|x]`` per latent site: ``{"z": (N, L)}`` (for active units).
+
+        Raises:
+            ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`) or ``num_samples``.
+        """
+        check_int("num_samples", num_samples)
         x = self._data(x)
         return {"z": self.encoder(x)[0]}
 

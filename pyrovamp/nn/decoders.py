@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyrovamp._validate import check_int
 from pyrovamp.nn.layers import GatedConv2d, GatedDense, MaskedConv2d
 
 __all__ = ["ConvDecoder", "PixelCNNDecoder"]
@@ -80,6 +81,7 @@ class PixelCNNDecoder(nn.Module):
             hold more than ``max_batch`` images' feature maps at once.
 
     Raises:
+        ArgumentTypeError: a layer setting that is not an integer.
         ValueError: an image side below 1 or a bad layer setting.
     """
 
@@ -101,13 +103,9 @@ class PixelCNNDecoder(nn.Module):
         self.image_shape = tuple(int(s) for s in image_shape)
         if len(self.image_shape) != 2 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (H, W), got {image_shape!r}")
-        for name, v in (
-            ("channels", channels),
-            ("num_layers", num_layers),
-            ("max_batch", max_batch),
-        ):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        channels = check_int("channels", channels)
+        num_layers = check_int("num_layers", num_layers)
+        max_batch = check_int("max_batch", max_batch)
         d = self.image_shape[0] * self.image_shape[1]
         self.z1_map = GatedDense(z1_dim, d)
         self.z2_map = GatedDense(z2_dim, d)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyrovamp._validate import check_int
+
 __all__ = [
     "GatedDense",
     "MLP",
@@ -202,7 +204,8 @@ class MaskedConv2d(nn.Conv2d):
     ):
         if mask_type not in ("A", "B"):
             raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        kernel_size = check_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
         super().__init__(
             in_channels,

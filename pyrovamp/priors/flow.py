@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 from pyro.contrib.zuko import ZukoToPyro
-from torch.distributions import constraints
+from torch.distributions import Independent, Normal, constraints
 
 from pyrovamp._validate import check_int
 from pyrovamp.priors._zuko import zuko
@@ -97,8 +98,43 @@ class FlowPrior(Prior):
         else:
             self.flow = zuko.flows.MAF(latent_dim, **kw)
 
+    def _parts(self) -> tuple:
+        """The flow's transform and base distribution, built once and reused while the flow
+        holds the same tensors (rebuilt after ``.to()``/``.double()`` or an assigning
+        ``load_state_dict``).
+
+        zuko's transforms read the flow's parameters when they are applied, not when they are
+        built, so one transform serves every step; building it anew would cost a host
+        synchronisation per coupling layer and step on a GPU (the coupling masks' indices), and
+        the base distribution's argument checks two more."""
+        key = tuple(itertools.chain(self.flow.parameters(), self.flow.buffers()))
+        cached = self.__dict__.get("_parts_cache")
+        if (
+            cached is None
+            or len(cached[0]) != len(key)
+            or any(a is not b for a, b in zip(cached[0], key, strict=True))
+        ):
+            d = self.flow()
+            cached = (key, d.transform, d.base)
+            self.__dict__["_parts_cache"] = cached
+        return cached[1], cached[2]
+
     def distribution(self):
-        return _ZukoFlowDistribution(self.flow())
+        transform, base = self._parts()
+        if isinstance(base, Independent) and isinstance(base.base_dist, Normal):
+            # the same N(0, I) without argument checks: no host synchronisation per step
+            normal = base.base_dist
+            base = Independent(
+                Normal(normal.loc, normal.scale, validate_args=False),
+                base.reinterpreted_batch_ndims,
+                validate_args=False,
+            )
+        return _ZukoFlowDistribution(zuko.distributions.NormalizingFlow(transform, base))
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_parts_cache", None)  # a copy builds its own from its own flow
+        return state
 
     def extra_repr(self) -> str:
         return f"flow={self.flow_name!r}, latent_dim={self.latent_dim}, num_flows={self.num_flows}"
