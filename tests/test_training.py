@@ -1,20 +1,28 @@
-"""Training on Lightning: warm-up, early stopping with the best parameters, EMA, resume (in
-pieces and after kill -9), faults (NaN, corrupt checkpoints, changed settings), precision."""
+"""Training on Lightning: the objective (warm-up, mean-field KL), early stopping with the best
+parameters, EMA, resume (in pieces and after kill -9), faults (divergence, corrupt checkpoints,
+changed settings), the caller's random streams, the accelerator and the precision, loss objects,
+optimiser classes and presets."""
 
+import logging
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import types
+import warnings
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
 
 from pyrovamp import VAE, train
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.training import (
     BEST,
     CHECKPOINT,
@@ -70,6 +78,54 @@ def test_warmup_schedule_is_applied_per_epoch():
         _vae(), _data(), epochs=5, warmup_epochs=4, batch_size=32, patience=None, progress=False
     )
     assert [r["beta"] for r in hist] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def _step_loss(module, x, seed=3):
+    """The loss of one training step of ``module`` on ``x`` with torch seeded by ``seed``."""
+    pyro.set_rng_seed(seed)
+    return float(module.training_step(x, 0).detach())
+
+
+def _traces(vae, x, seed=3):
+    """The guide's and the replayed model's traces of the ELBO's draw under ``seed``."""
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        guide = poutine.trace(vae.guide).get_trace(x)
+        return guide, poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
+
+
+def test_the_warmup_weight_scales_the_kl_term_of_the_training_loss_only():
+    """The step's loss is -(log p(x|z) - beta (log q(z|x) - log p(z))) on the same draw of z:
+    with beta -> 0 (Pyro's scale must be positive) the reconstruction term alone."""
+    from pyrovamp.training.plan import SVIModule
+
+    vae, x = _vae("standard"), _data(16)
+    module = SVIModule(vae, TrainConfig(warmup_epochs=4))
+    guide, model = _traces(vae, x)
+    z = guide.nodes["z"]["value"]
+    rec = float(model.nodes["x"]["fn"].log_prob(model.nodes["x"]["value"]).sum()) / 16
+    kl = float(guide.nodes["z"]["fn"].log_prob(z).sum() - model.nodes["z"]["fn"].log_prob(z).sum())
+    kl /= 16
+    assert abs(kl) > 0.05  # the KL term is not negligible, so the weight shows
+    for beta in (1e-9, 0.25, 1.0):
+        module.beta = beta
+        assert _step_loss(module, x) == pytest.approx(-(rec - beta * kl), rel=1e-5, abs=1e-6)
+
+
+def test_the_meanfield_loss_is_the_elbo_with_the_analytic_kl():
+    """``loss="meanfield"``: -(log p(x|z) - KL(q(z|x) || p(z))) with the closed-form KL of two
+    diagonal Gaussians on the same draw of z; Trace_ELBO's Monte Carlo KL gives another value."""
+    from pyrovamp.training.plan import SVIModule
+
+    vae, x = _vae("standard"), _data(16)
+    guide, model = _traces(vae, x)
+    q = guide.nodes["z"]["fn"].base_dist
+    rec = float(model.nodes["x"]["fn"].log_prob(model.nodes["x"]["value"]).sum()) / 16
+    kl = float(0.5 * (q.scale**2 + q.loc**2 - 1 - 2 * q.scale.log()).sum()) / 16  # KL(q || N(0, I))
+    meanfield = _step_loss(SVIModule(vae, TrainConfig(loss="meanfield")), x)
+    assert meanfield == pytest.approx(-(rec - kl), rel=1e-5, abs=1e-6)
+    trace = _step_loss(SVIModule(vae, TrainConfig(loss="trace")), x)
+    assert abs(trace - meanfield) > 1e-3
 
 
 def test_training_improves_validation_and_restores_the_best(tmp_path):
@@ -345,7 +401,15 @@ def test_iwae_validation_chooses_the_parameters_by_the_bound(tmp_path):
     with pytest.raises(ValueError, match="val_bound must be one of elbo, iwae"):
         fit(_vae(), _data(), _data(48, seed=1), epochs=1, val_bound="iw", progress=False)
     with pytest.raises(ValueError, match="needs val_num_samples >= 2"):
-        fit(_vae(), _data(), _data(48, seed=1), epochs=1, val_bound="iwae", progress=False)
+        fit(
+            _vae(),
+            _data(),
+            _data(48, seed=1),
+            epochs=1,
+            val_bound="iwae",
+            val_num_samples=1,
+            progress=False,
+        )
 
 
 def test_resume_keeps_the_lr_decay_state(tmp_path):
@@ -526,7 +590,7 @@ def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
         load_model_weights(VAE((6,), 3, prior="standard"), tmp_path / MODEL)
 
 
-@pytest.mark.parametrize("poison", ["loss", "parameters"])
+@pytest.mark.parametrize("poison", ["loss", "parameters", "distribution"])
 def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, poison):
     vae = _vae()
     calls = {"n": 0}
@@ -538,6 +602,10 @@ def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_pat
             with torch.no_grad():
                 vae.decoder[0].weight[0, 0] = float("inf")
         out = real(x)
+        if calls["n"] >= 9 and poison == "distribution":
+            # finite parameters, a NaN argument: Pyro's validation refuses it before any loss
+            nan = vae.decoder[0].weight.sum().detach() * 0.0 * math.inf
+            pyro.sample("refuses", pyro.distributions.Normal(0.0, 1.0, validate_args=True), obs=nan)
         if calls["n"] >= 9 and poison == "loss":
             with pyro.validation_enabled(False):
                 pyro.factor("poison", torch.tensor(float("nan")))
@@ -556,7 +624,14 @@ def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_pat
             checkpoint_dir=tmp_path,
         )
     msg = str(e.value)
-    assert "epoch 3, step 9" in msg and str(tmp_path / CHECKPOINT) in msg and "\n" not in msg
+    assert msg.startswith("training diverged at epoch 3, step 9 (") and "\n" not in msg
+    assert msg.endswith(
+        f"; the last good checkpoint is {tmp_path / CHECKPOINT}; try a lower learning rate"
+    )
+    if poison == "distribution":
+        cause = e.value.__cause__
+        assert isinstance(cause, ValueError) and "at site 'refuses'" in str(cause)
+        assert "(a non-finite value at site 'refuses')" in msg
     ck = read_checkpoint(tmp_path / CHECKPOINT)
     assert ck["epoch"] == 1  # 0-based: the last good epoch was the second one
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
@@ -566,6 +641,313 @@ def test_a_nan_stops_training_cleanly_and_keeps_the_last_good_checkpoint(tmp_pat
     )
     assert all(torch.isfinite(p).all() for p in vae.parameters())  # back at the last good state
     assert not (tmp_path / MODEL).exists()
+
+
+def test_a_genuine_value_error_in_the_model_is_raised_as_it_is():
+    vae = _vae()
+    real, calls = vae.model, {"n": 0}
+
+    def faulty(x):
+        calls["n"] += torch.is_grad_enabled()
+        if calls["n"] >= 3:
+            raise ValueError("a bug in the user's model")
+        return real(x)
+
+    vae.model = faulty
+    with pytest.raises(ValueError, match="a bug in the user's model") as e:
+        train(vae, _data(), epochs=2, batch_size=32, patience=None, progress=False)
+    assert not isinstance(e.value, NonFiniteLossError)
+
+
+def test_a_divergence_in_the_first_epoch_leaves_the_initial_parameters():
+    from pyrovamp.priors import FlowPrior
+
+    pyro.set_rng_seed(0)
+    vae = VAE((6,), 2, prior=FlowPrior(2), hidden_dim=16)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pytest.raises(NonFiniteLossError) as e:
+        train(vae, _data(), epochs=3, batch_size=16, lr=50.0, optimizer="adam", progress=False)
+    assert str(e.value).startswith("training diverged at epoch 1, step ")
+    assert str(e.value).endswith("no checkpoint was written yet; try a lower learning rate")
+    _same_state(vae.state_dict(), before)
+
+
+def _same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _streams():
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _assert_same_streams(a, b):
+    assert torch.equal(a[0], b[0])
+    assert a[1][0] == b[1][0] and np.array_equal(a[1][1], b[1][1]) and a[1][2:] == b[1][2:]
+    assert a[2] == b[2]
+
+
+def test_training_leaves_the_callers_random_streams_as_they_were(tmp_path):
+    """A new run and a resumed one draw from their own streams: the caller's torch, NumPy and
+    random states are unchanged, so two user seeds still give two different draws afterwards,
+    while the trained parameters depend on the run's seed only."""
+    cfg = dict(epochs=2, batch_size=32, patience=None, progress=False, seed=5, ema_decay=None)
+    draws, params = {}, {}
+    for user_seed in (1, 2):
+        vae = _vae("standard")
+        torch.manual_seed(user_seed), np.random.seed(user_seed), random.seed(user_seed)
+        before = _streams()
+        train(vae, _data(), **cfg)
+        _assert_same_streams(_streams(), before)
+        draws[user_seed] = (float(torch.rand(())), float(np.random.rand()), random.random())
+        params[user_seed] = {k: v.clone() for k, v in vae.state_dict().items()}
+    assert all(a != b for a, b in zip(draws[1], draws[2], strict=True))
+    _same_state(params[1], params[2])
+    # a resumed run restores the run's saved streams inside, and gives the caller's back
+    train(_vae("standard"), _data(), checkpoint_dir=tmp_path, **{**cfg, "epochs": 1})
+    again = _vae("standard")
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    before = _streams()
+    train(again, _data(), checkpoint_dir=tmp_path, resume=True, **cfg)
+    _assert_same_streams(_streams(), before)
+    _same_state(again.state_dict(), params[1])  # and it ends as the uninterrupted run
+
+
+class _OnGPU(torch.nn.Module):
+    """A stand-in for a model whose parameters are on ``cuda:1`` (no GPU needed)."""
+
+    def parameters(self, recurse=True):
+        yield types.SimpleNamespace(device=torch.device("cuda", 1))
+
+
+def test_the_auto_accelerator_follows_the_model_and_the_hardware(monkeypatch, caplog):
+    from pyrovamp.training import resolve_accelerator, runner
+
+    assert TrainConfig().accelerator == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="pyrovamp"):
+        assert resolve_accelerator(TrainConfig(), _vae()) == ("cpu", 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "accelerator auto: training on cpu, since there is no CUDA device"
+    ]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pyrovamp"):
+        assert resolve_accelerator(TrainConfig(), _OnGPU()) == ("gpu", [1])  # the model's GPU
+    assert len(caplog.records) == 1 and "cuda:1" in caplog.records[0].getMessage()
+    assert resolve_accelerator(TrainConfig(), _vae()) == ("gpu", 1)  # Lightning moves it
+    assert resolve_accelerator(TrainConfig(accelerator="cpu"), _OnGPU()) == ("cpu", 1)
+    assert resolve_accelerator(TrainConfig(device="cuda:1"), _vae()) == ("gpu", [1])
+    assert resolve_accelerator(TrainConfig(device="cpu"), _OnGPU()) == ("cpu", 1)
+    # fit asks once, for the model it trains
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    asked = []
+
+    def spy(config, model=None, **kw):
+        asked.append(model)
+        return resolve_accelerator(config, model, **kw)
+
+    monkeypatch.setattr(runner, "resolve_accelerator", spy)
+    vae = _vae()
+    r = fit(vae, _data(), epochs=1, batch_size=32, patience=None, progress=False)
+    assert asked == [vae] and r.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_where_the_device_computes_it_natively(monkeypatch, caplog, native):
+    from pyrovamp.training import hardware, resolve_precision
+    from pyrovamp.training.config import PRECISIONS, PRESETS
+
+    assert "auto" in PRECISIONS and PRESETS["fast"]["precision"] == "auto"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    want = "bf16-mixed" if native else "32"
+    with caplog.at_level(logging.INFO, logger="pyrovamp"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("auto", "cpu") == want
+        assert resolve_precision("32", "cpu") == "32"
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and msgs[0].startswith(f"precision auto: {want}, since this CPU ")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    assert resolve_precision("auto", "gpu") == want
+    # an explicit bf16-mixed runs as asked; where the CPU has no native bfloat16, with one warning
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = fit(
+            _vae(),
+            _data(),
+            epochs=1,
+            batch_size=32,
+            precision="bf16-mixed",
+            patience=None,
+            progress=False,
+        )
+    said = [str(w.message) for w in caught if "bfloat16" in str(w.message)]
+    assert r.precision == "bf16-mixed" and len(said) == (0 if native else 1)
+
+
+def test_native_bf16_is_read_from_torch_or_from_the_cpu_flags(monkeypatch):
+    from pyrovamp.training import hardware
+
+    caps = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
+    assert hardware.cpu_has_native_bf16() is False
+    caps["amx_bf16"] = True
+    assert hardware.cpu_has_native_bf16() is True
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)  # an older torch
+    monkeypatch.setattr(hardware.sys, "platform", "linux")
+    for flags, native in (("fpu avx2 avx512f", False), ("fpu avx2 avx512_bf16", True)):
+        cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+        monkeypatch.setattr(
+            hardware, "Path", lambda p, text=cpuinfo: types.SimpleNamespace(read_text=lambda: text)
+        )
+        assert hardware.cpu_has_native_bf16() is native
+
+
+def test_a_run_in_auto_precision_keeps_auto_and_resumes(tmp_path, monkeypatch):
+    from pyrovamp.training import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    cfg = dict(batch_size=32, patience=None, progress=False, precision="auto")
+    r = fit(_vae(), _data(), epochs=1, checkpoint_dir=tmp_path, **cfg)
+    assert r.precision == "32"
+    assert read_checkpoint(tmp_path / CHECKPOINT)["pyrovamp"]["config"]["precision"] == "auto"
+    r = fit(_vae(), _data(), epochs=2, checkpoint_dir=tmp_path, resume=True, **cfg)
+    assert r.epochs == 2 and r.precision == "32"
+    with pytest.raises(CheckpointError, match="precision was 'auto' in this run"):
+        fit(
+            _vae(),
+            _data(),
+            epochs=3,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            **{**cfg, "precision": "32"},
+        )
+
+
+def test_a_loss_object_and_an_optimiser_class_train_and_are_recorded(tmp_path):
+    loss = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
+    cfg = dict(
+        batch_size=32,
+        patience=None,
+        progress=False,
+        loss=loss,
+        optimizer=torch.optim.AdamW,
+        optimizer_kwargs={"weight_decay": 1e-2, "betas": (0.8, 0.99)},
+    )
+    vae = _vae("standard")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    r = fit(vae, _data(), epochs=1, checkpoint_dir=tmp_path, **cfg)
+    assert r.trainer.lightning_module.loss_fn is loss
+    opt = r.trainer.optimizers[0]
+    assert type(opt) is torch.optim.AdamW
+    assert opt.param_groups[0]["weight_decay"] == 1e-2 and opt.param_groups[0]["lr"] == 1e-3
+    assert opt.param_groups[0]["betas"] == (0.8, 0.99)
+    assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    saved = read_checkpoint(tmp_path / CHECKPOINT)["pyrovamp"]["config"]
+    assert saved["loss"] == "pyro.infer.TraceMeanField_ELBO"
+    assert saved["optimizer"] == "torch.optim.AdamW"
+    assert saved["optimizer_kwargs"] == {"weight_decay": 1e-2, "betas": [0.8, 0.99]}
+    assert read_checkpoint(tmp_path / MODEL)["pyrovamp"]["config"] == saved
+    # resumed with objects of the same kinds; a loss name or another optimiser is refused
+    fresh = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
+    r = fit(
+        _vae("standard"),
+        _data(),
+        epochs=2,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        **{**cfg, "loss": fresh},
+    )
+    assert r.epochs == 2
+    for change, what in (
+        ({"loss": "meanfield"}, "loss was 'pyro.infer.TraceMeanField_ELBO'"),
+        ({"optimizer": torch.optim.Adam}, "optimizer was 'torch.optim.AdamW'"),
+        ({"optimizer_kwargs": {"weight_decay": 0.1}}, "optimizer_kwargs was"),
+    ):
+        with pytest.raises(CheckpointError, match=what):
+            fit(
+                _vae("standard"),
+                _data(),
+                epochs=3,
+                checkpoint_dir=tmp_path,
+                resume=True,
+                **{**cfg, **change},
+            )
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (
+            {"optimizer": 42},
+            ArgumentTypeError,
+            "optimizer must be one of adam, adamax, adamnormgrad or a torch.optim.Optimizer sub",
+        ),
+        (
+            {"optimizer": torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())},
+            ArgumentTypeError,
+            "optimizer must be",
+        ),
+        ({"loss": 42}, ArgumentTypeError, "loss must be one of trace, "),
+        ({"loss": pyro.infer.Trace_ELBO}, ArgumentTypeError, r"call it: Trace_ELBO\(...\)"),
+        ({"optimizer_kwargs": {"lr": 0.1}}, ValueError, "optimizer_kwargs must not hold 'lr'"),
+        ({"optimizer_kwargs": [1]}, ArgumentTypeError, "optimizer_kwargs must be a dict"),
+        (
+            {"optimizer": torch.optim.AdamW, "optimizer_kwargs": {"colour": 1}},
+            ArgumentTypeError,
+            "refused by torch.optim.AdamW",
+        ),
+        (
+            {"optimizer": torch.optim.AdamW, "optimizer_kwargs": {"betas": (2.0, 0.9)}},
+            ValueError,
+            "refused by torch.optim.AdamW",
+        ),
+    ],
+)
+def test_a_bad_loss_or_optimiser_is_one_line_before_any_work(tmp_path, bad, error, message):
+    with pytest.raises(error, match=message) as e:
+        train(_vae(), _data(), checkpoint_dir=tmp_path, progress=False, **bad)
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
+
+
+def test_the_defaults_are_the_book_preset_and_train_takes_a_preset(monkeypatch):
+    from pyrovamp.training import runner
+    from pyrovamp.training.config import BOOK_TRAINING, PRESETS, preset_training
+
+    defaults = TrainConfig()
+    book = preset_training("book")
+    assert set(BOOK_TRAINING) <= set(book)
+    for name, value in book.items():  # every training setting of the book preset
+        assert getattr(defaults, name) == value, name
+    assert {k: PRESETS["book"][k] for k in book} == book
+    seen = []
+
+    def spy(model, train_data, validation_data=None, config=None, **kw):
+        seen.append(config)
+        return types.SimpleNamespace(history=[])
+
+    monkeypatch.setattr(runner, "fit", spy)
+    train(_vae(), _data(), preset="fast", epochs=3)
+    fast = seen[-1]
+    assert (fast.batch_size, fast.lr, fast.optimizer, fast.precision, fast.ema_decay) == (
+        200,
+        1e-3,
+        "adam",
+        "auto",
+        0.999,
+    )
+    assert (fast.warmup_epochs, fast.patience, fast.epochs) == (100, 50, 3)  # options win
+    train(_vae(), _data(), preset="paper")
+    assert (seen[-1].optimizer, seen[-1].lr, seen[-1].epochs) == ("adamnormgrad", 5e-4, 2000)
+    train(_vae(), _data(), preset="book")
+    assert seen[-1] == defaults
+    with pytest.raises(ValueError, match="preset must be one of book, paper, fast, got 'nope'"):
+        train(_vae(), _data(), preset="nope")
 
 
 def test_resume_with_dynamic_binarisation_and_max_minutes(tmp_path):
@@ -618,19 +1000,29 @@ def test_a_piece_with_max_minutes_resumes_without_it_and_without_warnings(tmp_pa
     assert not [str(w.message) for w in caught if "callbacks" in str(w.message)]
 
 
-def test_bf16_mixed_precision_trains_on_cpu():
+def test_bf16_mixed_precision_autocasts_the_step_and_matches_float32(monkeypatch):
+    from pyrovamp.training import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # no warning on any CPU
+    seen = []
+
+    def record(module, inputs, output):
+        if torch.is_grad_enabled():  # the training step, not validation
+            seen.append(output.dtype)
+
+    cfg = dict(epochs=1, batch_size=32, patience=None, progress=False, ema_decay=None)
     vae = _vae()
-    hist = train(
-        vae,
-        _data(),
-        _data(48, 1),
-        epochs=2,
-        batch_size=32,
-        precision="bf16-mixed",
-        patience=None,
-        progress=False,
-    )
-    assert all(math.isfinite(r["val_elbo"]) for r in hist)
+    vae.decoder[0].register_forward_hook(record)
+    h16 = train(vae, _data(), _data(48, 1), precision="bf16-mixed", **cfg)
+    assert len(seen) == 3 and set(seen) == {torch.bfloat16}  # autocast ran the networks
+    seen.clear()
+    vae = _vae()
+    vae.decoder[0].register_forward_hook(record)
+    h32 = train(vae, _data(), _data(48, 1), precision="32", **cfg)
+    assert len(seen) == 3 and set(seen) == {torch.float32}
+    for key in ("train_loss", "val_elbo"):
+        assert h16[0][key] != h32[0][key]
+        assert h16[0][key] == pytest.approx(h32[0][key], rel=0.02), key
 
 
 _SCRIPT = textwrap.dedent("""

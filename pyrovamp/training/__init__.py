@@ -5,6 +5,8 @@ One concept per module, along a run:
 * :mod:`~pyrovamp.training.config`: :class:`TrainConfig`, the presets and the settings a
   resume may change (no Lightning);
 * :mod:`~pyrovamp.training.optim`: the optimisers, among them the paper's :class:`AdamNormGrad`;
+* :mod:`~pyrovamp.training.hardware`: the ``"auto"`` accelerator and precision, resolved for
+  the model and the machine (no Lightning);
 * :mod:`~pyrovamp.training.checkpoint`: the files of a run and how they are read (no
   Lightning);
 * :mod:`~pyrovamp.training.data`: each epoch's data and each process's shard of it;
@@ -36,9 +38,11 @@ from pyrovamp.training.config import (
     PRESETS,
     RESUMABLE,
     TrainConfig,
+    preset_training,
     resolve_config,
     saved_config,
 )
+from pyrovamp.training.hardware import cpu_has_native_bf16, resolve_accelerator, resolve_precision
 from pyrovamp.training.optim import OPTIMIZERS, AdamNormGrad
 from pyrovamp.training.sharding import sharded_over_processes
 
@@ -96,6 +100,10 @@ __all__ = [
     "NonFiniteLossError",
     "CheckpointError",
     "PRECISIONS",
+    "preset_training",
+    "cpu_has_native_bf16",
+    "resolve_accelerator",
+    "resolve_precision",
 ]
 
 __getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

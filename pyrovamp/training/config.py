@@ -5,7 +5,8 @@ settings a resumed run may change (:data:`RESUMABLE`). Importing it does not loa
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -17,13 +18,16 @@ from pyrovamp._validate import (
     check_optional_int,
     check_positive,
 )
-from pyrovamp.errors import CheckpointError
+from pyrovamp.errors import ArgumentTypeError, CheckpointError
+from pyrovamp.training.hardware import resolve_accelerator
+from pyrovamp.training.optim import OPTIMIZERS
 
 __all__ = [
     "LOSS_NAMES",
     "OPTIMIZER_NAMES",
     "VAL_BOUNDS",
     "PRECISIONS",
+    "ACCELERATORS",
     "LOGGERS",
     "WEIGHT_INITS",
     "LEGACY_TRAINING",
@@ -37,6 +41,9 @@ __all__ = [
     "DEFAULT_PRESET",
     "MODEL_KEYS",
     "resolve_config",
+    "preset_training",
+    "public_name",
+    "optimizer_class",
     "saved_config",
     "check_resume",
     "BINARISATION_STREAM",
@@ -53,8 +60,12 @@ OPTIMIZER_NAMES = ("adam", "adamax", "adamnormgrad")
 """The optimisers of ``TrainConfig.optimizer`` (:data:`pyrovamp.training.optim.OPTIMIZERS`)."""
 VAL_BOUNDS = ("elbo", "iwae")
 """The validation scores of ``TrainConfig.val_bound``."""
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-"""Lightning's precisions that ``TrainConfig.precision`` accepts."""
+PRECISIONS = ("32", "bf16-mixed", "16-mixed", "auto")
+"""The precisions that ``TrainConfig.precision`` accepts: Lightning's, and ``"auto"``
+(:func:`pyrovamp.training.hardware.resolve_precision`)."""
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+"""The accelerators that ``TrainConfig.accelerator`` accepts (``"cuda"`` is ``"gpu"``;
+``"auto"``: :func:`pyrovamp.training.hardware.resolve_accelerator`)."""
 LOGGERS = ("csv", "tensorboard", "none")
 """The loggers of ``TrainConfig.logger``."""
 WEIGHT_INITS = ("default", "he")
@@ -69,18 +80,21 @@ BOOK_TRAINING: dict[str, Any] = {
     "lr": 1e-3,
     "optimizer": "adamax",
     "warmup_epochs": 0,
-    "patience": 20,
-    "val_num_samples": 1,
+    "patience": 50,
+    "val_num_samples": 10,
     "val_bound": "elbo",
-    "ema_decay": None,
+    "ema_decay": 0.995,
     "lr_decay": None,
     "lr_patience": 10,
     "precision": "32",
 }
-"""The training protocol of the book (J. M. Tomczak, *Deep Generative Modeling*, ch. 4.4.1,
-Digits): Adamax with learning rate 1e-3, batch 64, at most 1000 epochs, early stopping with
-patience 20 on a one-sample validation ELBO. The one place these numbers are written: the field
-defaults of :class:`TrainConfig` and the ``"book"`` preset are read from it."""
+"""The training settings of the ``"book"`` preset, with which the README's Digits numbers were
+made: the book's protocol (J. M. Tomczak, *Deep Generative Modeling*, ch. 4.4.1, Digits: Adamax
+with learning rate 1e-3, batch 64, at most 1000 epochs, early stopping on the validation ELBO)
+with a parameter average (decay 0.995 per step) and early stopping with patience 50 on a
+10-sample validation ELBO, against over-fitting its 1000 training images. The one place these
+numbers are written: the field defaults of :class:`TrainConfig` and the ``"book"`` preset are
+read from it, so ``TrainConfig()`` trains as ``preset="book"`` does."""
 
 # the random streams a run derives from its seed (pyrovamp._random.derive_seed(seed, stream, ...))
 BINARISATION_STREAM, VALIDATION_STREAM, TEST_STREAM, VALIDATION_IWAE_STREAM = 7, 11, 13, 17
@@ -88,7 +102,7 @@ BINARISATION_STREAM, VALIDATION_STREAM, TEST_STREAM, VALIDATION_IWAE_STREAM = 7,
 
 @dataclass
 class TrainConfig:
-    """Settings of a training run (defaults: the book's Digits protocol, :data:`BOOK_TRAINING`).
+    """Settings of a training run (defaults: the ``"book"`` preset's, :data:`BOOK_TRAINING`).
 
     Attributes:
         epochs: total number of epochs (a resumed run continues up to it).
@@ -97,12 +111,21 @@ class TrainConfig:
         lr: learning rate.
         optimizer: ``"adam"``, ``"adamax"`` (``torch.optim``) or ``"adamnormgrad"`` (Adam on
             per-tensor normalised gradients, the paper's code:
-            :class:`pyrovamp.training.AdamNormGrad`).
+            :class:`pyrovamp.training.AdamNormGrad`); or a ``torch.optim.Optimizer`` subclass
+            (e.g. ``torch.optim.AdamW``), built as ``optimizer(params, lr=lr,
+            **optimizer_kwargs)``.
+        optimizer_kwargs: keyword arguments of the optimiser besides ``lr`` (e.g.
+            ``{"weight_decay": 1e-2}``), or ``None``.
         loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
             where one exists), ``"jit_trace"`` / ``"jit_meanfield"`` (their JIT variants), or
             ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
-            2016; :class:`pyrovamp.infer.importance.IWAELoss`).
-        num_particles: ELBO samples per data point and step.
+            2016; :class:`pyrovamp.infer.importance.IWAELoss`); or any object with
+            ``differentiable_loss(model, guide, *args)`` -- a Pyro ELBO instance such as
+            ``pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)`` -- used as given (its own
+            settings, e.g. its particles, apply; ``num_particles`` does not). A run's files
+            record an object by its class (``"pyro.infer.TraceMeanField_ELBO"``): resuming such
+            a run needs an object of the same class.
+        num_particles: ELBO samples per data point and step (the named losses).
         warmup_epochs: KL warm-up length in epochs; 0 disables it.
         patience: early-stopping patience in epochs after the warm-up (``None``: no early
             stopping).
@@ -126,13 +149,19 @@ class TrainConfig:
             (PyTorch's ``ReduceLROnPlateau``; needs validation data). ``None``: a constant
             learning rate (the paper's protocol).
         lr_patience: epochs without a better validation score before ``lr_decay`` applies.
-        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (Lightning's accelerator).
+        accelerator: ``"auto"`` (follow the model and the machine: the GPU the model's
+            parameters are on, else a GPU when CUDA is available, else the CPU;
+            :func:`pyrovamp.training.hardware.resolve_accelerator`), ``"cpu"`` or ``"gpu"``.
         devices: number of devices (processes) per machine, or ``"auto"``.
         num_nodes: number of machines.
         strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"`` (Lightning's).
-        precision: ``"32"``, ``"bf16-mixed"`` (autocast to bfloat16; AVX-512 BF16 CPUs and
-            recent GPUs) or ``"16-mixed"`` (float16 autocast with loss scaling on GPUs; Lightning
-            falls back to bf16 on the CPU).
+        precision: ``"32"``, ``"bf16-mixed"`` (autocast to bfloat16; AVX-512 BF16 or AMX CPUs
+            and recent GPUs; on a CPU without them it is about 10 times slower than float32 and
+            warns), ``"16-mixed"`` (float16 autocast with loss scaling on GPUs; Lightning falls
+            back to bf16 on the CPU) or ``"auto"``: ``"bf16-mixed"`` where the device computes
+            bfloat16 natively, else ``"32"``
+            (:func:`pyrovamp.training.hardware.resolve_precision`; the run's files keep
+            ``"auto"``).
         logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
         device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
             ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
@@ -148,8 +177,8 @@ class TrainConfig:
     epochs: int = BOOK_TRAINING["epochs"]
     batch_size: int = BOOK_TRAINING["batch_size"]
     lr: float = BOOK_TRAINING["lr"]
-    optimizer: str = BOOK_TRAINING["optimizer"]
-    loss: str = "trace"
+    optimizer: Any = BOOK_TRAINING["optimizer"]
+    loss: Any = "trace"
     num_particles: int = 1
     warmup_epochs: int = BOOK_TRAINING["warmup_epochs"]
     patience: int | None = BOOK_TRAINING["patience"]
@@ -161,7 +190,7 @@ class TrainConfig:
     ema_decay: float | None = BOOK_TRAINING["ema_decay"]
     lr_decay: float | None = BOOK_TRAINING["lr_decay"]
     lr_patience: int = BOOK_TRAINING["lr_patience"]
-    accelerator: str = "cpu"
+    accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -170,9 +199,11 @@ class TrainConfig:
     device: str | None = None
     test_every: int | None = None
     test_num_samples: int = 1000
+    optimizer_kwargs: dict | None = None
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting (before any work)."""
+        """Raise ``ValueError`` (``ArgumentTypeError``, a ``TypeError`` too, for a value of the
+        wrong type) naming the first bad setting, before any work."""
         for name in (
             "epochs",
             "batch_size",
@@ -193,37 +224,22 @@ class TrainConfig:
                 "val_bound='iwae' needs val_num_samples >= 2 (with one sample the "
                 "bound is the ELBO)"
             )
-        for name, value, known in (
-            ("optimizer", self.optimizer, OPTIMIZER_NAMES),
-            ("loss", self.loss, LOSS_NAMES),
-        ):
-            if value not in known:
-                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(known)}")
-        if self.loss == "iwae" and self.num_particles < 2:
-            raise ValueError(
-                "loss='iwae' needs num_particles >= 2 (the number of importance samples)"
-            )
-        if self.loss.startswith("jit") and self.warmup_epochs:
-            raise ValueError(
-                "the JIT losses compile a fixed KL weight: use warmup_epochs=0 with them"
-            )
+        self._validate_loss()
+        self._validate_optimizer()
         check_open_unit("ema_decay", self.ema_decay, allow_none=True)
         check_open_unit("lr_decay", self.lr_decay, allow_none=True)
         if self.max_minutes is not None:
             check_positive("max_minutes", self.max_minutes, "positive")
         check_choice("precision", str(self.precision), PRECISIONS)
         check_choice("logger", self.logger, LOGGERS)
-        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ValueError(
-                f"accelerator must be 'cpu', 'gpu' or 'auto', got {self.accelerator!r}"
-            )
+        check_choice("accelerator", self.accelerator, ACCELERATORS)
         if self.devices != "auto" and (
             isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1
         ):
             raise ValueError(f"devices must be a positive integer or 'auto', got {self.devices!r}")
         if not isinstance(self.strategy, str) or not self.strategy:
             raise ValueError(f"strategy must be a Lightning strategy name, got {self.strategy!r}")
-        accelerator, devices = self.lightning_devices()
+        accelerator, devices = resolve_accelerator(self, log=False)
         if accelerator == "gpu" and not torch.cuda.is_available():
             raise ValueError(
                 "a GPU was asked for (accelerator='gpu' or device='cuda') but "
@@ -247,20 +263,126 @@ class TrainConfig:
         """The logged key of the validation score: ``"val_elbo"`` or ``"val_iwae"``."""
         return "val_iwae" if self.val_bound == "iwae" else "val_elbo"
 
-    def lightning_devices(self) -> tuple[str, int | str | list[int]]:
-        """``(accelerator, devices)`` for Lightning's ``Trainer``, ``device`` resolved."""
-        if self.device is None:
-            acc = "gpu" if self.accelerator == "cuda" else self.accelerator
-            return acc, self.devices
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}") from e
-        if dev.type == "cpu":
-            return "cpu", self.devices
-        if dev.type == "cuda":
-            return "gpu", [dev.index] if dev.index is not None else self.devices
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+    def lightning_devices(
+        self, model: torch.nn.Module | None = None
+    ) -> tuple[str, int | str | list[int]]:
+        """``(accelerator, devices)`` for Lightning's ``Trainer``, ``device`` and ``"auto"``
+        resolved for ``model`` (:func:`pyrovamp.training.hardware.resolve_accelerator`, without
+        its log line)."""
+        return resolve_accelerator(self, model, log=False)
+
+    def _validate_loss(self) -> None:
+        loss = self.loss
+        if isinstance(loss, str):
+            if loss not in LOSS_NAMES:
+                raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSS_NAMES)}")
+            if loss == "iwae" and self.num_particles < 2:
+                raise ValueError(
+                    "loss='iwae' needs num_particles >= 2 (the number of importance samples)"
+                )
+        elif isinstance(loss, type) or not callable(getattr(loss, "differentiable_loss", None)):
+            hint = f"; call it: {loss.__name__}(...)" if isinstance(loss, type) else ""
+            raise ArgumentTypeError(
+                f"loss must be one of {', '.join(LOSS_NAMES)} or an object with "
+                "differentiable_loss(model, guide, *args) such as a Pyro ELBO instance, got "
+                f"{_short(loss)}{hint}"
+            )
+        if self.warmup_epochs and public_name(loss).split(".")[-1].lower().startswith("jit"):
+            raise ValueError(
+                "the JIT losses compile a fixed KL weight: use warmup_epochs=0 with them"
+            )
+
+    def _validate_optimizer(self) -> None:
+        opt, kwargs = self.optimizer, self.optimizer_kwargs
+        if isinstance(opt, str):
+            if opt not in OPTIMIZER_NAMES:
+                raise ValueError(
+                    f"unknown optimizer {opt!r}; expected one of {', '.join(OPTIMIZER_NAMES)}"
+                )
+        elif not (isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer)):
+            hint = (
+                "; pass the class, e.g. torch.optim.AdamW, and its settings as optimizer_kwargs"
+                if isinstance(opt, torch.optim.Optimizer)
+                else ""
+            )
+            raise ArgumentTypeError(
+                f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)} or a "
+                f"torch.optim.Optimizer subclass (e.g. torch.optim.AdamW), got {_short(opt)}"
+                f"{hint}"
+            )
+        if kwargs is None:
+            return
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ArgumentTypeError(
+                "optimizer_kwargs must be a dict of keyword arguments or None, got "
+                f"{_short(kwargs)}"
+            )
+        for k in ("lr", "params"):
+            if k in kwargs:
+                raise ValueError(
+                    f"optimizer_kwargs must not hold {k!r} (the learning rate is lr=, the "
+                    "parameters are the model's)"
+                )
+        cls = optimizer_class(opt)
+        try:  # the optimiser's own check of its arguments, on a stand-in parameter
+            cls([torch.zeros(1, requires_grad=True)], lr=self.lr, **kwargs)
+        except (TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            error = ArgumentTypeError if isinstance(e, TypeError) else ValueError
+            raise error(
+                f"optimizer_kwargs {kwargs!r} are refused by {public_name(cls)}: {first}"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values, as a run's files store them: a loss object becomes its
+        class's public name (``"pyro.infer.TraceMeanField_ELBO"``), an optimiser class its name
+        (``"torch.optim.AdamW"``), tuples lists. Loadable with ``torch.load(weights_only=True)``
+        and writable as JSON."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        d["loss"] = self.loss if isinstance(self.loss, str) else public_name(self.loss)
+        d["optimizer"] = (
+            self.optimizer if isinstance(self.optimizer, str) else public_name(self.optimizer)
+        )
+        return d
+
+
+def optimizer_class(optimizer: str | type) -> type:
+    """The optimiser class of ``TrainConfig.optimizer``: a named one
+    (:data:`pyrovamp.training.optim.OPTIMIZERS`) or the class given."""
+    if isinstance(optimizer, str):
+        return OPTIMIZERS[optimizer]
+    return optimizer
+
+
+def public_name(obj: Any) -> str:
+    """The shortest importable dotted name of ``obj``'s class (of ``obj`` itself for a class):
+    ``"torch.optim.AdamW"`` rather than ``"torch.optim.adamw.AdamW"``; a string stays as it
+    is."""
+    if isinstance(obj, str):
+        return obj
+    cls = obj if isinstance(obj, type) else type(obj)
+    parts = cls.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        module = sys.modules.get(".".join(parts[:i]))
+        if module is not None and getattr(module, cls.__qualname__, None) is cls:
+            return f"{'.'.join(parts[:i])}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short(value: Any) -> str:
+    """``value``'s repr on one line, at most 60 characters, and its type."""
+    text = " ".join(repr(value).split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, recursively (as JSON and a resume comparison see it)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 RESUMABLE = (
@@ -283,6 +405,11 @@ run was trained with (:func:`check_resume`)."""
 def check_resume(saved: dict, config: TrainConfig, path: str | os.PathLike) -> None:
     """Refuse to resume with a setting that changes the run.
 
+    Settings are compared as the run's files store them (:meth:`TrainConfig.to_dict`): a loss
+    object or an optimiser class by its class's name, so a run trained with
+    ``loss=pyro.infer.TraceMeanField_ELBO(...)`` resumes with an object of that class (whose own
+    settings are not checked), not with a loss name.
+
     Args:
         saved: the run's ``TrainConfig`` as a dict (from its checkpoint); a setting that the
             run's pyrovamp predates counts as what it trained with (``LEGACY_TRAINING``).
@@ -293,7 +420,7 @@ def check_resume(saved: dict, config: TrainConfig, path: str | os.PathLike) -> N
         CheckpointError: one line naming the first changed setting outside :data:`RESUMABLE`.
     """
     saved = {**LEGACY_TRAINING, **saved}
-    now = asdict(config)
+    now = config.to_dict()
     for k, v in saved.items():
         if k in RESUMABLE or k not in now:
             continue
@@ -309,17 +436,16 @@ def check_resume(saved: dict, config: TrainConfig, path: str | os.PathLike) -> N
 
 
 # The named protocols, each the whole set of a run's settings.
-# "book": the book's Digits protocol (BOOK_TRAINING; L=2, K=16, two LeakyReLU layers of 256)
-#   with dropout 0.2 in the decoder, a parameter average and early stopping on a 10-sample
-#   validation ELBO with patience 50, against over-fitting its 1000 training images.
+# "book": the book's Digits model (L=2, K=16, two LeakyReLU layers of 256) with dropout 0.2 in
+#   the decoder, trained as BOOK_TRAINING says (TrainConfig's defaults).
 # "paper": Tomczak & Welling 2018, sec. 4 and its code (jmtomczak/vae_vampprior): K=500, z=40
 #   (z1=z2=40), gated dense layers of 300 units, batch 100, AdamNormGrad lr 5e-4, KL warm-up 100
 #   epochs, early stopping 50, at most 2000 epochs, S=5000 at test, He-initialised linear layers,
 #   pseudo-inputs a clamped weight started as nearly black images.
 # "fast": the paper's model, estimator and warm-up with a step that is cheaper per epoch: batch
 #   200 with Adam lr 1e-3 (the VampPrior encodes its pseudo-inputs once per step), bfloat16
-#   autocast for the networks (parameters, optimiser and reductions stay float32; on CPUs
-#   without native bfloat16 it is slower: use precision "32" there) and a parameter average with
+#   autocast for the networks where the device computes it natively (precision "auto";
+#   parameters, optimiser and reductions stay float32) and a parameter average with
 #   decay 0.999 per step against the noise of the larger learning rate; Adam on raw gradients,
 #   PyTorch's default initialisation and sigmoid-parameterised pseudo-inputs.
 _PAPER = dict(
@@ -358,9 +484,6 @@ PRESETS = {
         "architecture": "mlp",
         "logvar_bounds": None,
         **BOOK_TRAINING,
-        "patience": 50,
-        "val_num_samples": 10,
-        "ema_decay": 0.995,
         "dropout": 0.2,
         "num_samples": 5000,
         "val_points": None,
@@ -372,7 +495,7 @@ PRESETS = {
         **_PAPER,
         "batch_size": 200,
         "lr": 1e-3,
-        "precision": "bf16-mixed",
+        "precision": "auto",
         "ema_decay": 0.999,
         "optimizer": "adam",
         "weight_init": "default",
@@ -427,6 +550,20 @@ def resolve_config(args: dict) -> dict:
         if cfg.get(k) is None:
             cfg[k] = 0.0 if k == "dropout" and cfg.get("model") in CONV_MODELS else v
     return cfg
+
+
+def preset_training(preset: str) -> dict[str, Any]:
+    """The :class:`TrainConfig` settings of the named preset (``"book"``, ``"paper"``,
+    ``"fast"``); its other settings (the model's: ``latent_dim``, ...; the test evaluation's)
+    are not training settings.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in PRESETS[preset].items() if k in names}
 
 
 def saved_config(cfg: dict) -> dict:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
+import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.scale_messenger import ScaleMessenger
@@ -34,10 +37,11 @@ from pyrovamp.training.config import (
     VALIDATION_IWAE_STREAM,
     VALIDATION_STREAM,
     TrainConfig,
+    optimizer_class,
 )
-from pyrovamp.training.optim import OPTIMIZERS
+from pyrovamp.training.optim import AdamNormGrad
 
-__all__ = ["LOSSES", "ScaleLatents", "beta_at", "make_loss", "SVIModule"]
+__all__ = ["LOSSES", "ScaleLatents", "beta_at", "make_loss", "divergence", "SVIModule"]
 
 LOSSES = {
     "trace": Trace_ELBO,
@@ -67,9 +71,11 @@ def beta_at(epoch: int, warmup_epochs: int) -> float:
 
 
 def make_loss(config: TrainConfig):
-    """The loss object of ``config.loss``: a Pyro ELBO (one data plate, vectorised particles)
-    or :class:`~pyrovamp.infer.importance.IWAELoss`; each has
-    ``differentiable_loss(model, guide, x)`` (nats, summed over the batch)."""
+    """The loss object of ``config.loss``: for a name, a Pyro ELBO (one data plate, vectorised
+    particles) or :class:`~pyrovamp.infer.importance.IWAELoss`; an object is returned as given.
+    Each has ``differentiable_loss(model, guide, x)`` (nats, summed over the batch)."""
+    if not isinstance(config.loss, str):
+        return config.loss
     if config.loss == "iwae":
         return IWAELoss(config.num_particles)
     kw = {
@@ -82,8 +88,53 @@ def make_loss(config: TrainConfig):
     return LOSSES[config.loss](**kw)
 
 
-def _all_finite(tensors) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
+    """The name of ``model``'s first parameter holding a NaN or an infinity, or ``None``."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            return name
+    return None
+
+
+def _nonfinite_site(model: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """Run ``model``'s guide and model on ``x`` once more with Pyro's validation off and name
+    the first sample site whose value is not finite or whose log-density is NaN (the arguments
+    of its distribution are); ``None`` when all are finite or the run fails anyway (then the
+    failure is not a divergence)."""
+    try:
+        model_fn = cast(Callable[..., Any], model.model)
+        guide_fn = cast(Callable[..., Any], model.guide)
+        with torch.no_grad(), pyro.validation_enabled(False):
+            guide = poutine.trace(guide_fn).get_trace(x)
+            joint = poutine.trace(poutine.replay(model_fn, trace=guide)).get_trace(x)
+            for trace in (guide, joint):
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample":
+                        continue
+                    value, fn = site["value"], cast(Any, site["fn"])
+                    if (
+                        isinstance(value, torch.Tensor)
+                        and value.is_floating_point()
+                        and not bool(torch.isfinite(value).all())
+                    ):
+                        return f"a non-finite value at site {name!r}"
+                    if bool(torch.isnan(fn.log_prob(value)).any()):
+                        return f"a NaN log-density at site {name!r}"
+    except (ValueError, RuntimeError, IndexError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def divergence(model: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """What a failed training or validation step on ``x`` shows of a divergence: a non-finite
+    parameter of ``model``, or a non-finite sample or NaN log-density when its guide and model
+    run on ``x`` (a distribution refusing NaN arguments raises Pyro's "Error while computing
+    log_prob at site ..." first); ``None`` when nothing is non-finite (the failure is then not
+    a divergence and is raised as it is)."""
+    name = _nonfinite_parameter(model)
+    if name is not None:
+        return f"parameter {name} is not finite"
+    return _nonfinite_site(model, x)
 
 
 class SVIModule(pl.LightningModule):
@@ -100,8 +151,10 @@ class SVIModule(pl.LightningModule):
     and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point).
 
     Raises (during ``Trainer.fit``):
-        NonFiniteLossError: the loss, a parameter or the validation score became NaN/inf; one
-            line naming the epoch, the step and the last good checkpoint.
+        NonFiniteLossError: training diverged -- the loss, a parameter or the validation score
+            became NaN/inf, or a distribution refused non-finite arguments (a ``ValueError`` of
+            Pyro's validation, turned into this error only when something is non-finite); one
+            line naming the epoch, the step, the symptom and the last good checkpoint.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, test_data=None):
@@ -133,9 +186,10 @@ class SVIModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = list(self.model.parameters())
-        if self.config.optimizer == "adamnormgrad":  # the paper's tensors, block by block
+        cls = optimizer_class(self.config.optimizer)
+        if issubclass(cls, AdamNormGrad):  # the paper's tensors, block by block
             params = [{"params": params, "norm_chunks": parameter_chunks(self.model)}]
-        optimizer = OPTIMIZERS[self.config.optimizer](params, lr=self.config.lr)
+        optimizer = cls(params, lr=self.config.lr, **(self.config.optimizer_kwargs or {}))
         if self.config.lr_decay is None:
             return optimizer
         # threshold 0 in absolute units: any better validation score counts, as for early
@@ -179,9 +233,10 @@ class SVIModule(pl.LightningModule):
         try:
             loss = self.loss_fn.differentiable_loss(self._model, self._guide, x) / x.shape[0]
         except (ValueError, RuntimeError, IndexError) as e:
-            if not _all_finite(self.model.parameters()):
-                raise NonFiniteLossError(self._nonfinite_message(self.global_step)) from e
-            raise
+            symptom = divergence(self.model, x)
+            if symptom is None:
+                raise
+            raise NonFiniteLossError(self._diverged(self.global_step, symptom)) from e
         d = loss.detach().double() * x.shape[0]
         # no host synchronisation per step: accumulate on the device, check at the epoch's end
         step = torch.tensor(self.global_step, device=d.device)
@@ -194,15 +249,16 @@ class SVIModule(pl.LightningModule):
         self._count += x.shape[0]
         return loss
 
-    def _nonfinite_message(self, step) -> str:
+    def _diverged(self, step: int, symptom: str) -> str:
+        """The one line of a divergence at (0-based) optimiser ``step`` of this epoch."""
         where = (
             f"the last good checkpoint is {self.checkpoint_path}"
             if (self.checkpoint_path is not None and self.checkpoint_path.is_file())
             else "no checkpoint was written yet"
         )
         return (
-            f"non-finite loss at epoch {self.current_epoch + 1}, step {int(step) + 1}: training "
-            f"stopped; {where} (nothing non-finite was saved; try a smaller lr)"
+            f"training diverged at epoch {self.current_epoch + 1}, step {int(step) + 1} "
+            f"({symptom}); {where}; try a lower learning rate"
         )
 
     def on_train_epoch_end(self):
@@ -216,9 +272,14 @@ class SVIModule(pl.LightningModule):
         )
         stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
         bad = self._bad_step is not None and int(self._bad_step) >= 0
-        if bad or not torch.isfinite(stats[0]) or not _all_finite(self.model.parameters()):
+        if bad or not torch.isfinite(stats[0]):
             step = int(self._bad_step) if bad else self.global_step - 1
-            raise NonFiniteLossError(self._nonfinite_message(step))
+            raise NonFiniteLossError(self._diverged(step, "the loss is not finite"))
+        name = _nonfinite_parameter(self.model)
+        if name is not None:
+            raise NonFiniteLossError(
+                self._diverged(self.global_step - 1, f"parameter {name} is not finite")
+            )
         record = {
             "epoch": self.current_epoch + 1,
             "beta": self.beta,
@@ -227,7 +288,15 @@ class SVIModule(pl.LightningModule):
         }
         dm = self.trainer.datamodule
         if dm is not None and dm.validation is not None:
-            self._validate(dm.validation, record)
+            try:
+                self._validate(dm.validation, record)
+            except (ValueError, RuntimeError, IndexError) as e:
+                symptom = divergence(self._scored_model(), dm.validation)
+                if symptom is None:
+                    raise
+                raise NonFiniteLossError(
+                    self._diverged(self.global_step - 1, f"validation: {symptom}")
+                ) from e
         record["seconds"] = time.perf_counter() - self._t0
         self.train_seconds += record["seconds"]
         every = self.config.test_every
@@ -288,8 +357,9 @@ class SVIModule(pl.LightningModule):
         record[self.config.monitor] = v
         if not math.isfinite(v):
             raise NonFiniteLossError(
-                f"non-finite {self.config.monitor} at epoch {epoch + 1}: training "
-                f"stopped; the last good checkpoint is {self.checkpoint_path}"
+                self._diverged(
+                    self.global_step - 1, f"the validation {self.config.monitor} is not finite"
+                )
             )
         self._decay_lr(v)
         self._back_to_training(scored)
@@ -312,7 +382,7 @@ class SVIModule(pl.LightningModule):
         scored = self._scored_model()
         checkpoint["pyrovamp"] = {
             "format": FORMAT,
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "history": self.history,
             "train_seconds": self.train_seconds,
             "model_class": type(self.model).__name__,

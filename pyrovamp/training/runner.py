@@ -2,9 +2,12 @@
 the data, builds the plan (:class:`~pyrovamp.training.plan.SVIModule`), the data module and the
 callbacks, runs Lightning's ``Trainer`` and leaves the model holding the result's parameters.
 
-A run writes its checkpoints atomically with the random states in them, so a run killed at any
-moment and resumed ends with the same parameters as the uninterrupted run; a non-finite loss
-stops it with one line naming the epoch, the step and the last good checkpoint.
+A run draws from its own random streams, seeded from ``TrainConfig.seed``
+(:func:`pyrovamp._random.isolated_rng`): the caller's torch, NumPy and ``random`` states are as
+they were when :func:`fit` returns or raises. It writes its checkpoints atomically with the
+run's random states in them, so a run killed at any moment and resumed ends with the same
+parameters as the uninterrupted run; a divergence stops it with one line naming the epoch, the
+step, the symptom and the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
-import pyro
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
+from pyrovamp._random import isolated_rng
 from pyrovamp.errors import CheckpointError, NonFiniteLossError
 from pyrovamp.models.vae import check_data
 from pyrovamp.training.callbacks import ParameterEMA, PieceTimer, WarmupEarlyStopping
@@ -39,8 +43,9 @@ from pyrovamp.training.checkpoint import (
     load_model_weights,
     read_checkpoint,
 )
-from pyrovamp.training.config import TrainConfig, check_resume
+from pyrovamp.training.config import TrainConfig, check_resume, preset_training
 from pyrovamp.training.data import EpochData, SVIDataModule
+from pyrovamp.training.hardware import resolve_accelerator, resolve_precision
 from pyrovamp.training.plan import SVIModule
 
 __all__ = ["TrainResult", "AtomicCheckpointIO", "quiet_lightning", "fit", "train"]
@@ -69,6 +74,9 @@ class TrainResult:
             (``None`` when training ran without one).
         trainer: the Lightning ``Trainer`` that ran (its strategy serves the sharded test
             evaluation after data-parallel training).
+        accelerator: where it trained: ``"cpu"`` or ``"gpu"`` (``"auto"`` resolved).
+        precision: the precision it trained in (``"auto"`` resolved): ``"32"``,
+            ``"bf16-mixed"`` or ``"16-mixed"``.
     """
 
     history: list
@@ -80,6 +88,8 @@ class TrainResult:
     source: str
     checkpoint_dir: Path | None
     trainer: object = dataclasses.field(default=None, repr=False)
+    accelerator: str = "cpu"
+    precision: str = "32"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -260,8 +270,11 @@ def fit(
     Raises:
         ValueError: a bad setting or bad data (before any work); ``CheckpointError`` (a
             ``ValueError``): resuming from a missing, corrupt or foreign checkpoint, or with a
-            changed setting; ``NonFiniteLossError``: the loss became NaN/inf (the model then
-            holds the last good checkpoint's parameters).
+            changed setting; ``ArgumentTypeError`` (a ``TypeError`` and ``ValueError``): a
+            setting of the wrong type (e.g. ``optimizer=42``); ``NonFiniteLossError``: training
+            diverged (a non-finite loss, parameter or validation score, or a distribution
+            refusing non-finite arguments); the model then holds the last good checkpoint's
+            parameters (a new run without one: its initial parameters).
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
@@ -304,8 +317,17 @@ def fit(
                 f"{folder} already holds a run's checkpoint; pass resume=True to "
                 "continue it, or choose another checkpoint_dir"
             )
-        pyro.set_rng_seed(config.seed)
 
+    # a new run that diverges before its first checkpoint goes back to these
+    initial = (
+        None
+        if resume
+        else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    )
+    # the decisions taken for the user are said once, by the first process
+    talk = getattr(rank_zero_only, "rank", 0) == 0
+    accelerator, devices = resolve_accelerator(config, model, log=talk)
+    precision = resolve_precision(str(config.precision), accelerator, devices, log=talk)
     module = SVIModule(model, config, test_data)
     module.checkpoint_path = ckpt_path
     data = SVIDataModule(
@@ -317,14 +339,15 @@ def fit(
     callbacks, best, early, ema = _callbacks(config, folder, validation_data is not None)
     model.train()
     try:
-        with quiet_lightning():
-            accelerator, devices = config.lightning_devices()
+        # the run's own random streams: a new run seeds them from config.seed, a resumed one
+        # restores the checkpoint's (SVIModule.on_load_checkpoint); the caller's come back after
+        with isolated_rng(config.seed), quiet_lightning():
             trainer = pl.Trainer(
                 accelerator=accelerator,
                 devices=devices,
                 num_nodes=config.num_nodes,
                 strategy=config.strategy,
-                precision=config.precision,  # type: ignore[arg-type]  # one of PRECISIONS
+                precision=precision,  # type: ignore[arg-type]  # one of PRECISIONS
                 max_epochs=max_epochs,
                 logger=_logger(config, folder),
                 callbacks=callbacks,
@@ -345,6 +368,8 @@ def fit(
     except NonFiniteLossError:
         if ckpt_path.is_file():  # leave the model at the last good parameters
             load_model_weights(model, ckpt_path)
+        elif initial is not None:
+            model.load_state_dict(initial)
         model.eval()
         if tmp is not None:
             tmp.cleanup()
@@ -365,6 +390,8 @@ def fit(
         train_seconds=module.train_seconds,
         source=source,
         checkpoint_dir=None if tmp is not None else folder,
+        accelerator=accelerator,
+        precision=precision,
     )
     if trainer.is_global_zero and tmp is None:
         atomic_save(
@@ -380,7 +407,7 @@ def fit(
                     "best_val_elbo": best_val,
                     "history": result.history,
                     "train_seconds": result.train_seconds,
-                    "config": asdict(config),
+                    "config": config.to_dict(),
                 }
             },
             folder / MODEL,
@@ -399,25 +426,31 @@ def train(
     checkpoint_dir=None,
     resume: bool = False,
     test_data=None,
+    preset: str | None = None,
     **options,
 ) -> list[dict]:
     """Train ``model`` on Lightning with a Pyro ELBO (the notebook face of :func:`fit`).
 
     ``options`` are :class:`~pyrovamp.training.config.TrainConfig` fields -- the same settings
-    as ``pyrovamp train`` (``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``loss``,
+    as ``pyrovamp train`` (``epochs``, ``batch_size``, ``lr``, ``optimizer`` (a name or a
+    ``torch.optim.Optimizer`` subclass, with ``optimizer_kwargs``), ``loss`` (a name or an
+    object with ``differentiable_loss``, e.g. ``pyro.infer.TraceMeanField_ELBO(...)``),
     ``warmup_epochs``, ``patience``, ``ema_decay``, ``lr_decay``, ``lr_patience``,
     ``val_bound``, ``val_num_samples``, ``accelerator``, ``devices``, ``strategy``,
-    ``precision``, ``logger``, ``max_minutes``, ``test_every``, ...). The model comes back in
-    evaluation mode with the best (validated), averaged or last parameters. With
-    ``test_every=N`` and ``test_data``, the history holds the test log-likelihood every N epochs
-    (a learning curve).
+    ``precision``, ``logger``, ``max_minutes``, ``test_every``, ...). Their defaults are the
+    ``"book"`` preset's; ``preset="paper"`` or ``"fast"`` starts from that preset's training
+    settings instead (:func:`pyrovamp.training.config.preset_training`; the preset's model
+    settings describe the model to build and are not applied), and the ``options`` given
+    override it. The model comes back in evaluation mode with the best (validated), averaged or
+    last parameters. With ``test_every=N`` and ``test_data``, the history holds the test
+    log-likelihood every N epochs (a learning curve).
 
     Returns:
         The per-epoch history (see :class:`TrainResult`).
 
     Raises:
-        ValueError: an unknown option, a bad setting or bad data, before any work; see
-        :func:`fit` for the rest.
+        ValueError: an unknown option or preset, a bad setting or bad data, before any work;
+        see :func:`fit` for the rest.
     """
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(options) - names
@@ -425,11 +458,12 @@ def train(
         raise ValueError(
             f"unknown training option(s) {sorted(unknown)}; expected some of {sorted(names)}"
         )
+    settings = {} if preset is None else preset_training(preset)
     return fit(
         model,
         train_data,
         validation_data,
-        TrainConfig(**options),
+        TrainConfig(**{**settings, **options}),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         test_data=test_data,
