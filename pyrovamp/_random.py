@@ -31,8 +31,13 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 def fork_rng():
     """``torch.random.fork_rng`` over the CPU and every CUDA device: draws inside leave the
-    caller's random streams as they were."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    caller's random streams as they were.
+
+    CUDA's streams are forked only where CUDA is already initialised: reading them would start
+    CUDA, which a fork-based launcher (Lightning's ``ddp_notebook``) forbids before it forks. A
+    caller that has not touched CUDA has no CUDA stream of its own to keep."""
+    initialised = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if initialised else []
     return torch.random.fork_rng(devices=devices)
 
 

@@ -272,3 +272,26 @@ def test_the_models_mode_is_restored_when_an_estimator_fails_while_setting_up():
     with pytest.raises(RuntimeError, match="prior failed"):
         pv.log_likelihood(vae, x, 5, seed=0)
     assert vae.training
+
+
+def test_forking_the_random_streams_does_not_start_cuda(monkeypatch):
+    # a fork-based launcher (ddp_notebook) must find CUDA uninitialised after pv.train's setup
+    from pyrovamp import _random
+
+    seen = {}
+    fork = torch.random.fork_rng
+
+    def spy(devices=None, **kwargs):
+        seen["devices"] = list(devices)
+        return fork(devices=[])
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    with _random.isolated_rng(3):
+        pass
+    assert seen["devices"] == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    _random.fork_rng()
+    assert seen["devices"] == [0, 1]
