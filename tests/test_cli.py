@@ -271,10 +271,11 @@ def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_
         "weight_init",
         "pseudo_input_parameterization",
     }
+    # precision "auto": bf16-mixed where the device runs bfloat16 natively, else 32
     assert (fast["batch_size"], fast["lr"], fast["precision"], fast["ema_decay"]) == (
         200,
         1e-3,
-        "bf16-mixed",
+        "auto",
         0.999,
     )
     assert paper["ema_decay"] is None
@@ -317,11 +318,16 @@ def test_fast_preset_is_the_paper_model_with_a_larger_step_in_bf16_and_averaged_
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["preset"], cfg["precision"], cfg["batch_size"], cfg["ema_decay"]) == (
         "fast",
-        "bf16-mixed",
+        "auto",
         200,
         0.999,
     )
-    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
+    # metrics.json says what it trained in: "auto" resolved on this machine
+    from pyrovamp.training import cpu_has_native_bf16
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == ("bf16-mixed" if cpu_has_native_bf16() else "32")
+    assert (metrics["precision_requested"], metrics["accelerator"]) == ("auto", "cpu")
 
 
 def test_validation_options_reach_training(tmp_path, monkeypatch):
@@ -377,9 +383,13 @@ def test_validation_options_reach_training(tmp_path, monkeypatch):
     assert {"lr", "val_iwae"} <= set(header)
 
 
-def test_grey_images_report_nll_per_pixel(tmp_path):
+def test_grey_images_report_nll_per_pixel(tmp_path, monkeypatch):
     import numpy as np
     from scipy.io import savemat
+
+    from pyrovamp.data import datasets
+
+    monkeypatch.setattr(datasets, "SHA256", {})  # a small file, not the canonical one
 
     ff = np.random.default_rng(0).integers(0, 256, (560, 60)).astype(np.uint8)
     savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
@@ -730,3 +740,71 @@ def test_train_run_and_evaluate_run_folder_are_the_library_face_of_the_commands(
     ev = evaluate_run_folder(out, method="is", num_samples=3, progress=False)
     assert ev.metrics is None and ev.refined is None and ev.num_test_points == 30
     assert ev.estimators["num_samples"] == 3 and ev.estimators["is_epochs"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished run (one epoch on 30 Digits points), for tests that only evaluate it."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = ["train", "--prior", "standard", "--epochs", "1", "--max-points", "30"]
+    assert main([*args, "--num-samples", "4", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"prior": "standard", "latent_dim": 2}, r"config\.json lacks the setting 'dataset'"),
+        ({"dataset": "digits"}, r"config\.json lacks the settings 'prior', 'latent_dim'"),
+        ([{"dataset": "digits"}], r"config\.json must hold a JSON object, got an array"),
+        ("digits", r"config\.json must hold a JSON object, got a string"),
+    ],
+)
+def test_evaluate_on_a_damaged_config_is_one_line(tmp_path, capsys, config, message):
+    import re
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "model.pt").write_bytes(b"")
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovamp evaluate: error: ") and err.count("\n") == 1, err
+    assert re.search(message, err) and str(run / "config.json") in err, err
+
+
+def test_a_non_finite_test_metric_is_one_line_with_status_1(tiny_run, capsys, monkeypatch):
+    from pyrovamp.workflow import experiment
+
+    before = (tiny_run / "metrics.json").read_text()
+    real = experiment.evaluate_run
+
+    def nan_elbo(*args, **kwargs):
+        return {**real(*args, **kwargs), "test_elbo": float("nan")}
+
+    monkeypatch.setattr(experiment, "evaluate_run", nan_elbo)
+    assert main(["evaluate", str(tiny_run), "--num-samples", "3", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "non-finite test metrics ['test_elbo']" in err, err
+    assert err.startswith("pyrovamp evaluate: error: ") and "Traceback" not in err
+    assert (tiny_run / "metrics.json").read_text() == before  # nothing written
+
+
+def test_evaluate_keeps_what_a_concurrent_evaluation_merges_meanwhile(tiny_run, monkeypatch):
+    """``pyrovamp evaluate RUN`` (all metrics anew) while ``pyrovamp evaluate RUN --method ais``
+    finishes: the AIS keys merged during the first one's evaluation stay in metrics.json."""
+    from pyrovamp.workflow import experiment
+    from pyrovamp.workflow.estimates import merge_metrics
+
+    real = experiment.evaluate_run
+
+    def with_a_concurrent_merge(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        merge_metrics(tiny_run / "metrics.json", {"test_log_likelihood_ais": -1.5, "ais_epochs": 1})
+        return metrics
+
+    monkeypatch.setattr(experiment, "evaluate_run", with_a_concurrent_merge)
+    assert main(["evaluate", str(tiny_run), "--num-samples", "3", "--no-progress"]) == 0
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["test_log_likelihood_ais"] == -1.5 and m["num_samples"] == 3
+    assert m["test_log_likelihood"] < 0 and m["epochs_trained"] == 1

@@ -1,8 +1,20 @@
+import hashlib
+import io
+
+import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA
 
-from pyrovamp.data import load_dataset, read_amat
+from pyrovamp.data import datasets as datasets_module
+from pyrovamp.data import load_dataset, read_amat, readers
+from pyrovamp.errors import ArgumentTypeError
+
+
+@pytest.fixture
+def unchecked(monkeypatch):
+    """Small files in a canonical format under a canonical name: no recorded digest applies."""
+    monkeypatch.setattr(datasets_module, "SHA256", {})
 
 
 def test_digits_has_the_books_split():
@@ -22,7 +34,7 @@ def _write_amat(path, rows):
     path.write_text("".join(" ".join(str(int(v)) for v in r) + "\n" for r in rows))
 
 
-def test_static_mnist_reads_canonical_amat_files(tmp_path):
+def test_static_mnist_reads_canonical_amat_files(tmp_path, unchecked):
     g = torch.Generator().manual_seed(0)
     parts = {
         s: (torch.rand(n, 784, generator=g) < 0.3).int()
@@ -79,3 +91,105 @@ def test_spread_subset_takes_evenly_spaced_rows_in_order():
     assert spread_subset(x[:5], 9) is not None and torch.equal(spread_subset(x[:5], 9), x[:5])
     with pytest.raises(ValueError, match="n must be a positive integer"):
         spread_subset(x, 0)
+    # NumPy integers are integers; a float or a string is the wrong type, named as such
+    assert torch.equal(spread_subset(x, np.int64(3)), torch.tensor([0, 5000, 9999]))
+    for bad in (2.5, "3", True):
+        with pytest.raises(ArgumentTypeError, match="n must be a positive integer"):
+            spread_subset(x, bad)
+    with pytest.raises(ArgumentTypeError, match="x must be a torch.Tensor"):
+        spread_subset([1, 2, 3], 2)
+
+
+def test_load_dataset_names_an_argument_of_the_wrong_type():
+    with pytest.raises(ArgumentTypeError, match="name must be a data set name"):
+        load_dataset(3)
+    with pytest.raises(ArgumentTypeError, match="download must be True or False"):
+        load_dataset("static_mnist", "/no/such/folder", download="no")
+    with pytest.raises(ArgumentTypeError, match="root must be a folder"):
+        load_dataset("static_mnist", 5)
+
+
+def test_every_download_address_is_https():
+    from pyrovamp import data
+
+    urls = [v for k, v in vars(datasets_module).items() if k.endswith("_URL")]
+    assert len(urls) == 7 and data.STATIC_MNIST_URL in urls and data.FASHION_URL in urls
+    assert all(u.startswith("https://") for u in urls), urls
+
+
+def test_a_canonical_file_with_another_digest_is_refused_in_one_line(tmp_path):
+    """The recorded digests are those of the real files; a file of the right name and format
+    but other contents (here a small, well-formed one) is refused before it is read."""
+    rows = (torch.rand(3, 784, generator=torch.Generator().manual_seed(0)) < 0.3).int()
+    for s in ("train", "valid", "test"):
+        _write_amat(tmp_path / f"binarized_mnist_{s}.amat", rows.tolist())
+    path = tmp_path / "binarized_mnist_train.amat"
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = datasets_module.SHA256["static_mnist"]["binarized_mnist_train.amat"]
+    with pytest.raises(ValueError) as e:
+        load_dataset("static_mnist", tmp_path, download=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and expected in msg and actual in msg
+    from scipy.io import savemat
+
+    ff = np.random.default_rng(0).integers(0, 256, (560, 30)).astype(np.uint8)
+    savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
+    with pytest.raises(ValueError, match=r"frey_rawface\.mat: SHA-256 [0-9a-f]{64} differs"):
+        load_dataset("frey_faces", tmp_path, download=False)
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_a_download_is_checked_before_it_takes_its_place(tmp_path, monkeypatch):
+    """No network: the downloader is replaced by one that serves given bytes."""
+    from scipy.io import savemat
+
+    good = tmp_path / "good.mat"
+    savemat(good, {"ff": np.random.default_rng(0).integers(0, 256, (560, 30)).astype(np.uint8)})
+    payload = good.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(datasets_module, "SHA256", {"frey_faces": {"frey_rawface.mat": digest}})
+    served, asked = [b"tampered" + payload[8:]], []
+
+    def urlopen(url, timeout=None):
+        asked.append(url)
+        return _Response(served[0])
+
+    monkeypatch.setattr(readers.urllib.request, "urlopen", urlopen)
+    root = tmp_path / "data"
+    with pytest.raises(ValueError) as e:
+        load_dataset("frey_faces", root, download=True)
+    msg = str(e.value)
+    assert "frey_rawface.mat" in msg and digest in msg and "\n" not in msg
+    assert asked == ["https://cs.nyu.edu/~roweis/data/frey_rawface.mat"]
+    assert not root.exists() or not any(root.iterdir())  # nothing written, no partial file
+    served[0] = payload
+    ds = load_dataset("frey_faces", root, download=True)
+    assert ds.train.shape[1] == 560 and (root / "frey_rawface.mat").read_bytes() == payload
+
+
+def test_each_file_is_hashed_once_per_process(tmp_path, monkeypatch):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"abc")
+    calls = []
+    real = hashlib.file_digest
+
+    def counting(f, name):
+        calls.append(name)
+        return real(f, name)
+
+    monkeypatch.setattr(readers.hashlib, "file_digest", counting)
+    want = hashlib.sha256(b"abc").hexdigest()
+    for _ in range(3):
+        assert readers.check_sha256(path, want) == path
+    assert calls == ["sha256"]
+    path.write_bytes(b"abcd")  # another size: hashed again, and refused
+    with pytest.raises(ValueError, match="a.bin: SHA-256"):
+        readers.check_sha256(path, want)
+    assert len(calls) == 2

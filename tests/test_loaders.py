@@ -13,6 +13,7 @@ from conftest import SHARED_DATA
 from scipy.io import savemat
 
 from pyrovamp.data import DATASETS, load_dataset, read_idx_images
+from pyrovamp.data import datasets as datasets_module
 
 FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
 
@@ -97,7 +98,8 @@ def test_caltech_silhouettes(tmp_path):
         load_dataset("caltech101_silhouettes", tmp_path, download=False)
 
 
-def test_frey_faces_small_file(tmp_path):
+def test_frey_faces_small_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_module, "SHA256", {})  # a small file, not the canonical one
     ff = np.random.default_rng(0).integers(0, 256, (560, 50)).astype(np.uint8)
     savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
     ds = load_dataset("frey_faces", tmp_path, download=False)

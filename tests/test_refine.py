@@ -249,7 +249,7 @@ def test_cli_evaluate_refine_guide_merges_into_the_metrics(tmp_path, capsys):
         m["refined_refine_points"],
     ) == (3, 5, 0.003, 100)
     assert m["refined_num_samples"] == 20 and m["refined_epochs"] == 3
-    assert 1 <= m["refined_median_ess"] <= 20 and 0 <= m["refined_share_k_above_0.7"] <= 1
+    assert 1 <= m["refined_median_ess"] <= 20 and 0 <= m["refined_share_k_above_threshold"] <= 1
     bound = m["refined_refine_bound"]
     assert len(bound) == 3 and bound[-1] > bound[0]
     assert m["test_log_likelihood_refined"] > m["test_log_likelihood"]

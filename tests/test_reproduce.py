@@ -14,8 +14,12 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-
 
 
 @pytest.fixture
-def static_mnist(tmp_path):
-    """Files in the canonical static-MNIST format (one image per line, 784 values 0/1)."""
+def static_mnist(tmp_path, monkeypatch):
+    """Files in the canonical static-MNIST format (one image per line, 784 values 0/1); small
+    ones, so the canonical files' digests are not checked."""
+    from pyrovamp.data import datasets
+
+    monkeypatch.setattr(datasets, "SHA256", {})
     root = tmp_path / "data"
     root.mkdir()
     rng = np.random.default_rng(0)
@@ -405,3 +409,21 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, capsys):
     table = (out / "table1.md").read_text()
     assert "the last piece failed (exit status 2" in _row(table, "static_mnist_vae_standard")
     assert read_cell(out / "digits_vae_standard").state == "finished"
+
+
+def test_reproduce_table1_names_an_argument_of_the_wrong_type(tmp_path):
+    from pyrovamp.errors import ArgumentTypeError
+    from pyrovamp.workflow.reproduce import reproduce_table1
+
+    out = tmp_path / "table"
+    for kwargs, message in (
+        ({"datasets": "static_mnist"}, "datasets must be a list"),
+        ({"devices": 1.5}, "devices must be a positive integer"),
+        ({"max_points": "16"}, "max_points must be a positive integer or None"),
+        ({"data_roots": ["/data"]}, "data_roots must be a dict"),
+    ):
+        with pytest.raises(ArgumentTypeError, match=message):
+            reproduce_table1(out, **kwargs)
+    with pytest.raises(ValueError, match="epochs must be a positive integer or None, got 0"):
+        reproduce_table1(out, epochs=0)
+    assert not out.exists()  # every check before any work

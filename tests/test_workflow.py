@@ -1,5 +1,6 @@
 """ArviZ workflow: InferenceData, the comparison table, PSIS diagnostics."""
 
+import json
 import math
 
 import numpy as np
@@ -153,6 +154,7 @@ def test_to_inference_data_holds_what_it_says():
         num_samples=400,
         name="g",
         seed=3,
+        keep_log_weights=True,
         history=[{"epoch": 1, "train_loss": 2.0, "val_elbo": -1.5}],
     )
     groups = set(_arviz.groups(idata))
@@ -179,6 +181,9 @@ def test_to_inference_data_holds_what_it_says():
         np.mean(s["pareto_k"].values > khat_threshold(400))
     )
     assert _arviz.group(idata, "training_history")["val_elbo"].values.tolist() == [-1.5]
+    # by default the (N, S) log-weights are not kept (nor stored in a run folder's cache)
+    plain = _arviz.group(to_inference_data(Gaussian(1.3), x, 400, seed=3), "importance_sampling")
+    assert "log_weights" not in plain and np.allclose(plain["log_likelihood"], s["log_likelihood"])
     with pytest.raises(ValueError, match="needs the test data"):
         to_inference_data(Gaussian(1.0))
     with pytest.raises(ValueError, match="num_samples"):
@@ -337,3 +342,234 @@ def test_compare_mixes_run_folders_and_models(tmp_path):
     table = compare({"standard": runs[0], "same_vampprior": model}, x=x, num_samples=30)
     ref = compare({"standard": runs[0], "vampprior": runs[1]}, num_samples=30, cache=False)
     assert sorted(table["log_likelihood_sum"]) == pytest.approx(sorted(ref["log_likelihood_sum"]))
+
+
+def _train_one(tmp_path, name="run"):
+    from pyrovamp.cli import main
+
+    out = tmp_path / name
+    args = ["train", "--prior", "standard", "--epochs", "1", "--num-samples", "5"]
+    assert main([*args, "--max-points", "30", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def test_to_inference_data_reuses_a_run_folders_evaluation_by_default(tmp_path, monkeypatch):
+    """The README's cache works with the defaults: a second call with the same settings reads
+    ``evaluation.nc``; only ``keep_log_weights=True`` (not stored) evaluates anew."""
+    from pyrovamp.workflow import comparison
+
+    run = _train_one(tmp_path)
+    calls = []
+    real = comparison.log_importance_weights
+
+    def counting(model, x, num_samples, **kw):
+        calls.append(num_samples)
+        return real(model, x, num_samples, **kw)
+
+    monkeypatch.setattr(comparison, "log_importance_weights", counting)
+    first = to_inference_data(run, num_samples=40)
+    second = to_inference_data(run, num_samples=40)
+    assert calls == [40] and (first.attrs["from_cache"], second.attrs["from_cache"]) == (0, 1)
+    a, b = (_arviz.group(i, "importance_sampling") for i in (first, second))
+    assert np.array_equal(a["log_likelihood"].values, b["log_likelihood"].values)
+    full = to_inference_data(run, num_samples=40, keep_log_weights=True)
+    assert calls == [40, 40] and full.attrs["from_cache"] == 0
+    w = _arviz.group(full, "importance_sampling")["log_weights"]
+    assert w.shape == (30, 40)
+    assert to_inference_data(run, num_samples=40).attrs["from_cache"] == 1 and calls == [40, 40]
+
+
+def _tiny_vae():
+    from pyrovamp import VAE
+
+    torch.manual_seed(0)
+    return VAE((2, 3), 3, prior="standard", likelihood="bernoulli", hidden_dim=8)
+
+
+def _binary(n=5, d=6):
+    return (torch.rand(n, d, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+
+
+def test_evaluate_run_and_evaluate_method_flag_points_by_one_k_hat_rule(monkeypatch):
+    """Both count the points with k-hat above min(1 - 1/log10 S, 0.7) (Vehtari et al. 2024):
+    for S = 1000 (threshold 0.667) k-hats of 0.68 and 0.69 are flagged by both."""
+    from pyrovamp.data import Dataset
+    from pyrovamp.workflow import estimates
+
+    model, x = _tiny_vae(), _binary()
+    ds = Dataset("toy", x, x, x, (2, 3), "bernoulli")
+    run = estimates.evaluate_run(model, ds, 200, seed=1)
+    method, per = estimates.evaluate_method(model, x, "is", num_samples=200, seed=1)
+    assert run["share_k_above_threshold"] == method["share_k_above_threshold"]
+    assert run["khat_threshold"] == method["khat_threshold"] == khat_threshold(200)
+    assert np.array_equal(per["pareto_k"] > khat_threshold(200), per["pareto_k"] > 0.5)
+
+    k = np.array([0.1, 0.5, 0.68, 0.69, 0.9])
+
+    def fixed_weights(model, x, num_samples, **kw):  # the same diagnostics for both paths
+        n = x.shape[0]
+        diag = {"log_likelihood_psis": np.zeros(n), "pareto_k": k[:n], "ess": np.ones(n)}
+        return torch.zeros(n), diag
+
+    monkeypatch.setattr(estimates, "log_likelihood", fixed_weights)
+    run = estimates.evaluate_run(model, ds, 1000)
+    method, _ = estimates.evaluate_method(model, x, "is", num_samples=1000)
+    assert run["share_k_above_threshold"] == method["share_k_above_threshold"] == 0.6
+    assert run["khat_threshold"] == method["khat_threshold"] == pytest.approx(2 / 3)
+
+
+def _merge_many(path, prefix, count, errors):
+    from pyrovamp.workflow.estimates import merge_metrics
+
+    try:
+        for j in range(count):
+            merge_metrics(path, {f"{prefix}_{j}": j})
+    except Exception as e:  # reported by the test
+        errors.append(repr(e))
+
+
+def _slow_writes(monkeypatch):
+    """Widen the window between a merge's read and its write, as a slow disk would."""
+    import time
+
+    from pyrovamp.workflow import estimates
+
+    real = estimates.atomic_write_text
+
+    def slow(path, text):
+        time.sleep(0.002)
+        return real(path, text)
+
+    monkeypatch.setattr(estimates, "atomic_write_text", slow)
+
+
+def test_concurrent_merges_into_one_metrics_file_keep_every_key(tmp_path, monkeypatch):
+    """Evaluations merging into one run folder's metrics.json at the same time (threads, then
+    processes) lose none of each other's keys."""
+    import multiprocessing
+    import threading
+
+    _slow_writes(monkeypatch)
+    path = tmp_path / "metrics.json"
+    errors: list = []
+    threads = [
+        threading.Thread(target=_merge_many, args=(path, f"t{i}", 15, errors)) for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = json.loads(path.read_text())
+    assert len(got) == 60 and got["t3_14"] == 14
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    ctx = multiprocessing.get_context("fork")  # the children inherit the slow writes
+    path = tmp_path / "metrics2.json"
+    procs = [ctx.Process(target=_merge_many, args=(path, f"p{i}", 15, [])) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert len(json.loads(path.read_text())) == 45
+
+
+def test_plot_latent_takes_numpy_data_and_names_a_wrong_argument():
+    from pyrovamp.errors import ArgumentTypeError
+    from pyrovamp.workflow.plots import plot_latent, plot_reconstructions, plot_samples
+
+    model, x = _tiny_vae(), _binary(20)
+    dots = [c.get_offsets() for c in plot_latent(model, x.numpy()).axes[0].collections[-1:]]
+    same = [c.get_offsets() for c in plot_latent(model, x).axes[0].collections[-1:]]
+    assert np.array_equal(dots[0], same[0]) and dots[0].shape == (20, 2)
+    plot_reconstructions(model, x.numpy().astype(np.int64), num_images=np.int64(4))
+    plot_samples(model, np.int64(4), nrow=np.int32(2))
+    for call, name in (
+        (lambda: plot_latent(model, x.tolist()), "x must be a torch.Tensor or numpy array"),
+        (lambda: plot_latent(model, x, grid_size=2.5), "grid_size must be an integer"),
+        (lambda: plot_latent(model, x, title=3), "title must be a string"),
+        (lambda: plot_latent("vae", x), "model must be a pyrovamp model"),
+        (lambda: plot_samples(model, 2.5), "num_samples must be a positive integer"),
+        (lambda: plot_samples(model, 4, mean="yes"), "mean must be True or False"),
+    ):
+        with pytest.raises(ArgumentTypeError, match=name):
+            call()
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 6\)"):
+        plot_latent(model, x[:, :4].numpy())
+    with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
+        plot_samples(model, 0)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        plot_latent(model, np.full((3, 6), np.nan))
+
+
+def test_plots_restore_the_models_mode_when_they_raise():
+    from pyrovamp.workflow.plots import (
+        plot_active_units,
+        plot_latent,
+        plot_reconstructions,
+        plot_samples,
+    )
+
+    model, x = _tiny_vae(), _binary(20)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    hook = model.encoder.register_forward_pre_hook(boom)
+    for plot in (plot_latent, plot_reconstructions, plot_active_units):
+        model.train()
+        model.prior.eval()  # a mixed state is restored as it was, module by module
+        with pytest.raises(RuntimeError, match="boom"):
+            plot(model, x)
+        assert model.training and model.encoder.training and not model.prior.training, plot
+    hook.remove()
+    model.train()
+    model.sample = boom  # an instance attribute: plot_samples calls it
+    with pytest.raises(RuntimeError, match="boom"):
+        plot_samples(model)
+    assert all(m.training for m in model.modules())
+    del model.sample
+    plot_latent(model, x)
+    assert all(m.training for m in model.modules())
+
+
+def test_workflow_functions_name_a_wrong_argument():
+    from pyrovamp.data import Dataset
+    from pyrovamp.errors import ArgumentTypeError
+    from pyrovamp.workflow import estimates
+
+    model, x = _tiny_vae(), _binary()
+    ds = Dataset("toy", x, x, x, (2, 3), "bernoulli")
+    for call, name in (
+        (lambda: estimates.evaluate_run(model, "toy", 10), "dataset must be a pyrovamp.data"),
+        (lambda: estimates.evaluate_run(object(), ds, 10), "model must be an object with Pyro"),
+        (lambda: estimates.evaluate_run(model, ds, 10.0), "num_samples must be a positive"),
+        (lambda: estimates.evaluate_run(model, ds, 10, max_points="3"), "max_points must"),
+        (lambda: estimates.evaluate_method(model, x, "is", num_samples=2.5), "num_samples"),
+        (lambda: estimates.evaluate_bdmc(model, 2.0), "num_points must be a positive"),
+        (lambda: estimates.merge_metrics("m.json", [1]), "new must be a dict"),
+        (lambda: to_inference_data(3, x), "run_or_model must be a run folder"),
+        (lambda: to_inference_data(model, x.tolist()), "x must be a tensor or numpy array"),
+        (lambda: to_inference_data(model, x, seed=1.5), "seed must be an integer >= 0"),
+        (lambda: to_inference_data(model, x, keep_log_weights=1), "keep_log_weights must be"),
+        (lambda: compare(5), "runs must be a dict"),
+        (lambda: plot_pareto_k([1]), "idatas must be a dict"),
+    ):
+        with pytest.raises(ArgumentTypeError, match=name):
+            call()
+    for call, name in (
+        (lambda: estimates.evaluate_method(model, x, "iss"), "method must be one of is, ais"),
+        (lambda: estimates.evaluate_run(model, ds, 10, seed=-1), "seed must be an integer >= 0"),
+        (lambda: estimates.evaluate_bdmc(model, 0), "num_points must be a positive integer"),
+        (lambda: estimates.evaluate_estimators(model, x, ".", "is", 0), "bdmc_points must be"),
+        (lambda: to_inference_data(model, x, num_samples=0), "num_samples must be a positive"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            call()
+    # NumPy integers count as integers everywhere
+    m, _ = estimates.evaluate_method(model, x, "is", num_samples=np.int64(20), seed=np.int32(1))
+    assert m["num_samples"] == 20 and isinstance(m["num_samples"], int)
+    idata = to_inference_data(model, x.numpy(), num_samples=np.int64(20), seed=np.int64(0))
+    assert idata.attrs["num_samples"] == 20

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("book", "paper", "fast"),
         help="protocol defaults (Digits: book; other data sets: paper); fast: the "
-        "paper's model and warm-up with batch 200, lr 1e-3, bf16-mixed precision and "
-        "parameter EMA 0.999",
+        "paper's model and warm-up with batch 200, lr 1e-3, precision auto (bf16-mixed "
+        "where the device computes bfloat16 natively) and parameter EMA 0.999",
     )
     t.add_argument(
         "--max-points",
@@ -218,15 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per test point (default 5000)",
     )
     t.add_argument("--data-root", help="folder with the data set's canonical files")
+
+    def train_device(s: str) -> str:
+        head, _, index = s.partition(":")
+        if s in ("cpu", "cuda") or (head == "cuda" and index.isdigit()):
+            return s
+        raise argparse.ArgumentTypeError(f"--device must be cpu, cuda or cuda:i, got {s!r}")
+
     t.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
-        help=f"shorthand for --accelerator cpu|gpu (default: {d['device']})",
+        type=train_device,
+        metavar="{cpu,cuda,cuda:i}",
+        help="shorthand for --accelerator: cpu, cuda or one GPU cuda:i (default: auto)",
     )
     t.add_argument(
         "--accelerator",
-        choices=("cpu", "gpu", "auto"),
-        help="Lightning accelerator (default: from --device)",
+        choices=("auto", "cpu", "gpu"),
+        help="Lightning accelerator (default: --device's, else auto: the GPU the model is "
+        "on, else a GPU when CUDA is available, else the CPU)",
     )
     t.add_argument(
         "--devices",
@@ -246,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="32, bf16-mixed (autocast to bfloat16) or 16-mixed (GPU); default: the "
-        "preset's (32; fast: bf16-mixed)",
+        help="32, bf16-mixed (autocast to bfloat16), 16-mixed (GPU) or auto (bf16-mixed "
+        "where the device computes bfloat16 natively, else 32); default: the preset's (32; "
+        "fast: auto)",
     )
     t.add_argument(
         "--logger",
@@ -437,7 +447,9 @@ def main(argv=None) -> int:
         status = exit_status(e)
         if status is None:
             raise
-        msg = str(e) if status == 1 else (str(e).splitlines()[0] if str(e) else type(e).__name__)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # one line: a failed run's whole message (what failed and what to do), else the first
+        msg = (" ".join(lines) if status == 1 else lines[0]) if lines else type(e).__name__
         print(f"pyrovamp {args.command}: error: {msg}", file=sys.stderr)
         return status
 

@@ -21,7 +21,10 @@
   (:func:`read_array_pickle`). No other loader reads pickles.
 
 Binary data sets hold 0/1 values, grey ones their integer levels; every loader reads the
-canonical files from ``root`` and, with ``download=True`` and internet, fetches missing ones.
+canonical files from ``root`` and, with ``download=True`` and internet, fetches missing ones over
+https. Every canonical file whose SHA-256 is recorded in :data:`SHA256` is checked after a
+download and when it is read from a local folder (each file hashed once per process); a file with
+another digest is refused before any work, in one line naming it and both digests.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyrovamp._validate import check_int, check_type
 from pyrovamp.data.readers import (
+    check_sha256,
     download_files,
     find_idx,
     load_mat,
@@ -45,7 +50,15 @@ from pyrovamp.data.readers import (
     require_files,
 )
 
-__all__ = ["Dataset", "load_dataset", "DATASETS", "read_amat", "read_array_pickle", "spread_subset"]
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "DATASETS",
+    "SHA256",
+    "read_amat",
+    "read_array_pickle",
+    "spread_subset",
+]
 
 DATASETS = (
     "digits",
@@ -58,10 +71,48 @@ DATASETS = (
     "histopathology",
 )
 
-STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+STATIC_MNIST_URL = "https://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 STATIC_MNIST_FILES = {
     split: f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test")
 }
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+# the authors' repository holds the original IDX files (their S3 website endpoint,
+# fashion-mnist.s3-website.eu-central-1.amazonaws.com, serves plain http only)
+FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"
+OMNIGLOT_URL = "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/"
+CALTECH_URL = "https://people.cs.umass.edu/~marlin/data/"
+FREY_URL = "https://cs.nyu.edu/~roweis/data/"
+HISTOPATHOLOGY_URL = (
+    "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/"
+)
+
+#: The SHA-256 of every canonical file, per data set and file name, computed from the files as
+#: their hosts distribute them. ``None``: not recorded (the file is read unchecked).
+SHA256: dict[str, dict[str, str | None]] = {
+    "static_mnist": {
+        "binarized_mnist_train.amat": (
+            "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"
+        ),
+        "binarized_mnist_valid.amat": (
+            "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"
+        ),
+        "binarized_mnist_test.amat": (
+            "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"
+        ),
+    },
+    "frey_faces": {
+        "frey_rawface.mat": "eac25e8e91a5af651923aebd47b2cdb9664b1ecbfd6490aa889831dea314e106"
+    },
+    "dynamic_mnist": {"train-images-idx3-ubyte.gz": None, "t10k-images-idx3-ubyte.gz": None},
+    "fashion_mnist": {"train-images-idx3-ubyte.gz": None, "t10k-images-idx3-ubyte.gz": None},
+    "omniglot": {"chardata.mat": None},
+    "caltech101_silhouettes": {"caltech101_silhouettes_28_split1.mat": None},
+    "histopathology": {"histopathology.pkl": None},
+}
+
+
+def _digests(name: str) -> dict[str, str | None]:
+    return SHA256.get(name, {})
 
 
 @dataclass
@@ -123,10 +174,11 @@ def spread_subset(x: torch.Tensor, n: int) -> torch.Tensor:
         ``(min(n, N), ...)`` rows of ``x`` in their original order.
 
     Raises:
-        ValueError: ``n`` is not a positive integer.
+        pyrovamp.errors.ArgumentTypeError: ``x`` is not a tensor, ``n`` not an integer.
+        ValueError: ``n`` is not positive.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_type("x", x, torch.Tensor, "a torch.Tensor of shape (N, ...)")
+    n = check_int("n", n)
     total = x.shape[0]
     if n >= total:
         return x
@@ -139,9 +191,9 @@ def load_dataset(
     """Load a named data set.
 
     Args:
-        name: ``"digits"`` or ``"static_mnist"``.
-        root: folder holding the canonical files (``static_mnist``); ignored for ``digits``.
-            Defaults to ``~/.cache/pyrovamp/<name>``.
+        name: one of :data:`DATASETS`.
+        root: folder holding the canonical files; ignored for ``digits``. Defaults to
+            ``~/.cache/pyrovamp/<name>``.
         download: fetch missing files from their original location into ``root`` (needs
             internet); a failed download leaves nothing half-written.
 
@@ -149,9 +201,16 @@ def load_dataset(
         :class:`Dataset`.
 
     Raises:
-        ValueError: unknown ``name``; a malformed file (naming the path and line).
+        pyrovamp.errors.ArgumentTypeError: ``name`` not a string, ``root`` not a path or
+            ``download`` not a bool.
+        ValueError: unknown ``name``; a malformed file (naming the path and line); a canonical
+            file whose SHA-256 differs from :data:`SHA256` (naming the file and both digests).
         FileNotFoundError: a missing file that could not be downloaded (naming the path).
     """
+    check_type("name", name, str, f"a data set name (one of {', '.join(DATASETS)})")
+    if root is not None:
+        check_type("root", root, (str, os.PathLike), "a folder (str or path) or None")
+    check_type("download", download, bool, "True or False")
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "digits":
@@ -178,16 +237,19 @@ def _load_digits() -> Dataset:
 
 
 def _load_static_mnist(root: Path, download: bool) -> Dataset:
+    digests = _digests("static_mnist")
     paths = {split: root / fname for split, fname in STATIC_MNIST_FILES.items()}
     missing = [p for p in paths.values() if not p.is_file()]
     if missing and download:
-        download_files(missing, STATIC_MNIST_URL)
+        download_files(missing, STATIC_MNIST_URL, digests)
         missing = [p for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"static_mnist: missing {missing[0]} (expected the files "
             f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from {STATIC_MNIST_URL})"
         )
+    for p in paths.values():
+        check_sha256(p, digests.get(p.name))
     parts = {split: read_amat(p) for split, p in paths.items()}
     return Dataset(
         "static_mnist",
@@ -226,13 +288,9 @@ def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -
     return ds
 
 
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
-
 def _load_idx_dataset(name, root, download, url):
-    train = find_idx(root, "train-images-idx3-ubyte", url, name, download)
-    test = find_idx(root, "t10k-images-idx3-ubyte", url, name, download)
+    train = find_idx(root, "train-images-idx3-ubyte", url, name, download, _digests(name))
+    test = find_idx(root, "t10k-images-idx3-ubyte", url, name, download, _digests(name))
     x = torch.from_numpy(read_idx_images(train).astype(np.float32) / 255.0)
     xt = torch.from_numpy(read_idx_images(test).astype(np.float32) / 255.0)
     if x.shape[0] < 20000:
@@ -254,9 +312,10 @@ def _load_omniglot(root, download):
     (path,) = require_files(
         root,
         ["chardata.mat"],
-        "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/",
+        OMNIGLOT_URL,
         "omniglot",
         download,
+        _digests("omniglot"),
     )
     mat = load_mat(path)
 
@@ -275,9 +334,10 @@ def _load_caltech(root, download):
     (path,) = require_files(
         root,
         ["caltech101_silhouettes_28_split1.mat"],
-        "https://people.cs.umass.edu/~marlin/data/",
+        CALTECH_URL,
         "caltech101_silhouettes",
         download,
+        _digests("caltech101_silhouettes"),
     )
     mat = load_mat(path)
 
@@ -296,7 +356,7 @@ def _load_caltech(root, download):
 
 def _load_frey_faces(root, download):
     (path,) = require_files(
-        root, ["frey_rawface.mat"], "https://cs.nyu.edu/~roweis/data/", "frey_faces", download
+        root, ["frey_rawface.mat"], FREY_URL, "frey_faces", download, _digests("frey_faces")
     )
     ff = mat_key(load_mat(path), "ff", path)
     if ff.ndim != 2 or ff.shape[0] != 560:
@@ -324,9 +384,10 @@ def _load_histopathology(root, download):
     (path,) = require_files(
         root,
         ["histopathology.pkl"],
-        "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/",
+        HISTOPATHOLOGY_URL,
         "histopathology",
         download,
+        _digests("histopathology"),
     )
     data = read_array_pickle(path)
     parts = []

@@ -1,14 +1,15 @@
 """Readers of the canonical files of the data sets (binarised-MNIST ``.amat``, IDX, MATLAB
-``.mat``, the array pickles of the paper's code) and their download into a local folder. Every
-reader raises one line naming the file and what is wrong."""
+``.mat``, the array pickles of the paper's code), their download into a local folder and the
+check of their SHA-256 digests. Every reader raises one line naming the file and what is wrong."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
-import shutil
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ __all__ = [
     "download_files",
     "require_files",
     "find_idx",
+    "file_sha256",
+    "check_sha256",
 ]
 
 
@@ -71,30 +74,123 @@ def read_amat(path: str | os.PathLike, dim: int = 784) -> torch.Tensor:
     return torch.from_numpy(values.reshape(-1, dim))
 
 
-def download_files(paths, base_url):
-    """Download each missing file into its folder, atomically (:func:`pyrovamp._io.atomic_write`);
-    a failure (no internet) is silent here -- the caller reports the missing file."""
+# digests already computed in this process, keyed by (resolved path, size, mtime): every file is
+# hashed once however often its data set is loaded
+_SHA256_SEEN: dict[tuple[str, int, int], str] = {}
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path`` as 64 hex digits, computed once per process for each
+    ``(path, size, modification time)``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    path = Path(path)
+    key = _stat_key(path)
+    digest = _SHA256_SEEN.get(key)
+    if digest is None:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        _SHA256_SEEN[key] = digest
+    return digest
+
+
+def _mismatch(what, expected: str, actual: str) -> ValueError:
+    return ValueError(
+        f"{what}: SHA-256 {actual} differs from the canonical file's {expected} "
+        "(a damaged, incomplete or different file; delete it to download it again)"
+    )
+
+
+def check_sha256(path: str | os.PathLike, expected: str | None) -> Path:
+    """``path`` if its SHA-256 (:func:`file_sha256`) is ``expected`` (``None``: not checked).
+
+    Raises:
+        ValueError: another digest -- one line naming the file, the expected and the actual
+            digest.
+    """
+    path = Path(path)
+    if expected is not None:
+        actual = file_sha256(path)
+        if actual != expected.lower():
+            raise _mismatch(path, expected.lower(), actual)
+    return path
+
+
+def _fetch(url: str, path: Path, expected: str | None) -> None:
+    """Download ``url`` to ``path`` atomically, hashing it on the way; a digest other than
+    ``expected`` leaves ``path`` as it was and raises."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+
+        def write(f):
+            h = hashlib.sha256()
+            while chunk := response.read(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+            if expected is not None and h.hexdigest() != expected.lower():
+                raise _mismatch(f"{path} (downloaded from {url})", expected.lower(), h.hexdigest())
+            return h.hexdigest()
+
+        digest: list[str] = []
+        atomic_write(path, lambda f: digest.append(write(f)))
+    _SHA256_SEEN[_stat_key(path)] = digest[0]
+
+
+def download_files(
+    paths: Iterable[Path], base_url: str, digests: Mapping[str, str | None] | None = None
+) -> None:
+    """Download each file of ``paths`` from ``base_url + name`` into its folder, atomically
+    (:func:`pyrovamp._io.atomic_write`), checking the SHA-256 of those whose name ``digests``
+    maps to one before the file takes its place. A failed connection (no internet) is silent
+    here -- the caller reports the missing file.
+
+    Raises:
+        ValueError: a downloaded file with another digest (nothing is written; one line naming
+            the file, the URL, the expected and the actual digest).
+    """
+    digests = digests or {}
     for p in paths:
         try:
-            with urllib.request.urlopen(base_url + p.name, timeout=30) as r:
-                atomic_write(p, lambda f, r=r: shutil.copyfileobj(r, f, 1 << 20))
+            _fetch(base_url + p.name, p, digests.get(p.name))
         except OSError:
             pass
 
 
-def require_files(root: Path, files, base_url, name, download):
-    """Paths of ``files`` in ``root``; missing ones are downloaded when allowed, else a
-    ``FileNotFoundError`` names the first missing path."""
+def require_files(
+    root: Path,
+    files,
+    base_url,
+    name,
+    download,
+    digests: Mapping[str, str | None] | None = None,
+):
+    """Paths of ``files`` in ``root``, each checked against its SHA-256 in ``digests`` (by file
+    name; absent or ``None``: not checked); missing ones are downloaded (and checked) when
+    allowed.
+
+    Raises:
+        FileNotFoundError: a missing file (naming the first missing path).
+        ValueError: a file with another digest (naming it, the expected and the actual digest).
+    """
+    digests = digests or {}
     paths = [root / f for f in files]
     missing = [p for p in paths if not p.is_file()]
     if missing and download and base_url:
-        download_files(missing, base_url)
+        download_files(missing, base_url, digests)
         missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"{name}: missing {missing[0]} (expected {', '.join(files)} in {root}"
             + (f"; get them from {base_url})" if base_url else ")")
         )
+    for p in paths:
+        check_sha256(p, digests.get(p.name))
     return paths
 
 
@@ -117,13 +213,22 @@ def read_idx_images(path) -> np.ndarray:
     return data.reshape(n, rows * cols)
 
 
-def find_idx(root: Path, stem: str, base_url, name, download) -> Path:
+def find_idx(
+    root: Path,
+    stem: str,
+    base_url,
+    name,
+    download,
+    digests: Mapping[str, str | None] | None = None,
+) -> Path:
     """The IDX file ``stem`` in ``root``, plain or gzipped, downloaded as ``stem.gz`` when
-    missing and allowed (:func:`require_files`)."""
+    missing and allowed (:func:`require_files`); a file named in ``digests`` is checked against
+    its SHA-256."""
+    digests = digests or {}
     for candidate in (root / stem, root / (stem + ".gz")):
         if candidate.is_file():
-            return candidate
-    return require_files(root, [stem + ".gz"], base_url, name, download)[0]
+            return check_sha256(candidate, digests.get(candidate.name))
+    return require_files(root, [stem + ".gz"], base_url, name, download, digests)[0]
 
 
 def load_mat(path: str | os.PathLike) -> dict:

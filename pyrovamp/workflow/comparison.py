@@ -13,7 +13,9 @@
   ``x``), run folders and evaluations from :func:`to_inference_data`.
 * A run folder keeps its evaluation: ``evaluation.nc`` (netCDF) holds the per-point results with
   the number of samples, the seed and fingerprints of the test data and of the trained
-  parameters; it is reused while they match and recomputed when any changes.
+  parameters; it is reused while they match and recomputed when any changes. The defaults use
+  it; only ``keep_log_weights=True`` (the ``(N, S)`` log-weights, which it does not store) or
+  ``recompute=True`` evaluate anew.
 * :func:`compare_run_folders` -- ``pyrovamp compare``: the table and its figures for run folders.
 * :func:`importance_diagnostics`, :func:`khat_threshold` -- PSIS (from
   :mod:`pyrovamp.infer.diagnostics`; Vehtari et al. 2024).
@@ -34,9 +36,11 @@ import torch
 
 from pyrovamp import _arviz
 from pyrovamp._io import atomic_write, atomic_write_text
-from pyrovamp._validate import check_int
+from pyrovamp._validate import check_int, check_type
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer import importance_diagnostics, khat_threshold, log_importance_weights
 from pyrovamp.training import MODEL
+from pyrovamp.workflow.estimates import check_pyro_model, khat_summary
 from pyrovamp.workflow.runs import check_device, load_run, make_folder, save_figure
 
 __all__ = [
@@ -91,19 +95,12 @@ def _fingerprint_parameters(model) -> str:
 
 
 def _as_data(x, what="x"):
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(
-            f"{what} must be a tensor or numpy array of shape (N, D), got {type(x).__name__}"
-        )
-    return x
+    check_type(what, x, (torch.Tensor, np.ndarray), "a tensor or numpy array of shape (N, D)")
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
 
 def _check_num_samples(num_samples) -> int:
-    return check_int(
-        "num_samples", int(num_samples) if isinstance(num_samples, np.integer) else num_samples
-    )
+    return check_int("num_samples", num_samples)
 
 
 def _evaluate(model, x, num_samples, seed, keep_log_weights):
@@ -138,12 +135,9 @@ def _evaluate(model, x, num_samples, seed, keep_log_weights):
 
 
 def _summary_attrs(ds, num_samples):
-    threshold = khat_threshold(num_samples)
-    k = ds["pareto_k"].values
     return {
         "num_samples": int(num_samples),
-        "khat_threshold": float(threshold),
-        "share_k_above_threshold": float(np.mean(k > threshold)),
+        **khat_summary(ds["pareto_k"].values, num_samples),
         "unit": "nats",
     }
 
@@ -206,7 +200,7 @@ def to_inference_data(
     num_samples: int = 1000,
     *,
     seed: int = 0,
-    keep_log_weights: bool = True,
+    keep_log_weights: bool = False,
     device: str = "cpu",
     name: str | None = None,
     history: list | None = None,
@@ -220,14 +214,16 @@ def to_inference_data(
             ``model``/``guide`` (``VAE``, ``HVAE``, ...).
         x: ``(N, D)`` test data (tensor or numpy array); defaults to a run folder's test set.
         num_samples: importance samples per data point ``S``.
-        seed: seed of the importance samples.
-        keep_log_weights: also keep the ``(N, S)`` log-weights (float32; large).
+        seed: seed of the importance samples (an integer >= 0).
+        keep_log_weights: also keep the ``(N, S)`` log-weights (float32; ``4 N S`` bytes). Off by
+            default: the run folder's stored evaluation does not hold them, so asking for them
+            evaluates a run folder anew (the result is still stored for later calls without).
         device: where a run folder's model is evaluated.
         name: the model's name (default: the run folder's name or the class name).
         history: training history to store (default: a run folder's).
-        cache: for a run folder without ``keep_log_weights``, reuse its stored evaluation
-            (``evaluation.nc``) when it was made with the same ``num_samples``, ``seed``, test
-            data and trained parameters; otherwise evaluate and store the result there.
+        cache: for a run folder, reuse its stored evaluation (``evaluation.nc``) when it was
+            made with the same ``num_samples``, ``seed``, test data and trained parameters (and
+            ``keep_log_weights`` is off); otherwise evaluate and store the result there.
         recompute: evaluate a run folder anew even when a matching evaluation is stored (and
             store the new one when ``cache``).
 
@@ -244,12 +240,29 @@ def to_inference_data(
         ``from_cache`` (1 when the stored evaluation was reused).
 
     Raises:
-        ValueError: no data for a model; bad data or ``num_samples``.
+        pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (``run_or_model``
+            neither a path nor an object with Pyro ``model``/``guide``, ``x`` not a tensor or
+            array, ``num_samples`` not an integer, ...), one line naming it.
+        ValueError: no data for a model; bad data, ``num_samples < 1`` or ``seed < 0``.
         FileNotFoundError: a path that is not a run folder.
     """
     import xarray as xr
 
     num_samples = _check_num_samples(num_samples)
+    seed = check_int("seed", seed, 0)
+    for flag, value in (
+        ("keep_log_weights", keep_log_weights),
+        ("cache", cache),
+        ("recompute", recompute),
+    ):
+        check_type(flag, value, bool, "True or False")
+    check_type("device", device, (str, torch.device), "a device such as 'cpu' or 'cuda'")
+    if name is not None:
+        check_type("name", name, str, "a string or None")
+    if history is not None:
+        check_type("history", history, (list, tuple), "a list of dicts (one per epoch) or None")
+    if not isinstance(run_or_model, (str, Path)):
+        check_pyro_model(run_or_model, "run_or_model", "a run folder (str or path) or an object")
     attrs: dict[str, Any] = {}
     run_dir = None
     if isinstance(run_or_model, (str, Path)):
@@ -316,9 +329,10 @@ def to_inference_data(
 
 
 def _evaluation_of(obj, key):
-    """The ``importance_sampling`` dataset and attrs of an evaluation, or a ValueError."""
+    """The ``importance_sampling`` dataset and attrs of an evaluation, or an
+    ArgumentTypeError (not an evaluation) / ValueError (one without the group)."""
     if not _arviz.is_tree(obj):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"model {key!r}: expected a model, a run folder or the result of "
             f"to_inference_data, got {type(obj).__name__}"
         )
@@ -359,10 +373,13 @@ def compare(
         ``khat_threshold``, ``num_samples``; ``table.attrs["num_test_points"]`` is ``N``.
 
     Raises:
-        ValueError: fewer than two models, a model without ``x``, an object that is none of the
-            accepted kinds, or models evaluated on different test sets.
+        pyrovamp.errors.ArgumentTypeError: ``runs`` neither a dict nor a list, an entry that is
+            none of the accepted kinds, ``num_samples`` or ``seed`` not an integer.
+        ValueError: fewer than two models, a model without ``x``, models evaluated on different
+            test sets, ``num_samples < 1``, ``seed < 0``.
     """
     num_samples = _check_num_samples(num_samples)
+    seed = check_int("seed", seed, 0)
     if isinstance(runs, dict):
         items = dict(runs)
     elif isinstance(runs, (list, tuple)):
@@ -379,7 +396,7 @@ def compare(
                 raise ValueError(f"compare: two models are named {key!r}; pass a dict")
             items[key] = r
     else:
-        raise ValueError(
+        raise ArgumentTypeError(
             f"runs must be a dict {{name: model}} or a list of run folders, got "
             f"{type(runs).__name__}"
         )
@@ -389,7 +406,7 @@ def compare(
         if isinstance(r, (str, Path)) or _arviz.is_tree(r):
             continue
         if not (hasattr(r, "model") and hasattr(r, "guide")):
-            raise ValueError(
+            raise ArgumentTypeError(
                 f"model {key!r}: expected a model, a run folder or the result "
                 f"of to_inference_data, got {type(r).__name__}"
             )
@@ -433,10 +450,10 @@ def compare(
     table["log_likelihood_psis_sum"] = [
         float(evals[k][0]["log_likelihood_psis"].sum()) for k in table.index
     ]
-    table["khat_threshold"] = [khat_threshold(s_of[k]) for k in table.index]
+    summaries = {k: khat_summary(evals[k][0]["pareto_k"].values, s_of[k]) for k in table.index}
+    table["khat_threshold"] = [summaries[k]["khat_threshold"] for k in table.index]
     table["share_k_above_threshold"] = [
-        float(np.mean(evals[k][0]["pareto_k"].values > khat_threshold(s_of[k])))
-        for k in table.index
+        summaries[k]["share_k_above_threshold"] for k in table.index
     ]
     table["num_samples"] = [s_of[k] for k in table.index]
     table.index.name = "model"
@@ -467,8 +484,13 @@ def plot_pareto_k(idatas: dict):
     ``idatas`` maps names to :func:`to_inference_data` results. Returns the ``Figure``.
 
     Raises:
-        ValueError: an entry is not an evaluation from :func:`to_inference_data`.
+        pyrovamp.errors.ArgumentTypeError: ``idatas`` is not a dict, or an entry is not an
+            evaluation from :func:`to_inference_data`.
+        ValueError: ``idatas`` is empty.
     """
+    check_type("idatas", idatas, dict, "a dict {name: evaluation}")
+    if not idatas:
+        raise ValueError("idatas must hold at least one evaluation")
     ks, thresholds = {}, {}
     for name, idata in idatas.items():
         ds, attrs = _evaluation_of(idata, name)
@@ -499,6 +521,10 @@ def compare_run_folders(
             of one name, an unusable ``out`` or ``device`` (one line, before any work).
     """
     check_device(device)
+    num_samples = _check_num_samples(num_samples)
+    check_type("run_dirs", run_dirs, (list, tuple), "a list of run folders")
+    for r in run_dirs:
+        check_type("run_dirs", r, (str, Path), "a list of run folders (str or path)")
     runs = [Path(r) for r in run_dirs]
     for r in runs:
         for f in ("config.json", MODEL):

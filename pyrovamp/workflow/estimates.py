@@ -1,7 +1,13 @@
 """The test metrics of trained models and their summary lines: the test-set evaluation of a run
 (:func:`evaluate_run`), each estimator on its own (:func:`evaluate_method`: IS, AIS, exact), IS
 with a refined guide (:func:`evaluate_refined`) and BDMC (:func:`evaluate_bdmc`), merged into a
-run folder's ``metrics.json`` and per-point ``.npz`` files atomically. Nats per data point."""
+run folder's ``metrics.json`` (under a file lock, so that concurrent evaluations of one run folder
+keep each other's results) and per-point ``.npz`` files atomically. Nats per data point.
+
+One k-hat rule everywhere: a data point's importance-sampling estimate is flagged as unreliable
+when its Pareto k-hat exceeds :func:`pyrovamp.infer.khat_threshold` of the number of samples,
+``min(1 - 1/log10 S, 0.7)`` (Vehtari et al. 2024, "Pareto smoothed importance sampling",
+sec. 3.2.4); ``share_k_above_threshold`` is the share of such points."""
 
 from __future__ import annotations
 
@@ -14,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from pyrovamp._io import atomic_write, atomic_write_text
+from pyrovamp._validate import check_choice, check_int, check_optional_int, check_type
 from pyrovamp.data import Dataset
-from pyrovamp.errors import NonFiniteLossError
+from pyrovamp.errors import ArgumentTypeError, NonFiniteLossError
 from pyrovamp.infer import (
     DEFAULT_NUM_CHAINS,
     DEFAULT_NUM_STEPS,
@@ -42,6 +50,7 @@ __all__ = [
     "evaluate_bdmc",
     "evaluate_estimators",
     "merge_metrics",
+    "khat_summary",
     "save_per_point",
     "result_line",
     "method_line",
@@ -50,6 +59,35 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+METHODS = ("is", "ais", "exact")
+
+
+def khat_summary(pareto_k, num_samples: int) -> dict:
+    """The k-hat summary of importance sampling with ``num_samples`` per point:
+    ``khat_threshold`` (:func:`pyrovamp.infer.khat_threshold`, ``min(1 - 1/log10 S, 0.7)``,
+    Vehtari et al. 2024) and ``share_k_above_threshold``, the share of the ``(N,)`` ``pareto_k``
+    above it -- the one rule of :func:`evaluate_run`, :func:`evaluate_method` and
+    :func:`evaluate_refined` (and of :mod:`pyrovamp.workflow.comparison`)."""
+    threshold = khat_threshold(num_samples)
+    k = np.asarray(pareto_k, dtype=np.float64)
+    return {"khat_threshold": threshold, "share_k_above_threshold": float(np.mean(k > threshold))}
+
+
+def check_pyro_model(model, name: str = "model", what: str = "an object") -> None:
+    """Raise :class:`~pyrovamp.errors.ArgumentTypeError` (one line naming ``name``) unless
+    ``model`` has callable Pyro ``model`` and ``guide`` methods."""
+    if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
+        raise ArgumentTypeError(
+            f"{name} must be {what} with Pyro model(x) and guide(x) methods (a pyrovamp VAE, "
+            f"HVAE, ...), got {type(model).__name__}"
+        )
+
+
+def _check_common(model, num_samples, seed) -> int:
+    check_pyro_model(model)
+    check_int("seed", seed, 0)
+    return check_int("num_samples", num_samples)
 
 
 def evaluate_run(
@@ -76,7 +114,16 @@ def evaluate_run(
     sampling and the ELBO are sharded over its processes and gathered; every block of test
     points draws its samples from the seed and the block's index, so the numbers do not depend
     on the number of processes. ``progress``: a progress bar over the test points for the
-    importance sampling (one process)."""
+    importance sampling (one process).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (a ``dataset`` that is
+            not a :class:`pyrovamp.data.Dataset`, a float ``num_samples``, ...).
+        ValueError: a wrong value (``num_samples < 1``, ``seed < 0``, ``max_points < 1``).
+    """
+    num_samples = _check_common(model, num_samples, seed)
+    check_type("dataset", dataset, Dataset, "a pyrovamp.data.Dataset")
+    max_points = check_optional_int("max_points", max_points)
     x = dataset.test[:max_points].to(device)
 
     def ll_fn(part, first_block, block):
@@ -111,9 +158,10 @@ def evaluate_run(
     n = ll.numel()
     extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
     if total_latent_dim(model, x) <= MAX_LATENT_DIM:  # quadrature: the exact log p(x)
-        ll_exact, err = exact_log_likelihood(model, x)
+        ll_exact, d = exact_log_likelihood(model, x, diagnostics=True)
         extra.update(
-            test_log_likelihood_exact=float(ll_exact.mean()), exact_error_estimate=float(err.max())
+            test_log_likelihood_exact=float(ll_exact.mean()),
+            exact_error_estimate=float(np.max(d["error_estimate"])),
         )
     if dataset.likelihood == "discretized_logistic":
         extra.update(
@@ -127,8 +175,7 @@ def evaluate_run(
         "test_log_likelihood_se": float(ll.std() / n**0.5) if n > 1 else 0.0,
         "test_nll": float(-ll.mean()),
         "test_log_likelihood_psis": float(diag["log_likelihood_psis"].mean()),
-        "khat_threshold": khat_threshold(num_samples),
-        "share_k_above_threshold": float((diag["pareto_k"] > khat_threshold(num_samples)).mean()),
+        **khat_summary(diag["pareto_k"], num_samples),
         "median_ess": float(np.median(diag["ess"])),
         "num_samples": num_samples,
         "num_test_points": n,
@@ -140,20 +187,29 @@ def merge_metrics(path, new: dict) -> dict:
     """Merge ``new`` into the JSON object in ``path`` (created if missing) and write it back
     atomically; keys not in ``new`` are kept. Returns the merged dict.
 
+    The read, merge and write happen under an exclusive lock on ``.<name>.lock`` beside ``path``
+    (:class:`filelock.FileLock`; released by the operating system if the process dies), so that
+    processes merging into one file at the same time -- two ``pyrovamp evaluate`` runs on one run
+    folder -- keep each other's keys.
+
     Raises:
+        pyrovamp.errors.ArgumentTypeError: ``new`` is not a dict.
         ValueError: ``path`` exists but does not hold a JSON object.
     """
+    check_type("new", new, dict, "a dict of metrics")
     path = Path(path)
-    old = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(old, dict):
-            raise ValueError(f"{path} does not hold a JSON object")
-    merged = {**old, **new}
-    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        old = {}
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not valid JSON: {e}") from None
+            if not isinstance(old, dict):
+                raise ValueError(f"{path} does not hold a JSON object, got a {type(old).__name__}")
+        merged = {**old, **new}
+        atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
     return merged
 
 
@@ -182,18 +238,24 @@ def evaluate_method(
     ``method``: ``"is"`` (importance sampling with ``num_samples``, PSIS diagnostics), ``"ais"``
     (:func:`pyrovamp.infer.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
     own) or ``"exact"`` (:func:`pyrovamp.infer.exact_log_likelihood`). ``progress``: a progress
-    bar over the data points for IS and AIS.
+    bar over the data points.
 
     Returns:
         ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
-        named ``test_log_likelihood_<method>``, ``<method>_seconds``, ...; ``per_point`` the
-        ``(N,)`` arrays behind them (``log_likelihood`` and the method's diagnostics).
+        named ``test_log_likelihood_<method>``, ``<method>_seconds``, ...; for IS also
+        ``khat_threshold`` and ``share_k_above_threshold`` (:func:`khat_summary`, the rule of
+        :func:`evaluate_run`); ``per_point`` the ``(N,)`` arrays behind them
+        (``log_likelihood`` and the method's diagnostics).
 
     Raises:
-        ValueError: unknown method; a model with more than two latent dimensions for "exact".
+        pyrovamp.errors.ArgumentTypeError: an argument of the wrong type.
+        ValueError: unknown method, ``num_samples``/``num_chains``/``num_steps`` below 1; a
+            model with more than two latent dimensions for "exact".
     """
-    if method not in ("is", "ais", "exact"):
-        raise ValueError(f"method must be 'is', 'ais' or 'exact', got {method!r}")
+    check_choice("method", method, METHODS)
+    num_samples = _check_common(model, num_samples, seed)
+    num_chains = check_optional_int("num_chains", num_chains)
+    num_steps = check_optional_int("num_steps", num_steps)
     t0 = time.perf_counter()
     if method == "is":
         ll, d = log_likelihood(
@@ -202,7 +264,7 @@ def evaluate_method(
         per = {"log_likelihood": ll.cpu().numpy(), **d}
         extra = {
             "test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
-            "share_k_above_0.7": float((d["pareto_k"] > 0.7).mean()),
+            **khat_summary(d["pareto_k"], num_samples),
             "median_ess": float(np.median(d["ess"])),
             "num_samples": num_samples,
         }
@@ -222,8 +284,9 @@ def evaluate_method(
             "ais_median_ess": float(np.median(d["ess"])),
         }
     else:
-        ll, err = exact_log_likelihood(model, x)
-        per = {"log_likelihood": ll.cpu().numpy(), "error_estimate": err.cpu().numpy()}
+        ll, d = exact_log_likelihood(model, x, diagnostics=True, progress=progress)
+        err = np.asarray(d["error_estimate"])
+        per = {"log_likelihood": ll.cpu().numpy(), "error_estimate": err}
         extra = {
             "exact_error_estimate": float(err.max()),
             "exact_error_estimate_mean": float(err.mean()),
@@ -273,7 +336,8 @@ def evaluate_refined(
     or ``refined_on_test``: ``test_log_likelihood_TAG`` and its ``_se`` (nats per data point; the
     same model's log-likelihood as ``test_log_likelihood``, a stochastic lower bound, typically
     tighter), ``TAG_num_samples``, ``TAG_seconds`` (IS), the PSIS diagnostics of its importance
-    weights ``TAG_median_ess`` and ``TAG_share_k_above_0.7``, ``TAG_epochs`` (the epochs the
+    weights ``TAG_median_ess``, ``TAG_khat_threshold`` and ``TAG_share_k_above_threshold``
+    (:func:`khat_summary`), ``TAG_epochs`` (the epochs the
     model's parameters were trained for, as ``is_epochs``) and the refinement's settings and cost
     ``TAG_refine_epochs``, ``TAG_refine_num_samples``, ``TAG_refine_lr``, ``TAG_refine_points``,
     ``TAG_refine_seconds``, ``TAG_refine_bound`` (the bound per refinement epoch); saves the
@@ -284,8 +348,11 @@ def evaluate_refined(
         ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.infer.refine_guide`.
         pyrovamp.errors.NonFiniteLossError: the bound became non-finite (nothing is written).
     """
-    if refine_on not in ("train", "test"):
-        raise ValueError(f"refine_on must be 'train' or 'test', got {refine_on!r}")
+    check_choice("refine_on", refine_on, ("train", "test"))
+    check_type("dataset", dataset, Dataset, "a pyrovamp.data.Dataset")
+    num_samples = check_int("num_samples", num_samples)
+    check_int("seed", seed, 0)
+    trained_epochs = check_optional_int("trained_epochs", trained_epochs, 0)
     tag = "refined" if refine_on == "train" else "refined_on_test"
     # dynamically binarised data: the training set's one stored binarisation
     fit_on = (dataset.train if refine_on == "train" else dataset.test).to(device)
@@ -315,7 +382,8 @@ def evaluate_refined(
         f"{tag}_num_samples": num_samples,
         f"{tag}_seconds": metrics["is_seconds"],
         f"{tag}_median_ess": metrics["median_ess"],
-        f"{tag}_share_k_above_0.7": metrics["share_k_above_0.7"],
+        f"{tag}_khat_threshold": metrics["khat_threshold"],
+        f"{tag}_share_k_above_threshold": metrics["share_k_above_threshold"],
         f"{tag}_refine_epochs": epochs,
         f"{tag}_refine_num_samples": refine_num_samples,
         f"{tag}_refine_lr": lr,
@@ -347,7 +415,14 @@ def evaluate_bdmc(
 ) -> dict:
     """Bidirectional Monte Carlo (:func:`pyrovamp.infer.bdmc`) on ``num_points`` simulated data
     points: ``bdmc_lower``, ``bdmc_upper`` (means, nats per data point), ``bdmc_gap`` (mean of
-    upper - lower), ``bdmc_gap_max``, ``bdmc_seconds`` and the settings."""
+    upper - lower), ``bdmc_gap_max``, ``bdmc_seconds`` and the settings.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError, ValueError: a count that is not a positive integer.
+    """
+    num_points = check_int("num_points", num_points)
+    num_chains = check_optional_int("num_chains", num_chains)
+    num_steps = check_optional_int("num_steps", num_steps)
     C = num_chains or DEFAULT_NUM_CHAINS
     T = num_steps or DEFAULT_NUM_STEPS
     t0 = time.perf_counter()
@@ -390,8 +465,13 @@ def evaluate_estimators(
     as soon as it is made.
 
     Raises:
-        ValueError: as :func:`evaluate_method`.
+        pyrovamp.errors.ArgumentTypeError, ValueError: as :func:`evaluate_method`, or a
+            ``bdmc_points`` that is not a positive integer (before any work).
     """
+    if method is not None:
+        check_choice("method", method, METHODS)
+    bdmc_points = check_optional_int("bdmc_points", bdmc_points)
+    epochs = check_optional_int("epochs", epochs, 0)
     run_dir = Path(run_dir)
     report = report or logger.info
     new: dict[str, Any] = {}

@@ -50,6 +50,7 @@ from pyrovamp.workflow.runs import (
     limit_points,
     load_run,
     make_folder,
+    read_json_object,
     save_figure,
     write_history_csv,
 )
@@ -112,13 +113,6 @@ def _check_folder_option(path, option: str) -> None:
         raise ValueError(f"{option} {path} is not a folder")
 
 
-def _read_config(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what}: {path} is not valid JSON ({e.msg})") from None
-
-
 def train_run(
     options: dict, out=None, *, resume: bool = False, progress: bool = True
 ) -> TrainedRun:
@@ -156,7 +150,9 @@ def train_run(
             if not (out / f).is_file():
                 raise ValueError(f"cannot resume: {out / f} is missing")
         read_checkpoint(out / CHECKPOINT)  # a truncated or corrupt file: one line, before any work
-        cfg = resumed_config(_read_config(out / "config.json", "cannot resume"), options, str(out))
+        cfg = resumed_config(
+            read_json_object(out / "config.json", "cannot resume"), options, str(out)
+        )
     else:
         cfg = new_run_config(options)
         out = (
@@ -277,7 +273,9 @@ def _finish_run(model, dataset, cfg, tcfg, result, out) -> dict | None:
         "val_bound": tcfg.val_bound,
         "parameters": result.source,
         "processes": trainer.world_size if trainer is not None else 1,
-        "precision": str(tcfg.precision),
+        "precision": result.precision,  # what it trained in ("auto" resolved)
+        "precision_requested": str(tcfg.precision),
+        "accelerator": result.accelerator,
     }
     parallel = trainer is not None and trainer.world_size > 1
     return write_metrics_and_figures(
@@ -306,18 +304,21 @@ def write_metrics_and_figures(
     trainer=None,
     progress: bool = False,
 ) -> dict | None:
-    """Write a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
-    the run's identity) to ``out/metrics.json`` and its figures (``latent.png``, ``samples.png``,
-    ``reconstructions.png``, ``loss.png``, ``active_units.png``, ``pseudo_inputs.png``).
+    """Merge a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
+    the run's identity) into ``out/metrics.json`` (other keys kept, e.g. those of
+    ``pyrovamp evaluate --method ais``; :func:`pyrovamp.workflow.estimates.merge_metrics`, under
+    its lock) and write its figures (``latent.png``, ``samples.png``, ``reconstructions.png``,
+    ``loss.png``, ``active_units.png``, ``pseudo_inputs.png``).
 
     With ``trainer`` (several processes) the evaluation is sharded over them and the process of
     rank 0 writes. ``progress``: a progress bar over the test points.
 
     Returns:
-        the metrics written (``None`` on the other processes).
+        ``metrics.json`` as written (``None`` on the other processes).
 
     Raises:
-        FloatingPointError: a non-finite metric (``metrics.json`` is not written).
+        FloatingPointError: a non-finite metric (``metrics.json`` is not written; the command
+            line exits with status 1).
     """
     out = Path(out)
     t0 = time.perf_counter()
@@ -338,8 +339,11 @@ def write_metrics_and_figures(
     )
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        raise FloatingPointError(f"non-finite test metrics {bad}: metrics.json not written")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        raise FloatingPointError(
+            f"non-finite test metrics {bad}: {out / 'metrics.json'} not written "
+            "(the trained parameters give NaN or infinite estimates)"
+        )
+    merged = merge_metrics(out / "metrics.json", metrics)
     x = dataset.test.to(device)
     save_figure(plot_latent(model, x), out / "latent.png")
     save_figure(plot_samples(model), out / "samples.png")
@@ -349,7 +353,7 @@ def write_metrics_and_figures(
         save_figure(plot_active_units(model, x), out / "active_units.png")
     if hasattr(model.prior, "pseudo_inputs"):
         save_figure(plot_pseudo_inputs(model), out / "pseudo_inputs.png")
-    return metrics
+    return merged
 
 
 def evaluate_run_folder(
@@ -409,7 +413,7 @@ def evaluate_run_folder(
         and run.is_dir()
         and "test_log_likelihood"
         not in (
-            _read_config(run / "metrics.json", "--refine-guide")
+            read_json_object(run / "metrics.json", "--refine-guide")
             if (run / "metrics.json").is_file()
             else {}
         )
@@ -456,8 +460,6 @@ def evaluate_run_folder(
             report=report,
         )
         return done
-    path = run / "metrics.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
     info = {
         "epochs_trained": meta.get("epochs"),
         "train_seconds": meta.get("train_seconds"),
@@ -467,7 +469,9 @@ def evaluate_run_folder(
         "val_bound": cfg.get("val_bound") or "elbo",
         "parameters": meta.get("source"),
     }
-    new = write_metrics_and_figures(
+    # merged into metrics.json under its lock: the keys of other evaluations (e.g. AIS) are
+    # kept, also those written by one that finishes while this one runs
+    done.metrics = write_metrics_and_figures(
         model,
         dataset,
         cfg,
@@ -478,5 +482,4 @@ def evaluate_run_folder(
         device,
         progress=progress,
     )
-    done.metrics = merge_metrics(path, {**old, **(new or {})})  # keep e.g. the AIS keys
     return done

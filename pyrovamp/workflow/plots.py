@@ -8,15 +8,28 @@
 * :func:`plot_pseudo_inputs` -- the VampPrior's pseudo-inputs as images.
 * :func:`plot_active_units` -- the variance of every latent unit's posterior mean.
 * :func:`plot_khat_vs_error` -- importance-sampling error against Pareto k-hat, per data point.
+
+Data arguments take a tensor or a numpy array, cast to the model's dtype and device and checked
+as every estimator checks them (:func:`pyrovamp.infer.context.as_model_data`). An argument of
+the wrong type raises :class:`~pyrovamp.errors.ArgumentTypeError`, a wrong value ``ValueError``,
+in one line naming it. A function that switches the model to eval mode restores its previous
+mode on return, also when it raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from pyrovamp._validate import check_int, check_positive, check_type
+from pyrovamp.errors import ArgumentTypeError
+from pyrovamp.infer.context import as_model_data
 
 __all__ = [
     "plot_latent",
@@ -28,6 +41,35 @@ __all__ = [
     "plot_active_units",
     "plot_khat_vs_error",
 ]
+
+_DATA = "a torch.Tensor or numpy array of shape (N, D)"
+
+
+@contextlib.contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    """``model`` in eval mode inside; its previous mode (of every submodule) restored on exit,
+    also on an exception."""
+    modes = [(m, m.training) for m in model.modules()]  # parents before their children
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+def _check_model(model, what: str) -> None:
+    missing = [a for a in ("modules", what) if not hasattr(model, a)]
+    if missing:
+        raise ArgumentTypeError(
+            f"model must be a pyrovamp model (VAE, HVAE, ...), got {type(model).__name__} "
+            f"without {', '.join(missing)}"
+        )
+
+
+def _model_data(model, x: Any, name: str = "x") -> torch.Tensor:
+    check_type(name, x, (torch.Tensor, np.ndarray), _DATA)
+    return as_model_data(model, x, name)
 
 
 @torch.no_grad()
@@ -42,12 +84,26 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
 
     Args:
         model: a :class:`pyrovamp.VAE`.
-        x: ``(N, D)`` data (e.g. the test set).
-        grid_size: contour grid points per axis.
+        x: ``(N, D)`` data (e.g. the test set), a tensor or numpy array.
+        grid_size: contour grid points per axis (at least 2).
         title: figure title (default: the prior's class name).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``model`` without an encoder, ``x`` not a tensor or
+            array, ``grid_size`` not an integer, ``title`` not a string.
+        ValueError: ``x`` of the wrong shape or outside the likelihood's support,
+            ``grid_size < 2``.
     """
-    was_training = model.training
-    model.eval()
+    _check_model(model, "encoder")
+    x = _model_data(model, x)
+    grid_size = check_int("grid_size", grid_size, 2)
+    if title is not None:
+        check_type("title", title, str, "a string or None")
+    with _eval_mode(model):
+        return _latent_figure(model, x, grid_size, title)
+
+
+def _latent_figure(model, x, grid_size, title) -> Figure:
     loc, _ = model.encoder(x)
     loc = loc.detach().cpu()
     fig = Figure(figsize=(5, 4.5))
@@ -85,15 +141,29 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
         ax.set_ylabel("PC 2 of E[z|x]")
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title(title or f"{type(model.prior).__name__}: prior and aggregated posterior")
-    model.train(was_training)
     return fig
 
 
 def image_grid(images: torch.Tensor, image_shape, nrow: int = 8) -> np.ndarray:
     """Tile ``(n, D)`` images of ``image_shape`` (``(H, W)``) into one array with
-    ``torchvision.utils.make_grid``; returns ``(H', W')`` float array."""
+    ``torchvision.utils.make_grid``; returns ``(H', W')`` float array.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``images`` not a tensor or array, ``image_shape``
+            not a pair of integers, ``nrow`` not an integer.
+        ValueError: ``nrow < 1``; ``images`` whose size is not a multiple of ``H * W``.
+    """
     from torchvision.utils import make_grid
 
+    check_type("images", images, (torch.Tensor, np.ndarray), "a tensor or numpy array (n, D)")
+    check_type("image_shape", image_shape, (tuple, list, torch.Size), "a pair (H, W)")
+    if len(image_shape) != 2:
+        raise ValueError(f"image_shape must be a pair (H, W), got {tuple(image_shape)}")
+    image_shape = tuple(check_int("image_shape", v) for v in image_shape)
+    nrow = check_int("nrow", nrow)
+    images = torch.as_tensor(images)
+    if images.numel() % math.prod(image_shape):
+        raise ValueError(f"images of {images.numel()} values are not whole {image_shape} images")
     imgs = images.detach().cpu().float().reshape(-1, 1, *image_shape)
     return make_grid(imgs, nrow=nrow, padding=1, pad_value=float(imgs.max()))[0].numpy()
 
@@ -115,23 +185,36 @@ def _grid_figure(model, images: torch.Tensor, nrow: int, title: str) -> Figure:
 @torch.no_grad()
 def plot_samples(model, num_samples: int = 64, nrow: int = 8, mean: bool = True) -> Figure:
     """Images generated by the model: ``z ~ p(z)``, then ``E[x|z]`` (``mean=True``) or a draw
-    ``x ~ p(x|z)``. Returns the figure."""
-    was_training = model.training
-    model.eval()
-    x = model.sample(num_samples, mean=mean)
-    model.train(was_training)
+    ``x ~ p(x|z)``. Returns the figure.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError, ValueError: ``num_samples`` or ``nrow`` not a
+            positive integer, ``mean`` not a bool.
+    """
+    _check_model(model, "sample")
+    num_samples = check_int("num_samples", num_samples)
+    nrow = check_int("nrow", nrow)
+    check_type("mean", mean, bool, "True or False")
+    with _eval_mode(model):
+        x = model.sample(num_samples, mean=mean)
     what = "E[x|z]" if mean else "x ~ p(x|z)"
     return _grid_figure(model, x, nrow, f"samples: z ~ prior, {what}")
 
 
 @torch.no_grad()
 def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure:
-    """Data (top row) and reconstructions ``E[x | z = E[z|x]]`` (bottom row)."""
-    x = x[:num_images]
-    was_training = model.training
-    model.eval()
-    rec = model.reconstruct(x)
-    model.train(was_training)
+    """Data (top row) and reconstructions ``E[x | z = E[z|x]]`` (bottom row) of the first
+    ``num_images`` points of ``x`` (``(N, D)``, a tensor or numpy array).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError, ValueError: as :func:`plot_latent` for ``x``;
+            ``num_images`` not a positive integer.
+    """
+    _check_model(model, "reconstruct")
+    num_images = check_int("num_images", num_images)
+    x = _model_data(model, x)[:num_images]
+    with _eval_mode(model):
+        rec = model.reconstruct(x)
     fig = Figure(figsize=(min(12, 0.7 * len(x) + 0.5), 1.8))
     both = torch.cat([x.reshape(len(x), -1).to(rec), rec])
     _imshow(
@@ -152,7 +235,13 @@ def plot_history(history: list[dict]) -> Figure:
 
     Args:
         history: one dict per epoch (:class:`pyrovamp.training.TrainResult`'s ``history``).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``history`` not a list of dicts.
     """
+    check_type("history", history, (list, tuple), "a list of dicts, one per epoch")
+    for r in history:
+        check_type("history", r, dict, "a list of dicts, one per epoch")
     has_terms = bool(history) and "val_kl" in history[0]
     fig = Figure(figsize=(11 if has_terms else 6, 4))
     ax = fig.add_subplot(1, 2 if has_terms else 1, 1)
@@ -203,7 +292,12 @@ def plot_pseudo_inputs(model, num_images: int = 64, nrow: int = 8) -> Figure:
 
     Raises:
         ValueError: the model's prior has no pseudo-inputs.
+        pyrovamp.errors.ArgumentTypeError, ValueError: ``num_images`` or ``nrow`` not a
+            positive integer.
     """
+    _check_model(model, "prior")
+    num_images = check_int("num_images", num_images)
+    nrow = check_int("nrow", nrow)
     if not hasattr(model.prior, "pseudo_inputs"):
         raise ValueError(f"{type(model.prior).__name__} has no pseudo-inputs")
     u = model.prior.pseudo_inputs[:num_images]
@@ -215,11 +309,17 @@ def plot_pseudo_inputs(model, num_images: int = 64, nrow: int = 8) -> Figure:
 @torch.no_grad()
 def plot_active_units(model, x: torch.Tensor, threshold: float = 0.01) -> Figure:
     """Variance over data points of each latent unit's posterior mean ``Cov_x E_q[z_i|x]``
-    (log scale), sorted, one panel per latent layer, with the activity threshold."""
-    was_training = model.training
-    model.eval()
-    means = model.posterior_means(x)
-    model.train(was_training)
+    (log scale), sorted, one panel per latent layer, with the activity threshold.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError, ValueError: as :func:`plot_latent` for ``x``;
+            ``threshold`` not a positive number.
+    """
+    _check_model(model, "posterior_means")
+    x = _model_data(model, x)
+    threshold = check_positive("threshold", threshold)
+    with _eval_mode(model):
+        means = model.posterior_means(x)
     fig = Figure(figsize=(5 * len(means), 3.5))
     for i, (site, m) in enumerate(means.items()):
         ax = fig.add_subplot(1, len(means), i + 1)
@@ -247,8 +347,15 @@ def plot_khat_vs_error(panels: dict, tolerance: float = 0.5) -> Figure:
         tolerance: nats, the dashed line.
 
     Raises:
-        ValueError: no panels, or a panel without ``error``, ``pareto_k`` or ``khat_threshold``.
+        pyrovamp.errors.ArgumentTypeError: ``panels`` not a dict of dicts, ``tolerance`` not a
+            number.
+        ValueError: no panels, or a panel without ``error``, ``pareto_k`` or ``khat_threshold``;
+            ``tolerance <= 0``.
     """
+    check_type("panels", panels, dict, "a dict {title: panel dict}")
+    tolerance = check_positive("tolerance", tolerance)
+    for name, p in panels.items():
+        check_type(f"panels[{name!r}]", p, dict, "a dict")
     if not panels:
         raise ValueError("panels must hold at least one model")
     for name, p in panels.items():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from pyrovamp._validate import check_int, check_optional_int, check_positive, check_type
 from pyrovamp.data import DATASETS
 from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
@@ -161,15 +162,26 @@ def reproduce_table1(
         the path of ``table1.md``.
 
     Raises:
+        pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (``datasets`` a string
+            instead of a list, a float ``devices``, ...).
         ValueError: an unknown data set, model or prior, a GPU asked for on a machine without
-            one, or a missing data folder -- before any work.
+            one, a count below 1, or a missing data folder -- before any work.
     """
     log = log or logger.info
+    devices = check_int("devices", devices)
+    max_points = check_optional_int("max_points", max_points)
+    num_samples = check_optional_int("num_samples", num_samples)
+    epochs = check_optional_int("epochs", epochs)
+    if max_minutes is not None:
+        check_positive("max_minutes", max_minutes, "a positive number of minutes or None")
+    if data_roots is not None:
+        check_type("data_roots", data_roots, dict, "a dict {data set or None: folder} or None")
     for name, values, allowed in (
         ("datasets", datasets, DATASETS),
         ("models", models, TABLE_MODELS),
         ("priors", priors, TABLE_PRIORS),
     ):
+        check_type(name, values, (list, tuple), f"a list of some of {', '.join(allowed)}")
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise ValueError(f"{name} must be some of {', '.join(allowed)}, got {list(values)}")

@@ -16,12 +16,14 @@ import csv
 import dataclasses
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pyrovamp._io import atomic_write, atomic_write_text
+from pyrovamp._validate import check_optional_int, check_type
 from pyrovamp.data import Dataset, load_dataset
 from pyrovamp.models import MODELS
 from pyrovamp.nn import he_init_
@@ -71,7 +73,35 @@ __all__ = [
     "evaluate_estimators",
     "limit_points",
     "check_device",
+    "read_json_object",
+    "REQUIRED_SETTINGS",
 ]
+
+#: The settings a run folder's ``config.json`` must hold to rebuild its model and data.
+REQUIRED_SETTINGS = ("dataset", "prior", "latent_dim")
+
+
+def read_json_object(path, what: str | None = None) -> dict:
+    """The JSON object (dict) in the file ``path``.
+
+    Raises:
+        ValueError: not valid JSON, or JSON other than an object (one line naming the path,
+            after ``what: `` when given).
+    """
+    path = Path(path)
+    prefix = f"{what}: " if what else ""
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{prefix}{path} is not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{prefix}{path} is not a text file") from None
+    if not isinstance(obj, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(obj), "a number"
+        )
+        raise ValueError(f"{prefix}{path} must hold a JSON object, got {kind}")
+    return obj
 
 
 def build_model(cfg: dict, dataset: Dataset):
@@ -184,18 +214,25 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
 
     Raises:
         FileNotFoundError: no ``config.json`` or ``model.pt`` in ``run_dir``;
-        ValueError: ``config.json`` is not valid JSON;
+        ValueError: ``config.json`` is not valid JSON, holds something other than an object or
+            lacks a setting of :data:`REQUIRED_SETTINGS` (one line naming the file and the key);
         pyrovamp.errors.CheckpointError: ``model.pt`` is truncated, corrupt or from another
             model.
     """
+    check_type("run_dir", run_dir, (str, os.PathLike), "a run folder (str or path)")
     run_dir = Path(run_dir)
     for f in ("config.json", MODEL):
         if not (run_dir / f).is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / f} is missing")
-    try:
-        cfg = saved_config(json.loads((run_dir / "config.json").read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({e.msg})") from None
+    path = run_dir / "config.json"
+    cfg = saved_config(read_json_object(path))
+    missing = [k for k in REQUIRED_SETTINGS if cfg.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the setting{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(map(repr, missing))} (a run folder's config.json as pyrovamp train "
+            "writes it)"
+        )
     dataset = load_dataset(cfg["dataset"], data_root or cfg.get("data_root"))
     model = build_model(cfg, dataset)
     meta = load_model_weights(model, run_dir / MODEL)
@@ -204,7 +241,12 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
 
 def limit_points(dataset: Dataset, n: int | None) -> Dataset:
     """``dataset`` cut to its first ``n`` training, validation and test points (a run's
-    ``max_points``; ``None``: all)."""
+    ``max_points``; ``None``: all).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError, ValueError: ``n`` is not a positive integer or None.
+    """
+    n = check_optional_int("n", n)
     if n is None:
         return dataset
     sampler = dataset.train_sampler

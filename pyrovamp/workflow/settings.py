@@ -14,7 +14,6 @@ import dataclasses
 from pathlib import Path
 
 from pyrovamp._validate import check_open_unit
-from pyrovamp.errors import NonFiniteLossError
 from pyrovamp.training.config import (
     CONV_MODELS,
     RESUMABLE,
@@ -79,7 +78,7 @@ RUN_DEFAULTS = {
     "val_num_samples": None,
     "num_samples": None,
     "data_root": None,
-    "device": "cpu",
+    "device": None,
     "accelerator": None,
     "devices": TrainConfig.devices,
     "num_nodes": TrainConfig.num_nodes,
@@ -203,8 +202,8 @@ _NONE_IS_OFF = ("patience", "ema_decay", "lr_decay", "max_minutes", "test_every"
 
 def train_config(cfg: dict, progress: bool = True) -> TrainConfig:
     """The :class:`TrainConfig` of a run's resolved configuration: its training settings, the
-    rest :class:`TrainConfig`'s defaults (``--device cuda`` is the accelerator ``gpu`` unless
-    ``accelerator`` is given)."""
+    rest :class:`TrainConfig`'s defaults. ``accelerator`` wins over ``device`` (``cpu``,
+    ``cuda``, ``cuda:i``); with neither, ``"auto"``: the GPU when there is one."""
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {
         "accelerator",
         "device",
@@ -213,15 +212,22 @@ def train_config(cfg: dict, progress: bool = True) -> TrainConfig:
     given = {k: cfg[k] for k in names if cfg.get(k) is not None or (k in _NONE_IS_OFF and k in cfg)}
     if "precision" in given:
         given["precision"] = str(given["precision"])
-    accelerator = cfg.get("accelerator") or ("gpu" if cfg.get("device") == "cuda" else "cpu")
-    return TrainConfig(**given, accelerator=accelerator, progress=progress)
+    accelerator, device = cfg.get("accelerator"), cfg.get("device")
+    return TrainConfig(
+        **given,
+        accelerator=accelerator or "auto",
+        device=device if accelerator is None else None,
+        progress=progress,
+    )
 
 
 def exit_status(error: BaseException) -> int | None:
     """The exit status of a run command that raised ``error``: 1 for a run that failed
-    (:class:`~pyrovamp.errors.NonFiniteLossError`), 2 for bad settings or input (``ValueError``,
-    ``FileNotFoundError``), ``None`` for anything else (a bug, to be raised)."""
-    if isinstance(error, NonFiniteLossError):
+    (:class:`~pyrovamp.errors.NonFiniteLossError` or any other ``FloatingPointError``: NaN or
+    infinite numbers), 2 for bad settings or input (``ValueError``, which includes
+    :class:`~pyrovamp.errors.ArgumentTypeError`, and ``FileNotFoundError``), ``None`` for
+    anything else (a bug, to be raised)."""
+    if isinstance(error, FloatingPointError):  # NonFiniteLossError included
         return 1
     if isinstance(error, (ValueError, FileNotFoundError)):
         return 2

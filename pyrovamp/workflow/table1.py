@@ -104,10 +104,12 @@ class CellState:
 
 
 def _read_json(path):
+    """The JSON object in ``path``; ``None`` for a missing or damaged file or other JSON."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return obj if isinstance(obj, dict) else None
 
 
 def read_cell(folder) -> CellState:
