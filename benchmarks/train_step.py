@@ -26,13 +26,16 @@ layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Ad
 
 Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many, then Lightning with
 the EMA), so machine noise hits all alike; the figures are medians over all steps after the
-first two of each round.
+first two of each round. ``paired_ratio`` is the median over rounds of each round's Lightning
+median over the PyTorch median of the same round: on a machine whose speed drifts (a shared
+virtual machine) it is the steadier figure.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
        [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad]
        [--iwae K]
-The last line printed is a JSON object with ``lightning_ms``, ``torch_ms`` and ``ratio`` (VAE)
-and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio`` (and ``[hvae_]lightning_ema_ms``,
+The last line printed is a JSON object with ``lightning_ms``, ``torch_ms``, ``ratio`` and
+``paired_ratio`` (VAE) and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio``,
+``hvae_paired_ratio`` (and ``[hvae_]lightning_ema_ms``,
 ``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``;
 ``[hvae_]iwae_ratio`` with ``--iwae K``).
 """
@@ -223,6 +226,7 @@ def bench(name, x_all, dev, args):
         return [t1 - t0 for t0, t1 in zip(clock.starts, clock.starts[1:], strict=False)][2:]
 
     times = {"lightning": [], "torch": []}
+    paired = []  # per round: its Lightning median over its PyTorch median (drift cancels)
     if args.ema_decay is not None:
         times["lightning_ema"] = []
     if args.adamnormgrad:
@@ -230,7 +234,8 @@ def bench(name, x_all, dev, args):
     if args.iwae is not None:
         times["lightning_iwae"] = []
     for r in range(args.rounds):
-        times["lightning"] += lightning_round(r)
+        light = lightning_round(r)
+        times["lightning"] += light
         m_light.train()
         sync()
         stamps = [time.perf_counter()]
@@ -238,7 +243,9 @@ def bench(name, x_all, dev, args):
             torch_step(i)
             sync()
             stamps.append(time.perf_counter())
-        times["torch"] += [t1 - t0 for t0, t1 in zip(stamps, stamps[1:], strict=False)][2:]
+        plain = [t1 - t0 for t0, t1 in zip(stamps, stamps[1:], strict=False)][2:]
+        times["torch"] += plain
+        paired.append(statistics.median(light) / statistics.median(plain))
         if args.ema_decay is not None:
             times["lightning_ema"] += lightning_round(r, [ParameterEMA(args.ema_decay)])
         if args.adamnormgrad:
@@ -247,6 +254,7 @@ def bench(name, x_all, dev, args):
             times["lightning_iwae"] += lightning_round(r, module=module_iwae)
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
+    res["paired_ratio"] = round(statistics.median(paired), 3)
     if args.ema_decay is not None:
         res["ema_ratio"] = round(res["lightning_ema_ms"] / res["lightning_ms"], 3)
     if args.adamnormgrad:

@@ -13,6 +13,7 @@ parameters, the learning-rate decay on that score and the check for non-finite l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pyrovamp._random import derive_seed
 from pyrovamp.errors import NonFiniteLossError
 from pyrovamp.infer.importance import IWAELoss, elbo_terms, log_likelihood
 from pyrovamp.nn.layers import parameter_chunks
+from pyrovamp.registration import paused
 from pyrovamp.training.callbacks import ParameterEMA, WarmupEarlyStopping
 from pyrovamp.training.checkpoint import FORMAT, rng_state, set_rng_state
 from pyrovamp.training.config import (
@@ -163,6 +165,13 @@ class SVIModule(pl.LightningModule):
         self.config = config
         self.test_data = test_data
         self.loss_fn = make_loss(config)
+        # Pyro's own ELBOs and the IWAE bound read no parameter statements (the optimiser holds
+        # the module's tensors): skip issuing them on every step. A JIT ELBO, or a loss object
+        # of the user's, may read them from the trace, so they keep them. Pyro's argument and
+        # shape checks (host synchronisations on a GPU) run on a run's first step only: after
+        # it, what they would catch is a divergence, which the finite checks of the loss and
+        # the parameters report.
+        self._statements = type(self.loss_fn) not in (Trace_ELBO, TraceMeanField_ELBO, IWAELoss)
         self.beta = 1.0
         self.history: list[dict] = []
         self.train_seconds = 0.0
@@ -175,12 +184,16 @@ class SVIModule(pl.LightningModule):
         self._bad_step = None
         self._t0 = time.perf_counter()
 
-    # the model's Pyro functions under the KL weight of this epoch
+    # the model's Pyro functions under the KL weight of this epoch (no handler at weight 1)
     def _model(self, x):
+        if self.beta == 1.0:
+            return self.model.model(x)
         with ScaleLatents(self.beta):
             return self.model.model(x)
 
     def _guide(self, x):
+        if self.beta == 1.0:
+            return self.model.guide(x)
         with ScaleLatents(self.beta):
             return self.model.guide(x)
 
@@ -231,7 +244,12 @@ class SVIModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x = batch
         try:
-            loss = self.loss_fn.differentiable_loss(self._model, self._guide, x) / x.shape[0]
+            with contextlib.ExitStack() as stack:
+                if not self._statements:
+                    stack.enter_context(paused())
+                if self.global_step > 0:  # the first step ran Pyro's checks of the model
+                    stack.enter_context(pyro.validation_enabled(False))
+                loss = self.loss_fn.differentiable_loss(self._model, self._guide, x) / x.shape[0]
         except (ValueError, RuntimeError, IndexError) as e:
             symptom = divergence(self.model, x)
             if symptom is None:
