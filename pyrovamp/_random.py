@@ -42,26 +42,36 @@ def fork_rng():
 
 
 @contextlib.contextmanager
-def isolated_rng(seed: int | None = None) -> Iterator[None]:
+def isolated_rng(seed: int | None = None, *, cuda: bool = False) -> Iterator[None]:
     """Run the block on its own random streams and give the caller's back afterwards.
 
     Pyro draws from torch's global generator (and some code from NumPy's and ``random``'s), so
     a computation that must be reproducible from its own ``seed`` *and* leave the user's streams
-    alone forks all three: torch's (CPU and every CUDA device), NumPy's legacy global state and
-    Python's ``random``. On exit -- normal or by an exception -- they hold exactly the states
-    they had on entry.
+    alone forks all three: torch's (CPU, and every CUDA device where CUDA is started), NumPy's
+    legacy global state and Python's ``random``. On exit -- normal or by an exception -- they
+    hold exactly the states they had on entry.
 
     Args:
-        seed: seed the three streams inside the block with it (as ``pyro.set_rng_seed`` does);
+        seed: seed the streams inside the block with it (as ``pyro.set_rng_seed`` does);
             ``None``: keep drawing from copies of the caller's states (their draws inside do not
             advance the caller's streams).
+        cuda: the block draws on a CUDA device. With CUDA already started its streams are forked
+            and seeded like the CPU's. With CUDA not started, ``cuda=True`` seeds CUDA's streams
+            when CUDA starts (the block's fork-based launcher must find it unstarted; the
+            caller's CUDA streams, never used, then start from ``seed``), and ``cuda=False``
+            seeds the CPU's stream only, so a caller's later CUDA draws are not touched.
+            A caller who wants CUDA's streams forked too starts CUDA first
+            (``torch.cuda.init()``).
     """
     py_state = random.getstate()
     np_state = np.random.get_state()
     try:
         with fork_rng():
             if seed is not None:
-                torch.manual_seed(seed)
+                if cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):
+                    torch.manual_seed(seed)
+                else:
+                    torch.default_generator.manual_seed(seed)
                 np.random.seed(seed % 2**32)
                 random.seed(seed)
             yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Collection
 from typing import Any
 
@@ -32,8 +33,20 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 4
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` on one line of at most about 60 characters (a large list or array named,
+    not printed)."""
+    text = " ".join(_REPR.repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _got(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{_short(value)} ({type(value).__name__})"
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
@@ -59,7 +72,7 @@ def check_int(name: str, value: Any, low: int = 1) -> int:
     if not _is_int(value):
         raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
     if value < low:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return int(value)
 
 
@@ -71,7 +84,7 @@ def check_optional_int(name: str, value: Any, low: int = 1) -> int | None:
     if not _is_int(value):
         raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
     if value < low:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return int(value)
 
 
@@ -85,7 +98,7 @@ def check_positive(name: str, value: Any, what: str = "a positive number") -> fl
     if not _is_real(value):
         raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return value
 
 
@@ -104,7 +117,7 @@ def check_open_unit(name: str, value: Any, *, allow_none: bool = False) -> float
         )
     if not 0.0 < value < 1.0:
         raise ValueError(
-            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {value!r}"
+            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {_short(value)}"
         )
     return value
 
@@ -116,5 +129,7 @@ def check_choice(name: str, value: Any, choices: Collection[Any], what: str = "o
         ValueError: ``"{name} must be one of a, b, c, got ..."``.
     """
     if value not in choices:
-        raise ValueError(f"{name} must be {what} {', '.join(map(str, choices))}, got {value!r}")
+        raise ValueError(
+            f"{name} must be {what} {', '.join(map(str, choices))}, got {_short(value)}"
+        )
     return value

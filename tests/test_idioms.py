@@ -227,6 +227,10 @@ def test_exact_uses_seed_batch_size_and_progress(capsys):
     assert torch.allclose(one, user.exact(x), atol=0.01)
     blocks = pv.log_likelihood(user, x, method="exact", seed=1, batch_size=2)
     assert torch.allclose(blocks, user.exact(x), atol=0.01)
+    # the seed and the blocks place the boxes: other grids, the same values within tol
+    assert torch.equal(pv.log_likelihood(user, x, method="exact", seed=1), one)
+    assert not torch.equal(pv.log_likelihood(user, x, method="exact", seed=2), one)
+    assert not torch.equal(blocks, one)
     _, info = pv.log_likelihood(user, x, method="exact", batch_size=2, diagnostics=True)
     assert info["error_estimate"].shape == (6,) and info["levels"].shape == (6,)
     pv.log_likelihood(user, x, method="exact", progress=True)
@@ -295,3 +299,114 @@ def test_forking_the_random_streams_does_not_start_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     _random.fork_rng()
     assert seen["devices"] == [0, 1]
+
+
+def test_a_cpu_run_does_not_seed_the_callers_cuda_streams(monkeypatch):
+    # torch.manual_seed would queue a seed for CUDA's streams, applied when CUDA starts later:
+    # a run that does not draw on CUDA must seed the CPU's stream only
+    from pyrovamp import _random
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    with _random.isolated_rng(7):
+        a = torch.rand(3)
+    with _random.isolated_rng(7):
+        assert torch.equal(torch.rand(3), a)  # the CPU stream is still seeded
+    assert calls == []
+    with _random.isolated_rng(7, cuda=True):  # a GPU run under a fork-based launcher
+        pass
+    assert calls == [7]
+
+
+def test_auto_precision_does_not_start_cuda_before_a_fork(monkeypatch):
+    from pyrovamp.training import hardware, resolve_precision
+
+    def started(*args, **kwargs):
+        raise AssertionError("CUDA was queried before the fork")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", started)
+    assert resolve_precision("auto", "gpu", 1, log=False, strategy="ddp_notebook") == "32"
+    assert hardware.forks_processes("ddp_fork") and not hardware.forks_processes("ddp")
+    with pytest.raises(AssertionError, match="queried"):
+        resolve_precision("auto", "gpu", 1, log=False, strategy="ddp")
+
+
+def test_16_mixed_on_a_cpu_without_bf16_warns_like_bf16(monkeypatch):
+    from pyrovamp.training import hardware, resolve_precision
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="16-mixed"):
+        assert resolve_precision("16-mixed", "cpu") == "16-mixed"
+
+
+def test_training_gives_the_model_back_on_the_device_it_came_on(monkeypatch):
+    # Lightning's teardown moves the module to the CPU; fit moves it back (shown with a spy on
+    # the device query: a CUDA model cannot be made here)
+    from pyrovamp.training import runner
+
+    seen = []
+    real = runner._back_home
+    monkeypatch.setattr(runner, "_back_home", lambda m, home: seen.append(home) or real(m, home))
+    vae = pv.VAE(6, 2, hidden_dim=8, prior="standard")
+    x = torch.bernoulli(torch.full((16, 6), 0.5), generator=torch.Generator().manual_seed(0))
+    pv.train(vae, x, epochs=1, batch_size=8, progress=False, logger="none")
+    assert seen == [torch.device("cpu")]
+    meta = pv.VAE(6, 2, hidden_dim=8, prior="standard")
+    real(meta, torch.device("meta"))
+    assert next(meta.parameters()).device.type == "meta"
+
+
+class _FixedBatch(LinearGaussian):
+    """The minibatch idiom with a literal batch size: the plate holds 8 points, whatever x."""
+
+    def _plate(self, x):
+        return pyro.plate("data", 1000, subsample_size=8)
+
+
+def test_a_plate_with_a_constant_subsample_size_is_scored_by_every_method():
+    x = _data(8)
+    truth = LinearGaussian().exact(x)
+    user = _FixedBatch()
+    assert torch.allclose(pv.log_likelihood(user, x, 10, seed=0), truth, atol=1e-9)
+    assert torch.allclose(pv.log_likelihood(user, x, method="exact", tol=1e-4), truth, atol=1e-4)
+    ais = pv.log_likelihood(
+        user, x, method="ais", num_chains=3, num_steps=5, initial="guide", batch_size=8, seed=0
+    )
+    assert torch.allclose(ais, truth, atol=1e-6)
+
+
+def test_a_large_or_multiline_bad_argument_is_named_in_one_short_line():
+    user = LinearGaussian()
+    for bad in (np.ones((3, 3)), [[0.0] * 400] * 400):
+        with pytest.raises(TypeError) as info:
+            pv.log_likelihood(user, _data(4), bad)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 150
+    with pytest.raises(TypeError) as info:
+        pv.log_likelihood(user, [[0.0] * 400] * 400, 5)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 150
+
+
+def test_an_estimator_restores_each_submodules_own_mode():
+    vae = pv.VAE(6, 2, hidden_dim=8, prior="vampprior", num_components=3)
+    vae.train()
+    vae.prior.eval()  # the user's choice for one part
+    pv.log_likelihood(vae, torch.bernoulli(torch.full((4, 6), 0.5)), 5, seed=0)
+    assert vae.training and not vae.prior.training
+
+
+def test_resuming_an_auto_precision_run_on_other_hardware_says_so(tmp_path, monkeypatch):
+    from pyrovamp.training import hardware
+
+    x = torch.bernoulli(torch.full((16, 6), 0.5), generator=torch.Generator().manual_seed(0))
+    opts = dict(batch_size=8, progress=False, logger="none", precision="auto", patience=None)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    vae = pv.VAE(6, 2, hidden_dim=8, prior="standard")
+    pv.fit(vae, x, checkpoint_dir=tmp_path, epochs=1, **opts)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="trained in 'bf16-mixed'"):
+        pv.fit(vae, x, checkpoint_dir=tmp_path, resume=True, epochs=2, **opts)

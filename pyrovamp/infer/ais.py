@@ -52,7 +52,7 @@ from pyrovamp._validate import (
     check_positive,
 )
 from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
-from pyrovamp.infer.latent import latent_space
+from pyrovamp.infer.latent import latent_space, probe_latent_space
 from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
 __all__ = ["ais_log_likelihood", "bdmc", "simulate", "annealing_schedule", "SCHEDULES", "INITIAL"]
@@ -130,9 +130,7 @@ class _Initial:
         self.kind, self.space, self.x = kind, space, x
         if kind in ("gaussian", "prior-gaussian", "mixture"):
             draws = (
-                space.sample(x, 64, "guide")
-                if kind == "gaussian"
-                else space.sample(x[:1], 4096, "prior")
+                space.sample(x, 64, "guide") if kind == "gaussian" else space.prior_draws(x, 4096)
             )
             self.loc = draws.mean(0, keepdim=True)
             self.scale = (draws.std(0, keepdim=True) * init_scale).clamp_min(1e-6)
@@ -393,9 +391,9 @@ def ais_log_likelihood(
         evaluation_context(model, seed),
         progress_bar(x.shape[0], f"AIS log-likelihood ({num_chains} chains)", progress) as bar,
     ):
-        with torch.no_grad():
-            space = latent_space(model, x[:1])
         points = _points_per_chunk(model, x, num_chains, memory_budget, batch_size)
+        with torch.no_grad():
+            space = probe_latent_space(model, x, points)
         for j, i in enumerate(range(0, x.shape[0], points)):
             if seed is not None:
                 torch.manual_seed(derive_seed(seed, first_block + j))

@@ -95,7 +95,7 @@ def evaluation_context(
     trained); with ``seed`` the random streams of the CPU and every CUDA device are forked and
     seeded, so the caller's are left as they were; with ``no_grad`` no graph at all (AIS needs one
     for its HMC gradients in ``z``)."""
-    was_training = getattr(model, "training", False)
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
     try:
         with contextlib.ExitStack() as stack:
             if no_grad:
@@ -113,5 +113,5 @@ def evaluation_context(
                             m()  # the cached distribution, once, outside any autograd graph
             yield
     finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
+        for m, training in modes:  # each submodule's own mode, as the caller left it
+            m.training = training

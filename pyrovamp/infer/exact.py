@@ -40,7 +40,7 @@ import torch
 from pyrovamp._random import derive_seed
 from pyrovamp._validate import check_int, check_optional_int, check_positive
 from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
-from pyrovamp.infer.latent import latent_space
+from pyrovamp.infer.latent import latent_space, probe_latent_space
 from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
 __all__ = ["exact_log_likelihood", "total_latent_dim", "MAX_LATENT_DIM"]
@@ -152,7 +152,7 @@ def exact_log_likelihood(
         torch.no_grad(),
         progress_bar(x.shape[0], "exact log-likelihood", progress) as bar,
     ):
-        space = latent_space(model, x[:1])
+        space = probe_latent_space(model, x, points)
         if space.dim > MAX_LATENT_DIM:
             raise ValueError(
                 f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
@@ -255,7 +255,7 @@ class _Quadrature:
     # --- step 1: the box and the shared grid -------------------------------------------------
     def _box(self):
         space, x = self.space, self.x
-        prior = space.sample(x[:1], 4096, "prior")[:, 0].double().cpu()  # (4096, d)
+        prior = space.prior_draws(x, 4096)[:, 0].double().cpu()  # (4096, d)
         lo = torch.quantile(prior, 1e-4, dim=0)
         hi = torch.quantile(prior, 1 - 1e-4, dim=0)
         q = []

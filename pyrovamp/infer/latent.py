@@ -33,7 +33,7 @@ from torch.distributions.constraints import MixtureSameFamilyConstraint
 from pyrovamp.infer.context import check_model
 from pyrovamp.infer.weights import site_log_prob
 
-__all__ = ["LatentSpace", "latent_space"]
+__all__ = ["LatentSpace", "latent_space", "probe_latent_space"]
 
 _BATCH_PLATE = "_pyrovamp_batch"
 
@@ -55,10 +55,13 @@ class LatentSpace:
             unconstrained coordinates to the site's support (``None``: the identity).
         observed: names of the observed sites.
         dim: total size ``d`` of the latent vector per data point.
+        probe_points: the number of data points the model was traced on (1, or a block for a
+            model whose plate has a constant ``subsample_size``).
     """
 
-    def __init__(self, model, sites, observed):
+    def __init__(self, model, sites, observed, probe_points: int = 1):
         self.model = model
+        self.probe_points = probe_points
         self.sites = sites
         self.observed = observed
         self.dim = sum(s[2] for s in sites)
@@ -167,12 +170,17 @@ class LatentSpace:
             values[name] = v.expand((num_samples, x.shape[0]) + tuple(event_shape))
         return self.flatten(values).detach()
 
+    def prior_draws(self, x, num_samples: int) -> torch.Tensor:
+        """``num_samples`` draws of the latent vector from the model's prior, ``(S, 1, d)``
+        (traced on as few data points as the model accepts: see :func:`probe_latent_space`)."""
+        return self.sample(x[: self.probe_points], num_samples, "prior")[:, :1]
+
     def broadcasts(self, x) -> bool:
         """Whether ``log_joint`` with ``u`` of shape ``(B, 1, d)`` equals the same ``u`` expanded
         to ``(B, N, d)`` (true for models written with broadcasting, as pyrovamp's are)."""
         xs = x[:3]
-        u = self.sample(xs[:1], 2, "prior")  # (2, 1, d)
         try:
+            u = self.sample(xs[:1], 2, "prior")  # (2, 1, d)
             with torch.no_grad():
                 a = self.log_joint(xs, u)
                 b = self.log_joint(xs, u.expand(2, xs.shape[0], self.dim))
@@ -236,4 +244,20 @@ def latent_space(model, x) -> LatentSpace:
         sites.append((name, event_shape, math.prod(event_shape), transform))
     if not sites:
         raise ValueError("the model has no latent sample sites")
-    return LatentSpace(model, sites, observed)
+    return LatentSpace(model, sites, observed, probe_points=n)
+
+
+def probe_latent_space(model, x, points: int) -> LatentSpace:
+    """:func:`latent_space` traced on one data point, or -- for a model whose data plate needs
+    a whole block (``pyro.plate(..., subsample_size=B)`` with a constant ``B``) -- on the first
+    block ``x[:points]``.
+
+    Raises:
+        ValueError: as :func:`latent_space`, on the first block.
+    """
+    try:
+        return latent_space(model, x[:1])
+    except ValueError:
+        if min(points, x.shape[0]) <= 1:
+            raise
+        return latent_space(model, x[:points])

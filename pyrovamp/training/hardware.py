@@ -14,7 +14,13 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["cpu_has_native_bf16", "model_device", "resolve_accelerator", "resolve_precision"]
+__all__ = [
+    "cpu_has_native_bf16",
+    "forks_processes",
+    "model_device",
+    "resolve_accelerator",
+    "resolve_precision",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +125,19 @@ def _cuda_index(devices: int | str | list[int]) -> int | None:
     return devices[0] if isinstance(devices, list) and devices else None
 
 
-def _cuda_has_native_bf16(index: int | None) -> bool:
+def forks_processes(strategy: str) -> bool:
+    """Whether Lightning's ``strategy`` forks its processes (``ddp_notebook``, ``ddp_fork``):
+    CUDA must then not be started before the fork."""
+    return "fork" in strategy or "notebook" in strategy
+
+
+def _cuda_has_native_bf16(index: int | None, strategy: str = "auto") -> bool:
     """Whether CUDA device ``index`` (``None``: the current one) computes bfloat16 in hardware
-    (not emulated)."""
+    (not emulated). Under a fork-based strategy with CUDA not yet started, the query (which
+    would start it) is not made and the answer is ``False``."""
     if not torch.cuda.is_available():
+        return False
+    if forks_processes(strategy) and not torch.cuda.is_initialized():
         return False
     if index is None:
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -131,7 +146,12 @@ def _cuda_has_native_bf16(index: int | None) -> bool:
 
 
 def resolve_precision(
-    precision: str, accelerator: str, devices: int | str | list[int] = 1, *, log: bool = True
+    precision: str,
+    accelerator: str,
+    devices: int | str | list[int] = 1,
+    *,
+    log: bool = True,
+    strategy: str = "auto",
 ) -> str:
     """The Lightning precision that a run with ``precision`` trains in on ``accelerator``.
 
@@ -148,17 +168,24 @@ def resolve_precision(
     if accelerator == "gpu":
         if precision != "auto":
             return precision
-        native = _cuda_has_native_bf16(_cuda_index(devices))
+        native = _cuda_has_native_bf16(_cuda_index(devices), strategy)
         what = (
-            "this GPU computes bfloat16 natively" if native else "this GPU has no native bfloat16"
+            "this GPU computes bfloat16 natively"
+            if native
+            else "this GPU has no native bfloat16"
+            + (
+                " (or, with a fork-based strategy, cannot be asked before the fork)"
+                if forks_processes(strategy)
+                else ""
+            )
         )
     else:
         native = cpu_has_native_bf16()
-        if precision == "bf16-mixed" and not native and log:
+        if precision in ("bf16-mixed", "16-mixed") and not native and log:
             warnings.warn(
-                "precision='bf16-mixed' on a CPU without native bfloat16 (no AVX-512 BF16 or "
-                "AMX): it runs emulated, about 10 times slower than precision='32' (use 'auto' "
-                "to choose by the hardware)",
+                f"precision={precision!r} on a CPU without native bfloat16 (no AVX-512 BF16 or "
+                "AMX; Lightning autocasts to bfloat16 on the CPU): it runs emulated, about 10 "
+                "times slower than precision='32' (use 'auto' to choose by the hardware)",
                 UserWarning,
                 stacklevel=3,
             )

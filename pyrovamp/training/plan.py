@@ -268,7 +268,8 @@ class SVIModule(pl.LightningModule):
         return loss
 
     def _diverged(self, step: int, symptom: str) -> str:
-        """The one line of a divergence at (0-based) optimiser ``step`` of this epoch."""
+        """The one line of a divergence at (0-based) global optimiser ``step`` (counted over the
+        whole run, not within the epoch)."""
         where = (
             f"the last good checkpoint is {self.checkpoint_path}"
             if (self.checkpoint_path is not None and self.checkpoint_path.is_file())
@@ -407,6 +408,7 @@ class SVIModule(pl.LightningModule):
             "scored_state": {k: v.detach().clone() for k, v in scored.state_dict().items()},
             "scored": "averaged" if scored is not self.model else "last",
             "rng": rng_state(),
+            "precision": str(self.trainer.precision),  # what it trained in ("auto" resolved)
             "stopped_early": any(
                 isinstance(cb, WarmupEarlyStopping) and cb.fired
                 for cb in self.trainer.early_stopping_callbacks

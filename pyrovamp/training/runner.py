@@ -45,7 +45,12 @@ from pyrovamp.training.checkpoint import (
 )
 from pyrovamp.training.config import TrainConfig, check_resume, preset_training
 from pyrovamp.training.data import EpochData, SVIDataModule
-from pyrovamp.training.hardware import resolve_accelerator, resolve_precision
+from pyrovamp.training.hardware import (
+    forks_processes,
+    model_device,
+    resolve_accelerator,
+    resolve_precision,
+)
 from pyrovamp.training.plan import SVIModule
 
 __all__ = ["TrainResult", "AtomicCheckpointIO", "quiet_lightning", "fit", "train"]
@@ -231,6 +236,13 @@ def _choose_parameters(model, trainer, module, best, ema) -> str:
     return source
 
 
+def _back_home(model: torch.nn.Module, home: torch.device | None) -> None:
+    """Put ``model`` back on the device it was given on (Lightning's teardown leaves it on the
+    CPU)."""
+    if home is not None and model_device(model) != home:
+        model.to(home)
+
+
 def fit(
     model: torch.nn.Module,
     train_data,
@@ -327,7 +339,23 @@ def fit(
     # the decisions taken for the user are said once, by the first process
     talk = getattr(rank_zero_only, "rank", 0) == 0
     accelerator, devices = resolve_accelerator(config, model, log=talk)
-    precision = resolve_precision(str(config.precision), accelerator, devices, log=talk)
+    strategy = str(config.strategy)
+    precision = resolve_precision(
+        str(config.precision), accelerator, devices, log=talk, strategy=strategy
+    )
+    trained_in = state["pyrovamp"].get("precision") if resume else None
+    if trained_in is not None and trained_in != precision and talk:
+        warnings.warn(
+            f"resuming {ckpt_path} in precision {precision!r}; it trained in {trained_in!r} "
+            "before (precision 'auto' on other hardware): the run will not be bit-identical "
+            "to an uninterrupted one",
+            UserWarning,
+            stacklevel=2,
+        )
+    on_gpu = accelerator == "gpu"
+    if on_gpu and not forks_processes(strategy):
+        torch.cuda.init()  # so that the caller's CUDA streams are saved and given back
+    home = model_device(model)  # Lightning's teardown moves the module to the CPU
     module = SVIModule(model, config, test_data)
     module.checkpoint_path = ckpt_path
     data = SVIDataModule(
@@ -341,7 +369,7 @@ def fit(
     try:
         # the run's own random streams: a new run seeds them from config.seed, a resumed one
         # restores the checkpoint's (SVIModule.on_load_checkpoint); the caller's come back after
-        with isolated_rng(config.seed), quiet_lightning():
+        with isolated_rng(config.seed, cuda=on_gpu), quiet_lightning():
             trainer = pl.Trainer(
                 accelerator=accelerator,
                 devices=devices,
@@ -370,6 +398,7 @@ def fit(
             load_model_weights(model, ckpt_path)
         elif initial is not None:
             model.load_state_dict(initial)
+        _back_home(model, home)
         model.eval()
         if tmp is not None:
             tmp.cleanup()
@@ -380,6 +409,7 @@ def fit(
     if best is not None and best.best_model_score is not None:
         best_val = float(best.best_model_score)
     source = _choose_parameters(model, trainer, module, best, ema)
+    _back_home(model, home)
     model.eval()
     result = TrainResult(
         history=list(module.history),
