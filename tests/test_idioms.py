@@ -3,6 +3,7 @@
 refused, one return convention, and the model's mode survives an error."""
 
 import math
+import warnings
 
 import numpy as np
 import pyro
@@ -404,9 +405,12 @@ def test_resuming_an_auto_precision_run_on_other_hardware_says_so(tmp_path, monk
 
     x = torch.bernoulli(torch.full((16, 6), 0.5), generator=torch.Generator().manual_seed(0))
     opts = dict(batch_size=8, progress=False, logger="none", precision="auto", patience=None)
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     vae = pv.VAE(6, 2, hidden_dim=8, prior="standard")
     pv.fit(vae, x, checkpoint_dir=tmp_path, epochs=1, **opts)
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
-    with pytest.warns(UserWarning, match="trained in 'bf16-mixed'"):
+    with warnings.catch_warnings():  # the same hardware: nothing to say
+        warnings.filterwarnings("error", message="resuming")
         pv.fit(vae, x, checkpoint_dir=tmp_path, resume=True, epochs=2, **opts)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    with pytest.warns(UserWarning, match="in precision 'bf16-mixed'; it trained in '32'"):
+        pv.fit(vae, x, checkpoint_dir=tmp_path, resume=True, epochs=3, **opts)

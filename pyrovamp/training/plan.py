@@ -176,6 +176,7 @@ class SVIModule(pl.LightningModule):
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.checkpoint_path: Path | None = None
+        self.precision_resolved: str | None = None  # set by fit: config.precision resolved
         self._reset_epoch_stats()
 
     def _reset_epoch_stats(self):
@@ -408,7 +409,7 @@ class SVIModule(pl.LightningModule):
             "scored_state": {k: v.detach().clone() for k, v in scored.state_dict().items()},
             "scored": "averaged" if scored is not self.model else "last",
             "rng": rng_state(),
-            "precision": str(self.trainer.precision),  # what it trained in ("auto" resolved)
+            "precision": self.precision_resolved,  # what it trains in ("auto" resolved)
             "stopped_early": any(
                 isinstance(cb, WarmupEarlyStopping) and cb.fired
                 for cb in self.trainer.early_stopping_callbacks

@@ -358,6 +358,7 @@ def fit(
     home = model_device(model)  # Lightning's teardown moves the module to the CPU
     module = SVIModule(model, config, test_data)
     module.checkpoint_path = ckpt_path
+    module.precision_resolved = precision
     data = SVIDataModule(
         EpochData(first, sampler, config.seed, check),
         validation_data,
