@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "fork_rng", "isolated_rng"]
+__all__ = ["derive_seed", "fork_rng", "isolated_rng", "seed_forked"]
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -36,9 +36,25 @@ def fork_rng():
     CUDA's streams are forked only where CUDA is already initialised: reading them would start
     CUDA, which a fork-based launcher (Lightning's ``ddp_notebook``) forbids before it forks. A
     caller that has not touched CUDA has no CUDA stream of its own to keep."""
-    initialised = torch.cuda.is_available() and torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if initialised else []
+    devices = list(range(torch.cuda.device_count())) if _cuda_started() else []
     return torch.random.fork_rng(devices=devices)
+
+
+def _cuda_started() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def seed_forked(seed: int, *, cuda: bool = False) -> None:
+    """Seed torch's streams inside :func:`fork_rng`: the CPU's, and CUDA's where CUDA is
+    started (then :func:`fork_rng` has forked them too). With CUDA not started, ``cuda=True``
+    queues CUDA's seed for when it starts (a block that starts CUDA itself); ``cuda=False``
+    leaves CUDA alone, so a caller's later CUDA draws are not touched (``torch.manual_seed``
+    would queue the seed for them)."""
+    seed = int(seed)  # a NumPy integer too
+    if cuda or _cuda_started():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 @contextlib.contextmanager
@@ -68,10 +84,7 @@ def isolated_rng(seed: int | None = None, *, cuda: bool = False) -> Iterator[Non
     try:
         with fork_rng():
             if seed is not None:
-                if cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):
-                    torch.manual_seed(seed)
-                else:
-                    torch.default_generator.manual_seed(seed)
+                seed_forked(seed, cuda=cuda)
                 np.random.seed(seed % 2**32)
                 random.seed(seed)
             yield

@@ -317,6 +317,10 @@ def test_a_cpu_run_does_not_seed_the_callers_cuda_streams(monkeypatch):
     with _random.isolated_rng(7):
         assert torch.equal(torch.rand(3), a)  # the CPU stream is still seeded
     assert calls == []
+    # nor does an estimator with seed= on a CPU model
+    pv.log_likelihood(LinearGaussian(), _data(4), 5, seed=0)
+    pv.log_likelihood(_Learned(), _data(4), method="exact", seed=0)
+    assert calls == []
     with _random.isolated_rng(7, cuda=True):  # a GPU run under a fork-based launcher
         pass
     assert calls == [7]

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from pyro import poutine
 
-from pyrovamp._random import derive_seed
+from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import (
     check_choice,
     check_int,
@@ -396,7 +396,7 @@ def ais_log_likelihood(
             space = probe_latent_space(model, x, points)
         for j, i in enumerate(range(0, x.shape[0], points)):
             if seed is not None:
-                torch.manual_seed(derive_seed(seed, first_block + j))
+                seed_forked(derive_seed(seed, first_block + j))
             xb = x[i : i + points]
             with torch.no_grad():
                 inv_mass = _inverse_mass(space, xb)

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovamp._random import fork_rng
+from pyrovamp._random import fork_rng, seed_forked
 from pyrovamp._validate import check_type
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.models import check_data
 from pyrovamp.models.vae import _float_tensor
+from pyrovamp.nn import eval_mode
 from pyrovamp.priors import Prior
 from pyrovamp.registration import paused
 
@@ -95,23 +96,18 @@ def evaluation_context(
     trained); with ``seed`` the random streams of the CPU and every CUDA device are forked and
     seeded, so the caller's are left as they were; with ``no_grad`` no graph at all (AIS needs one
     for its HMC gradients in ``z``)."""
-    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
-    try:
-        with contextlib.ExitStack() as stack:
-            if no_grad:
-                stack.enter_context(torch.no_grad())
-            stack.enter_context(paused())
-            if seed is not None:
-                stack.enter_context(fork_rng())
-                torch.manual_seed(seed)
-            if hasattr(model, "modules"):
-                model.eval()
-                for m in model.modules():
-                    if isinstance(m, Prior):
-                        stack.enter_context(m.cached())
-                        with torch.no_grad():
-                            m()  # the cached distribution, once, outside any autograd graph
-            yield
-    finally:
-        for m, training in modes:  # each submodule's own mode, as the caller left it
-            m.training = training
+    with contextlib.ExitStack() as stack:
+        if no_grad:
+            stack.enter_context(torch.no_grad())
+        stack.enter_context(paused())
+        if seed is not None:
+            stack.enter_context(fork_rng())
+            seed_forked(seed)
+        if isinstance(model, torch.nn.Module):
+            stack.enter_context(eval_mode(model))  # each submodule's own mode comes back
+            for m in model.modules():
+                if isinstance(m, Prior):
+                    stack.enter_context(m.cached())
+                    with torch.no_grad():
+                        m()  # the cached distribution, once, outside any autograd graph
+        yield

@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import torch
 
-from pyrovamp._random import derive_seed
+from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import check_int, check_optional_int, check_positive
 from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
 from pyrovamp.infer.latent import latent_space, probe_latent_space
@@ -160,7 +160,7 @@ def exact_log_likelihood(
             )
         for j, start in enumerate(range(0, x.shape[0], points)):
             if seed is not None:
-                torch.manual_seed(derive_seed(seed, first_block + j))
+                seed_forked(derive_seed(seed, first_block + j))
             xb = x[start : start + points]
             quadrature = _Quadrature(space, xb, tol, threshold, grid_size, max_grid_size,
                                      min_levels, max_levels, int(memory_budget))  # fmt: skip

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovamp._random import derive_seed
+from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import check_choice, check_int, check_optional_int
 from pyrovamp.infer.ais import ais_log_likelihood
 from pyrovamp.infer.context import as_model_data, evaluation_context, progress_bar
@@ -47,6 +47,7 @@ from pyrovamp.infer.planning import (
     points_per_block,
 )
 from pyrovamp.infer.weights import log_weights
+from pyrovamp.nn import eval_mode
 
 DEFAULT_NUM_SAMPLES = 5000
 """``S`` of :func:`log_likelihood`: the VampPrior paper's test log-likelihood."""
@@ -86,7 +87,7 @@ def _blocks(
     step = plan.samples_per_chunk
     for j, start in enumerate(range(0, x.shape[0], points)):
         if seed is not None:
-            torch.manual_seed(derive_seed(seed, first_block + j))
+            seed_forked(derive_seed(seed, first_block + j))
         xb = x[start : start + points]
         tiles = [
             [
@@ -359,15 +360,11 @@ def active_units(
     x = as_model_data(model, x)
     if x.shape[0] < 2:
         raise ValueError(f"active_units needs at least 2 data points, got {x.shape[0]}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         parts = [
             model.posterior_means(x[i : i + batch_size], num_samples)
             for i in range(0, x.shape[0], batch_size)
         ]
-    finally:
-        model.train(was_training)
     out = {}
     for site in parts[0]:
         means = torch.cat([p[site] for p in parts]).double()

@@ -19,6 +19,7 @@ from pyrovamp.nn import (
     ConvGaussianEncoder,
     JointNet,
     PixelCNNDecoder,
+    eval_mode,
     mark_fused,
 )
 
@@ -380,15 +381,11 @@ class PixelHVAE(ConvHVAE):
             ArgumentTypeError, ValueError: as :meth:`VAE.sample`.
         """
         num_samples, mean = _sample_args(num_samples, mean)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             z2 = self.prior(register=False).sample((num_samples,))
             loc, scale = self.p_z1(z2)
             z1 = loc + scale * torch.randn_like(loc)
             values, means = self.decode(z1, z2).sample_with_means()
-        finally:
-            self.train(was_training)
         return means if mean else values
 
     @torch.no_grad()
@@ -402,11 +399,7 @@ class PixelHVAE(ConvHVAE):
             ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
         """
         x = self._data(x)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             z2 = self.encoder(x)[0]
             z1 = self.encoder_z1(x, z2)[0]
             return self.decode(z1, z2).sample_with_means()[1]
-        finally:
-            self.train(was_training)

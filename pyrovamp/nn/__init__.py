@@ -19,11 +19,13 @@ from pyrovamp.nn.layers import (
     MaskedConv2d,
     check_dropout,
     dense_layer,
+    eval_mode,
     mark_fused,
     parameter_chunks,
 )
 
 __all__ = [
+    "eval_mode",
     "GatedDense",
     "MLP",
     "GaussianEncoder",

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyrovamp._validate import check_int
-from pyrovamp.nn.layers import GatedConv2d, GatedDense, MaskedConv2d
+from pyrovamp.nn.layers import GatedConv2d, GatedDense, MaskedConv2d, eval_mode
 
 __all__ = ["ConvDecoder", "PixelCNNDecoder"]
 
@@ -207,9 +207,7 @@ class PixelCNNDecoder(nn.Module):
         convs = layers[0::3]
         h = convs[0].kernel_size[0] // 2  # rows above the centre = columns on each side
         p = self.reach
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             maps = self._maps(z1.expand(b, -1), z2.expand(b, -1))
             # zero-padded input: p rows on top, p columns left and right (nothing below: the
             # masked kernels never look down)
@@ -233,6 +231,4 @@ class PixelCNNDecoder(nn.Module):
                     values[:, r, c] = v
                     means[:, r, c] = pixel_likelihood.mean(y)[:, 0]
                     padded[:, 0, p + r, p + c] = normalize(v) if normalize is not None else v
-        finally:
-            self.train(was_training)
         return values.reshape(b, -1), means.reshape(b, -1)

@@ -12,7 +12,8 @@ dimension, or on ``(..., C, H, W)`` images, and accepts any leading shape):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torch import nn
 from pyrovamp._validate import check_int
 
 __all__ = [
+    "eval_mode",
     "GatedDense",
     "MLP",
     "dense_layer",
@@ -228,3 +230,17 @@ class MaskedConv2d(nn.Conv2d):
 
     def extra_repr(self):
         return f"mask_type={self.mask_type!r}, " + super().extra_repr()
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in evaluation mode inside (batch norm on its running statistics, no
+    dropout); on exit, normal or by an exception, every submodule back in its own previous mode
+    (a part the user had put in eval mode stays there)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pyrovamp._random import fork_rng
+from pyrovamp._random import fork_rng, seed_forked
 from pyrovamp.data import load_dataset, spread_subset
 from pyrovamp.errors import CheckpointError
 from pyrovamp.training import (
@@ -180,7 +180,7 @@ def train_run(
     )
     # the run's seed gives the initial parameters; the caller's random streams are left alone
     with fork_rng():
-        torch.manual_seed(cfg["seed"])
+        seed_forked(cfg["seed"])
         model = build_model(cfg, dataset)
         if (
             not resume

@@ -18,9 +18,7 @@ mode on return, also when it raises.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,6 +28,7 @@ from matplotlib.figure import Figure
 from pyrovamp._validate import check_int, check_positive, check_type
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer.context import as_model_data
+from pyrovamp.nn import eval_mode
 
 __all__ = [
     "plot_latent",
@@ -43,19 +42,6 @@ __all__ = [
 ]
 
 _DATA = "a torch.Tensor or numpy array of shape (N, D)"
-
-
-@contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    """``model`` in eval mode inside; its previous mode (of every submodule) restored on exit,
-    also on an exception."""
-    modes = [(m, m.training) for m in model.modules()]  # parents before their children
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.train(training)
 
 
 def _check_model(model, what: str) -> None:
@@ -99,7 +85,7 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
     grid_size = check_int("grid_size", grid_size, 2)
     if title is not None:
         check_type("title", title, str, "a string or None")
-    with _eval_mode(model):
+    with eval_mode(model):
         return _latent_figure(model, x, grid_size, title)
 
 
@@ -195,7 +181,7 @@ def plot_samples(model, num_samples: int = 64, nrow: int = 8, mean: bool = True)
     num_samples = check_int("num_samples", num_samples)
     nrow = check_int("nrow", nrow)
     check_type("mean", mean, bool, "True or False")
-    with _eval_mode(model):
+    with eval_mode(model):
         x = model.sample(num_samples, mean=mean)
     what = "E[x|z]" if mean else "x ~ p(x|z)"
     return _grid_figure(model, x, nrow, f"samples: z ~ prior, {what}")
@@ -213,7 +199,7 @@ def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure
     _check_model(model, "reconstruct")
     num_images = check_int("num_images", num_images)
     x = _model_data(model, x)[:num_images]
-    with _eval_mode(model):
+    with eval_mode(model):
         rec = model.reconstruct(x)
     fig = Figure(figsize=(min(12, 0.7 * len(x) + 0.5), 1.8))
     both = torch.cat([x.reshape(len(x), -1).to(rec), rec])
@@ -318,7 +304,7 @@ def plot_active_units(model, x: torch.Tensor, threshold: float = 0.01) -> Figure
     _check_model(model, "posterior_means")
     x = _model_data(model, x)
     threshold = check_positive("threshold", threshold)
-    with _eval_mode(model):
+    with eval_mode(model):
         means = model.posterior_means(x)
     fig = Figure(figsize=(5 * len(means), 3.5))
     for i, (site, m) in enumerate(means.items()):
