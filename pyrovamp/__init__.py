@@ -30,6 +30,7 @@ How the modules show their parameters to Pyro: :mod:`pyrovamp.registration`.
 
 from pyrovamp import _compat
 from pyrovamp._lazy import lazy_attributes
+from pyrovamp._version import __version__ as __version__
 from pyrovamp.data import DATASETS, Dataset, load_dataset
 from pyrovamp.distributions import LIKELIHOODS
 from pyrovamp.infer import (
@@ -61,8 +62,6 @@ from pyrovamp.priors import (
     VampPrior,
     make_prior,
 )
-
-__version__ = "0.1.0"
 
 _compat.install()
 

@@ -22,6 +22,7 @@ __all__ = [
     "check_choice",
     "check_optional_int",
     "check_type",
+    "describe",
 ]
 
 
@@ -45,7 +46,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _got(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``value`` for an error message: its short repr and its type, ``[1, 2] (list)``."""
     return f"{_short(value)} ({type(value).__name__})"
 
 
@@ -56,7 +58,7 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], what: str)
         ArgumentTypeError: ``"{name} must be {what}, got ... (type)"``.
     """
     if not isinstance(value, types):
-        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
     return value
 
 
@@ -70,7 +72,7 @@ def check_int(name: str, value: Any, low: int = 1) -> int:
     """
     what = "a positive integer" if low == 1 else f"an integer >= {low}"
     if not _is_int(value):
-        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
     if value < low:
         raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return int(value)
@@ -82,7 +84,7 @@ def check_optional_int(name: str, value: Any, low: int = 1) -> int | None:
         return None
     what = ("a positive integer" if low == 1 else f"an integer >= {low}") + " or None"
     if not _is_int(value):
-        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
     if value < low:
         raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return int(value)
@@ -96,7 +98,7 @@ def check_positive(name: str, value: Any, what: str = "a positive number") -> fl
         ValueError: ``"{name} must be {what}, got ..."``.
     """
     if not _is_real(value):
-        raise ArgumentTypeError(f"{name} must be {what}, got {_got(value)}")
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be {what}, got {_short(value)}")
     return value
@@ -113,7 +115,7 @@ def check_open_unit(name: str, value: Any, *, allow_none: bool = False) -> float
         return None
     if not _is_real(value):
         raise ArgumentTypeError(
-            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {_got(value)}"
+            f"{name} must be in (0, 1){' or None' if allow_none else ''}, got {describe(value)}"
         )
     if not 0.0 < value < 1.0:
         raise ValueError(

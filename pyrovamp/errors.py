@@ -1,6 +1,6 @@
 """The library's own exceptions (importable without loading Lightning)."""
 
-__all__ = ["NonFiniteLossError", "CheckpointError", "ArgumentTypeError"]
+__all__ = ["NonFiniteLossError", "CheckpointError", "ArgumentTypeError", "TrainingInterrupted"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -20,3 +20,25 @@ class ArgumentTypeError(TypeError, ValueError):
 
     A ``TypeError`` as Python's convention asks; also a ``ValueError``, so code written against
     pyrovamp 0.1 (which raised ``ValueError`` for every bad argument) keeps working."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (SIGTERM, as a scheduler sends at the end of a time slot, or
+    SIGINT, Ctrl-C) after the last checkpoint was written; ``resume=True`` (``pyrovamp train
+    --resume``) continues from it.
+
+    A ``KeyboardInterrupt``, so that code which stops on Ctrl-C stops on it too.
+
+    Attributes:
+        signal: ``"SIGTERM"`` or ``"SIGINT"``.
+        epoch: the epochs completed in the checkpoint (0: none yet).
+        checkpoint: the checkpoint to resume from (``None``: none was written, e.g. a run
+            without a ``checkpoint_dir``).
+        stage: ``"training"``, or ``"evaluation"`` when training had finished and the test
+            evaluation of a run folder was interrupted.
+    """
+
+    def __init__(self, signal: str, epoch: int, checkpoint=None, stage: str = "training"):
+        self.signal, self.epoch, self.checkpoint, self.stage = signal, epoch, checkpoint, stage
+        where = f"the checkpoint {checkpoint}" if checkpoint is not None else "no checkpoint"
+        super().__init__(f"{stage} stopped by {signal} at epoch {epoch} ({where})")

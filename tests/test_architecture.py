@@ -17,7 +17,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "pyrovamp"
 # the stages in the order data flows through them; a module may import its own subpackage and
 # earlier stages only (the floor: cross-cutting helpers that import no other pyrovamp module but
 # each other)
-FLOOR = {"errors", "_validate", "_lazy", "_io", "_random", "_compat", "registration", "_arviz"}
+FLOOR = {
+    "errors",
+    "_validate",
+    "_lazy",
+    "_io",
+    "_random",
+    "_compat",
+    "registration",
+    "_arviz",
+    "_progress",
+    "_version",
+}
 STAGES = [
     ["data"],
     ["nn", "distributions"],
@@ -27,6 +38,7 @@ STAGES = [
     ["training"],
     ["workflow"],
     ["cli"],
+    ["__main__"],  # python -m pyrovamp: the command line
 ]
 LAYER = {pkg: i + 1 for i, names in enumerate(STAGES) for pkg in names}
 MAX_LOCAL_IMPORTS = 10

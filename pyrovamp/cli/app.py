@@ -8,7 +8,9 @@ Digits are the book's setup, on the other data sets the VampPrior paper's
 metrics from the checkpoint. ``pyrovamp compare`` ranks run folders; ``pyrovamp reproduce
 table1`` trains the paper's table. Bad arguments give a one-line error and exit status 2, before
 any work and without touching an existing run folder; a run that fails (a non-finite loss) exits
-with status 1. The library's progress lines (``logging``, level INFO) go to stderr, the results
+with status 1; SIGTERM or SIGINT stops training after the current step, keeps the last epoch's
+checkpoint, prints how to resume and exits with status 143 or 130. The library's progress lines
+(``logging``, level INFO) go to stderr, the results
 to stdout.
 """
 
@@ -18,10 +20,17 @@ import argparse
 import contextlib
 import logging
 import math
+import shlex
+import signal
 import sys
+import threading
 import warnings
+from pathlib import Path
 
+from pyrovamp._version import __version__
+from pyrovamp.cli.options import progress_option
 from pyrovamp.data import DATASETS
+from pyrovamp.errors import TrainingInterrupted
 from pyrovamp.models import MODELS
 from pyrovamp.priors import FLOWS, PRIORS, PSEUDO_INPUT_PARAMETERIZATIONS
 from pyrovamp.training.config import (
@@ -85,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     not given); :data:`pyrovamp.workflow.settings.RUN_DEFAULTS` and the presets fill them, so
     that a resumed run changes only what its command line names."""
     p = _Parser(prog="pyrovamp", description="VAEs with learnable priors in Pyro.")
+    p.add_argument("--version", action="version", version=f"pyrovamp {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
@@ -261,8 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--logger",
+        nargs="+",
         choices=LOGGERS,
-        help="Lightning logger writing to RUN/logs (history.csv is always written)",
+        metavar="NAME",
+        help="experiment loggers, one or several of csv (RUN/logs; the default), tensorboard, "
+        "mlflow (./mlruns unless MLFLOW_TRACKING_URI is set; pip install 'pyrovamp[mlflow]'), "
+        "wandb (offline unless logged in; pip install 'pyrovamp[wandb]'), none; history.csv is "
+        "always written",
     )
     t.add_argument(
         "--test-every",
@@ -294,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"continue the run in --out (only "
         f"{', '.join(map(option_name, RESUME_MAY_CHANGE))} may change)",
     )
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_option(t)
     t.add_argument("--out", help="run folder (default: runs/<dataset>_<prior>_<time>)")
 
     c = sub.add_parser("compare", help="compare runs on their common test set (ArviZ)")
@@ -360,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int("--epochs"),
         help="at most this many epochs per cell (default: the paper's 2000)",
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_option(r)
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
     e.add_argument("run_dir")
@@ -422,15 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--data-root")
     e.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    e.add_argument(
-        "--no-progress", action="store_true", help="no progress bar over the test points"
-    )
+    progress_option(e)
     return p
 
 
 def main(argv=None) -> int:
     """Entry point of the ``pyrovamp`` command. Returns the exit status (2: bad input, 1: a run
-    that failed, e.g. a non-finite loss)."""
+    that failed, e.g. a non-finite loss; 130 / 143: stopped by SIGINT / SIGTERM, with one line
+    saying how to resume)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     # the commands import Lightning, ArviZ and matplotlib: only when one runs
@@ -439,10 +453,13 @@ def main(argv=None) -> int:
     command = {"train": train, "evaluate": evaluate, "compare": compare, "reproduce": reproduce}[
         args.command
     ]
+    signals: list[str] = []
     try:
-        with _quiet(), _log_to_stderr():
+        with _quiet(), _log_to_stderr(), _sigterm_as_interrupt(signals):
             _file_backend()
             return command.run(args)
+    except KeyboardInterrupt as e:  # SIGINT (Ctrl-C), or SIGTERM through _sigterm_as_interrupt
+        return _interrupted(args.command, e, "SIGTERM" if signals else "SIGINT")
     except Exception as e:
         status = exit_status(e)
         if status is None:
@@ -452,6 +469,50 @@ def main(argv=None) -> int:
         msg = (" ".join(lines) if status == 1 else lines[0]) if lines else type(e).__name__
         print(f"pyrovamp {args.command}: error: {msg}", file=sys.stderr)
         return status
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(received: list[str]):
+    """SIGTERM (what a scheduler or ``kill`` sends) handled as Ctrl-C: a ``KeyboardInterrupt``
+    after noting it in ``received``. During training Lightning's own handler is installed (it
+    calls this one too, which then only notes the signal): the run stops cleanly after the
+    current step (:class:`pyrovamp.errors.TrainingInterrupted`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append("SIGTERM")
+        if signal.getsignal(signal.SIGTERM) is handler:  # else Lightning's handler called this
+            raise KeyboardInterrupt  # one and stops the training cleanly after the step
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(command: str, error: KeyboardInterrupt, name: str) -> int:
+    """One line on stderr for a command stopped by a signal; the exit status 128 + the signal's
+    number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it."""
+    number = signal.SIGTERM if name == "SIGTERM" else signal.SIGINT
+    if isinstance(error, TrainingInterrupted) and error.checkpoint is not None:
+        run = Path(error.checkpoint).parent
+        what = (
+            f"stopped at epoch {error.epoch}"
+            if error.stage == "training"
+            else f"stopped during the test evaluation (training finished at epoch {error.epoch})"
+        )
+        line = (
+            f"{what} ({name}); resume with: pyrovamp train --resume --out {shlex.quote(str(run))}"
+        )
+    elif isinstance(error, TrainingInterrupted):
+        line = f"stopped ({name}) before the first epoch ended: no checkpoint to resume from"
+    else:
+        line = f"stopped ({name})"
+    print(f"pyrovamp {command}: {line}", file=sys.stderr)
+    return 128 + int(number)
 
 
 def _file_backend() -> None:

@@ -21,6 +21,8 @@ COLUMNS = [
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compare the run folders ``args.run_dirs`` into ``args.out`` and print the table and the
+    k-hat threshold; exit status 0."""
     table, _ = compare_run_folders(
         args.run_dirs,
         args.out,

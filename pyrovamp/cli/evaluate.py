@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pyrovamp.cli.options import progress_setting
 from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
 
@@ -13,6 +14,8 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:
+    """Add the estimates the options ask for to the run folder ``args.run_dir``, printing a
+    summary line per estimate; exit status 0."""
     run_dir = Path(args.run_dir)
     options = ("num_samples", "method", "num_steps", "num_chains", "bdmc", "refine_guide",
                "refine_on", "refine_num_samples", "refine_lr", "refine_batch_size", "data_root",
@@ -20,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     done = evaluate_run_folder(
         run_dir,
         **{k: getattr(args, k) for k in options},
-        progress=not args.no_progress,
+        progress=progress_setting(args),
         report=print,
     )
     if done.metrics is not None:

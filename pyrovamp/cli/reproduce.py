@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from pyrovamp.cli.options import progress_setting
 from pyrovamp.data import DATASETS
 from pyrovamp.workflow.reproduce import reproduce_table1
 
@@ -25,6 +26,8 @@ def data_roots(items) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train, continue or skip every cell of the table and write ``table1.md`` in
+    ``args.out``; exit status 0."""
     reproduce_table1(
         args.out,
         args.datasets,
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         max_points=args.max_points,
         num_samples=args.num_samples,
         epochs=args.epochs,
-        progress=not args.no_progress,
+        progress=progress_setting(args),
     )
     return 0

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from pyrovamp._progress import progress_bar
 from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import (
     check_choice,
@@ -51,7 +52,7 @@ from pyrovamp._validate import (
     check_optional_int,
     check_positive,
 )
-from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
 from pyrovamp.infer.latent import latent_space, probe_latent_space
 from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
@@ -310,7 +311,7 @@ def ais_log_likelihood(
     seed: int | None = None,
     first_block: int = 0,
     diagnostics: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """``log p(x)`` per data point by annealed importance sampling with HMC transitions (Neal
     2001; Wu et al. 2017), in nats.
@@ -364,8 +365,10 @@ def ais_log_likelihood(
             ``independence_acceptance`` ``(N,)`` (of the independence moves), ``step_size``
             ``(N,)`` (final), ``ess`` ``(N,)`` (effective number of chains,
             ``(sum w)^2 / sum w^2``).
-        progress: show a tqdm progress bar over the data points (on stderr, or a widget in
-            Jupyter), updated after every chunk; the estimate does not depend on it.
+        progress: progress over the data points, updated after every chunk (the estimate does
+            not depend on it): ``True`` a tqdm bar (on stderr, or a widget in
+            Jupyter); ``"auto"`` a bar on a terminal or in a notebook, else a log line at most
+            once a minute (:func:`pyrovamp._progress.progress_bar`); ``False`` nothing.
 
     Returns:
         ``(N,)`` float64 tensor on ``x``'s device (nats per data point; ``logsumexp`` over chains
@@ -489,8 +492,8 @@ def bdmc(
     Args:
         model: object with Pyro ``model(x)`` / ``guide(x)`` (one observed site).
         num_points: data points to simulate.
-        num_chains, num_steps: AIS chains per point and intermediate distributions, for both
-            directions.
+        num_chains: AIS chains per point, for both directions.
+        num_steps: AIS intermediate distributions, for both directions.
         x_like: a data tensor giving the shape of a data point (default for pyrovamp models:
             ``(1, model.input_dim)``).
         seed: fix the simulation and the chains (the global RNG is left untouched).

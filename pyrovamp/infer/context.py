@@ -1,6 +1,5 @@
 """What every estimator shares: the data converted to the model's dtype and device, the check of a
-model/guide pair, the evaluation setting (eval mode, priors cached, seeded random streams) and a
-progress bar over data points."""
+model/guide pair and the evaluation setting (eval mode, priors cached, seeded random streams)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from pyrovamp.nn import eval_mode
 from pyrovamp.priors import Prior
 from pyrovamp.registration import paused
 
-__all__ = ["as_model_data", "check_model", "evaluation_context", "progress_bar"]
+__all__ = ["as_model_data", "check_model", "evaluation_context"]
 
 
 def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
@@ -71,19 +70,6 @@ def check_model(model: Any, name: str = "model") -> None:
         raise ArgumentTypeError(
             f"{name} must have Pyro model(x) and guide(x) methods, got {type(model).__name__}"
         )
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str, enabled: bool) -> Iterator[Any]:
-    """A tqdm progress bar over ``total`` data points (``tqdm.auto``: a widget in Jupyter, a line
-    on stderr elsewhere), closed on exit; with ``enabled=False`` a silent one."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="point", disable=not enabled, dynamic_ncols=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 @contextlib.contextmanager

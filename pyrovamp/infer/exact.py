@@ -37,9 +37,10 @@ import warnings
 import numpy as np
 import torch
 
+from pyrovamp._progress import progress_bar
 from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import check_int, check_optional_int, check_positive
-from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
 from pyrovamp.infer.latent import latent_space, probe_latent_space
 from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET, check_budget, pair_bytes
 
@@ -80,7 +81,7 @@ def exact_log_likelihood(
     seed: int | None = 0,
     first_block: int = 0,
     diagnostics: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """``log p(x)`` per data point by adaptive quadrature over the latent plane, in nats.
 
@@ -120,7 +121,10 @@ def exact_log_likelihood(
             ``levels`` (refinements), ``num_evaluations`` (integrand evaluations) and
             ``outside_mass`` (relative mass left in unrefined cells and on the border), with
             ``box`` (``(d, 2)`` bounds, the union over blocks) and ``broadcast``.
-        progress: show a tqdm progress bar over the data points, updated after every block.
+        progress: progress over the data points, updated after every block
+            (the estimate does not depend on it): ``True`` a tqdm bar (on stderr, or a widget in
+            Jupyter); ``"auto"`` a bar on a terminal or in a notebook, else a log line at most
+            once a minute (:func:`pyrovamp._progress.progress_bar`); ``False`` nothing.
 
     Returns:
         ``(N,)`` float64 tensor on the model's device, nats per data point (higher is better);

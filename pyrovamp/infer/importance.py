@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrovamp._progress import progress_bar
 from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import check_choice, check_int, check_optional_int
 from pyrovamp.infer.ais import ais_log_likelihood
-from pyrovamp.infer.context import as_model_data, evaluation_context, progress_bar
+from pyrovamp.infer.context import as_model_data, evaluation_context
 from pyrovamp.infer.diagnostics import importance_diagnostics
 from pyrovamp.infer.exact import exact_log_likelihood
 from pyrovamp.infer.planning import (
@@ -162,7 +163,7 @@ def log_likelihood(
     diagnostics: bool = False,
     first_block: int = 0,
     method: str = "is",
-    progress: bool = False,
+    progress: bool | str = False,
     **options,
 ) -> Any:
     """Importance-sampled ``log p(x)`` per data point, in nats (Burda et al. 2016, eq. 1; the
@@ -189,8 +190,10 @@ def log_likelihood(
             ``first_block`` and ``progress`` mean the same for all three (a block of AIS or of
             the quadrature is ``batch_size`` points); ``seed=None`` leaves the method's own
             default (``exact_log_likelihood``'s fixed box seed).
-        progress: show a tqdm progress bar over the data points (on stderr, or a widget in
-            Jupyter), updated after every block; the estimate does not depend on it.
+        progress: progress over the data points, updated after every block (the estimate does
+            not depend on it): ``True`` a tqdm bar (on stderr, or a widget in
+            Jupyter); ``"auto"`` a bar on a terminal or in a notebook, else a log line at most
+            once a minute (:func:`pyrovamp._progress.progress_bar`); ``False`` nothing.
 
     Returns:
         ``(N,)`` float64 tensor of log-likelihoods on the model's device (nats per data point;

@@ -36,9 +36,10 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.func import functional_call
 
+from pyrovamp._progress import progress_bar
 from pyrovamp._validate import check_int, check_positive
 from pyrovamp.errors import NonFiniteLossError
-from pyrovamp.infer.context import as_model_data, check_model, evaluation_context, progress_bar
+from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
 from pyrovamp.infer.weights import PLATE, log_weights, site_log_probs
 from pyrovamp.priors import Prior
 
@@ -149,7 +150,7 @@ def refine_guide(
     lr: float = 1e-4,
     batch_size: int = 100,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | str = False,
 ):
     """Train a copy of ``model``'s guide on ``x`` by the importance-weighted bound ``L_K`` with the
     doubly reparameterised gradient (Tucker et al. 2019, eq. 7), every parameter of the model
@@ -172,7 +173,10 @@ def refine_guide(
         lr: Adam's learning rate (the guide is already trained: a small step).
         batch_size: data points per step.
         seed: seeds the shuffling and the samples.
-        progress: a tqdm progress bar over the data points of every epoch.
+        progress: progress over the data points of every epoch (the result does
+            not depend on it): ``True`` a tqdm bar (on stderr, or a widget in
+            Jupyter); ``"auto"`` a bar on a terminal or in a notebook, else a log line at most
+            once a minute (:func:`pyrovamp._progress.progress_bar`); ``False`` nothing.
 
     Returns:
         ``(refined, history)``: ``refined`` a copy of ``model`` in eval mode, every parameter with

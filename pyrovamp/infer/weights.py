@@ -132,7 +132,8 @@ def log_weights(
     point, from the sites' unscaled log-densities (see the module docstring).
 
     Args:
-        model_fn, guide_fn: Pyro model and guide, called as ``fn(x)``.
+        model_fn: Pyro model, called as ``model_fn(x)``.
+        guide_fn: Pyro guide, called as ``guide_fn(x)``.
         x: ``(N, ...)`` data.
         num_samples: ``S`` draws per data point.
         split: return the ELBO's two parts instead (see Returns).

@@ -37,11 +37,20 @@ class HVAE(VAE):
     before a joint layer.
 
     Args:
-        input_shape, prior, likelihood, num_values, hidden_dim, architecture, num_components,
-        grid_side, prior_hidden_dims, learn_weights, logvar_bounds, num_flows,
-        pseudo_input_parameterization: as :class:`VAE`
-            (the defaults here are the paper's: gated dense layers of 300 units, K=500,
-            log-variances clamped to ``(-6, 2)``).
+        input_shape: as :class:`VAE`.
+        prior: as :class:`VAE`.
+        likelihood: as :class:`VAE`.
+        num_values: as :class:`VAE`.
+        hidden_dim: as :class:`VAE` (the default here is the paper's: 300 units).
+        architecture: as :class:`VAE` (the default here is the paper's: gated dense layers).
+        num_components: as :class:`VAE` (the default here is the paper's: K=500).
+        grid_side: as :class:`VAE`.
+        prior_hidden_dims: as :class:`VAE`.
+        learn_weights: as :class:`VAE`.
+        logvar_bounds: as :class:`VAE` (the default here is the paper's: log-variances clamped
+            to ``(-6, 2)``).
+        num_flows: as :class:`VAE`.
+        pseudo_input_parameterization: as :class:`VAE`.
         latent_dim: size of ``z2`` (the prior's variable); the paper uses 40.
         z1_dim: size of ``z1`` (default: ``latent_dim``).
         num_hidden_layers: hidden layers of ``q(z2|x)`` (the paper: 2).

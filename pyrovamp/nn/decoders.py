@@ -67,7 +67,8 @@ class PixelCNNDecoder(nn.Module):
 
     Args:
         image_shape: ``(H, W)``.
-        z1_dim, z2_dim: sizes of the latent variables.
+        z1_dim: size of the latent variable ``z1``.
+        z2_dim: size of the latent variable ``z2``.
         params_per_pixel: outputs per pixel (the likelihood's ``params_per_dim``).
         channels: channels of the masked convolutions (the paper: 64).
         num_layers: masked convolutions (the paper: 8 -- one type A, seven type B).
@@ -155,7 +156,8 @@ class PixelCNNDecoder(nn.Module):
 
         Args:
             x: ``(..., H * W)`` images scaled to ``[0, 1]``.
-            z1, z2: ``(..., z1_dim)``, ``(..., z2_dim)``; leading shapes broadcast with ``x``'s.
+            z1: ``(..., z1_dim)``; leading shapes broadcast with ``x``'s.
+            z2: ``(..., z2_dim)``; leading shapes broadcast with ``x``'s.
 
         Returns:
             ``(..., H * W * params_per_pixel)``.
@@ -190,7 +192,8 @@ class PixelCNNDecoder(nn.Module):
         its running statistics); the module's mode is restored afterwards.
 
         Args:
-            z1, z2: ``(B, z1_dim)``, ``(B, z2_dim)``.
+            z1: ``(B, z1_dim)``.
+            z2: ``(B, z2_dim)``.
             pixel_likelihood: a :class:`~pyrovamp.distributions.Likelihood` of one pixel
                 (``input_dim=1``) turning the ``params_per_pixel`` outputs into a distribution.
             normalize: maps a drawn value to the network's ``[0, 1]`` input (identity if None).

@@ -134,7 +134,11 @@ class ConditionalGaussian(nn.Module):
     ``hardtanh(*logvar_bounds)`` as in the VampPrior paper's code).
 
     Args:
-        in_dims, hidden_dim, architecture, num_joint_layers, normalizers: see :class:`JointNet`.
+        in_dims: see :class:`JointNet`.
+        hidden_dim: see :class:`JointNet`.
+        architecture: see :class:`JointNet`.
+        num_joint_layers: see :class:`JointNet`.
+        normalizers: see :class:`JointNet`.
         latent_dim: size of the Gaussian variable.
         logvar_bounds: optional ``(low, high)``.
     """

@@ -11,12 +11,14 @@ from typing import Any
 
 import torch
 
+from pyrovamp._progress import resolve_progress
 from pyrovamp._validate import (
     check_choice,
     check_int,
     check_open_unit,
     check_optional_int,
     check_positive,
+    describe,
 )
 from pyrovamp.errors import ArgumentTypeError, CheckpointError
 from pyrovamp.training.hardware import resolve_accelerator
@@ -46,10 +48,6 @@ __all__ = [
     "optimizer_class",
     "saved_config",
     "check_resume",
-    "BINARISATION_STREAM",
-    "VALIDATION_STREAM",
-    "TEST_STREAM",
-    "VALIDATION_IWAE_STREAM",
 ]
 
 
@@ -66,8 +64,29 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed", "auto")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 """The accelerators that ``TrainConfig.accelerator`` accepts (``"cuda"`` is ``"gpu"``;
 ``"auto"``: :func:`pyrovamp.training.hardware.resolve_accelerator`)."""
-LOGGERS = ("csv", "tensorboard", "none")
-"""The loggers of ``TrainConfig.logger``."""
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb", "none")
+"""The loggers of ``TrainConfig.logger``, several at once (:mod:`pyrovamp.training.trackers`)."""
+
+
+def logger_names(logger: Any) -> tuple[str, ...]:
+    """The loggers a ``TrainConfig.logger`` names (a name, names joined by commas or a list;
+    ``"none"``: the empty tuple). Raises ``ArgumentTypeError`` for another type, ``ValueError``
+    for an unknown name or ``"none"`` beside another (one line)."""
+    if isinstance(logger, str):
+        names = tuple(n.strip() for n in logger.split(","))
+    elif isinstance(logger, (list, tuple)) and all(isinstance(n, str) for n in logger):
+        names = tuple(logger)
+    else:
+        raise ArgumentTypeError(
+            f"logger must be a name of {LOGGERS} or a list of them, got {describe(logger)}"
+        )
+    for n in names:
+        check_choice("logger", n, LOGGERS)
+    if "none" in names and len(names) > 1:
+        raise ValueError(f"logger 'none' cannot go with others, got {list(names)}")
+    return tuple(dict.fromkeys(n for n in names if n != "none"))
+
+
 WEIGHT_INITS = ("default", "he")
 """The initialisations of a run's networks (:func:`pyrovamp.workflow.runs.build_model`)."""
 LEGACY_TRAINING = {"lr_decay": None, "lr_patience": 10, "val_bound": "elbo"}
@@ -96,7 +115,8 @@ with a parameter average (decay 0.995 per step) and early stopping with patience
 numbers are written: the field defaults of :class:`TrainConfig` and the ``"book"`` preset are
 read from it, so ``TrainConfig()`` trains as ``preset="book"`` does."""
 
-# the random streams a run derives from its seed (pyrovamp._random.derive_seed(seed, stream, ...))
+# the random streams a run derives from its seed (pyrovamp._random.derive_seed(seed, stream, ...));
+# internal keys, not part of the API
 BINARISATION_STREAM, VALIDATION_STREAM, TEST_STREAM, VALIDATION_IWAE_STREAM = 7, 11, 13, 17
 
 
@@ -140,7 +160,10 @@ class TrainConfig:
             so it ranks parameters as the test log-likelihood does where the ELBO may not.
         max_minutes: stop cleanly at the end of the epoch after this many minutes of this piece
             of training (a checkpoint is written; continue with ``resume=True``).
-        progress: show Lightning's progress bar.
+        progress: ``True``: Lightning's progress bar; ``False``: nothing; ``"auto"``: the bar on
+            a terminal or in a notebook, else one log line per epoch (logger
+            ``pyrovamp.training``, level INFO: epoch, train loss, validation score, seconds;
+            :func:`pyrovamp._progress.resolve_progress`).
         ema_decay: keep an exponential moving average of the parameters with this decay per step;
             validation, early stopping and the final model use the averaged parameters (Polyak
             averaging). ``None``: off.
@@ -162,7 +185,9 @@ class TrainConfig:
             bfloat16 natively, else ``"32"``
             (:func:`pyrovamp.training.hardware.resolve_precision`; the run's files keep
             ``"auto"``).
-        logger: ``"csv"`` (Lightning's ``CSVLogger``), ``"tensorboard"`` or ``"none"``.
+        logger: one or several (a list, or joined by commas) of ``"csv"`` (in
+            ``checkpoint_dir/logs``), ``"tensorboard"``, ``"mlflow"``, ``"wandb"``, ``"none"``
+            (:mod:`pyrovamp.training.trackers`).
         device: shorthand for ``accelerator``: ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (the
             ``--device`` of the command line); ``None`` to use ``accelerator``/``devices``.
         test_every: every this many epochs, estimate the test log-likelihood of the scored
@@ -186,7 +211,7 @@ class TrainConfig:
     val_num_samples: int = BOOK_TRAINING["val_num_samples"]
     val_bound: str = BOOK_TRAINING["val_bound"]
     max_minutes: float | None = None
-    progress: bool = True
+    progress: bool | str = "auto"
     ema_decay: float | None = BOOK_TRAINING["ema_decay"]
     lr_decay: float | None = BOOK_TRAINING["lr_decay"]
     lr_patience: int = BOOK_TRAINING["lr_patience"]
@@ -195,7 +220,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = BOOK_TRAINING["precision"]
-    logger: str = "csv"
+    logger: str | tuple[str, ...] | list[str] = "csv"
     device: str | None = None
     test_every: int | None = None
     test_num_samples: int = 1000
@@ -231,7 +256,8 @@ class TrainConfig:
         if self.max_minutes is not None:
             check_positive("max_minutes", self.max_minutes, "positive")
         check_choice("precision", str(self.precision), PRECISIONS)
-        check_choice("logger", self.logger, LOGGERS)
+        logger_names(self.logger)
+        resolve_progress(self.progress)
         check_choice("accelerator", self.accelerator, ACCELERATORS)
         if self.devices != "auto" and (
             isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1
@@ -285,7 +311,7 @@ class TrainConfig:
             raise ArgumentTypeError(
                 f"loss must be one of {', '.join(LOSS_NAMES)} or an object with "
                 "differentiable_loss(model, guide, *args) such as a Pyro ELBO instance, got "
-                f"{_short(loss)}{hint}"
+                f"{describe(loss)}{hint}"
             )
         if self.warmup_epochs and public_name(loss).split(".")[-1].lower().startswith("jit"):
             raise ValueError(
@@ -307,7 +333,7 @@ class TrainConfig:
             )
             raise ArgumentTypeError(
                 f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)} or a "
-                f"torch.optim.Optimizer subclass (e.g. torch.optim.AdamW), got {_short(opt)}"
+                f"torch.optim.Optimizer subclass (e.g. torch.optim.AdamW), got {describe(opt)}"
                 f"{hint}"
             )
         if kwargs is None:
@@ -315,7 +341,7 @@ class TrainConfig:
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ArgumentTypeError(
                 "optimizer_kwargs must be a dict of keyword arguments or None, got "
-                f"{_short(kwargs)}"
+                f"{describe(kwargs)}"
             )
         for k in ("lr", "params"):
             if k in kwargs:
@@ -367,13 +393,6 @@ def public_name(obj: Any) -> str:
         if module is not None and getattr(module, cls.__qualname__, None) is cls:
             return f"{'.'.join(parts[:i])}.{cls.__qualname__}"
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _short(value: Any) -> str:
-    """``value``'s repr on one line, at most 60 characters, and its type."""
-    text = " ".join(repr(value).split())
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
 
 
 def _plain(value: Any) -> Any:

@@ -14,6 +14,7 @@ parameters, the learning-rate decay on that score and the check for non-finite l
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -43,7 +44,17 @@ from pyrovamp.training.config import (
 )
 from pyrovamp.training.optim import AdamNormGrad
 
-__all__ = ["LOSSES", "ScaleLatents", "beta_at", "make_loss", "divergence", "SVIModule"]
+logger = logging.getLogger("pyrovamp.training")
+
+__all__ = [
+    "LOSSES",
+    "ScaleLatents",
+    "beta_at",
+    "make_loss",
+    "divergence",
+    "SVIModule",
+    "epoch_line",
+]
 
 LOSSES = {
     "trace": Trace_ELBO,
@@ -139,6 +150,21 @@ def divergence(model: torch.nn.Module, x: torch.Tensor) -> str | None:
     return _nonfinite_site(model, x)
 
 
+def epoch_line(record: dict, max_epochs: int | None = None) -> str:
+    """One epoch of the history as one line: ``epoch 12/1000: train loss 95.31, val_elbo
+    -97.20, 0.4 s`` (the validation and test scores present in ``record``, nats per data
+    point; ``beta`` during the KL warm-up)."""
+    head = f"epoch {record['epoch']}" + (f"/{max_epochs}" if max_epochs else "")
+    parts = [f"train loss {record['train_loss']:.2f}"]
+    if record.get("beta", 1.0) < 1.0:
+        parts.append(f"beta {record['beta']:.3f}")
+    for key in ("val_elbo", "val_iwae", "test_log_likelihood"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.2f}")
+    parts.append(f"{record.get('seconds', 0.0):.1f} s")
+    return f"{head}: {', '.join(parts)}"
+
+
 class SVIModule(pl.LightningModule):
     """A ``LightningModule`` around any model with Pyro ``model(x)`` / ``guide(x)`` methods whose
     loss is a Pyro ELBO (``differentiable_loss``), divided by the batch size: nats per data point.
@@ -150,7 +176,9 @@ class SVIModule(pl.LightningModule):
 
     Logged per epoch (Lightning's logger) and appended to ``history``: ``train_loss``, ``beta``,
     ``lr``, ``val_elbo``, ``val_reconstruction``, ``val_kl``, ``val_iwae`` (``val_bound="iwae"``)
-    and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point).
+    and, every ``test_every`` epochs, ``test_log_likelihood`` (nats per data point). With
+    ``epoch_lines`` set (:func:`~pyrovamp.training.fit` does where no progress bar is shown) each
+    epoch also gives one log line (logger ``pyrovamp.training``, level INFO): :func:`epoch_line`.
 
     Raises (during ``Trainer.fit``):
         NonFiniteLossError: training diverged -- the loss, a parameter or the validation score
@@ -164,6 +192,7 @@ class SVIModule(pl.LightningModule):
         self.model = model
         self.config = config
         self.test_data = test_data
+        self.epoch_lines = False
         self.loss_fn = make_loss(config)
         # Pyro's own ELBOs and the IWAE bound read no parameter statements (the optimiser holds
         # the module's tensors): skip issuing them on every step. A JIT ELBO, or a loss object
@@ -334,6 +363,8 @@ class SVIModule(pl.LightningModule):
                 test_log_likelihood=float(ll.mean()), test_seconds=time.perf_counter() - t0
             )
         self.history.append(record)
+        if self.epoch_lines:
+            logger.info("%s", epoch_line(record, self.trainer.max_epochs))
         self.log_dict(
             {
                 k: float(v)

@@ -7,7 +7,9 @@ A run draws from its own random streams, seeded from ``TrainConfig.seed``
 they were when :func:`fit` returns or raises. It writes its checkpoints atomically with the
 run's random states in them, so a run killed at any moment and resumed ends with the same
 parameters as the uninterrupted run; a divergence stops it with one line naming the epoch, the
-step, the symptom and the last good checkpoint.
+step, the symptom and the last good checkpoint. SIGTERM (a scheduler's end of a time slot) and
+SIGINT (Ctrl-C) stop it after the current step, through Lightning's own signal handling, with
+:class:`~pyrovamp.errors.TrainingInterrupted` naming the last epoch's checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -26,12 +30,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pyrovamp._progress import resolve_progress
 from pyrovamp._random import isolated_rng
-from pyrovamp.errors import CheckpointError, NonFiniteLossError
+from pyrovamp.errors import CheckpointError, NonFiniteLossError, TrainingInterrupted
 from pyrovamp.models.vae import check_data
 from pyrovamp.training.callbacks import ParameterEMA, PieceTimer, WarmupEarlyStopping
 from pyrovamp.training.checkpoint import (
@@ -52,6 +57,7 @@ from pyrovamp.training.hardware import (
     resolve_precision,
 )
 from pyrovamp.training.plan import SVIModule
+from pyrovamp.training.trackers import finish_loggers, make_loggers
 
 __all__ = ["TrainResult", "AtomicCheckpointIO", "quiet_lightning", "fit", "train"]
 
@@ -156,14 +162,6 @@ def _checked(model: torch.nn.Module, x, name: str):
     return x
 
 
-def _logger(config: TrainConfig, folder: Path):
-    if config.logger == "none":
-        return False
-    if config.logger == "tensorboard":
-        return TensorBoardLogger(save_dir=str(folder), name="logs")
-    return CSVLogger(save_dir=str(folder), name="logs")
-
-
 def _callbacks(config: TrainConfig, folder: Path, validated: bool):
     """The run's callbacks: ``(callbacks, best, early, ema)``, the last three ``None`` where
     off."""
@@ -234,6 +232,28 @@ def _choose_parameters(model, trainer, module, best, ema) -> str:
         source, state = trainer.strategy.broadcast((source, state), src=0)
         model.load_state_dict(state)
     return source
+
+
+def _interruption(error: BaseException, trainer) -> str | None:
+    """The signal that stopped Lightning's ``fit``: ``"SIGTERM"`` (Lightning's
+    ``SIGTERMException`` after the step, or a SIGTERM turned into ``KeyboardInterrupt`` by a
+    handler of the caller's), ``"SIGINT"`` (Lightning's graceful shutdown on
+    ``KeyboardInterrupt`` ends in ``SystemExit(1)``), else ``None``."""
+    sigterm = trainer is not None and bool(trainer.received_sigterm)
+    if isinstance(error, SIGTERMException):
+        return "SIGTERM"
+    if isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+    ):
+        return "SIGTERM" if sigterm else "SIGINT"
+    return None
+
+
+def _checkpoint_epochs(path: Path) -> int:
+    """The epochs completed in the checkpoint ``path`` (0 when there is none)."""
+    if not path.is_file():
+        return 0
+    return int(read_checkpoint(path, map_location="cpu")["epoch"]) + 1
 
 
 def _back_home(model: torch.nn.Module, home: torch.device | None) -> None:
@@ -366,6 +386,16 @@ def fit(
         config.seed,
     )
     callbacks, best, early, ema = _callbacks(config, folder, validation_data is not None)
+    # a bar where someone watches, else one log line per epoch (SVIModule.epoch_lines)
+    shown = resolve_progress(config.progress) if talk else False
+    module.epoch_lines = shown == "lines"
+    loggers = make_loggers(config, folder, write=talk and tmp is None)
+    if not resume:
+        for lg in loggers:
+            lg.log_hyperparams(config.to_dict())
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    trainer = None
     model.train()
     try:
         # the run's own random streams: a new run seeds them from config.seed, a resumed one
@@ -378,9 +408,9 @@ def fit(
                 strategy=config.strategy,
                 precision=precision,  # type: ignore[arg-type]  # one of PRECISIONS
                 max_epochs=max_epochs,
-                logger=_logger(config, folder),
+                logger=loggers or False,
                 callbacks=callbacks,
-                enable_progress_bar=config.progress,
+                enable_progress_bar=shown is True,
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
                 limit_val_batches=0,
@@ -394,16 +424,28 @@ def fit(
             trainer.fit(
                 module, datamodule=data, ckpt_path=ckpt_path if resume else None, weights_only=True
             )
-    except NonFiniteLossError:
-        if ckpt_path.is_file():  # leave the model at the last good parameters
+    except (NonFiniteLossError, KeyboardInterrupt, SystemExit) as e:
+        stopped_by = None if isinstance(e, NonFiniteLossError) else _interruption(e, trainer)
+        if stopped_by is None and not isinstance(e, NonFiniteLossError):
+            raise
+        if ckpt_path.is_file():  # leave the model at the last good (or last saved) parameters
             load_model_weights(model, ckpt_path)
         elif initial is not None:
             model.load_state_dict(initial)
         _back_home(model, home)
         model.eval()
+        epochs = _checkpoint_epochs(ckpt_path)
         if tmp is not None:
             tmp.cleanup()
-        raise
+        if stopped_by is None:
+            raise
+        raise TrainingInterrupted(
+            stopped_by, epochs, ckpt_path if tmp is None and epochs else None
+        ) from None
+    finally:
+        finish_loggers(loggers)
+        if sigint is not None:  # Lightning ignores SIGINT while it shuts down
+            signal.signal(signal.SIGINT, sigint)
     stopped_early = early is not None and early.fired
     finished = stopped_early or trainer.current_epoch >= max_epochs
     best_val = None
@@ -481,7 +523,7 @@ def train(
 
     Raises:
         ValueError: an unknown option or preset, a bad setting or bad data, before any work;
-        see :func:`fit` for the rest.
+            see :func:`fit` for the rest.
     """
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(options) - names

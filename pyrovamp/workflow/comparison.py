@@ -153,8 +153,11 @@ def load_evaluation(
 
     Args:
         run_dir: a run folder.
-        num_samples, seed, data_fingerprint, parameters_fingerprint: what the stored evaluation
-            must have been computed with (``None``: anything).
+        num_samples: what the stored evaluation must have been computed with (``None``:
+            anything).
+        seed: likewise.
+        data_fingerprint: likewise.
+        parameters_fingerprint: likewise.
 
     Returns:
         The ``xarray.Dataset`` (per-point variables over ``obs``; ``attrs`` with
@@ -359,7 +362,9 @@ def compare(
         runs: a dict ``{name: model | run folder | evaluation}`` or a list of run folders /
             evaluations (named by their ``name`` attribute); an evaluation is the result of
             :func:`to_inference_data` (``InferenceData`` or ``DataTree``).
-        num_samples, seed, device: for models and run folders that must be evaluated first.
+        num_samples: for models and run folders that must be evaluated first.
+        seed: likewise.
+        device: likewise.
         x: ``(N, D)`` test data (tensor or numpy array), needed for models (and used instead of
             a run folder's test set when given).
         cache: reuse and store run folders' evaluations (see :func:`to_inference_data`).

@@ -98,7 +98,7 @@ def evaluate_run(
     seed: int = 0,
     max_points: int | None = None,
     trainer=None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
@@ -231,7 +231,7 @@ def evaluate_method(
     num_chains: int | None = None,
     num_steps: int | None = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
@@ -318,7 +318,7 @@ def evaluate_refined(
     seed: int = 0,
     refine_on: str = "train",
     trained_epochs: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     report: Callable[[str], None] | None = None,
 ) -> dict:
     """``pyrovamp evaluate RUN --refine-guide EPOCHS [--refine-on train|test]``: refine a copy of
@@ -451,7 +451,7 @@ def evaluate_estimators(
     num_steps: int | None = None,
     seed: int = 0,
     epochs: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     report: Callable[[str], None] | None = None,
 ) -> dict:
     """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from pyrovamp._random import fork_rng, seed_forked
 from pyrovamp.data import load_dataset, spread_subset
-from pyrovamp.errors import CheckpointError
+from pyrovamp.errors import CheckpointError, TrainingInterrupted
 from pyrovamp.training import (
     CHECKPOINT,
     MODEL,
@@ -29,6 +29,7 @@ from pyrovamp.training import (
     load_model_weights,
     read_checkpoint,
 )
+from pyrovamp.training.trackers import log_run_files
 from pyrovamp.workflow.estimates import (
     evaluate_estimators,
     evaluate_refined,
@@ -114,7 +115,7 @@ def _check_folder_option(path, option: str) -> None:
 
 
 def train_run(
-    options: dict, out=None, *, resume: bool = False, progress: bool = True
+    options: dict, out=None, *, resume: bool = False, progress: bool | str = "auto"
 ) -> TrainedRun:
     """``pyrovamp train``: check the settings, train and write the run folder ``out``.
 
@@ -136,7 +137,10 @@ def train_run(
         ValueError: a bad setting, an unusable ``out``, a missing or damaged checkpoint, a
             changed setting on resume, an ``init_from`` run of another model (one line naming the
             option; nothing is written); ``FileNotFoundError``: a missing data file;
-            ``pyrovamp.errors.NonFiniteLossError``: the loss became non-finite.
+            ``pyrovamp.errors.NonFiniteLossError``: the loss became non-finite;
+            ``pyrovamp.errors.TrainingInterrupted``: SIGTERM or SIGINT stopped the training
+            (the last epoch's checkpoint is kept) or the test evaluation after it (``stage
+            "evaluation"``); ``train_run(..., resume=True)`` continues either.
     """
     options = dict(options)
     rank = process_rank(options.get("devices") or 1)
@@ -173,7 +177,7 @@ def train_run(
             if not (init / MODEL).is_file():
                 raise ValueError(f"--init-from {init}: no {MODEL} there (a finished run folder)")
             cfg["init_from"] = str(init.resolve())
-    tcfg = train_config(cfg, progress=progress and rank == 0)
+    tcfg = train_config(cfg, progress=progress if rank == 0 else False)
     tcfg.validate()
     dataset = limit_points(
         load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points")
@@ -235,7 +239,14 @@ def train_run(
             if not result.finished:  # the learning curve so far (a finished run draws it below)
                 save_figure(plot_history(result.history), out / "loss.png")
         if result.finished:
-            metrics = _finish_run(model, dataset, cfg, tcfg, result, out)
+            try:
+                metrics = _finish_run(model, dataset, cfg, tcfg, result, out)
+            except KeyboardInterrupt:  # the model is trained and saved; its scores are not
+                raise TrainingInterrupted(
+                    "SIGINT", result.epochs, out / CHECKPOINT, stage="evaluation"
+                ) from None
+            if rank == 0 and result.trainer is not None:
+                log_run_files(result.trainer.loggers, out, metrics)
         elif rank == 0:
             logger.info(
                 "stopped after %d of %d epochs (--max-minutes); the test evaluation runs "
@@ -302,7 +313,7 @@ def write_metrics_and_figures(
     num_samples: int,
     device,
     trainer=None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict | None:
     """Merge a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
     the run's identity) into ``out/metrics.json`` (other keys kept, e.g. those of
@@ -371,7 +382,7 @@ def evaluate_run_folder(
     refine_batch_size: int | None = None,
     data_root=None,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | str = "auto",
     report: Callable[[str], None] | None = None,
 ) -> RunEvaluation:
     """``pyrovamp evaluate``: recompute a run folder's test metrics from its ``model.pt``.

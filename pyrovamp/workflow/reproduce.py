@@ -126,7 +126,7 @@ def reproduce_table1(
     max_points: int | None = None,
     num_samples: int | None = None,
     epochs: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     log=None,
 ) -> Path:
     """Train (or continue, or skip) every cell of the table and write ``out/table1.md``.
@@ -147,14 +147,18 @@ def reproduce_table1(
 
     Args:
         out: the folder of the cells and ``table1.md``.
-        datasets, models, priors: which cells.
+        datasets: which cells: their data sets.
+        models: which cells: their models.
+        priors: which cells: their priors.
         max_minutes: training time per cell and call (``--max-minutes``); ``None``: until the
             cell finishes. The final test evaluation (S=5000) comes on top.
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (a GPU when there is one).
         devices: devices (processes) per cell.
         data_roots: data set name -> folder with its files (key ``None``: every data set).
-        max_points, num_samples, epochs: settings of ``pyrovamp train`` (smoke tests: fewer
-            points, fewer importance samples, fewer epochs than the paper's 2000).
+        max_points: a setting of ``pyrovamp train`` (smoke tests: fewer points).
+        num_samples: a setting of ``pyrovamp train`` (smoke tests: fewer importance samples).
+        epochs: a setting of ``pyrovamp train`` (smoke tests: fewer epochs than the paper's
+            2000).
         progress: show Lightning's progress bar.
         log: callable taking one line of progress (default: this module's logger, level INFO).
 

@@ -200,7 +200,7 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
 _NONE_IS_OFF = ("patience", "ema_decay", "lr_decay", "max_minutes", "test_every")
 
 
-def train_config(cfg: dict, progress: bool = True) -> TrainConfig:
+def train_config(cfg: dict, progress: bool | str = "auto") -> TrainConfig:
     """The :class:`TrainConfig` of a run's resolved configuration: its training settings, the
     rest :class:`TrainConfig`'s defaults. ``accelerator`` wins over ``device`` (``cpu``,
     ``cuda``, ``cuda:i``); with neither, ``"auto"``: the GPU when there is one."""
