@@ -25,9 +25,10 @@ _log = logging.getLogger("pyrovamp.progress")
 
 
 def interactive(stream: Any = None) -> bool:
-    """Whether a person watches ``stream`` (default ``sys.stderr``, where progress bars go): it is
-    a terminal (``isatty()``), or the code runs in a Jupyter kernel (IPython's
-    ``ZMQInteractiveShell``, where tqdm draws a widget)."""
+    """Whether a person watches ``stream`` (default ``sys.stderr``, where tqdm's bars go;
+    Lightning's training bar goes to ``sys.stdout``): it is a terminal (``isatty()``), or the
+    code runs in a Jupyter kernel (IPython's ``ZMQInteractiveShell`` or a subclass, where tqdm
+    draws a widget)."""
     stream = sys.stderr if stream is None else stream
     try:
         if stream is not None and stream.isatty():
@@ -37,12 +38,19 @@ def interactive(stream: Any = None) -> bool:
     ipython = sys.modules.get("IPython")
     get = getattr(ipython, "get_ipython", None)
     shell = get() if callable(get) else None
-    return type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None:
+        return False
+    # a Jupyter kernel (Colab's and others' shells derive from it), as tqdm.autonotebook asks
+    kernel = any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
+    return kernel or "IPKernelApp" in getattr(shell, "config", {})
 
 
-def resolve_progress(progress: bool | str, name: str = "progress") -> bool | str:
+def resolve_progress(
+    progress: bool | str, name: str = "progress", stream: Any = None
+) -> bool | str:
     """``progress`` as ``True`` (a bar), ``False`` (nothing) or ``"lines"`` (log lines):
-    ``"auto"`` is a bar where :func:`interactive`, else lines.
+    ``"auto"`` is a bar where :func:`interactive` (``stream``: where the bar would go, default
+    ``sys.stderr``), else lines.
 
     Raises:
         ArgumentTypeError: ``progress`` is not a bool or ``"auto"`` (one line naming ``name``).
@@ -50,7 +58,7 @@ def resolve_progress(progress: bool | str, name: str = "progress") -> bool | str
     if isinstance(progress, bool):
         return progress
     if progress == "auto":
-        return True if interactive() else "lines"
+        return True if interactive(stream) else "lines"
     raise ArgumentTypeError(f"{name} must be True, False or 'auto', got {progress!r}")
 
 
@@ -92,6 +100,7 @@ def progress_bar(total: int, desc: str, progress: bool | str) -> Iterator[Any]:
             unit="point",
             file=_LogLines(_log),
             mininterval=LINE_SECONDS,
+            maxinterval=LINE_SECONDS,  # tqdm's monitor would refresh every 10 s
             ascii=True,
             ncols=100,
         )

@@ -25,14 +25,19 @@ from pyrovamp.training.checkpoint import read_checkpoint
 TINY = ["--max-points", "120", "--num-samples", "4"]
 
 
-def _cli(*argv, **kwargs):
+def _default_sigint():
+    """A child of a background job inherits SIGINT ignored: give it Python's default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _cli(*argv):
     """``python -m pyrovamp ARGV`` in a child process, output through pipes (not a terminal)."""
     return subprocess.Popen(
         [sys.executable, "-m", "pyrovamp", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kwargs,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -104,10 +109,13 @@ class _SignalAt(pv.VAE):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_fit_after_the_step_with_the_checkpoint_to_resume(tmp_path, sig):
+def test_a_signal_stops_fit_after_the_step_with_the_checkpoint_to_resume(
+    tmp_path, monkeypatch, sig
+):
     """Two steps per epoch; the signal comes in epoch 3's first step: the run stops with the
     checkpoint of epoch 2, the model holding its (averaged) parameters, the caller's SIGINT
     handler back; resuming ends where the uninterrupted run ends."""
+    monkeypatch.setattr(_SignalAt, "at", -1)
     x = torch.bernoulli(torch.full((40, 4), 0.3), generator=torch.Generator().manual_seed(1))
     opts = dict(epochs=5, batch_size=20, logger="none", progress=False, patience=None, seed=3)
     torch.manual_seed(0)
@@ -118,16 +126,18 @@ def test_a_signal_stops_fit_after_the_step_with_the_checkpoint_to_resume(tmp_pat
     _SignalAt.sig, _SignalAt.at, _SignalAt.calls = sig, 5, 0
     cut = _SignalAt((4,), 2, prior="vampprior", num_components=3, hidden_dim=8)
     cut.load_state_dict(start)
-    handler = signal.getsignal(signal.SIGINT)
+    # Ctrl-C raises KeyboardInterrupt even where pytest was started with SIGINT ignored (a
+    # background job); the handler before this test comes back at its end
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(TrainingInterrupted) as stop:
             fit(cut, x, checkpoint_dir=tmp_path, **opts)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's
     finally:
-        _SignalAt.at = -1
+        signal.signal(signal.SIGINT, previous)
     e = stop.value
     assert isinstance(e, KeyboardInterrupt)
     assert (e.signal, e.epoch, e.checkpoint) == (sig.name, 2, tmp_path / "checkpoint.ckpt")
-    assert signal.getsignal(signal.SIGINT) is handler
     assert not cut.training
     saved = read_checkpoint(e.checkpoint)["pyrovamp"]["scored_state"]  # epoch 2's result
     for k, v in cut.state_dict().items():
@@ -172,11 +182,14 @@ def test_mlflow_gets_the_metrics_config_and_figures_in_a_local_store(tmp_path, m
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # so that monkeypatch restores it afterwards
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)  # MLflow's own setting: its default store in this folder
     out = tmp_path / "run"
     argv = ["train", *TINY, "--logger", "csv", "mlflow", "--no-progress", "--out", str(out)]
     assert main([*argv, "--epochs", "2", "--max-minutes", "0.0001"]) == 0  # stops after 1 epoch
     assert main(["train", "--resume", "--out", str(out), "--epochs", "3"]) == 0
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the process's setting given back
     assert (out / "logs").is_dir()  # the CSV logger beside it
     client = MlflowClient(mlflow.get_tracking_uri())
     assert mlflow.get_tracking_uri().startswith(("sqlite:///" + str(tmp_path), "file:"))
@@ -197,20 +210,35 @@ def test_mlflow_gets_the_metrics_config_and_figures_in_a_local_store(tmp_path, m
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="needs pyrovamp[wandb]")
 def test_wandb_runs_offline_unless_logged_in_and_keeps_the_run_files(tmp_path, monkeypatch):
+    import wandb
+
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # so that monkeypatch restores them afterwards
+        monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
     argv = ["train", "--epochs", "2", *TINY, "--logger", "wandb", "--no-progress"]
     assert main([*argv, "--out", str(out)]) == 0
+    assert "WANDB_MODE" not in os.environ and wandb.run is None  # given back, run ended
     run_id = json.loads((out / "trackers.json").read_text())["wandb"]["id"]
     logs = sorted((out / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
-    assert logs, sorted(p.name for p in (out / "wandb").iterdir())
-    data = b"".join(p.read_bytes() for p in logs)
-    for name in (b"train_loss", b"metrics.json", b"config.json", b"test/test_log_likelihood"):
+    assert len(logs) == 1, sorted(p.name for p in (out / "wandb").iterdir())  # one run
+    names = (b"train_loss", b"metrics.json", b"config.json", b"test/test_log_likelihood")
+    deadline = time.monotonic() + 30  # W&B's service may still be writing its log file
+    while not all(n in logs[0].read_bytes() for n in names) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    data = logs[0].read_bytes()
+    for name in names:
         assert name in data, name
     assert not (out / "logs").exists()  # only the loggers named
+
+    mine = wandb.init(project="mine", mode="offline", dir=str(tmp_path))  # the user's own run
+    try:
+        pv.train(pv.VAE((4,), 2), torch.zeros(8, 4), epochs=1, logger="wandb", progress=False)
+        assert wandb.run is mine  # logged into and left open
+    finally:
+        mine.finish()
 
 
 def test_a_logger_that_is_not_installed_or_unknown_is_one_line(tmp_path, capsys, monkeypatch):
@@ -223,5 +251,9 @@ def test_a_logger_that_is_not_installed_or_unknown_is_one_line(tmp_path, capsys,
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "mlflow" else real(n, *a)
     )
-    with pytest.raises(ModuleNotFoundError, match=r"pip install 'pyrovamp\[mlflow\]'"):
+    with pytest.raises(ValueError, match=r"pip install 'pyrovamp\[mlflow\]'"):
         pv.train(pv.VAE((4,), 2), torch.zeros(4, 4), epochs=1, logger="mlflow")
+    out = tmp_path / "b"
+    assert main(["train", "--logger", "csv", "mlflow", "--out", str(out)]) == 2  # before work
+    assert "pip install 'pyrovamp[mlflow]'" in capsys.readouterr().err
+    assert not out.exists()

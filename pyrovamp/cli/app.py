@@ -494,24 +494,29 @@ def _sigterm_as_interrupt(received: list[str]):
 
 
 def _interrupted(command: str, error: KeyboardInterrupt, name: str) -> int:
-    """One line on stderr for a command stopped by a signal; the exit status 128 + the signal's
-    number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it."""
+    """One line on stderr (from the first process of a data-parallel run only) for a command
+    stopped by a signal; the exit status 128 + the signal's number (130 for SIGINT, 143 for
+    SIGTERM), as a shell reports a process killed by it."""
     number = signal.SIGTERM if name == "SIGTERM" else signal.SIGINT
-    if isinstance(error, TrainingInterrupted) and error.checkpoint is not None:
+    if command == "reproduce":  # the cells resume where they stopped
+        line = f"stopped ({name}); run the same pyrovamp reproduce command to continue"
+    elif isinstance(error, TrainingInterrupted) and error.checkpoint is not None:
         run = Path(error.checkpoint).parent
         what = (
             f"stopped at epoch {error.epoch}"
             if error.stage == "training"
             else f"stopped during the test evaluation (training finished at epoch {error.epoch})"
         )
-        line = (
-            f"{what} ({name}); resume with: pyrovamp train --resume --out {shlex.quote(str(run))}"
-        )
+        resume = f"pyrovamp train --resume --out {shlex.quote(str(run))}"
+        line = f"{what} ({name}); resume with: {resume}"
     elif isinstance(error, TrainingInterrupted):
         line = f"stopped ({name}) before the first epoch ended: no checkpoint to resume from"
     else:
         line = f"stopped ({name})"
-    print(f"pyrovamp {command}: {line}", file=sys.stderr)
+    from pyrovamp.workflow.experiment import process_rank  # deferred: the parser stays light
+
+    if process_rank() == 0:
+        print(f"pyrovamp {command}: {line}", file=sys.stderr)
     return 128 + int(number)
 
 

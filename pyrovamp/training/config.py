@@ -23,6 +23,7 @@ from pyrovamp._validate import (
 from pyrovamp.errors import ArgumentTypeError, CheckpointError
 from pyrovamp.training.hardware import resolve_accelerator
 from pyrovamp.training.optim import OPTIMIZERS
+from pyrovamp.training.trackers import LOGGERS, logger_names
 
 __all__ = [
     "LOSS_NAMES",
@@ -64,29 +65,6 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed", "auto")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 """The accelerators that ``TrainConfig.accelerator`` accepts (``"cuda"`` is ``"gpu"``;
 ``"auto"``: :func:`pyrovamp.training.hardware.resolve_accelerator`)."""
-LOGGERS = ("csv", "tensorboard", "mlflow", "wandb", "none")
-"""The loggers of ``TrainConfig.logger``, several at once (:mod:`pyrovamp.training.trackers`)."""
-
-
-def logger_names(logger: Any) -> tuple[str, ...]:
-    """The loggers a ``TrainConfig.logger`` names (a name, names joined by commas or a list;
-    ``"none"``: the empty tuple). Raises ``ArgumentTypeError`` for another type, ``ValueError``
-    for an unknown name or ``"none"`` beside another (one line)."""
-    if isinstance(logger, str):
-        names = tuple(n.strip() for n in logger.split(","))
-    elif isinstance(logger, (list, tuple)) and all(isinstance(n, str) for n in logger):
-        names = tuple(logger)
-    else:
-        raise ArgumentTypeError(
-            f"logger must be a name of {LOGGERS} or a list of them, got {describe(logger)}"
-        )
-    for n in names:
-        check_choice("logger", n, LOGGERS)
-    if "none" in names and len(names) > 1:
-        raise ValueError(f"logger 'none' cannot go with others, got {list(names)}")
-    return tuple(dict.fromkeys(n for n in names if n != "none"))
-
-
 WEIGHT_INITS = ("default", "he")
 """The initialisations of a run's networks (:func:`pyrovamp.workflow.runs.build_model`)."""
 LEGACY_TRAINING = {"lr_decay": None, "lr_patience": 10, "val_bound": "elbo"}

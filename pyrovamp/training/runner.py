@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import signal
+import sys
 import tempfile
 import threading
 import warnings
@@ -57,7 +58,7 @@ from pyrovamp.training.hardware import (
     resolve_precision,
 )
 from pyrovamp.training.plan import SVIModule
-from pyrovamp.training.trackers import finish_loggers, make_loggers
+from pyrovamp.training.trackers import finish_loggers, kept_environment, make_loggers
 
 __all__ = ["TrainResult", "AtomicCheckpointIO", "quiet_lightning", "fit", "train"]
 
@@ -242,8 +243,11 @@ def _interruption(error: BaseException, trainer) -> str | None:
     sigterm = trainer is not None and bool(trainer.received_sigterm)
     if isinstance(error, SIGTERMException):
         return "SIGTERM"
+    # Lightning's shutdown on Ctrl-C ends in SystemExit(1) -- or, in a thread other than the
+    # main one, in the ValueError of its signal.signal call
     if isinstance(error, KeyboardInterrupt) or (
-        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+        isinstance(error, (SystemExit, ValueError))
+        and isinstance(error.__context__, KeyboardInterrupt)
     ):
         return "SIGTERM" if sigterm else "SIGINT"
     return None
@@ -306,7 +310,10 @@ def fit(
             setting of the wrong type (e.g. ``optimizer=42``); ``NonFiniteLossError``: training
             diverged (a non-finite loss, parameter or validation score, or a distribution
             refusing non-finite arguments); the model then holds the last good checkpoint's
-            parameters (a new run without one: its initial parameters).
+            parameters (a new run without one: its initial parameters);
+            ``TrainingInterrupted`` (a ``KeyboardInterrupt``): SIGTERM or SIGINT stopped the run
+            after the step (``.epoch``, ``.checkpoint``: the last epoch's checkpoint, which
+            ``resume=True`` continues; the model holds its parameters).
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
@@ -386,21 +393,25 @@ def fit(
         config.seed,
     )
     callbacks, best, early, ema = _callbacks(config, folder, validation_data is not None)
-    # a bar where someone watches, else one log line per epoch (SVIModule.epoch_lines)
-    shown = resolve_progress(config.progress) if talk else False
+    # a bar where someone watches (Lightning's bar writes to stdout), else one log line per
+    # epoch (SVIModule.epoch_lines)
+    shown = resolve_progress(config.progress, stream=sys.stdout) if talk else False
     module.epoch_lines = shown == "lines"
-    loggers = make_loggers(config, folder, write=talk and tmp is None)
-    if not resume:
-        for lg in loggers:
-            lg.log_hyperparams(config.to_dict())
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     trainer = None
+    loggers: list = []
     model.train()
     try:
         # the run's own random streams: a new run seeds them from config.seed, a resumed one
         # restores the checkpoint's (SVIModule.on_load_checkpoint); the caller's come back after
-        with isolated_rng(config.seed, cuda=on_gpu), quiet_lightning():
+        with isolated_rng(config.seed, cuda=on_gpu), quiet_lightning(), kept_environment():
+            loggers = make_loggers(
+                config, folder, resume=resume, write=talk, temporary=tmp is not None
+            )
+            if not resume:
+                for lg in loggers:
+                    lg.log_hyperparams(config.to_dict())
             trainer = pl.Trainer(
                 accelerator=accelerator,
                 devices=devices,
@@ -424,9 +435,15 @@ def fit(
             trainer.fit(
                 module, datamodule=data, ckpt_path=ckpt_path if resume else None, weights_only=True
             )
-    except (NonFiniteLossError, KeyboardInterrupt, SystemExit) as e:
-        stopped_by = None if isinstance(e, NonFiniteLossError) else _interruption(e, trainer)
-        if stopped_by is None and not isinstance(e, NonFiniteLossError):
+            if trainer.received_sigterm:  # after Lightning's last check: stop here all the same
+                raise SIGTERMException
+    except (NonFiniteLossError, KeyboardInterrupt, SystemExit, ValueError) as e:
+        diverged = isinstance(e, NonFiniteLossError)
+        stopped_by = None if diverged else _interruption(e, trainer)
+        finish_loggers(loggers, failed=True)
+        if stopped_by is None and not diverged:
+            if tmp is not None:
+                tmp.cleanup()
             raise
         if ckpt_path.is_file():  # leave the model at the last good (or last saved) parameters
             load_model_weights(model, ckpt_path)
@@ -443,7 +460,6 @@ def fit(
             stopped_by, epochs, ckpt_path if tmp is None and epochs else None
         ) from None
     finally:
-        finish_loggers(loggers)
         if sigint is not None:  # Lightning ignores SIGINT while it shuts down
             signal.signal(signal.SIGINT, sigint)
     stopped_early = early is not None and early.fired
@@ -486,7 +502,8 @@ def fit(
             folder / MODEL,
         )
     result.trainer = trainer
-    if tmp is not None:
+    if tmp is not None:  # no run folder to add files to: the tracker runs end here
+        finish_loggers(trainer.loggers)
         tmp.cleanup()
     return result
 

@@ -29,7 +29,7 @@ from pyrovamp.training import (
     load_model_weights,
     read_checkpoint,
 )
-from pyrovamp.training.trackers import log_run_files
+from pyrovamp.training.trackers import finish_loggers, log_run_files
 from pyrovamp.workflow.estimates import (
     evaluate_estimators,
     evaluate_refined,
@@ -233,20 +233,16 @@ def train_run(
         test_data=test_data,
     )
     metrics, ok = None, False
+    loggers = result.trainer.loggers if result.trainer is not None else []
     try:
         if rank == 0:
             write_history_csv(result.history, out / "history.csv")
             if not result.finished:  # the learning curve so far (a finished run draws it below)
                 save_figure(plot_history(result.history), out / "loss.png")
         if result.finished:
-            try:
-                metrics = _finish_run(model, dataset, cfg, tcfg, result, out)
-            except KeyboardInterrupt:  # the model is trained and saved; its scores are not
-                raise TrainingInterrupted(
-                    "SIGINT", result.epochs, out / CHECKPOINT, stage="evaluation"
-                ) from None
-            if rank == 0 and result.trainer is not None:
-                log_run_files(result.trainer.loggers, out, metrics)
+            metrics = _finish_run(model, dataset, cfg, tcfg, result, out)
+            if rank == 0:
+                log_run_files(loggers, out, metrics)
         elif rank == 0:
             logger.info(
                 "stopped after %d of %d epochs (--max-minutes); the test evaluation runs "
@@ -256,7 +252,11 @@ def train_run(
                 out,
             )
         ok = True
+    except KeyboardInterrupt:  # trained and saved; the run folder's last files are not
+        stage = "evaluation" if result.finished else "training"
+        raise TrainingInterrupted("SIGINT", result.epochs, out / CHECKPOINT, stage=stage) from None
     finally:
+        finish_loggers(loggers, failed=not ok)  # the W&B run training left open for the files
         _end_processes(ok)
     return TrainedRun(out, result, metrics)
 

@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -288,7 +289,13 @@ def _run_cell(
     log(f"{folder.name}: {what}: pyrovamp {' '.join(shlex.quote(a) for a in argv)}")
     t0 = time.time()
     if settings["devices"] > 1:
-        rc = subprocess.run([sys.executable, "-m", "pyrovamp.cli", *argv]).returncode
+        proc = subprocess.Popen([sys.executable, "-m", "pyrovamp.cli", *argv])
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # the cell's processes stop after their step, with a checkpoint
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
     else:
         rc = 0
         try:
