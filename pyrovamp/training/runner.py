@@ -437,7 +437,7 @@ def fit(
             )
             if trainer.received_sigterm:  # after Lightning's last check: stop here all the same
                 raise SIGTERMException
-    except (NonFiniteLossError, KeyboardInterrupt, SystemExit, ValueError) as e:
+    except BaseException as e:  # the tracker runs end as failed, whatever stopped the run
         diverged = isinstance(e, NonFiniteLossError)
         stopped_by = None if diverged else _interruption(e, trainer)
         finish_loggers(loggers, failed=True)
