@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOGGERS,
         metavar="NAME",
         help="experiment loggers, one or several of csv (RUN/logs; the default), tensorboard, "
-        "mlflow (./mlruns unless MLFLOW_TRACKING_URI is set; pip install 'pyrovamp[mlflow]'), "
+        "mlflow (MLFLOW_TRACKING_URI, else MLflow's default local store in this folder; pip "
+        "install 'pyrovamp[mlflow]'), "
         "wandb (offline unless logged in; pip install 'pyrovamp[wandb]'), none; history.csv is "
         "always written",
     )
