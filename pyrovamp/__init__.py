@@ -21,6 +21,9 @@ Everything a notebook needs is importable from here; the subpackages follow the 
   per data point;
 * training on PyTorch Lightning (:mod:`pyrovamp.training`): :func:`train`, :func:`fit`,
   :class:`TrainConfig`, :class:`TrainResult` (imported on first use: it loads Lightning);
+* trained models (:mod:`pyrovamp.pretrained`): :func:`from_pretrained` (a name of the zoo
+  ``PRETRAINED``, a folder or a Hugging Face Hub repository), :func:`save_pretrained`,
+  :func:`push_to_hub`, :func:`load_card`;
 * the workflow (:mod:`pyrovamp.workflow`): comparison with ArviZ, figures and run folders
   (imported on first use: they load ArviZ or matplotlib);
 * the command line (:mod:`pyrovamp.cli`).
@@ -51,6 +54,7 @@ from pyrovamp.infer import (
     refine_guide,
 )
 from pyrovamp.models import HVAE, MODELS, VAE, ConvHVAE, PixelHVAE, check_data
+from pyrovamp.pretrained import PRETRAINED, from_pretrained, load_card, push_to_hub, save_pretrained
 from pyrovamp.priors import (
     PRIORS,
     FlowPrior,
@@ -121,6 +125,11 @@ __all__ = [
     "importance_diagnostics",
     "khat_threshold",
     "khat_against_truth",
+    "PRETRAINED",
+    "from_pretrained",
+    "save_pretrained",
+    "push_to_hub",
+    "load_card",
     *_LAZY,
 ]
 

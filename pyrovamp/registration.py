@@ -53,6 +53,8 @@ from pyro.poutine.runtime import am_i_wrapped, effectful
 from torch import nn
 from torch.distributions import constraints
 
+from pyrovamp._rebuild import Rebuildable
+
 __all__ = ["RegisteredModule", "paused"]
 
 _counter = itertools.count()
@@ -92,10 +94,12 @@ def _name_in_store(store, p, own: str) -> str | None:
     return name if store[name] is p else None
 
 
-class RegisteredModule(nn.Module):
+class RegisteredModule(nn.Module, Rebuildable):
     """An ``nn.Module`` whose parameters Pyro sees under a name of this instance's own.
 
-    See the module docstring for the rules (global and module-local parameter modes).
+    See the module docstring for the rules (global and module-local parameter modes). Every
+    instance also records its constructor's arguments (``pyrovamp._rebuild.Rebuildable``), so
+    a model can be saved and rebuilt (:func:`pyrovamp.from_pretrained`).
 
     Attributes:
         pyro_name: this instance's name prefix in Pyro (fresh for every instance and copy).

@@ -28,6 +28,8 @@ FLOOR = {
     "_arviz",
     "_progress",
     "_version",
+    "_rebuild",
+    "pretrained",  # save/load of models: imports only the floor; models import its mixin
 }
 STAGES = [
     ["data"],

@@ -98,6 +98,13 @@ HOMES = {
         "plot_khat_vs_error",
     ],
     "pyrovamp.workflow.runs": ["load_run", "evaluate_run"],
+    "pyrovamp.pretrained": [
+        "PRETRAINED",
+        "from_pretrained",
+        "save_pretrained",
+        "push_to_hub",
+        "load_card",
+    ],
 }
 
 # the documented leading parameters of the public functions (signatures only gain options)
@@ -135,6 +142,10 @@ SIGNATURES = {
     "plot_khat_vs_error": ["panels", "tolerance"],
     "load_run": ["run_dir", "device", "data_root"],
     "evaluate_run": ["model", "dataset", "num_samples"],
+    "from_pretrained": ["name_or_path"],
+    "save_pretrained": ["model", "folder"],
+    "push_to_hub": ["model", "repo_id"],
+    "load_card": ["name_or_path"],
 }
 KEYWORDS = {  # documented keyword options
     "log_likelihood": ["seed", "batch_size", "diagnostics", "first_block", "progress"],

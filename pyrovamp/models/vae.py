@@ -23,6 +23,7 @@ from pyrovamp._validate import check_int, check_optional_int, check_type
 from pyrovamp.distributions import make_likelihood
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.nn import MLP, GaussianEncoder, mark_fused
+from pyrovamp.pretrained import PretrainedMixin
 from pyrovamp.priors import Prior, make_prior
 from pyrovamp.registration import RegisteredModule
 
@@ -139,7 +140,7 @@ def _sample_args(num_samples, mean) -> tuple[int, bool]:
     return num_samples, bool(mean)
 
 
-class VAE(RegisteredModule):
+class VAE(PretrainedMixin, RegisteredModule):
     """Variational auto-encoder with a learnable prior, written as a Pyro ``model``/``guide``.
 
     Its parameters, the prior's included, are local to the module (:mod:`pyrovamp.registration`):
@@ -183,6 +184,10 @@ class VAE(RegisteredModule):
         ValueError: unknown prior or likelihood name, latent size below 1, bad sizes, a prior
             whose latent size differs, or a VampPrior on another encoder than the model's.
     """
+
+    # the prior is saved with its own configuration and assigned after the model is rebuilt:
+    # it may be built on the model's encoder, or assigned after construction
+    _rebuild_children = {"prior": "standard"}
 
     def __init__(
         self,

@@ -58,6 +58,9 @@ class VampPrior(Prior):
             unknown ``parameterization``.
     """
 
+    # training data given as ``init`` only start the pseudo-inputs: a rebuilt prior loads them
+    _rebuild_arguments = {"init": "random"}
+
     def __init__(
         self,
         encoder: nn.Module,

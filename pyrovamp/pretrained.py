@@ -1,0 +1,439 @@
+"""Trained models as folders: save, load, share on the Hugging Face Hub, and the zoo that ships
+with pyrovamp.
+
+A pretrained folder holds
+
+* ``model.safetensors`` -- the parameters and buffers (the ``safetensors`` format: no pickle, so
+  loading a foreign file cannot run code),
+* ``config.json`` -- everything needed to rebuild the model before its weights are loaded: the
+  class and constructor arguments of the model and of its prior
+  (``pyrovamp._rebuild.module_config``), the compute dtype, the data set it was trained on,
+* ``README.md`` -- the model card (Hugging Face's format: YAML metadata, then text): the data, the
+  recipe and its exact command, the pyrovamp version, hardware, training time, and the test
+  numbers -- ELBO, IS with S=5000, AIS, active units -- in nats per data point,
+* and, for the zoo, ``log_likelihood_is.npz``: the IS estimate of every test image with the seed
+  and block size that give it (:func:`pyrovamp.log_likelihood` draws each block of points from the
+  seed and the block's index, so any block can be recomputed on its own).
+
+:func:`save_pretrained` / :func:`from_pretrained` write and read such folders locally; a name of
+:data:`PRETRAINED` (the zoo, installed with the package) or a Hub repository id (``owner/name``,
+through ``huggingface_hub``, which honours ``HF_HUB_OFFLINE=1`` and its cache) works as well.
+Every model has ``model.save_pretrained(folder)`` and ``model.push_to_hub(repo_id)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from pyrovamp._io import atomic_write_text
+from pyrovamp._rebuild import build_from_config, module_config
+from pyrovamp._validate import check_type
+from pyrovamp._version import __version__
+from pyrovamp.errors import CheckpointError
+
+__all__ = [
+    "PRETRAINED",
+    "PretrainedMixin",
+    "save_pretrained",
+    "from_pretrained",
+    "push_to_hub",
+    "load_card",
+    "pretrained_folder",
+    "WEIGHTS",
+    "CONFIG",
+    "CARD",
+    "PER_POINT",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+"""The weights' file name in a pretrained folder (safetensors)."""
+CONFIG = "config.json"
+"""The configuration's file name in a pretrained folder (what rebuilds the model)."""
+CARD = "README.md"
+"""The model card's file name in a pretrained folder."""
+PER_POINT = "log_likelihood_is.npz"
+"""The per-image IS values' file name in a zoo folder."""
+FORMAT = "pyrovamp-pretrained"
+FORMAT_VERSION = 1
+ZOO = Path(__file__).resolve().parent / "zoo"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}  # fmt: skip
+
+PRETRAINED = MappingProxyType(
+    {p.name: p for p in sorted(ZOO.iterdir()) if (p / CONFIG).is_file()} if ZOO.is_dir() else {}
+)
+"""The zoo: name -> its folder in the installed package (``digits-vae-vampprior``,
+``static-mnist-hvae-vampprior``, ...); ``pyrovamp pretrained`` lists them with their cards'
+numbers. Load one with ``pv.from_pretrained(name)``."""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _model_dtype(model) -> torch.dtype:
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def _card_text(config: dict, card: dict) -> str:
+    """The model card: YAML metadata (``library_name``, ``tags``, ``datasets`` and the card's
+    fields under ``pyrovamp``) and a short text with the numbers and how to load the model."""
+    import yaml  # a dependency of huggingface_hub
+
+    model = config["model"]["class"].rsplit(".", 1)[-1]
+    prior = config["model"].get("children", {}).get("prior", {}).get("$module", {}).get("class")
+    prior = (prior or "").rsplit(".", 1)[-1]
+    meta: dict[str, Any] = {
+        "library_name": "pyrovamp",
+        "license": "mit",
+        "tags": ["pyrovamp", "pyro", "vae", "variational-autoencoder"]
+        + ([prior.lower()] if prior else []),
+    }
+    if config.get("dataset"):
+        meta["datasets"] = [config["dataset"]]
+    meta["pyrovamp"] = card
+    name = card.get("name") or f"{model} with a {prior or 'learnable'} prior"
+    lines = [f"# {name}", ""]
+    lines.append(
+        f"A pyrovamp `{model}` with the `{prior}` prior"
+        + (f", trained on `{config['dataset']}`." if config.get("dataset") else ".")
+    )
+    rows = [
+        ("test log-likelihood, IS", card.get("test_log_likelihood"), card.get("is_num_samples")),
+        ("test log-likelihood, AIS", card.get("test_log_likelihood_ais"), None),
+        ("test log-likelihood, exact (quadrature)", card.get("test_log_likelihood_exact"), None),
+        ("test ELBO", card.get("test_elbo"), None),
+    ]
+    table = [(w, v, s) for w, v, s in rows if isinstance(v, (int, float))]
+    if table:
+        lines += ["", "| measure (nats per test image) | value |", "|---|---|"]
+        for what, value, s in table:
+            lines.append(f"| {what}{f', S={s}' if s else ''} | {value:.2f} |")
+    for key, what in (("recipe", "Recipe"), ("hardware", "Hardware"),
+                      ("pyrovamp_version", "pyrovamp version")):  # fmt: skip
+        if card.get(key):
+            lines += ["", f"{what}: {card[key]}"]
+    if card.get("commands"):
+        lines += ["", "Trained with:", "", "```bash", *card["commands"], "```"]
+    ident = card.get("name") or "FOLDER"
+    lines += [
+        "",
+        "Load it:",
+        "",
+        "```python",
+        "import pyrovamp as pv",
+        f'model = pv.from_pretrained("{ident}")',
+        "samples = model.sample(16)",
+        "```",
+        "",
+    ]
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + "\n".join(lines)
+
+
+def save_pretrained(
+    model, folder, *, dataset: str | None = None, card: dict | None = None, weights_dtype=None
+) -> Path:
+    """Write ``model`` to the pretrained folder ``folder`` (created if missing).
+
+    Args:
+        model: a pyrovamp model (or any module built from ``pyrovamp._rebuild.Rebuildable``
+            classes, e.g. a prior).
+        folder: where ``model.safetensors``, ``config.json`` and ``README.md`` go.
+        dataset: the data set's name (recorded, so that ``pyrovamp evaluate FOLDER`` can score it).
+        card: fields of the model card (numbers in nats per data point; JSON values), kept in
+            the card's metadata under ``pyrovamp`` and shown in its text.
+        weights_dtype: store the weights in this floating dtype (e.g. ``torch.bfloat16`` to halve
+            the file); the model is rebuilt in its own dtype. Default: the model's.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        ValueError: the model (or an argument it was built with) cannot be rebuilt from JSON --
+            one line naming the class and the argument; before anything is written.
+        pyrovamp.errors.ArgumentTypeError: a bad argument type.
+    """
+    check_type("folder", folder, (str, os.PathLike), "a folder (str or path)")
+    if card is not None:
+        check_type("card", card, dict, "a dict of card fields or None")
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "pyrovamp_version": __version__,
+        "dtype": _dtype_name(_model_dtype(model)),
+        "weights_dtype": _dtype_name(weights_dtype or _model_dtype(model)),
+        "dataset": dataset,
+        "model": module_config(model),
+    }
+    text = json.dumps(config, indent=2)
+    card_text = _card_text(config, dict(card or {}))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_weights(model, folder / WEIGHTS, weights_dtype)
+    atomic_write_text(folder / CONFIG, text + "\n")
+    atomic_write_text(folder / CARD, card_text)
+    logger.info("saved %s to %s", type(model).__name__, folder)
+    return folder
+
+
+def _write_weights(model, path: Path, weights_dtype) -> None:
+    from safetensors.torch import save_model
+
+    if weights_dtype is not None:
+        import copy
+
+        model = copy.deepcopy(model).to(weights_dtype)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_model(model, str(tmp), metadata={"format": "pt", "pyrovamp_version": __version__})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pretrained_folder(
+    name_or_path,
+    *,
+    revision: str | None = None,
+    cache_dir=None,
+    local_files_only: bool = False,
+    token=None,
+) -> Path:
+    """The local folder of ``name_or_path``: a zoo name (:data:`PRETRAINED`), a folder, or a
+    Hugging Face Hub repository id (``owner/name``, downloaded into the Hub's cache, or read
+    from it when ``HF_HUB_OFFLINE=1`` or ``local_files_only``).
+
+    Raises:
+        FileNotFoundError: a folder without ``config.json``/``model.safetensors``; a repository
+            neither in the cache nor reachable (one line naming it).
+        ValueError: neither a zoo name, a folder, nor a repository id (the line lists the zoo).
+    """
+    check_type("name_or_path", name_or_path, (str, os.PathLike), "a zoo name, folder or repo id")
+    key = str(name_or_path)
+    if key in PRETRAINED:
+        folder = PRETRAINED[key]
+    elif Path(key).exists():
+        folder = Path(key)
+    elif isinstance(name_or_path, str) and _REPO_ID.match(key):
+        folder = _download(key, revision, cache_dir, local_files_only, token)
+    else:
+        zoo = ", ".join(PRETRAINED) or "none"
+        raise ValueError(
+            f"{key!r} is neither a pretrained model of the zoo ({zoo}), a folder, nor a "
+            "Hugging Face Hub repository id (owner/name)"
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    for f in (CONFIG, WEIGHTS):
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"{folder} is not a pretrained folder: {folder / f} is missing")
+    return folder
+
+
+def _download(repo_id, revision, cache_dir, local_files_only, token) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            allow_patterns=[CONFIG, WEIGHTS, CARD, "*.npz"],
+            library_name="pyrovamp",
+            library_version=__version__,
+        )
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(
+            f"{repo_id}: not in the local Hugging Face cache and not downloadable ({first})"
+        ) from None
+    return Path(path)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pyrovamp pretrained configuration")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is of format version {config['format_version']}; this pyrovamp "
+            f"({__version__}) reads up to {FORMAT_VERSION}: upgrade pyrovamp"
+        )
+    if config.get("dtype") not in _DTYPES:
+        raise CheckpointError(f"{path}: unknown dtype {config.get('dtype')!r}")
+    return config
+
+
+def _load_weights(model, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    try:
+        load_model(model, path, strict=True)
+    except SafetensorError as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupt: {e})"
+        ) from None
+    except RuntimeError as e:
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+        detail = " ".join(lines[1:2]) if len(lines) > 1 else (lines[0] if lines else "")
+        raise CheckpointError(
+            f"{path} holds the weights of another model than its config.json describes "
+            f"({detail[:200]})"
+        ) from None
+
+
+def from_pretrained(
+    name_or_path,
+    *,
+    device="cpu",
+    dtype=None,
+    revision: str | None = None,
+    cache_dir=None,
+    local_files_only: bool = False,
+    token=None,
+):
+    """The pretrained model ``name_or_path``, in evaluation mode on ``device``.
+
+    ``pv.from_pretrained("static-mnist-vae-vampprior")`` loads a model of the zoo
+    (:data:`PRETRAINED`); a folder written by :func:`save_pretrained` and a Hugging Face Hub
+    repository id (``owner/name``; ``revision``, ``cache_dir``, ``token``, ``local_files_only``
+    as ``huggingface_hub.snapshot_download``; offline with ``HF_HUB_OFFLINE=1``) work alike.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+        dtype: the model's floating dtype (default: the one it was saved in).
+
+    Returns:
+        The model (``model.training`` is False).
+
+    Raises:
+        ValueError: an unknown name, a device this machine does not have.
+        FileNotFoundError: a folder that is not a pretrained folder; a repository that can be
+            neither downloaded nor found in the cache.
+        pyrovamp.errors.CheckpointError: a damaged ``config.json``; a truncated or foreign
+            ``model.safetensors`` (one line naming the file).
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    check_type("device", device, torch.device, "a device name or torch.device")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")
+    folder = pretrained_folder(
+        name_or_path,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+    )
+    config = _read_config(folder)
+    try:
+        model = build_from_config(config["model"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{folder / CONFIG}: the model cannot be rebuilt ({e})") from None
+    model = model.to(dtype or _DTYPES[config["dtype"]])
+    _load_weights(model, folder / WEIGHTS)
+    return model.to(device).eval()
+
+
+def load_card(name_or_path, **kwargs) -> dict:
+    """The model card's fields (its metadata under ``pyrovamp``: numbers in nats per data point,
+    the recipe, commands, hardware, ...) of a zoo name, folder or repository id (``kwargs`` as
+    :func:`pretrained_folder`). Empty for a folder without a card.
+
+    Raises:
+        as :func:`pretrained_folder`; ValueError: a card whose metadata is not YAML.
+    """
+    import yaml
+
+    path = pretrained_folder(name_or_path, **kwargs) / CARD
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    if not text.startswith("---"):
+        return {}
+    head = text.split("---", 2)[1]
+    try:
+        meta = yaml.safe_load(head) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: the card's metadata is not valid YAML ({e})") from None
+    card = meta.get("pyrovamp") if isinstance(meta, dict) else None
+    return dict(card) if isinstance(card, dict) else {}
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    dataset: str | None = None,
+    card: dict | None = None,
+    private: bool | None = None,
+    token=None,
+    commit_message: str = "Upload pyrovamp model",
+    extra_files=(),
+):
+    """Save ``model`` as :func:`save_pretrained` does and upload the folder to the Hugging Face
+    Hub repository ``repo_id`` (created if missing), with ``huggingface_hub``.
+
+    ``extra_files``: more files to upload beside it (e.g. ``log_likelihood_is.npz``).
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` of the upload.
+
+    Raises:
+        ValueError: ``repo_id`` is not ``owner/name``; as :func:`save_pretrained`;
+        whatever ``huggingface_hub`` raises (no token, offline).
+    """
+    check_type("repo_id", repo_id, str, "a Hugging Face Hub repository id (owner/name)")
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must be owner/name, got {repo_id!r}")
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory(prefix="pyrovamp-push-") as tmp:
+        save_pretrained(model, tmp, dataset=dataset, card=card)
+        for f in extra_files:
+            shutil.copy2(f, Path(tmp) / Path(f).name)
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+
+
+class PretrainedMixin:
+    """``save_pretrained`` and ``push_to_hub`` as methods of every pyrovamp model."""
+
+    def save_pretrained(
+        self, folder, *, dataset: str | None = None, card: dict | None = None, weights_dtype=None
+    ) -> Path:
+        """Write this model to a pretrained folder: :func:`pyrovamp.pretrained.save_pretrained`
+        (``model.safetensors``, ``config.json``, the card ``README.md``); load it back with
+        ``pv.from_pretrained(folder)``."""
+        return save_pretrained(
+            self, folder, dataset=dataset, card=card, weights_dtype=weights_dtype
+        )
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload this model to the Hugging Face Hub: :func:`pyrovamp.pretrained.push_to_hub`."""
+        return push_to_hub(self, repo_id, **kwargs)
