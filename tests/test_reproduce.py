@@ -75,6 +75,12 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
         row = _row(table, cell)
         assert "not converged (unfinished" in row and "| 1 |" in row
         assert json.loads((out / cell / "config.json").read_text())["preset"] == "paper"
+        # the paper recipe: one stage in the cell's own folder, named in recipe.json and the row
+        recipe = json.loads((out / cell / "recipe.json").read_text())
+        assert (recipe["recipe"], recipe["version"], recipe["stage"]) == ("paper", 1, "paper")
+        assert "--preset paper" in recipe["command"] and "--test-every 25" in recipe["command"]
+        assert row.split(" | ")[3] == "paper v1"  # the recipe column
+        assert f"- {cell} (paper v1, stage 1, paper): `{recipe['command']}`" in table
     assert "| -88.56 |" in _row(table, cells[0]) and "| -86.05 |" in _row(table, cells[1])
     first = (out / "table1.md").stat().st_mtime_ns
 
@@ -114,9 +120,12 @@ def test_cells_resume_in_pieces_then_are_skipped_and_the_table_is_rewritten(tmp_
     )  # estimates of an older state are not shown as the cell's
     assert f"{m['test_log_likelihood']:.2f}" not in row and "after" not in row
     (out / cells[0] / "metrics.json").unlink()
+    # a cell folder from before recipes (no recipe.json) continues as a paper cell
+    (out / cells[1] / "recipe.json").unlink()
 
     # second call: resumed (--resume), reaches the 2 epochs, evaluates
     assert main(args) == 0
+    assert json.loads((out / cells[1] / "recipe.json").read_text())["recipe"] == "paper"
     table = (out / "table1.md").read_text()
     for cell in cells:
         st = read_cell(out / cell)

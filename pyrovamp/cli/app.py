@@ -1,17 +1,19 @@
 """The ``pyrovamp`` command line: the parser and the dispatch to one module per command
 (:mod:`pyrovamp.cli.train`, :mod:`~pyrovamp.cli.evaluate`, :mod:`~pyrovamp.cli.compare`,
-:mod:`~pyrovamp.cli.reproduce`), which call the library (:mod:`pyrovamp.workflow`) and print.
+:mod:`~pyrovamp.cli.reproduce`, :mod:`~pyrovamp.cli.pretrained`), which call the library
+(:mod:`pyrovamp.workflow`) and print.
 
 ``pyrovamp train`` trains a VAE with a chosen prior and writes a run folder; its defaults on
 Digits are the book's setup, on the other data sets the VampPrior paper's
 (:data:`pyrovamp.training.config.PRESETS`). ``pyrovamp evaluate RUN_DIR`` recomputes the test
-metrics from the checkpoint. ``pyrovamp compare`` ranks run folders; ``pyrovamp reproduce
-table1`` trains the paper's table. Bad arguments give a one-line error and exit status 2, before
-any work and without touching an existing run folder; a run that fails (a non-finite loss) exits
-with status 1; SIGTERM or SIGINT stops training after the current step, keeps the last epoch's
-checkpoint, prints how to resume and exits with status 143 or 130. The library's progress lines
-(``logging``, level INFO) go to stderr, the results
-to stdout.
+metrics from the checkpoint; ``pyrovamp evaluate NAME`` scores a pretrained model of the zoo
+(``pyrovamp pretrained`` lists them), a pretrained folder or a Hub repository. ``pyrovamp
+compare`` ranks run folders; ``pyrovamp reproduce table1`` trains the paper's table. Bad
+arguments give a one-line error and exit status 2, before any work and without touching an
+existing run folder; a run that fails (a non-finite loss) exits with status 1; SIGTERM or
+SIGINT stops training after the current step, keeps the last epoch's checkpoint, prints how to
+resume and exits with status 143 or 130. The library's progress lines (``logging``, level INFO)
+go to stderr, the results to stdout.
 """
 
 from __future__ import annotations
@@ -343,15 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--datasets", nargs="+", default=["static_mnist"], choices=DATASETS, metavar="DATASET"
     )
     r.add_argument(
-        "--models", nargs="+", default=list(TABLE_MODELS), choices=TABLE_MODELS, metavar="MODEL"
+        "--models", nargs="+", choices=TABLE_MODELS, metavar="MODEL", help="default: the recipe's"
     )
     r.add_argument(
         "--priors", nargs="+", default=list(TABLE_PRIORS), choices=TABLE_PRIORS, metavar="PRIOR"
     )
     r.add_argument(
+        "--recipe",
+        choices=("paper", "best"),
+        default="paper",
+        help="paper (default): one run with the paper preset per cell, in OUT/<cell>; best "
+        "(vae, hvae): 1-elbo (--preset fast --dropout 0.1, validated on IWAE-20), then 2-iwae "
+        "(IWAE-20 fine-tuning from it), in OUT/<cell>.best/",
+    )
+    r.add_argument(
         "--max-minutes",
         type=_positive_float("--max-minutes"),
-        help="training time per cell and call; run the command again to continue",
+        help="training time per cell and call, shared by its stages; run again to continue",
     )
     r.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto")
     r.add_argument("--devices", type=_positive_int("--devices"), default=1)
@@ -378,8 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     progress_option(r)
 
-    e = sub.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
-    e.add_argument("run_dir")
+    e = sub.add_parser(
+        "evaluate",
+        help="recompute a run's test metrics from its checkpoint, or score a pretrained model",
+    )
+    e.add_argument(
+        "run_dir",
+        metavar="RUN_OR_MODEL",
+        help="a run folder of pyrovamp train, or a pretrained model: a name of the zoo "
+        "(pyrovamp pretrained), a pretrained folder or a Hugging Face Hub repository id",
+    )
+    e.add_argument(
+        "--out",
+        help="pretrained models: write metrics.json and the per-image values into this folder "
+        "(default: print only)",
+    )
     e.add_argument("--num-samples", type=_positive_int("--num-samples"))
     e.add_argument(
         "--method",
@@ -439,6 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root")
     e.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     progress_option(e)
+
+    z = sub.add_parser(
+        "pretrained",
+        help="list the pretrained models that ship with pyrovamp, with their cards' numbers",
+    )
+    z.add_argument("--markdown", action="store_true", help="print the zoo as a Markdown table")
+    z.add_argument(
+        "--update",
+        nargs="+",
+        metavar="FILE",
+        help="write the Markdown table between the <!-- zoo-table --> markers of these files",
+    )
     return p
 
 
@@ -449,11 +484,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     # the commands import Lightning, ArviZ and matplotlib: only when one runs
-    from pyrovamp.cli import compare, evaluate, reproduce, train
+    from pyrovamp.cli import compare, evaluate, pretrained, reproduce, train
 
-    command = {"train": train, "evaluate": evaluate, "compare": compare, "reproduce": reproduce}[
-        args.command
-    ]
+    command = {
+        "train": train,
+        "evaluate": evaluate,
+        "compare": compare,
+        "reproduce": reproduce,
+        "pretrained": pretrained,
+    }[args.command]
     signals: list[str] = []
     try:
         with _quiet(), _log_to_stderr(), _sigterm_as_interrupt(signals):

@@ -26,13 +26,14 @@ def data_roots(items) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, continue or skip every cell of the table and write ``table1.md`` in
-    ``args.out``; exit status 0."""
+    """Train, continue or skip every stage of every cell of the table with ``args.recipe`` and
+    write ``table1.md`` in ``args.out``; exit status 0."""
     reproduce_table1(
         args.out,
         args.datasets,
         args.models,
         args.priors,
+        recipe=args.recipe,
         max_minutes=args.max_minutes,
         accelerator=args.accelerator,
         devices=args.devices,

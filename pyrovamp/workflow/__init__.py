@@ -1,5 +1,6 @@
 """The Bayesian workflow around trained models: comparison with ArviZ, figures, run folders,
-the work of the ``pyrovamp`` commands and the reproduction of the paper's table.
+the work of the ``pyrovamp`` commands and the reproduction of the paper's table with its training
+recipes (:data:`pyrovamp.workflow.recipes.RECIPES`).
 
 The names below are imported on first use (:pep:`562`), so that a submodule such as
 :mod:`pyrovamp.workflow.settings` is imported without Lightning and ArviZ.
@@ -18,6 +19,9 @@ _NAMES = {
     "plot_pareto_k": "comparison",
     "importance_diagnostics": "comparison",
     "khat_threshold": "comparison",
+    "RECIPES": "recipes",
+    "Recipe": "recipes",
+    "Stage": "recipes",
 }
 
 __all__ = list(_NAMES)

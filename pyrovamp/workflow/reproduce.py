@@ -1,14 +1,16 @@
 """``pyrovamp reproduce table1``: the VampPrior paper's table of test log-likelihoods, cell by cell.
 
 Each cell -- data set x model (``vae``, ``hvae``, ``convhvae``, ``pixelhvae``) x prior
-(``standard``, ``vampprior``) -- is one run folder ``DIR/<dataset>_<model>_<prior>`` trained with
-the paper preset by the same code path as ``pyrovamp train``
-(:func:`pyrovamp.workflow.experiment.train_run`). A cell that holds a checkpoint is resumed; a
-finished one is skipped; so the command can be run again and again, in pieces of
-``--max-minutes`` per cell, until every cell has finished. After every call ``DIR/table1.md`` is
-written anew (:func:`pyrovamp.workflow.table1.write_table`): pyrovamp's number beside the
-paper's, the epochs, the training time and the hardware of each cell, and whether early stopping
-has fired.
+(``standard``, ``vampprior``) -- is trained by a recipe (:data:`pyrovamp.workflow.recipes.RECIPES`,
+``--recipe``): a sequence of stages, each one ``pyrovamp train`` run in its own folder by the same
+code path as the command (:func:`pyrovamp.workflow.experiment.train_run`). The ``paper`` recipe
+(the default) is one stage with the paper preset in ``DIR/<dataset>_<model>_<prior>``; ``best``
+is two stages in ``DIR/<dataset>_<model>_<prior>.best/1-elbo`` and ``.../2-iwae``. A stage that
+holds a checkpoint is resumed; a finished one is skipped; a stage starts when the one before has
+finished; so the command can be run again and again, in pieces of ``--max-minutes`` per cell,
+until every stage of every cell has finished. After every call ``DIR/table1.md`` is written anew
+(:func:`pyrovamp.workflow.table1.write_table`): pyrovamp's number beside the paper's, the recipe,
+the epochs, the training time and the hardware of each cell, and whether early stopping has fired.
 """
 
 from __future__ import annotations
@@ -30,8 +32,21 @@ from pyrovamp._validate import check_int, check_optional_int, check_positive, ch
 from pyrovamp.data import DATASETS
 from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
+from pyrovamp.workflow.recipes import (
+    RECIPES,
+    Recipe,
+    check_stage_folder,
+    read_recipe_file,
+    write_recipe_file,
+)
 from pyrovamp.workflow.runs import make_folder
-from pyrovamp.workflow.settings import TABLE_MODELS, TABLE_PRIORS, exit_status, option_name
+from pyrovamp.workflow.settings import (
+    RESUME_MAY_CHANGE,
+    TABLE_MODELS,
+    TABLE_PRIORS,
+    exit_status,
+    option_name,
+)
 from pyrovamp.workflow.table1 import (
     MAX_FIRST_EPOCH_LEFTOVERS,
     PAPER_SOURCE,
@@ -65,9 +80,6 @@ logger = logging.getLogger(__name__)
 
 # too slow for a CPU: listed with their command unless a GPU is there (or a smoke test)
 GPU_MODELS = ("convhvae", "pixelhvae")
-# each cell's learning curve: the test log-likelihood (IS) on a fixed, spread test subset every
-# TEST_EVERY epochs (pyrovamp train --test-every; not counted as training time)
-TEST_EVERY = 25
 
 
 def hardware(accelerator: str = "cpu", devices: int = 1) -> str:
@@ -91,7 +103,7 @@ def hardware(accelerator: str = "cpu", devices: int = 1) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
 
 
-def _command(dataset, model, prior, out, data_root=None) -> str:
+def _command(dataset, model, prior, out, data_root=None, recipe="paper") -> str:
     parts = [
         "pyrovamp",
         "reproduce",
@@ -111,15 +123,18 @@ def _command(dataset, model, prior, out, data_root=None) -> str:
     ]
     if data_root:
         parts += ["--data-root", str(data_root)]
+    if recipe != "paper":
+        parts += ["--recipe", recipe]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def reproduce_table1(
     out,
     datasets=("static_mnist",),
-    models=TABLE_MODELS,
+    models=None,
     priors=TABLE_PRIORS,
     *,
+    recipe: str | Recipe = "paper",
     max_minutes: float | None = None,
     accelerator: str = "auto",
     devices: int = 1,
@@ -130,36 +145,57 @@ def reproduce_table1(
     progress: bool | str = False,
     log=None,
 ) -> Path:
-    """Train (or continue, or skip) every cell of the table and write ``out/table1.md``.
+    """Train (or continue, or skip) every cell of the table with a recipe and write
+    ``out/table1.md``.
 
-    Each cell is a ``pyrovamp train --dataset D --model M --prior P --preset paper --out
-    out/D_M_P --test-every 25`` run (resumed when the folder holds a checkpoint; a finished cell
-    is skipped; a finished training whose test evaluation is missing is evaluated). The learning
-    curve -- the validation ELBO of every epoch and the test log-likelihood on
-    :data:`~pyrovamp.workflow.settings.TEST_POINTS` test images spread over the test set every 25
-    epochs (IS, S = :data:`~pyrovamp.workflow.settings.TEST_NUM_SAMPLES`) -- is in each cell's
-    ``history.csv`` and ``loss.png`` and listed in ``table1.md``. With one device a cell runs in
-    this process (:func:`pyrovamp.workflow.experiment.train_run`); with several it runs as
-    ``python -m pyrovamp.cli train ...`` in a child process, so that Lightning's launcher starts
-    the data-parallel processes from its command line. On a machine without a GPU, the
+    A cell is trained by the stages of ``recipe`` (:data:`~pyrovamp.workflow.recipes.RECIPES`),
+    one ``pyrovamp train`` run each, in its own folder. With ``recipe="paper"`` (one stage) a cell
+    is a ``pyrovamp train --dataset D --model M --prior P --preset paper --out out/D_M_P
+    --test-every 25`` run; with ``recipe="best"`` (``vae`` and ``hvae`` only) it is ``1-elbo``
+    (the fast preset with dropout 0.1, validated on the IWAE-20 bound) then ``2-iwae``
+    (fine-tuning on the IWAE-20 bound from stage 1's parameters, Burda et al. 2016) in
+    ``out/D_M_P.best/``. Per stage, as for a cell before recipes: a folder with a checkpoint is
+    resumed, a finished training whose test evaluation is missing is evaluated, a finished stage
+    (trained and evaluated) is skipped. A stage starts only once the stage before it has finished,
+    with ``--init-from`` that stage's folder where the recipe says so. ``max_minutes`` is the
+    training time of a cell in one call: a stage that finishes within it leaves the rest (the
+    wall time of this call's pieces of the cell, test evaluations included, subtracted) to the
+    next stage, which starts in the same call; with nothing left it starts in the next call.
+    Every stage folder gets ``recipe.json`` (recipe, version, stage, index and the ``pyrovamp
+    train`` command that started it); a folder whose ``recipe.json`` names another recipe,
+    version or stage is refused before any work.
+
+    The learning curve of the paper recipe -- the validation ELBO of every epoch and the test
+    log-likelihood on :data:`~pyrovamp.workflow.settings.TEST_POINTS` test images spread over the
+    test set every 25 epochs (IS, S = :data:`~pyrovamp.workflow.settings.TEST_NUM_SAMPLES`) -- is
+    in each cell's ``history.csv`` and ``loss.png`` and listed in ``table1.md``. With one device a
+    stage runs in this process (:func:`pyrovamp.workflow.experiment.train_run`); with several it
+    runs as ``python -m pyrovamp.cli train ...`` in a child process, so that Lightning's launcher
+    starts the data-parallel processes from its command line. On a machine without a GPU, the
     ``convhvae`` and ``pixelhvae`` cells are listed as needing one (with the command that runs
     them) unless ``max_points`` is given (a smoke test on the first ``max_points`` points). A
-    cell that fails (bad data, a non-finite loss) is reported in its row; the others go on.
+    cell that fails (bad data, a non-finite loss) is reported in its row; the others go on. The
+    table names each cell's recipe; a cell of several stages shows the value of its last finished
+    stage, each stage's own value and the training time summed over the stages.
 
     Args:
         out: the folder of the cells and ``table1.md``.
         datasets: which cells: their data sets.
-        models: which cells: their models.
+        models: which cells: their models (``None``: the recipe's, every model of the table for
+            ``paper``, ``vae`` and ``hvae`` for ``best``).
         priors: which cells: their priors.
-        max_minutes: training time per cell and call (``--max-minutes``); ``None``: until the
-            cell finishes. The final test evaluation (S=5000) comes on top.
+        recipe: a name of :data:`~pyrovamp.workflow.recipes.RECIPES` (``"paper"``, ``"best"``)
+            or a :class:`~pyrovamp.workflow.recipes.Recipe`.
+        max_minutes: training time per cell and call (``--max-minutes``), shared by the stages
+            that run in the call; ``None``: until every stage finishes. The final test
+            evaluation of the stage that is training (S=5000) comes on top.
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"`` (a GPU when there is one).
         devices: devices (processes) per cell.
         data_roots: data set name -> folder with its files (key ``None``: every data set).
         max_points: a setting of ``pyrovamp train`` (smoke tests: fewer points).
         num_samples: a setting of ``pyrovamp train`` (smoke tests: fewer importance samples).
-        epochs: a setting of ``pyrovamp train`` (smoke tests: fewer epochs than the paper's
-            2000).
+        epochs: a setting of ``pyrovamp train`` for every stage (smoke tests: fewer epochs than
+            the presets' 2000).
         progress: show Lightning's progress bar.
         log: callable taking one line of progress (default: this module's logger, level INFO).
 
@@ -169,10 +205,20 @@ def reproduce_table1(
     Raises:
         pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (``datasets`` a string
             instead of a list, a float ``devices``, ...).
-        ValueError: an unknown data set, model or prior, a GPU asked for on a machine without
-            one, a count below 1, or a missing data folder -- before any work.
+        ValueError: an unknown recipe, data set, model or prior, a model the recipe was not
+            designed for (``best`` with ``convhvae`` or ``pixelhvae``), a stage folder of another
+            recipe or version, a GPU asked for on a machine without one, a count below 1, or a
+            missing data folder -- one line, before any work.
     """
     log = log or logger.info
+    if isinstance(recipe, Recipe):
+        rec = recipe
+    elif isinstance(recipe, str) and recipe in RECIPES:
+        rec = RECIPES[recipe]
+    else:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if models is None:
+        models = tuple(rec.models or TABLE_MODELS)
     devices = check_int("devices", devices)
     max_points = check_optional_int("max_points", max_points)
     num_samples = check_optional_int("num_samples", num_samples)
@@ -190,6 +236,12 @@ def reproduce_table1(
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise ValueError(f"{name} must be some of {', '.join(allowed)}, got {list(values)}")
+    other = [m for m in models if rec.models is not None and m not in rec.models]
+    if other:
+        raise ValueError(
+            f"models: the {rec.name} recipe is for {', '.join(rec.models or ())} only; it was "
+            f"not designed for {', '.join(other)}"
+        )
     if accelerator not in ("cpu", "gpu", "auto"):
         raise ValueError(f"accelerator must be cpu, gpu or auto, got {accelerator!r}")
     if accelerator == "gpu" and not torch.cuda.is_available():
@@ -200,38 +252,36 @@ def reproduce_table1(
     for v in data_roots.values():
         if not Path(v).is_dir():
             raise ValueError(f"--data-root {v} is not a folder")
+    keys = [(d, m, p) for d in datasets for m in models for p in priors]
+    for key in keys:  # a folder of another recipe or version: refused before any work
+        for i in range(1, len(rec.stages) + 1):
+            check_stage_folder(rec.stage_folder(Path(out) / cell_name(*key), i), rec, i)
     out = make_folder(out)
 
     cells, needs_gpu, notes = {}, {}, []
-    for dataset in datasets:
+    for key in keys:
+        dataset, model, prior = key
         root = data_roots.get(dataset, data_roots.get(None))
-        for model in models:
-            for prior in priors:
-                key = (dataset, model, prior)
-                folder = out / cell_name(*key)
-                st = read_cell(folder)
-                if st.state == "finished":
-                    log(f"{folder.name}: finished, skipped")
-                elif not gpu and model in GPU_MODELS and max_points is None:
-                    needs_gpu[key] = _command(dataset, model, prior, out, root)
-                    log(f"{folder.name}: needs a GPU, not run ({needs_gpu[key]})")
-                elif st.state == "unreadable":
-                    log(f"{folder.name}: {st.note}; left alone")
-                else:
-                    settings = {
-                        "max_minutes": max_minutes,
-                        "num_samples": num_samples,
-                        "epochs": epochs,
-                        "data_root": root,
-                        "accelerator": acc,
-                        "devices": devices,
-                        "test_every": TEST_EVERY,
-                        "strategy": "ddp" if devices > 1 else None,
-                    }
-                    st = _run_cell(key, folder, st, settings, max_points, progress, log)
-                cells[key] = read_cell(folder) if folder.is_dir() else st
-                if st.note:
-                    cells[key].note = st.note
+        cell = out / cell_name(*key)
+        states = [read_cell(rec.stage_folder(cell, i)) for i in range(1, len(rec.stages) + 1)]
+        if all(st.state == "finished" for st in states):
+            log(f"{cell.name}: finished, skipped")
+        elif not gpu and model in GPU_MODELS and max_points is None:
+            needs_gpu[key] = _command(dataset, model, prior, out, root, rec.name)
+            log(f"{cell.name}: needs a GPU, not run ({needs_gpu[key]})")
+        else:
+            settings = {
+                "num_samples": num_samples,
+                "epochs": epochs,
+                "data_root": root,
+                "accelerator": acc,
+                "devices": devices,
+                "strategy": "ddp" if devices > 1 else None,
+            }
+            states = _run_stages(
+                key, cell, rec, states, settings, max_points, max_minutes, progress, log
+            )
+        cells[key] = _cell_summary(rec, cell, states, out)
     if max_points is not None:
         notes.append(
             f"Smoke test: cells run with `--max-points {max_points}` (the first "
@@ -240,6 +290,45 @@ def reproduce_table1(
     path = write_table(out, cells, needs_gpu, notes)
     log(f"table -> {path}")
     return path
+
+
+def _run_stages(key, cell, rec, states, settings, max_points, max_minutes, progress, log):
+    """One call's pieces of a cell: its stages in order, from the first one not finished, while
+    each finishes and ``max_minutes`` (shared by the stages run in this call) lasts."""
+    t0, ran = time.monotonic(), False
+    states = list(states)
+    for i, stage in enumerate(rec.stages, 1):
+        folder = rec.stage_folder(cell, i)
+        st = states[i - 1]
+        where = folder.name if rec.in_cell_folder else f"{cell.name} stage {i} ({stage.name})"
+        if st.state == "finished":
+            continue
+        if i > 1 and states[i - 2].state != "finished":  # only after the stage before it
+            break
+        if st.state == "unreadable":
+            log(f"{where}: {st.note}; left alone")
+            break
+        minutes = max_minutes
+        if max_minutes is not None and ran:
+            minutes = max_minutes - (time.monotonic() - t0) / 60.0
+            if minutes <= 0:
+                log(f"{where}: starts in the next call (this call's --max-minutes is spent)")
+                break
+        options = {"dataset": key[0], "model": key[1], "prior": key[2], **stage.options}
+        if stage.init_from_previous:
+            options["init_from"] = str(rec.stage_folder(cell, i - 1))
+        st = _run_cell(
+            folder,
+            st,
+            {**settings, "max_minutes": minutes},
+            options,
+            max_points,
+            progress,
+            log,
+            stamp=(rec, i, where),
+        )
+        states[i - 1], ran = st, True
+    return states
 
 
 def _argv(options: dict) -> list[str]:
@@ -254,11 +343,27 @@ def _argv(options: dict) -> list[str]:
 
 
 def _run_cell(
-    key, folder: Path, st: CellState, settings: dict, max_points, progress, log
+    folder: Path,
+    st: CellState,
+    settings: dict,
+    stage_options: dict,
+    max_points,
+    progress,
+    log,
+    *,
+    stamp: tuple,
 ) -> CellState:
-    """One piece of a cell: evaluate a trained cell, resume an unfinished one or start it."""
-    dataset, model, prior = key
+    """One piece of a stage: evaluate a trained stage, resume an unfinished one or start it;
+    its ``recipe.json`` is written once the folder exists (``stamp``: recipe, index, name)."""
+    rec, index, where = stamp
     device = "cuda" if settings["accelerator"] == "gpu" else "cpu"
+    given = {k: v for k, v in settings.items() if v is not None}
+    start = {**stage_options, **given, "max_points": max_points}
+    command = " ".join(
+        shlex.quote(a)
+        for a in ["pyrovamp", "train", "--out", str(folder)]
+        + _argv({k: v for k, v in start.items() if k != "max_minutes"})
+    )
     if st.state == "trained":
         options = {
             "num_samples": settings["num_samples"],
@@ -268,51 +373,25 @@ def _run_cell(
         argv = ["evaluate", str(folder)] + _argv(options)
         what = "test evaluation of the finished training"
     elif st.state == "unfinished":
-        options = dict(settings)
+        resumable = {k: v for k, v in stage_options.items() if k in RESUME_MAY_CHANGE}
+        options = {**settings, **resumable}
         argv = ["train", "--resume", "--out", str(folder)] + _argv(options)
         what = f"resumed after {st.epochs} epochs"
     else:
         if st.state == "leftovers":  # killed in its first epoch: nothing to continue from
             shutil.rmtree(folder)
-        options = {
-            "dataset": dataset,
-            "model": model,
-            "prior": prior,
-            "preset": "paper",
-            **settings,
-            "max_points": max_points,
-        }
+        options = start
         argv = ["train", "--out", str(folder)] + _argv(options)
         what = "started"
     if not progress:
         argv.append("--no-progress")
-    log(f"{folder.name}: {what}: pyrovamp {' '.join(shlex.quote(a) for a in argv)}")
+    log(f"{where}: {what}: pyrovamp {' '.join(shlex.quote(a) for a in argv)}")
     t0 = time.time()
-    if settings["devices"] > 1:
-        proc = subprocess.Popen([sys.executable, "-m", "pyrovamp.cli", *argv])
-        try:
-            rc = proc.wait()
-        except KeyboardInterrupt:  # the cell's processes stop after their step, with a checkpoint
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
-            raise
-    else:
-        rc = 0
-        try:
-            if argv[0] == "evaluate":
-                metrics = evaluate_run_folder(folder, **options, progress=progress).metrics
-            else:
-                resume = st.state == "unfinished"
-                metrics = train_run(options, folder, resume=resume, progress=progress).metrics
-            if metrics is not None:
-                log(result_line(metrics, folder))
-        except Exception as e:  # a failed cell is reported in its row; the others go on
-            status = exit_status(e)
-            if status is None:
-                raise
-            rc = status
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log(f"pyrovamp {argv[0]}: error: {first}")
+    try:
+        rc = _run_piece(folder, argv, options, st, settings["devices"], progress, log)
+    finally:  # also when stopped: the folder of a stage names its recipe from its first piece on
+        if (folder / "config.json").is_file() and read_recipe_file(folder) is None:
+            write_recipe_file(folder, rec, index, command)
     piece = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
         "seconds": round(time.time() - t0, 1),
@@ -326,5 +405,91 @@ def _run_cell(
     new = read_cell(folder)
     if rc != 0:
         new.note = f"the last piece failed (exit status {rc}; see its message above)"
-        log(f"{folder.name}: failed with exit status {rc}")
+        log(f"{where}: failed with exit status {rc}")
     return new
+
+
+def _run_piece(folder, argv, options, st, devices, progress, log) -> int:
+    """Run one piece (``pyrovamp train`` or ``evaluate``); its exit status."""
+    if devices > 1:
+        proc = subprocess.Popen([sys.executable, "-m", "pyrovamp.cli", *argv])
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the cell's processes stop after their step, with a checkpoint
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
+    try:
+        if argv[0] == "evaluate":
+            metrics = evaluate_run_folder(folder, **options, progress=progress).metrics
+        else:
+            resume = st.state == "unfinished"
+            metrics = train_run(options, folder, resume=resume, progress=progress).metrics
+        if metrics is not None:
+            log(result_line(metrics, folder))
+    except Exception as e:  # a failed cell is reported in its row; the others go on
+        status = exit_status(e)
+        if status is None:
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        log(f"pyrovamp {argv[0]}: error: {first}")
+        return status
+    return 0
+
+
+def _cell_summary(rec: Recipe, cell: Path, states: list, out: Path) -> CellState:
+    """The table's view of a cell: its one stage's state, or for several stages the last
+    finished stage's metrics with every stage listed and the training time summed."""
+    stages = []
+    for i, (stage, st) in enumerate(zip(rec.stages, states, strict=True), 1):
+        folder = rec.stage_folder(cell, i)
+        try:
+            recorded = read_recipe_file(folder) or {}
+        except ValueError:
+            recorded = {}
+        m = st.metrics if st.state == "finished" else {}
+        stages.append(
+            {
+                "index": i,
+                "name": stage.name,
+                "folder": folder.relative_to(out).as_posix(),
+                "state": st.state,
+                "epochs": st.epochs,
+                "seconds": st.train_seconds,
+                "eval_seconds": m.get("eval_seconds"),
+                "value": m.get("test_log_likelihood"),
+                "command": recorded.get("command"),
+            }
+        )
+    if len(states) == 1:
+        one = states[0]
+        one.recipe, one.stages = rec.label, stages
+        return one
+    done = [i for i, st in enumerate(states) if st.state == "finished"]
+    now = next((i for i, st in enumerate(states) if st.state != "finished"), None)
+    shown_at = done[-1] if done else 0  # the stage whose metrics stand for the cell
+    shown, stage = states[shown_at], rec.stages[shown_at]
+    current = states[-1] if now is None else states[now]
+    differ = None
+    if shown.config and shown.state not in ("not started", "leftovers"):
+        preset = shown.config.get("preset") or stage.options.get("preset") or "paper"
+        differ = preset_differences(
+            shown.config,
+            preset,
+            overrides=stage.options,
+            label=f"{rec.name} v{rec.version} stage {stage.name}",
+        )
+    return CellState(
+        "finished" if now is None else current.state,
+        epochs=sum(st.epochs for st in states),
+        train_seconds=sum(st.train_seconds for st in states),
+        stopped_early=current.stopped_early,
+        metrics=shown.metrics if shown.state == "finished" else {},
+        config=shown.config,
+        pieces=[p for st in states for p in st.pieces],
+        note=current.note,
+        partial={} if done else current.partial,
+        recipe=rec.label,
+        stages=stages,
+        differences=differ,
+    )

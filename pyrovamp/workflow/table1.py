@@ -4,7 +4,8 @@ folder says about it (:func:`read_cell`) and ``table1.md`` (:func:`write_table`)
 Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS, sec. 4 and Table 2 (test
 log-likelihood by importance sampling with S = 5000, nats per image; for Frey Faces the negative
 log-likelihood per pixel). A cell -- data set x model x prior -- is the run folder
-``DIR/<dataset>_<model>_<prior>`` (:func:`cell_name`).
+``DIR/<dataset>_<model>_<prior>`` (:func:`cell_name`), or with a recipe of several stages
+(:mod:`pyrovamp.workflow.recipes`) one run folder per stage.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ PAPER_SOURCE = (
     "this code's authors and are left blank rather than quoted from memory."
 )
 
-MAX_FIRST_EPOCH_LEFTOVERS = {"config.json", "logs"}  # what a run killed in its first epoch leaves
+# what a stage killed in its first epoch leaves (recipe.json: pyrovamp reproduce's own)
+MAX_FIRST_EPOCH_LEFTOVERS = {"config.json", "logs", "recipe.json"}
 
 
 def cell_name(dataset: str, model: str, prior: str) -> str:
@@ -89,6 +91,17 @@ class CellState:
             say after how many epochs).
         curve: ``(epoch, test log-likelihood)`` pairs of the learning curve in ``history.csv``
             (``--test-every``; nats per image on the fixed test subset).
+        recipe: the recipe that trains the cell, as the table names it (``"paper v1"``,
+            ``"best v1 (2 stages)"``; ``""``: not known).
+        stages: one dict per stage of the recipe (``index``, ``name``, ``folder`` relative to
+            the table's folder, ``state``, ``epochs``, ``seconds`` of training,
+            ``eval_seconds``, ``value``: its test log-likelihood once finished, ``command``: the
+            ``pyrovamp train`` command from its ``recipe.json`` or ``None``). For several stages
+            the other attributes describe the cell as a whole: ``state`` is ``"finished"`` once
+            every stage is, else the state of the first stage that is not; ``metrics`` and
+            ``config`` are the last finished stage's; ``epochs`` and ``train_seconds`` the sums.
+        differences: the settings in which the cell differs from its recipe
+            (:func:`preset_differences`); ``None``: from the paper preset.
     """
 
     state: str
@@ -101,6 +114,9 @@ class CellState:
     note: str = ""
     partial: dict = field(default_factory=dict)
     curve: list = field(default_factory=list)
+    recipe: str = ""
+    stages: list = field(default_factory=list)
+    differences: list | None = None
 
 
 def _read_json(path):
@@ -201,32 +217,152 @@ def _fmt_minutes(seconds: float) -> str:
     return f"{m / 60:.1f} h"
 
 
-def preset_differences(config: dict, preset: str = "paper") -> list[str]:
+def preset_differences(
+    config: dict, preset: str = "paper", overrides: dict | None = None, label: str | None = None
+) -> list[str]:
     """The protocol settings in which a cell's ``config.json`` differs from today's ``preset``
     (read as :func:`pyrovamp.workflow.runs.saved_config`: a setting newer than the run counts as
-    what the
-    run was trained with), e.g. ``["optimizer adam (paper preset: adamnormgrad)"]``; the model and
-    prior of the cell itself, the test settings and the pseudo-input settings of a prior without
-    pseudo-inputs are not differences."""
+    what the run was trained with), e.g. ``["optimizer adam (paper preset: adamnormgrad)"]``; the
+    model and prior of the cell itself, the test settings and the pseudo-input settings of a prior
+    without pseudo-inputs are not differences.
+
+    Args:
+        config: the cell's ``config.json``.
+        preset: the preset it should have been trained with (a key of
+            :data:`pyrovamp.training.config.PRESETS`).
+        overrides: settings that replace the preset's (a recipe stage's options,
+            :class:`pyrovamp.workflow.recipes.Stage`); only the preset's settings are compared.
+        label: what the expected values are called (default ``"<preset> preset"``).
+    """
     cfg = saved_config(config)
     skip = {"model", "num_samples"}
     if cfg.get("prior") != "vampprior":
         skip.add("pseudo_input_parameterization")
+    expected = {
+        **PRESETS[preset],
+        **{k: v for k, v in (overrides or {}).items() if k in PRESETS[preset]},
+    }
+    label = label or f"{preset} preset"
     out = []
-    for k, want in PRESETS[preset].items():
+    for k, want in expected.items():
         have = cfg.get(k)
         if k in skip or have is None:
             continue
         if isinstance(want, (list, tuple)):
             want, have = list(want), list(have) if isinstance(have, (list, tuple)) else have
         if have != want:
-            out.append(f"{k} {have} ({preset} preset: {want})")
+            out.append(f"{k} {have} ({label}: {want})")
     return out
+
+
+def _stage_text(s: dict) -> str:
+    """A stage in the recipe column: its value once finished, else how far it got."""
+    if s["state"] == "finished" and s.get("value") is not None:
+        return f"{s['name']} {float(s['value']):.2f}"
+    if s["state"] == "finished":
+        return f"{s['name']} finished"
+    if s["state"] in ("not started", "leftovers"):
+        return f"{s['name']} not started"
+    if s["state"] == "unfinished":
+        return f"{s['name']} unfinished ({s['epochs']} epochs)"
+    return f"{s['name']} {s['state']}"
+
+
+def _value(st: CellState, paper) -> tuple[str, str, str]:
+    """The cell's pyrovamp (IS), AIS and pyrovamp - paper columns."""
+    m = st.metrics
+    ours = ais = diff = "–"
+    if m:  # a finished run (for several stages: the last finished stage)
+        n, s = m.get("num_test_points"), m.get("num_samples")
+        where = f"S={s}, {n} test images"
+        if st.config.get("max_points"):
+            where += f", smoke test on the first {st.config['max_points']} points"
+        done = [x for x in st.stages if x["state"] == "finished"]
+        if len(st.stages) > 1 and done and done[-1] is not st.stages[-1]:
+            where += f", after stage {done[-1]['index']} ({done[-1]['name']})"
+        value = float(m["test_log_likelihood"])
+        ours = f"{value:.2f} ± {float(m.get('test_log_likelihood_se', 0.0)):.2f} ({where})"
+        if paper is not None and paper[1] == "ll":
+            diff = f"{value - paper[0]:+.2f}"
+        if "test_nll_per_pixel" in m:
+            nll = float(m["test_nll_per_pixel"])
+            ours += f"; NLL/pixel {nll:.3f}"
+            if paper is not None and paper[1] == "nll_per_pixel":
+                diff = f"{paper[0] - nll:+.3f} per pixel"
+        for tag, where in (("refined", "training"), ("refined_on_test", "test")):
+            if m.get(f"test_log_likelihood_{tag}") is not None:  # evaluate --refine-guide
+                ours += (
+                    f"; {float(m[f'test_log_likelihood_{tag}']):.2f} with the guide "
+                    f"refined on the {where} set (S={m.get(f'{tag}_num_samples')}, "
+                    f"{m.get(f'{tag}_refine_epochs')} epochs of "
+                    f"IWAE-{m.get(f'{tag}_refine_num_samples')}, the model frozen)"
+                )
+        if m.get("test_log_likelihood_ais") is not None:
+            ais = f"{float(m['test_log_likelihood_ais']):.2f}"
+    elif st.state == "unfinished" and st.partial:
+        # estimates of the current parameters of a run that has not converged yet
+        p, now = st.partial, st.epochs
+        if p.get("is_epochs") == now and p.get("test_log_likelihood") is not None:
+            value = float(p["test_log_likelihood"])
+            ours = (
+                f"{value:.2f} ± {float(p.get('test_log_likelihood_se', 0.0)):.2f} "
+                f"(S={p.get('num_samples')}, {p.get('num_test_points')} test images, "
+                f"after {now} epochs)"
+            )
+            if paper is not None and paper[1] == "ll":
+                diff = f"{value - paper[0]:+.2f}"
+        if p.get("ais_epochs") == now and p.get("test_log_likelihood_ais") is not None:
+            ais = (
+                f"{float(p['test_log_likelihood_ais']):.2f} ({p.get('ais_num_chains')} "
+                f"chains x {p.get('ais_num_steps')} steps, after {now} epochs)"
+            )
+    return ours, ais, diff
+
+
+def _status(st: CellState, gpu: bool) -> str:
+    """The status column: converged or not, what to do next, for several stages which stage."""
+    if gpu:
+        status = "needs a GPU (command below)"
+    elif st.state == "finished":
+        status = (
+            "converged (early stopping fired)"
+            if st.stopped_early
+            else "not converged (the epoch limit ended training before early stopping)"
+        )
+    elif st.state in ("unfinished", "trained"):
+        status = (
+            "not converged (unfinished: run the same command again to continue)"
+            if st.state == "unfinished"
+            else "trained; test evaluation missing (run the same command again)"
+        )
+    elif st.state == "unreadable":
+        status = f"error: {st.note}"
+    elif len(st.stages) > 1 and any(x["state"] == "finished" for x in st.stages):
+        status = "not started (run the same command again)"
+    else:
+        status = "not started"
+    now = next((x for x in st.stages if x["state"] != "finished"), None)
+    if len(st.stages) > 1 and now is not None and not gpu:
+        status = f"stage {now['index']} of {len(st.stages)} ({now['name']}): {status}"
+    if st.note and st.state != "unreadable":
+        status += f"; {st.note}"
+    differ = st.differences
+    if differ is None and st.config and st.state not in ("not started", "leftovers"):
+        differ = preset_differences(st.config)
+    if differ:
+        status += "; trained with " + ", ".join(differ)
+    return status
 
 
 def write_table(out, cells, needs_gpu, notes=()) -> Path:
     """Write ``out/table1.md`` from ``cells`` (``(dataset, model, prior) -> CellState``);
-    ``needs_gpu`` maps the cells that were not run on this CPU-only machine to their command."""
+    ``needs_gpu`` maps the cells that were not run on this CPU-only machine to their command.
+
+    A row names the cell's recipe (:attr:`CellState.recipe`); for a recipe of several stages its
+    value is the last finished stage's, the recipe column lists each stage's value, the epochs
+    and training time are given per stage and summed, and the status says which stage is next.
+    The ``pyrovamp train`` command of every stage (its ``recipe.json``) is listed below the
+    table."""
     out = Path(out)
     lines = [
         "# The VampPrior paper's table: pyrovamp beside the paper",
@@ -235,60 +371,22 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
         "Test log-likelihood in nats per image (higher is better), by importance sampling "
         "with S samples per test image (the paper: S = 5000 on the whole test set); for grey "
         "images (Frey Faces) the negative log-likelihood per pixel (lower is better). Each "
-        "cell is a run folder in this directory, trained with the paper preset "
-        "(`pyrovamp train --preset paper`).",
+        "cell is trained by the recipe its row names (`--recipe`): `paper`, one run folder "
+        "in this directory trained with the paper preset (`pyrovamp train --preset paper`); "
+        "a recipe of several stages, one run folder per stage, each stage's own test value "
+        "beside the recipe's name and the cell's value that of its last finished stage (the "
+        "commands are listed below the table).",
         "",
         f"Paper values: {PAPER_SOURCE}",
         "",
-        "| data set | model | prior | pyrovamp (IS) | AIS | paper | pyrovamp - paper | epochs "
-        "| wall time (training) | hardware | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | prior | recipe | pyrovamp (IS) | AIS | paper | pyrovamp - paper "
+        "| epochs | wall time (training) | hardware | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, model, prior), st in cells.items():
         paper = PAPER_TABLE.get((dataset, model, prior))
         m = st.metrics
-        ours = ais = diff = "–"
-        if st.state == "finished" and m:
-            n, s = m.get("num_test_points"), m.get("num_samples")
-            where = f"S={s}, {n} test images"
-            if st.config.get("max_points"):
-                where += f", smoke test on the first {st.config['max_points']} points"
-            value = float(m["test_log_likelihood"])
-            ours = f"{value:.2f} ± {float(m.get('test_log_likelihood_se', 0.0)):.2f} ({where})"
-            if paper is not None and paper[1] == "ll":
-                diff = f"{value - paper[0]:+.2f}"
-            if "test_nll_per_pixel" in m:
-                nll = float(m["test_nll_per_pixel"])
-                ours += f"; NLL/pixel {nll:.3f}"
-                if paper is not None and paper[1] == "nll_per_pixel":
-                    diff = f"{paper[0] - nll:+.3f} per pixel"
-            for tag, where in (("refined", "training"), ("refined_on_test", "test")):
-                if m.get(f"test_log_likelihood_{tag}") is not None:  # evaluate --refine-guide
-                    ours += (
-                        f"; {float(m[f'test_log_likelihood_{tag}']):.2f} with the guide "
-                        f"refined on the {where} set (S={m.get(f'{tag}_num_samples')}, "
-                        f"{m.get(f'{tag}_refine_epochs')} epochs of "
-                        f"IWAE-{m.get(f'{tag}_refine_num_samples')}, the model frozen)"
-                    )
-            if m.get("test_log_likelihood_ais") is not None:
-                ais = f"{float(m['test_log_likelihood_ais']):.2f}"
-        elif st.state == "unfinished" and st.partial:
-            # estimates of the current parameters of a run that has not converged yet
-            p, now = st.partial, st.epochs
-            if p.get("is_epochs") == now and p.get("test_log_likelihood") is not None:
-                value = float(p["test_log_likelihood"])
-                ours = (
-                    f"{value:.2f} ± {float(p.get('test_log_likelihood_se', 0.0)):.2f} "
-                    f"(S={p.get('num_samples')}, {p.get('num_test_points')} test images, "
-                    f"after {now} epochs)"
-                )
-                if paper is not None and paper[1] == "ll":
-                    diff = f"{value - paper[0]:+.2f}"
-            if p.get("ais_epochs") == now and p.get("test_log_likelihood_ais") is not None:
-                ais = (
-                    f"{float(p['test_log_likelihood_ais']):.2f} ({p.get('ais_num_chains')} "
-                    f"chains x {p.get('ais_num_steps')} steps, after {now} epochs)"
-                )
+        ours, ais, diff = _value(st, paper)
         paper_txt = (
             "–"
             if paper is None
@@ -304,38 +402,30 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
                 else f"not recorded (device {m.get('device', '?')})"
             )
         )
-        if (dataset, model, prior) in needs_gpu:
-            status = "needs a GPU (command below)"
-        elif st.state == "finished":
-            status = (
-                "converged (early stopping fired)"
-                if st.stopped_early
-                else "not converged (the epoch limit ended training before early stopping)"
-            )
-        elif st.state in ("unfinished", "trained"):
-            status = (
-                "not converged (unfinished: run the same command again to continue)"
-                if st.state == "unfinished"
-                else "trained; test evaluation missing (run the same command again)"
-            )
-        elif st.state == "unreadable":
-            status = f"error: {st.note}"
+        status = _status(st, (dataset, model, prior) in needs_gpu)
+        recipe = st.recipe or "–"
+        multi = len(st.stages) > 1
+        if multi:
+            recipe += ": " + ", ".join(_stage_text(x) for x in st.stages)
+            epochs = " + ".join(str(x["epochs"]) if x["epochs"] else "–" for x in st.stages)
+            epochs += f" = {st.epochs}" if st.epochs else ""
         else:
-            status = "not started"
-        if st.note and st.state != "unreadable":
-            status += f"; {st.note}"
-        if (
-            st.config
-            and st.state not in ("not started", "leftovers")
-            and (differ := preset_differences(st.config))
-        ):
-            status += "; trained with " + ", ".join(differ)
-        epochs = str(st.epochs) if st.epochs else "–"
+            epochs = str(st.epochs) if st.epochs else "–"
         t = _fmt_minutes(st.train_seconds) if st.train_seconds else "–"
-        if m.get("eval_seconds") is not None:
-            t += f" (+ {_fmt_minutes(float(m['eval_seconds']))} test evaluation)"
+        if multi and st.train_seconds:
+            per = [
+                f"{x['name']} {_fmt_minutes(x['seconds']) if x['seconds'] else '–'}"
+                for x in st.stages
+            ]
+            t += f" ({' + '.join(per)})"
+        if multi:
+            evals = [x["eval_seconds"] for x in st.stages if x.get("eval_seconds") is not None]
+        else:
+            evals = [m["eval_seconds"]] if m.get("eval_seconds") is not None else []
+        if evals:
+            t += f" (+ {_fmt_minutes(sum(float(e) for e in evals))} test evaluation)"
         lines.append(
-            f"| {dataset} | {model} | {prior} | {ours} | {ais} | {paper_txt} | {diff} "
+            f"| {dataset} | {model} | {prior} | {recipe} | {ours} | {ais} | {paper_txt} | {diff} "
             f"| {epochs} | {t} | {hw_txt} | {status} |"
         )
     if needs_gpu:
@@ -348,6 +438,23 @@ def write_table(out, cells, needs_gpu, notes=()) -> Path:
         ]
         for (dataset, model, prior), cmd in needs_gpu.items():
             lines.append(f"- {cell_name(dataset, model, prior)}: `{cmd}`")
+    staged = [(key, st) for key, st in cells.items() if st.stages]
+    if staged:
+        lines += [
+            "",
+            "## The stages and their commands",
+            "",
+            "The `pyrovamp train` command that started each stage (from its `recipe.json`; "
+            "a stage whose folder has none was started before recipes were recorded, or not "
+            "yet); `pyrovamp reproduce` adds `--max-minutes` and resumes with `--resume`:",
+            "",
+        ]
+        for _, st in staged:
+            for x in st.stages:
+                cmd = f"`{x['command']}`" if x.get("command") else "no recipe.json"
+                lines.append(
+                    f"- {x['folder']} ({st.recipe}, stage {x['index']}, {x['name']}): {cmd}"
+                )
     curves = [(key, st) for key, st in cells.items() if st.curve]
     if curves:
         lines += [
