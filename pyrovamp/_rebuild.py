@@ -84,7 +84,7 @@ class Rebuildable:
                 object.__setattr__(self, _ARGS, arguments)
             init(self, *args, **kw)
 
-        cls.__init__ = __init__  # type: ignore[method-assign]
+        cls.__init__ = __init__
 
 
 def _module_paths(root: nn.Module) -> dict[int, str]:

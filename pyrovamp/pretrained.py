@@ -49,6 +49,7 @@ __all__ = [
     "push_to_hub",
     "load_card",
     "pretrained_folder",
+    "is_repo_id",
     "WEIGHTS",
     "CONFIG",
     "CARD",
@@ -208,6 +209,11 @@ def _write_weights(model, path: Path, weights_dtype) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hugging Face Hub repository id, ``owner/name``."""
+    return bool(_REPO_ID.match(name))
+
+
 def pretrained_folder(
     name_or_path,
     *,
@@ -231,7 +237,7 @@ def pretrained_folder(
         folder = PRETRAINED[key]
     elif Path(key).exists():
         folder = Path(key)
-    elif isinstance(name_or_path, str) and _REPO_ID.match(key):
+    elif isinstance(name_or_path, str) and is_repo_id(key):
         folder = _download(key, revision, cache_dir, local_files_only, token)
     else:
         zoo = ", ".join(PRETRAINED) or "none"
@@ -404,11 +410,11 @@ def push_to_hub(
         The ``huggingface_hub.CommitInfo`` of the upload.
 
     Raises:
-        ValueError: ``repo_id`` is not ``owner/name``; as :func:`save_pretrained`;
-        whatever ``huggingface_hub`` raises (no token, offline).
+        ValueError: ``repo_id`` is not ``owner/name``; as :func:`save_pretrained`.
+        huggingface_hub.errors.HfHubHTTPError: the upload failed (no token, no network).
     """
     check_type("repo_id", repo_id, str, "a Hugging Face Hub repository id (owner/name)")
-    if not _REPO_ID.match(repo_id):
+    if not is_repo_id(repo_id):
         raise ValueError(f"repo_id must be owner/name, got {repo_id!r}")
     from huggingface_hub import HfApi
 

@@ -3,6 +3,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,10 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     assert 0.0 <= m["share_k_above_threshold"] <= 1.0 and m["median_ess"] > 0
     assert m["khat_threshold"] == pytest.approx(1 - 1 / math.log10(20))
     assert m["test_log_likelihood_psis"] <= m["test_log_likelihood"] + 0.5
+    per_image = np.load(out / "log_likelihood_is.npz")  # the values behind the mean, as --method is
+    assert per_image["log_likelihood"].shape == (m["num_test_points"],)
+    assert per_image["log_likelihood"].mean() == pytest.approx(m["test_log_likelihood"], abs=1e-9)
+    assert per_image["pareto_k"].shape == per_image["ess"].shape == (m["num_test_points"],)
     cfg = json.loads((out / "config.json").read_text())
     assert (
         cfg["latent_dim"],
@@ -70,7 +75,10 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
 
     assert main(["evaluate", str(out), "--num-samples", "10"]) == 0
     assert "447/447" in capsys.readouterr().err
-    assert json.loads((out / "metrics.json").read_text())["num_samples"] == 10
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_samples"] == 10
+    per_image = np.load(out / "log_likelihood_is.npz")["log_likelihood"]
+    assert per_image.mean() == pytest.approx(m["test_log_likelihood"], abs=1e-9)
 
 
 @pytest.mark.parametrize(

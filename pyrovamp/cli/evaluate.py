@@ -1,4 +1,5 @@
-"""``pyrovamp evaluate``: :func:`pyrovamp.workflow.experiment.evaluate_run_folder` from the
+"""``pyrovamp evaluate``: :func:`pyrovamp.workflow.experiment.evaluate_run_folder` for a run
+folder, :func:`pyrovamp.workflow.zoo.evaluate_pretrained` for a pretrained model, from the
 command line, with a summary line per estimate on stdout as soon as it is made."""
 
 from __future__ import annotations
@@ -7,16 +8,63 @@ import argparse
 from pathlib import Path
 
 from pyrovamp.cli.options import progress_setting
-from pyrovamp.workflow.estimates import result_line
+from pyrovamp.pretrained import PRETRAINED, WEIGHTS, is_repo_id
+from pyrovamp.workflow.estimates import method_line, result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
+from pyrovamp.workflow.zoo import evaluate_pretrained
 
 __all__ = ["run"]
 
+# the options of a run folder's evaluation that a pretrained model's does not take
+_RUN_ONLY = ("bdmc", "refine_guide", "refine_on", "refine_num_samples", "refine_lr",
+             "refine_batch_size")  # fmt: skip
+
+
+def _is_pretrained(name: str) -> bool:
+    """A zoo name, a pretrained folder, or something that is no folder at all (a Hub repository
+    id, or a name the pretrained path reports with the zoo's names)."""
+    path = Path(name)
+    if name in PRETRAINED or (path / WEIGHTS).is_file():
+        return True
+    return not path.exists()
+
 
 def run(args: argparse.Namespace) -> int:
-    """Add the estimates the options ask for to the run folder ``args.run_dir``, printing a
-    summary line per estimate; exit status 0."""
+    """Add the estimates the options ask for to the run folder ``args.run_dir`` -- or score the
+    pretrained model it names -- printing a summary line per estimate; exit status 0.
+
+    Raises:
+        ValueError: options a pretrained model does not take (``--bdmc``, ``--refine-*``), or
+            ``--out`` with a run folder (its metrics go into the run folder).
+    """
     run_dir = Path(args.run_dir)
+    if not run_dir.exists() and args.run_dir not in PRETRAINED and not is_repo_id(args.run_dir):
+        raise ValueError(
+            f"{args.run_dir} is not a run folder, a pretrained model of the zoo "
+            f"({', '.join(PRETRAINED) or 'none'}), a pretrained folder or a Hugging Face Hub "
+            "repository id (owner/name)"
+        )
+    if _is_pretrained(args.run_dir):
+        given = [f"--{k.replace('_', '-')}" for k in _RUN_ONLY if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for run folders only, not pretrained models")
+        metrics = evaluate_pretrained(
+            args.run_dir,
+            method=args.method or "is",
+            num_samples=args.num_samples,
+            num_chains=args.num_chains,
+            num_steps=args.num_steps,
+            data_root=args.data_root,
+            device=args.device,
+            out=args.out,
+            progress=progress_setting(args),
+        )
+        line = method_line(metrics, args.method or "is")
+        card = metrics.get("card_log_likelihood")
+        print(f"{args.run_dir}: {line}" + (f" (its card: {card:.2f})" if card else ""))
+        return 0
+    if args.out is not None:
+        raise ValueError("--out is for pretrained models: a run's metrics go into its folder")
     options = ("num_samples", "method", "num_steps", "num_chains", "bdmc", "refine_guide",
                "refine_on", "refine_num_samples", "refine_lr", "refine_batch_size", "data_root",
                "device")  # fmt: skip

@@ -99,6 +99,7 @@ def evaluate_run(
     max_points: int | None = None,
     trainer=None,
     progress: bool | str = False,
+    per_point_file=None,
 ) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
@@ -114,7 +115,9 @@ def evaluate_run(
     sampling and the ELBO are sharded over its processes and gathered; every block of test
     points draws its samples from the seed and the block's index, so the numbers do not depend
     on the number of processes. ``progress``: a progress bar over the test points for the
-    importance sampling (one process).
+    importance sampling (one process). ``per_point_file``: where to save the per-point IS values
+    and their diagnostics (``log_likelihood``, ``log_likelihood_psis``, ``pareto_k``, ``ess``;
+    the arrays of ``pyrovamp evaluate RUN --method is``), e.g. ``RUN/log_likelihood_is.npz``.
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (a ``dataset`` that is
@@ -155,6 +158,8 @@ def evaluate_run(
             model, x, num_samples, seed=seed, diagnostics=True, progress=progress
         )
         el = elbo(model, x, 10, seed=seed + 1)
+    if per_point_file is not None and bool(torch.isfinite(ll).all()):  # never a file of NaN
+        save_per_point(per_point_file, log_likelihood=ll.cpu().numpy(), **diag)
     n = ll.numel()
     extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
     if total_latent_dim(model, x) <= MAX_LATENT_DIM:  # quadrature: the exact log p(x)

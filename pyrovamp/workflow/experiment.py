@@ -316,7 +316,8 @@ def write_metrics_and_figures(
     progress: bool | str = False,
 ) -> dict | None:
     """Merge a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
-    the run's identity) into ``out/metrics.json`` (other keys kept, e.g. those of
+    the run's identity) into ``out/metrics.json`` (the per-point IS values into
+    ``out/log_likelihood_is.npz``) (other keys kept, e.g. those of
     ``pyrovamp evaluate --method ais``; :func:`pyrovamp.workflow.estimates.merge_metrics`, under
     its lock) and write its figures (``latent.png``, ``samples.png``, ``reconstructions.png``,
     ``loss.png``, ``active_units.png``, ``pseudo_inputs.png``).
@@ -334,8 +335,15 @@ def write_metrics_and_figures(
     out = Path(out)
     t0 = time.perf_counter()
     model = model.to(device)
+    rank0 = trainer is None or trainer.is_global_zero
     metrics = evaluate_run(
-        model, dataset, num_samples, device=device, trainer=trainer, progress=progress
+        model,
+        dataset,
+        num_samples,
+        device=device,
+        trainer=trainer,
+        progress=progress,
+        per_point_file=out / "log_likelihood_is.npz" if rank0 else None,
     )
     if trainer is not None and not trainer.is_global_zero:
         return None

@@ -1,0 +1,302 @@
+"""The zoo of pretrained models: exporting a finished run folder as a pretrained folder with its
+card, scoring a pretrained model (``pyrovamp evaluate NAME``), and the table of the zoo
+(``pyrovamp pretrained``, the README's and the site's tables, generated from the cards).
+
+A card's numbers are in nats per test image: ``test_log_likelihood`` (IS with ``is_num_samples``
+importance samples, seed ``is_seed``, blocks of ``is_block_size`` test images, so that any block of
+``log_likelihood_is.npz`` can be recomputed on its own), ``test_log_likelihood_ais`` (AIS, Neal
+2001, with ``ais_num_chains`` chains and ``ais_num_steps`` temperatures), ``test_elbo``,
+``test_log_likelihood_exact`` (quadrature, two-dimensional latents only), ``active_units`` (Burda
+et al. 2016), with the training recipe, its commands, the hardware and the training time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyrovamp._io import atomic_write_text
+from pyrovamp._version import __version__
+from pyrovamp.data import load_dataset
+from pyrovamp.infer import points_per_block
+from pyrovamp.pretrained import (
+    CARD,
+    CONFIG,
+    PER_POINT,
+    PRETRAINED,
+    WEIGHTS,
+    from_pretrained,
+    load_card,
+    pretrained_folder,
+)
+from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
+from pyrovamp.workflow.runs import load_run, make_folder, read_json_object
+from pyrovamp.workflow.table1 import PAPER_TABLE
+
+__all__ = [
+    "export_run",
+    "evaluate_pretrained",
+    "zoo_rows",
+    "zoo_table",
+    "update_zoo_tables",
+]
+
+# card keys taken from a run folder's metrics.json
+_METRICS = (
+    "test_elbo",
+    "test_log_likelihood",
+    "test_log_likelihood_se",
+    "test_log_likelihood_ais",
+    "test_log_likelihood_ais_se",
+    "ais_num_chains",
+    "ais_num_steps",
+    "ais_seconds",
+    "test_log_likelihood_exact",
+    "active_units",
+    "median_ess",
+    "share_k_above_threshold",
+    "num_test_points",
+    "epochs_trained",
+    "train_seconds",
+    "eval_seconds",
+    "precision",
+)
+
+
+def _pieces_hardware(run: Path) -> str | None:
+    path = run / "reproduce.json"
+    if path.is_file():
+        pieces = json.loads(path.read_text()).get("pieces", [])
+        names = sorted({p.get("hardware") for p in pieces if p.get("hardware")})
+        return "; ".join(names) or None
+    return None
+
+
+def export_run(
+    run_dir,
+    folder,
+    *,
+    name: str,
+    recipe: str | None = None,
+    commands=(),
+    hardware: str | None = None,
+    weights_dtype=None,
+    notes: str | None = None,
+) -> Path:
+    """Write the trained model of the run folder ``run_dir`` as the pretrained folder ``folder``
+    with its card, and copy its per-image IS values (``log_likelihood_is.npz``, with the seed and
+    the block size that give them).
+
+    The run must have a test evaluation (``metrics.json``) and ``log_likelihood_is.npz``
+    (``pyrovamp evaluate RUN --method is``); AIS (``--method ais``) is taken when present.
+
+    Args:
+        name: the model's name in the zoo (the card's title and ``pv.from_pretrained(name)``).
+        recipe: the training recipe (e.g. ``"best v1"``, ``"book"``).
+        commands: the exact commands that trained and scored it, in order.
+        hardware: the machine it was trained on (default: what ``reproduce.json`` records).
+        weights_dtype: as :func:`pyrovamp.save_pretrained`.
+        notes: a sentence for the card.
+
+    Raises:
+        FileNotFoundError: not a run folder, or no ``metrics.json`` / ``log_likelihood_is.npz``.
+        ValueError: as :func:`pyrovamp.save_pretrained`.
+    """
+    run = Path(run_dir)
+    model, cfg, dataset, meta = load_run(run)
+    for f in ("metrics.json", PER_POINT):
+        if not (run / f).is_file():
+            raise FileNotFoundError(f"{run / f} is missing: evaluate the run first")
+    metrics = read_json_object(run / "metrics.json")
+    per_point = dict(np.load(run / PER_POINT))
+    num_samples = int(metrics.get("num_samples", 5000))
+    card: dict[str, Any] = {
+        "name": name,
+        "dataset": cfg["dataset"],
+        "model": cfg.get("model", "vae"),
+        "prior": cfg["prior"],
+        "latent_dim": cfg["latent_dim"],
+        "recipe": recipe,
+        "commands": list(commands),
+        "pyrovamp_version": __version__,
+        "hardware": hardware or _pieces_hardware(run),
+        "is_num_samples": num_samples,
+        "is_seed": 0,
+        "is_block_size": points_per_block(model, num_samples),
+        **{k: metrics[k] for k in _METRICS if k in metrics},
+        "notes": notes,
+    }
+    ll = per_point["log_likelihood"]
+    if abs(float(np.mean(ll)) - float(metrics["test_log_likelihood"])) > 1e-6:
+        raise ValueError(
+            f"{run / PER_POINT} (mean {np.mean(ll):.4f}) does not match metrics.json's "
+            f"test_log_likelihood {metrics['test_log_likelihood']:.4f}: evaluate again"
+        )
+    card = {k: v for k, v in card.items() if v is not None}
+    folder = make_folder(folder)
+    model.save_pretrained(folder, dataset=cfg["dataset"], card=card, weights_dtype=weights_dtype)
+    save_per_point(
+        folder / PER_POINT,
+        log_likelihood=ll,
+        seed=np.asarray(card["is_seed"]),
+        num_samples=np.asarray(num_samples),
+        block_size=np.asarray(card["is_block_size"]),
+    )
+    return folder
+
+
+def evaluate_pretrained(
+    name_or_path,
+    *,
+    method: str = "is",
+    num_samples: int | None = None,
+    num_chains: int | None = None,
+    num_steps: int | None = None,
+    data_root=None,
+    device: str = "cpu",
+    out=None,
+    progress: bool | str = "auto",
+) -> dict:
+    """``pyrovamp evaluate NAME``: score a pretrained model (zoo name, folder or Hub repository)
+    on its data set's test images.
+
+    ``method``: ``"is"`` (default S and seed: the card's, so the result is the card's number),
+    ``"ais"`` or ``"exact"``. The data set is the one recorded in ``config.json``, read from
+    ``data_root`` (default: its usual place). With ``out`` the metrics are merged into
+    ``out/metrics.json`` and the per-image values written to ``out/log_likelihood_<method>.npz``
+    (a zoo folder is never written to).
+
+    Returns:
+        The metrics (nats per test image), with ``card_log_likelihood`` (the card's value for the
+        same method, when it has one) and ``name``.
+
+    Raises:
+        ValueError: a model without a recorded data set; as :func:`pyrovamp.from_pretrained`,
+            :func:`pyrovamp.load_dataset` and the estimators.
+    """
+    folder = pretrained_folder(name_or_path)
+    config = read_json_object(folder / CONFIG)
+    if not config.get("dataset"):
+        raise ValueError(f"{folder / CONFIG} records no data set: score the model in Python")
+    card = load_card(folder)
+    if out is not None:
+        out = make_folder(out)
+    model = from_pretrained(folder, device=device)
+    dataset = load_dataset(config["dataset"], data_root)
+    x = dataset.test.to(device)
+    seed = int(card.get("is_seed", 0))
+    if method == "is":
+        num_samples = num_samples or int(card.get("is_num_samples", 5000))
+    metrics, per = evaluate_method(
+        model,
+        x,
+        method,
+        num_samples=num_samples or 5000,
+        num_chains=num_chains or card.get("ais_num_chains"),
+        num_steps=num_steps or card.get("ais_num_steps"),
+        seed=seed,
+        progress=progress,
+    )
+    key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
+    metrics["name"] = str(name_or_path)
+    if key in card:
+        metrics["card_log_likelihood"] = card[key]
+    if out is not None:
+        save_per_point(out / f"log_likelihood_{method}.npz", **per)
+        metrics = merge_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+def zoo_rows(names=None) -> list[dict]:
+    """One row per zoo model (default: all of :data:`pyrovamp.PRETRAINED`): its name, data
+    set, model, prior, recipe, IS / AIS / exact / ELBO (nats per test image), active units, the
+    paper's value where it has one, the folder's size in MB."""
+    rows = []
+    for name in names if names is not None else PRETRAINED:
+        folder = pretrained_folder(name)
+        card = load_card(folder)
+        size = sum(
+            (folder / f).stat().st_size
+            for f in (WEIGHTS, CONFIG, CARD, PER_POINT)
+            if (folder / f).is_file()
+        )
+        rows.append(
+            {
+                "name": name,
+                **{k: card.get(k) for k in ("dataset", "model", "prior", "recipe")},
+                "is": card.get("test_log_likelihood"),
+                "is_se": card.get("test_log_likelihood_se"),
+                "ais": card.get("test_log_likelihood_ais"),
+                "exact": card.get("test_log_likelihood_exact"),
+                "elbo": card.get("test_elbo"),
+                "active_units": card.get("active_units"),
+                "paper": _paper_value(card),
+                "train_minutes": (card["train_seconds"] / 60) if "train_seconds" in card else None,
+                "megabytes": size / 1e6,
+            }
+        )
+    return rows
+
+
+def _paper_value(card: dict) -> float | None:
+    """The VampPrior paper's test log-likelihood for the card's cell (nats per image), if any."""
+    key = (str(card.get("dataset")), str(card.get("model")), str(card.get("prior")))
+    value, kind = PAPER_TABLE.get(key, (None, None))
+    return value if kind == "ll" else None
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) else ""
+
+
+def _units(v) -> str:
+    if isinstance(v, dict):
+        return " / ".join(f"{k} {n}" for k, n in v.items())
+    return "" if v is None else str(v)
+
+
+def zoo_table(names=None) -> str:
+    """The zoo as a Markdown table, generated from the cards (the README and the site show it;
+    a test checks that they hold this table verbatim)."""
+    head = (
+        "| name | data | model | prior | recipe | IS, S=5000 | AIS | exact | test ELBO | "
+        "paper (IS) | active units | training | MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in zoo_rows(names):
+        is_ = _num(r["is"]) + (f" ± {r['is_se']:.2f}" if isinstance(r["is_se"], float) else "")
+        lines.append(
+            f"| `{r['name']}` | {r['dataset']} | {r['model']} | {r['prior']} | "
+            f"{r['recipe'] or ''} | {is_} | {_num(r['ais'])} | {_num(r['exact'])} | "
+            f"{_num(r['elbo'])} | {_num(r['paper'])} | {_units(r['active_units'])} | "
+            f"{_num(r['train_minutes'], '{:.0f} min')} | {r['megabytes']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_MARKERS = re.compile(r"(<!-- zoo-table -->\n)(.*?)(<!-- /zoo-table -->)", re.S)
+
+
+def update_zoo_tables(*pages) -> list[Path]:
+    """Write :func:`zoo_table` between the ``<!-- zoo-table -->`` and ``<!-- /zoo-table -->``
+    markers of each Markdown file in ``pages`` (atomically); returns the files that changed.
+
+    Raises:
+        ValueError: a page without the markers (one line naming it).
+    """
+    table = zoo_table()
+    changed = []
+    for page in map(Path, pages):
+        text = page.read_text()
+        if not _MARKERS.search(text):
+            raise ValueError(f"{page} has no <!-- zoo-table --> ... <!-- /zoo-table --> markers")
+        new = _MARKERS.sub(lambda m: m.group(1) + table + m.group(3), text)
+        if new != text:
+            atomic_write_text(page, new)
+            changed.append(page)
+    return changed

@@ -1,0 +1,94 @@
+"""Build pyrovamp's zoo (``pyrovamp/zoo/<name>/``) from finished run folders, and write the zoo's
+table into the README and the docs from the cards.
+
+Each zoo model is a run folder trained by the command its card names, evaluated with
+``pyrovamp evaluate RUN --method is`` (the per-image values) and ``--method ais``; this script
+exports it (:func:`pyrovamp.workflow.zoo.export_run`) with its recipe and commands.
+
+    python scripts/build_zoo.py --runs /path/to/run/folders [--names NAME ...]
+
+Digits runs are ``RUNS/digits_vae_<prior>``; static-MNIST cells are the last stage of the best
+recipe, ``RUNS/static_mnist_<model>_<prior>.best/2-iwae`` (``pyrovamp reproduce table1 --recipe
+best --out RUNS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from pyrovamp.workflow.recipes import RECIPES
+from pyrovamp.workflow.reproduce import hardware
+from pyrovamp.workflow.zoo import export_run, update_zoo_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_PRIORS = ("standard", "mog", "vampprior", "gtm", "gtm-vampprior", "flow")
+
+
+def _digits(prior: str) -> tuple[str, str, list[str]]:
+    run = f"digits_vae_{prior}"
+    return (
+        run,
+        "book (pyrovamp train's defaults on Digits)",
+        [
+            f"pyrovamp train --dataset digits --prior {prior} --out {run}",
+            f"pyrovamp evaluate {run} --method is",
+            f"pyrovamp evaluate {run} --method ais",
+        ],
+    )
+
+
+def _static_mnist(model: str, prior: str) -> tuple[str, str, list[str]]:
+    recipe = RECIPES["best"]
+    cell = f"static_mnist_{model}_{prior}.best"
+    stages = f"{recipe.name} v{recipe.version}: " + ", then ".join(s.name for s in recipe.stages)
+    run = f"{cell}/{len(recipe.stages)}-{recipe.stages[-1].name}"
+    command = (
+        "pyrovamp reproduce table1 --recipe best --out . --data-root DATA "
+        f"--models {model} --priors {prior}"
+    )
+    ais = f"pyrovamp evaluate {run} --method ais --num-chains 8 --num-steps 500"
+    return run, stages, [command, f"pyrovamp evaluate {run} --method is", ais]
+
+
+def zoo_plan() -> dict[str, tuple[str, str, list[str]]]:
+    """name -> (run folder under RUNS, recipe, commands)."""
+    plan = {f"digits-vae-{p}": _digits(p) for p in DIGITS_PRIORS}
+    for model in ("vae", "hvae"):
+        for prior in ("standard", "vampprior"):
+            plan[f"static-mnist-{model}-{prior}"] = _static_mnist(model, prior)
+    return plan
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", required=True, type=Path, help="the folder of the run folders")
+    p.add_argument("--names", nargs="+", help="only these zoo models (default: every finished one)")
+    p.add_argument("--out", type=Path, default=ROOT / "pyrovamp" / "zoo")
+    args = p.parse_args()
+    machine = (
+        f"{hardware()} ({torch.backends.cpu.get_cpu_capability()}; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
+    for name, (run, recipe, commands) in zoo_plan().items():
+        if args.names and name not in args.names:
+            continue
+        folder = args.runs / run
+        if not (folder / "log_likelihood_is.npz").is_file():
+            print(f"{name}: {folder} not finished or not evaluated, skipped")
+            continue
+        export_run(
+            folder, args.out / name, name=name, recipe=recipe, commands=commands, hardware=machine
+        )
+        print(f"{name}: {folder} -> {args.out / name}")
+    for page in update_zoo_tables(
+        ROOT / "README.md", ROOT / "docs" / "user-guide" / "pretrained.md"
+    ):
+        print(f"updated {page}")
+
+
+if __name__ == "__main__":
+    main()
