@@ -25,6 +25,7 @@ import functools
 import importlib
 import inspect
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,10 @@ class Rebuildable:
         @functools.wraps(init)
         def __init__(self, *args, **kw):
             if _ARGS not in self.__dict__:  # the outermost constructor: the instance's class
-                bound = signature.bind(self, *args, **kw)
+                try:
+                    bound = signature.bind(self, *args, **kw)
+                except TypeError:  # the constructor's own error, naming its class
+                    return init(self, *args, **kw)
                 bound.apply_defaults()
                 arguments: dict[str, Any] = {}
                 for i, (name, value) in enumerate(bound.arguments.items()):
@@ -76,6 +80,8 @@ class Rebuildable:
                     elif kind is inspect.Parameter.VAR_POSITIONAL:
                         if value:  # refused by module_config: only named arguments are stored
                             arguments[f"*{name}"] = value
+                    elif kind is inspect.Parameter.POSITIONAL_ONLY:
+                        arguments[f"/{name}"] = value  # passed by position when rebuilt
                     else:
                         arguments[name] = value
                 for name, stand_in in type(self)._rebuild_arguments.items():
@@ -137,7 +143,12 @@ def _config(module: Rebuildable, own: str, paths: dict[int, str]) -> dict:
     if arguments is None:
         raise ValueError(f"{class_path(cls)} was built without recording its arguments")
     name = class_path(cls)
-    star = [k for k in arguments if k.startswith("*")]
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise ValueError(
+            f"{name} is defined in a script or a function: another process cannot import it "
+            "to rebuild the model (define it in an importable module)"
+        )
+    star = [k for k in arguments if k.startswith("*")]  # "/name": positional-only, stored
     if star:
         raise ValueError(f"{name} was given extra positional arguments ({star[0]}): not storable")
     args = dict(arguments)
@@ -145,7 +156,8 @@ def _config(module: Rebuildable, own: str, paths: dict[int, str]) -> dict:
     for attr, stand_in in cls._rebuild_children.items():
         child = getattr(module, attr, None)
         if child is not None:
-            args[attr] = stand_in
+            if attr in args:  # a constructor without the argument builds its own child
+                args[attr] = stand_in
             path = f"{own}.{attr}" if own else attr
             children[attr] = _encode(child, f"{name}.{attr}", path, paths)
     out = {
@@ -174,17 +186,26 @@ def module_config(module: nn.Module) -> dict:
 
 
 def _import_class(name: str) -> type:
+    """The class ``name`` from pyrovamp or from a module the user has already imported: a
+    configuration from elsewhere (the Hub) never imports a module of its choosing."""
     module_name, _, qualname = name.rpartition(".")
     cls: Any = None
     while module_name:
-        try:
-            cls = importlib.import_module(module_name)
+        if module_name in sys.modules:
+            cls = sys.modules[module_name]
             break
-        except ImportError:
-            module_name, _, head = module_name.rpartition(".")
-            qualname = f"{head}.{qualname}"
+        if module_name == "pyrovamp" or module_name.startswith("pyrovamp."):
+            try:
+                cls = importlib.import_module(module_name)
+                break
+            except ImportError:
+                pass
+        module_name, _, head = module_name.rpartition(".")
+        qualname = f"{head}.{qualname}"
     if cls is None:
-        raise ValueError(f"class {name!r} cannot be imported")
+        raise ValueError(
+            f"class {name!r} is not pyrovamp's and its module is not imported: import it first"
+        )
     for part in qualname.split("."):
         cls = getattr(cls, part, None)
     if not (isinstance(cls, type) and issubclass(cls, Rebuildable) and issubclass(cls, nn.Module)):
@@ -215,7 +236,9 @@ def _build(config: dict, root: nn.Module | None) -> nn.Module:
     arguments = config.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise ValueError(f"the arguments of {config['class']} must be an object")
-    module = cls(**{k: _decode(v, root) for k, v in arguments.items()})
+    decoded = {k: _decode(v, root) for k, v in arguments.items()}
+    positional = [decoded.pop(k) for k in list(decoded) if k.startswith("/")]
+    module = cls(*positional, **decoded)
     for attr, child in (config.get("children") or {}).items():
         setattr(module, attr, _decode(child, root if root is not None else module))
     return module

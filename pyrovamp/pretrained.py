@@ -29,13 +29,15 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyrovamp._io import atomic_write_text
+from pyrovamp._random import fork_rng
 from pyrovamp._rebuild import build_from_config, module_config
 from pyrovamp._validate import check_type
 from pyrovamp._version import __version__
@@ -73,9 +75,30 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}  # fmt: skip
 
-PRETRAINED = MappingProxyType(
-    {p.name: p for p in sorted(ZOO.iterdir()) if (p / CONFIG).is_file()} if ZOO.is_dir() else {}
-)
+
+class _Zoo(Mapping):
+    """The zoo's folders by name, read from the package's ``zoo/`` folder on every access (so a
+    model exported into it is there at once); read-only."""
+
+    def _folders(self) -> dict[str, Path]:
+        if not ZOO.is_dir():
+            return {}
+        return {p.name: p for p in sorted(ZOO.iterdir()) if (p / CONFIG).is_file()}
+
+    def __getitem__(self, name: str) -> Path:
+        return self._folders()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._folders())
+
+    def __len__(self) -> int:
+        return len(self._folders())
+
+    def __repr__(self) -> str:
+        return f"PRETRAINED({', '.join(self._folders())})"
+
+
+PRETRAINED: Mapping[str, Path] = _Zoo()
 """The zoo: name -> its folder in the installed package (``digits-vae-vampprior``,
 ``static-mnist-hvae-vampprior``, ...); ``pyrovamp pretrained`` lists them with their cards'
 numbers. Load one with ``pv.from_pretrained(name)``."""
@@ -99,7 +122,7 @@ def _card_text(config: dict, card: dict) -> str:
 
     model = config["model"]["class"].rsplit(".", 1)[-1]
     prior = config["model"].get("children", {}).get("prior", {}).get("$module", {}).get("class")
-    prior = (prior or "").rsplit(".", 1)[-1]
+    prior = card.get("prior") or (prior or "").rsplit(".", 1)[-1]
     meta: dict[str, Any] = {
         "library_name": "pyrovamp",
         "license": "mit",
@@ -131,7 +154,9 @@ def _card_text(config: dict, card: dict) -> str:
         if card.get(key):
             lines += ["", f"{what}: {card[key]}"]
     if card.get("commands"):
-        lines += ["", "Trained with:", "", "```bash", *card["commands"], "```"]
+        lines += ["", "Trained and scored with:", "", "```bash", *card["commands"], "```"]
+    if card.get("notes"):
+        lines += ["", str(card["notes"])]
     ident = card.get("name") or "FOLDER"
     lines += [
         "",
@@ -148,14 +173,69 @@ def _card_text(config: dict, card: dict) -> str:
     return f"---\n{front}---\n\n" + "\n".join(lines)
 
 
+def _check_dtype(name: str, dtype):
+    """``dtype`` as a floating ``torch.dtype`` (a name such as ``"bfloat16"`` too), or None."""
+    if dtype is None or dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"{name} must be one of {', '.join(_DTYPES)} or None, got {dtype!r}")
+
+
+def _plain_card(card: dict) -> dict:
+    """The card's fields as YAML-safe values (NumPy and 0-d torch numbers as Python numbers).
+
+    Raises:
+        ValueError: a field that is not a number, string, bool, None, list or dict of them.
+    """
+
+    def plain(value, key):
+        if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 1) == 0:
+            return value.item()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v, key) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v, key) for k, v in value.items()}
+        raise ValueError(f"card field {key!r} is a {type(value).__name__}: not storable in a card")
+
+    return {str(k): plain(v, k) for k, v in card.items()}
+
+
+def _check_rebuilds(model, config: dict) -> None:
+    """Rebuild ``model`` from its configuration (on the side: the caller's random streams are
+    left alone) and check that it has the same class and the same tensors, names and shapes;
+    else the folder could not be loaded. One line naming what differs."""
+    with fork_rng():
+        try:
+            rebuilt = build_from_config(config)
+        except (TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"{type(model).__name__} cannot be rebuilt from its recorded arguments ({first})"
+            ) from None
+    if type(rebuilt) is not type(model):
+        raise ValueError(f"{type(model).__name__} rebuilds as a {type(rebuilt).__name__}")
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    new = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if own != new:
+        diff = sorted(set(own.items()) ^ set(new.items()))[:3]
+        raise ValueError(
+            f"{type(model).__name__} rebuilt from its recorded arguments has other tensors "
+            f"(e.g. {', '.join(f'{k} {s}' for k, s in diff)}): a module assigned after "
+            "construction that pyrovamp cannot record"
+        )
+
+
 def save_pretrained(
     model, folder, *, dataset: str | None = None, card: dict | None = None, weights_dtype=None
 ) -> Path:
     """Write ``model`` to the pretrained folder ``folder`` (created if missing).
 
     Args:
-        model: a pyrovamp model (or any module built from ``pyrovamp._rebuild.Rebuildable``
-            classes, e.g. a prior).
+        model: a pyrovamp model (or a prior without an encoder; a class of your own derived from
+            pyrovamp's, if it is defined in an importable module).
         folder: where ``model.safetensors``, ``config.json`` and ``README.md`` go.
         dataset: the data set's name (recorded, so that ``pyrovamp evaluate FOLDER`` can score it).
         card: fields of the model card (numbers in nats per data point; JSON values), kept in
@@ -167,13 +247,20 @@ def save_pretrained(
         ``folder``.
 
     Raises:
-        ValueError: the model (or an argument it was built with) cannot be rebuilt from JSON --
-            one line naming the class and the argument; before anything is written.
+        ValueError: the model (or an argument it was built with) cannot be rebuilt from JSON,
+            or rebuilds as another model (a submodule assigned after construction), a bad
+            ``weights_dtype`` or card field -- one line naming the class, argument or field;
+            before anything is written.
         pyrovamp.errors.ArgumentTypeError: a bad argument type.
     """
     check_type("folder", folder, (str, os.PathLike), "a folder (str or path)")
     if card is not None:
         check_type("card", card, dict, "a dict of card fields or None")
+    if dataset is not None:
+        check_type("dataset", dataset, str, "a data set name or None")
+    weights_dtype = _check_dtype("weights_dtype", weights_dtype)
+    model_config = module_config(model)
+    _check_rebuilds(model, model_config)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -181,26 +268,44 @@ def save_pretrained(
         "dtype": _dtype_name(_model_dtype(model)),
         "weights_dtype": _dtype_name(weights_dtype or _model_dtype(model)),
         "dataset": dataset,
-        "model": module_config(model),
+        "model": model_config,
     }
     text = json.dumps(config, indent=2)
-    card_text = _card_text(config, dict(card or {}))
+    card_text = _card_text(config, _plain_card(card or {}))
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_weights(model, folder / WEIGHTS, weights_dtype)
-    atomic_write_text(folder / CONFIG, text + "\n")
-    atomic_write_text(folder / CARD, card_text)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder {folder} exists and is not a folder")
+    # all three files are written into a temporary folder beside the target, then moved in
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_weights(model, tmp / WEIGHTS, weights_dtype)
+        atomic_write_text(tmp / CONFIG, text + "\n")
+        atomic_write_text(tmp / CARD, card_text)
+        if not folder.exists():
+            os.replace(tmp, folder)
+        else:
+            (folder / PER_POINT).unlink(missing_ok=True)  # the values of the previous weights
+            for f in (WEIGHTS, CONFIG, CARD):
+                os.replace(tmp / f, folder / f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("saved %s to %s", type(model).__name__, folder)
     return folder
 
 
 def _write_weights(model, path: Path, weights_dtype) -> None:
+    """``model``'s state as a safetensors file at ``path``, atomically (a temporary file renamed
+    over it); tensors on another device than the CPU, or to be stored in ``weights_dtype``, go
+    through a CPU copy of the model (the model itself is left as it is)."""
+    import copy
+
     from safetensors.torch import save_model
 
-    if weights_dtype is not None:
-        import copy
-
-        model = copy.deepcopy(model).to(weights_dtype)
+    on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
+    if weights_dtype is not None or not on_cpu:
+        model = copy.deepcopy(model).to(device="cpu", dtype=weights_dtype)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         save_model(model, str(tmp), metadata={"format": "pt", "pyrovamp_version": __version__})
@@ -237,8 +342,10 @@ def pretrained_folder(
         folder = PRETRAINED[key]
     elif Path(key).exists():
         folder = Path(key)
-    elif isinstance(name_or_path, str) and is_repo_id(key):
+    elif isinstance(name_or_path, str) and is_repo_id(key) and not Path(key).parent.is_dir():
         folder = _download(key, revision, cache_dir, local_files_only, token)
+    elif Path(key).parent.is_dir() and len(Path(key).parts) > 1:
+        raise FileNotFoundError(f"no folder {key}")
     else:
         zoo = ", ".join(PRETRAINED) or "none"
         raise ValueError(
@@ -356,8 +463,10 @@ def from_pretrained(
         token=token,
     )
     config = _read_config(folder)
+    dtype = _check_dtype("dtype", dtype)
     try:
-        model = build_from_config(config["model"])
+        with fork_rng():  # the fresh parameters' draws leave the caller's streams alone
+            model = build_from_config(config["model"])
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{folder / CONFIG}: the model cannot be rebuilt ({e})") from None
     model = model.to(dtype or _DTYPES[config["dtype"]])
@@ -378,10 +487,10 @@ def load_card(name_or_path, **kwargs) -> dict:
     path = pretrained_folder(name_or_path, **kwargs) / CARD
     if not path.is_file():
         return {}
-    text = path.read_text()
-    if not text.startswith("---"):
+    m = re.match(r"---\n(.*?)\n---\s*$", path.read_text(), re.S | re.M)
+    if m is None:
         return {}
-    head = text.split("---", 2)[1]
+    head = m.group(1)
     try:
         meta = yaml.safe_load(head) or {}
     except yaml.YAMLError as e:

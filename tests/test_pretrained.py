@@ -229,3 +229,106 @@ def test_a_repo_id_loads_from_the_cache_with_hf_hub_offline_in_a_fresh_process(t
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert eval(out.stdout.strip()) == expected.tolist()
+
+
+class _PlainVAE(pv.VAE):
+    """A user's subclass whose constructor takes other arguments and no ``prior``."""
+
+    def __init__(self, hidden=16, /, *, latent=2):
+        super().__init__((1, 8, 8), latent, hidden_dim=hidden, prior="vampprior", num_components=3)
+
+
+def test_a_subclass_with_its_own_constructor_and_positional_only_arguments_round_trips(tmp_path):
+    torch.manual_seed(0)
+    vae = _trained_like(_PlainVAE(12, latent=3))
+    vae.save_pretrained(tmp_path)
+    back = pv.from_pretrained(tmp_path)
+    x = _data(4)
+    assert type(back) is _PlainVAE and back.latent_dim == 3
+    assert torch.equal(_ll(back, x), _ll(vae, x))
+
+
+def test_loading_leaves_the_callers_random_streams_alone(tmp_path):
+    pv.VAE((1, 8, 8), 2, prior="vampprior", hidden_dim=8).save_pretrained(tmp_path)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    pv.from_pretrained(tmp_path)  # its fresh parameters are drawn on the side, then replaced
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_module_assigned_after_construction_or_a_local_class_is_refused_before_writing(
+    tmp_path,
+):
+    vae = pv.VAE((1, 8, 8), 2, prior="standard", hidden_dim=8)
+    vae.decoder = torch.nn.Sequential(torch.nn.Linear(2, 64))  # not what the arguments build
+    with pytest.raises(ValueError, match="other tensors .* assigned after construction"):
+        vae.save_pretrained(tmp_path / "a")
+
+    class LocalPrior(pv.StandardPrior):
+        pass
+
+    vae = pv.VAE((1, 8, 8), 2, prior=LocalPrior(2), hidden_dim=8)
+    with pytest.raises(ValueError, match="LocalPrior is defined in a script or a function"):
+        vae.save_pretrained(tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_configuration_imports_no_module_of_its_choosing(tmp_path):
+    if "this" in sys.modules:
+        pytest.skip("the module 'this' is already imported")
+    pv.VAE((1, 8, 8), 2, prior="standard", hidden_dim=8).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG).read_text())
+    cfg["model"]["class"] = "this.Nothing"  # importing it prints the Zen of Python
+    (tmp_path / CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="its module is not imported"):
+        pv.from_pretrained(tmp_path)
+    assert "this" not in sys.modules
+
+
+def test_cards_keep_every_field_and_take_numpy_numbers(tmp_path):
+    import numpy as np
+
+    card = {"recipe": "best v1---fine-tuned\n---", "test_elbo": np.float32(-90.5), "n": np.int64(3)}
+    pv.VAE((1, 8, 8), 2, prior="standard", hidden_dim=8).save_pretrained(tmp_path, card=card)
+    assert pv.load_card(tmp_path) == {
+        "recipe": "best v1---fine-tuned\n---",
+        "test_elbo": -90.5,
+        "n": 3,
+    }
+    with pytest.raises(ValueError, match="card field 'curve' is a Tensor"):
+        pv.VAE((1, 8, 8), 2, prior="standard").save_pretrained(
+            tmp_path / "x", card={"curve": torch.zeros(3)}
+        )
+
+
+def test_bad_dtypes_and_constructor_errors_are_one_line(tmp_path):
+    vae = pv.VAE((1, 8, 8), 2, prior="standard", hidden_dim=8)
+    for bad in ("half-ish", torch.int8):
+        with pytest.raises(ValueError, match="weights_dtype must be one of"):
+            vae.save_pretrained(tmp_path / "x", weights_dtype=bad)
+    assert not (tmp_path / "x").exists()
+    vae.save_pretrained(tmp_path / "y", weights_dtype="bfloat16")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        pv.from_pretrained(tmp_path / "y", dtype="float64x")
+    assert (
+        pv.from_pretrained(tmp_path / "y", dtype="float64").decoder[0].weight.dtype == torch.float64
+    )
+    with pytest.raises(TypeError, match=r"VAE.__init__\(\) missing 1 required positional"):
+        pv.VAE()
+
+
+def test_a_mistyped_folder_is_not_sent_to_the_hub_and_resaving_drops_stale_values(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for typo in ("runs/typo", str(tmp_path / "typo")):  # "runs/typo" has a repo id's form
+        with pytest.raises(FileNotFoundError, match="no folder"):
+            pv.from_pretrained(typo)
+    vae = pv.VAE((1, 8, 8), 2, prior="standard", hidden_dim=8)
+    vae.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "log_likelihood_is.npz").write_bytes(b"old")
+    (tmp_path / "m" / "notes.txt").write_text("the user's")
+    vae.save_pretrained(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {WEIGHTS, CONFIG, CARD, "notes.txt"}

@@ -159,7 +159,12 @@ def evaluate_run(
         )
         el = elbo(model, x, 10, seed=seed + 1)
     if per_point_file is not None and bool(torch.isfinite(ll).all()):  # never a file of NaN
-        save_per_point(per_point_file, log_likelihood=ll.cpu().numpy(), **diag)
+        save_per_point(
+            per_point_file,
+            log_likelihood=ll.cpu().numpy(),
+            **diag,
+            **_draws(model, num_samples, seed),
+        )
     n = ll.numel()
     extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
     if total_latent_dim(model, x) <= MAX_LATENT_DIM:  # quadrature: the exact log p(x)
@@ -227,6 +232,13 @@ def save_per_point(path, **arrays) -> Path:
     return atomic_write(path, lambda f: np.savez(f, **_as_arrays(arrays)))
 
 
+def _draws(model, num_samples: int, seed: int, batch_size: int | None = None) -> dict:
+    """What gives an IS estimate's per-point values again: the seed, S and the block size
+    (:func:`pyrovamp.infer.points_per_block`), stored beside them."""
+    block = batch_size or points_per_block(model, num_samples)
+    return {"seed": seed, "num_samples": num_samples, "block_size": block}
+
+
 def evaluate_method(
     model,
     x,
@@ -237,13 +249,15 @@ def evaluate_method(
     num_steps: int | None = None,
     seed: int = 0,
     progress: bool | str = False,
+    batch_size: int | None = None,
 ) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
     ``method``: ``"is"`` (importance sampling with ``num_samples``, PSIS diagnostics), ``"ais"``
     (:func:`pyrovamp.infer.ais_log_likelihood` with ``num_chains``/``num_steps``, default: its
     own) or ``"exact"`` (:func:`pyrovamp.infer.exact_log_likelihood`). ``progress``: a progress
-    bar over the data points.
+    bar over the data points. ``batch_size``: IS's block of data points (default: the planner's,
+    :func:`pyrovamp.infer.points_per_block`); each block draws from ``seed`` and its index.
 
     Returns:
         ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
@@ -264,9 +278,19 @@ def evaluate_method(
     t0 = time.perf_counter()
     if method == "is":
         ll, d = log_likelihood(
-            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
+            model,
+            x,
+            num_samples,
+            seed=seed,
+            diagnostics=True,
+            progress=progress,
+            batch_size=batch_size,
         )
-        per = {"log_likelihood": ll.cpu().numpy(), **d}
+        per = {
+            "log_likelihood": ll.cpu().numpy(),
+            **d,
+            **_draws(model, num_samples, seed, batch_size),
+        }
         extra = {
             "test_log_likelihood_psis": float(d["log_likelihood_psis"].mean()),
             **khat_summary(d["pareto_k"], num_samples),

@@ -98,7 +98,7 @@ def export_run(
         name: the model's name in the zoo (the card's title and ``pv.from_pretrained(name)``).
         recipe: the training recipe (e.g. ``"best v1"``, ``"book"``).
         commands: the exact commands that trained and scored it, in order.
-        hardware: the machine it was trained on (default: what ``reproduce.json`` records).
+        hardware: the machine it was trained on, where ``reproduce.json`` does not say.
         weights_dtype: as :func:`pyrovamp.save_pretrained`.
         notes: a sentence for the card.
 
@@ -114,6 +114,9 @@ def export_run(
     metrics = read_json_object(run / "metrics.json")
     per_point = dict(np.load(run / PER_POINT))
     num_samples = int(metrics.get("num_samples", 5000))
+    if "num_samples" in per_point and int(per_point["num_samples"]) != num_samples:
+        raise ValueError(f"{run / PER_POINT} holds S={int(per_point['num_samples'])}, "
+                         f"metrics.json S={num_samples}: evaluate the run again")  # fmt: skip
     card: dict[str, Any] = {
         "name": name,
         "dataset": cfg["dataset"],
@@ -123,10 +126,14 @@ def export_run(
         "recipe": recipe,
         "commands": list(commands),
         "pyrovamp_version": __version__,
-        "hardware": hardware or _pieces_hardware(run),
+        "hardware": _pieces_hardware(run) or hardware,
         "is_num_samples": num_samples,
-        "is_seed": 0,
-        "is_block_size": points_per_block(model, num_samples),
+        "is_seed": int(per_point.get("seed", 0)),
+        "is_block_size": int(
+            per_point["block_size"]
+            if "block_size" in per_point
+            else points_per_block(model, num_samples)
+        ),
         **{k: metrics[k] for k in _METRICS if k in metrics},
         "notes": notes,
     }
@@ -189,8 +196,11 @@ def evaluate_pretrained(
     dataset = load_dataset(config["dataset"], data_root)
     x = dataset.test.to(device)
     seed = int(card.get("is_seed", 0))
+    block = None
     if method == "is":
         num_samples = num_samples or int(card.get("is_num_samples", 5000))
+        if num_samples == card.get("is_num_samples"):
+            block = card.get("is_block_size")  # the card's blocks: the card's values
     metrics, per = evaluate_method(
         model,
         x,
@@ -200,6 +210,7 @@ def evaluate_pretrained(
         num_steps=num_steps or card.get("ais_num_steps"),
         seed=seed,
         progress=progress,
+        batch_size=block,
     )
     key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
     metrics["name"] = str(name_or_path)
