@@ -35,7 +35,7 @@ def _digits(prior: str) -> tuple[str, str, list[str], str | None]:
     run = f"digits_vae_{prior}"
     return (
         f"{run}_bf16",
-        "book (pyrovamp train's defaults on Digits)",
+        "book",  # pyrovamp train's defaults on Digits: the book's setup
         [
             f"pyrovamp train --dataset digits --prior {prior} --out {run}",
             f"python scripts/round_weights.py {run} {run}_bf16 --dtype bfloat16",

@@ -17,7 +17,7 @@ index (from 1) and the exact ``pyrovamp train`` command that started the stage.
   1. ``elbo``: the fast preset (batch 200, Adam 1e-3, parameter average 0.999) with decoder
      dropout 0.1, early stopping and learning-rate halving on the validation IWAE-20 bound of
      2000 validation images (a bound with K >= 5 agrees with the test log-likelihood, the ELBO
-     does not), seed 0 (the HVAE + VampPrior's -83.11 came from the same settings with seed 1);
+     does not), seed 0;
   2. ``iwae``: started from stage 1's parameters (``--init-from``), fine-tuned on the IWAE-20
      bound (Burda et al. 2016, "Importance Weighted Autoencoders", ICLR) with learning rate
      2.5e-4, no warm-up, validated on IWAE-100 of 1000 images, patience 10, the rate halved
