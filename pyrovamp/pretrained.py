@@ -164,6 +164,7 @@ def _card_text(config: dict, card: dict) -> str:
         "",
         "```python",
         "import pyrovamp as pv",
+        "",
         f'model = pv.from_pretrained("{ident}")',
         "samples = model.sample(16)",
         "```",
