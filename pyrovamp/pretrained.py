@@ -309,7 +309,7 @@ def _write_weights(model, path: Path, weights_dtype) -> None:
         model = copy.deepcopy(model).to(device="cpu", dtype=weights_dtype)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_model(model, str(tmp), metadata={"format": "pt", "pyrovamp_version": __version__})
+        save_model(model, str(tmp), metadata={"format": "pt"})  # one key: the same bytes each time
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
