@@ -158,7 +158,7 @@ def test_the_command_stops_on_a_signal_with_a_resume_line_and_resumes(tmp_path, 
         time.sleep(0.1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig
+    assert proc.returncode == 128 + sig, err[-3000:]
     last = err.strip().splitlines()[-1]
     m = re.fullmatch(
         rf"pyrovamp train: stopped at epoch (\d+) \({sig.name}\); resume with: "
@@ -257,3 +257,26 @@ def test_a_logger_that_is_not_installed_or_unknown_is_one_line(tmp_path, capsys,
     assert main(["train", "--logger", "csv", "mlflow", "--out", str(out)]) == 2  # before work
     assert "pip install 'pyrovamp[mlflow]'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_error_raised_while_lightning_handles_ctrl_c_counts_as_the_interrupt():
+    """Lightning's shutdown on Ctrl-C calls the loggers' and callbacks' hooks; what they raise
+    then (a file cut short by the interrupt) has the KeyboardInterrupt as its context: the run
+    was interrupted (exit status 130 and the resume line), not broken."""
+    from pyrovamp.training.runner import _interruption
+
+    def raised(inner):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                try:
+                    raise SystemExit(1) if inner is None else inner
+                except BaseException:
+                    raise RuntimeError("the CSV logger's file was cut short") from None
+        except RuntimeError as e:
+            return e
+
+    assert _interruption(raised(None), None) == "SIGINT"
+    assert _interruption(raised(OSError("disk")), None) == "SIGINT"
+    assert _interruption(RuntimeError("a bug"), None) is None

@@ -244,12 +244,15 @@ def _interruption(error: BaseException, trainer) -> str | None:
     if isinstance(error, SIGTERMException):
         return "SIGTERM"
     # Lightning's shutdown on Ctrl-C ends in SystemExit(1) -- or, in a thread other than the
-    # main one, in the ValueError of its signal.signal call
-    if isinstance(error, KeyboardInterrupt) or (
-        isinstance(error, (SystemExit, ValueError))
-        and isinstance(error.__context__, KeyboardInterrupt)
-    ):
-        return "SIGTERM" if sigterm else "SIGINT"
+    # main one, in the ValueError of its signal.signal call; whatever its teardown raises while
+    # handling the interrupt (a logger's file cut short) has the KeyboardInterrupt as context
+    context: BaseException | None = error
+    for _ in range(20):  # a chain of contexts, not a cycle
+        if context is None:
+            break
+        if isinstance(context, KeyboardInterrupt):
+            return "SIGTERM" if sigterm else "SIGINT"
+        context = context.__context__
     return None
 
 
