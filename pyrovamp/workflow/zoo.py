@@ -12,7 +12,6 @@ et al. 2016), with the training recipe, its commands, the hardware and the train
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from pyrovamp.pretrained import (
 )
 from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
 from pyrovamp.workflow.runs import load_run, make_folder, read_json_object
-from pyrovamp.workflow.table1 import PAPER_TABLE
+from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
 __all__ = [
     "export_run",
@@ -68,12 +67,10 @@ _METRICS = (
 
 
 def _pieces_hardware(run: Path) -> str | None:
-    path = run / "reproduce.json"
-    if path.is_file():
-        pieces = json.loads(path.read_text()).get("pieces", [])
-        names = sorted({p.get("hardware") for p in pieces if p.get("hardware")})
-        return "; ".join(names) or None
-    return None
+    """The machines the pieces of ``pyrovamp reproduce`` trained ``run`` on (its
+    ``reproduce.json``, as :func:`pyrovamp.workflow.table1.read_cell` reads it), or None."""
+    names = sorted({p.get("hardware") for p in read_cell(run).pieces if p.get("hardware")})
+    return "; ".join(names) or None
 
 
 def export_run(
