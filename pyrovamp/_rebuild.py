@@ -129,7 +129,7 @@ def _encode(value, where: str, own: str, paths: dict[int, str]):
         raise ValueError(
             f"{where} is a {class_path(type(value))}, a module that does not record its "
             "constructor arguments: pyrovamp cannot rebuild it (derive it from "
-            "pyrovamp.registration.RegisteredModule or pyrovamp._rebuild.Rebuildable)"
+            "pyrovamp.nn.Network instead of torch.nn.Module, in an importable module)"
         )
     raise ValueError(
         f"{where} is a {type(value).__name__}, which config.json cannot hold (numbers, "

@@ -100,6 +100,15 @@ def main() -> None:
             )
             if abs(shift) >= 0.01:
                 raise SystemExit(f"{name}: rounding to {dtype} moves {key} by {shift:+.4f} nats")
+        first = folder.parent / f"1-{RECIPES['best'].stages[0].name}"
+        if dtype is None and first.is_dir() and not (first / "recipe.json").is_file():
+            notes = (
+                f"Stage 1 ({first.name}) was trained before `--recipe best` existed, by "
+                "`pyrovamp train` in `--max-minutes` pieces with the same config.json as the "
+                "recipe's stage 1 (fast preset, decoder dropout 0.1, IWAE-20 validation on 2000 "
+                "images, learning-rate halving, seed 0); the recipe's command took it as "
+                "finished and ran stage 2 from it."
+            )
         export_run(
             folder,
             args.out / name,

@@ -57,9 +57,19 @@ class HVAE(VAE):
         dropout: dropout probability after every hidden layer of the decoder ``p(x|z1, z2)``
             (a regulariser against over-fitting, not in the paper; active in training only, so
             the ELBO and log-likelihood estimates use the whole network).
+        encoder: your own ``q(z2|x)`` network, as :class:`VAE`'s ``encoder``: ``(N,
+            *input_shape)`` data in ``[0, 1]`` to ``(loc, scale)``, each ``(N, latent_dim)``.
+        encoder_z1: your own ``q(z1|x, z2)``: ``(x, z2)`` of shapes ``(N, *input_shape)`` (in
+            ``[0, 1]``) and ``(N, latent_dim)`` to ``(loc, scale)``, each ``(N, z1_dim)``.
+        p_z1: your own ``p(z1|z2)``: ``(N, latent_dim)`` to ``(loc, scale)``, each
+            ``(N, z1_dim)``.
+        decoder: your own ``p(x|z1, z2)``: ``(z1, z2)`` of shapes ``(N, z1_dim)`` and
+            ``(N, latent_dim)`` to ``N`` rows of the likelihood's parameters, as :class:`VAE`'s
+            ``decoder``. Each network given replaces the built-in one (``hvae.p_z1.net`` is
+            yours), checked at construction by one forward pass; the others stay built in.
 
     Raises:
-        ValueError: as :class:`VAE`.
+        ArgumentTypeError, ValueError: as :class:`VAE` (also for ``encoder_z1``, ``p_z1``).
     """
 
     def __init__(
@@ -82,6 +92,10 @@ class HVAE(VAE):
         num_hidden_layers: int = 2,
         pseudo_input_parameterization: str | None = None,
         dropout: float = 0.0,
+        encoder: nn.Module | None = None,
+        encoder_z1: nn.Module | None = None,
+        p_z1: nn.Module | None = None,
+        decoder: nn.Module | None = None,
     ):
         super().__init__(
             input_shape,
@@ -99,19 +113,40 @@ class HVAE(VAE):
             logvar_bounds=logvar_bounds,
             num_flows=num_flows,
             pseudo_input_parameterization=pseudo_input_parameterization,
+            encoder=encoder,
         )
         z1_dim = self.latent_dim if z1_dim is None else check_int("z1_dim", z1_dim)
         self.z1_dim = z1_dim
-        D, H, L2 = self.input_dim, hidden_dim, latent_dim
+        D, H, L2 = self.input_dim, hidden_dim, self.latent_dim
         # q(z2|x) is self.encoder (built by VAE.__init__, shared with the VampPrior)
-        self.encoder_z1: nn.Module = ConditionalGaussian(
-            [D, L2], H, z1_dim, architecture, 1, [self.likelihood.normalize, None], logvar_bounds
+        self.encoder_z1: nn.Module = (
+            ConditionalGaussian(
+                [D, L2],
+                H,
+                z1_dim,
+                architecture,
+                1,
+                [self.likelihood.normalize, None],
+                logvar_bounds,
+                input_shapes=[self.input_shape, None],
+            )
+            if encoder_z1 is None
+            else self._own_network(
+                "encoder_z1", encoder_z1, [self.input_shape, (L2,)], z1_dim, data=True
+            )
         )
-        self.p_z1 = ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
-        decoder = JointNet(
-            [z1_dim, L2], H, self.likelihood.output_dim, architecture, 1, dropout=dropout
+        self.p_z1: nn.Module = (
+            ConditionalGaussian([L2], H, z1_dim, architecture, 1, None, logvar_bounds)
+            if p_z1 is None
+            else self._own_network("p_z1", p_z1, [(L2,)], z1_dim)
         )
-        mark_fused(decoder.joint[-1], self.likelihood.output_blocks)
+        if decoder is None:
+            decoder = JointNet(
+                [z1_dim, L2], H, self.likelihood.output_dim, architecture, 1, dropout=dropout
+            )
+            mark_fused(decoder.joint[-1], self.likelihood.output_blocks)
+        else:
+            decoder = self._own_network("decoder", decoder, [(z1_dim,), (L2,)])
         self.decoder = decoder
 
     def model(  # type: ignore[override]
@@ -159,7 +194,7 @@ class HVAE(VAE):
             ValueError: its last dimension is not ``D``.
         """
         _check_width(x, self.input_dim)
-        loc, scale = self.encoder_z1(x, z2)
+        loc, scale = self.encoder_z1(self._shaped(x), z2)
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
     def decode(  # type: ignore[override]  # the decoder reads both latent layers
@@ -190,7 +225,7 @@ class HVAE(VAE):
         Raises:
             ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
         """
-        x = self._data(x)
+        x = self._shaped(self._data(x))
         z2 = self.encoder(x)[0]
         z1 = self.encoder_z1(x, z2)[0]
         return self.likelihood.mean(self.decoder(z1, z2))
@@ -204,7 +239,7 @@ class HVAE(VAE):
             ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`) or ``num_samples``.
         """
         num_samples = check_int("num_samples", num_samples)
-        x = self._data(x)
+        x = self._shaped(self._data(x))
         loc2, scale2 = self.encoder(x)
         z2 = loc2 + scale2 * torch.randn((num_samples,) + loc2.shape, device=loc2.device)
         return {"z2": loc2, "z1": self.encoder_z1(x, z2)[0].mean(0)}
@@ -255,9 +290,11 @@ class ConvHVAE(HVAE):
         if shape[0] < 4 or shape[1] < 4:
             raise ValueError(f"ConvHVAE needs image input_shape (H, W), got {self.input_shape}")
         norm = self.likelihood.normalize
-        self.encoder = ConvGaussianEncoder(shape, latent_dim, norm, logvar_bounds)
+        self.encoder = ConvGaussianEncoder(
+            shape, latent_dim, norm, logvar_bounds, input_shape=self.input_shape
+        )
         self.encoder_z1 = ConvConditionalEncoder(
-            shape, latent_dim, self.z1_dim, hidden_dim, norm, logvar_bounds
+            shape, latent_dim, self.z1_dim, hidden_dim, norm, logvar_bounds, self.input_shape
         )
         decoder = ConvDecoder(
             shape,
@@ -407,7 +444,7 @@ class PixelHVAE(ConvHVAE):
         Raises:
             ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
         """
-        x = self._data(x)
+        x = self._shaped(self._data(x))
         with eval_mode(self):
             z2 = self.encoder(x)[0]
             z1 = self.encoder_z1(x, z2)[0]

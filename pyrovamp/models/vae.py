@@ -22,7 +22,7 @@ from torch import nn
 from pyrovamp._validate import check_int, check_optional_int, check_type
 from pyrovamp.distributions import make_likelihood
 from pyrovamp.errors import ArgumentTypeError
-from pyrovamp.nn import MLP, GaussianEncoder, mark_fused
+from pyrovamp.nn import MLP, BatchedNetwork, GaussianEncoder, check_network, mark_fused
 from pyrovamp.pretrained import PretrainedMixin
 from pyrovamp.priors import Prior, make_prior
 from pyrovamp.registration import RegisteredModule
@@ -178,11 +178,28 @@ class VAE(PretrainedMixin, RegisteredModule):
             against the decoder over-fitting small data sets; off in evaluation, which runs in
             ``eval()`` mode). The encoder has none, so the VampPrior's components stay
             deterministic functions of the pseudo-inputs.
+        encoder: your own network for ``q(z|x)`` instead of the built-in MLP (``hidden_dim``,
+            ``num_hidden_layers``, ``architecture``, ``logvar_bounds`` are then unused): any
+            ``nn.Module`` mapping a batch ``(N, *input_shape)`` of data scaled to ``[0, 1]``
+            (the likelihood's ``normalize``) to ``(loc, scale)``, each ``(N, latent_dim)``,
+            ``scale > 0``. The VampPrior's components go through it, at pseudo-inputs of shape
+            ``(K, *input_shape)``. ``vae.encoder.net`` is your module.
+        decoder: your own network for ``p(x|z)`` (``dropout`` is then unused): any ``nn.Module``
+            mapping ``(N, latent_dim)`` to ``N`` rows of the likelihood's ``D * params_per_dim``
+            parameters in any shape -- ``(N, *input_shape)`` Bernoulli logits,
+            ``(N, *input_shape, K)`` categorical logits, ``(N, 2, *input_shape)`` discretised
+            logistic locations then log-scales (:mod:`pyrovamp.nn.adapters`).
+            ``vae.decoder.net`` is your module. Both are checked here by one forward pass on two
+            zero points (evaluation mode, no gradient, random streams untouched); to save the
+            model with :meth:`save_pretrained`, derive them from :class:`pyrovamp.nn.Network`.
 
     Raises:
-        ArgumentTypeError: a size that is not an integer (numpy integers are integers).
+        ArgumentTypeError: a size that is not an integer (numpy integers are integers), an
+            encoder or decoder that is not an ``nn.Module``.
         ValueError: unknown prior or likelihood name, latent size below 1, bad sizes, a prior
-            whose latent size differs, or a VampPrior on another encoder than the model's.
+            whose latent size differs, a VampPrior on another encoder than the model's, or an
+            encoder/decoder that does not map the contract's shapes (one line naming the
+            argument, the shape it was given and what it returned).
     """
 
     # the prior is saved with its own configuration and assigned after the model is rebuilt:
@@ -208,6 +225,8 @@ class VAE(PretrainedMixin, RegisteredModule):
         num_flows: int = 4,
         dropout: float = 0.0,
         pseudo_input_parameterization: str | None = None,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
     ):
         super().__init__()
         if isinstance(input_shape, (int, np.integer)):
@@ -229,16 +248,24 @@ class VAE(PretrainedMixin, RegisteredModule):
         num_values = check_optional_int("num_values", num_values, low=2)
         self.likelihood = make_likelihood(likelihood, self.input_dim, num_values)
         hidden = [hidden_dim] * num_hidden_layers
-        self.encoder: nn.Module = GaussianEncoder(
-            self.input_dim,
-            latent_dim,
-            hidden,
-            architecture,
-            normalize=self.likelihood.normalize,
-            logvar_bounds=logvar_bounds,
+        self.encoder: nn.Module = (
+            GaussianEncoder(
+                self.input_dim,
+                latent_dim,
+                hidden,
+                architecture,
+                normalize=self.likelihood.normalize,
+                logvar_bounds=logvar_bounds,
+                input_shape=self.input_shape,
+            )
+            if encoder is None
+            else self._own_network("encoder", encoder, [self.input_shape], latent_dim, data=True)
         )
-        decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
-        mark_fused(decoder[-1], self.likelihood.output_blocks)
+        if decoder is None:
+            decoder = MLP(latent_dim, hidden, self.likelihood.output_dim, architecture, dropout)
+            mark_fused(decoder[-1], self.likelihood.output_blocks)
+        else:
+            decoder = self._own_network("decoder", decoder, [(latent_dim,)])
         self.decoder: nn.Module = decoder
         self._set_prior(
             prior,
@@ -250,6 +277,23 @@ class VAE(PretrainedMixin, RegisteredModule):
             pseudo_input_parameterization=pseudo_input_parameterization,
         )
 
+    def _own_network(
+        self, name: str, net, in_shapes: list, latent_dim: int | None = None, data: bool = False
+    ) -> BatchedNetwork:
+        """A user's network checked against its contract (:func:`pyrovamp.nn.check_network`)
+        and wrapped to take any leading shape: a Gaussian one (``latent_dim``: its ``(loc,
+        scale)`` size) or the decoder (the likelihood's ``output_dim`` values per row). An
+        encoder (``data=True``: its first input is the data) sees them scaled to ``[0, 1]``."""
+        out_dim = None if latent_dim is not None else self.likelihood.output_dim
+        role = f"the {self.likelihood.name} likelihood's parameters"
+        check_network(name, net, in_shapes, out_dim=out_dim, latent_dim=latent_dim, role=role)
+        normalize = self.likelihood.normalize if data else None
+        return BatchedNetwork(net, in_shapes, out_dim, latent_dim, normalize)
+
+    def _shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., D)`` data as ``(..., *input_shape)``: what the encoders take (a view)."""
+        return x.reshape(*x.shape[:-1], *self.input_shape)
+
     def _set_prior(self, prior, **kw):
         """``self.prior`` from a name (built around ``self.encoder``) or a Prior module."""
         if isinstance(prior, str):
@@ -258,6 +302,7 @@ class VAE(PretrainedMixin, RegisteredModule):
                 self.latent_dim,
                 encoder=self.encoder,
                 input_dim=self.input_dim,
+                input_shape=self.input_shape,
                 data_range=(self.likelihood.low, self.likelihood.high),
                 **kw,
             )
@@ -387,7 +432,7 @@ class VAE(PretrainedMixin, RegisteredModule):
             ValueError: its last dimension is not ``D``.
         """
         _check_width(x, self.input_dim)
-        loc, scale = self.encoder(x)
+        loc, scale = self.encoder(self._shaped(x))
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
@@ -415,7 +460,7 @@ class VAE(PretrainedMixin, RegisteredModule):
             ArgumentTypeError, ValueError: bad ``x`` (:func:`check_data`).
         """
         x = self._data(x)
-        loc, _ = self.encoder(x)
+        loc, _ = self.encoder(self._shaped(x))
         return self.likelihood.mean(self.decoder(loc))
 
     @torch.no_grad()
@@ -427,7 +472,7 @@ class VAE(PretrainedMixin, RegisteredModule):
         """
         check_int("num_samples", num_samples)
         x = self._data(x)
-        return {"z": self.encoder(x)[0]}
+        return {"z": self.encoder(self._shaped(x))[0]}
 
     @property
     def input_shape_2d(self) -> tuple:

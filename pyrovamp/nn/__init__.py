@@ -1,6 +1,8 @@
 """Networks (plain ``torch.nn``): gated dense layers, encoders, decoders, masked convolutions,
-the PixelCNN decoder and initialisation."""
+the PixelCNN decoder and initialisation; the contract of your own networks and
+:class:`Network`, the base class that makes them saveable (:mod:`pyrovamp.nn.adapters`)."""
 
+from pyrovamp.nn.adapters import BatchedNetwork, Network, check_network, flatten_event
 from pyrovamp.nn.decoders import ConvDecoder, PixelCNNDecoder
 from pyrovamp.nn.encoders import (
     ConditionalGaussian,
@@ -25,6 +27,10 @@ from pyrovamp.nn.layers import (
 )
 
 __all__ = [
+    "Network",
+    "BatchedNetwork",
+    "check_network",
+    "flatten_event",
     "eval_mode",
     "GatedDense",
     "MLP",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovamp.nn.adapters import flatten_event
 from pyrovamp.nn.layers import MLP, GatedConv2d, GatedDense, check_dropout, dense_layer, mark_fused
 
 __all__ = [
@@ -37,6 +38,9 @@ class GaussianEncoder(nn.Module):
             ``normalize``); identity if ``None``.
         logvar_bounds: optional ``(low, high)`` clamp of the log-variance.
         dropout: dropout probability after every hidden layer.
+        input_shape: shape of one data point (default ``(input_dim,)``): the encoder takes
+            ``(..., *input_shape)`` (the contract of :mod:`pyrovamp.nn.adapters`) or flat
+            ``(..., input_dim)``.
     """
 
     def __init__(
@@ -48,9 +52,11 @@ class GaussianEncoder(nn.Module):
         normalize=None,
         logvar_bounds=None,
         dropout: float = 0.0,
+        input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         self.input_dim = input_dim
+        self.input_shape = tuple(input_shape) if input_shape is not None else (input_dim,)
         self.latent_dim = latent_dim
         self.net = MLP(input_dim, hidden_dims, 2 * latent_dim, architecture, dropout)
         mark_fused(self.net[-1], 2)  # the mean and log-variance heads
@@ -58,6 +64,7 @@ class GaussianEncoder(nn.Module):
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
     def forward(self, x):
+        x = flatten_event(x, self.input_shape)[1]
         if self._normalize is not None:
             x = self._normalize(x)
         loc, logvar = self.net(x).chunk(2, dim=-1)
@@ -82,6 +89,8 @@ class JointNet(nn.Module):
         normalizers: optional per-input callables applied first (e.g. data to ``[0, 1]``).
         dropout: dropout probability after every hidden layer, the inputs' own layers included
             (0: none; active in training mode only).
+        input_shapes: the shape of one point of each input (default ``(in_dims[i],)``): input
+            ``i`` may come as ``(..., *input_shapes[i])`` or flat ``(..., in_dims[i])``.
 
     Raises:
         ValueError: unknown ``architecture`` or a dropout outside ``[0, 1)``.
@@ -96,10 +105,15 @@ class JointNet(nn.Module):
         num_joint_layers: int = 1,
         normalizers=None,
         dropout: float = 0.0,
+        input_shapes: Sequence[Sequence[int] | None] | None = None,
     ):
         check_dropout(dropout)
         super().__init__()
         self.dropout = float(dropout)
+        shapes = list(input_shapes) if input_shapes is not None else [None] * len(in_dims)
+        self.input_shapes = [
+            tuple(s) if s is not None else (d,) for s, d in zip(shapes, in_dims, strict=True)
+        ]
         self.branches = nn.ModuleList([dense_layer(d, hidden_dim, architecture) for d in in_dims])
         joint: list[nn.Module] = []
         d = hidden_dim * len(in_dims)
@@ -112,7 +126,10 @@ class JointNet(nn.Module):
 
     def forward(self, *inputs):
         hs = []
-        for x, branch, norm in zip(inputs, self.branches, self._normalizers, strict=False):
+        for x, branch, norm, shape in zip(
+            inputs, self.branches, self._normalizers, self.input_shapes, strict=False
+        ):
+            x = flatten_event(x, shape)[1]
             hs.append(self._drop(branch(norm(x) if norm is not None else x)))
         shape = torch.broadcast_shapes(*(h.shape[:-1] for h in hs))
         hs = [h.expand(shape + h.shape[-1:]) for h in hs]
@@ -141,6 +158,7 @@ class ConditionalGaussian(nn.Module):
         normalizers: see :class:`JointNet`.
         latent_dim: size of the Gaussian variable.
         logvar_bounds: optional ``(low, high)``.
+        input_shapes: see :class:`JointNet`.
     """
 
     def __init__(
@@ -152,11 +170,18 @@ class ConditionalGaussian(nn.Module):
         num_joint_layers: int = 1,
         normalizers=None,
         logvar_bounds=None,
+        input_shapes=None,
     ):
         super().__init__()
         self.latent_dim = latent_dim
         self.net = JointNet(
-            in_dims, hidden_dim, 2 * latent_dim, architecture, num_joint_layers, normalizers
+            in_dims,
+            hidden_dim,
+            2 * latent_dim,
+            architecture,
+            num_joint_layers,
+            normalizers,
+            input_shapes=input_shapes,
         )
         mark_fused(self.net.joint[-1], 2)  # the mean and log-variance heads
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
@@ -176,18 +201,21 @@ class ConvFeatures(nn.Module):
     """The paper's convolutional feature extractor for q(z2|x) and q(z1|x, z2): five gated
     convolutions (two of stride 2) ending in 6 channels, flattened.
 
-    Shapes: ``(..., H * W)`` (flat images, any leading shape) -> ``(..., out_features)``.
+    Shapes: ``(..., *input_shape)`` or flat ``(..., H * W)`` (any leading shape) ->
+    ``(..., out_features)``.
 
     Args:
         image_shape: ``(H, W)``.
         kernels: kernel sizes of the five layers (the paper: 7,3,5,3,3 for q(z2|x) and
             3,3,3,3,3 for q(z1|x, z2)).
         normalize: callable mapping data to ``[0, 1]`` first.
+        input_shape: the model's shape of one image (default ``image_shape``).
     """
 
-    def __init__(self, image_shape, kernels=(7, 3, 5, 3, 3), normalize=None):
+    def __init__(self, image_shape, kernels=(7, 3, 5, 3, 3), normalize=None, input_shape=None):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        self.input_shape = tuple(input_shape) if input_shape is not None else self.image_shape
         chans = [1, 32, 32, 64, 64, 6]
         strides = [1, 2, 1, 2, 1]
         layers = []
@@ -201,9 +229,9 @@ class ConvFeatures(nn.Module):
         self._normalize = normalize
 
     def forward(self, x):
+        lead, x = flatten_event(x, self.input_shape)
         if self._normalize is not None:
             x = self._normalize(x)
-        lead = x.shape[:-1]
         h = self.net(x.reshape(-1, 1, *self.image_shape))
         return h.reshape(lead + (self.out_features,))
 
@@ -212,10 +240,17 @@ class ConvGaussianEncoder(nn.Module):
     """q(z|x) of the convHVAE: :class:`ConvFeatures` then linear heads for the mean and the
     (hardtanh-clamped) log-variance; returns ``(loc, scale)``, each ``(..., latent_dim)``."""
 
-    def __init__(self, image_shape, latent_dim: int, normalize=None, logvar_bounds=(-6.0, 2.0)):
+    def __init__(
+        self,
+        image_shape,
+        latent_dim: int,
+        normalize=None,
+        logvar_bounds=(-6.0, 2.0),
+        input_shape=None,
+    ):
         super().__init__()
         self.latent_dim = latent_dim
-        self.features = ConvFeatures(image_shape, (7, 3, 5, 3, 3), normalize)
+        self.features = ConvFeatures(image_shape, (7, 3, 5, 3, 3), normalize, input_shape)
         self.head = mark_fused(nn.Linear(self.features.out_features, 2 * latent_dim), 2)
         self.logvar_bounds = tuple(logvar_bounds) if logvar_bounds is not None else None
 
@@ -238,9 +273,10 @@ class ConvConditionalEncoder(nn.Module):
         hidden_dim: int = 300,
         normalize=None,
         logvar_bounds=(-6.0, 2.0),
+        input_shape=None,
     ):
         super().__init__()
-        self.features = ConvFeatures(image_shape, (3, 3, 3, 3, 3), normalize)
+        self.features = ConvFeatures(image_shape, (3, 3, 3, 3, 3), normalize, input_shape)
         f = self.features.out_features
         self.z2_layer = GatedDense(z2_dim, f)
         self.joint = GatedDense(2 * f, hidden_dim)

@@ -26,6 +26,7 @@ def make_prior(
     *,
     encoder: nn.Module | None = None,
     input_dim: int | None = None,
+    input_shape=None,
     data_range=(0.0, 1.0),
     num_components: int = 16,
     grid_side: int | None = None,
@@ -37,7 +38,8 @@ def make_prior(
 ) -> Prior:
     """Build a prior by name: one of ``standard, mog, vampprior, gtm, gtm-vampprior, flow``.
 
-    ``encoder`` and ``input_dim`` are needed by the VampPrior and the GTM-VampPrior.
+    ``encoder`` and ``input_dim`` are needed by the VampPrior and the GTM-VampPrior;
+    ``input_shape`` (default ``(input_dim,)``) is the shape of their pseudo-inputs' points.
     For the GTM priors ``grid_side`` defaults to ``sqrt(num_components)``, which must then be a
     whole number. ``learn_weights=None`` means each prior's own default (uniform weights).
     For the flow prior, ``flow`` picks ``realnvp`` (default), ``nsf`` or ``maf`` and
@@ -72,8 +74,21 @@ def make_prior(
         if pseudo_input_parameterization is not None:
             kw["parameterization"] = pseudo_input_parameterization
         return VampPrior(
-            encoder, input_dim, num_components, data_range, latent_dim=latent_dim, **kw
+            encoder,
+            input_dim,
+            num_components,
+            data_range,
+            latent_dim=latent_dim,
+            input_shape=input_shape,
+            **kw,
         )
     return GTMVampPrior(
-        encoder, input_dim, side, data_range, hidden_dims, latent_dim=latent_dim, **kw
+        encoder,
+        input_dim,
+        side,
+        data_range,
+        hidden_dims,
+        latent_dim=latent_dim,
+        input_shape=input_shape,
+        **kw,
     )

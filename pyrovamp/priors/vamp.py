@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +18,21 @@ __all__ = ["VampPrior", "GTMVampPrior", "PSEUDO_INPUT_PARAMETERIZATIONS"]
 
 PSEUDO_INPUT_PARAMETERIZATIONS = ("sigmoid", "clamp")
 """The choices of ``VampPrior(parameterization=...)``."""
+
+
+def _input_shape(input_dim, input_shape) -> tuple:
+    """The checked shape of one data point: ``input_shape`` or ``(input_dim,)``."""
+    input_dim = check_int("input_dim", input_dim)
+    if input_shape is None:
+        return (input_dim,)
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise ValueError(f"input_shape must be a tuple of sizes, got {input_shape!r}")
+    shape = tuple(check_int(f"input_shape[{i}]", s) for i, s in enumerate(input_shape))
+    if math.prod(shape) != input_dim:
+        raise ValueError(
+            f"input_shape={shape} holds {math.prod(shape)} values, not input_dim={input_dim}"
+        )
+    return shape
 
 
 class VampPrior(Prior):
@@ -52,10 +68,15 @@ class VampPrior(Prior):
             :meth:`init_from_data`).
         latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
         parameterization: ``"sigmoid"`` or ``"clamp"`` (see above).
+        input_shape: the shape of one data point, e.g. ``(1, 28, 28)`` (default
+            ``(input_dim,)``; its product must be ``input_dim``): the pseudo-inputs have shape
+            ``(K, *input_shape)`` and the encoder is called on them so (Tomczak & Welling 2018,
+            sec. 3: pseudo-inputs live where the data do).
 
     Raises:
-        ValueError: bad sizes, ``init`` neither ``"random"`` nor a ``(K, D)`` tensor, or an
-            unknown ``parameterization``.
+        ValueError: bad sizes, ``init`` neither ``"random"`` nor a ``(K, D)`` tensor, an
+            unknown ``parameterization``, or an ``input_shape`` whose product is not
+            ``input_dim``.
     """
 
     # training data given as ``init`` only start the pseudo-inputs: a rebuilt prior loads them
@@ -71,6 +92,7 @@ class VampPrior(Prior):
         init="random",
         latent_dim: int | None = None,
         parameterization: str = "sigmoid",
+        input_shape=None,
     ):
         latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         if latent_dim is None:
@@ -84,7 +106,7 @@ class VampPrior(Prior):
             raise ValueError(f"init must be 'random' or a tensor of training data, got {init!r}")
         super().__init__(latent_dim)
         check_int("num_components", num_components)
-        check_int("input_dim", input_dim)
+        self.input_shape = _input_shape(input_dim, input_shape)
         self.encoder = encoder
         self.input_dim = input_dim
         self.num_components = num_components
@@ -116,14 +138,15 @@ class VampPrior(Prior):
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
-        """The pseudo-inputs ``u`` in data space, ``(K, D)``."""
+        """The pseudo-inputs ``u`` in data space, ``(K, *input_shape)``."""
         a = self._raw
         unit = (
             torch.nn.functional.hardtanh(a, 0.0, 1.0)
             if self.parameterization == "clamp"
             else torch.sigmoid(a)
         )
-        return self.low + (self.high - self.low) * unit
+        u = self.low + (self.high - self.low) * unit
+        return u.reshape(self.num_components, *self.input_shape)
 
     @torch.no_grad()
     def init_normal(self, mean: float, std: float) -> None:
@@ -145,19 +168,21 @@ class VampPrior(Prior):
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, margin: float = 0.05) -> None:
-        """Set the pseudo-inputs to ``K`` data points ``x`` (``(K, D)``, data space), pulled
-        ``margin`` (fraction of the range) inside the range so their gradients stay alive (the
-        paper's code adds N(0, 0.01) noise to the raw points instead, so about half of its black
-        pixels start clamped, without gradient).
+        """Set the pseudo-inputs to ``K`` data points ``x`` (``(K, D)`` or ``(K, *input_shape)``,
+        data space), pulled ``margin`` (fraction of the range) inside the range so their
+        gradients stay alive (the paper's code adds N(0, 0.01) noise to the raw points instead,
+        so about half of its black pixels start clamped, without gradient).
 
         Raises:
-            ValueError: ``x`` is not ``(K, D)``.
+            ValueError: ``x`` is neither ``(K, D)`` nor ``(K, *input_shape)``.
         """
-        if x.shape != (self.num_components, self.input_dim):
+        shaped = (self.num_components, *self.input_shape)
+        if tuple(x.shape) not in ((self.num_components, self.input_dim), shaped):
             raise ValueError(
-                f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}), "
-                f"got {tuple(x.shape)}"
+                f"pseudo-input data must have shape ({self.num_components}, {self.input_dim}) "
+                f"or {shaped}, got {tuple(x.shape)}"
             )
+        x = x.reshape(self.num_components, self.input_dim)
         a = self._raw
         p = margin + (1 - 2 * margin) * (x.to(a) - self.low) / (self.high - self.low)
         a.copy_(torch.logit(p) if self.parameterization == "sigmoid" else p)
@@ -180,6 +205,12 @@ class GTMVampPrior(Prior):
         hidden_dims: hidden sizes of ``g``.
         learn_weights: learn ``w`` (as the book) or keep ``1/K`` (default; better on Digits).
         latent_dim: ``L``; read from ``encoder.latent_dim`` when omitted.
+        input_shape: the shape of one data point (default ``(input_dim,)``): the pseudo-inputs
+            are ``(K, *input_shape)``, as :class:`VampPrior`'s.
+
+    Raises:
+        ValueError: no ``latent_dim``, bad sizes, or an ``input_shape`` whose product is not
+            ``input_dim``.
     """
 
     def __init__(
@@ -191,12 +222,13 @@ class GTMVampPrior(Prior):
         hidden_dims: Sequence[int] = (64, 64),
         learn_weights: bool = False,
         latent_dim: int | None = None,
+        input_shape=None,
     ):
         latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         if latent_dim is None:
             raise ValueError("GTMVampPrior needs latent_dim (or an encoder with .latent_dim)")
         super().__init__(latent_dim)
-        check_int("input_dim", input_dim)
+        self.input_shape = _input_shape(input_dim, input_shape)
         self.encoder = encoder
         self.input_dim = input_dim
         self.grid_side = grid_side
@@ -208,8 +240,9 @@ class GTMVampPrior(Prior):
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
-        """``g(u_k)`` in data space, ``(K, D)``."""
-        return self.low + (self.high - self.low) * torch.sigmoid(self.net(self.grid))
+        """``g(u_k)`` in data space, ``(K, *input_shape)``."""
+        u = self.low + (self.high - self.low) * torch.sigmoid(self.net(self.grid))
+        return u.reshape(self.num_components, *self.input_shape)
 
     def distribution(self):
         loc, scale = self.encoder(self.pseudo_inputs)
