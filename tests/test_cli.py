@@ -85,7 +85,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     "args, message",
     [
         (["train", "--prior", "nope"], "invalid choice: 'nope'"),
-        (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--dataset", "cifar"], "unknown data set 'cifar'; expected one of digits"),
         (["train", "--latent-dim", "0"], "--latent-dim must be at least 1, got 0"),
         (
             ["train", "--dataset", "static_mnist", "--data-root", "/no/such/folder"],

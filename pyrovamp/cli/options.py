@@ -3,8 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["progress_option", "progress_setting"]
+__all__ = ["progress_option", "progress_setting", "positive", "positive_int", "positive_float"]
+
+
+def positive(name: str, kind: type = int):
+    """argparse type: a positive ``kind`` (int: at least 1; float: finite), with a one-line error
+    naming the option."""
+    what = "an integer" if kind is int else "a number"
+
+    def conv(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least 1, got {v}"
+                if kind is int
+                else f"{name} must be a finite positive number, got {v}"
+            )
+        return v
+
+    return conv
+
+
+def positive_int(name: str):
+    """argparse type: an integer >= 1 (:func:`positive`)."""
+    return positive(name, int)
+
+
+def positive_float(name: str):
+    """argparse type: a finite number > 0 (:func:`positive`)."""
+    return positive(name, float)
 
 
 def progress_option(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
-"""Named data sets as train/validation/test tensors with their metadata, and the readers of
-their canonical files."""
+"""Named data sets as train/validation/test tensors with their metadata, the readers of their
+canonical files, and your own data (array files, folders of images, torchvision data sets:
+:mod:`pyrovamp.data.sources`) as the same :class:`Dataset`."""
 
 from pyrovamp.data.datasets import (
     DATASETS,
@@ -10,10 +11,13 @@ from pyrovamp.data.datasets import (
     STATIC_MNIST_FILES,
     STATIC_MNIST_URL,
     Dataset,
+    dataset_source,
+    dataset_stem,
     load_dataset,
     spread_subset,
 )
 from pyrovamp.data.readers import read_amat, read_array_pickle, read_idx_images
+from pyrovamp.data.sources import TORCHVISION_SETS
 
 __all__ = [
     "STATIC_MNIST_URL",
@@ -22,7 +26,10 @@ __all__ = [
     "FASHION_URL",
     "Dataset",
     "load_dataset",
+    "dataset_source",
+    "dataset_stem",
     "DATASETS",
+    "TORCHVISION_SETS",
     "DEFAULT_ROOTS",
     "SHA256",
     "spread_subset",

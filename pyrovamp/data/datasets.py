@@ -25,6 +25,10 @@ canonical files from ``root`` and, with ``download=True`` and internet, fetches 
 https. Every canonical file whose SHA-256 is recorded in :data:`SHA256` is checked after a
 download and when it is read from a local folder (each file hashed once per process); a file with
 another digest is refused before any work, in one line naming it and both digests.
+
+:func:`load_dataset` also reads your own data -- an ``.npy``/``.npz`` array file, a folder of
+images or a torchvision data set (:mod:`pyrovamp.data.sources`) -- into the same
+:class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,10 +54,13 @@ from pyrovamp.data.readers import (
     read_idx_images,
     require_files,
 )
+from pyrovamp.data.sources import TORCHVISION_SETS, load_source, source_kind
 
 __all__ = [
     "Dataset",
     "load_dataset",
+    "dataset_source",
+    "dataset_stem",
     "DATASETS",
     "SHA256",
     "read_amat",
@@ -123,11 +131,17 @@ class Dataset:
     draws a new one (with the global torch RNG, so seeded runs are reproducible).
 
     Attributes:
-        name: the data set's name.
+        name: the data set's name (a file's or folder's stem for your own data).
         train, validation, test: ``(N, D)`` float32 tensors in data space.
-        image_shape: ``(H, W)`` of one image (``D == H * W``).
-        likelihood: the likelihood that fits the values (``"bernoulli"`` or ``"categorical"``).
-        num_values: number of integer levels for the categorical likelihood, else ``None``.
+        image_shape: the shape of one point: ``(H, W)`` of a grey image, ``(C, H, W)`` of a
+            colour one (``D`` laid out channels first), ``(D,)`` of a flat vector.
+        likelihood: the likelihood that fits the values (``"bernoulli"``, ``"categorical"`` or
+            ``"discretized_logistic"``).
+        num_values: number of integer levels for the categorical and discretised logistic
+            likelihoods, else ``None``.
+        info: where the data came from: for your own data ``source`` (absolute path or
+            torchvision name), ``split`` (the fractions used, ``None`` when the source holds all
+            three parts), ``seed`` and ``likelihood`` (why that one).
     """
 
     name: str
@@ -185,39 +199,107 @@ def spread_subset(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()]
 
 
-def load_dataset(
-    name: str, root: str | os.PathLike | None = None, download: bool = True
-) -> Dataset:
-    """Load a named data set.
-
-    Args:
-        name: one of :data:`DATASETS`.
-        root: folder holding the canonical files; ignored for ``digits``. Defaults to
-            ``~/.cache/pyrovamp/<name>``.
-        download: fetch missing files from their original location into ``root`` (needs
-            internet); a failed download leaves nothing half-written.
-
-    Returns:
-        :class:`Dataset`.
+def dataset_source(value: str) -> str:
+    """``value`` as a run records it: a name of :data:`DATASETS` or
+    :data:`~pyrovamp.data.sources.TORCHVISION_SETS` as it is, a path to an array file or a
+    folder as an absolute path.
 
     Raises:
-        pyrovamp.errors.ArgumentTypeError: ``name`` not a string, ``root`` not a path or
-            ``download`` not a bool.
-        ValueError: unknown ``name``; a malformed file (naming the path and line); a canonical
-            file whose SHA-256 differs from :data:`SHA256` (naming the file and both digests).
-        FileNotFoundError: a missing file that could not be downloaded (naming the path).
+        pyrovamp.errors.ArgumentTypeError: ``value`` not a string or path.
+        ValueError: an unknown name (listing the choices), a file that is no array file;
+        FileNotFoundError: a path with nothing there.
     """
-    check_type("name", name, str, f"a data set name (one of {', '.join(DATASETS)})")
+    check_type("dataset", value, (str, os.PathLike), "a data set name or a path")
+    value = os.fspath(value)
+    if value in DATASETS:
+        return value
+    kind = source_kind(value)
+    if kind is None:
+        raise ValueError(
+            f"unknown data set {value!r}; expected one of {', '.join(DATASETS)}, a torchvision "
+            f"data set ({', '.join(TORCHVISION_SETS)}), or a path to an .npy/.npz file or a "
+            "folder of images"
+        )
+    return kind[1]
+
+
+def dataset_stem(value: str) -> str:
+    """A short name of the data set ``value`` (a name, or a path's stem), e.g. for a folder."""
+    return value if value in DATASETS or value in TORCHVISION_SETS else Path(value).stem
+
+
+def load_dataset(
+    name: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    *,
+    split=None,
+    seed: int = 0,
+    likelihood: str | None = None,
+) -> Dataset:
+    """Load a named data set, an array file, a folder of images or a torchvision data set.
+
+    Args:
+        name: one of :data:`DATASETS`; a path to an ``.npy``/``.npz`` file or to a folder of
+            images; or a torchvision data set
+            (:data:`~pyrovamp.data.sources.TORCHVISION_SETS`) -- see :mod:`pyrovamp.data.sources`.
+        root: folder holding the canonical files; ignored for ``digits`` and paths. Defaults to
+            ``~/.cache/pyrovamp/<name>`` (torchvision sets: ``~/.cache/pyrovamp/torchvision``).
+        download: fetch missing files from their original location into ``root`` (needs
+            internet); a failed download leaves nothing half-written.
+        split: ``(train, validation, test)`` fractions summing to 1 for the parts a source of
+            your own lacks (default ``(0.8, 0.1, 0.1)`` for one array, 0.1 of ``train`` for one
+            missing part); not for the named data sets.
+        seed: the seed of that split.
+        likelihood: ``"bernoulli"``, ``"categorical"`` or ``"discretized_logistic"`` instead of
+            the one the values call for (your own data only).
+
+    Returns:
+        :class:`Dataset` with ``(N, D)`` float32 parts.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``name`` not a string or path, ``root`` not a path,
+            ``download`` not a bool, ``seed`` not an integer.
+        ValueError: unknown ``name`` (listing the choices); a malformed file (naming the path
+            and what is wrong: not an array file, empty, NaN, images of several sizes, no
+            images, an unreadable image, values no likelihood fits); a bad ``split`` or
+            ``likelihood``; ``split``/``likelihood`` for a named data set; a canonical file
+            whose SHA-256 differs from :data:`SHA256` (naming the file and both digests).
+        FileNotFoundError: a missing file that could not be downloaded, a path with nothing
+            there (naming the path).
+    """
+    check_type(
+        "name",
+        name,
+        (str, os.PathLike),
+        f"a data set name (one of {', '.join(DATASETS)}) or a path",
+    )
     if root is not None:
         check_type("root", root, (str, os.PathLike), "a folder (str or path) or None")
     check_type("download", download, bool, "True or False")
+    seed = check_int("seed", seed, 0)
+    name = os.fspath(name)
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+        path = dataset_source(name)  # names no source: the one-line error listing the choices
+        fields: dict[str, Any] | None = load_source(
+            path, root, download, split=split, seed=seed, likelihood=likelihood
+        )
+        if fields is None:
+            raise ValueError(f"unknown data set {name!r}")
+        for k in ("train", "validation", "test"):
+            fields[k] = torch.from_numpy(fields[k])
+        return Dataset(**fields)
+    given = [k for k, v in (("split", split), ("likelihood", likelihood)) if v is not None]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} apply to array files, image folders and torchvision data "
+            f"sets, not the named data set {name!r}"
+        )
     if name == "digits":
         return _load_digits()
     if root is None:
         root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
-    return _LOADERS[name](Path(root), download)
+    return _LOADERS[name](Path(root).expanduser(), download)
 
 
 def _load_digits() -> Dataset:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from pyrovamp._random import fork_rng, seed_forked
-from pyrovamp.data import load_dataset, spread_subset
+from pyrovamp.data import dataset_stem, spread_subset
 from pyrovamp.errors import CheckpointError, TrainingInterrupted
 from pyrovamp.training import (
     CHECKPOINT,
@@ -52,6 +52,8 @@ from pyrovamp.workflow.runs import (
     load_run,
     make_folder,
     read_json_object,
+    record_data,
+    run_dataset,
     save_figure,
     write_history_csv,
 )
@@ -129,7 +131,8 @@ def train_run(
 
     Args:
         options: settings keyed as the options of ``pyrovamp train`` (``None`` values: not given).
-        out: the run folder (default for a new run: ``runs/<dataset>_<prior>_<time>``).
+        out: the run folder (default for a new run: ``runs/<dataset>_<prior>_<time>``, with
+            a path's stem for ``<dataset>``).
         resume: continue the run in ``out``.
         progress: progress bars (rank 0 only).
 
@@ -163,7 +166,7 @@ def train_run(
             Path(out)
             if out is not None
             else Path("runs")
-            / (f"{cfg['dataset']}_{cfg['prior']}_{time.strftime('%Y%m%d-%H%M%S')}")
+            / (f"{dataset_stem(cfg['dataset'])}_{cfg['prior']}_{time.strftime('%Y%m%d-%H%M%S')}")
         )
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a folder")
@@ -179,9 +182,10 @@ def train_run(
             cfg["init_from"] = str(init.resolve())
     tcfg = train_config(cfg, progress=progress if rank == 0 else False)
     tcfg.validate()
-    dataset = limit_points(
-        load_dataset(cfg["dataset"], cfg.get("data_root")), cfg.get("max_points")
-    )
+    dataset = run_dataset(cfg)
+    if not resume:
+        record_data(cfg, dataset)
+    dataset = limit_points(dataset, cfg.get("max_points"))
     # the run's seed gives the initial parameters; the caller's random streams are left alone
     with fork_rng():
         seed_forked(cfg["seed"])

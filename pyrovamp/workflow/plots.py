@@ -36,6 +36,7 @@ __all__ = [
     "plot_reconstructions",
     "plot_history",
     "image_grid",
+    "display_shape",
     "plot_pseudo_inputs",
     "plot_active_units",
     "plot_khat_vs_error",
@@ -130,40 +131,78 @@ def _latent_figure(model, x, grid_size, title) -> Figure:
     return fig
 
 
+def display_shape(shape) -> tuple:
+    """How to show a data point of ``shape`` as an image: ``(H, W)`` grey, ``(C, H, W)`` colour
+    (``C`` in 3, 4; a single channel ``(1, H, W)`` is ``(H, W)``). A flat ``(D,)`` becomes the
+    most nearly square ``(H, W)`` with ``H * W == D`` (``(1, D)`` for a prime ``D``); any other
+    shape ``(prod(shape[:-1]), shape[-1])``.
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``shape`` not a tuple of positive integers.
+    """
+    check_type("image_shape", shape, (tuple, list, torch.Size), "a tuple of sizes")
+    shape = tuple(check_int("image_shape", v) for v in shape)
+    if len(shape) == 1:
+        d = shape[0]
+        h = max(i for i in range(1, math.isqrt(d) + 1) if d % i == 0)
+        return (h, d // h)
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return shape[1:] if shape[0] == 1 else shape
+    if len(shape) == 0:
+        raise ValueError("image_shape must hold at least one size, got ()")
+    return (math.prod(shape[:-1]), shape[-1])
+
+
 def image_grid(images: torch.Tensor, image_shape, nrow: int = 8) -> np.ndarray:
-    """Tile ``(n, D)`` images of ``image_shape`` (``(H, W)``) into one array with
-    ``torchvision.utils.make_grid``; returns ``(H', W')`` float array.
+    """Tile ``(n, D)`` images of ``image_shape`` into one array with
+    ``torchvision.utils.make_grid``: ``(H, W)`` grey images give an ``(H', W')`` float array,
+    ``(C, H, W)`` colour ones (``C`` 3 or 4, ``D`` laid out channels first) an ``(H', W', C)``
+    one; a flat ``(D,)`` or any other shape is shown as :func:`display_shape` says.
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: ``images`` not a tensor or array, ``image_shape``
-            not a pair of integers, ``nrow`` not an integer.
-        ValueError: ``nrow < 1``; ``images`` whose size is not a multiple of ``H * W``.
+            not a tuple of integers, ``nrow`` not an integer.
+        ValueError: ``nrow < 1``; ``images`` whose size is not a multiple of ``prod(shape)``.
     """
     from torchvision.utils import make_grid
 
     check_type("images", images, (torch.Tensor, np.ndarray), "a tensor or numpy array (n, D)")
-    check_type("image_shape", image_shape, (tuple, list, torch.Size), "a pair (H, W)")
-    if len(image_shape) != 2:
-        raise ValueError(f"image_shape must be a pair (H, W), got {tuple(image_shape)}")
-    image_shape = tuple(check_int("image_shape", v) for v in image_shape)
+    shape = display_shape(image_shape)
     nrow = check_int("nrow", nrow)
     images = torch.as_tensor(images)
-    if images.numel() % math.prod(image_shape):
-        raise ValueError(f"images of {images.numel()} values are not whole {image_shape} images")
-    imgs = images.detach().cpu().float().reshape(-1, 1, *image_shape)
-    return make_grid(imgs, nrow=nrow, padding=1, pad_value=float(imgs.max()))[0].numpy()
+    if images.numel() % math.prod(shape):
+        raise ValueError(
+            f"images of {images.numel()} values are not whole {tuple(image_shape)} images"
+        )
+    channels = shape[0] if len(shape) == 3 else 1
+    imgs = images.detach().cpu().float().reshape(-1, channels, *shape[-2:])
+    grid = make_grid(imgs, nrow=nrow, padding=1, pad_value=float(imgs.max()))
+    return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def _imshow(fig, ax, grid, vmax, title):
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+    if grid.ndim == 3:  # colour: imshow takes values in [0, 1]
+        ax.imshow(np.clip(grid / max(vmax, 1e-12), 0, 1), interpolation="nearest")
+    else:
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title)
 
 
+def _model_shape(model) -> tuple:
+    """What an image of the model's data looks like (:func:`display_shape`)."""
+    shape = getattr(model, "input_shape", None)
+    return display_shape(shape) if shape else tuple(model.input_shape_2d)
+
+
 def _grid_figure(model, images: torch.Tensor, nrow: int, title: str) -> Figure:
     """One panel: ``images`` ``(n, D)`` in the model's image shape, ``nrow`` per row, titled."""
-    fig = Figure(figsize=(5, 5 * math.ceil(len(images) / nrow) / nrow + 0.4))
-    grid = image_grid(images, model.input_shape_2d, nrow)
+    shape = _model_shape(model)
+    nrow = min(nrow, len(images))
+    aspect = shape[-2] / shape[-1]  # height / width of one image
+    rows = math.ceil(len(images) / nrow)
+    fig = Figure(figsize=(5, min(20, 5 * aspect * rows / nrow) + 0.4))
+    grid = image_grid(images, shape, nrow)
     _imshow(fig, fig.add_subplot(111), grid, model.likelihood.high, title)
     return fig
 
@@ -201,12 +240,14 @@ def plot_reconstructions(model, x: torch.Tensor, num_images: int = 16) -> Figure
     x = _model_data(model, x)[:num_images]
     with eval_mode(model):
         rec = model.reconstruct(x)
-    fig = Figure(figsize=(min(12, 0.7 * len(x) + 0.5), 1.8))
-    both = torch.cat([x.reshape(len(x), -1).to(rec), rec])
+    shape = _model_shape(model)
+    width = min(12, 0.7 * len(x) * shape[-1] / shape[-2] + 0.5)
+    fig = Figure(figsize=(width, min(8, width * 2 * shape[-2] / (len(x) * shape[-1])) + 0.4))
+    both = torch.cat([x.reshape(len(x), -1).to(rec), rec.reshape(len(rec), -1)])
     _imshow(
         fig,
         fig.add_subplot(111),
-        image_grid(both, model.input_shape_2d, len(x)),
+        image_grid(both, shape, len(x)),
         model.likelihood.high,
         "data (top) and reconstructions (bottom)",
     )

@@ -24,7 +24,7 @@ import torch
 
 from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp._validate import check_optional_int, check_type
-from pyrovamp.data import Dataset, load_dataset
+from pyrovamp.data import DATASETS, Dataset, load_dataset
 from pyrovamp.models import MODELS
 from pyrovamp.nn import he_init_
 from pyrovamp.priors import make_prior
@@ -56,6 +56,8 @@ __all__ = [
     "resolve_config",
     "build_model",
     "load_run",
+    "run_dataset",
+    "record_data",
     "evaluate_run",
     "atomic_write_text",
     "save_figure",
@@ -204,6 +206,38 @@ def write_history_csv(history: list[dict], path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def run_dataset(cfg: dict, data_root=None) -> Dataset:
+    """The data of a run's configuration: ``cfg["dataset"]`` from ``data_root`` (default
+    ``cfg["data_root"]``), with the ``split``, ``likelihood`` and ``data_seed`` that
+    ``config.json`` records for your own data (:func:`pyrovamp.data.load_dataset`), so that a
+    resumed or reloaded run gets the very same points.
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`pyrovamp.data.load_dataset`.
+    """
+    root = data_root or cfg.get("data_root")
+    if cfg["dataset"] in DATASETS:
+        return load_dataset(cfg["dataset"], root)
+    return load_dataset(
+        cfg["dataset"],
+        root,
+        split=cfg.get("split"),
+        seed=cfg.get("data_seed") or 0,
+        likelihood=cfg.get("likelihood"),
+    )
+
+
+def record_data(cfg: dict, dataset: Dataset) -> dict:
+    """``cfg`` with the data settings of your own data resolved from ``dataset`` (the split
+    used and the likelihood; a named data set's ``cfg`` as it is), as ``config.json`` records
+    them. Returns ``cfg``."""
+    if cfg["dataset"] not in DATASETS:
+        cfg["split"] = dataset.info.get("split")
+        cfg["likelihood"] = dataset.likelihood
+        cfg["data_seed"] = cfg.get("data_seed") or 0
+    return cfg
+
+
 def load_run(run_dir, device: str = "cpu", data_root=None):
     """Rebuild a trained model from a run folder (``config.json`` and ``model.pt``, read with
     ``torch.load(weights_only=True)``).
@@ -233,7 +267,7 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
             f"{', '.join(map(repr, missing))} (a run folder's config.json as pyrovamp train "
             "writes it)"
         )
-    dataset = load_dataset(cfg["dataset"], data_root or cfg.get("data_root"))
+    dataset = run_dataset(cfg, data_root)
     model = build_model(cfg, dataset)
     meta = load_model_weights(model, run_dir / MODEL)
     return model.to(device).eval(), cfg, dataset, meta

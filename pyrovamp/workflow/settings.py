@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pyrovamp._validate import check_open_unit
+from pyrovamp._validate import check_int, check_open_unit
+from pyrovamp.data import DATASETS, dataset_source
+from pyrovamp.data.sources import LIKELIHOOD_NAMES, check_split
 from pyrovamp.training.config import (
     CONV_MODELS,
     RESUMABLE,
@@ -27,6 +29,7 @@ __all__ = [
     "TEST_NUM_SAMPLES",
     "RUN_DEFAULTS",
     "RESUME_MAY_CHANGE",
+    "DATA_SETTINGS",
     "TABLE_MODELS",
     "TABLE_PRIORS",
     "option_name",
@@ -45,6 +48,9 @@ TEST_NUM_SAMPLES = TrainConfig.test_num_samples
 #: (:data:`pyrovamp.training.config.PRESETS`) or none.
 RUN_DEFAULTS = {
     "dataset": "digits",
+    "split": None,
+    "likelihood": None,
+    "data_seed": None,
     "prior": "vampprior",
     "flow": None,
     "model": None,
@@ -92,6 +98,11 @@ RUN_DEFAULTS = {
     "max_minutes": None,
 }
 
+#: The settings of a run's data beyond ``dataset`` and ``data_root``, for array files, image
+#: folders and torchvision data sets only (:func:`pyrovamp.data.load_dataset`'s ``split``,
+#: ``likelihood`` and ``seed``); a run's ``config.json`` records them resolved.
+DATA_SETTINGS = ("split", "likelihood", "data_seed")
+
 #: The settings a resumed run may change: the training settings that leave the run as it is
 #: (:data:`pyrovamp.training.config.RESUMABLE`; ``progress`` is the command line's
 #: ``--no-progress``, no setting of a run folder),
@@ -119,20 +130,47 @@ def _check_keys(options: dict) -> None:
         raise ValueError(f"unknown settings {unknown}; expected some of {', '.join(RUN_DEFAULTS)}")
 
 
+def _data_settings(o: dict) -> None:
+    """``o``'s data settings checked and normalised in place: ``dataset`` as a run records it
+    (:func:`pyrovamp.data.dataset_source`), ``split`` a list of three floats."""
+    if o.get("dataset") is not None:
+        o["dataset"] = dataset_source(o["dataset"])
+    if o.get("split") is not None:
+        o["split"] = list(check_split(o["split"], "--split") or ())
+    if o.get("likelihood") is not None and o["likelihood"] not in LIKELIHOOD_NAMES:
+        raise ValueError(
+            f"--likelihood must be one of {', '.join(LIKELIHOOD_NAMES)}, got {o['likelihood']!r}"
+        )
+    if o.get("data_seed") is not None:
+        check_int("--data-seed", o["data_seed"], 0)
+
+
 def new_run_config(options: dict) -> dict:
     """The resolved configuration (``config.json``) of a new run from the settings given.
 
     Missing or ``None`` settings come from :data:`RUN_DEFAULTS`, then from the preset
     (:func:`pyrovamp.training.config.resolve_config`); ``--flow`` defaults to ``realnvp`` for the
     flow prior and ``--ema-decay 0`` means off (``None``). ``init_from`` is checked by
-    :func:`pyrovamp.workflow.experiment.train_run`, which has the run folders.
+    :func:`pyrovamp.workflow.experiment.train_run`, which has the run folders. ``dataset`` is
+    recorded as a name or an absolute path (:func:`pyrovamp.data.dataset_source`); your own
+    data get :data:`DATA_SETTINGS` (``data_seed`` 0 unless given; ``split`` and
+    ``likelihood`` resolved by :func:`pyrovamp.workflow.experiment.train_run` once the data are
+    read), the named data sets none.
 
     Raises:
         ValueError: an unknown setting, or settings that do not go together (one line naming the
-            option).
+            option); an unknown data set, a bad ``--split`` or ``--likelihood``, a data setting
+            for a named data set; ``FileNotFoundError``: a ``dataset`` path with nothing there.
     """
     _check_keys(options)
     o = {**RUN_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    _data_settings(o)
+    given = [option_name(k) for k in DATA_SETTINGS if o[k] is not None]
+    if o["dataset"] in DATASETS and given:
+        raise ValueError(
+            f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to array files, image "
+            f"folders and torchvision data sets, not --dataset {o['dataset']}"
+        )
     w = o["warmup_epochs"]
     if w is not None and (isinstance(w, bool) or not isinstance(w, int)):
         raise ValueError(f"--warmup-epochs must be an integer >= 0, got {w!r}")
@@ -152,6 +190,11 @@ def new_run_config(options: dict) -> dict:
             f"--prior {o['prior']}"
         )
     cfg = resolve_config(o)
+    for k in DATA_SETTINGS:  # the named data sets have none
+        if cfg["dataset"] in DATASETS:
+            cfg.pop(k)
+    if cfg["dataset"] not in DATASETS and cfg["data_seed"] is None:
+        cfg["data_seed"] = 0
     if cfg["prior"] == "flow":
         cfg["flow"] = cfg.get("flow") or "realnvp"
     if cfg["ema_decay"] == 0:
@@ -178,6 +221,8 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
             (one line naming the option, both values and ``run``).
     """
     _check_keys(changes)
+    changes = dict(changes)
+    _data_settings(changes)
     cfg = resolve_config(saved_config(saved))
     cfg["max_minutes"] = None
     for k, v in changes.items():
