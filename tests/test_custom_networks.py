@@ -123,15 +123,15 @@ def test_the_contract_is_checked_at_construction_in_one_line():
     with pytest.raises(
         ValueError,
         match=r"encoder must map \(N, 1, 16, 16\) to \(loc, scale\), "
-        r"each of shape \(N, 3\); for a batch of 2 it returned a tuple of 2 "
-        r"\(a tensor of shape \(2, 4\)",
+        r"each of shape \(N, 3\); for a batch of 3 it returned a tuple of 2 "
+        r"\(a tensor of shape \(3, 4\)",
     ):
         pv.VAE(SHAPE, 3, prior="standard", encoder=ConvEncoder(4))
     with pytest.raises(
         ValueError,
         match=r"decoder must map \(N, 4\) to N rows of 768 values "
-        r"\(the categorical likelihood's parameters\); for a batch of 2 it "
-        r"returned a tensor of shape \(2, 1, 16, 16\)",
+        r"\(the categorical likelihood's parameters\); for a batch of 3 it "
+        r"returned a tensor of shape \(3, 1, 16, 16\)",
     ) as e:
         pv.VAE(
             (1, 16, 16),
@@ -314,3 +314,101 @@ def test_an_encoder_sees_the_data_scaled_to_the_unit_interval():
     assert seen[-1].shape == (5, 8, 8) and torch.equal(seen[-1], torch.ones(5, 8, 8))
     vae.prior().log_prob(torch.zeros(2, L))  # the pseudo-inputs go through the same scaling
     assert seen[-1].shape == (3, 8, 8) and 0 <= seen[-1].min() and seen[-1].max() <= 1
+
+
+class Stacked(pv.nn.Network):
+    """A discretised-logistic decoder returning (2, N, *input_shape): locations and log-scales
+    stacked in front of the batch, a layout the contract does not allow."""
+
+    def __init__(self, latent_dim: int = L):
+        super().__init__()
+        self.loc = nn.Linear(latent_dim, 256)
+        self.log_scale = nn.Linear(latent_dim, 256)
+
+    def forward(self, z):
+        return torch.stack([self.loc(z), self.log_scale(z)]).view(2, -1, *SHAPE)
+
+
+def test_outputs_whose_rows_are_not_the_points_are_refused_not_reshaped():
+    # at construction: the check's batch of 3 shows the (2, N, ...) layout
+    with pytest.raises(ValueError, match=r"decoder must map \(N, 4\) to N rows of 512 values"):
+        pv.VAE(SHAPE, L, prior="standard", likelihood="discretized_logistic", decoder=Stacked())
+    # at run time too (a network that passed the check, then changed), for any batch but 2
+    net = pv.nn.BatchedNetwork(Stacked(), [(L,)], out_dim=512)
+    with pytest.raises(
+        ValueError,
+        match=r"Stacked returned a tensor of shape \(2, 5, 1, 16, 16\) "
+        r"for a batch of 5: expected 5 rows of 512 values",
+    ):
+        net(torch.zeros(5, L))
+
+
+def test_a_scale_that_is_not_positive_is_refused():
+    class LogScale(pv.nn.Network):  # returns log(scale) where the contract wants the scale
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(256, 2 * L))
+
+        def forward(self, x):
+            loc, log_scale = self.net(x).chunk(2, -1)
+            return loc, log_scale - 1.0
+
+    with pytest.raises(ValueError, match="encoder must return a positive scale"):
+        pv.VAE(SHAPE, L, prior="standard", encoder=LogScale())
+
+
+class NoInit(pv.nn.Network):
+    """A network without an __init__ of its own (no parameters): saveable all the same."""
+
+    def forward(self, z):
+        return z.sum(-1, keepdim=True).expand(-1, 256).reshape(-1, *SHAPE)
+
+
+def test_a_network_without_its_own_init_saves_and_loads(tmp_path):
+    vae = pv.VAE(SHAPE, L, prior="standard", encoder=ConvEncoder(), decoder=NoInit()).eval()
+    vae.save_pretrained(tmp_path / "m")
+    back = pv.from_pretrained(tmp_path / "m")
+    assert type(back.decoder.net) is NoInit
+    x = _bars(3)
+    assert torch.equal(pv.log_likelihood(back, x, 5, seed=0), pv.log_likelihood(vae, x, 5, seed=0))
+
+
+def test_a_prior_of_another_shape_is_refused_on_assignment():
+    vae = _model()
+    with pytest.raises(
+        ValueError,
+        match=r"prior.input_shape=\(16, 16\) \(pseudo-inputs\) is "
+        r"neither the model's input_shape=\(1, 16, 16\) nor flat \(256,\)",
+    ):
+        vae.prior = pv.VampPrior(vae.encoder, 256, 5, input_shape=(16, 16))
+    vae.prior = pv.VampPrior(vae.encoder, 256, 5)  # flat pseudo-inputs are fine
+    assert torch.isfinite(vae.prior().log_prob(torch.zeros(2, L))).all()
+
+
+def test_the_convolutional_hvae_takes_the_same_arguments():
+    torch.manual_seed(0)
+    conv = pv.ConvHVAE(
+        SHAPE,
+        3,
+        z1_dim=2,
+        prior="vampprior",
+        num_components=4,
+        encoder=Z2Encoder(),
+        p_z1=PZ1(),
+        decoder=Decoder2(),
+    ).eval()
+    assert type(conv.encoder.net) is Z2Encoder and conv.prior.encoder is conv.encoder
+    assert type(conv.encoder_z1).__name__ == "ConvConditionalEncoder"  # the default kept
+    ll = pv.log_likelihood(conv, _bars(4), 10, seed=0)
+    assert ll.shape == (4,) and torch.isfinite(ll).all()
+    pixel = pv.PixelHVAE(
+        SHAPE,
+        3,
+        z1_dim=2,
+        prior="standard",
+        encoder_z1=Z1Encoder(),
+        channels=4,
+        num_masked_layers=2,
+    ).eval()
+    assert type(pixel.encoder_z1.net) is Z1Encoder
+    assert torch.isfinite(pv.log_likelihood(pixel, _bars(2), 4, seed=0)).all()

@@ -252,6 +252,9 @@ class ConvHVAE(HVAE):
     convolutions of 64 channels. Same sites and methods as :class:`HVAE`; images of
     ``input_shape`` ``(H, W)``.
 
+    ``encoder``, ``encoder_z1``, ``p_z1``, ``decoder``: your own networks, as :class:`HVAE`'s
+    (the convolutional ones are the defaults of the same arguments).
+
     Raises:
         ValueError: ``input_shape`` is not ``(H, W)`` (a flat ``(784,)`` is read as 28x28 when
             square), and the errors of :class:`HVAE`.
@@ -274,6 +277,10 @@ class ConvHVAE(HVAE):
         num_flows: int = 4,
         z1_dim: int | None = None,
         pseudo_input_parameterization: str | None = None,
+        encoder: nn.Module | None = None,
+        encoder_z1: nn.Module | None = None,
+        p_z1: nn.Module | None = None,
+        decoder: nn.Module | None = None,
     ):
         super().__init__(
             input_shape,
@@ -285,26 +292,33 @@ class ConvHVAE(HVAE):
             architecture="gated",
             logvar_bounds=logvar_bounds,
             z1_dim=z1_dim,
+            encoder=encoder,
+            encoder_z1=encoder_z1,
+            p_z1=p_z1,
+            decoder=decoder,
         )
         shape = self.input_shape_2d
         if shape[0] < 4 or shape[1] < 4:
             raise ValueError(f"ConvHVAE needs image input_shape (H, W), got {self.input_shape}")
         norm = self.likelihood.normalize
-        self.encoder = ConvGaussianEncoder(
-            shape, latent_dim, norm, logvar_bounds, input_shape=self.input_shape
-        )
-        self.encoder_z1 = ConvConditionalEncoder(
-            shape, latent_dim, self.z1_dim, hidden_dim, norm, logvar_bounds, self.input_shape
-        )
-        decoder = ConvDecoder(
-            shape,
-            self.z1_dim,
-            latent_dim,
-            self.likelihood.params_per_dim,
-            pixel_major=self.likelihood.name == "categorical",
-        )
-        mark_fused(decoder.out, self.likelihood.output_blocks)
-        self.decoder = decoder
+        if encoder is None:
+            self.encoder = ConvGaussianEncoder(
+                shape, latent_dim, norm, logvar_bounds, input_shape=self.input_shape
+            )
+        if encoder_z1 is None:
+            self.encoder_z1 = ConvConditionalEncoder(
+                shape, latent_dim, self.z1_dim, hidden_dim, norm, logvar_bounds, self.input_shape
+            )
+        if decoder is None:
+            conv = ConvDecoder(
+                shape,
+                self.z1_dim,
+                latent_dim,
+                self.likelihood.params_per_dim,
+                pixel_major=self.likelihood.name == "categorical",
+            )
+            mark_fused(conv.out, self.likelihood.output_blocks)
+            self.decoder = conv
         self._set_prior(
             prior,
             num_components=num_components,
@@ -349,6 +363,8 @@ class PixelHVAE(ConvHVAE):
         kernel_size: their kernel size (the paper: 3).
         max_decoder_batch: images per decoder pass without autograd (bounds the memory of
             importance sampling's many passes).
+        encoder, encoder_z1, p_z1: your own networks, as :class:`HVAE`'s (the decoder is the
+            PixelCNN: an autoregressive decoder needs its pixel-by-pixel sampler).
 
     Raises:
         ValueError: as :class:`ConvHVAE`, and bad PixelCNN settings.
@@ -375,6 +391,9 @@ class PixelHVAE(ConvHVAE):
         num_masked_layers: int = 8,
         kernel_size: int = 3,
         max_decoder_batch: int = 256,
+        encoder: nn.Module | None = None,
+        encoder_z1: nn.Module | None = None,
+        p_z1: nn.Module | None = None,
     ):
         super().__init__(
             input_shape,
@@ -391,6 +410,9 @@ class PixelHVAE(ConvHVAE):
             num_flows=num_flows,
             z1_dim=z1_dim,
             pseudo_input_parameterization=pseudo_input_parameterization,
+            encoder=encoder,
+            encoder_z1=encoder_z1,
+            p_z1=p_z1,
         )
         name = self.likelihood.name
         decoder = PixelCNNDecoder(

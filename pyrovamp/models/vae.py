@@ -178,8 +178,9 @@ class VAE(PretrainedMixin, RegisteredModule):
             against the decoder over-fitting small data sets; off in evaluation, which runs in
             ``eval()`` mode). The encoder has none, so the VampPrior's components stay
             deterministic functions of the pseudo-inputs.
-        encoder: your own network for ``q(z|x)`` instead of the built-in MLP (``hidden_dim``,
-            ``num_hidden_layers``, ``architecture``, ``logvar_bounds`` are then unused): any
+        encoder: your own network for ``q(z|x)`` instead of the built-in MLP (whose
+            ``logvar_bounds`` is then unused; ``hidden_dim``, ``num_hidden_layers`` and
+            ``architecture`` still shape the built-in decoder, if any): any
             ``nn.Module`` mapping a batch ``(N, *input_shape)`` of data scaled to ``[0, 1]``
             (the likelihood's ``normalize``) to ``(loc, scale)``, each ``(N, latent_dim)``,
             ``scale > 0``. The VampPrior's components go through it, at pseudo-inputs of shape
@@ -291,7 +292,9 @@ class VAE(PretrainedMixin, RegisteredModule):
         return BatchedNetwork(net, in_shapes, out_dim, latent_dim, normalize)
 
     def _shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., D)`` data as ``(..., *input_shape)``: what the encoders take (a view)."""
+        """``(..., D)`` data as ``(..., *input_shape)``: what the encoders take (a reshape: a
+        view of contiguous data). Passing the shape makes the call unambiguous for any
+        ``input_shape`` (:func:`pyrovamp.nn.flatten_event`)."""
         return x.reshape(*x.shape[:-1], *self.input_shape)
 
     def _set_prior(self, prior, **kw):
@@ -333,6 +336,12 @@ class VAE(PretrainedMixin, RegisteredModule):
             raise ValueError(
                 f"prior.input_dim={input_dim} (pseudo-inputs) differs from the "
                 f"model's input_dim={self.input_dim}"
+            )
+        shape = getattr(prior, "input_shape", None)
+        if shape is not None and tuple(shape) not in ((self.input_dim,), self.input_shape):
+            raise ValueError(
+                f"prior.input_shape={tuple(shape)} (pseudo-inputs) is neither the model's "
+                f"input_shape={self.input_shape} nor flat ({self.input_dim},)"
             )
         return prior
 

@@ -44,6 +44,9 @@ class Network(nn.Module, Rebuildable):
     a module (``mynets.py``) and import it before ``from_pretrained``.
     """
 
+    def __init__(self):  # recorded (no arguments) for a subclass without an __init__ of its own
+        super().__init__()
+
 
 def _shape_text(shape: Sequence[int]) -> str:
     return ", ".join(str(s) for s in shape)
@@ -120,7 +123,18 @@ class BatchedNetwork(nn.Module):
         out = self.net(*xs)
         if self.out_dim is None:
             loc, scale = out
+            if loc.shape[0] != n or scale.shape[0] != n:
+                raise ValueError(
+                    f"{type(self.net).__name__} returned (loc, scale) of shapes "
+                    f"{tuple(loc.shape)} and {tuple(scale.shape)} for a batch of {n}: "
+                    "expected (N, L) each"
+                )
             return loc.reshape(*lead, loc.shape[-1]), scale.reshape(*lead, scale.shape[-1])
+        if out.shape[0] != n:  # rows of other points mixed in: refuse, do not reshape them
+            raise ValueError(
+                f"{type(self.net).__name__} returned a tensor of shape {tuple(out.shape)} for a "
+                f"batch of {n}: expected {n} rows of {self.out_dim} values"
+            )
         return out.reshape(*lead, self.out_dim)
 
     def extra_repr(self) -> str:
@@ -154,9 +168,10 @@ def check_network(
     latent_dim: int | None = None,
     role: str = "",
 ) -> None:
-    """Check a user's network against its contract by one forward pass on a batch of two zero
-    points, before any training: in evaluation mode (batch norm's running statistics are not
-    touched), without gradients, the caller's random streams left alone.
+    """Check a user's network against its contract by one forward pass on a batch of three zero
+    points (three: not a size a point's shape is likely to have, so a transposed or stacked
+    output shows), before any training: in evaluation mode (batch norm's running statistics
+    are not touched), without gradients, the caller's random streams left alone.
 
     Args:
         name: the argument's name in the error (``"encoder"``).
@@ -169,8 +184,9 @@ def check_network(
 
     Raises:
         ArgumentTypeError: ``net`` is not an ``nn.Module``.
-        ValueError: the network fails on the contract's input or returns another shape -- one
-            line naming ``name``, the shape it was given and what it returned.
+        ValueError: the network fails on the contract's input, returns another shape or a
+            scale that is not positive -- one line naming ``name``, the shape it was given and
+            what it returned.
     """
     if not isinstance(net, nn.Module):
         raise ArgumentTypeError(f"{name} must be a torch.nn.Module, got {type(net).__name__}")
@@ -182,7 +198,8 @@ def check_network(
         wanted = f"(loc, scale), each of shape (N, {latent_dim})"
     else:
         wanted = f"N rows of {out_dim} values{' (' + role + ')' if role else ''}"
-    inputs = [torch.zeros(2, *s, dtype=dtype, device=device) for s in in_shapes]
+    n = 3
+    inputs = [torch.zeros(n, *s, dtype=dtype, device=device) for s in in_shapes]
     devices = [device] if device.type == "cuda" else []
     with torch.no_grad(), eval_mode(net), torch.random.fork_rng(devices=devices):
         try:
@@ -190,23 +207,28 @@ def check_network(
         except Exception as e:  # the network's own error, on the contract's input
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(
-                f"{name} must map {given} to {wanted}; called on a batch of 2 it raised "
+                f"{name} must map {given} to {wanted}; called on a batch of {n} it raised "
                 f"{type(e).__name__}: {first}"
             ) from e
     if out_dim is None:
         ok = (
             isinstance(out, (tuple, list))
             and len(out) == 2
-            and all(isinstance(o, torch.Tensor) and tuple(o.shape) == (2, latent_dim) for o in out)
+            and all(isinstance(o, torch.Tensor) and tuple(o.shape) == (n, latent_dim) for o in out)
         )
     else:
         ok = (
             isinstance(out, torch.Tensor)
             and out.dim() >= 1
-            and out.shape[0] == 2
+            and out.shape[0] == n
             and (out[0].numel() == out_dim)
         )
     if not ok:
         raise ValueError(
-            f"{name} must map {given} to {wanted}; for a batch of 2 it returned {_described(out)}"
+            f"{name} must map {given} to {wanted}; for a batch of {n} it returned {_described(out)}"
+        )
+    if out_dim is None and not bool((out[1] > 0).all()):
+        raise ValueError(
+            f"{name} must return a positive scale (the standard deviation) as the second of "
+            f"(loc, scale); at zero inputs it returned {float(out[1].min()):.4g}"
         )

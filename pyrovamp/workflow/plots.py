@@ -91,7 +91,7 @@ def plot_latent(model, x: torch.Tensor, grid_size: int = 200, title: str | None 
 
 
 def _latent_figure(model, x, grid_size, title) -> Figure:
-    loc, _ = model.encoder(x)
+    loc, _ = model.encoder(x.reshape(x.shape[0], *getattr(model, "input_shape", x.shape[1:])))
     loc = loc.detach().cpu()
     fig = Figure(figsize=(5, 4.5))
     ax = fig.add_subplot(111)
