@@ -157,12 +157,21 @@ def _card_text(config: dict, card: dict) -> str:
         lines += ["", "Trained and scored with:", "", "```bash", *card["commands"], "```"]
     if card.get("notes"):
         lines += ["", str(card["notes"])]
+    networks = _networks(config["model"])
+    imports = sorted(
+        {c.rsplit(".", 1)[0] for c, _ in networks.values() if not c.startswith("pyrovamp.")}
+    )
+    if networks:
+        lines += ["", "Networks of its own (the classes and their constructor arguments):", ""]
+        for arg, (cls, args) in networks.items():
+            lines.append(f"- `{arg}`: `{cls}({args})`")
     ident = card.get("name") or "FOLDER"
     lines += [
         "",
-        "Load it:",
+        "Load it" + (" (the networks' modules imported first):" if imports else ":"),
         "",
         "```python",
+        *(f"import {m}" for m in imports),
         "import pyrovamp as pv",
         "",
         f'model = pv.from_pretrained("{ident}")',
@@ -172,6 +181,19 @@ def _card_text(config: dict, card: dict) -> str:
     ]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return f"---\n{front}---\n\n" + "\n".join(lines)
+
+
+def _networks(model: dict) -> dict[str, tuple[str, str]]:
+    """The networks a model was given (``encoder=``, ``decoder=``, ...: arguments holding a
+    module): argument -> (class path, its arguments as ``key=value`` text)."""
+    out = {}
+    for arg, value in (model.get("arguments") or {}).items():
+        inner = value.get("$module") if isinstance(value, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("class"), str):
+            args = inner.get("arguments") or {}
+            text = ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
+            out[arg] = (inner["class"], text)
+    return out
 
 
 def _check_dtype(name: str, dtype):

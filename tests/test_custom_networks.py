@@ -112,7 +112,10 @@ def test_a_user_convolutional_vae_with_the_vampprior_trains_scores_saves_and_rel
     vae.save_pretrained(tmp_path / "conv", card={"note": "bars"})
     config = (tmp_path / "conv" / "config.json").read_text()
     assert "test_custom_networks.ConvEncoder" in config  # the card records the classes ...
-    assert '"channels": 8' in config  # ... and their arguments
+    assert '"channels": 8' in config  # ... and their arguments, as the card's text does
+    text = (tmp_path / "conv" / "README.md").read_text()
+    assert "- `encoder`: `test_custom_networks.ConvEncoder(latent_dim=4, channels=8)`" in text
+    assert "import test_custom_networks\nimport pyrovamp as pv" in text
     torch.manual_seed(99)
     back = pv.from_pretrained(tmp_path / "conv")
     assert type(back.encoder.net) is ConvEncoder and back.prior.encoder is back.encoder
