@@ -377,6 +377,7 @@ def test_one_epoch_from_the_command_line_on_each_kind_and_the_same_data_back(
     tmp_path, monkeypatch, capsys
 ):
     from pyrovamp.workflow.runs import load_run, run_dataset
+    from pyrovamp.workflow.zoo import evaluate_pretrained, export_run
 
     monkeypatch.chdir(tmp_path)
     for argv, stem, likelihood in _sources(tmp_path):
@@ -408,6 +409,11 @@ def test_one_epoch_from_the_command_line_on_each_kind_and_the_same_data_back(
         assert main(["evaluate", str(out), "--num-samples", "3", "--no-progress"]) == 0
         m = json.loads((out / "metrics.json").read_text())
         assert m["num_test_points"] == len(dataset.test)
+        # exported as a pretrained model, it is scored on the same test points
+        pre = export_run(out, tmp_path / "pretrained" / stem, name=stem)
+        again = evaluate_pretrained(pre, data_root=root, progress=False)
+        assert again["num_test_points"] == m["num_test_points"]
+        assert again["test_log_likelihood"] == pytest.approx(m["test_log_likelihood"], abs=1e-9)
     capsys.readouterr()
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from pyrovamp._io import atomic_write_text
 from pyrovamp._version import __version__
-from pyrovamp.data import load_dataset
+from pyrovamp.data import DATASETS
 from pyrovamp.infer import points_per_block
 from pyrovamp.pretrained import (
     CARD,
@@ -33,7 +33,7 @@ from pyrovamp.pretrained import (
     pretrained_folder,
 )
 from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
-from pyrovamp.workflow.runs import load_run, make_folder, read_json_object
+from pyrovamp.workflow.runs import load_run, make_folder, read_json_object, run_dataset
 from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
 __all__ = [
@@ -140,6 +140,12 @@ def export_run(
             f"{run / PER_POINT} (mean {np.mean(ll):.4f}) does not match metrics.json's "
             f"test_log_likelihood {metrics['test_log_likelihood']:.4f}: evaluate again"
         )
+    if cfg["dataset"] not in DATASETS:  # your own data: what reads the same test points
+        card["data"] = {
+            "split": cfg.get("split"),
+            "seed": cfg.get("data_seed") or 0,
+            "likelihood": cfg.get("likelihood"),
+        }
     card = {k: v for k, v in card.items() if v is not None}
     folder = make_folder(folder)
     model.save_pretrained(folder, dataset=cfg["dataset"], card=card, weights_dtype=weights_dtype)
@@ -170,7 +176,8 @@ def evaluate_pretrained(
 
     ``method``: ``"is"`` (default S and seed: the card's, so the result is the card's number),
     ``"ais"`` or ``"exact"``. The data set is the one recorded in ``config.json``, read from
-    ``data_root`` (default: its usual place). With ``out`` the metrics are merged into
+    ``data_root`` (default: its usual place); your own data (a path, a torchvision set) with the
+    split, seed and likelihood the card's ``data`` records. With ``out`` the metrics are merged into
     ``out/metrics.json`` and the per-image values written to ``out/log_likelihood_<method>.npz``
     (a zoo folder is never written to).
 
@@ -190,7 +197,10 @@ def evaluate_pretrained(
     if out is not None:
         out = make_folder(out)
     model = from_pretrained(folder, device=device)
-    dataset = load_dataset(config["dataset"], data_root)
+    data = card.get("data") or {}  # your own data: the split, seed and likelihood it had
+    cfg = {"dataset": config["dataset"], "split": data.get("split"),
+           "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
+    dataset = run_dataset(cfg, data_root)
     x = dataset.test.to(device)
     seed = int(card.get("is_seed", 0))
     block = None
