@@ -415,3 +415,16 @@ def test_the_convolutional_hvae_takes_the_same_arguments():
     ).eval()
     assert type(pixel.encoder_z1.net) is Z1Encoder
     assert torch.isfinite(pv.log_likelihood(pixel, _bars(2), 4, seed=0)).all()
+
+
+def test_the_exact_log_likelihood_and_bdmc_of_a_model_with_its_own_networks():
+    torch.manual_seed(0)
+    vae = pv.VAE(
+        SHAPE, 2, prior="vampprior", num_components=4, encoder=ConvEncoder(2),
+        decoder=ConvDecoder(2),
+    ).eval()  # fmt: skip
+    x = _bars(3)
+    exact = pv.exact_log_likelihood(vae, x, grid_size=32, max_grid_size=32, max_levels=1)
+    assert torch.allclose(exact, pv.log_likelihood(vae, x, 2000, seed=0), atol=0.05)
+    bounds = pv.bdmc(vae, 2, num_chains=2, num_steps=10)
+    assert bounds["x"].shape == (2, 256) and bool((bounds["gap"] >= -1.0).all())
