@@ -129,14 +129,17 @@ def _card_text(config: dict, card: dict) -> str:
         "tags": ["pyrovamp", "pyro", "vae", "variational-autoencoder"]
         + ([prior.lower()] if prior else []),
     }
-    if config.get("dataset"):
-        meta["datasets"] = [config["dataset"]]
+    data = str(config.get("dataset") or "")
+    local = "/" in data or "\\" in data  # your own data: a local path, named by its stem
+    data = Path(data).stem if local else data
+    if data and not local:
+        meta["datasets"] = [data]
     meta["pyrovamp"] = card
     name = card.get("name") or f"{model} with a {prior or 'learnable'} prior"
     lines = [f"# {name}", ""]
     lines.append(
         f"A pyrovamp `{model}` with the `{prior}` prior"
-        + (f", trained on `{config['dataset']}`." if config.get("dataset") else ".")
+        + (f", trained on `{data}`{' (local data)' if local else ''}." if data else ".")
     )
     rows = [
         ("test log-likelihood, IS", card.get("test_log_likelihood"), card.get("is_num_samples")),

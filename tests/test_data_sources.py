@@ -15,8 +15,8 @@ from PIL import Image
 
 import pyrovamp as pv
 from pyrovamp.cli.app import main
-from pyrovamp.data import load_dataset
-from pyrovamp.data.sources import TORCHVISION_SETS, infer_likelihood
+from pyrovamp.data import TORCHVISION_SETS, load_dataset
+from pyrovamp.data.sources import infer_likelihood
 
 RNG = np.random.default_rng(0)
 
@@ -441,3 +441,48 @@ def test_a_bad_data_option_is_one_line_before_any_work(
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+# --- what the review of the first version found -----------------------------------------------
+
+
+def test_16_bit_images_are_refused_not_clipped(tmp_path):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    for i in range(3):
+        values = np.random.default_rng(i).integers(0, 65536, (8, 8)).astype(np.uint16)
+        Image.fromarray(values).save(folder / f"{i}.png")  # mode I;16
+    with pytest.raises(ValueError, match=r"0\.png: image mode 'I;16' \(16-bit or floating grey\)"):
+        load_dataset(folder)
+
+
+def test_an_npz_with_labels_beside_the_images_reads_the_images(tmp_path):
+    x, t = _bits(30, 4, 4), _bits(6, 4, 4)
+    np.savez(tmp_path / "a.npz", train=x, test=t, train_labels=np.arange(30), mean=x.mean(0))
+    ds = load_dataset(tmp_path / "a.npz")
+    assert ds.image_shape == (4, 4) and ds.likelihood == "bernoulli"
+    assert torch.equal(ds.test, torch.from_numpy(t.reshape(6, 16)).float())
+    assert len(ds.train) + len(ds.validation) == 30
+
+
+def test_black_and_white_images_saved_as_0_and_255_are_binary(tmp_path):
+    bw = _bits(20, 6, 6) * 255
+    _write_images(tmp_path / "bw", bw)  # mode "L", what most tools write
+    ds = load_dataset(tmp_path / "bw")
+    assert ds.likelihood == "bernoulli" and ds.num_values is None
+    assert set(torch.cat([ds.train, ds.validation, ds.test]).unique().tolist()) == {0.0, 1.0}
+    assert "0/255" in ds.info["likelihood"]
+    grey = load_dataset(tmp_path / "bw", likelihood="discretized_logistic")
+    assert grey.num_values == 256 and grey.train.max() == 255
+
+
+def test_a_relative_data_root_is_recorded_absolute(tmp_path, monkeypatch, capsys):
+    _mnist_like(tmp_path / "tv", "MNIST", n_train=40, n_test=8)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "MNIST", "--data-root", "tv", "--out", str(out), *FAST]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["data_root"] == str(tmp_path / "tv")
+    monkeypatch.chdir(tmp_path / "tv")  # elsewhere: the run still finds its data
+    assert main(["evaluate", str(out), "--num-samples", "2", "--no-progress"]) == 0
+    capsys.readouterr()

@@ -17,7 +17,7 @@ from pyrovamp.data.datasets import (
     spread_subset,
 )
 from pyrovamp.data.readers import read_amat, read_array_pickle, read_idx_images
-from pyrovamp.data.sources import TORCHVISION_SETS
+from pyrovamp.data.torchvision_sets import TORCHVISION_SETS
 
 __all__ = [
     "STATIC_MNIST_URL",

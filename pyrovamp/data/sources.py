@@ -32,32 +32,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pyrovamp.data.readers import read_array_pickle, read_idx_images
+from pyrovamp.data.images import read_image_folder
+from pyrovamp.data.torchvision_sets import TORCHVISION_SETS, read_torchvision
 
 __all__ = [
-    "TORCHVISION_SETS",
     "LIKELIHOOD_NAMES",
-    "IMAGE_SUFFIXES",
     "ARRAY_SUFFIXES",
     "DEFAULT_SPLIT",
     "DEFAULT_HELD_OUT",
     "source_kind",
     "check_split",
     "read_array_file",
-    "read_image_folder",
-    "read_torchvision",
     "as_points",
     "infer_likelihood",
     "split_points",
     "load_source",
 ]
 
-TORCHVISION_SETS = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "Omniglot", "CIFAR10")
-"""The torchvision data sets :func:`load_source` reads (EMNIST: its ``"balanced"`` split)."""
 LIKELIHOOD_NAMES = ("bernoulli", "categorical", "discretized_logistic")
 """The likelihoods a data set's values may be given (``likelihood=``)."""
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-"""The image files of a folder (case-insensitive)."""
 ARRAY_SUFFIXES = (".npy", ".npz")
 """The array files."""
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
@@ -67,7 +60,6 @@ DEFAULT_HELD_OUT = 0.1
 
 _CATEGORICAL_MAX = 32  # integer values up to this: categorical with max + 1 levels
 _VALIDATION_KEYS = ("validation", "valid", "val")
-_GREY_MODES = ("1", "L", "LA")
 
 
 def source_kind(value: str) -> tuple[str, str] | None:
@@ -156,153 +148,6 @@ def read_array_file(path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _open_image(path: Path):
-    from PIL import Image  # Pillow: only a folder of images needs it
-
-    try:
-        return Image.open(path)
-    except Exception as e:  # Pillow raises several types for a file it cannot read
-        raise ValueError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-
-
-def read_image_folder(folder) -> np.ndarray:
-    """The images in ``folder`` and its subfolders (:data:`IMAGE_SUFFIXES`, sorted by path), all
-    of one size: ``(N, H, W)`` uint8 for grey images (0/1 when every one is 1-bit), ``(N, H, W,
-    3)`` when any is in colour (RGBA and palettes become RGB, grey ones RGB too).
-
-    Raises:
-        ValueError: no images, an unreadable one, or images of another size (naming the first
-            file of another size and both sizes) -- checked before any image is decoded.
-    """
-    folder = Path(folder)
-    files = sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-    if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
-    sizes, modes = [], []
-    for p in files:  # headers only
-        with _open_image(p) as img:
-            sizes.append(img.size)
-            modes.append(img.mode)
-    for p, size in zip(files, sizes, strict=True):
-        if size != sizes[0]:
-            raise ValueError(
-                f"{folder}: images of different sizes: {p} is {size[0]}x{size[1]}, "
-                f"{files[0].name} {sizes[0][0]}x{sizes[0][1]} (resize them to one size)"
-            )
-    binary = all(m == "1" for m in modes)
-    colour = any(m not in _GREY_MODES for m in modes)
-    w, h = sizes[0]
-    out = np.empty((len(files), h, w, 3) if colour else (len(files), h, w), dtype=np.uint8)
-    for i, p in enumerate(files):
-        with _open_image(p) as img:
-            try:
-                if binary:
-                    out[i] = np.asarray(img, dtype=np.uint8)
-                else:
-                    out[i] = np.asarray(img.convert("RGB" if colour else "L"), dtype=np.uint8)
-            except Exception as e:  # a truncated or corrupt file fails when decoded
-                raise ValueError(f"{p}: unreadable image ({type(e).__name__}: {e})") from None
-    return out
-
-
-_TV_IDX = {  # the training and test image files in root/<name>/raw
-    "MNIST": ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
-    "FashionMNIST": ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
-    "KMNIST": ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
-    "EMNIST": ("emnist-balanced-train-images-idx3-ubyte", "emnist-balanced-test-images-idx3-ubyte"),
-}
-_CIFAR = ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch")
-
-
-def _torchvision_files(name: str, root: Path) -> list[Path]:
-    if name in _TV_IDX:
-        return [root / name / "raw" / f for f in _TV_IDX[name]]
-    if name == "Omniglot":
-        return [root / "omniglot-py" / f"images_{p}" for p in ("background", "evaluation")]
-    folder, train, test = _CIFAR
-    return [root / folder / f for f in (*train, test)]
-
-
-def _download_torchvision(name: str, root: Path) -> None:
-    """Fetch a torchvision data set into ``root`` with torchvision (no internet: nothing)."""
-    import torchvision.datasets as tvd  # torchvision: only a download needs its data sets
-
-    kwargs = {"split": "balanced"} if name == "EMNIST" else {}
-    try:
-        if name == "Omniglot":
-            for background in (True, False):
-                tvd.Omniglot(str(root), background=background, download=True)
-        else:
-            for train in (True, False):
-                getattr(tvd, name)(str(root), train=train, download=True, **kwargs)
-    except (OSError, RuntimeError):  # the caller names the missing file
-        pass
-
-
-def _idx_images(path: Path) -> np.ndarray:
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.is_file():
-            return read_idx_images(candidate)
-    raise FileNotFoundError(path)
-
-
-def _cifar_batch(path: Path) -> np.ndarray:
-    batch = read_array_pickle(path)
-    data = batch.get("data", batch.get(b"data")) if isinstance(batch, dict) else None
-    data = np.asarray(data) if data is not None else None
-    if data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{path}: malformed CIFAR-10 batch: expected 'data' of shape (N, 3072)")
-    return data.reshape(-1, 3, 32, 32)
-
-
-def read_torchvision(name: str, root, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The training and test images of the torchvision data set ``name`` in torchvision's
-    layout under ``root`` (``root/MNIST/raw/train-images-idx3-ubyte`` ...,
-    ``root/omniglot-py/images_background/``, ``root/cifar-10-batches-py/data_batch_1`` ...),
-    downloaded by torchvision first when files are missing and ``download``: ``(N, H, W)`` grey
-    or ``(N, 3, H, W)`` colour uint8 arrays (EMNIST's images transposed upright; Omniglot's
-    strokes as 1 on 0).
-
-    Raises:
-        FileNotFoundError: a missing file (naming it).
-        ValueError: unknown ``name``; a malformed file (naming it).
-    """
-    if name not in TORCHVISION_SETS:
-        raise ValueError(
-            f"unknown torchvision data set {name!r}; expected one of {', '.join(TORCHVISION_SETS)}"
-        )
-    root = Path(root).expanduser()
-    files = _torchvision_files(name, root)
-
-    def missing():
-        return [f for f in files if not (f.exists() or f.with_name(f.name + ".gz").is_file())]
-
-    if missing() and download:
-        _download_torchvision(name, root)
-    if missing():
-        raise FileNotFoundError(
-            f"{name}: missing {missing()[0]} (torchvision's layout under the data root {root}"
-            + ("; download=True fetches it)" if not download else "; the download failed)")
-        )
-    if name in _TV_IDX:
-        train, test = (_idx_images(f) for f in files)
-        side = math.isqrt(train.shape[1])
-        train, test = (a.reshape(-1, side, side) for a in (train, test))
-        if name == "EMNIST":  # stored transposed
-            train, test = (a.transpose(0, 2, 1).copy() for a in (train, test))
-        return train, test
-    if name == "Omniglot":
-        train, test = (read_image_folder(f) for f in files)
-        if train.max() > 1 or test.max() > 1:  # 8-bit grey copies: threshold to the strokes
-            train, test = ((a >= 128).astype(np.uint8) for a in (train, test))
-        return 1 - train, 1 - test
-    batches = [_cifar_batch(f) for f in files]
-    return np.concatenate(batches[:-1]), batches[-1]
-
-
 def as_points(array: np.ndarray, what: str) -> tuple[np.ndarray, tuple]:
     """``array`` of ``(N, D)``, ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (``C`` in 1,
     3, 4; where both fit, channels first if ``H == W != C``, else channels last) as ``(N, D)``
@@ -353,7 +198,8 @@ def infer_likelihood(
     """The likelihood that fits the values of ``parts`` (all of them together), or the one
     given, and the parts as float32 in its support.
 
-    0/1 -> ``"bernoulli"``; ``uint8`` or integers up to 255 -> ``"discretized_logistic"`` with
+    0/1 (or only 0 and 255: binary images, stored as 0/1) -> ``"bernoulli"``; ``uint8`` or
+    integers up to 255 -> ``"discretized_logistic"`` with
     256 levels, except integers up to 32 that are not ``uint8`` -> ``"categorical"`` with
     ``max + 1`` levels; floats in [0, 1] that are multiples of 1/255 -> their 256 levels. A
     given ``"categorical"`` or ``"discretized_logistic"`` keeps the levels the values have
@@ -398,8 +244,14 @@ def infer_likelihood(
             f"{what}: integer values up to {hi:g}; expected 0/1, few levels or 8-bit values "
             "(0..255)"
         )
+    black_white = integral and hi == 255 and all(bool(np.all((p == 0) | (p == 255))) for p in parts)
+    if black_white and likelihood in (None, "bernoulli"):  # binary images saved as 0/255
+        parts = [p // 255 if p.dtype == np.uint8 else p / 255.0 for p in parts]
+        hi = 1
     if integral and hi <= 1:
         inferred, levels, reason = "bernoulli", 2, "values 0/1"
+        if black_white and likelihood in (None, "bernoulli"):
+            reason = "values 0/255 (binary images): stored as 0/1"
     elif integral and hi <= _CATEGORICAL_MAX and not eight_bit:
         inferred, levels = "categorical", int(hi) + 1
         reason = f"integer values 0..{int(hi)} ({levels} levels)"
@@ -555,6 +407,9 @@ def load_source(
     info: dict = {"source": ident, "kind": kind}
     if kind == "array":
         arrays = read_array_file(ident)
+        if "train" in arrays:  # other arrays (labels, statistics) are not data points
+            keep = {"train", "test", *_VALIDATION_KEYS}
+            arrays = {k: a for k, a in arrays.items() if k in keep}
         points = {k: as_points(a, ident + (f" ({k})" if k else "")) for k, a in arrays.items()}
         shapes = {k: s for k, (_, s) in points.items()}
         if len(set(shapes.values())) > 1:

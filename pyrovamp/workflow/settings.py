@@ -132,9 +132,12 @@ def _check_keys(options: dict) -> None:
 
 def _data_settings(o: dict) -> None:
     """``o``'s data settings checked and normalised in place: ``dataset`` as a run records it
-    (:func:`pyrovamp.data.dataset_source`), ``split`` a list of three floats."""
+    (:func:`pyrovamp.data.dataset_source`), ``data_root`` an absolute path, ``split`` a list
+    of three floats."""
     if o.get("dataset") is not None:
         o["dataset"] = dataset_source(o["dataset"])
+    if o.get("data_root") is not None:  # read back from any working directory
+        o["data_root"] = str(Path(o["data_root"]).expanduser().resolve())
     if o.get("split") is not None:
         o["split"] = list(check_split(o["split"], "--split") or ())
     if o.get("likelihood") is not None and o["likelihood"] not in LIKELIHOOD_NAMES:
