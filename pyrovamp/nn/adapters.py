@@ -92,6 +92,15 @@ class BatchedNetwork(nn.Module):
         out_dim: values per row of a non-Gaussian output (``D * params_per_dim``), or ``None``.
         latent_dim: ``L`` of a Gaussian output (the prior's size for the encoder).
         normalize: callable scaling the first input to ``[0, 1]`` (the likelihood's), or None.
+
+    Raises:
+        ValueError: (in ``forward``) an input whose trailing shape is neither its point shape
+            nor flat, or an output whose first dimension is not the batch's ``N`` (a stacked or
+            transposed layout: refused, never reshaped into other points' rows).
+
+    Memory: inputs with different leading shapes (``q(z1|x, z2)`` with ``x`` of ``(N, ...)``
+    and ``z2`` of ``(S, N, L2)``) are expanded to one batch, so ``x`` is copied ``S`` times
+    (the built-in networks compute ``x``'s branch once instead).
     """
 
     def __init__(
