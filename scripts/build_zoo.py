@@ -109,6 +109,13 @@ def main() -> None:
                 "images, learning-rate halving, seed 0); the recipe's command took it as "
                 "finished and ran stage 2 from it."
             )
+        if dtype is None and (first / "metrics.json").is_file():  # the card's time is stage 2's
+            m1 = read_json_object(first / "metrics.json")
+            if m1.get("train_seconds"):
+                notes = (notes + " " if notes else "") + (
+                    f"The training time above is the last stage's; stage 1 took "
+                    f"{m1['train_seconds'] / 60:.0f} min ({m1.get('epochs_trained')} epochs)."
+                )
         export_run(
             folder,
             args.out / name,

@@ -45,8 +45,12 @@ def _test_images(dataset: str) -> torch.Tensor:
     pytest.skip(f"the {dataset} files are not on this machine")
 
 
+# the static-MNIST cells of the best recipe trained so far (issue 27: all four MLP cells)
+STATIC_MNIST = ["static-mnist-vae-vampprior"]
+
+
 def test_the_zoo_holds_the_six_digits_priors_and_is_small():
-    missing = [n for n in DIGITS if n not in pv.PRETRAINED]
+    missing = [n for n in DIGITS + STATIC_MNIST if n not in pv.PRETRAINED]
     assert not missing, f"zoo models missing: {missing}"
     size = sum(f.stat().st_size for folder in pv.PRETRAINED.values() for f in folder.iterdir())
     assert size <= 40e6, f"the zoo takes {size / 1e6:.1f} MB"
