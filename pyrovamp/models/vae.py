@@ -9,7 +9,6 @@ site ``"x"``. ELBO and log-likelihood values are nats per data point.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable
 
@@ -23,6 +22,7 @@ from pyrovamp._validate import check_int, check_optional_int, check_type
 from pyrovamp.distributions import make_likelihood
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.nn import MLP, BatchedNetwork, GaussianEncoder, check_network, mark_fused
+from pyrovamp.nn.adapters import _float_tensor
 from pyrovamp.pretrained import PretrainedMixin
 from pyrovamp.priors import Prior, make_prior
 from pyrovamp.registration import RegisteredModule
@@ -110,17 +110,6 @@ def check_data(
         raise ValueError(f"{name} contains NaN or infinite values")
     likelihood.check_support(x, name)
     return x
-
-
-def _float_tensor(obj):
-    """The first floating parameter or buffer of ``obj`` (the dtype and device of a model), or
-    None -- also for an object without ``parameters()``."""
-    params = obj.parameters() if hasattr(obj, "parameters") else ()
-    buffers = obj.buffers() if hasattr(obj, "buffers") else ()
-    for t in itertools.chain(params, buffers):
-        if torch.is_tensor(t) and t.is_floating_point():
-            return t
-    return None
 
 
 def _check_width(x, input_dim: int, name: str = "x") -> None:

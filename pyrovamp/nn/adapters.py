@@ -20,6 +20,7 @@ module, not a notebook's ``__main__``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -161,9 +162,13 @@ def _described(out) -> str:
     return f"a {type(out).__name__}"
 
 
-def _float_tensor(module: nn.Module):
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.is_floating_point():
+def _float_tensor(obj):
+    """The first floating parameter or buffer of ``obj`` (the dtype and device of a model or
+    network), or None -- also for an object without ``parameters()``."""
+    params = obj.parameters() if hasattr(obj, "parameters") else ()
+    buffers = obj.buffers() if hasattr(obj, "buffers") else ()
+    for t in itertools.chain(params, buffers):
+        if torch.is_tensor(t) and t.is_floating_point():
             return t
     return None
 
