@@ -29,6 +29,7 @@ FLOOR = {
     "_progress",
     "_version",
     "_rebuild",
+    "_blocks",
     "pretrained",  # save/load of models: imports only the floor; models import its mixin
 }
 STAGES = [

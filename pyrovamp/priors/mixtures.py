@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovamp._blocks import block_rows, exp_floor
 from pyrovamp._validate import check_int
 from pyrovamp.nn import MLP
 from pyrovamp.priors.base import REAL_VECTOR, Prior, mixing_logits
@@ -18,6 +19,16 @@ from pyrovamp.priors.base import REAL_VECTOR, Prior, mixing_logits
 __all__ = ["DiagonalGaussianMixture", "MoGPrior", "GTMPrior", "grid_points"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _floored_logsumexp(a: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over the last dim, differentiable, with the differences to the maximum
+    clamped at :func:`pyrovamp._blocks.exp_floor`: no subnormal ``exp`` forward or backward (the
+    same value and gradient up to terms below the dtype's rounding)."""
+    top = a.detach().amax(-1, keepdim=True)
+    top = torch.where(top.isfinite(), top, torch.zeros_like(top))
+    terms = (a - top).clamp(min=exp_floor(a.dtype)).exp()
+    return terms.sum(-1).log() + top.squeeze(-1)
 
 
 class DiagonalGaussianMixture(dist.MixtureSameFamily):
@@ -62,19 +73,20 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         new._params = self._params
         return new
 
-    def _grouped_log_prob(self, value, weights: bool):
-        """Component log-densities ``(G, P, K)`` of ``value`` ``(..., L)``; with ``weights`` the
-        log mixing weights are added.
+    def sample(self, sample_shape=torch.Size()):
+        """Draws ``sample_shape + batch_shape + (L,)``: a component per draw, then a draw of
+        that component only (``MixtureSameFamily.sample`` draws from all ``K`` components and
+        keeps one: ``K`` times the random numbers and memory)."""
+        logits, loc, scale = self._params
+        shape = torch.Size(sample_shape) + self.batch_shape
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=logits).sample(shape)
+            return torch.normal(loc[k], scale[k])
 
-        ``log N(z|m,s) = -0.5 |z'|^2.prec + z'.(m' prec) - 0.5 |m'|^2.prec - sum log s
-        - L/2 log 2pi``
-        with ``z' = z - c``, ``m' = m - c`` for a centre ``c``: all ``K`` components in one
-        (batched) matrix product, and little cancellation error, as the values are centred where
-        they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
-        16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
-        points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
-        one group, centred on its mean and computed in float64.
-        """
+    def _grouped_terms(self, value, weights: bool):
+        """``(features, w, const)`` of :meth:`_grouped_log_prob` (see there): its component
+        log-densities are ``baddbmm(const.unsqueeze(1), features, w)``, ``features``
+        ``(G, P, 2L)``, ``w`` ``(G, 2L, K)``, ``const`` ``(G, K)``."""
         logits, loc, scale = self._params
         K, L = loc.shape
         if value.dim() < 1 or value.shape[-1] != L:
@@ -92,9 +104,47 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         if weights:
             const = const + logits.to(dtype).log_softmax(-1)
         w = torch.cat([(-0.5 * prec).expand_as(m), m * prec], dim=-1)  # G x K x 2L
-        return torch.baddbmm(
-            const.unsqueeze(1), torch.cat([vc * vc, vc], dim=-1), w.transpose(1, 2)
-        )
+        return torch.cat([vc * vc, vc], dim=-1), w.transpose(1, 2), const
+
+    def _grouped_log_prob(self, value, weights: bool):
+        """Component log-densities ``(G, P, K)`` of ``value`` ``(..., L)``; with ``weights`` the
+        log mixing weights are added.
+
+        ``log N(z|m,s) = -0.5 |z'|^2.prec + z'.(m' prec) - 0.5 |m'|^2.prec - sum log s
+        - L/2 log 2pi``
+        with ``z' = z - c``, ``m' = m - c`` for a centre ``c``: all ``K`` components in one
+        (batched) matrix product, and little cancellation error, as the values are centred where
+        they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
+        16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
+        points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
+        one group, centred on its mean and computed in float64.
+        """
+        features, w, const = self._grouped_terms(value, weights)
+        return torch.baddbmm(const.unsqueeze(1), features, w)
+
+    def _grouped_logsumexp(self, value):
+        """``logsumexp_k`` of the weighted component log-densities, ``(G, P)``, without autograd:
+        the ``(G, P, K)`` log-densities are made and reduced in blocks of draws in one reused
+        buffer on CPUs (:func:`pyrovamp._blocks.block_rows`: in cache, no temporary of the
+        whole stack; one block on other devices). The differences to each row's maximum are
+        clamped at :func:`pyrovamp._blocks.exp_floor` (no subnormal ``exp``: a trained VampPrior's
+        far components made it a hundred times slower, for terms below float rounding)."""
+        features, w, const = self._grouped_terms(value, weights=True)
+        g, p, _ = features.shape
+        k = w.shape[-1]
+        step = block_rows(p, g * k, features.device)
+        buf = features.new_empty((g, step, k))
+        out = features.new_empty((g, p))
+        floor = exp_floor(features.dtype)
+        for r in range(0, p, step):
+            f = features[:, r : r + step]
+            b = buf[:, : f.shape[1]]
+            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
+            top = b.amax(-1, keepdim=True)
+            top = torch.where(top.isfinite(), top, 0.0)  # all -inf: -inf, as torch.logsumexp
+            b.sub_(top).clamp_(min=floor).exp_()
+            torch.add(b.sum(-1).log_(), top.squeeze(-1), out=out[:, r : r + f.shape[1]])
+        return out
 
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
@@ -104,7 +154,10 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
     def log_prob(self, value):
         """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``,
         ``(..., L) -> (...)``."""
-        lp = torch.logsumexp(self._grouped_log_prob(value, weights=True), dim=-1)  # G x P
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (value, *self._params)):
+            lp = _floored_logsumexp(self._grouped_log_prob(value, weights=True))  # G x P
+        else:
+            lp = self._grouped_logsumexp(value)
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)

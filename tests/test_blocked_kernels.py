@@ -1,0 +1,159 @@
+"""The in-cache (blocked) evaluation kernels of importance sampling: the Bernoulli log-likelihood
+and the mixture prior's logsumexp give the float64 values of their definitions -- in blocks of
+any size, for logits and distances far beyond float32's exp range -- and the IS log-weights of a
+model with both equal the definitions' on the same draws."""
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovamp import VAE
+from pyrovamp._blocks import block_rows, exp_floor
+from pyrovamp.distributions.bernoulli import BernoulliLikelihood, bernoulli_log_prob
+from pyrovamp.infer.weights import log_weights, trace_pair
+from pyrovamp.priors.mixtures import DiagonalGaussianMixture
+
+
+def _bernoulli64(h, x):
+    return dist.Bernoulli(logits=h.double()).to_event(1).log_prob(x.double())
+
+
+@pytest.mark.parametrize("elements", [7, 64, 2**16])  # blocks of 1 row, of a few rows, one block
+def test_bernoulli_log_prob_in_blocks_equals_float64_definition(monkeypatch, elements):
+    import pyrovamp._blocks as blocks
+
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", elements)
+    monkeypatch.setattr(
+        "pyrovamp.distributions.bernoulli.block_rows",
+        lambda r, w, d, e=elements: blocks.block_rows(r, w, d, e),
+    )
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(37, 3, 20, generator=gen) * 30
+    h[0, 0, :4] = torch.tensor([150.0, -150.0, 90.0, -90.0])  # exp(-|h|) would be subnormal
+    x = (torch.rand(3, 20, generator=gen) < 0.4).float()
+    got = bernoulli_log_prob(h, x)
+    assert got.shape == (37, 3) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), _bernoulli64(h, x), atol=2e-4, rtol=1e-6)
+    assert bool(torch.isfinite(got).all())
+    # (D,) data against a stack, one row, and the distribution's own log_prob without autograd
+    torch.testing.assert_close(
+        bernoulli_log_prob(h[:, 0], x[0]).double(), _bernoulli64(h[:, 0], x[0]), atol=2e-4, rtol=0
+    )
+    with torch.no_grad():
+        d = BernoulliLikelihood(20)(h)
+        torch.testing.assert_close(d.log_prob(x), got)
+
+
+def test_bernoulli_log_prob_keeps_its_gradient_path():
+    h = (torch.randn(5, 2, 8) * 3).requires_grad_()
+    x = (torch.rand(2, 8) < 0.5).float()
+    lp = BernoulliLikelihood(8)(h).log_prob(x)
+    lp.sum().backward()
+    torch.testing.assert_close(h.grad, x - torch.sigmoid(h.detach()))
+    torch.testing.assert_close(lp.detach().double(), _bernoulli64(h.detach(), x), atol=1e-4, rtol=0)
+
+
+def test_bernoulli_log_prob_in_float64_is_exact():
+    h = torch.randn(40, 2, 30, dtype=torch.float64) * 50
+    x = (torch.rand(2, 30) < 0.5).double()
+    torch.testing.assert_close(bernoulli_log_prob(h, x), _bernoulli64(h, x), atol=1e-9, rtol=0)
+
+
+def test_exp_floor_gives_normal_numbers_whose_sum_with_one_is_one():
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        f = exp_floor(dtype)
+        e = torch.tensor(f, dtype=torch.float64).exp()
+        assert float(e) >= torch.finfo(dtype).tiny  # normal, not subnormal
+        one = torch.tensor(1.0, dtype=dtype)
+        assert float(one + e.to(dtype)) == 1.0  # below the rounding of a sum holding 1
+    assert exp_floor(torch.float32) == pytest.approx(math.log(torch.finfo(torch.float32).tiny) + 1)
+    assert block_rows(1000, 100, torch.device("cpu"), 2**10) == 10
+    assert block_rows(1000, 100, torch.device("meta"), 2**10) == 1000  # one block off the CPU
+    assert block_rows(0, 100, torch.device("cpu")) == 1
+
+
+def _mixture(K=30, L=5, spread=4.0):
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(K, generator=gen)
+    loc = spread * torch.randn(K, L, generator=gen)
+    scale = torch.rand(K, L, generator=gen) * 0.3 + 0.05  # narrow: far components' terms < 1e-38
+    return DiagonalGaussianMixture(logits, loc, scale)
+
+
+def _mixture64(m, z):
+    logits, loc, scale = (t.double() for t in m._params)
+    ref = dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)
+    )
+    return ref.log_prob(z.double())
+
+
+@pytest.mark.parametrize("elements", [31, 2**16])
+def test_mixture_log_prob_without_autograd_in_blocks_equals_float64(monkeypatch, elements):
+    monkeypatch.setattr(
+        "pyrovamp.priors.mixtures.block_rows",
+        lambda r, w, d, e=elements: block_rows(r, w, d, e),
+    )
+    m = _mixture()
+    gen = torch.Generator().manual_seed(2)
+    z = m._params[1][:3] + 0.5 * torch.randn(40, 3, 5, generator=gen)  # IS's (S, N, L) stack
+    with torch.no_grad():
+        got = m.log_prob(z)
+    assert got.shape == (40, 3)
+    torch.testing.assert_close(got.double(), _mixture64(m, z), atol=2e-3, rtol=1e-5)
+
+
+def test_mixture_log_prob_gradient_equals_logsumexp_of_the_definition():
+    m = _mixture()
+    gen = torch.Generator().manual_seed(3)
+    z = (m._params[1][:4] + torch.randn(6, 4, 5, generator=gen)).requires_grad_()
+    lp = m.log_prob(z)
+    (g,) = torch.autograd.grad(lp.sum(), z)
+    z64 = z.detach().double().requires_grad_()
+    lp64 = _mixture64(m, z64)
+    (g64,) = torch.autograd.grad(lp64.sum(), z64)
+    torch.testing.assert_close(lp.detach().double(), lp64.detach(), atol=2e-3, rtol=1e-5)
+    torch.testing.assert_close(g.double(), g64, atol=1e-2, rtol=1e-4)
+    assert bool(torch.isfinite(g).all())
+
+
+def test_mixture_sample_draws_one_component_per_draw():
+    m = _mixture(K=3, L=2)
+    ref = dist.MixtureSameFamily(
+        dist.Categorical(logits=m._params[0]), dist.Normal(m._params[1], m._params[2]).to_event(1)
+    )
+    torch.manual_seed(0)
+    s = m.sample((40_000,))
+    r = ref.sample((40_000,))
+    assert s.shape == (40_000, 2) and m.expand([4]).sample((3,)).shape == (3, 4, 2)
+    torch.testing.assert_close(s.mean(0), r.mean(0), atol=0.1, rtol=0)
+    torch.testing.assert_close(s.std(0), r.std(0), atol=0.1, rtol=0)
+    # each draw lies near one component (not a blend of several)
+    d = ((s[:, None, :] - m._params[1]) / m._params[2]).pow(2).sum(-1).min(-1).values
+    assert float(d.quantile(0.99)) < 15.0
+
+
+def test_importance_log_weights_equal_the_definitions_on_the_same_draws():
+    """The kernels inside a model: a VAE + VampPrior's IS log-weights (no autograd) against the
+    float64 definitions of its sites on the traced draws."""
+    torch.manual_seed(0)
+    vae = VAE((12,), 3, prior="vampprior", num_components=7, hidden_dim=16).eval()
+    x = (torch.rand(4, 12) < 0.5).float()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        lw = log_weights(vae.model, vae.guide, x, 50)
+        torch.manual_seed(5)
+        mt, gt = trace_pair(vae.model, vae.guide, x, 50)
+    logits = mt.nodes["x"]["fn"].base_dist.logits
+    z = gt.nodes["z"]["value"]
+    prior = mt.nodes["z"]["fn"]
+    q = gt.nodes["z"]["fn"].base_dist
+    ref = (
+        _bernoulli64(logits, x)
+        + _mixture64(prior, z)
+        - dist.Normal(q.loc.double(), q.scale.double()).log_prob(z.double()).sum(-1)
+    )
+    assert lw.shape == (50, 4)
+    torch.testing.assert_close(lw.double(), ref, atol=1e-3, rtol=0)
