@@ -157,3 +157,44 @@ def test_importance_log_weights_equal_the_definitions_on_the_same_draws():
     )
     assert lw.shape == (50, 4)
     torch.testing.assert_close(lw.double(), ref, atol=1e-3, rtol=0)
+
+
+def test_mixture_log_prob_gradient_in_z_passes_gradcheck():
+    """The hand-written gradient in ``z`` (parameters without gradient: AIS, HMC), float64."""
+    m = _mixture(K=6, L=3)
+    m64 = DiagonalGaussianMixture(*(t.double() for t in m._params))
+    gen = torch.Generator().manual_seed(4)
+    for shape in [(5, 2, 3), (20, 2, 3), (7, 3)]:  # grouped draws, one group
+        z = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_()
+        assert torch.autograd.gradcheck(m64.log_prob, (z,), atol=1e-6)
+
+
+def test_mixture_log_prob_gradient_in_the_parameters_for_training():
+    m = _mixture(K=6, L=3)
+    logits, loc, scale = (t.clone().requires_grad_() for t in m._params)
+    z = torch.randn(20, 2, 3).requires_grad_()
+    lp = DiagonalGaussianMixture(logits, loc, scale).log_prob(z).sum()
+    grads = torch.autograd.grad(lp, (logits, loc, scale, z))
+    p64 = [t.detach().double().requires_grad_() for t in (logits, loc, scale)]
+    z64 = z.detach().double().requires_grad_()
+    ref = dist.MixtureSameFamily(
+        dist.Categorical(logits=p64[0]), dist.Normal(p64[1], p64[2]).to_event(1)
+    ).log_prob(z64)
+    want = torch.autograd.grad(ref.sum(), (*p64, z64))
+    torch.testing.assert_close(lp.double(), ref.sum().detach(), atol=1e-3, rtol=1e-5)
+    for g, w in zip(grads, want, strict=True):
+        torch.testing.assert_close(g.double(), w, atol=1e-3, rtol=1e-4)
+
+
+def test_bernoulli_log_prob_gradient_in_the_logits_passes_gradcheck():
+    gen = torch.Generator().manual_seed(6)
+    h = (torch.randn(6, 2, 5, generator=gen, dtype=torch.float64) * 4).requires_grad_()
+    x = (torch.rand(2, 5, generator=gen) < 0.5).double()
+    like = BernoulliLikelihood(5)
+    assert torch.autograd.gradcheck(lambda t: like(t).log_prob(x), (h,), atol=1e-6)
+    # data that broadcast the logits: autograd's own formula, the same values
+    h1 = h[0, 0].detach().requires_grad_()
+    lp = like(h1).log_prob(x)
+    assert lp.shape == (2,)
+    (g,) = torch.autograd.grad(lp.sum(), h1)
+    torch.testing.assert_close(g, (x - torch.sigmoid(h1.detach())).sum(0))

@@ -113,17 +113,37 @@ def bernoulli_log_prob(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _dot_last(h, x.to(h.dtype) - 0.5) - out.reshape(h.shape[:-1])
 
 
+class _BernoulliLogProb(torch.autograd.Function):
+    """:func:`bernoulli_log_prob` differentiable in the logits: the gradient
+    ``(x - sigmoid(h)) * grad`` by hand (one pass), no autograd graph of the forward's passes."""
+
+    @staticmethod
+    def forward(ctx, h, x):
+        ctx.save_for_backward(h, x)
+        return bernoulli_log_prob(h.detach(), x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        h, x = ctx.saved_tensors
+        dh = torch.sigmoid(h).neg_().add_(x.to(h.dtype)).mul_(grad.unsqueeze(-1).to(h.dtype))
+        return dh, None
+
+
 class _IndependentBernoulli(dist.Independent):
     """``_Bernoulli(logits).to_event(1)`` whose ``log_prob`` sums over the event without the
-    per-pixel tensor: ``sum_d x_d h_d - sum_d softplus(h_d)`` (the first sum by
-    :func:`_dot_last`); without autograd, :func:`bernoulli_log_prob`. Values equal
-    ``Bernoulli(logits=h).to_event(1).log_prob(x)``."""
+    per-pixel tensor: :func:`bernoulli_log_prob` (by hand in its gradient in the logits).
+    Values equal ``Bernoulli(logits=h).to_event(1).log_prob(x)``."""
 
     def log_prob(self, value):
         logits = self.base_dist.logits
-        if not (torch.is_grad_enabled() and logits.requires_grad):
-            return bernoulli_log_prob(logits, value)
-        return _dot_last(logits, value) - softplus(logits).sum(-1)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            if value.requires_grad or torch.broadcast_shapes(logits.shape, value.shape) != (
+                logits.shape
+            ):  # a gradient in the data, or data broadcasting the logits: autograd's formula
+                return _dot_last(logits, value) - softplus(logits).sum(-1)
+            return _BernoulliLogProb.apply(logits, value)
+        return bernoulli_log_prob(logits, value)
 
 
 class BernoulliLikelihood(Likelihood):

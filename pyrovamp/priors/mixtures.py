@@ -31,6 +31,71 @@ def _floored_logsumexp(a: torch.Tensor) -> torch.Tensor:
     return terms.sum(-1).log() + top.squeeze(-1)
 
 
+def _blocked_logsumexp(features, w, const) -> torch.Tensor:
+    """``logsumexp_k`` of ``baddbmm(const.unsqueeze(1), features, w)`` (the component
+    log-densities of :meth:`DiagonalGaussianMixture._grouped_log_prob`), ``(G, P)``, without
+    autograd: the ``(G, P, K)`` log-densities are made and reduced in blocks of draws in one
+    reused buffer on CPUs (:func:`pyrovamp._blocks.block_rows`: in cache, no temporary of the whole
+    stack; one block on other devices). The differences to each row's maximum are clamped at
+    :func:`pyrovamp._blocks.exp_floor` (no subnormal ``exp``: a trained VampPrior's far components
+    made it a hundred times slower, for terms below float rounding)."""
+    g, p, _ = features.shape
+    k = w.shape[-1]
+    step = block_rows(p, g * k, features.device)
+    buf = features.new_empty((g, step, k))
+    out = features.new_empty((g, p))
+    floor = exp_floor(features.dtype)
+    with torch.no_grad():
+        for r in range(0, p, step):
+            f = features[:, r : r + step]
+            b = buf[:, : f.shape[1]]
+            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
+            top = b.amax(-1, keepdim=True)
+            top = torch.where(top.isfinite(), top, 0.0)  # all -inf: -inf, as torch.logsumexp
+            b.sub_(top).clamp_(min=floor).exp_()
+            torch.add(b.sum(-1).log_(), top.squeeze(-1), out=out[:, r : r + f.shape[1]])
+    return out
+
+
+class _MixtureLogProb(torch.autograd.Function):
+    """``log p(z)`` of a :class:`DiagonalGaussianMixture` whose parameters need no gradient,
+    differentiable in ``z`` (AIS's and HMC's gradients): forward :func:`_blocked_logsumexp`;
+    backward ``d log p / dz = sum_k r_k prec_k (m_k - z)`` with the responsibilities ``r_k``
+    recomputed in the same blocks -- one more matrix product of the forward's size, instead of
+    autograd's graph of the ``(P, K)`` log-densities and its half-dozen passes over it."""
+
+    @staticmethod
+    def forward(ctx, value, mixture):
+        features, w, const = mixture._grouped_terms(value.detach(), weights=True)
+        lp = _blocked_logsumexp(features, w, const)
+        ctx.save_for_backward(features, w, const, lp)
+        ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
+        return lp
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_lp):
+        features, w, const, lp = ctx.saved_tensors
+        g, p, two_l = features.shape
+        half = two_l // 2
+        k = w.shape[-1]
+        step = block_rows(p, g * k, features.device)
+        buf = features.new_empty((g, step, k))
+        acc = features.new_empty((g, p, two_l))  # r @ [-prec / 2, m' prec] per draw
+        floor = exp_floor(features.dtype)
+        wt = w.transpose(1, 2)
+        for r in range(0, p, step):
+            f = features[:, r : r + step]
+            b = buf[:, : f.shape[1]]
+            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
+            b.sub_(lp[:, r : r + f.shape[1], None]).clamp_(min=floor).exp_()  # responsibilities
+            torch.bmm(b, wt, out=acc[:, r : r + f.shape[1]])
+        vc = features[..., half:]  # the centred values z' = z - c
+        dz = acc[..., half:].addcmul_(vc, acc[..., :half], value=2.0)  # r@(m' prec) - z' r@prec
+        dz.mul_(grad_lp.to(dz.dtype).unsqueeze(-1))
+        return dz.transpose(0, 1).reshape(ctx.value_shape).to(ctx.value_dtype), None
+
+
 class DiagonalGaussianMixture(dist.MixtureSameFamily):
     """Mixture of ``K`` diagonal Gaussians over whole vectors: a ``MixtureSameFamily``.
 
@@ -123,28 +188,9 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         return torch.baddbmm(const.unsqueeze(1), features, w)
 
     def _grouped_logsumexp(self, value):
-        """``logsumexp_k`` of the weighted component log-densities, ``(G, P)``, without autograd:
-        the ``(G, P, K)`` log-densities are made and reduced in blocks of draws in one reused
-        buffer on CPUs (:func:`pyrovamp._blocks.block_rows`: in cache, no temporary of the
-        whole stack; one block on other devices). The differences to each row's maximum are
-        clamped at :func:`pyrovamp._blocks.exp_floor` (no subnormal ``exp``: a trained VampPrior's
-        far components made it a hundred times slower, for terms below float rounding)."""
-        features, w, const = self._grouped_terms(value, weights=True)
-        g, p, _ = features.shape
-        k = w.shape[-1]
-        step = block_rows(p, g * k, features.device)
-        buf = features.new_empty((g, step, k))
-        out = features.new_empty((g, p))
-        floor = exp_floor(features.dtype)
-        for r in range(0, p, step):
-            f = features[:, r : r + step]
-            b = buf[:, : f.shape[1]]
-            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
-            top = b.amax(-1, keepdim=True)
-            top = torch.where(top.isfinite(), top, 0.0)  # all -inf: -inf, as torch.logsumexp
-            b.sub_(top).clamp_(min=floor).exp_()
-            torch.add(b.sum(-1).log_(), top.squeeze(-1), out=out[:, r : r + f.shape[1]])
-        return out
+        """``logsumexp_k`` of the weighted component log-densities, ``(G, P)``, without autograd
+        (:func:`_blocked_logsumexp`)."""
+        return _blocked_logsumexp(*self._grouped_terms(value, weights=True))
 
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
@@ -154,8 +200,11 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
     def log_prob(self, value):
         """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``,
         ``(..., L) -> (...)``."""
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (value, *self._params)):
+        grad = torch.is_grad_enabled()
+        if grad and any(t.requires_grad for t in self._params):  # training: autograd throughout
             lp = _floored_logsumexp(self._grouped_log_prob(value, weights=True))  # G x P
+        elif grad and value.requires_grad:  # AIS, HMC: the gradient in z only, by hand
+            lp = _MixtureLogProb.apply(value, self)
         else:
             lp = self._grouped_logsumexp(value)
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
