@@ -204,7 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points",
     )
     e.add_argument("--data-root")
-    e.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    e.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu (--accelerator's)")
+    e.add_argument(
+        "--devices",
+        type=_positive_int("--devices"),
+        default=1,
+        help="shard IS, AIS and the test ELBO over N processes (one per GPU with --accelerator "
+        "gpu; on CPUs cores/N threads each): the same numbers as one process",
+    )
+    e.add_argument("--accelerator", choices=("cpu", "gpu"), help="default: --device's")
     progress_option(e)
 
     z = sub.add_parser(

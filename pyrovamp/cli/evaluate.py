@@ -33,9 +33,14 @@ def run(args: argparse.Namespace) -> int:
     """Add the estimates the options ask for to the run folder ``args.run_dir`` -- or score the
     pretrained model it names -- printing a summary line per estimate; exit status 0.
 
+    ``--devices N [--accelerator cpu|gpu]`` shards the estimators over N processes, the same
+    numbers (:mod:`pyrovamp.workflow.parallel`).
+
     Raises:
         ValueError: options a pretrained model does not take (``--bdmc``, ``--refine-*``), or
-            ``--out`` with a run folder (its metrics go into the run folder).
+            ``--out`` with a run folder (its metrics go into the run folder); as
+            :func:`~pyrovamp.workflow.experiment.evaluate_run_folder` and
+            :func:`~pyrovamp.workflow.zoo.evaluate_pretrained`.
     """
     run_dir = Path(args.run_dir)
     if not run_dir.exists() and args.run_dir not in PRETRAINED and not is_repo_id(args.run_dir):
@@ -58,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             out=args.out,
             progress=progress_setting(args),
+            devices=args.devices,
+            accelerator=args.accelerator,
         )
         line = method_line(metrics, args.method or "is")
         card = metrics.get("card_log_likelihood")
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out is for pretrained models: a run's metrics go into its folder")
     options = ("num_samples", "method", "num_steps", "num_chains", "bdmc", "refine_guide",
                "refine_on", "refine_num_samples", "refine_lr", "refine_batch_size", "data_root",
-               "device")  # fmt: skip
+               "device", "devices", "accelerator")  # fmt: skip
     done = evaluate_run_folder(
         run_dir,
         **{k: getattr(args, k) for k in options},

@@ -1,5 +1,6 @@
 """Evaluation shared out over the processes of a data-parallel run (after :func:`fit
-<pyrovamp.training.fit>` with several devices), gathered so that every process holds the whole
+<pyrovamp.training.fit>` with several devices, or in the processes of ``pyrovamp evaluate
+--devices N``, :mod:`pyrovamp.workflow.parallel`), gathered so that every process holds the whole
 result. Importing it does not load Lightning."""
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import torch.distributed as dist
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
+    from lightning.fabric import Fabric
 
 __all__ = ["sharded_over_processes"]
 
 
 def sharded_over_processes(
-    fn: Callable[[torch.Tensor, int, int], dict], x: torch.Tensor, block: int, trainer: pl.Trainer
+    fn: Callable[[torch.Tensor, int, int], dict],
+    x: torch.Tensor,
+    block: int,
+    trainer: pl.Trainer | Fabric,
 ) -> dict:
     """Evaluate ``fn`` on this process's share of ``x`` and gather the results of all processes.
 
@@ -26,6 +31,10 @@ def sharded_over_processes(
     returns a dict of ``(n_part, ...)`` tensors (per data point); the parts are gathered in
     order, so the result equals one process evaluating all blocks when ``fn`` seeds each block
     from its global index (as :func:`pyrovamp.log_likelihood` does with ``first_block``).
+    ``trainer``: what knows the processes -- a Lightning ``Trainer`` or ``Fabric`` (its
+    ``world_size`` and ``global_rank``) whose process group is set up; every process calls this
+    function with the same ``x`` and ``block``. A process whose share is empty (more processes
+    than blocks) does not call ``fn``.
 
     Returns:
         dict of ``(N, ...)`` CPU tensors.

@@ -42,6 +42,7 @@ from pyrovamp.infer import (
     total_latent_dim,
 )
 from pyrovamp.training import sharded_over_processes
+from pyrovamp.workflow.parallel import Estimate, Processes, sharded_estimates
 
 __all__ = [
     "evaluate_run",
@@ -100,6 +101,7 @@ def evaluate_run(
     trainer=None,
     progress: bool | str = False,
     per_point_file=None,
+    processes: Processes | None = None,
 ) -> dict:
     """Test-set metrics, means in nats per data point: ``test_elbo`` (10 samples per point),
     ``test_log_likelihood`` (importance sampling with ``num_samples``), ``test_nll``, the PSIS
@@ -114,10 +116,13 @@ def evaluate_run(
     With ``trainer`` (a Lightning ``Trainer`` after data-parallel training) the importance
     sampling and the ELBO are sharded over its processes and gathered; every block of test
     points draws its samples from the seed and the block's index, so the numbers do not depend
-    on the number of processes. ``progress``: a progress bar over the test points for the
-    importance sampling (one process). ``per_point_file``: where to save the per-point IS values
-    and their diagnostics (``log_likelihood``, ``log_likelihood_psis``, ``pareto_k``, ``ess``;
-    the arrays of ``pyrovamp evaluate RUN --method is``), e.g. ``RUN/log_likelihood_is.npz``.
+    on the number of processes. ``processes`` (:class:`pyrovamp.workflow.parallel.Processes`,
+    ``pyrovamp evaluate RUN --devices N``): the importance sampling and the ELBO in that many
+    new processes, the same numbers. ``progress``: a progress bar over the test points for the
+    importance sampling (one process; process 0's share with ``processes``).
+    ``per_point_file``: where to save the per-point IS values and their diagnostics
+    (``log_likelihood``, ``log_likelihood_psis``, ``pareto_k``, ``ess``; the arrays of
+    ``pyrovamp evaluate RUN --method is``), e.g. ``RUN/log_likelihood_is.npz``.
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (a ``dataset`` that is
@@ -148,7 +153,14 @@ def evaluate_run(
             ).cpu()
         }
 
-    if trainer is not None and trainer.world_size > 1:
+    block: int | None = None
+    if processes is not None and processes.devices > 1:
+        estimates = [Estimate("is", seed, num_samples=num_samples), Estimate("elbo", seed + 1, 10)]
+        shard, shard_elbo = sharded_estimates(processes, x, estimates, progress)
+        ll, el = torch.from_numpy(shard["log_likelihood"]), torch.from_numpy(shard_elbo["elbo"])
+        block = shard["block_size"]
+        diag = {k: shard[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+    elif trainer is not None and trainer.world_size > 1:
         got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
         ll = got["ll"]
         diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
@@ -163,7 +175,7 @@ def evaluate_run(
             per_point_file,
             log_likelihood=ll.cpu().numpy(),
             **diag,
-            **_draws(model, num_samples, seed),
+            **_draws(model, num_samples, seed, block),
         )
     n = ll.numel()
     extra: dict[str, Any] = {"active_units": active_units(model, x)} if x.shape[0] > 1 else {}
@@ -250,6 +262,7 @@ def evaluate_method(
     seed: int = 0,
     progress: bool | str = False,
     batch_size: int | None = None,
+    processes: Processes | None = None,
 ) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
@@ -258,6 +271,9 @@ def evaluate_method(
     own) or ``"exact"`` (:func:`pyrovamp.infer.exact_log_likelihood`). ``progress``: a progress
     bar over the data points. ``batch_size``: IS's block of data points (default: the planner's,
     :func:`pyrovamp.infer.points_per_block`); each block draws from ``seed`` and its index.
+    ``processes`` (:class:`pyrovamp.workflow.parallel.Processes`; IS and AIS): shard the
+    estimator over that many new processes, the same per-point values as one process
+    (``<method>_seconds`` counts the processes' start).
 
     Returns:
         ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
@@ -269,23 +285,31 @@ def evaluate_method(
     Raises:
         pyrovamp.errors.ArgumentTypeError: an argument of the wrong type.
         ValueError: unknown method, ``num_samples``/``num_chains``/``num_steps`` below 1; a
-            model with more than two latent dimensions for "exact".
+            model with more than two latent dimensions for "exact"; ``processes`` for "exact".
     """
     check_choice("method", method, METHODS)
     num_samples = _check_common(model, num_samples, seed)
     num_chains = check_optional_int("num_chains", num_chains)
     num_steps = check_optional_int("num_steps", num_steps)
+    batch_size = check_optional_int("batch_size", batch_size)
+    sharded = processes if processes is not None and processes.devices > 1 else None
+    if sharded is not None and method == "exact":
+        raise ValueError("--devices: --method exact (quadrature) runs in one process")
+    C = num_chains or DEFAULT_NUM_CHAINS
+    T = num_steps or DEFAULT_NUM_STEPS
     t0 = time.perf_counter()
+    got: dict[str, Any] = {}
+    if sharded is not None:
+        e = Estimate(method, seed, num_samples, C, T, batch_size if method == "is" else None)
+        [got] = sharded_estimates(sharded, x, [e], progress)
     if method == "is":
-        ll, d = log_likelihood(
-            model,
-            x,
-            num_samples,
-            seed=seed,
-            diagnostics=True,
-            progress=progress,
-            batch_size=batch_size,
-        )
+        if got:
+            ll = torch.from_numpy(got["log_likelihood"])
+            d = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+            batch_size = got["block_size"]
+        else:
+            ll, d = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
+                                   progress=progress, batch_size=batch_size)  # fmt: skip
         per = {
             "log_likelihood": ll.cpu().numpy(),
             **d,
@@ -298,9 +322,12 @@ def evaluate_method(
             "num_samples": num_samples,
         }
     elif method == "ais":
-        C = num_chains or DEFAULT_NUM_CHAINS
-        T = num_steps or DEFAULT_NUM_STEPS
-        ll, d = ais_log_likelihood(model, x, C, T, seed=seed, diagnostics=True, progress=progress)
+        if got:
+            ll, d = torch.from_numpy(got["log_likelihood"]), got
+        else:
+            ll, d = ais_log_likelihood(
+                model, x, C, T, seed=seed, diagnostics=True, progress=progress
+            )
         per = {
             "log_likelihood": ll.cpu().numpy(),
             "acceptance_rate": d["acceptance_rate"],
@@ -482,6 +509,7 @@ def evaluate_estimators(
     epochs: int | None = None,
     progress: bool | str = False,
     report: Callable[[str], None] | None = None,
+    processes: Processes | None = None,
 ) -> dict:
     """``pyrovamp evaluate RUN --method M [--bdmc N]``: run :func:`evaluate_method` (if
     ``method``) and :func:`evaluate_bdmc` (if ``bdmc_points``), merge their metrics into
@@ -491,7 +519,7 @@ def evaluate_estimators(
     that a table can tell an estimate of the current state of an unfinished run from a stale
     one). ``progress``: a progress bar for the method. Each estimate's summary line
     (:func:`method_line`, :func:`bdmc_line`) goes to ``report`` (default: this module's logger)
-    as soon as it is made.
+    as soon as it is made. ``processes``: the method's processes (:func:`evaluate_method`).
 
     Raises:
         pyrovamp.errors.ArgumentTypeError, ValueError: as :func:`evaluate_method`, or a
@@ -515,6 +543,7 @@ def evaluate_estimators(
             num_steps=num_steps,
             seed=seed,
             progress=progress,
+            processes=processes,
         )
         save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
         new.update(metrics)

@@ -6,6 +6,7 @@ never touches an existing run folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from pyrovamp.workflow.estimates import (
     evaluate_run,
     merge_metrics,
 )
+from pyrovamp.workflow.parallel import Processes, resolve_hardware
 from pyrovamp.workflow.plots import (
     plot_active_units,
     plot_history,
@@ -318,6 +320,7 @@ def write_metrics_and_figures(
     device,
     trainer=None,
     progress: bool | str = False,
+    processes: Processes | None = None,
 ) -> dict | None:
     """Merge a run's test metrics (:func:`pyrovamp.workflow.runs.evaluate_run`, with ``meta`` and
     the run's identity) into ``out/metrics.json`` (the per-point IS values into
@@ -327,7 +330,9 @@ def write_metrics_and_figures(
     ``loss.png``, ``active_units.png``, ``pseudo_inputs.png``).
 
     With ``trainer`` (several processes) the evaluation is sharded over them and the process of
-    rank 0 writes. ``progress``: a progress bar over the test points.
+    rank 0 writes; with ``processes`` (``pyrovamp evaluate RUN --devices N``) the importance
+    sampling and the ELBO run in that many new processes and this one writes (the same numbers).
+    ``progress``: a progress bar over the test points.
 
     Returns:
         ``metrics.json`` as written (``None`` on the other processes).
@@ -348,6 +353,7 @@ def write_metrics_and_figures(
         trainer=trainer,
         progress=progress,
         per_point_file=out / "log_likelihood_is.npz" if rank0 else None,
+        processes=processes,
     )
     if trainer is not None and not trainer.is_global_zero:
         return None
@@ -393,9 +399,11 @@ def evaluate_run_folder(
     refine_lr: float | None = None,
     refine_batch_size: int | None = None,
     data_root=None,
-    device: str = "cpu",
+    device: str | None = None,
     progress: bool | str = "auto",
     report: Callable[[str], None] | None = None,
+    devices: int = 1,
+    accelerator: str | None = None,
 ) -> RunEvaluation:
     """``pyrovamp evaluate``: recompute a run folder's test metrics from its ``model.pt``.
 
@@ -409,14 +417,37 @@ def evaluate_run_folder(
     ``report``: receives each estimate's summary line as soon as it is made (default: this
     module's logger); the metrics of a whole evaluation come back in :class:`RunEvaluation`.
 
+    ``devices`` (``pyrovamp evaluate RUN --devices N``): shard the importance sampling and the
+    test ELBO (the whole evaluation), or ``method`` ``"is"`` / ``"ais"``, over N new processes
+    (:mod:`pyrovamp.workflow.parallel`) on ``accelerator`` (``"cpu"``, or ``"gpu"``: one GPU
+    each; default: ``device``'s; ``device`` defaults to the accelerator's, else ``"cpu"``): the
+    same numbers as one process, written by this one; the active units, figures and the exact
+    quadrature stay here. Default 1: one process, as before.
+
     Raises:
-        ValueError: options that do not go together, a missing ``data_root``, ``refine_guide`` on
-            a run without a test evaluation (one line naming the option);
-            ``FileNotFoundError``: not a run folder; as the estimators.
+        ValueError: options that do not go together (``devices`` > 1 with ``refine_guide``,
+            ``bdmc`` or ``method="exact"``; an ``accelerator`` and a ``device`` of different
+            kinds), ``devices < 1``, ``accelerator="gpu"`` without enough CUDA devices, a
+            missing ``data_root``, ``refine_guide`` on a run without a test evaluation (one line
+            naming the option); ``FileNotFoundError``: not a run folder; as the estimators.
     """
-    check_device(device)
+    if device is not None:
+        check_device(device)
+    devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     run = Path(run_dir)
     _check_folder_option(data_root, "--data-root")
+    if devices > 1:
+        for option, given in (("--refine-guide", refine_guide), ("--bdmc", bdmc)):
+            if given is not None:
+                raise ValueError(
+                    f"--devices {devices} shards IS, AIS and the test ELBO; {option} runs in "
+                    "one process: leave out --devices"
+                )
+        if method == "exact":
+            raise ValueError(
+                f"--devices {devices} shards IS, AIS and the test ELBO; --method exact "
+                "(quadrature) runs in one process: leave out --devices"
+            )
     if num_samples is not None and method not in (None, "is"):
         raise ValueError("--num-samples applies to --method is")
     if (num_steps or num_chains) and method != "ais" and bdmc is None:
@@ -450,6 +481,11 @@ def evaluate_run_folder(
     dataset = limit_points(dataset, cfg.get("max_points"))
     num_samples = num_samples or cfg.get("num_samples", 5000)
     done = RunEvaluation(num_test_points=int(dataset.test.shape[0]))
+    processes = None
+    if devices > 1:  # each process loads the model of the run folder itself
+        root = None if data_root is None else str(Path(data_root).resolve())
+        load = functools.partial(_run_model, str(run.resolve()), root)
+        processes = Processes(devices, accelerator, load)
     if refine_guide is not None:
         done.refined = evaluate_refined(
             model,
@@ -481,6 +517,7 @@ def evaluate_run_folder(
             epochs=meta.get("epochs"),
             progress=progress,
             report=report,
+            processes=processes,
         )
         return done
     info = {
@@ -504,5 +541,12 @@ def evaluate_run_folder(
         num_samples,
         device,
         progress=progress,
+        processes=processes,
     )
     return done
+
+
+def _run_model(run_dir: str, data_root: str | None, device: str):
+    """The trained model of the run folder ``run_dir`` on ``device``, as
+    :func:`evaluate_run_folder` loads it (what a process of ``--devices N`` calls)."""
+    return load_run(run_dir, device, data_root)[0]

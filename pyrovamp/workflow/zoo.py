@@ -12,6 +12,7 @@ et al. 2016), with the training recipe, its commands, the hardware and the train
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from pyrovamp.pretrained import (
     pretrained_folder,
 )
 from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
+from pyrovamp.workflow.parallel import Processes, resolve_hardware
 from pyrovamp.workflow.runs import load_run, make_folder, read_json_object, run_dataset
 from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
@@ -167,9 +169,11 @@ def evaluate_pretrained(
     num_chains: int | None = None,
     num_steps: int | None = None,
     data_root=None,
-    device: str = "cpu",
+    device: str | None = None,
     out=None,
     progress: bool | str = "auto",
+    devices: int = 1,
+    accelerator: str | None = None,
 ) -> dict:
     """``pyrovamp evaluate NAME``: score a pretrained model (zoo name, folder or Hub repository)
     on its data set's test images.
@@ -181,14 +185,27 @@ def evaluate_pretrained(
     ``out/metrics.json`` and the per-image values written to ``out/log_likelihood_<method>.npz``
     (a zoo folder is never written to).
 
+    ``devices`` (``pyrovamp evaluate NAME --devices N``; IS and AIS): shard the estimator over N
+    new processes on ``accelerator`` (``"cpu"``, or ``"gpu"``: one GPU each; default:
+    ``device``'s, which defaults to the accelerator's, else ``"cpu"``), each loading the model
+    from its folder: the same per-image values as one process. Default 1: one process.
+
     Returns:
         The metrics (nats per test image), with ``card_log_likelihood`` (the card's value for the
         same method, when it has one) and ``name``.
 
     Raises:
-        ValueError: a model without a recorded data set; as :func:`pyrovamp.from_pretrained`,
-            :func:`pyrovamp.load_dataset` and the estimators.
+        ValueError: a model without a recorded data set; ``devices`` > 1 with
+            ``method="exact"``, ``devices < 1``, ``accelerator="gpu"`` without enough CUDA devices
+            or with ``device="cpu"`` (one line naming the option); as
+            :func:`pyrovamp.from_pretrained`, :func:`pyrovamp.load_dataset` and the estimators.
     """
+    devices, accelerator, device = resolve_hardware(devices, accelerator, device)
+    if devices > 1 and method == "exact":
+        raise ValueError(
+            f"--devices {devices} shards IS and AIS; --method exact (quadrature) runs in one "
+            "process: leave out --devices"
+        )
     folder = pretrained_folder(name_or_path)
     config = read_json_object(folder / CONFIG)
     if not config.get("dataset"):
@@ -203,6 +220,10 @@ def evaluate_pretrained(
     dataset = run_dataset(cfg, data_root)
     x = dataset.test.to(device)
     seed = int(card.get("is_seed", 0))
+    processes = None
+    if devices > 1:  # each process loads the model from its folder
+        load = functools.partial(_pretrained_model, str(Path(folder).resolve()))
+        processes = Processes(devices, accelerator, load)
     block = None
     if method == "is":
         num_samples = num_samples or int(card.get("is_num_samples", 5000))
@@ -218,6 +239,7 @@ def evaluate_pretrained(
         seed=seed,
         progress=progress,
         batch_size=block,
+        processes=processes,
     )
     key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
     metrics["name"] = str(name_or_path)
@@ -227,6 +249,12 @@ def evaluate_pretrained(
         save_per_point(out / f"log_likelihood_{method}.npz", **per)
         metrics = merge_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+def _pretrained_model(folder: str, device: str):
+    """The pretrained model in ``folder`` on ``device`` (what a process of ``--devices N``
+    calls)."""
+    return from_pretrained(folder, device=device)
 
 
 def zoo_rows(names=None) -> list[dict]:

@@ -1,0 +1,75 @@
+"""``evaluate --devices N`` on a CPU: importance sampling (S=5000) of the trained zoo model
+``static-mnist-vae-vampprior`` on the first ``--points`` real static MNIST test images, by one
+process using all of torch's threads and by ``--devices`` processes
+(:func:`pyrovamp.workflow.parallel.sharded_estimates`, ``cores // N`` threads each), wall clock
+including the processes' start (importing torch, Lightning and pyrovamp), interleaved
+``--rounds`` times; and whether the per-image values are identical.
+
+Usage: python benchmarks/processes.py [--points 2000] [--devices 2] [--rounds 1]
+The last line printed is a JSON object with ``speedup`` (one process's seconds over N's).
+"""
+
+import argparse
+import functools
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+import pyrovamp
+from pyrovamp import log_likelihood
+from pyrovamp.data import read_amat
+from pyrovamp.workflow.parallel import Estimate, Processes, sharded_estimates
+from pyrovamp.workflow.zoo import _pretrained_model
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--points", type=int, default=2000)
+    ap.add_argument("--devices", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--model", default="static-mnist-vae-vampprior")
+    ap.add_argument(
+        "--data-root", default=str(HERE.parent.parent / "shared" / "data" / "static_mnist")
+    )
+    args = ap.parse_args()
+    test = pathlib.Path(args.data_root) / "binarized_mnist_test.amat"
+    if not test.is_file():
+        sys.exit(f"{test} is missing: the benchmark runs on real static MNIST test images only")
+    x = read_amat(test)[: args.points]
+    model = pyrovamp.from_pretrained(args.model)
+    processes = Processes(args.devices, "cpu", functools.partial(_pretrained_model, args.model))
+    one_s, many_s = [], []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        one = log_likelihood(model, x, 5000, seed=0)
+        one_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        many = sharded_estimates(processes, x, [Estimate("is", seed=0, num_samples=5000)])[0]
+        many_s.append(time.perf_counter() - t0)
+    res = {
+        "speedup": round(statistics.median(a / b for a, b in zip(one_s, many_s, strict=True)), 3),
+        "one_process_seconds": [round(t, 1) for t in one_s],
+        "sharded_seconds": [round(t, 1) for t in many_s],
+        "devices": args.devices,
+        "one_process_threads": torch.get_num_threads(),
+        "identical": bool(torch.equal(one, torch.as_tensor(many["log_likelihood"]))),
+        "points": x.shape[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "clock": "wall, process start included",
+    }
+    print(
+        f"IS S=5000 on {res['points']} images: one process ({res['one_process_threads']} "
+        f"threads) {res['one_process_seconds']} s, {args.devices} processes "
+        f"{res['sharded_seconds']} s: {res['speedup']}x; identical: {res['identical']}"
+    )
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
