@@ -188,6 +188,13 @@ class _Target:
         return log_joint.detach(), log_init.detach(), g_joint, g_init
 
 
+def effective_chains(log_weights: torch.Tensor) -> torch.Tensor:
+    """AIS's effective number of chains per data point, ``(sum w)^2 / sum w^2``, from the
+    ``(C, N)`` log-weights: ``(N,)``, between 1 and ``C``."""
+    w = torch.exp(log_weights - log_weights.max(0).values)
+    return w.sum(0) ** 2 / (w * w).sum(0)
+
+
 def _run_chains(
     target,
     u,
@@ -427,8 +434,7 @@ def ais_log_likelihood(
     if not diagnostics:
         return ll
     lw = torch.cat(weights, 1)
-    w = torch.exp(lw - lw.max(0).values)
-    ess = w.sum(0) ** 2 / (w * w).sum(0)
+    ess = effective_chains(lw)
     return ll, {
         "log_weights": lw.cpu().numpy(),
         "acceptance_rate": torch.cat(acc).cpu().numpy(),

@@ -31,29 +31,36 @@ def _floored_logsumexp(a: torch.Tensor) -> torch.Tensor:
     return terms.sum(-1).log() + top.squeeze(-1)
 
 
-def _blocked_logsumexp(features, w, const) -> torch.Tensor:
-    """``logsumexp_k`` of ``baddbmm(const.unsqueeze(1), features, w)`` (the component
-    log-densities of :meth:`DiagonalGaussianMixture._grouped_log_prob`), ``(G, P)``, without
-    autograd: the ``(G, P, K)`` log-densities are made and reduced in blocks of draws in one
-    reused buffer on CPUs (:func:`pyrovamp._blocks.block_rows`: in cache, no temporary of the whole
-    stack; one block on other devices). The differences to each row's maximum are clamped at
-    :func:`pyrovamp._blocks.exp_floor` (no subnormal ``exp``: a trained VampPrior's far components
-    made it a hundred times slower, for terms below float rounding)."""
+def _component_blocks(features, w, const):
+    """The ``(G, P, K)`` component log-densities ``baddbmm(const.unsqueeze(1), features, w)`` of
+    :meth:`DiagonalGaussianMixture._grouped_log_prob`, block by block of draws: yields
+    ``(start, block)``, each block ``(G, p, K)`` made in one reused buffer on CPUs
+    (:func:`pyrovamp._blocks.block_rows`: in cache, no temporary of the whole stack; one block on
+    other devices) -- valid until the next block is made."""
     g, p, _ = features.shape
     k = w.shape[-1]
     step = block_rows(p, g * k, features.device)
     buf = features.new_empty((g, step, k))
-    out = features.new_empty((g, p))
+    for r in range(0, p, step):
+        f = features[:, r : r + step]
+        b = buf[:, : f.shape[1]]
+        torch.baddbmm(const.unsqueeze(1), f, w, out=b)
+        yield r, b
+
+
+def _blocked_logsumexp(features, w, const) -> torch.Tensor:
+    """``logsumexp_k`` of the component log-densities (:func:`_component_blocks`), ``(G, P)``,
+    without autograd. The differences to each row's maximum are clamped at
+    :func:`pyrovamp._blocks.exp_floor` (no subnormal ``exp``: a trained VampPrior's far components
+    made it a hundred times slower, for terms below float rounding)."""
+    out = features.new_empty(features.shape[:2])
     floor = exp_floor(features.dtype)
     with torch.no_grad():
-        for r in range(0, p, step):
-            f = features[:, r : r + step]
-            b = buf[:, : f.shape[1]]
-            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
+        for r, b in _component_blocks(features, w, const):
             top = b.amax(-1, keepdim=True)
             top = torch.where(top.isfinite(), top, 0.0)  # all -inf: -inf, as torch.logsumexp
             b.sub_(top).clamp_(min=floor).exp_()
-            torch.add(b.sum(-1).log_(), top.squeeze(-1), out=out[:, r : r + f.shape[1]])
+            torch.add(b.sum(-1).log_(), top.squeeze(-1), out=out[:, r : r + b.shape[1]])
     return out
 
 
@@ -76,20 +83,13 @@ class _MixtureLogProb(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_lp):
         features, w, const, lp = ctx.saved_tensors
-        g, p, two_l = features.shape
-        half = two_l // 2
-        k = w.shape[-1]
-        step = block_rows(p, g * k, features.device)
-        buf = features.new_empty((g, step, k))
-        acc = features.new_empty((g, p, two_l))  # r @ [-prec / 2, m' prec] per draw
+        half = features.shape[-1] // 2
+        acc = torch.empty_like(features)  # r @ [-prec / 2, m' prec] per draw
         floor = exp_floor(features.dtype)
         wt = w.transpose(1, 2)
-        for r in range(0, p, step):
-            f = features[:, r : r + step]
-            b = buf[:, : f.shape[1]]
-            torch.baddbmm(const.unsqueeze(1), f, w, out=b)
-            b.sub_(lp[:, r : r + f.shape[1], None]).clamp_(min=floor).exp_()  # responsibilities
-            torch.bmm(b, wt, out=acc[:, r : r + f.shape[1]])
+        for r, b in _component_blocks(features, w, const):
+            b.sub_(lp[:, r : r + b.shape[1], None]).clamp_(min=floor).exp_()  # responsibilities
+            torch.bmm(b, wt, out=acc[:, r : r + b.shape[1]])
         vc = features[..., half:]  # the centred values z' = z - c
         dz = acc[..., half:].addcmul_(vc, acc[..., :half], value=2.0)  # r@(m' prec) - z' r@prec
         dz.mul_(grad_lp.to(dz.dtype).unsqueeze(-1))
@@ -187,11 +187,6 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         features, w, const = self._grouped_terms(value, weights)
         return torch.baddbmm(const.unsqueeze(1), features, w)
 
-    def _grouped_logsumexp(self, value):
-        """``logsumexp_k`` of the weighted component log-densities, ``(G, P)``, without autograd
-        (:func:`_blocked_logsumexp`)."""
-        return _blocked_logsumexp(*self._grouped_terms(value, weights=True))
-
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
         out = self._grouped_log_prob(value, weights=False).to(value.dtype)
@@ -206,7 +201,7 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         elif grad and value.requires_grad:  # AIS, HMC: the gradient in z only, by hand
             lp = _MixtureLogProb.apply(value, self)
         else:
-            lp = self._grouped_logsumexp(value)
+            lp = _blocked_logsumexp(*self._grouped_terms(value, weights=True))
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)

@@ -11,6 +11,7 @@ sec. 3.2.4); ``share_k_above_threshold`` is the share of such points."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -42,7 +43,7 @@ from pyrovamp.infer import (
     total_latent_dim,
 )
 from pyrovamp.training import sharded_over_processes
-from pyrovamp.workflow.parallel import Estimate, Processes, sharded_estimates
+from pyrovamp.workflow.parallel import Estimate, Processes, score_shard, sharded_estimates
 
 __all__ = [
     "evaluate_run",
@@ -134,25 +135,6 @@ def evaluate_run(
     max_points = check_optional_int("max_points", max_points)
     x = dataset.test[:max_points].to(device)
 
-    def ll_fn(part, first_block, block):
-        ll, diag = log_likelihood(
-            model,
-            part,
-            num_samples,
-            seed=seed,
-            diagnostics=True,
-            batch_size=block,
-            first_block=first_block,
-        )
-        return {"ll": ll.cpu(), **{k: torch.as_tensor(v) for k, v in diag.items()}}
-
-    def elbo_fn(part, first_block, block):
-        return {
-            "elbo": elbo(
-                model, part, 10, seed=seed + 1, batch_size=block, first_block=first_block
-            ).cpu()
-        }
-
     block: int | None = None
     if processes is not None and processes.devices > 1:
         estimates = [Estimate("is", seed, num_samples=num_samples), Estimate("elbo", seed + 1, 10)]
@@ -161,8 +143,10 @@ def evaluate_run(
         block = shard["block_size"]
         diag = {k: shard[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
     elif trainer is not None and trainer.world_size > 1:
+        ll_fn = functools.partial(score_shard, model, Estimate("is", seed, num_samples), False)
+        elbo_fn = functools.partial(score_shard, model, Estimate("elbo", seed + 1, 10), False)
         got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
-        ll = got["ll"]
+        ll = got["log_likelihood"]
         diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
         el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
     else:

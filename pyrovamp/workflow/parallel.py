@@ -42,12 +42,19 @@ import torch
 from pyrovamp._io import atomic_write
 from pyrovamp._validate import check_choice, check_int, check_optional_int
 from pyrovamp.infer import ais_log_likelihood, elbo, log_likelihood, points_per_block
-from pyrovamp.infer.ais import _points_per_chunk
+from pyrovamp.infer.ais import _points_per_chunk, effective_chains
 from pyrovamp.infer.context import as_model_data, evaluation_context
 from pyrovamp.infer.planning import DEFAULT_MEMORY_BUDGET
 from pyrovamp.training.sharding import sharded_over_processes
 
-__all__ = ["ACCELERATORS", "Processes", "Estimate", "resolve_hardware", "sharded_estimates"]
+__all__ = [
+    "ACCELERATORS",
+    "Processes",
+    "Estimate",
+    "resolve_hardware",
+    "sharded_estimates",
+    "score_shard",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -334,10 +341,10 @@ def _work(job: dict, rank: int) -> list[dict[str, Any]] | None:
         for e in job["estimates"]:
             block = fabric.broadcast(_block(model, x, e), src=0)
             show = job["progress"] if fabric.global_rank == 0 else False
-            got = sharded_over_processes(functools.partial(_score, model, e, show), x, block,
+            got = sharded_over_processes(functools.partial(score_shard, model, e, show), x, block,
                                          fabric)  # fmt: skip
             if e.method == "ais":
-                got["ess"] = _ais_ess(got.pop("log_weights").T.contiguous().to(fabric.device))
+                got["ess"] = effective_chains(got.pop("log_weights").T.contiguous()).cpu()
             out.append({**{k: v.numpy() for k, v in got.items()}, "block_size": block})
         fabric.barrier()
         return out if fabric.global_rank == 0 else None
@@ -358,10 +365,13 @@ def _block(model, x: torch.Tensor, e: Estimate) -> int:
     return points_per_block(model, e.num_samples)
 
 
-def _score(
+def score_shard(
     model, e: Estimate, progress: bool | str, part: torch.Tensor, first_block: int, block: int
 ) -> dict[str, torch.Tensor]:
-    """Estimate ``e`` on a shard that starts at block ``first_block``."""
+    """Estimate ``e`` of ``model`` on a shard ``part`` of the data that starts at the global block
+    ``first_block`` (blocks of ``block`` points): per-point ``(n,)`` tensors, ``log_likelihood``
+    (with IS's diagnostics, or AIS's and its ``(n, C)`` log-weights) or ``elbo``. What
+    :func:`pyrovamp.training.sharded_over_processes` calls in every process."""
     seed, first = e.seed, first_block
     if e.method == "elbo":
         return {"elbo": elbo(model, part, e.num_samples, seed=seed, batch_size=block,
@@ -377,11 +387,3 @@ def _score(
         "log_weights": torch.as_tensor(d["log_weights"]).T,  # (n, C): gathered by data point
         **{k: torch.as_tensor(d[k]) for k in _AIS_KEYS},
     }
-
-
-def _ais_ess(lw: torch.Tensor) -> torch.Tensor:
-    """AIS's effective number of chains per data point from the ``(C, N)`` log-weights of the
-    whole data set, computed as :func:`pyrovamp.ais_log_likelihood` computes it on them (on a
-    shard's columns the sums may round differently in the last bit)."""
-    w = torch.exp(lw - lw.max(0).values)
-    return (w.sum(0) ** 2 / (w * w).sum(0)).cpu()
