@@ -78,8 +78,9 @@ class _LogLines:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, desc: str, progress: bool | str) -> Iterator[Any]:
-    """A tqdm progress bar over ``total`` items, closed on exit.
+def progress_bar(total: int, desc: str, progress: bool | str, initial: int = 0) -> Iterator[Any]:
+    """A tqdm progress bar over ``total`` items (``initial`` of them already done), closed on
+    exit.
 
     ``progress``: ``True`` a bar (``tqdm.auto``: a widget in Jupyter, a line on stderr
     elsewhere); ``False`` a silent one; ``"auto"`` a bar where :func:`interactive`, else the
@@ -97,6 +98,7 @@ def progress_bar(total: int, desc: str, progress: bool | str) -> Iterator[Any]:
         bar = plain_tqdm(
             total=total,
             desc=desc,
+            initial=initial,
             unit="point",
             file=_LogLines(_log),
             mininterval=LINE_SECONDS,
@@ -105,7 +107,8 @@ def progress_bar(total: int, desc: str, progress: bool | str) -> Iterator[Any]:
             ncols=100,
         )
     else:
-        bar = tqdm(total=total, desc=desc, unit="point", disable=not mode, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=desc, initial=initial, unit="point", disable=not mode,
+                   dynamic_ncols=True)  # fmt: skip
     try:
         yield bar
     finally:

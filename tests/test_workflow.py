@@ -411,7 +411,9 @@ def test_evaluate_run_and_evaluate_method_flag_points_by_one_k_hat_rule(monkeypa
         diag = {"log_likelihood_psis": np.zeros(n), "pareto_k": k[:n], "ess": np.ones(n)}
         return torch.zeros(n), diag
 
-    monkeypatch.setattr(estimates, "log_likelihood", fixed_weights)
+    from pyrovamp.workflow import parallel  # both paths score through parallel.score_shard
+
+    monkeypatch.setattr(parallel, "log_likelihood", fixed_weights)
     run = estimates.evaluate_run(model, ds, 1000)
     method, _ = estimates.evaluate_method(model, x, "is", num_samples=1000)
     assert run["share_k_above_threshold"] == method["share_k_above_threshold"] == 0.6

@@ -292,6 +292,11 @@ def _interrupted(command: str, error: KeyboardInterrupt, name: str) -> int:
     number = signal.SIGTERM if name == "SIGTERM" else signal.SIGINT
     if command == "reproduce":  # the cells resume where they stopped
         line = f"stopped ({name}); run the same pyrovamp reproduce command to continue"
+    elif command == "evaluate":  # pyrovamp.workflow.resumable keeps IS's and AIS's pieces
+        line = (
+            f"stopped ({name}); the same pyrovamp evaluate command continues importance "
+            "sampling or AIS (in one process) where it stopped"
+        )
     elif isinstance(error, TrainingInterrupted) and error.checkpoint is not None:
         run = Path(error.checkpoint).parent
         what = (

@@ -32,18 +32,18 @@ from pyrovamp.infer import (
     DEFAULT_NUM_STEPS,
     MAX_LATENT_DIM,
     active_units,
-    ais_log_likelihood,
     bdmc,
     elbo,
     exact_log_likelihood,
     khat_threshold,
-    log_likelihood,
     points_per_block,
     refine_guide,
     total_latent_dim,
 )
+from pyrovamp.infer.context import as_model_data
 from pyrovamp.training import sharded_over_processes
 from pyrovamp.workflow.parallel import Estimate, Processes, score_shard, sharded_estimates
+from pyrovamp.workflow.resumable import estimate_in_pieces
 
 __all__ = [
     "evaluate_run",
@@ -123,7 +123,9 @@ def evaluate_run(
     importance sampling (one process; process 0's share with ``processes``).
     ``per_point_file``: where to save the per-point IS values and their diagnostics
     (``log_likelihood``, ``log_likelihood_psis``, ``pareto_k``, ``ess``; the arrays of
-    ``pyrovamp evaluate RUN --method is``), e.g. ``RUN/log_likelihood_is.npz``.
+    ``pyrovamp evaluate RUN --method is``), e.g. ``RUN/log_likelihood_is.npz``; in one process
+    the importance sampling's unfinished values are kept in its folder and an interrupted
+    evaluation is continued (:func:`pyrovamp.workflow.resumable.estimate_in_pieces`).
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: an argument of the wrong type (a ``dataset`` that is
@@ -150,9 +152,10 @@ def evaluate_run(
         diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
         el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
     else:
-        ll, diag = log_likelihood(
-            model, x, num_samples, seed=seed, diagnostics=True, progress=progress
-        )
+        folder = None if per_point_file is None else Path(per_point_file).parent
+        got = estimate_in_pieces(model, x, Estimate("is", seed, num_samples), folder, progress)
+        ll = torch.from_numpy(got["log_likelihood"])
+        diag = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
         el = elbo(model, x, 10, seed=seed + 1)
     if per_point_file is not None and bool(torch.isfinite(ll).all()):  # never a file of NaN
         save_per_point(
@@ -247,6 +250,7 @@ def evaluate_method(
     progress: bool | str = False,
     batch_size: int | None = None,
     processes: Processes | None = None,
+    folder=None,
 ) -> tuple[dict, dict]:
     """One test log-likelihood estimator on ``x`` with its cost and diagnostics.
 
@@ -257,7 +261,10 @@ def evaluate_method(
     :func:`pyrovamp.infer.points_per_block`); each block draws from ``seed`` and its index.
     ``processes`` (:class:`pyrovamp.workflow.parallel.Processes`; IS and AIS): shard the
     estimator over that many new processes, the same per-point values as one process
-    (``<method>_seconds`` counts the processes' start).
+    (``<method>_seconds`` counts the processes' start). ``folder`` (one process, IS and AIS): a
+    run folder where the values of an unfinished estimate are kept, piece by piece, and an
+    interrupted one is continued, the same values as one uninterrupted call
+    (:func:`pyrovamp.workflow.resumable.estimate_in_pieces`).
 
     Returns:
         ``(metrics, per_point)``: metrics (means in nats per data point, seconds of wall time)
@@ -283,17 +290,16 @@ def evaluate_method(
     T = num_steps or DEFAULT_NUM_STEPS
     t0 = time.perf_counter()
     got: dict[str, Any] = {}
-    if sharded is not None:
+    if method != "exact":
         e = Estimate(method, seed, num_samples, C, T, batch_size if method == "is" else None)
-        [got] = sharded_estimates(sharded, x, [e], progress)
-    if method == "is":
-        if got:
-            ll = torch.from_numpy(got["log_likelihood"])
-            d = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
-            batch_size = got["block_size"]
+        if sharded is not None:
+            [got] = sharded_estimates(sharded, x, [e], progress)
         else:
-            ll, d = log_likelihood(model, x, num_samples, seed=seed, diagnostics=True,
-                                   progress=progress, batch_size=batch_size)  # fmt: skip
+            got = estimate_in_pieces(model, as_model_data(model, x), e, folder, progress)
+    if method == "is":
+        ll = torch.from_numpy(got["log_likelihood"])
+        d = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        batch_size = got["block_size"]
         per = {
             "log_likelihood": ll.cpu().numpy(),
             **d,
@@ -306,12 +312,7 @@ def evaluate_method(
             "num_samples": num_samples,
         }
     elif method == "ais":
-        if got:
-            ll, d = torch.from_numpy(got["log_likelihood"]), got
-        else:
-            ll, d = ais_log_likelihood(
-                model, x, C, T, seed=seed, diagnostics=True, progress=progress
-            )
+        ll, d = torch.from_numpy(got["log_likelihood"]), got
         per = {
             "log_likelihood": ll.cpu().numpy(),
             "acceptance_rate": d["acceptance_rate"],
@@ -528,6 +529,7 @@ def evaluate_estimators(
             seed=seed,
             progress=progress,
             processes=processes,
+            folder=run_dir,
         )
         save_per_point(run_dir / f"log_likelihood_{method}.npz", **per)
         new.update(metrics)

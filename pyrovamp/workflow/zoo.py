@@ -183,7 +183,8 @@ def evaluate_pretrained(
     ``data_root`` (default: its usual place); your own data (a path, a torchvision set) with the
     split, seed and likelihood the card's ``data`` records. With ``out`` the metrics are merged into
     ``out/metrics.json`` and the per-image values written to ``out/log_likelihood_<method>.npz``
-    (a zoo folder is never written to).
+    (a zoo folder is never written to); an interrupted IS or AIS with ``out`` goes on where it
+    stopped when called again (:mod:`pyrovamp.workflow.resumable`).
 
     ``devices`` (``pyrovamp evaluate NAME --devices N``; IS and AIS): shard the estimator over N
     new processes on ``accelerator`` (``"cpu"``, or ``"gpu"``: one GPU each; default:
@@ -240,6 +241,7 @@ def evaluate_pretrained(
         progress=progress,
         batch_size=block,
         processes=processes,
+        folder=out,  # an interrupted IS or AIS goes on there (pyrovamp.workflow.resumable)
     )
     key = "test_log_likelihood" if method == "is" else f"test_log_likelihood_{method}"
     metrics["name"] = str(name_or_path)
