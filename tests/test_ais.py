@@ -119,6 +119,34 @@ def test_vae_and_hvae_anneal_all_latent_sites_jointly():
     assert float(ll.mean()) > float(log_likelihood(big, x, 4, seed=0).mean())
 
 
+def test_the_guide_run_once_gives_the_guides_density_and_gradient():
+    """AIS's ``log q(u|x)`` from a guide traced once per chunk (one latent site: its
+    distribution depends on x alone) equals the guide run at every ``u``, values and gradients;
+    a guide of two sites (the HVAE's q(z1|x, z2)) is run at every ``u``."""
+    from pyrovamp.infer.latent import latent_space
+
+    torch.manual_seed(0)
+    x = (torch.rand(5, 6) < 0.5).float()
+    vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
+              num_components=4).eval()  # fmt: skip
+    hvae = HVAE((6,), 2, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
+                num_components=4, z1_dim=2).eval()  # fmt: skip
+    for model, cached in ((vae, True), (hvae, False)):
+        space = latent_space(model, x)
+        log_q = space.guide_density(x)
+        u = torch.randn(7, 5, space.dim, requires_grad=True)
+        a, b = log_q(u), space.log_guide(x, u)
+        assert a.shape == (7, 5) and torch.allclose(a, b, rtol=0, atol=1e-5)
+        (ga,) = torch.autograd.grad(a.sum(), u)
+        (gb,) = torch.autograd.grad(b.sum(), u)
+        assert torch.allclose(ga, gb, rtol=0, atol=1e-5)
+        runs = []
+        hook = model.encoder.register_forward_hook(lambda *_, r=runs: r.append(1))
+        log_q(u)
+        hook.remove()
+        assert (not runs) == cached  # the encoder runs again only for the two-site guide
+
+
 def test_log_likelihood_dispatches_method_ais():
     fa = FactorAnalysis()
     x = _data(fa, 7)

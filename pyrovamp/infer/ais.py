@@ -129,6 +129,8 @@ class _Initial:
 
     def __init__(self, kind, space, x, init_scale=1.0):
         self.kind, self.space, self.x = kind, space, x
+        if kind in ("guide", "mixture"):
+            self.log_guide = space.guide_density(x)  # the guide's encoder run once per chunk
         if kind in ("gaussian", "prior-gaussian", "mixture"):
             draws = (
                 space.sample(x, 64, "guide") if kind == "gaussian" else space.prior_draws(x, 4096)
@@ -160,11 +162,9 @@ class _Initial:
         if self.kind == "prior":
             return latent
         if self.kind == "guide":
-            return self.space.log_guide(self.x, u)
+            return self.log_guide(u)
         if self.kind == "mixture":
-            return torch.logaddexp(
-                self.space.log_guide(self.x, u), self._log_gaussian(u)
-            ) - math.log(2)
+            return torch.logaddexp(self.log_guide(u), self._log_gaussian(u)) - math.log(2)
         return self._log_gaussian(u)
 
 

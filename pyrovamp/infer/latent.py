@@ -153,6 +153,31 @@ class LatentSpace:
             out = out + site_log_prob(name, site)
         return torch.broadcast_to(out, (u.shape[0], x.shape[0]))
 
+    def guide_density(self, x):
+        """``u -> log q(z|x)`` at ``u`` ``(B, N, d)``, the values of :meth:`log_guide`, for one
+        data set ``x`` (AIS's many evaluations of the same points). A guide of one latent site
+        is run once here and its distribution kept: that distribution depends on ``x`` alone
+        (a site's cannot depend on its own value), so the encoder is not run again for every
+        ``u``. A guide of several sites (``q(z1|x, z2)``: one site's distribution depends on
+        another's value) or with other sample sites is run for every ``u``."""
+        if len(self.sites) == 1:
+            name = self.sites[0][0]
+            u = torch.zeros((1, x.shape[0], self.dim), dtype=x.dtype, device=x.device)
+            with torch.no_grad():
+                trace = self._score(self.model.guide, x, self.unflatten(u)[0], 1)
+            sites = [n for n, s in trace.nodes.items()
+                     if s["type"] == "sample" and not site_is_subsample(s)]  # fmt: skip
+            if sites == [name]:
+                site = trace.nodes[name]
+
+                def log_q(u):
+                    values, log_det = self.unflatten(u)
+                    lp = site_log_prob(name, {**site, "value": values[name]})
+                    return torch.broadcast_to(log_det + lp, (u.shape[0], x.shape[0]))
+
+                return log_q
+        return lambda u: self.log_guide(x, u)
+
     def sample(self, x, num_samples, source="guide"):
         """``num_samples`` draws per data point from the guide ``q(z|x)`` or the model's prior
         ``p(z)``, as unconstrained vectors ``(num_samples, N, d)`` (no gradient)."""
