@@ -84,6 +84,10 @@ def _load(path: Path | None, fingerprint: str) -> dict[str, np.ndarray]:
     return saved
 
 
+def _save(path: Path, arrays: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
 def estimate_in_pieces(
     model, x: torch.Tensor, e: Estimate, folder=None, progress: bool | str = False
 ) -> dict[str, Any]:
@@ -128,8 +132,7 @@ def estimate_in_pieces(
             new = {k: v.detach().cpu().numpy() for k, v in part.items()}
             got = {k: np.concatenate([got[k], v]) if k in got else v for k, v in new.items()}
             if path is not None and a + piece < n:
-                arrays = {**got, "fingerprint": np.array(fingerprint)}
-                atomic_write(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+                _save(path, {**got, "fingerprint": np.array(fingerprint)})
             bar.update(min(piece, n - a))
     if e.method == "ais":
         got["ess"] = effective_chains(torch.from_numpy(got.pop("log_weights")).T).numpy()
