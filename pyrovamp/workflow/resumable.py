@@ -121,6 +121,8 @@ def estimate_in_pieces(
     fingerprint = _fingerprint(model, x, e, block) if path is not None else ""
     got = _load(path, fingerprint)
     start = int(got["log_likelihood"].shape[0]) if got else 0
+    if start % block or start >= n:  # not a run of whole blocks of these points: not ours
+        got, start = {}, 0
     if start:
         logger.info("%s: continuing from point %d of %d (values saved by an earlier run)",
                     e.method.upper(), start, n)  # fmt: skip
