@@ -63,6 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METHODS = ("is", "ais", "exact")
+_IS_DIAGNOSTICS = ("log_likelihood_psis", "pareto_k", "ess")  # IS's per-point diagnostics
 
 
 def khat_summary(pareto_k, num_samples: int) -> dict:
@@ -143,19 +144,20 @@ def evaluate_run(
         shard, shard_elbo = sharded_estimates(processes, x, estimates, progress)
         ll, el = torch.from_numpy(shard["log_likelihood"]), torch.from_numpy(shard_elbo["elbo"])
         block = shard["block_size"]
-        diag = {k: shard[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        diag = {k: shard[k] for k in _IS_DIAGNOSTICS}
     elif trainer is not None and trainer.world_size > 1:
         ll_fn = functools.partial(score_shard, model, Estimate("is", seed, num_samples), False)
         elbo_fn = functools.partial(score_shard, model, Estimate("elbo", seed + 1, 10), False)
         got = sharded_over_processes(ll_fn, x, points_per_block(model, num_samples), trainer)
         ll = got["log_likelihood"]
-        diag = {k: got[k].numpy() for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        diag = {k: got[k].numpy() for k in _IS_DIAGNOSTICS}
         el = sharded_over_processes(elbo_fn, x, points_per_block(model, 10), trainer)["elbo"]
     else:
         folder = None if per_point_file is None else Path(per_point_file).parent
         got = estimate_in_pieces(model, x, Estimate("is", seed, num_samples), folder, progress)
         ll = torch.from_numpy(got["log_likelihood"])
-        diag = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        diag = {k: got[k] for k in _IS_DIAGNOSTICS}
+        block = got["block_size"]  # the planner's, already asked once
         el = elbo(model, x, 10, seed=seed + 1)
     if per_point_file is not None and bool(torch.isfinite(ll).all()):  # never a file of NaN
         save_per_point(
@@ -298,7 +300,7 @@ def evaluate_method(
             got = estimate_in_pieces(model, as_model_data(model, x), e, folder, progress)
     if method == "is":
         ll = torch.from_numpy(got["log_likelihood"])
-        d = {k: got[k] for k in ("log_likelihood_psis", "pareto_k", "ess")}
+        d = {k: got[k] for k in _IS_DIAGNOSTICS}
         batch_size = got["block_size"]
         per = {
             "log_likelihood": ll.cpu().numpy(),
