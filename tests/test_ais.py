@@ -147,6 +147,57 @@ def test_the_guide_run_once_gives_the_guides_density_and_gradient():
         assert (not runs) == cached  # the encoder runs again only for the two-site guide
 
 
+@pytest.mark.parametrize("kind", ["mixture", "guide", "gaussian", "prior"])
+def test_gradients_at_accepted_proposals_equal_those_of_every_chain(kind):
+    """The independence move's gradients, computed on the accepted chains alone (their data
+    points gathered, the guide's kept distribution indexed), equal the gradients of the target
+    evaluated on every chain; zero where nothing was accepted. For the VAE (one guide site:
+    indexed) and the HVAE (two sites: the guide run on the gathered points)."""
+    from pyrovamp.infer.ais import _Initial, _Target
+    from pyrovamp.infer.latent import latent_space
+
+    torch.manual_seed(0)
+    x = (torch.rand(5, 6) < 0.5).float()
+    vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
+              num_components=4).eval()  # fmt: skip
+    hvae = HVAE((6,), 2, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
+                num_components=4, z1_dim=2).eval()  # fmt: skip
+    for model in (vae, hvae):
+        space = latent_space(model, x[:1])  # as AIS traces it: any number of points
+        with torch.no_grad():
+            target = _Target(space, x, _Initial(kind, space, x))
+            u = target.initial.sample(4)
+        where = torch.rand(4, 5) < 0.4
+        where[0, 0] = where[3, 0] = True  # a point in two chains
+        where[:, 4] = False  # a point in none
+        _, _, gj, gi = target(u)
+        sj, si = target.gradients_at(u, where)
+        w = where[..., None]
+        assert torch.allclose(sj, torch.where(w, gj, 0.0), rtol=0, atol=1e-5)
+        assert torch.allclose(si, torch.where(w, gi, 0.0), rtol=0, atol=1e-5)
+        assert bool((sj[~where] == 0).all()) and bool(sj[where].abs().sum(-1).gt(0).all())
+        none = target.gradients_at(u, torch.zeros(4, 5, dtype=torch.bool))
+        assert all(bool((g == 0).all()) for g in none)
+
+
+def test_draws_from_the_kept_guide_equal_the_guides_own():
+    """The mixture's guide draws, taken from the guide's kept distribution (the encoder not run
+    again), are the draws of the guide run on ``x`` with the same random stream."""
+    from pyrovamp.infer.latent import latent_space
+
+    torch.manual_seed(0)
+    x = (torch.rand(5, 6) < 0.5).float()
+    vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
+              num_components=4).eval()  # fmt: skip
+    space = latent_space(vae, x)
+    density = space.guide_density(x)
+    torch.manual_seed(1)
+    a = density.sample(7)
+    torch.manual_seed(1)
+    b = space.sample(x, 7, "guide")
+    assert a.shape == (7, 5, 3) and torch.equal(a, b)
+
+
 def test_log_likelihood_dispatches_method_ais():
     fa = FactorAnalysis()
     x = _data(fa, 7)

@@ -31,8 +31,12 @@ concatenated vector. The chains are batched over data points and chains; the HMC
 the velocity Verlet scheme of :func:`pyro.ops.integrator.velocity_verlet`, written here for
 batches (a step size and an accept/reject decision per chain; the potential's gradient from
 torch autograd), with a diagonal mass matrix from the guide's variances and the step size
-adapted per data point toward a target acceptance rate, as in Wu et al.'s code. Log-weights are
-accumulated in float64. Tensors are created on ``x``'s device (CPU or CUDA).
+adapted per data point toward a target acceptance rate, as in Wu et al.'s code. The independence
+move's proposals are scored without gradients; the gradients the next HMC transition needs are
+computed only for the proposals accepted (about a quarter), their data points gathered. The
+guide's draws and density come from its distribution kept per chunk where it has one latent
+site. Log-weights are accumulated in float64. Tensors are created on ``x``'s device (CPU or
+CUDA).
 """
 
 from __future__ import annotations
@@ -138,6 +142,19 @@ class _Initial:
             self.loc = draws.mean(0, keepdim=True)
             self.scale = (draws.std(0, keepdim=True) * init_scale).clamp_min(1e-6)
 
+    def points(self, index):
+        """The same density for the data points ``x[index]`` alone (``index`` ``(m,)``, repeats
+        allowed): the Gaussian's moments and the guide's density indexed."""
+        sub = object.__new__(_Initial)
+        sub.kind, sub.space, sub.x = self.kind, self.space, self.x[index]
+        if self.kind in ("guide", "mixture"):
+            sub.log_guide = self.log_guide.points(index)
+        if self.kind in ("gaussian", "prior-gaussian", "mixture"):
+            per_point = self.loc.shape[1] > 1
+            sub.loc = self.loc[:, index] if per_point else self.loc
+            sub.scale = self.scale[:, index] if per_point else self.scale
+        return sub
+
     def _gaussian(self, num_chains):
         shape = (num_chains, self.x.shape[0], self.space.dim)
         return self.loc + self.scale * torch.randn(
@@ -149,10 +166,12 @@ class _Initial:
         return (-0.5 * z * z - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def sample(self, num_chains):
-        if self.kind in ("guide", "prior"):
-            return self.space.sample(self.x, num_chains, self.kind)
+        if self.kind == "prior":
+            return self.space.sample(self.x, num_chains, "prior")
+        if self.kind == "guide":
+            return self.log_guide.sample(num_chains)
         if self.kind == "mixture":
-            q = self.space.sample(self.x, num_chains, "guide")
+            q = self.log_guide.sample(num_chains)
             pick = torch.rand(q.shape[:-1] + (1,), device=q.device) < 0.5
             return torch.where(pick, q, self._gaussian(num_chains))
         return self._gaussian(num_chains)
@@ -186,6 +205,21 @@ class _Target:
             (g_init,) = torch.autograd.grad(log_init.sum(), u, retain_graph=True)
             (g_joint,) = torch.autograd.grad(log_joint.sum(), u)
         return log_joint.detach(), log_init.detach(), g_joint, g_init
+
+    def gradients_at(self, u, where):
+        """The gradients ``(grad_joint, grad_init)`` ``(C, n, d)`` at ``u`` for the chains where
+        ``where`` ``(C, n)`` is true, zero elsewhere: one target evaluation on those chains
+        alone, their data points gathered. A model traced on a whole block of points
+        (``probe_points > 1``: its plate takes no other number) is evaluated on every chain."""
+        if self.space.probe_points > 1:
+            return self(u)[2:]
+        chain, point = where.nonzero(as_tuple=True)
+        g_joint, g_init = torch.zeros_like(u), torch.zeros_like(u)
+        if chain.numel():
+            sub = _Target(self.space, self.x[point], self.initial.points(point))
+            _, _, gj, gi = sub(u[chain, point].unsqueeze(0))
+            g_joint[chain, point], g_init[chain, point] = gj[0], gi[0]
+        return g_joint, g_init
 
 
 def effective_chains(log_weights: torch.Tensor) -> torch.Tensor:
@@ -252,10 +286,13 @@ def _run_chains(
             # independence Metropolis-Hastings from pi_0 (also leaves f_b invariant): global
             # jumps between the modes a local HMC move cannot cross;
             # log alpha = b [(log p - log pi_0)(u') - (log p - log pi_0)(u)]
+            # the proposals' densities without gradients, their gradients (for the next HMC
+            # transition) only where a proposal is accepted
             un = target.initial.sample(C)
-            ljn, lin, gjn, gin = target(un)
+            ljn, lin, _, _ = target(un, grad=False)
             log_alpha = (b * ((ljn - lin) - (lj - li))).nan_to_num(nan=-math.inf)
             acc = torch.rand_like(log_alpha).log() < log_alpha
+            gjn, gin = target.gradients_at(un, acc)
             a3 = acc[..., None]
             u = torch.where(a3, un, u)
             gj, gi = torch.where(a3, gjn, gj), torch.where(a3, gin, gi)

@@ -159,7 +159,12 @@ class LatentSpace:
         is run once here and its distribution kept: that distribution depends on ``x`` alone
         (a site's cannot depend on its own value), so the encoder is not run again for every
         ``u``. A guide of several sites (``q(z1|x, z2)``: one site's distribution depends on
-        another's value) or with other sample sites is run for every ``u``."""
+        another's value) or with other sample sites is run for every ``u``.
+
+        The returned callable also has ``sample(S)`` (``S`` draws from the guide,
+        ``(S, N, d)``, the kept distribution's where there is one) and ``points(index)`` (the
+        density of ``x[index]`` alone, ``index`` ``(m,)``: a kept ``Normal`` is indexed, any
+        other guide is run on ``x[index]``)."""
         if len(self.sites) == 1:
             name = self.sites[0][0]
             u = torch.zeros((1, x.shape[0], self.dim), dtype=x.dtype, device=x.device)
@@ -168,15 +173,8 @@ class LatentSpace:
             sites = [n for n, s in trace.nodes.items()
                      if s["type"] == "sample" and not site_is_subsample(s)]  # fmt: skip
             if sites == [name]:
-                site = trace.nodes[name]
-
-                def log_q(u):
-                    values, log_det = self.unflatten(u)
-                    lp = site_log_prob(name, {**site, "value": values[name]})
-                    return torch.broadcast_to(log_det + lp, (u.shape[0], x.shape[0]))
-
-                return log_q
-        return lambda u: self.log_guide(x, u)
+                return _SiteDensity(self, x, name, trace.nodes[name])
+        return _GuideRuns(self, x)
 
     def sample(self, x, num_samples, source="guide"):
         """``num_samples`` draws per data point from the guide ``q(z|x)`` or the model's prior
@@ -215,6 +213,69 @@ class LatentSpace:
             p.shape == q.shape and bool(torch.allclose(p, q, rtol=1e-5, atol=1e-4))
             for p, q in zip(a, b, strict=True)
         )
+
+
+class _GuideRuns:
+    """``u -> log q(z|x)`` by a run of the guide for every ``u`` (:meth:`LatentSpace.log_guide`)."""
+
+    def __init__(self, space, x):
+        self.space, self.x = space, x
+
+    def __call__(self, u):
+        return self.space.log_guide(self.x, u)
+
+    def points(self, index):
+        """The density of the data points ``x[index]`` (``index`` ``(m,)``, repeats allowed)."""
+        return _GuideRuns(self.space, self.x[index])
+
+    def sample(self, num_samples):
+        """``num_samples`` draws from the guide, ``(num_samples, N, d)`` (no gradient)."""
+        return self.space.sample(self.x, num_samples, "guide")
+
+
+class _SiteDensity:
+    """``u -> log q(z|x)`` from the kept distribution of a guide's only latent site."""
+
+    def __init__(self, space, x, name, site):
+        self.space, self.x, self.name, self.site = space, x, name, site
+
+    def __call__(self, u):
+        values, log_det = self.space.unflatten(u)
+        lp = site_log_prob(self.name, {**self.site, "value": values[self.name]})
+        return torch.broadcast_to(log_det + lp, (u.shape[0], self.x.shape[0]))
+
+    def sample(self, num_samples):
+        """``num_samples`` draws from the kept distribution, ``(num_samples, N, d)`` (no
+        gradient; the guide is not run again)."""
+        _, event_shape, _, _ = self.space.sites[0]
+        with torch.no_grad():
+            v = self.site["fn"].sample((num_samples,))
+        n = self.x.shape[0]
+        return self.space.flatten({self.name: v.reshape((num_samples, n) + tuple(event_shape))})
+
+    def points(self, index):
+        """The density of the data points ``x[index]`` (``index`` ``(m,)``, repeats allowed): the
+        kept distribution indexed where it is a (possibly ``Independent``) ``Normal`` without a
+        mask, else the guide run again on ``x[index]``."""
+        fn = self.site["fn"]
+        sub = None if self.site["mask"] is not None else _index_last(fn, index, len(fn.batch_shape))
+        if sub is None:
+            return self.space.guide_density(self.x[index])
+        return _SiteDensity(self.space, self.x[index], self.name, {**self.site, "fn": sub})
+
+
+def _index_last(fn, index, ndim):
+    """A ``Normal`` (inside any ``Independent``) at the entries ``index`` of its batch dimension
+    ``ndim - 1`` (counted from the left: the data plate's, of the outermost batch shape);
+    ``None`` for any other distribution."""
+    if isinstance(fn, torch.distributions.Independent):
+        base = _index_last(fn.base_dist, index, ndim)
+        return None if base is None else type(fn)(base, fn.reinterpreted_batch_ndims)
+    if type(fn) in (torch.distributions.Normal, pyro.distributions.Normal):
+        at = (slice(None),) * (ndim - 1) + (index,)
+        shape = fn.batch_shape
+        return type(fn)(fn.loc.expand(shape)[at], fn.scale.expand(shape)[at], validate_args=False)
+    return None
 
 
 def latent_space(model, x) -> LatentSpace:
