@@ -119,18 +119,25 @@ def test_vae_and_hvae_anneal_all_latent_sites_jointly():
     assert float(ll.mean()) > float(log_likelihood(big, x, 4, seed=0).mean())
 
 
-def test_the_guide_run_once_gives_the_guides_density_and_gradient():
-    """AIS's ``log q(u|x)`` from a guide traced once per chunk (one latent site: its
-    distribution depends on x alone) equals the guide run at every ``u``, values and gradients;
-    a guide of two sites (the HVAE's q(z1|x, z2)) is run at every ``u``."""
-    from pyrovamp.infer.latent import latent_space
-
+def _tiny_binary_models():
+    """Five binary data points of six pixels, a VAE (one guide site) and an HVAE (two guide
+    sites) with VampPriors of four components, in evaluation mode (seeded)."""
     torch.manual_seed(0)
     x = (torch.rand(5, 6) < 0.5).float()
     vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
               num_components=4).eval()  # fmt: skip
     hvae = HVAE((6,), 2, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
                 num_components=4, z1_dim=2).eval()  # fmt: skip
+    return x, vae, hvae
+
+
+def test_the_guide_run_once_gives_the_guides_density_and_gradient():
+    """AIS's ``log q(u|x)`` from a guide traced once per chunk (one latent site: its
+    distribution depends on x alone) equals the guide run at every ``u``, values and gradients;
+    a guide of two sites (the HVAE's q(z1|x, z2)) is run at every ``u``."""
+    from pyrovamp.infer.latent import latent_space
+
+    x, vae, hvae = _tiny_binary_models()
     for model, cached in ((vae, True), (hvae, False)):
         space = latent_space(model, x)
         log_q = space.guide_density(x)
@@ -156,12 +163,7 @@ def test_gradients_at_accepted_proposals_equal_those_of_every_chain(kind):
     from pyrovamp.infer.ais import _Initial, _Target
     from pyrovamp.infer.latent import latent_space
 
-    torch.manual_seed(0)
-    x = (torch.rand(5, 6) < 0.5).float()
-    vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
-              num_components=4).eval()  # fmt: skip
-    hvae = HVAE((6,), 2, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
-                num_components=4, z1_dim=2).eval()  # fmt: skip
+    x, vae, hvae = _tiny_binary_models()
     for model in (vae, hvae):
         space = latent_space(model, x[:1])  # as AIS traces it: any number of points
         with torch.no_grad():
@@ -185,10 +187,7 @@ def test_draws_from_the_kept_guide_equal_the_guides_own():
     again), are the draws of the guide run on ``x`` with the same random stream."""
     from pyrovamp.infer.latent import latent_space
 
-    torch.manual_seed(0)
-    x = (torch.rand(5, 6) < 0.5).float()
-    vae = VAE((6,), 3, prior="vampprior", likelihood="bernoulli", hidden_dim=8,
-              num_components=4).eval()  # fmt: skip
+    x, vae, _ = _tiny_binary_models()
     space = latent_space(vae, x)
     density = space.guide_density(x)
     torch.manual_seed(1)
