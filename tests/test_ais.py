@@ -160,7 +160,7 @@ def test_gradients_at_accepted_proposals_equal_those_of_every_chain(kind):
     points gathered, the guide's kept distribution indexed), equal the gradients of the target
     evaluated on every chain; zero where nothing was accepted. For the VAE (one guide site:
     indexed) and the HVAE (two sites: the guide run on the gathered points)."""
-    from pyrovamp.infer.ais import _Initial, _Target
+    from pyrovamp.infer._ais_target import _Initial, _Target
     from pyrovamp.infer.latent import latent_space
 
     x, vae, hvae = _tiny_binary_models()
