@@ -74,6 +74,44 @@ def test_exp_floor_gives_normal_numbers_whose_sum_with_one_is_one():
     assert block_rows(0, 100, torch.device("cpu")) == 1
 
 
+def _cache_folder(root, entries):
+    for i, (level, kind, size) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    return str(root)
+
+
+def test_block_size_is_half_the_l2_cache_read_from_sysfs(tmp_path, monkeypatch):
+    from pyrovamp import _blocks
+
+    # Linux's cache folders: L1 data and instruction, then L2 (unified) and L3
+    sysfs = _cache_folder(
+        tmp_path / "a",
+        [
+            (1, "Data", "48K"),
+            (1, "Instruction", "32K"),
+            (2, "Unified", "2048K"),
+            (3, "Unified", "300M"),
+        ],
+    )
+    assert _blocks.l2_cache_bytes(sysfs) == 2 * 2**20
+    assert _blocks._block_elements(2 * 2**20) == 2**18  # 1 MiB of float32
+    assert _blocks._block_elements(512 * 2**10) == 2**16  # an AMD Zen 2/3 core
+    assert _blocks._block_elements(1280 * 2**10) == 2**17  # 1.25 MiB: rounded down to a power of 2
+    assert _blocks._block_elements(None) == 2**16  # unknown: the size of a 512 KiB L2
+    assert _blocks._block_elements(2**10) == 2**14  # clamped at both ends
+    assert _blocks._block_elements(2**34) == 2**20
+    assert _blocks.l2_cache_bytes(_cache_folder(tmp_path / "b", [(2, "Unified", "1M")])) == 2**20
+    # no sysfs and no sysconf answer: unknown, not an error
+    monkeypatch.setattr(_blocks.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert _blocks.l2_cache_bytes(str(tmp_path / "missing")) is None
+    damaged = _cache_folder(tmp_path / "c", [(2, "Unified", "lots")])
+    assert _blocks.l2_cache_bytes(damaged) is None
+
+
 def _mixture(K=30, L=5, spread=4.0):
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(K, generator=gen)
