@@ -50,8 +50,9 @@ def test_static_mnist_reads_canonical_amat_files(tmp_path, unchecked):
 
 
 def test_missing_and_malformed_files_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="binarized_mnist_train.amat"):
+    with pytest.raises(FileNotFoundError, match="binarized_mnist_train.amat") as e:
         load_dataset("static_mnist", tmp_path, download=False)
+    assert "--data-root FOLDER" in str(e.value) and "\n" not in str(e.value)  # says what to do
     bad = tmp_path / "bad.amat"
     _write_amat(bad, [[0] * 784, [1] * 783])
     with pytest.raises(ValueError, match=r"bad.amat.*line 2 has 783 values"):

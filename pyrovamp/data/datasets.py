@@ -328,7 +328,9 @@ def _load_static_mnist(root: Path, download: bool) -> Dataset:
     if missing:
         raise FileNotFoundError(
             f"static_mnist: missing {missing[0]} (expected the files "
-            f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from {STATIC_MNIST_URL})"
+            f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from "
+            f"{STATIC_MNIST_URL}, or name the folder that holds them: root=FOLDER, on the "
+            "command line --data-root FOLDER)"
         )
     for p in paths.values():
         check_sha256(p, digests.get(p.name))

@@ -187,7 +187,9 @@ def require_files(
     if missing:
         raise FileNotFoundError(
             f"{name}: missing {missing[0]} (expected {', '.join(files)} in {root}"
-            + (f"; get them from {base_url})" if base_url else ")")
+            + (f"; get them from {base_url}" if base_url else "")
+            + "; or name the folder that holds them: root=FOLDER, on the command line "
+            "--data-root FOLDER)"
         )
     for p in paths:
         check_sha256(p, digests.get(p.name))
