@@ -46,7 +46,11 @@ def _test_images(dataset: str) -> torch.Tensor:
 
 
 # the static-MNIST cells of the best recipe trained so far (issue 27: all four MLP cells)
-STATIC_MNIST = ["static-mnist-vae-vampprior", "static-mnist-hvae-vampprior"]
+STATIC_MNIST = [
+    "static-mnist-vae-standard",
+    "static-mnist-vae-vampprior",
+    "static-mnist-hvae-vampprior",
+]
 
 
 def test_the_zoo_holds_the_six_digits_priors_and_is_small():
