@@ -49,6 +49,7 @@ def _test_images(dataset: str) -> torch.Tensor:
 STATIC_MNIST = [
     "static-mnist-vae-standard",
     "static-mnist-vae-vampprior",
+    "static-mnist-hvae-standard",
     "static-mnist-hvae-vampprior",
 ]
 
