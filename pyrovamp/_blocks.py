@@ -19,10 +19,9 @@ def l2_cache_bytes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int | N
     """The size in bytes of one core's level-2 data cache, as Linux reports it in ``sysfs``
     (``index*/level``, ``type``, ``size`` such as ``2048K``); else ``sysconf`` where it knows
     ``SC_LEVEL2_CACHE_SIZE``; ``None`` where neither says (macOS, Windows, some containers)."""
-    base = sysfs
     try:
-        for entry in sorted(os.listdir(base)):
-            folder = os.path.join(base, entry)
+        for entry in sorted(os.listdir(sysfs)):
+            folder = os.path.join(sysfs, entry)
             with open(os.path.join(folder, "level")) as f:
                 level = f.read().strip()
             with open(os.path.join(folder, "type")) as f:

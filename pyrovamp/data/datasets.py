@@ -44,6 +44,7 @@ import torch
 
 from pyrovamp._validate import check_int, check_type
 from pyrovamp.data.readers import (
+    FOLDER_HINT,
     check_sha256,
     download_files,
     find_idx,
@@ -329,8 +330,7 @@ def _load_static_mnist(root: Path, download: bool) -> Dataset:
         raise FileNotFoundError(
             f"static_mnist: missing {missing[0]} (expected the files "
             f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from "
-            f"{STATIC_MNIST_URL}, or name the folder that holds them: root=FOLDER, on the "
-            "command line --data-root FOLDER)"
+            f"{STATIC_MNIST_URL}, or {FOLDER_HINT})"
         )
     for p in paths.values():
         check_sha256(p, digests.get(p.name))

@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+#: What a missing-file error tells the user to do besides downloading (the library's argument and
+#: the command line's option).
+FOLDER_HINT = "name the folder that holds them: root=FOLDER, on the command line --data-root FOLDER"
+
+
 def read_amat(path: str | os.PathLike, dim: int = 784) -> torch.Tensor:
     """Read a binarised-MNIST ``.amat`` file: one image per line, ``dim`` space-separated 0/1.
 
@@ -188,8 +193,7 @@ def require_files(
         raise FileNotFoundError(
             f"{name}: missing {missing[0]} (expected {', '.join(files)} in {root}"
             + (f"; get them from {base_url}" if base_url else "")
-            + "; or name the folder that holds them: root=FOLDER, on the command line "
-            "--data-root FOLDER)"
+            + f"; or {FOLDER_HINT})"
         )
     for p in paths:
         check_sha256(p, digests.get(p.name))
