@@ -236,3 +236,124 @@ def test_bernoulli_log_prob_gradient_in_the_logits_passes_gradcheck():
     assert lp.shape == (2,)
     (g,) = torch.autograd.grad(lp.sum(), h1)
     torch.testing.assert_close(g, (x - torch.sigmoid(h1.detach())).sum(0))
+
+
+@pytest.mark.parametrize(
+    "h_shape, x_shape",
+    [
+        ((4, 9, 20), (9, 20)),  # AIS: fewer chains than points, the batched product
+        ((40, 3, 20), (3, 20)),  # IS: more draws than points, one product per point
+        ((2, 2, 5, 20), (5, 20)),  # two leading dims, batched
+        ((3, 2, 2, 20), (2, 20)),  # two leading dims, one product per point
+        ((6, 4, 20), (20,)),  # one data vector for every row
+    ],
+)
+def test_dot_last_equals_the_elementwise_sum(h_shape, x_shape):
+    from pyrovamp.distributions.bernoulli import _dot_last
+
+    gen = torch.Generator().manual_seed(7)
+    h = torch.randn(h_shape, generator=gen, dtype=torch.float64)
+    x = (torch.rand(x_shape, generator=gen) < 0.5).double()
+    got = _dot_last(h, x)
+    assert got.shape == h_shape[:-1]
+    torch.testing.assert_close(got, (h * x).sum(-1), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("elements", [7, 64, 2**16])  # blocks within a point's rows, of chains
+@pytest.mark.parametrize(
+    "h_shape, x_shape, grad_shape",
+    [
+        ((8, 5, 20), (5, 20), (8, 5)),  # AIS's chains against their points
+        ((3, 2, 5, 20), (2, 5, 20), (3, 2, 5)),  # data broadcasting a middle dim: a copy
+        ((4, 20), (4, 20), (4,)),  # a minibatch
+        ((20,), (20,), ()),
+    ],
+)
+def test_bernoulli_gradient_in_blocks_equals_the_definition(
+    monkeypatch, elements, h_shape, x_shape, grad_shape
+):
+    """``(x - sigmoid(h)) * grad`` in blocks of any size: scaled and a sum's broadcast 1
+    (the product skipped), logits beyond float32's exp range."""
+    import pyrovamp._blocks as blocks
+    from pyrovamp.distributions.bernoulli import _bernoulli_grad
+
+    monkeypatch.setattr(
+        "pyrovamp.distributions.bernoulli.block_rows",
+        lambda r, w, d, e=elements: blocks.block_rows(r, w, d, e),
+    )
+    gen = torch.Generator().manual_seed(8)
+    h = torch.randn(h_shape, generator=gen) * 30
+    h.view(-1)[:3] = torch.tensor([-150.0, 150.0, -95.0])  # sigmoid would be subnormal
+    x = (torch.rand(x_shape, generator=gen) < 0.4).float()
+    grad = torch.randn(grad_shape, generator=gen)
+    want = (x.double() - torch.sigmoid(h.double())) * grad.double().unsqueeze(-1)
+    got = _bernoulli_grad(h, x, grad)
+    assert got.shape == h.shape
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
+    ones = torch.ones(()).expand(grad_shape)  # the gradient of .sum()
+    got1 = _bernoulli_grad(h, x, ones)
+    torch.testing.assert_close(
+        got1.double(), x.double() - torch.sigmoid(h.double()), atol=1e-6, rtol=0
+    )
+
+
+def test_gated_dense_in_blocks_and_with_autograd_equal_the_definition(monkeypatch):
+    """The gated layer without autograd (bias and gate in place, in blocks of rows) and with it
+    (glu) give ``(x W + b) * sigmoid(x V + c)``, and the same gradient as the definition."""
+    import pyrovamp._blocks as blocks
+    from pyrovamp.nn import GatedDense
+
+    monkeypatch.setattr(
+        "pyrovamp.nn.layers.block_rows", lambda r, w, d, e=50: blocks.block_rows(r, w, d, e)
+    )
+    torch.manual_seed(9)
+    layer = GatedDense(6, 4).double()
+    x = torch.randn(7, 3, 6, dtype=torch.float64)
+    h, g = layer.linear(x).chunk(2, dim=-1)
+    want = h * torch.sigmoid(g)
+    with torch.no_grad():
+        got = layer(x)
+    assert got.shape == (7, 3, 4)
+    torch.testing.assert_close(got, want.detach(), atol=1e-12, rtol=0)
+    xg = x.clone().requires_grad_()
+    out = layer(xg)
+    torch.testing.assert_close(out, want, atol=1e-12, rtol=0)
+    (gx,) = torch.autograd.grad(out.square().sum(), xg)
+    h2, g2 = layer.linear(xg).chunk(2, dim=-1)
+    (want_gx,) = torch.autograd.grad((h2 * torch.sigmoid(g2)).square().sum(), xg)
+    torch.testing.assert_close(gx, want_gx, atol=1e-12, rtol=0)
+
+
+def test_mixture_evaluation_keeps_float32_only_where_its_rounding_is_bounded():
+    """One group of values (AIS's chains of many points) is scored in float32 where the
+    expansion's rounding bound is within the tolerance, else in float64; training (parameters
+    with a gradient) stays in float64. Far-apart values against narrow components: float64, and
+    the float64 values."""
+    from pyrovamp.priors import mixtures
+
+    logits, loc, scale = _mixture(spread=1.0)._params
+    m = DiagonalGaussianMixture(logits, loc, 3 * scale)  # a VampPrior's scales: 0.15 to 1
+    gen = torch.Generator().manual_seed(10)
+    near = m._params[1][:3] + 0.5 * torch.randn(8, 3, 5, generator=gen)  # (C, N, L), C < 16
+    features, _, _ = m._grouped_terms(near, True, float32_ok=True)
+    assert features.dtype == torch.float32
+    assert mixtures._expansion_error(*_centred_terms(near, m)) <= mixtures._FLOAT32_TOLERANCE
+    assert m._grouped_terms(near, True)[0].dtype == torch.float64  # training, ELBO's autograd
+    with torch.no_grad():
+        got = m.log_prob(near)
+    torch.testing.assert_close(got.double(), _mixture64(m, near), atol=1e-4, rtol=0)
+
+    narrow = DiagonalGaussianMixture(logits, 30 * loc, scale / 10)  # far apart, precise
+    far = narrow._params[1][:3] + 2 * narrow._params[2][:3] * torch.randn(8, 3, 5, generator=gen)
+    assert mixtures._expansion_error(*_centred_terms(far, narrow)) > mixtures._FLOAT32_TOLERANCE
+    assert narrow._grouped_terms(far, True, float32_ok=True)[0].dtype == torch.float64
+    with torch.no_grad():
+        got = narrow.log_prob(far)
+    torch.testing.assert_close(got.double(), _mixture64(narrow, far), atol=1e-5, rtol=1e-6)
+
+
+def _centred_terms(value, mixture):
+    from pyrovamp.priors.mixtures import _centred
+
+    _, loc, scale = mixture._params
+    return _centred(value, loc, scale, torch.float32, grouped=False)

@@ -62,16 +62,23 @@ class _Bernoulli(dist.Bernoulli):
 
 def _dot_last(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``(h * x).sum(-1)`` with broadcasting. When ``x`` is a ``(N, D)`` batch and ``h`` a stack
-    ``(..., N, D)`` of more than ``N`` decoder outputs per data point (importance sampling), it is
-    one matrix-vector product per data point, without the ``(..., N, D)`` product tensor."""
-    if h.dim() > 2 and x.dim() == 2 and h.shape[-2:] == x.shape and h.is_contiguous():
-        n, d = x.shape
-        stack = h.reshape(-1, n, d)
-        if stack.shape[0] > n:
+    ``(..., N, D)`` of decoder outputs per data point, it is one matrix-vector product per data
+    point when there are more than ``N`` outputs per point (importance sampling's draws), else
+    one batched product ``(N, B, D) @ (N, D, 1)`` on a strided view of ``h`` (AIS's chains),
+    without the ``(..., N, D)`` product tensor; a ``(D,)`` ``x`` is one matrix-vector product."""
+    if h.dim() > 2 and h.is_contiguous() and h.shape[-1] == x.shape[-1]:
+        if x.dim() == 2 and h.shape[-2] == x.shape[0]:
+            n, d = x.shape
+            stack = h.reshape(-1, n, d)
             x = x.to(h.dtype)
-            return torch.stack([torch.mv(stack[:, j], x[j]) for j in range(n)], -1).reshape(
-                h.shape[:-1]
-            )
+            if stack.shape[0] > n:  # many draws per point (importance sampling): one mv each
+                per_point = [torch.mv(stack[:, j], x[j]) for j in range(n)]
+                return torch.stack(per_point, -1).reshape(h.shape[:-1])
+            # few per point (AIS's chains): (N, B, D) @ (N, D, 1) on a strided view
+            dots = torch.bmm(stack.transpose(0, 1), x.unsqueeze(-1))
+            return dots.squeeze(-1).t().reshape(h.shape[:-1])
+        if x.dim() == 1:
+            return torch.mv(h.reshape(-1, x.shape[0]), x.to(h.dtype)).reshape(h.shape[:-1])
     return (h * x).sum(-1)
 
 
@@ -126,8 +133,46 @@ class _BernoulliLogProb(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         h, x = ctx.saved_tensors
-        dh = torch.sigmoid(h).neg_().add_(x.to(h.dtype)).mul_(grad.unsqueeze(-1).to(h.dtype))
-        return dh, None
+        return _bernoulli_grad(h, x.to(h.dtype), grad), None
+
+
+def _bernoulli_grad(h: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``(x - sigmoid(h)) * grad[..., None]``, ``h``'s shape (``x`` broadcasts to it, ``grad``
+    to ``h.shape[:-1]``), made block by block of rows in the cache
+    (:func:`pyrovamp._blocks.block_rows`); the product is skipped when ``grad`` is a broadcast
+    1 (the gradient of a ``.sum()``). The same values as the direct formula, but that ``h`` is
+    clamped from below at :func:`pyrovamp._blocks.exp_floor` (-86.3 in float32): a trained
+    decoder's logits of background pixels lie far below it, and their ``sigmoid``, a subnormal
+    number, costs a CPU a hundred times a normal one (the gradient changes by less than 1e-37).
+    """
+    d = h.shape[-1]
+    n = h.shape[-2] if h.dim() > 1 else 1
+    h3 = h.reshape(-1, n, d)
+    try:  # a view where x's broadcast dims lead (AIS's chains, IS's draws); else a copy
+        x3 = x.expand(h.shape).reshape(-1, n, d)
+        g3 = grad.expand(h.shape[:-1]).reshape(-1, n, 1)
+    except RuntimeError:  # pragma: no cover - expand refuses: let broadcasting say why
+        return (x - torch.sigmoid(h)) * grad.unsqueeze(-1)
+    scaled = not (grad.device.type == "cpu" and _all_ones(grad))
+    floor = exp_floor(h.dtype)
+    out = torch.empty_like(h3)
+    rows = block_rows(h3.shape[0] * n, d, h.device)
+    per_block, within = (max(1, rows // n), n) if rows >= n else (1, rows)
+    for i in range(0, h3.shape[0], per_block):
+        for r in range(0, n, within):
+            index = (slice(i, i + per_block), slice(r, r + within))
+            b = out[index]
+            torch.clamp(h3[index], min=floor, out=b)  # no subnormal sigmoid (see exp_floor)
+            torch.sub(x3[index], b.sigmoid_(), out=b)
+            if scaled:
+                b.mul_(g3[index])
+    return out.reshape(h.shape)
+
+
+def _all_ones(t: torch.Tensor) -> bool:
+    """Whether ``t`` is one number broadcast (all strides zero, the gradient of a ``.sum()``)
+    equal to 1."""
+    return t.numel() > 0 and all(st == 0 for st in t.stride()) and float(t[(0,) * t.dim()]) == 1.0
 
 
 class _IndependentBernoulli(dist.Independent):

@@ -16,8 +16,10 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pyrovamp._blocks import block_rows
 from pyrovamp._validate import check_int
 
 __all__ = [
@@ -78,7 +80,10 @@ class GatedDense(nn.Module):
 
     Shapes: ``(..., in_features) -> (..., out_features)``. Both halves are computed by one
     ``nn.Linear`` of width ``2 * out_features`` so that a layer costs one matrix product
-    (marked with :func:`mark_fused`: the paper's code has two layers).
+    (marked with :func:`mark_fused`: the paper's code has two layers). With autograd the gate
+    is :func:`torch.nn.functional.glu` (one pass forward and one backward); without it
+    (evaluation) the bias and the gate are applied in place, block by block of rows in the
+    cache (:func:`pyrovamp._blocks.block_rows`), after the matrix product without bias.
     """
 
     def __init__(self, in_features: int, out_features: int):
@@ -87,10 +92,19 @@ class GatedDense(nn.Module):
         self.linear = mark_fused(nn.Linear(in_features, 2 * out_features), 2)
 
     def forward(self, x):
-        h, g = self.linear(x).chunk(2, dim=-1)
         if torch.is_grad_enabled():
-            return h * torch.sigmoid(g)
-        return h.mul_(g.sigmoid_())  # no autograd: in place, no new tensors (evaluation)
+            return F.glu(self.linear(x), dim=-1)
+        y = F.linear(x, self.linear.weight)
+        bias = self.linear.bias
+        flat = y.view(-1, y.shape[-1])
+        step = block_rows(flat.shape[0], flat.shape[1], flat.device)
+        for r in range(0, flat.shape[0], step):  # in cache: one read of the product from memory
+            block = flat[r : r + step]
+            if bias is not None:
+                block.add_(bias)
+            h, g = block.chunk(2, dim=-1)
+            h.mul_(g.sigmoid_())
+        return y[..., : self.out_features]
 
 
 def dense_layer(in_features: int, out_features: int, architecture: str = "mlp") -> nn.Module:

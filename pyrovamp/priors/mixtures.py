@@ -21,6 +21,37 @@ __all__ = ["DiagonalGaussianMixture", "MoGPrior", "GTMPrior", "grid_points"]
 _LOG_2PI = math.log(2 * math.pi)
 
 
+_FLOAT32_TOLERANCE = 1e-3
+"""Nats: the largest bound (:func:`_expansion_error`) on the rounding error of a component
+log-density computed in float32 for which evaluation keeps float32 (else float64)."""
+
+
+def _expansion_error(vc, m, prec) -> float:
+    """A bound, in nats, on the rounding error of the component log-densities of values ``vc``
+    ``(1, P, L)`` (centred) against components ``m`` ``(1, K, L)`` (centred alike) of precisions
+    ``prec`` ``(K, L)`` by the expansion ``-prec/2 (|z'|^2 - 2 z'.m' + |m'|^2)`` in ``vc``'s
+    dtype: its unit roundoff times ``sum_l max_k prec_kl (max_p z'_pl^2 + max_k m'_kl^2)``, the
+    size of the terms that cancel (Higham 2002, "Accuracy and Stability of Numerical
+    Algorithms", sec. 3.1). On the zoo's static-MNIST VampPriors with AIS's chains it is 3e-4,
+    the largest error measured against float64 3e-5."""
+    eps = torch.finfo(vc.dtype).eps / 2
+    spread = vc.detach().pow(2).amax(dim=(0, 1)) + m.detach().pow(2).amax(dim=(0, 1))
+    return float(eps * (prec.detach().amax(0) * spread).sum())
+
+
+def _centred(value, loc, scale, dtype, grouped: bool):
+    """``(vc, m, prec)`` of :meth:`DiagonalGaussianMixture._grouped_terms` in ``dtype``: the values
+    ``(G, P, L)`` and the means ``(G, K, L)`` minus the values' mean per group, the precisions
+    ``(K, L)``."""
+    L = loc.shape[-1]
+    v = value.to(dtype)
+    v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
+    center = v.mean(0)  # G x L
+    vc = (v - center).transpose(0, 1)  # G x P x L
+    m = loc.to(dtype) - center[:, None, :]  # G x K x L
+    return vc, m, scale.to(dtype).pow(-2)
+
+
 def _floored_logsumexp(a: torch.Tensor) -> torch.Tensor:
     """``logsumexp`` over the last dim, differentiable, with the differences to the maximum
     clamped at :func:`pyrovamp._blocks.exp_floor`: no subnormal ``exp`` forward or backward (the
@@ -73,7 +104,7 @@ class _MixtureLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, mixture):
-        features, w, const = mixture._grouped_terms(value.detach(), weights=True)
+        features, w, const = mixture._grouped_terms(value.detach(), True, float32_ok=True)
         lp = _blocked_logsumexp(features, w, const)
         ctx.save_for_backward(features, w, const, lp)
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
@@ -148,23 +179,28 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
             k = torch.distributions.Categorical(logits=logits).sample(shape)
             return torch.normal(loc[k], scale[k])
 
-    def _grouped_terms(self, value, weights: bool):
+    def _grouped_terms(self, value, weights: bool, float32_ok: bool = False):
         """``(features, w, const)`` of :meth:`_grouped_log_prob` (see there): its component
         log-densities are ``baddbmm(const.unsqueeze(1), features, w)``, ``features``
-        ``(G, P, 2L)``, ``w`` ``(G, 2L, K)``, ``const`` ``(G, K)``."""
+        ``(G, P, 2L)``, ``w`` ``(G, 2L, K)``, ``const`` ``(G, K)``. With ``float32_ok`` a single
+        group is computed in the values' own dtype where :func:`_expansion_error` bounds its
+        rounding by :data:`_FLOAT32_TOLERANCE` (evaluation: AIS's chains), else in float64."""
         logits, loc, scale = self._params
         K, L = loc.shape
         if value.dim() < 1 or value.shape[-1] != L:
             raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
         grouped = value.dim() >= 3 and value[..., 0, 0].numel() >= 16
-        dtype = torch.promote_types(value.dtype, loc.dtype if grouped else torch.float64)
-        v = value.to(dtype)
-        v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
-        loc, scale = loc.to(dtype), scale.to(dtype)
-        center = v.mean(0)  # G x L
-        vc = (v - center).transpose(0, 1)  # G x P x L
-        m = loc - center[:, None, :]  # G x K x L
-        prec = scale.pow(-2)
+        wide = grouped or float32_ok  # else one group in float64 (values far apart: cancellation)
+        dtype = torch.promote_types(value.dtype, loc.dtype if wide else torch.float64)
+        vc, m, prec = _centred(value, loc, scale, dtype, grouped)
+        if (
+            not grouped
+            and dtype != torch.float64
+            and _expansion_error(vc, m, prec) > (_FLOAT32_TOLERANCE)
+        ):
+            dtype = torch.float64
+            vc, m, prec = _centred(value, loc, scale, dtype, grouped)
+        scale = scale.to(dtype)
         const = -0.5 * (m * m * prec).sum(-1) - scale.log().sum(-1) - 0.5 * L * _LOG_2PI  # G x K
         if weights:
             const = const + logits.to(dtype).log_softmax(-1)
@@ -182,7 +218,9 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
         16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
         points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
-        one group, centred on its mean and computed in float64.
+        one group, centred on its mean and computed in float64 -- in evaluation (no parameter
+        needs a gradient: AIS's and HMC's chains) in its own dtype where the rounding bound
+        :func:`_expansion_error` is at most :data:`_FLOAT32_TOLERANCE` nats.
         """
         features, w, const = self._grouped_terms(value, weights)
         return torch.baddbmm(const.unsqueeze(1), features, w)
@@ -201,7 +239,7 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         elif grad and value.requires_grad:  # AIS, HMC: the gradient in z only, by hand
             lp = _MixtureLogProb.apply(value, self)
         else:
-            lp = _blocked_logsumexp(*self._grouped_terms(value, weights=True))
+            lp = _blocked_logsumexp(*self._grouped_terms(value, True, float32_ok=True))
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)
