@@ -357,3 +357,23 @@ def _centred_terms(value, mixture):
 
     _, loc, scale = mixture._params
     return _centred(value, loc, scale, torch.float32, grouped=False)
+
+
+def test_gated_dense_without_autograd_runs_a_replaced_linear_layer():
+    """A ``linear`` that is not a plain ``nn.Linear`` (here a forward hook that doubles its
+    output, as an adapter might change it) is run as it is, not bypassed by the in-cache path."""
+    from pyrovamp.nn import GatedDense
+
+    torch.manual_seed(11)
+    layer = GatedDense(5, 3).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    handle = layer.linear.register_forward_hook(lambda mod, inp, out: 2 * out)
+    raw = torch.nn.functional.linear(x, layer.linear.weight, layer.linear.bias)
+    h, g = (2 * raw).chunk(2, dim=-1)
+    with torch.no_grad():
+        got = layer(x)
+    torch.testing.assert_close(got, h * torch.sigmoid(g), atol=1e-12, rtol=0)
+    handle.remove()
+    with torch.no_grad():
+        h, g = layer.linear(x).chunk(2, dim=-1)
+        torch.testing.assert_close(layer(x), h * torch.sigmoid(g), atol=1e-12, rtol=0)

@@ -83,7 +83,8 @@ class GatedDense(nn.Module):
     (marked with :func:`mark_fused`: the paper's code has two layers). With autograd the gate
     is :func:`torch.nn.functional.glu` (one pass forward and one backward); without it
     (evaluation) the bias and the gate are applied in place, block by block of rows in the
-    cache (:func:`pyrovamp._blocks.block_rows`), after the matrix product without bias.
+    cache (:func:`pyrovamp._blocks.block_rows`), after the matrix product without bias (a
+    ``linear`` that is not a plain ``nn.Linear``, or has forward hooks, runs its own forward).
     """
 
     def __init__(self, in_features: int, out_features: int):
@@ -94,8 +95,11 @@ class GatedDense(nn.Module):
     def forward(self, x):
         if torch.is_grad_enabled():
             return F.glu(self.linear(x), dim=-1)
-        y = F.linear(x, self.linear.weight)
-        bias = self.linear.bias
+        lin = self.linear
+        if type(lin) is nn.Linear and not (lin._forward_hooks or lin._forward_pre_hooks):
+            y, bias = F.linear(x, lin.weight), lin.bias  # the bias below, in cache
+        else:  # a replaced or hooked layer (an adapter, a parametrisation): its own forward
+            y, bias = lin(x).contiguous(), None
         flat = y.view(-1, y.shape[-1])
         step = block_rows(flat.shape[0], flat.shape[1], flat.device)
         for r in range(0, flat.shape[0], step):  # in cache: one read of the product from memory

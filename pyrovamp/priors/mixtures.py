@@ -193,11 +193,8 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         wide = grouped or float32_ok  # else one group in float64 (values far apart: cancellation)
         dtype = torch.promote_types(value.dtype, loc.dtype if wide else torch.float64)
         vc, m, prec = _centred(value, loc, scale, dtype, grouped)
-        if (
-            not grouped
-            and dtype != torch.float64
-            and _expansion_error(vc, m, prec) > (_FLOAT32_TOLERANCE)
-        ):
+        rounding = _expansion_error(vc, m, prec) if not grouped and dtype != torch.float64 else 0
+        if rounding > _FLOAT32_TOLERANCE:
             dtype = torch.float64
             vc, m, prec = _centred(value, loc, scale, dtype, grouped)
         scale = scale.to(dtype)
@@ -218,9 +215,10 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         they lie and ``|m'|^2.prec`` is summed term by term. A stack ``(P, ..., G, L)`` of at least
         16 vectors per index of dim -2 (importance sampling: ``P`` draws for each of ``G`` data
         points) is centred per index ``g`` and computed in its own dtype; any other ``value`` is
-        one group, centred on its mean and computed in float64 -- in evaluation (no parameter
-        needs a gradient: AIS's and HMC's chains) in its own dtype where the rounding bound
-        :func:`_expansion_error` is at most :data:`_FLOAT32_TOLERANCE` nats.
+        one group, centred on its mean and computed in float64. (:meth:`log_prob` in evaluation
+        -- no parameter needs a gradient: AIS's and HMC's chains -- computes one group in its own
+        dtype where the rounding bound :func:`_expansion_error` is at most
+        :data:`_FLOAT32_TOLERANCE` nats.)
         """
         features, w, const = self._grouped_terms(value, weights)
         return torch.baddbmm(const.unsqueeze(1), features, w)
