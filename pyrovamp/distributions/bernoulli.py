@@ -148,11 +148,9 @@ def _bernoulli_grad(h: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> tor
     d = h.shape[-1]
     n = h.shape[-2] if h.dim() > 1 else 1
     h3 = h.reshape(-1, n, d)
-    try:  # a view where x's broadcast dims lead (AIS's chains, IS's draws); else a copy
-        x3 = x.expand(h.shape).reshape(-1, n, d)
-        g3 = grad.expand(h.shape[:-1]).reshape(-1, n, 1)
-    except RuntimeError:  # pragma: no cover - expand refuses: let broadcasting say why
-        return (x - torch.sigmoid(h)) * grad.unsqueeze(-1)
+    # a view where x's broadcast dims lead (AIS's chains, IS's draws); else a copy
+    x3 = x.expand(h.shape).reshape(-1, n, d)
+    g3 = grad.expand(h.shape[:-1]).reshape(-1, n, 1)
     scaled = not (grad.device.type == "cpu" and _all_ones(grad))
     floor = exp_floor(h.dtype)
     out = torch.empty_like(h3)
