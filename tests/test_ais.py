@@ -265,6 +265,23 @@ def test_bad_input_raises_before_any_work():
         log_likelihood(fa, x, method="annealing")
 
 
+def test_chunks_on_a_cpu_are_capped_and_elsewhere_follow_the_budget(monkeypatch):
+    # the chunk is the budget over (gradient factor x measured bytes per chain x chains), the
+    # budget on a CPU at most _CPU_CHUNK_BYTES; a batch_size is taken as given
+    from pyrovamp.infer import ais
+
+    monkeypatch.setattr(ais, "pair_bytes", lambda model, x: 2**10)
+    per_point = ais._GRAD_FACTOR * 2**10 * 8  # 8 chains
+    budget = 2**30
+    cpu = torch.zeros(3, 5)
+    assert ais._points_per_chunk(None, cpu, 8, budget, None) == ais._CPU_CHUNK_BYTES // per_point
+    assert ais._points_per_chunk(None, cpu.to("meta"), 8, budget, None) == budget // per_point
+    small = ais._CPU_CHUNK_BYTES // 4  # a smaller budget rules on a CPU too
+    assert ais._points_per_chunk(None, cpu, 8, small, None) == small // per_point
+    assert ais._points_per_chunk(None, cpu, 8, budget, 7) == 7
+    assert ais._points_per_chunk(None, cpu, 8, 1, None) == 1  # at least one point
+
+
 @cuda
 def test_ais_runs_on_cuda():
     fa = FactorAnalysis().to("cuda")
