@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int("--devices"),
         default=1,
         help="shard IS, AIS and the test ELBO over N processes (one per GPU with --accelerator "
-        "gpu; on CPUs cores/N threads each): the same numbers as one process",
+        "gpu; on CPUs cores/N threads each): the same numbers as one process (AIS: as one "
+        "process of as many threads)",
     )
     e.add_argument("--accelerator", choices=("cpu", "gpu"), help="default: --device's")
     progress_option(e)
