@@ -81,7 +81,7 @@ _GRAD_FACTOR = 5  # the graph kept for the backward pass, and the backward: abou
 _CPU_CHUNK_BYTES = 2 * CPU_CHUNK_BYTES
 """On a CPU an AIS chunk takes at most this many bytes (less if ``memory_budget`` is smaller).
 Chunks that fit run faster per data point: on the zoo's static-MNIST VAE + VampPrior (8 chains,
-one thread, AVX-512) 23.4 ms per image for 100 temperatures in chunks of 256 points (this cap),
+one thread, AVX-512) 23.4 ms per image for 100 temperatures in chunks of 256 points (the cap: 259),
 against 25-27 ms in the 2078-point chunks of the default budget, whose ``(C, n, D)`` tensors
 exceed the C library's 32 MiB limit for reusing freed memory, so that every step touches fresh
 pages; smaller chunks (128 points: 26 ms) pay the per-call costs of the model more often."""

@@ -10,9 +10,11 @@ blocks (:func:`pyrovamp.training.sharded_over_processes`) and the gathered value
 process, bit for bit on the same kind of device (measured on a 2-core AVX-512 CPU: one process with
 two threads and two processes with one thread each give the same bits for IS and the ELBO). AIS is
 bit for bit between processes of the same number of threads; against one process of another
-thread count its values can differ slightly, as its HMC gradients go through the BLAS's backward
-products, whose last bit can depend on the threads (20 static-MNIST images, 8 chains x 3 steps,
-one thread against two: up to 0.0009 nats).
+thread count its values differ within its Monte Carlo noise, as its HMC gradients go through the
+BLAS's backward products, whose last bit can depend on the threads, and a chain that takes another
+accept decision takes another path (20 static-MNIST images, 8 chains x 3 steps, one thread against
+two: up to 0.0009 nats; 2078 images, 8 x 100, one process of two threads against two of one: up
+to 0.25 nats on one image).
 
 The library starts the processes itself: ``python -c`` workers that import pyrovamp, never the
 caller's script or notebook (no ``if __name__ == "__main__"`` guard needed), each running
