@@ -63,6 +63,7 @@ from pyrovamp.infer.planning import (
     CPU_CHUNK_BYTES,
     DEFAULT_MEMORY_BUDGET,
     check_budget,
+    chunk_budget,
     pair_bytes,
 )
 
@@ -234,7 +235,7 @@ def _points_per_chunk(model, x, num_chains, memory_budget, batch_size) -> int:
     data or the number of processes. Call inside the evaluation context."""
     if batch_size is not None:
         return batch_size
-    budget = memory_budget if x.device.type != "cpu" else min(memory_budget, _CPU_CHUNK_BYTES)
+    budget = chunk_budget(memory_budget, x.device, _CPU_CHUNK_BYTES)
     pairs = int(budget // (_GRAD_FACTOR * pair_bytes(model, x)))
     return max(1, pairs // num_chains)
 

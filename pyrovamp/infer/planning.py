@@ -239,6 +239,14 @@ def _count(n: float, cap: int) -> int:
     return cap if n >= cap else max(1, int(n))
 
 
+def chunk_budget(memory_budget: float, device: torch.device, cpu_bytes: float | None = None):
+    """The bytes one chunk may allocate: ``memory_budget``, on a CPU at most ``cpu_bytes``
+    (default: :data:`CPU_CHUNK_BYTES`, read at the call; chunks whose tensors stay in the caches,
+    and under the C library's limit for reusing freed memory, run faster)."""
+    cap = CPU_CHUNK_BYTES if cpu_bytes is None else cpu_bytes
+    return memory_budget if device.type != "cpu" else min(memory_budget, cap)
+
+
 def _plan(
     costs: _Costs,
     num_samples: int,
@@ -249,7 +257,7 @@ def _plan(
     """The plan: blocks within the budget, chunks within it too -- on a CPU within
     :data:`CPU_CHUNK_BYTES`."""
     budget = float(memory_budget)
-    chunk = budget if device.type != "cpu" else min(budget, CPU_CHUNK_BYTES)
+    chunk = chunk_budget(budget, device)
     fixed, point, pair = costs.fixed, costs.point, costs.pair
     if costs.points is not None:  # not amortised: all points in one chunk, samples split
         return Plan(None, None, _count(_largest(fixed, pair * costs.points, chunk), num_samples))
