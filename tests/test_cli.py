@@ -112,6 +112,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
             "--val-bound iwae needs --val-num-samples K >= 2 (the paper preset has 1)",
         ),
         (["train", "--loss", "iwae"], "--loss iwae needs --num-particles K >= 2, got 1"),
+        (["train", "--loss", "iwae_dreg"], "--loss iwae_dreg needs --num-particles K >= 2, got 1"),
         (["train", "--num-particles", "0"], "--num-particles must be at least 1"),
         (["train", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
         (["train", "--epochs", "two"], "--epochs must be an integer, got 'two'"),

@@ -165,7 +165,7 @@ def test_model_is_in_eval_mode_after_training_so_reconstruction_is_deterministic
     assert torch.equal(vae.reconstruct(x), vae.reconstruct(x))
 
 
-@pytest.mark.parametrize("loss", ["meanfield", "jit_trace", "iwae"])
+@pytest.mark.parametrize("loss", ["meanfield", "jit_trace", "iwae", "iwae_dreg"])
 def test_other_losses_train(loss):
     vae = _vae("standard")
     before = {k: v.clone() for k, v in vae.state_dict().items()}
@@ -177,7 +177,7 @@ def test_other_losses_train(loss):
         loss=loss,
         patience=None,
         progress=False,
-        num_particles=3 if loss == "iwae" else 1,
+        num_particles=3 if loss.startswith("iwae") else 1,
     )
     assert len(hist) == 3 and all(math.isfinite(r["train_loss"]) for r in hist)
     assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
@@ -488,6 +488,8 @@ def test_bad_settings_are_refused_before_work(tmp_path):
         train(_vae(), _data(), ema_decay=1.5)
     with pytest.raises(ValueError, match="num_particles >= 2"):
         train(_vae(), _data(), loss="iwae")
+    with pytest.raises(ValueError, match="loss='iwae_dreg' needs num_particles >= 2"):
+        train(_vae(), _data(), loss="iwae_dreg")
     with pytest.raises(
         ValueError, match="unknown optimizer 'sgd'; expected one of adam, adamax, adamnormgrad"
     ):

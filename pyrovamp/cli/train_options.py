@@ -143,12 +143,14 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         choices=LOSS_NAMES,
         help="training objective: Pyro's Trace_ELBO (default), TraceMeanField_ELBO "
         "(analytic KL), their JIT variants, or the importance-weighted bound "
-        "(iwae, Burda et al. 2016) with --num-particles K",
+        "(iwae, Burda et al. 2016) with --num-particles K; iwae_dreg: the same bound with "
+        "the doubly reparameterised gradient for the guide (Tucker et al. 2019)",
     )
     t.add_argument(
         "--num-particles",
         type=positive_int("--num-particles"),
-        help="samples per data point and step: of the ELBO, or the K >= 2 of --loss iwae",
+        help="samples per data point and step: of the ELBO, or the K >= 2 of --loss iwae "
+        "and iwae_dreg",
     )
     t.add_argument(
         "--init-from",

@@ -47,7 +47,7 @@ from pyrovamp.infer.planning import (
     evaluation_plan,
     points_per_block,
 )
-from pyrovamp.infer.weights import log_weights
+from pyrovamp.infer.weights import dreg_log_weights, log_weights
 from pyrovamp.nn import eval_mode
 
 DEFAULT_NUM_SAMPLES = 5000
@@ -386,6 +386,18 @@ class IWAELoss:
     ``dim=-1``); gradients flow through reparameterised draws, so every latent site of the guide
     must have ``rsample``.
 
+    Two gradient estimators of the same bound (the loss's value is the same with either):
+
+    - ``"iwae"``: the gradient of the bound as written (Burda et al.). Its signal-to-noise ratio
+      for the guide's parameters falls as ``1/sqrt(K)`` (Rainforth et al. 2018, "Tighter
+      variational bounds are not necessarily better").
+    - ``"dreg"``: the doubly reparameterised gradient (Tucker, Lawson, Gu & Maddison 2019, eq.
+      7; :func:`~pyrovamp.infer.weights.dreg_log_weights`): the same gradient for the model's
+      parameters, and for the guide's the score term replaced by its reparameterised form
+      (weights ``w~_k^2`` instead of ``w~_k``), unbiased, with a signal-to-noise ratio that does
+      not fall with ``K``. A parameter in both (the VampPrior's pseudo-inputs go through the
+      encoder) gets both parts. It costs two more passes of the guide (not of the decoder).
+
     Scales, as in Pyro's ELBOs: a subsampled data plate (``pyro.plate(..., subsample_size=B)``,
     scale ``c = size / B``) or a ``poutine.scale`` around the model multiplies each point's bound
     by ``c``; a latent site scaled by a further ``beta`` (KL warm-up,
@@ -395,10 +407,21 @@ class IWAELoss:
 
     Args:
         num_particles: ``K >= 2``.
+        estimator: ``"iwae"`` (default) or ``"dreg"``.
+
+    Raises:
+        ValueError: ``num_particles`` not an integer >= 2, or an unknown ``estimator`` (one line
+            naming the argument).
     """
 
-    def __init__(self, num_particles: int):
-        self.num_particles = num_particles
+    ESTIMATORS = ("iwae", "dreg")
+
+    def __init__(self, num_particles: int, estimator: str = "iwae"):
+        self.num_particles = check_int("num_particles", num_particles, 2)
+        self.estimator = check_choice("estimator", estimator, self.ESTIMATORS)
+
+    def __repr__(self) -> str:
+        return f"IWAELoss(num_particles={self.num_particles}, estimator={self.estimator!r})"
 
     def differentiable_loss(
         self, model: Callable, guide: Callable, x: torch.Tensor
@@ -407,10 +430,16 @@ class IWAELoss:
 
         Raises:
             ValueError: a latent guide site without ``rsample``, a site outside the data
-                plate at ``dim=-1``, or observed sites of different scales.
+                plate at ``dim=-1``, or observed sites of different scales; with ``"dreg"``,
+                latent sites of different KL scales.
         """
-        lw, scale = log_weights(
-            model, guide, x, self.num_particles, require_rsample="loss='iwae'", with_scale=True
-        )
+        if self.estimator == "dreg":
+            lw, scale = dreg_log_weights(
+                model, guide, x, self.num_particles, require_rsample="loss='iwae_dreg'"
+            )
+        else:
+            lw, scale = log_weights(
+                model, guide, x, self.num_particles, require_rsample="loss='iwae'", with_scale=True
+            )
         bound = torch.logsumexp(lw, dim=0) - math.log(self.num_particles)
         return -(scale * bound).sum()

@@ -29,7 +29,14 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["PLATE", "site_log_prob", "site_log_probs", "trace_pair", "log_weights"]
+__all__ = [
+    "PLATE",
+    "site_log_prob",
+    "site_log_probs",
+    "trace_pair",
+    "log_weights",
+    "dreg_log_weights",
+]
 
 PLATE = "importance_samples"
 """Name of the plate over the draws (at ``dim=-2``)."""
@@ -190,6 +197,123 @@ def _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape):
             lp = lp * (site["scale"] / c)
         total = total + sign * lp
     return torch.as_tensor(total).expand(shape), c
+
+
+def _latent_ratio(trace, x, c, require_rsample):
+    """The scales ``beta = scale / c`` of the latent sites of ``trace`` (KL annealing)."""
+    return [
+        (n, s["scale"] / c)
+        for n, s, _ in _scored_sites(trace, x, require_rsample)
+        if not s["is_observed"]
+    ]
+
+
+def _scaled_latent_sum(trace, x, c) -> Any:
+    """``sum_s beta_s log q_s`` over the latent sites of a guide ``trace`` (``beta_s = scale /
+    c``), nats."""
+    total: Any = 0.0
+    for _, site, lp in _scored_sites(trace, x, None):
+        if not site["is_observed"]:
+            total = total + lp * (site["scale"] / c)
+    return total
+
+
+def _scale_gradient(holder: dict, event_dim: int):
+    """A tensor hook multiplying the gradient of a ``(K, N, *event)`` value by ``holder["f"]``
+    (``(K, N)``, set once the forward pass has computed it)."""
+
+    def hook(grad):
+        f = holder["f"]
+        return grad * f.reshape(f.shape + (1,) * event_dim).to(grad.dtype)
+
+    return hook
+
+
+def dreg_log_weights(
+    model_fn: Callable,
+    guide_fn: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    *,
+    require_rsample: str = "the doubly reparameterised gradient",
+) -> tuple[torch.Tensor, Any]:
+    """``(log_w, c)`` as :func:`log_weights` with ``with_scale=True`` returns them -- the same
+    values -- but differentiated for the doubly reparameterised gradient (DReG) of the
+    importance-weighted bound ``L_K = logsumexp_k log w_k - log K`` (Tucker, Lawson, Gu &
+    Maddison 2019, "Doubly reparameterized gradient estimators for Monte Carlo objectives",
+    eq. 7): the gradient of ``logsumexp(log_w, 0)`` is, in every parameter,
+
+    - through ``log p(x, h)`` at the draws (the model's parameters, and a prior's that go through
+      the encoder, e.g. the VampPrior's): ``sum_k w~_k grad log p(x, h_k)``, the IWAE gradient;
+    - through the draws ``h_k = T(eps_k; phi)`` (the guide's parameters):
+      ``sum_k ((1 - beta) w~_k + beta w~_k^2) d log w_k / d h_k  d h_k / d phi``, which is the
+      DReG estimator ``sum_k w~_k^2 ...`` at ``beta = 1``;
+    - the score term ``d log q(h; phi) / d phi`` at fixed ``h`` is removed: its expectation is
+      what the second line estimates by reparameterisation, with a variance that does not grow
+      with ``K`` as the IWAE gradient's does (Rainforth et al. 2018).
+
+    ``w~ = softmax_k(log w_k)`` are the normalised importance weights and ``beta`` the latent
+    sites' scale relative to the observed ones (1 without KL annealing; the formula for
+    ``beta != 1`` follows from Tucker et al.'s derivation with ``log w = log p(x|h) + beta (log
+    p(h) - log q(h|x))``). Both halves are unbiased for the gradient of ``E[L_K]``.
+
+    How: the guide is traced once; the model and the guide are replayed on copies of the draws
+    whose gradient is multiplied by ``(1 - beta) + beta w~_k`` (a tensor hook), so that a draw's
+    path inside the guide (``z1 = T1(eps1, z2; phi)`` in a hierarchical guide) is differentiated
+    once, after the weighting; a third pass, the guide replayed on detached draws, gives the
+    score term to subtract (``log q(stop(h); phi) - stop(...)``, zero in value). A guide with
+    dropout in training mode draws other masks in its replays than in its first pass.
+
+    Args:
+        model_fn, guide_fn, x, num_samples: as :func:`log_weights`; every latent guide site must
+            be reparameterised and have one value per draw and data point (``(K, N, *event)``).
+        require_rsample: what the error message names when a latent guide site has no
+            ``rsample``.
+
+    Returns:
+        ``(log_w, c)``: ``(K, N)`` log-weights (nats) and the observed sites' scale.
+
+    Raises:
+        ValueError: as :func:`log_weights` with ``with_scale=True``; latent sites with different
+            ``beta``; a latent guide site whose value is not ``(K, N, *event)``.
+    """
+    with pyro.plate(PLATE, num_samples, dim=-2):
+        guide_trace = poutine.trace(guide_fn).get_trace(x)
+    holder: dict = {}
+    hooked, stopped = guide_trace.copy(), guide_trace.copy()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        value = site["value"]
+        event_dim = site["fn"].event_dim
+        if tuple(value.shape[: value.dim() - event_dim]) != (num_samples, x.shape[0]):
+            raise ValueError(
+                f"{require_rsample} needs one value per draw and data point at every latent "
+                f"site; {name!r} has batch shape {tuple(value.shape[: value.dim() - event_dim])}"
+            )
+        copy = value.view_as(value)
+        if copy.requires_grad:
+            copy.register_hook(_scale_gradient(holder, event_dim))
+        hooked.nodes[name] = dict(site, value=copy)
+        stopped.nodes[name] = dict(site, value=value.detach())
+    with pyro.plate(PLATE, num_samples, dim=-2):
+        model_trace = poutine.trace(poutine.replay(model_fn, trace=hooked)).get_trace(x)
+        guide_live = poutine.trace(poutine.replay(guide_fn, trace=hooked)).get_trace(x)
+        guide_stopped = poutine.trace(poutine.replay(guide_fn, trace=stopped)).get_trace(x)
+    shape = (num_samples, x.shape[0])
+    log_w, c = _scaled_log_weights(model_trace, guide_live, x, require_rsample, shape)
+    ratios = _latent_ratio(model_trace, x, c, None) + _latent_ratio(guide_live, x, c, None)
+    beta = ratios[0][1] if ratios else 1.0
+    if any(not _same_scale(beta, other) for _, other in ratios[1:]):
+        raise ValueError(
+            f"{require_rsample} needs one KL scale for all latent sites; "
+            f"{', '.join(repr(n) for n, _ in ratios)} are scaled differently"
+        )
+    score = torch.as_tensor(_scaled_latent_sum(guide_stopped, x, c))
+    log_w = log_w + (score - score.detach())
+    weights = torch.softmax(log_w.detach(), 0)
+    holder["f"] = (1 - beta) + beta * weights
+    return log_w, c
 
 
 def _same_scale(a, b) -> bool:

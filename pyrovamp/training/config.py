@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-LOSS_NAMES = ("trace", "meanfield", "jit_trace", "jit_meanfield", "iwae")
+LOSS_NAMES = ("trace", "meanfield", "jit_trace", "jit_meanfield", "iwae", "iwae_dreg")
 """The losses of ``TrainConfig.loss`` (:data:`pyrovamp.training.plan.LOSSES` maps them to
 objects)."""
 OPTIMIZER_NAMES = ("adam", "adamax", "adamnormgrad")
@@ -117,7 +117,9 @@ class TrainConfig:
         loss: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL
             where one exists), ``"jit_trace"`` / ``"jit_meanfield"`` (their JIT variants), or
             ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
-            2016; :class:`pyrovamp.infer.importance.IWAELoss`); or any object with
+            2016; :class:`pyrovamp.infer.importance.IWAELoss`), or ``"iwae_dreg"`` (the same bound
+            with the doubly reparameterised gradient for the guide, Tucker et al. 2019); or any
+            object with
             ``differentiable_loss(model, guide, *args)`` -- a Pyro ELBO instance such as
             ``pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)`` -- used as given (its own
             settings, e.g. its particles, apply; ``num_particles`` does not). A run's files
@@ -280,9 +282,9 @@ class TrainConfig:
         if isinstance(loss, str):
             if loss not in LOSS_NAMES:
                 raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSS_NAMES)}")
-            if loss == "iwae" and self.num_particles < 2:
+            if loss in ("iwae", "iwae_dreg") and self.num_particles < 2:
                 raise ValueError(
-                    "loss='iwae' needs num_particles >= 2 (the number of importance samples)"
+                    f"loss={loss!r} needs num_particles >= 2 (the number of importance samples)"
                 )
         elif isinstance(loss, type) or not callable(getattr(loss, "differentiable_loss", None)):
             hint = f"; call it: {loss.__name__}(...)" if isinstance(loss, type) else ""

@@ -62,6 +62,7 @@ LOSSES = {
     "jit_trace": JitTrace_ELBO,
     "jit_meanfield": JitTraceMeanField_ELBO,
     "iwae": IWAELoss,
+    "iwae_dreg": IWAELoss,
 }
 """The losses by the names of :data:`pyrovamp.training.config.LOSS_NAMES` (build one with
 :func:`make_loss`)."""
@@ -89,8 +90,9 @@ def make_loss(config: TrainConfig):
     Each has ``differentiable_loss(model, guide, x)`` (nats, summed over the batch)."""
     if not isinstance(config.loss, str):
         return config.loss
-    if config.loss == "iwae":
-        return IWAELoss(config.num_particles)
+    if config.loss in ("iwae", "iwae_dreg"):
+        estimator = "dreg" if config.loss == "iwae_dreg" else "iwae"
+        return IWAELoss(config.num_particles, estimator=estimator)
     kw = {
         "num_particles": config.num_particles,
         "vectorize_particles": config.num_particles > 1,

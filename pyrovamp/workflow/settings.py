@@ -202,8 +202,10 @@ def new_run_config(options: dict) -> dict:
         cfg["flow"] = cfg.get("flow") or "realnvp"
     if cfg["ema_decay"] == 0:
         cfg["ema_decay"] = None
-    if cfg["loss"] == "iwae" and cfg["num_particles"] < 2:
-        raise ValueError(f"--loss iwae needs --num-particles K >= 2, got {cfg['num_particles']}")
+    if cfg["loss"] in ("iwae", "iwae_dreg") and cfg["num_particles"] < 2:
+        raise ValueError(
+            f"--loss {cfg['loss']} needs --num-particles K >= 2, got {cfg['num_particles']}"
+        )
     if cfg["val_bound"] == "iwae" and cfg["val_num_samples"] < 2:
         raise ValueError(
             f"--val-bound iwae needs --val-num-samples K >= 2 (the {cfg['preset']} "
