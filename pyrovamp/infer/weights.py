@@ -281,11 +281,12 @@ def dreg_log_weights(
         guide_trace = poutine.trace(guide_fn).get_trace(x)
     holder: dict = {}
     hooked, stopped = guide_trace.copy(), guide_trace.copy()
+    site: Any
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
             continue
-        value = site["value"]
-        event_dim = site["fn"].event_dim
+        value: torch.Tensor = site["value"]
+        event_dim: int = site["fn"].event_dim
         if tuple(value.shape[: value.dim() - event_dim]) != (num_samples, x.shape[0]):
             raise ValueError(
                 f"{require_rsample} needs one value per draw and data point at every latent "
