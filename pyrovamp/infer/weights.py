@@ -281,6 +281,7 @@ def dreg_log_weights(
         guide_trace = poutine.trace(guide_fn).get_trace(x)
     holder: dict = {}
     hooked, stopped = guide_trace.copy(), guide_trace.copy()
+    new_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     site: Any
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
@@ -295,8 +296,10 @@ def dreg_log_weights(
         copy = value.view_as(value)
         if copy.requires_grad:
             copy.register_hook(_scale_gradient(holder, event_dim))
-        hooked.nodes[name] = dict(site, value=copy)
-        stopped.nodes[name] = dict(site, value=value.detach())
+        new_values[name] = (copy, value.detach())
+    for name, (copy, detached) in new_values.items():
+        hooked.nodes[name] = dict(hooked.nodes[name], value=copy)  # type: ignore[assignment]
+        stopped.nodes[name] = dict(stopped.nodes[name], value=detached)  # type: ignore[assignment]
     with pyro.plate(PLATE, num_samples, dim=-2):
         model_trace = poutine.trace(poutine.replay(model_fn, trace=hooked)).get_trace(x)
         guide_live = poutine.trace(poutine.replay(guide_fn, trace=hooked)).get_trace(x)
