@@ -23,6 +23,9 @@ layers of 300 units, z = 40 (z1 = z2 = 40), K = 500 pseudo-inputs, batch 100, Ad
 * ``lightning_iwae`` (with ``--iwae K``): the Lightning step with the importance-weighted bound
   of K samples as the loss (:class:`pyrovamp.training.IWAELoss`, ``--loss iwae --num-particles K``
   of ``pyrovamp train``) in place of the ELBO; ``iwae_ratio`` is its time over ``lightning``'s.
+* ``lightning_iwae_dreg`` (with ``--iwae K --dreg``): the same bound with the doubly
+  reparameterised gradient (``IWAELoss(K, estimator="dreg")``, ``--loss iwae_dreg``);
+  ``dreg_ratio`` is its time over ``lightning_iwae``'s.
 
 Rounds alternate (Lightning for ``--steps`` steps, then PyTorch for as many, then Lightning with
 the EMA), so machine noise hits all alike; the figures are medians over all steps after the
@@ -32,12 +35,12 @@ virtual machine) it is the steadier figure.
 
 Usage: python benchmarks/train_step.py [--device cuda] [--steps 30] [--rounds 4] [--real-data DIR]
        [--precision 32|bf16-mixed] [--batch-size 100] [--ema-decay 0.999] [--adamnormgrad]
-       [--iwae K]
+       [--iwae K [--dreg]]
 The last line printed is a JSON object with ``lightning_ms``, ``torch_ms``, ``ratio`` and
 ``paired_ratio`` (VAE) and ``hvae_lightning_ms``, ``hvae_torch_ms``, ``hvae_ratio``,
 ``hvae_paired_ratio`` (and ``[hvae_]lightning_ema_ms``,
 ``[hvae_]ema_ratio`` with ``--ema-decay``; ``[hvae_]adamnormgrad_ratio`` with ``--adamnormgrad``;
-``[hvae_]iwae_ratio`` with ``--iwae K``).
+``[hvae_]iwae_ratio`` with ``--iwae K``; ``[hvae_]dreg_ratio`` with ``--dreg``).
 """
 
 import argparse
@@ -94,9 +97,16 @@ def main():
         metavar="K",
         help="also time the step with the IWAE-K bound as the loss (K >= 2)",
     )
+    ap.add_argument(
+        "--dreg",
+        action="store_true",
+        help="with --iwae K: also time the bound with the doubly reparameterised gradient",
+    )
     args = ap.parse_args()
     if args.iwae is not None and args.iwae < 2:
         ap.error(f"--iwae K needs K >= 2, got {args.iwae}")
+    if args.dreg and args.iwae is None:
+        ap.error("--dreg needs --iwae K")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     dev = torch.device(args.device)
     pyro.set_rng_seed(0)
@@ -129,6 +139,7 @@ def main():
         ema_decay=args.ema_decay,
         adamnormgrad=args.adamnormgrad,
         iwae=args.iwae,
+        dreg=args.dreg,
         data="static MNIST validation images" if args.real_data else "random binary",
     )
     print(json.dumps(results))
@@ -172,6 +183,12 @@ def bench(name, x_all, dev, args):
         m_iwae.load_state_dict(m_light.state_dict())
         module_iwae = SVIModule(
             m_iwae, dataclasses.replace(cfg, loss="iwae", num_particles=args.iwae)
+        )
+    if args.dreg:  # the same start, the same bound, the doubly reparameterised gradient
+        m_dreg = make()
+        m_dreg.load_state_dict(m_light.state_dict())
+        module_dreg = SVIModule(
+            m_dreg, dataclasses.replace(cfg, loss="iwae_dreg", num_particles=args.iwae)
         )
     opt = torch.optim.Adam(m_torch.parameters(), lr=5e-4)
     x_dev = x_all.to(dev)
@@ -233,6 +250,8 @@ def bench(name, x_all, dev, args):
         times["lightning_adamnormgrad"] = []
     if args.iwae is not None:
         times["lightning_iwae"] = []
+    if args.dreg:
+        times["lightning_iwae_dreg"] = []
     for r in range(args.rounds):
         light = lightning_round(r)
         times["lightning"] += light
@@ -252,6 +271,8 @@ def bench(name, x_all, dev, args):
             times["lightning_adamnormgrad"] += lightning_round(r, module=module_ang)
         if args.iwae is not None:
             times["lightning_iwae"] += lightning_round(r, module=module_iwae)
+        if args.dreg:
+            times["lightning_iwae_dreg"] += lightning_round(r, module=module_dreg)
     res = {k + "_ms": round(1000 * statistics.median(v), 3) for k, v in times.items()}
     res["ratio"] = round(res["lightning_ms"] / res["torch_ms"], 3)
     res["paired_ratio"] = round(statistics.median(paired), 3)
@@ -261,6 +282,8 @@ def bench(name, x_all, dev, args):
         res["adamnormgrad_ratio"] = round(res["lightning_adamnormgrad_ms"] / res["lightning_ms"], 3)
     if args.iwae is not None:
         res["iwae_ratio"] = round(res["lightning_iwae_ms"] / res["lightning_ms"], 3)
+    if args.dreg:
+        res["dreg_ratio"] = round(res["lightning_iwae_dreg_ms"] / res["lightning_iwae_ms"], 3)
     return res
 
 

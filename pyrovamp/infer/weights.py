@@ -199,12 +199,13 @@ def _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape):
     return torch.as_tensor(total).expand(shape), c
 
 
-def _latent_ratio(trace, x, c, require_rsample):
-    """The scales ``beta = scale / c`` of the latent sites of ``trace`` (KL annealing)."""
+def _latent_ratio(trace, c):
+    """The scales ``beta = scale / c`` of the latent sites of ``trace`` (KL annealing), without
+    computing any log-density."""
     return [
         (n, s["scale"] / c)
-        for n, s, _ in _scored_sites(trace, x, require_rsample)
-        if not s["is_observed"]
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
     ]
 
 
@@ -306,7 +307,7 @@ def dreg_log_weights(
         guide_stopped = poutine.trace(poutine.replay(guide_fn, trace=stopped)).get_trace(x)
     shape = (num_samples, x.shape[0])
     log_w, c = _scaled_log_weights(model_trace, guide_live, x, require_rsample, shape)
-    ratios = _latent_ratio(model_trace, x, c, None) + _latent_ratio(guide_live, x, c, None)
+    ratios = _latent_ratio(model_trace, c) + _latent_ratio(guide_live, c)
     beta = ratios[0][1] if ratios else 1.0
     if any(not _same_scale(beta, other) for _, other in ratios[1:]):
         raise ValueError(
