@@ -117,7 +117,11 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         (["train", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
         (["train", "--epochs", "two"], "--epochs must be an integer, got 'two'"),
         (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be >= 0, got -1"),
-        (["train", "--init-from", "/no/such/run"], "--init-from /no/such/run: no model.pt there"),
+        (
+            ["train", "--init-from", "/no/such/run"],
+            "--init-from /no/such/run: neither a finished run folder (no model.pt there), a "
+            "pretrained folder (no model.safetensors), a model of the zoo",
+        ),
         (["evaluate", "/no/such/run"], "not a run folder"),
     ],
 )
@@ -698,6 +702,39 @@ def test_init_from_fine_tunes_a_trained_run_with_the_iwae_loss(tmp_path, monkeyp
     assert err.startswith("pyrovamp train: error: --init-from: ") and len(err.splitlines()) == 1
     assert "does not fit this model: shape differs for encoder.net.4.weight" in err
     assert not bad.exists()
+
+
+def test_init_from_a_pretrained_folder_or_a_zoo_name(tmp_path, monkeypatch):
+    import pyrovamp as pv
+    from pyrovamp.workflow import experiment
+
+    seen = {}
+    real_fit = experiment.fit
+
+    def spy(model, train_data, validation_data, config, **kw):
+        seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real_fit(model, train_data, validation_data, config, **kw)
+
+    monkeypatch.setattr(experiment, "fit", spy)
+    common = ["--epochs", "1", "--max-points", "40", "--num-samples", "3", "--no-progress"]
+    zoo = pv.from_pretrained("digits-vae-standard")
+    # a zoo name: training starts from the zoo's weights, and config.json records the name
+    out = tmp_path / "from_zoo"
+    args = ["train", "--prior", "standard", "--init-from", "digits-vae-standard", *common]
+    assert main([*args, "--out", str(out)]) == 0
+    assert all(torch.equal(seen["state"][k], v) for k, v in zoo.state_dict().items())
+    assert json.loads((out / "config.json").read_text())["init_from"] == "digits-vae-standard"
+    # resumed with the same name: no change
+    resume = ["train", "--resume", "--epochs", "2", "--init-from", "digits-vae-standard"]
+    assert main([*resume, "--no-progress", "--out", str(out)]) == 0
+    # a pretrained folder (save_pretrained), recorded as its resolved path
+    folder = tmp_path / "pre"
+    zoo.save_pretrained(folder)
+    out2 = tmp_path / "from_folder"
+    args = ["train", "--prior", "standard", "--init-from", str(folder), *common]
+    assert main([*args, "--out", str(out2)]) == 0
+    assert all(torch.equal(seen["state"][k], v) for k, v in zoo.state_dict().items())
+    assert json.loads((out2 / "config.json").read_text())["init_from"] == str(folder.resolve())
 
 
 def test_the_parser_is_light_and_the_library_never_imports_the_command_line():

@@ -154,10 +154,11 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--init-from",
-        metavar="RUN_DIR",
-        help="start from the trained parameters (model.pt) of a run of the same model "
-        "instead of a random initialisation: fine-tuning, e.g. with --loss iwae "
-        "after ELBO training",
+        metavar="RUN_DIR|PRETRAINED",
+        help="start from the trained parameters of the same model instead of a random "
+        "initialisation -- a run folder (model.pt), a pretrained folder, a zoo name "
+        "(pyrovamp pretrained) or a Hugging Face Hub repo id: fine-tuning, e.g. with "
+        "--loss iwae after ELBO training",
     )
     t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--patience", type=positive_int("--patience"))

@@ -118,6 +118,43 @@ def _check_folder_option(path, option: str) -> None:
         raise ValueError(f"{option} {path} is not a folder")
 
 
+def _init_source(init: str) -> str:
+    """What ``--init-from`` names, as ``config.json`` records it: a run folder (with
+    ``model.pt``) or a pretrained folder as its resolved path; a zoo name or a Hugging Face Hub
+    repository id as given.
+
+    Raises:
+        ValueError: none of these (one line naming the option).
+    """
+    from pyrovamp.pretrained import PRETRAINED, WEIGHTS, is_repo_id
+
+    path = Path(init)
+    if (path / MODEL).is_file() or (path / WEIGHTS).is_file():
+        return str(path.resolve())
+    if init in PRETRAINED or (is_repo_id(init) and not path.parent.is_dir()):
+        return init
+    raise ValueError(
+        f"--init-from {init}: neither a finished run folder (no {MODEL} there), a pretrained "
+        f"folder (no {WEIGHTS}), a model of the zoo ({', '.join(PRETRAINED)}), nor a Hugging "
+        "Face Hub repository id"
+    )
+
+
+def _load_init(model, init: str) -> None:
+    """Load the parameters ``--init-from`` names (:func:`_init_source`) into ``model``.
+
+    Raises:
+        CheckpointError: a file of another model (naming the tensors that differ) or a damaged
+            one; ``FileNotFoundError``: a repository id neither cached nor downloadable.
+    """
+    if (Path(init) / MODEL).is_file():
+        load_model_weights(model, Path(init) / MODEL)
+        return
+    from pyrovamp.pretrained import WEIGHTS, _load_weights, pretrained_folder
+
+    _load_weights(model, pretrained_folder(init) / WEIGHTS)
+
+
 def train_run(
     options: dict, out=None, *, resume: bool = False, progress: bool | str = "auto"
 ) -> TrainedRun:
@@ -178,10 +215,7 @@ def train_run(
                 "continue that run or choose another folder"
             )
         if cfg.get("init_from") is not None:
-            init = Path(cfg["init_from"])
-            if not (init / MODEL).is_file():
-                raise ValueError(f"--init-from {init}: no {MODEL} there (a finished run folder)")
-            cfg["init_from"] = str(init.resolve())
+            cfg["init_from"] = _init_source(cfg["init_from"])
     tcfg = train_config(cfg, progress=progress if rank == 0 else False)
     tcfg.validate()
     dataset = run_dataset(cfg)
@@ -202,7 +236,7 @@ def train_run(
             model.prior.init_from_data(dataset.train[idx])
     if not resume and cfg.get("init_from") is not None:
         try:  # before out is made
-            load_model_weights(model, Path(cfg["init_from"]) / MODEL)
+            _load_init(model, cfg["init_from"])
         except CheckpointError as e:  # names the keys where the two models differ
             raise ValueError(f"--init-from: {e} (the run's model differs from this one)") from None
 

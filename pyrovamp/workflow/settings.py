@@ -235,7 +235,7 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
             continue
         if k in RESUME_MAY_CHANGE:
             cfg[k] = v
-        elif k == "init_from" and cfg.get(k) == str(Path(v).resolve()):
+        elif k == "init_from" and cfg.get(k) in (v, str(Path(v).resolve())):
             continue
         elif cfg.get(k) != v and not (k == "ema_decay" and v == 0 and cfg.get(k) is None):
             raise ValueError(
