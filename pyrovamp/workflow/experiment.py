@@ -22,6 +22,7 @@ import torch.distributed as dist
 from pyrovamp._random import fork_rng, seed_forked
 from pyrovamp.data import dataset_stem, spread_subset
 from pyrovamp.errors import CheckpointError, TrainingInterrupted
+from pyrovamp.pretrained import PRETRAINED, WEIGHTS, _load_weights, is_repo_id, pretrained_folder
 from pyrovamp.training import (
     CHECKPOINT,
     MODEL,
@@ -126,8 +127,6 @@ def _init_source(init: str) -> str:
     Raises:
         ValueError: none of these (one line naming the option).
     """
-    from pyrovamp.pretrained import PRETRAINED, WEIGHTS, is_repo_id
-
     path = Path(init)
     if (path / MODEL).is_file() or (path / WEIGHTS).is_file():
         return str(path.resolve())
@@ -150,8 +149,6 @@ def _load_init(model, init: str) -> None:
     if (Path(init) / MODEL).is_file():
         load_model_weights(model, Path(init) / MODEL)
         return
-    from pyrovamp.pretrained import WEIGHTS, _load_weights, pretrained_folder
-
     _load_weights(model, pretrained_folder(init) / WEIGHTS)
 
 
