@@ -30,6 +30,7 @@ FLOOR = {
     "_version",
     "_rebuild",
     "_blocks",
+    "_precision",
     "pretrained",  # save/load of models: imports only the floor; models import its mixin
 }
 STAGES = [

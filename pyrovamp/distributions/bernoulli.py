@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import torch
 
 from pyrovamp._blocks import block_rows, exp_floor
+from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp.distributions.base import Likelihood
 
 __all__ = ["BernoulliLikelihood", "softplus"]
@@ -180,13 +181,14 @@ class _IndependentBernoulli(dist.Independent):
 
     def log_prob(self, value):
         logits = self.base_dist.logits
-        if torch.is_grad_enabled() and logits.requires_grad:
-            if value.requires_grad or torch.broadcast_shapes(logits.shape, value.shape) != (
-                logits.shape
-            ):  # a gradient in the data, or data broadcasting the logits: autograd's formula
-                return _dot_last(logits, value) - softplus(logits).sum(-1)
-            return _BernoulliLogProb.apply(logits, value)
-        return bernoulli_log_prob(logits, value)
+        with autocast_off(logits):  # x . h in float32 (see pyrovamp._precision)
+            if torch.is_grad_enabled() and logits.requires_grad:
+                if value.requires_grad or torch.broadcast_shapes(logits.shape, value.shape) != (
+                    logits.shape
+                ):  # a gradient in the data, or data broadcasting the logits: autograd's formula
+                    return _dot_last(logits, value) - softplus(logits).sum(-1)
+                return _BernoulliLogProb.apply(logits, value)
+            return bernoulli_log_prob(logits, value)
 
 
 class BernoulliLikelihood(Likelihood):
@@ -198,6 +200,7 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def __call__(self, h):
+        h = full_precision(h)
         return _IndependentBernoulli(
             _Bernoulli(logits=h, validate_args=False), 1, validate_args=False
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
+from pyrovamp._precision import full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.distributions.base import Likelihood, check_levels
 
@@ -28,6 +29,7 @@ class CategoricalLikelihood(Likelihood):
         self.high = float(self.num_values - 1)
 
     def __call__(self, h):
+        h = full_precision(h)
         logits = h.reshape(h.shape[:-1] + (self.input_dim, self.num_values))
         return dist.Categorical(logits=logits, validate_args=False).to_event(1)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
+from pyrovamp._precision import full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.distributions.base import Likelihood, check_levels
 
@@ -107,7 +108,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
         return torch.sigmoid(loc), torch.exp(F.hardtanh(log_scale, -4.5, 0.0))
 
     def __call__(self, h):
-        loc, scale = self._params(h)
+        loc, scale = self._params(full_precision(h))
         return DiscretizedLogistic(loc, scale, self.num_values, validate_args=False).to_event(1)
 
     def mean(self, h):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovamp._precision import full_precision
 from pyrovamp.nn.adapters import flatten_event
 from pyrovamp.nn.layers import MLP, GatedConv2d, GatedDense, check_dropout, dense_layer, mark_fused
 
@@ -68,6 +69,7 @@ class GaussianEncoder(nn.Module):
         if self._normalize is not None:
             x = self._normalize(x)
         loc, logvar = self.net(x).chunk(2, dim=-1)
+        loc, logvar = full_precision(loc), full_precision(logvar)
         if self.logvar_bounds is not None:
             logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
         return loc, torch.exp(0.5 * logvar)
@@ -188,6 +190,7 @@ class ConditionalGaussian(nn.Module):
 
     def forward(self, *inputs):
         loc, logvar = self.net(*inputs).chunk(2, dim=-1)
+        loc, logvar = full_precision(loc), full_precision(logvar)
         if self.logvar_bounds is not None:
             logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
         return loc, torch.exp(0.5 * logvar)
@@ -256,6 +259,7 @@ class ConvGaussianEncoder(nn.Module):
 
     def forward(self, x):
         loc, logvar = self.head(self.features(x)).chunk(2, dim=-1)
+        loc, logvar = full_precision(loc), full_precision(logvar)
         if self.logvar_bounds is not None:
             logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
         return loc, torch.exp(0.5 * logvar)
@@ -288,6 +292,7 @@ class ConvConditionalEncoder(nn.Module):
         shape = torch.broadcast_shapes(hx.shape[:-1], hz.shape[:-1])
         h = torch.cat([hx.expand(shape + hx.shape[-1:]), hz.expand(shape + hz.shape[-1:])], -1)
         loc, logvar = self.head(self.joint(h)).chunk(2, dim=-1)
+        loc, logvar = full_precision(loc), full_precision(logvar)
         if self.logvar_bounds is not None:
             logvar = torch.nn.functional.hardtanh(logvar, *self.logvar_bounds)
         return loc, torch.exp(0.5 * logvar)

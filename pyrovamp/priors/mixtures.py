@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pyrovamp._blocks import block_rows, exp_floor
+from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.nn import MLP
 from pyrovamp.priors.base import REAL_VECTOR, Prior, mixing_logits
@@ -231,13 +232,15 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
     def log_prob(self, value):
         """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``,
         ``(..., L) -> (...)``."""
+        value = full_precision(value)
         grad = torch.is_grad_enabled()
-        if grad and any(t.requires_grad for t in self._params):  # training: autograd throughout
-            lp = _floored_logsumexp(self._grouped_log_prob(value, weights=True))  # G x P
-        elif grad and value.requires_grad:  # AIS, HMC: the gradient in z only, by hand
-            lp = _MixtureLogProb.apply(value, self)
-        else:
-            lp = _blocked_logsumexp(*self._grouped_terms(value, True, float32_ok=True))
+        with autocast_off(value):  # the quadratic forms in float32 (see pyrovamp._precision)
+            if grad and any(t.requires_grad for t in self._params):  # training: autograd
+                lp = _floored_logsumexp(self._grouped_log_prob(value, weights=True))  # G x P
+            elif grad and value.requires_grad:  # AIS, HMC: the gradient in z only, by hand
+                lp = _MixtureLogProb.apply(value, self)
+            else:
+                lp = _blocked_logsumexp(*self._grouped_terms(value, True, float32_ok=True))
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)
@@ -312,5 +315,5 @@ class GTMPrior(Prior):
         mixing_logits(self, self.num_components, learn_weights)
 
     def distribution(self):
-        loc, logvar = self.net(self.grid).chunk(2, dim=-1)
+        loc, logvar = full_precision(self.net(self.grid)).chunk(2, dim=-1)
         return DiagonalGaussianMixture(self.logits, loc, torch.exp(0.5 * logvar))
