@@ -13,7 +13,6 @@ from pyrovamp import HVAE, VAE
 from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp.infer import IWAELoss
 
-
 TEMPLATE = torch.rand(784, generator=torch.Generator().manual_seed(9)).round()
 
 
