@@ -34,13 +34,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.func import functional_call
 
 from pyrovamp._progress import progress_bar
 from pyrovamp._validate import check_int, check_positive
 from pyrovamp.errors import NonFiniteLossError
 from pyrovamp.infer.context import as_model_data, check_model, evaluation_context
-from pyrovamp.infer.weights import PLATE, log_weights, site_log_probs
+from pyrovamp.infer.weights import PLATE, dreg_log_weights, site_log_probs
 from pyrovamp.priors import Prior
 
 __all__ = ["refine_guide"]
@@ -53,22 +52,6 @@ def _log_density(trace, x) -> torch.Tensor:
     return torch.as_tensor(observed + latent)
 
 
-class _GuideLogDensity(nn.Module):
-    """``log q(h|x)`` of a recorded guide trace, replayed: ``forward(x, trace, K) -> (K, N)``.
-    Called through :func:`torch.func.functional_call` with detached parameters, it gives ``log q``
-    with the parameters' gradient stopped but the samples' kept (the doubly reparameterised
-    estimator's ``log q``; a sample fed into a later site's network keeps its path)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, trace, num_samples):
-        with pyro.plate(PLATE, num_samples, dim=-2):
-            replayed = poutine.trace(poutine.replay(self.model.guide, trace=trace)).get_trace(x)
-        return _log_density(replayed, x)
-
-
 def _unshare_priors(model) -> None:
     """Give every prior whose components go through a module of the guide (``prior.encoder``)
     its own copy of that module, so that training the guide leaves ``p(z)`` as it was."""
@@ -79,21 +62,16 @@ def _unshare_priors(model) -> None:
             nn.Module.__setattr__(m, "encoder", frozen)
 
 
-def _dreg_loss(model, log_q, x, num_samples, guide_params, names):
+def _dreg_loss(model, x, num_samples):
     """``(loss, bound)`` for one batch ``x``: ``loss`` a surrogate whose gradient in the guide's
     parameters is the doubly reparameterised estimate of ``-grad mean_n L_K(x_n)`` (Tucker et al.
-    2019, eq. 7), ``bound`` the ``(N,)`` values of ``L_K`` (detached, nats)."""
-    stopped = {"model." + names[id(p)]: p.detach() for p in guide_params}
-    log_w = log_weights(
-        model.model,
-        model.guide,
-        x,
-        num_samples,
-        guide_log_density=lambda trace: functional_call(log_q, stopped, (x, trace, num_samples)),
+    2019, eq. 7; :func:`pyrovamp.infer.weights.dreg_log_weights`, the model's parameters frozen),
+    ``bound`` the ``(N,)`` values of ``L_K`` (detached, nats)."""
+    log_w, _ = dreg_log_weights(
+        model.model, model.guide, x, num_samples, require_rsample="refine_guide"
     )
-    bound = torch.logsumexp(log_w.detach(), 0) - math.log(num_samples)
-    weights = torch.softmax(log_w.detach(), 0)
-    return -(weights.square() * log_w).sum(0).mean(), bound
+    bound = torch.logsumexp(log_w, 0) - math.log(num_samples)
+    return -bound.mean(), bound.detach()
 
 
 def _guide_parameters(model, x) -> list[nn.Parameter]:
@@ -220,8 +198,6 @@ def refine_guide(
             p.requires_grad_(False)
         for p in guide_params:
             p.requires_grad_(True)
-        names = {id(p): n for n, p in refined.named_parameters()}
-        log_q = _GuideLogDensity(refined)
         optimizer = torch.optim.Adam(guide_params, lr=lr)
         n = x.shape[0]
         for epoch in range(1, epochs + 1):
@@ -230,7 +206,7 @@ def refine_guide(
             with progress_bar(n, f"refining the guide, epoch {epoch}/{epochs}", progress) as bar:
                 for start in range(0, n, batch_size):
                     xb = x[order[start : start + batch_size]]
-                    loss, bound = _dreg_loss(refined, log_q, xb, num_samples, guide_params, names)
+                    loss, bound = _dreg_loss(refined, xb, num_samples)
                     where = f"in epoch {epoch} at data point {start}; the model is untouched"
                     if not (torch.isfinite(bound).all() and torch.isfinite(loss)):
                         raise NonFiniteLossError(
