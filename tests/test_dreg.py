@@ -203,3 +203,18 @@ def test_dreg_refuses_latent_sites_annealed_differently():
     assert "\n" not in str(info.value)
     # the IWAE gradient takes any scales (each site's enters the weights)
     assert math.isfinite(float(IWAELoss(3).differentiable_loss(half_z1_model, user.guide, x)))
+
+
+def test_log_weights_take_the_guide_density_given():
+    from pyrovamp.infer.weights import log_weights
+
+    user, x = TwoLevel(), _data()
+    pyro.set_rng_seed(6)
+    plain = log_weights(user.model, user.guide, x, 4)
+    pyro.set_rng_seed(6)
+    no_q = log_weights(user.model, user.guide, x, 4, guide_log_density=lambda trace: 0.0)
+    pyro.set_rng_seed(6)
+    with pyro.plate("importance_samples", 4, dim=-2):
+        trace = pyro.poutine.trace(user.guide).get_trace(x)
+    log_q = sum(trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]) for n in ("z1", "z2"))
+    assert torch.allclose(no_q - plain, log_q.detach(), atol=1e-10)

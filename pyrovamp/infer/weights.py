@@ -146,8 +146,9 @@ def log_weights(
         split: return the ELBO's two parts instead (see Returns).
         require_rsample: the name of a loss whose gradient flows through the draws: a latent
             guide site without ``rsample`` is refused (not checked with ``guide_log_density``).
-        guide_log_density: computes ``log q(h|x)`` from the guide trace instead of the trace's
-            own ``log_prob`` (guide refinement: ``log q`` with the parameters' gradient stopped).
+        guide_log_density: computes ``log q(h|x)`` (``(S, N)``-broadcastable, nats) from the
+            guide trace instead of the trace's own ``log_prob`` -- e.g. a proposal's density
+            evaluated another way; ``None``: the trace's.
         with_scale: the training objective's reading of the sites' scales (for a loss, not an
             estimate): the observed sites must share one scale ``c`` (a data plate's
             ``size / subsample_size``, a ``poutine.scale``); a latent site with scale
