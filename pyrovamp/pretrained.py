@@ -427,7 +427,15 @@ def _read_config(folder: Path) -> dict:
     return config
 
 
-def _load_weights(model, path: Path) -> None:
+def _load_weights(
+    model, path: Path, other: str = "another model than its config.json describes"
+) -> None:
+    """Load the safetensors file ``path`` into ``model`` (strict).
+
+    Raises:
+        CheckpointError: an unreadable file (truncated, corrupt, not safetensors), or the weights
+            of ``other`` (one line naming the first tensors that differ).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
@@ -438,11 +446,11 @@ def _load_weights(model, path: Path) -> None:
             f"{path} is not a readable safetensors file (truncated or corrupt: {e})"
         ) from None
     except RuntimeError as e:
-        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-        detail = " ".join(lines[1:2]) if len(lines) > 1 else (lines[0] if lines else "")
+        lines = [s.strip().rstrip(".") for s in str(e).splitlines() if s.strip()]
+        detail = "; ".join(lines[1:4]) if len(lines) > 1 else (lines[0] if lines else "")
+        more = f" and {len(lines) - 4} more" if len(lines) > 4 else ""
         raise CheckpointError(
-            f"{path} holds the weights of another model than its config.json describes "
-            f"({detail[:200]})"
+            f"{path} holds the weights of {other} ({detail[:300]}{more})"
         ) from None
 
 

@@ -120,7 +120,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         (
             ["train", "--init-from", "/no/such/run"],
             "--init-from /no/such/run: neither a finished run folder (no model.pt there), a "
-            "pretrained folder (no model.safetensors), a model of the zoo",
+            "pretrained folder (no model.safetensors and config.json), a model of the zoo",
         ),
         (["evaluate", "/no/such/run"], "not a run folder"),
     ],
@@ -735,6 +735,47 @@ def test_init_from_a_pretrained_folder_or_a_zoo_name(tmp_path, monkeypatch):
     assert main([*args, "--out", str(out2)]) == 0
     assert all(torch.equal(seen["state"][k], v) for k, v in zoo.state_dict().items())
     assert json.loads((out2 / "config.json").read_text())["init_from"] == str(folder.resolve())
+
+
+def test_init_from_a_bad_pretrained_source_is_one_line_naming_the_option(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    import pyrovamp as pv
+    from pyrovamp.workflow.experiment import train_run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    common = ["--prior", "standard", "--epochs", "1", "--max-points", "40", "--no-progress"]
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    shutil.copy(pv.PRETRAINED["digits-vae-standard"] / "model.safetensors", weights_only)
+    truncated = tmp_path / "truncated"
+    pv.from_pretrained("digits-vae-standard").save_pretrained(truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cases = [
+        (str(weights_only), "no model.safetensors and config.json"),
+        (str(truncated), "is not a readable safetensors file"),
+        ("someone/some-repo", "someone/some-repo"),
+    ]
+    for i, (source, message) in enumerate(cases):
+        out = tmp_path / f"bad{i}"
+        assert main(["train", *common, "--init-from", source, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pyrovamp train: error: --init-from") and len(err.splitlines()) == 1
+        assert message in err and not out.exists(), err
+    # a zoo model into a run of another shape: the tensors that differ, and whose they are
+    out = tmp_path / "other"
+    args = ["train", *common, "--latent-dim", "3", "--init-from", "digits-vae-standard"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another model than this run's" in err, err
+    assert "size mismatch for encoder" in err and not out.exists()
+    # the library face takes a path object as the command line takes a string
+    with pytest.raises(ValueError, match="^--init-from .*: neither a finished run folder"):
+        train_run({"init_from": weights_only, "max_points": 40}, tmp_path / "api")
 
 
 def test_the_parser_is_light_and_the_library_never_imports_the_command_line():

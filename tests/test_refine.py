@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from torch import nn
 
 from pyrovamp import HVAE, VAE, exact_log_likelihood, log_likelihood, refine_guide
@@ -56,6 +57,52 @@ def test_refinement_reaches_the_exact_posterior_of_a_conjugate_chain():
     assert history[0]["bound"] < exact - 0.1
     assert torch.equal(model.a2.detach(), before)  # the caller's model is untouched
     assert not any(p.requires_grad for p in refined.parameters())
+
+
+class ScaledGaussianChain(GaussianChain):
+    """The chain with its latent sites under ``poutine.scale`` (a beta-VAE's KL weights, one per
+    site): the scales shape a training loss, not ``p(x)`` or the bound on it."""
+
+    def __init__(self, scales):
+        super().__init__()
+        self.scales = scales
+
+    def model(self, x):
+        s2, s1 = self.scales
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.scale(scale=s2):
+                z2 = pyro.sample("z2", dist.Normal(0.0, 1.0).expand([x.shape[0], 1]).to_event(1))
+            with poutine.scale(scale=s1):
+                z1 = pyro.sample("z1", dist.Normal(z2, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z1, 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        s2, s1 = self.scales
+        g, b, s = self.a2
+        gx, gz, b1, s1_ = self.a1
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.scale(scale=s2):
+                z2 = pyro.sample("z2", dist.Normal(g * x + b, s.exp()).to_event(1))
+            with poutine.scale(scale=s1):
+                pyro.sample("z1", dist.Normal(gx * x + gz * z2 + b1, s1_.exp()).to_event(1))
+
+
+@pytest.mark.parametrize("scales", [(0.25, 0.25), (0.25, 0.5)])
+def test_refinement_ignores_the_kl_weights_of_a_training_loss(scales):
+    # refine_guide tightens the bound on log p(x), whatever poutine.scale the user's model puts on
+    # its latent sites for training: the exact posterior and marginal are those of the chain
+    model = ScaledGaussianChain(scales)
+    x = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0)) * 3**0.5
+    refined, history = refine_guide(model, x, epochs=30, num_samples=8, lr=0.02, batch_size=200)
+    g, b, s = refined.a2.tolist()
+    gx, gz, b1, s1 = refined.a1.tolist()
+    assert g == pytest.approx(1 / 3, abs=0.03) and math.exp(s) == pytest.approx(
+        (2 / 3) ** 0.5, abs=0.03
+    )
+    assert gx == pytest.approx(0.5, abs=0.03) and gz == pytest.approx(0.5, abs=0.03)
+    assert math.exp(s1) == pytest.approx(0.5**0.5, abs=0.03)
+    exact = float(dist.Normal(0.0, 3**0.5).log_prob(x).mean())
+    assert history[-1]["bound"] == pytest.approx(exact, abs=0.01)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def _dreg_loss(model, x, num_samples):
     2019, eq. 7; :func:`pyrovamp.infer.weights.dreg_log_weights`, the model's parameters frozen),
     ``bound`` the ``(N,)`` values of ``L_K`` (detached, nats)."""
     log_w, _ = dreg_log_weights(
-        model.model, model.guide, x, num_samples, require_rsample="refine_guide"
+        model.model, model.guide, x, num_samples, require_rsample="refine_guide", scaled=False
     )
     bound = torch.logsumexp(log_w, 0) - math.log(num_samples)
     return -bound.mean(), bound.detach()

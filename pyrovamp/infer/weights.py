@@ -238,9 +238,11 @@ def dreg_log_weights(
     num_samples: int,
     *,
     require_rsample: str = "the doubly reparameterised gradient",
+    scaled: bool = True,
 ) -> tuple[torch.Tensor, Any]:
     """``(log_w, c)`` as :func:`log_weights` with ``with_scale=True`` returns them -- the same
-    values -- but differentiated for the doubly reparameterised gradient (DReG) of the
+    values (with ``scaled=False``: the unscaled ``log_weights(...)`` and ``c = 1.0``) -- but
+    differentiated for the doubly reparameterised gradient (DReG) of the
     importance-weighted bound ``L_K = logsumexp_k log w_k - log K`` (Tucker, Lawson, Gu &
     Maddison 2019, "Doubly reparameterized gradient estimators for Monte Carlo objectives",
     eq. 7): the gradient of ``logsumexp(log_w, 0)`` is, in every parameter,
@@ -271,13 +273,19 @@ def dreg_log_weights(
             be reparameterised and have one value per draw and data point (``(K, N, *event)``).
         require_rsample: what the error message names when a latent guide site has no
             ``rsample``.
+        scaled: the training objective's reading of the sites' scales (``with_scale=True`` of
+            :func:`log_weights`: a loss, KL annealing's ``beta``); ``False``: the sites'
+            unscaled log-densities and ``beta = 1`` -- the bound on ``log p(x)`` itself, as the
+            likelihood estimators read it (:func:`pyrovamp.refine_guide`).
 
     Returns:
-        ``(log_w, c)``: ``(K, N)`` log-weights (nats) and the observed sites' scale.
+        ``(log_w, c)``: ``(K, N)`` log-weights (nats) and the observed sites' scale (``1.0``
+        with ``scaled=False``).
 
     Raises:
-        ValueError: as :func:`log_weights` with ``with_scale=True``; latent sites with different
-            ``beta``; a latent guide site whose value is not ``(K, N, *event)``.
+        ValueError: as :func:`log_weights` (with ``with_scale=scaled``); with ``scaled``, latent
+            sites with different ``beta``; a latent guide site whose value is not
+            ``(K, N, *event)``.
     """
     with pyro.plate(PLATE, num_samples, dim=-2):
         guide_trace = poutine.trace(guide_fn).get_trace(x)
@@ -307,15 +315,23 @@ def dreg_log_weights(
         guide_live = poutine.trace(poutine.replay(guide_fn, trace=hooked)).get_trace(x)
         guide_stopped = poutine.trace(poutine.replay(guide_fn, trace=stopped)).get_trace(x)
     shape = (num_samples, x.shape[0])
-    log_w, c = _scaled_log_weights(model_trace, guide_live, x, require_rsample, shape)
-    ratios = _latent_ratio(model_trace, c) + _latent_ratio(guide_live, c)
-    beta = ratios[0][1] if ratios else 1.0
-    if any(not _same_scale(beta, other) for _, other in ratios[1:]):
-        raise ValueError(
-            f"{require_rsample} needs one KL scale for all latent sites; "
-            f"{', '.join(repr(n) for n, _ in ratios)} are scaled differently"
-        )
-    score = torch.as_tensor(_scaled_latent_sum(guide_stopped, x, c))
+    beta: Any
+    if scaled:
+        log_w, c = _scaled_log_weights(model_trace, guide_live, x, require_rsample, shape)
+        ratios = _latent_ratio(model_trace, c) + _latent_ratio(guide_live, c)
+        beta = ratios[0][1] if ratios else 1.0
+        if any(not _same_scale(beta, other) for _, other in ratios[1:]):
+            raise ValueError(
+                f"{require_rsample} needs one KL scale for all latent sites; "
+                f"{', '.join(repr(n) for n, _ in ratios)} are scaled differently"
+            )
+        score = torch.as_tensor(_scaled_latent_sum(guide_stopped, x, c))
+    else:
+        observed, latent_p = site_log_probs(model_trace, x)
+        observed_q, latent_q = site_log_probs(guide_live, x, require_rsample=require_rsample)
+        log_w = torch.as_tensor(observed + latent_p - (observed_q + latent_q)).expand(shape)
+        c, beta = 1.0, 1.0
+        score = torch.as_tensor(sum(site_log_probs(guide_stopped, x)))
     log_w = log_w + (score - score.detach())
     weights = torch.softmax(log_w.detach(), 0)
     holder["f"] = (1 - beta) + beta * weights

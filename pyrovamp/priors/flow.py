@@ -9,6 +9,7 @@ import torch
 from pyro.contrib.zuko import ZukoToPyro
 from torch.distributions import Independent, Normal, constraints
 
+from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.priors._zuko import zuko
 from pyrovamp.priors.base import Prior
@@ -21,20 +22,38 @@ class _ZukoFlowDistribution(ZukoToPyro):
     ``independent(real, 1)`` (so ``biject_to``, autoguides and NUTS work), ``rsample``/``sample``
     (``prior().sample(shape)``, not only ``prior()(shape)``) and ``expand`` keeping this type.
     Sampling through ``pyro.sample`` uses zuko's ``rsample_and_log_prob`` (reparameterised; the
-    log-density of the draw is cached for scoring, as ``ZukoToPyro`` does)."""
+    log-density of the draw is cached for scoring, as ``ZukoToPyro`` does). Under autocast the
+    flow runs in float32 on ``device`` (its networks are its density: see
+    :mod:`pyrovamp._precision`)."""
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 1)
 
+    def __init__(self, dist, device: torch.device | str = "cpu"):
+        super().__init__(dist)
+        self.device = device
+
+    def __call__(self, shape=()) -> torch.Tensor:
+        with autocast_off(self.device):
+            return super().__call__(shape)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if x in self.cache:
+            return self.cache[x]
+        x = full_precision(x)
+        with autocast_off(self.device, x):
+            return self.dist.log_prob(x)
+
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        return self.dist.rsample(torch.Size(sample_shape))
+        with autocast_off(self.device):
+            return self.dist.rsample(torch.Size(sample_shape))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
-            return self.dist.rsample(torch.Size(sample_shape))
+            return self.rsample(sample_shape)
 
     def expand(self, batch_shape, _instance=None):
-        return _ZukoFlowDistribution(self.dist.expand(torch.Size(batch_shape)))
+        return _ZukoFlowDistribution(self.dist.expand(torch.Size(batch_shape)), self.device)
 
 
 FLOWS = ("realnvp", "nsf", "maf")
@@ -129,7 +148,8 @@ class FlowPrior(Prior):
                 base.reinterpreted_batch_ndims,
                 validate_args=False,
             )
-        return _ZukoFlowDistribution(zuko.distributions.NormalizingFlow(transform, base))
+        device = next(itertools.chain(self.flow.parameters(), self.flow.buffers())).device
+        return _ZukoFlowDistribution(zuko.distributions.NormalizingFlow(transform, base), device)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -22,7 +22,14 @@ import torch.distributed as dist
 from pyrovamp._random import fork_rng, seed_forked
 from pyrovamp.data import dataset_stem, spread_subset
 from pyrovamp.errors import CheckpointError, TrainingInterrupted
-from pyrovamp.pretrained import PRETRAINED, WEIGHTS, _load_weights, is_repo_id, pretrained_folder
+from pyrovamp.pretrained import (
+    CONFIG,
+    PRETRAINED,
+    WEIGHTS,
+    _load_weights,
+    is_repo_id,
+    pretrained_folder,
+)
 from pyrovamp.training import (
     CHECKPOINT,
     MODEL,
@@ -119,23 +126,33 @@ def _check_folder_option(path, option: str) -> None:
         raise ValueError(f"{option} {path} is not a folder")
 
 
-def _init_source(init: str) -> str:
+def _is_pretrained_folder(path: Path) -> bool:
+    return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
+
+
+def _init_source(init) -> str:
     """What ``--init-from`` names, as ``config.json`` records it: a run folder (with
     ``model.pt``) or a pretrained folder as its resolved path; a zoo name or a Hugging Face Hub
-    repository id as given.
+    repository id as given. A zoo name comes before a pretrained folder of that name, as in
+    :func:`pyrovamp.from_pretrained`.
 
     Raises:
         ValueError: none of these (one line naming the option).
     """
+    init = os.fspath(init)
     path = Path(init)
-    if (path / MODEL).is_file() or (path / WEIGHTS).is_file():
+    if (path / MODEL).is_file():
         return str(path.resolve())
-    if init in PRETRAINED or (is_repo_id(init) and not path.parent.is_dir()):
+    if init in PRETRAINED:
+        return init
+    if _is_pretrained_folder(path):
+        return str(path.resolve())
+    if is_repo_id(init) and not path.parent.is_dir():
         return init
     raise ValueError(
         f"--init-from {init}: neither a finished run folder (no {MODEL} there), a pretrained "
-        f"folder (no {WEIGHTS}), a model of the zoo ({', '.join(PRETRAINED)}), nor a Hugging "
-        "Face Hub repository id"
+        f"folder (no {WEIGHTS} and {CONFIG}), a model of the zoo ({', '.join(PRETRAINED)}), nor "
+        "a Hugging Face Hub repository id"
     )
 
 
@@ -143,13 +160,18 @@ def _load_init(model, init: str) -> None:
     """Load the parameters ``--init-from`` names (:func:`_init_source`) into ``model``.
 
     Raises:
-        CheckpointError: a file of another model (naming the tensors that differ) or a damaged
-            one; ``FileNotFoundError``: a repository id neither cached nor downloadable.
+        ValueError: one line naming the option: weights of another model than the run's (the
+            tensors that differ), a damaged file, a folder gone since the run began or a
+            repository id neither cached nor downloadable.
     """
-    if (Path(init) / MODEL).is_file():
-        load_model_weights(model, Path(init) / MODEL)
-        return
-    _load_weights(model, pretrained_folder(init) / WEIGHTS)
+    try:
+        if (Path(init) / MODEL).is_file():
+            load_model_weights(model, Path(init) / MODEL)
+        else:
+            other = "another model than this run's"
+            _load_weights(model, pretrained_folder(init) / WEIGHTS, other)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise ValueError(f"--init-from: {e}") from None
 
 
 def train_run(
@@ -232,10 +254,7 @@ def train_run(
             idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
             model.prior.init_from_data(dataset.train[idx])
     if not resume and cfg.get("init_from") is not None:
-        try:  # before out is made
-            _load_init(model, cfg["init_from"])
-        except CheckpointError as e:  # names the keys where the two models differ
-            raise ValueError(f"--init-from: {e} (the run's model differs from this one)") from None
+        _load_init(model, cfg["init_from"])  # before out is made
 
     if rank == 0:
         make_folder(out)
