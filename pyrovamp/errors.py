@@ -1,6 +1,12 @@
 """The library's own exceptions (importable without loading Lightning)."""
 
-__all__ = ["NonFiniteLossError", "CheckpointError", "ArgumentTypeError", "TrainingInterrupted"]
+__all__ = [
+    "NonFiniteLossError",
+    "CheckpointError",
+    "ArgumentTypeError",
+    "TrainingInterrupted",
+    "CellsFailedError",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,3 +48,22 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal, self.epoch, self.checkpoint, self.stage = signal, epoch, checkpoint, stage
         where = f"the checkpoint {checkpoint}" if checkpoint is not None else "no checkpoint"
         super().__init__(f"{stage} stopped by {signal} at epoch {epoch} ({where})")
+
+
+class CellsFailedError(RuntimeError):
+    """Cells of ``pyrovamp reproduce table1`` failed (bad data, a non-finite loss), the others
+    went on and the table was written, each failed cell's row saying so
+    (:func:`pyrovamp.workflow.reproduce.reproduce_table1` with ``strict=True``; the command's
+    exit status 1).
+
+    Attributes:
+        cells: the names of the failed cells (``static_mnist_vae_standard``).
+        table: the path of the table written.
+    """
+
+    def __init__(self, cells, table):
+        self.cells, self.table = list(cells), table
+        super().__init__(
+            f"{len(self.cells)} cell{'s' if len(self.cells) > 1 else ''} failed "
+            f"({', '.join(self.cells)}; see the messages above); the table: {table}"
+        )

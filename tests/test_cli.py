@@ -117,6 +117,7 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         (["train", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
         (["train", "--epochs", "two"], "--epochs must be an integer, got 'two'"),
         (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be >= 0, got -1"),
+        (["train", "--seed", "-1"], "--seed must be an integer >= 0, got -1"),
         (
             ["train", "--init-from", "/no/such/run"],
             "--init-from /no/such/run: neither a finished run folder (no model.pt there), a "

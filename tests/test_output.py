@@ -241,6 +241,17 @@ def test_wandb_runs_offline_unless_logged_in_and_keeps_the_run_files(tmp_path, m
         mine.finish()
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None, reason="needs pyrovamp[tensorboard]"
+)
+def test_tensorboard_writes_its_event_file_in_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "2", *TINY, "--logger", "tensorboard", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    events = sorted((out / "logs").rglob("events.out.tfevents.*"))
+    assert events and any(b"train_loss" in e.read_bytes() for e in events)
+
+
 def test_a_logger_that_is_not_installed_or_unknown_is_one_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["train", "--logger", "neptune", "--out", str(tmp_path / "a")])
@@ -256,6 +267,14 @@ def test_a_logger_that_is_not_installed_or_unknown_is_one_line(tmp_path, capsys,
     out = tmp_path / "b"
     assert main(["train", "--logger", "csv", "mlflow", "--out", str(out)]) == 2  # before work
     assert "pip install 'pyrovamp[mlflow]'" in capsys.readouterr().err
+    assert not out.exists()
+    gone = ("tensorboard", "tensorboardX")  # Lightning's TensorBoardLogger takes either
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n in gone else real(n, *a)
+    )
+    assert main(["train", "--logger", "tensorboard", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("pip install 'pyrovamp[tensorboard]'") and len(err.splitlines()) == 1
     assert not out.exists()
 
 

@@ -182,7 +182,7 @@ def test_preset_differences_name_what_a_cell_was_trained_with():
 
 
 @cpu_only
-def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_mnist):
+def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_mnist, capsys):
     out = tmp_path / "table"
     assert (
         main(
@@ -203,6 +203,7 @@ def test_convolutional_cells_need_a_gpu_on_a_cpu_only_machine(tmp_path, static_m
         )
         == 0
     )
+    assert capsys.readouterr().out == f"table -> {out / 'table1.md'}\n"  # the result, on stdout
     table = (out / "table1.md").read_text()
     for model, paper in (("convhvae", "-81.09"), ("pixelhvae", "-79.78")):
         assert not (out / f"static_mnist_{model}_vampprior").exists()  # nothing was trained
@@ -254,6 +255,14 @@ def test_a_convolutional_cell_runs_as_a_smoke_test_with_max_points(tmp_path, sta
     [
         (["--models", "nope"], "invalid choice: 'nope'"),
         (["--data-root", "/no/such/folder"], "is not a folder"),
+        (
+            ["--data-root", "static-mnist=/tmp"],
+            "--data-root static-mnist=/tmp: unknown data set 'static-mnist'; expected one of",
+        ),
+        (
+            ["--data-root", "frey_faces=/tmp"],
+            "--data-root frey_faces=/tmp: frey_faces is not among the data sets of the table",
+        ),
     ]
     + (
         [(["--accelerator", "gpu"], "torch.cuda.is_available() is False")]
@@ -411,10 +420,16 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, capsys):
                 "--no-progress",
             ]
         )
-        == 0
+        == 1  # after every cell ran and the table was written
     )
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "pyrovamp train: error: " in err and "failed with exit status 2" in err
+    assert err.strip().splitlines()[-1] == (
+        "pyrovamp reproduce: error: 1 cell failed (static_mnist_vae_standard; see the messages "
+        f"above); the table: {out / 'table1.md'}"
+    )
+    assert captured.out == ""  # the table's path is the result of a run without failures
     table = (out / "table1.md").read_text()
     assert "the last piece failed (exit status 2" in _row(table, "static_mnist_vae_standard")
     assert read_cell(out / "digits_vae_standard").state == "finished"

@@ -498,6 +498,8 @@ def test_bad_settings_are_refused_before_work(tmp_path):
         train(_vae(), _data(), batch_size=0)
     with pytest.raises(ValueError, match="precision"):
         train(_vae(), _data(), precision="8")
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -1$"):
+        train(_vae(), _data(), seed=-1)
     with pytest.raises(ValueError, match="divisible by the number of processes"):
         train(_vae(), _data(), batch_size=63, devices=2)
     with pytest.raises(ValueError, match="unknown training option"):

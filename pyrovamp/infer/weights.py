@@ -269,8 +269,11 @@ def dreg_log_weights(
     dropout in training mode draws other masks in its replays than in its first pass.
 
     Args:
-        model_fn, guide_fn, x, num_samples: as :func:`log_weights`; every latent guide site must
-            be reparameterised and have one value per draw and data point (``(K, N, *event)``).
+        model_fn: Pyro model, called as ``model_fn(x)``.
+        guide_fn: Pyro guide, called as ``guide_fn(x)``; every latent site must be
+            reparameterised and have one value per draw and data point (``(K, N, *event)``).
+        x: ``(N, ...)`` data.
+        num_samples: ``K`` draws per data point.
         require_rsample: what the error message names when a latent guide site has no
             ``rsample``.
         scaled: the training objective's reading of the sites' scales (``with_scale=True`` of

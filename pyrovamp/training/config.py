@@ -220,6 +220,7 @@ class TrainConfig:
         ):
             check_int(name, getattr(self, name))
         check_int("warmup_epochs", self.warmup_epochs, low=0)
+        check_int("seed", self.seed, low=0)
         check_optional_int("patience", self.patience)
         check_optional_int("test_every", self.test_every)
         check_positive("lr", self.lr)

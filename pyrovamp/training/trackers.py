@@ -60,7 +60,12 @@ TRACKERS_FILE = "trackers.json"
 """The file of a run folder that keeps the MLflow run id and the W&B run id across resumes."""
 ARTIFACTS = ("config.json", "metrics.json", "history.csv", "*.png")
 """The files of a run folder :func:`log_run_files` sends to MLflow and W&B."""
-_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # logger -> the package it needs
+# logger -> the packages it can use (one is enough)
+_EXTRAS = {
+    "mlflow": ("mlflow",),
+    "wandb": ("wandb",),
+    "tensorboard": ("tensorboard", "tensorboardX"),
+}
 _ENVIRONMENT = ("MLFLOW_TRACKING_URI", "WANDB_MODE")
 _STARTED: set[str] = set()  # the W&B runs pyrovamp started in this process
 
@@ -73,8 +78,9 @@ def logger_names(logger: Any) -> tuple[str, ...]:
 
     Raises:
         ArgumentTypeError: another type than a string or a list of strings.
-        ValueError: an unknown name, ``"none"`` beside another, or ``"mlflow"`` / ``"wandb"``
-            without its package (one line naming the extra to install).
+        ValueError: an unknown name, ``"none"`` beside another, or ``"tensorboard"``,
+            ``"mlflow"`` or ``"wandb"`` without its package (one line naming the extra to
+            install).
     """
     if isinstance(logger, str):
         names = tuple(n.strip() for n in logger.split(","))
@@ -89,9 +95,9 @@ def logger_names(logger: Any) -> tuple[str, ...]:
     if "none" in names and len(names) > 1:
         raise ValueError(f"logger 'none' cannot go with others, got {list(names)}")
     for n in names:
-        if n in _EXTRAS and importlib.util.find_spec(_EXTRAS[n]) is None:
+        if n in _EXTRAS and all(importlib.util.find_spec(m) is None for m in _EXTRAS[n]):
             raise ValueError(
-                f"logger {n!r} needs the {_EXTRAS[n]} package: pip install 'pyrovamp[{n}]'"
+                f"logger {n!r} needs the {_EXTRAS[n][0]} package: pip install 'pyrovamp[{n}]'"
             )
     return tuple(dict.fromkeys(n for n in names if n != "none"))
 

@@ -30,6 +30,7 @@ import torch
 
 from pyrovamp._validate import check_int, check_optional_int, check_positive, check_type
 from pyrovamp.data import DATASETS
+from pyrovamp.errors import CellsFailedError
 from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
 from pyrovamp.workflow.recipes import (
@@ -144,6 +145,7 @@ def reproduce_table1(
     epochs: int | None = None,
     progress: bool | str = False,
     log=None,
+    strict: bool = False,
 ) -> Path:
     """Train (or continue, or skip) every cell of the table with a recipe and write
     ``out/table1.md``.
@@ -198,6 +200,8 @@ def reproduce_table1(
             the presets' 2000).
         progress: show Lightning's progress bar.
         log: callable taking one line of progress (default: this module's logger, level INFO).
+        strict: raise :class:`~pyrovamp.errors.CellsFailedError` after writing the table if a
+            piece of a cell failed in this call (``pyrovamp reproduce`` does: exit status 1).
 
     Returns:
         the path of ``table1.md``.
@@ -207,8 +211,11 @@ def reproduce_table1(
             instead of a list, a float ``devices``, ...).
         ValueError: an unknown recipe, data set, model or prior, a model the recipe was not
             designed for (``best`` with ``convhvae`` or ``pixelhvae``), a stage folder of another
-            recipe or version, a GPU asked for on a machine without one, a count below 1, or a
-            missing data folder -- one line, before any work.
+            recipe or version, a GPU asked for on a machine without one, a count below 1, a
+            missing data folder or one for a data set not in ``datasets`` -- one line, before
+            any work.
+        pyrovamp.errors.CellsFailedError: with ``strict``, cells that failed (after the table
+            is written).
     """
     log = log or logger.info
     if isinstance(recipe, Recipe):
@@ -249,7 +256,12 @@ def reproduce_table1(
     gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     acc = "gpu" if gpu else "cpu"
     data_roots = dict(data_roots or {})
-    for v in data_roots.values():
+    for k, v in data_roots.items():
+        if k is not None and k not in datasets:
+            raise ValueError(
+                f"--data-root {k}={v}: {k} is not among the data sets of the table "
+                f"({', '.join(datasets)})"
+            )
         if not Path(v).is_dir():
             raise ValueError(f"--data-root {v} is not a folder")
     keys = [(d, m, p) for d in datasets for m in models for p in priors]
@@ -258,7 +270,7 @@ def reproduce_table1(
             check_stage_folder(rec.stage_folder(Path(out) / cell_name(*key), i), rec, i)
     out = make_folder(out)
 
-    cells, needs_gpu, notes = {}, {}, []
+    cells, needs_gpu, notes, failed = {}, {}, [], []
     for key in keys:
         dataset, model, prior = key
         root = data_roots.get(dataset, data_roots.get(None))
@@ -278,9 +290,11 @@ def reproduce_table1(
                 "devices": devices,
                 "strategy": "ddp" if devices > 1 else None,
             }
-            states = _run_stages(
+            states, ok = _run_stages(
                 key, cell, rec, states, settings, max_points, max_minutes, progress, log
             )
+            if not ok:
+                failed.append(cell.name)
         cells[key] = _cell_summary(rec, cell, states, out)
     if max_points is not None:
         notes.append(
@@ -289,12 +303,15 @@ def reproduce_table1(
         )
     path = write_table(out, cells, needs_gpu, notes)
     log(f"table -> {path}")
+    if strict and failed:
+        raise CellsFailedError(failed, path)
     return path
 
 
 def _run_stages(key, cell, rec, states, settings, max_points, max_minutes, progress, log):
     """One call's pieces of a cell: its stages in order, from the first one not finished, while
-    each finishes and ``max_minutes`` (shared by the stages run in this call) lasts."""
+    each finishes and ``max_minutes`` (shared by the stages run in this call) lasts. Returns
+    ``(states, ok)``: ``ok`` is ``False`` when a piece failed."""
     t0, ran = time.monotonic(), False
     states = list(states)
     for i, stage in enumerate(rec.stages, 1):
@@ -317,7 +334,7 @@ def _run_stages(key, cell, rec, states, settings, max_points, max_minutes, progr
         options = {"dataset": key[0], "model": key[1], "prior": key[2], **stage.options}
         if stage.init_from_previous:
             options["init_from"] = str(rec.stage_folder(cell, i - 1))
-        st = _run_cell(
+        st, rc = _run_cell(
             folder,
             st,
             {**settings, "max_minutes": minutes},
@@ -328,7 +345,9 @@ def _run_stages(key, cell, rec, states, settings, max_points, max_minutes, progr
             stamp=(rec, i, where),
         )
         states[i - 1], ran = st, True
-    return states
+        if rc != 0:
+            return states, False
+    return states, True
 
 
 def _argv(options: dict) -> list[str]:
@@ -352,9 +371,10 @@ def _run_cell(
     log,
     *,
     stamp: tuple,
-) -> CellState:
+) -> tuple[CellState, int]:
     """One piece of a stage: evaluate a trained stage, resume an unfinished one or start it;
-    its ``recipe.json`` is written once the folder exists (``stamp``: recipe, index, name)."""
+    its ``recipe.json`` is written once the folder exists (``stamp``: recipe, index, name).
+    Returns the stage's state after the piece and the piece's exit status."""
     rec, index, where = stamp
     device = "cuda" if settings["accelerator"] == "gpu" else "cpu"
     given = {k: v for k, v in settings.items() if v is not None}
@@ -406,7 +426,7 @@ def _run_cell(
     if rc != 0:
         new.note = f"the last piece failed (exit status {rc}; see its message above)"
         log(f"{where}: failed with exit status {rc}")
-    return new
+    return new, rc
 
 
 def _run_piece(folder, argv, options, st, devices, progress, log) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pyrovamp._validate import check_int, check_open_unit
 from pyrovamp.data import DATASETS, dataset_source
 from pyrovamp.data.sources import LIKELIHOOD_NAMES, check_split
+from pyrovamp.errors import CellsFailedError
 from pyrovamp.training.config import (
     CONV_MODELS,
     RESUMABLE,
@@ -274,10 +275,11 @@ def train_config(cfg: dict, progress: bool | str = "auto") -> TrainConfig:
 def exit_status(error: BaseException) -> int | None:
     """The exit status of a run command that raised ``error``: 1 for a run that failed
     (:class:`~pyrovamp.errors.NonFiniteLossError` or any other ``FloatingPointError``: NaN or
-    infinite numbers), 2 for bad settings or input (``ValueError``, which includes
+    infinite numbers; :class:`~pyrovamp.errors.CellsFailedError`: cells of the table that
+    failed), 2 for bad settings or input (``ValueError``, which includes
     :class:`~pyrovamp.errors.ArgumentTypeError`, and ``FileNotFoundError``), ``None`` for
     anything else (a bug, to be raised)."""
-    if isinstance(error, FloatingPointError):  # NonFiniteLossError included
+    if isinstance(error, (FloatingPointError, CellsFailedError)):  # NonFiniteLossError included
         return 1
     if isinstance(error, (ValueError, FileNotFoundError)):
         return 2
