@@ -126,10 +126,6 @@ def _check_folder_option(path, option: str) -> None:
         raise ValueError(f"{option} {path} is not a folder")
 
 
-def _is_pretrained_folder(path: Path) -> bool:
-    return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
-
-
 def _init_source(init) -> str:
     """What ``--init-from`` names, as ``config.json`` records it: a run folder (with
     ``model.pt``) or a pretrained folder as its resolved path; a zoo name or a Hugging Face Hub
@@ -145,7 +141,7 @@ def _init_source(init) -> str:
         return str(path.resolve())
     if init in PRETRAINED:
         return init
-    if _is_pretrained_folder(path):
+    if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():  # a pretrained folder
         return str(path.resolve())
     if is_repo_id(init) and not path.parent.is_dir():
         return init
