@@ -119,6 +119,10 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         (["train", "--warmup-epochs", "-1"], "--warmup-epochs must be >= 0, got -1"),
         (["train", "--seed", "-1"], "--seed must be an integer >= 0, got -1"),
         (
+            ["train", "--prior", "vampprior", "--grid-side", "3"],
+            "--grid-side applies to --prior gtm and gtm-vampprior, not --prior vampprior",
+        ),
+        (
             ["train", "--init-from", "/no/such/run"],
             "--init-from /no/such/run: neither a finished run folder (no model.pt there), a "
             "pretrained folder (no model.safetensors and config.json), a model of the zoo",

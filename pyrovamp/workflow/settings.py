@@ -188,6 +188,10 @@ def new_run_config(options: dict) -> dict:
         raise ValueError("--lr-patience applies with --lr-decay F")
     if o["flow"] is not None and o["prior"] != "flow":
         raise ValueError(f"--flow applies to --prior flow, not --prior {o['prior']}")
+    if o["grid_side"] is not None and o["prior"] not in ("gtm", "gtm-vampprior"):
+        raise ValueError(
+            f"--grid-side applies to --prior gtm and gtm-vampprior, not --prior {o['prior']}"
+        )
     if o["pseudo_input_parameterization"] is not None and o["prior"] != "vampprior":
         raise ValueError(
             "--pseudo-input-parameterization applies to --prior vampprior, not "
