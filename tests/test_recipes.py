@@ -293,7 +293,7 @@ def test_a_failed_stage_stops_its_cell_and_the_next_stage_waits(tmp_path, monkey
 
     monkeypatch.setattr(reproduce, "train_run", failing)
     out = tmp_path / "table"
-    assert main(_args(out, "--recipe", "best", "--epochs", "1", *SMOKE)) == 0
+    assert main(_args(out, "--recipe", "best", "--epochs", "1", *SMOKE)) == 1  # a cell failed
     assert calls == [out / f"{CELL}.best" / "1-elbo"]
     row = _row((out / "table1.md").read_text())
     assert "stage 1 of 2 (elbo): not started; the last piece failed (exit status 2" in row
