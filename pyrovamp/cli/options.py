@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = [
-    "progress_option",
-    "progress_setting",
-    "positive",
-    "positive_int",
-    "positive_float",
-    "non_negative_int",
-]
+__all__ = ["progress_option", "progress_setting", "positive", "positive_int", "positive_float"]
 
 
 def positive(name: str, kind: type = int):
@@ -44,21 +37,6 @@ def positive_int(name: str):
 def positive_float(name: str):
     """argparse type: a finite number > 0 (:func:`positive`)."""
     return positive(name, float)
-
-
-def non_negative_int(name: str):
-    """argparse type: an integer >= 0 (a seed), with a one-line error naming the option."""
-
-    def conv(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {v}")
-        return v
-
-    return conv
 
 
 def progress_option(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovamp.cli.options import non_negative_int, positive_float, positive_int, progress_option
+from pyrovamp.cli.options import positive_float, positive_int, progress_option
 from pyrovamp.data import DATASETS, TORCHVISION_SETS, dataset_source
 from pyrovamp.data.sources import LIKELIHOOD_NAMES
 from pyrovamp.models import MODELS
@@ -277,7 +277,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         help="importance samples per test image of the --test-every curve "
         f"(default {TEST_NUM_SAMPLES})",
     )
-    t.add_argument("--seed", type=non_negative_int("--seed"), help=f"default: {d['seed']}")
+    t.add_argument("--seed", type=int, help=f"default: {d['seed']}")
     t.add_argument(
         "--max-minutes",
         type=positive_float("--max-minutes"),

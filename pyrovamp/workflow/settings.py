@@ -180,6 +180,7 @@ def new_run_config(options: dict) -> dict:
         raise ValueError(f"--warmup-epochs must be an integer >= 0, got {w!r}")
     if w is not None and w < 0:
         raise ValueError(f"--warmup-epochs must be >= 0, got {w}")
+    check_int("--seed", o["seed"], 0)
     if o["dropout"] and o["model"] in CONV_MODELS:
         raise ValueError(f"--dropout applies to --model vae and hvae, not --model {o['model']}")
     if o["lr_decay"] is not None:
