@@ -144,6 +144,28 @@ def test_missing_files_are_named(tmp_path, name):
         load_dataset(name, tmp_path / "empty", download=False)
 
 
+@pytest.mark.parametrize("name", [n for n in DATASETS if n not in ("digits", "fashion_mnist")])
+def test_dataset_files_names_what_the_loader_would_miss_without_reading(tmp_path, name):
+    from pyrovamp.data import dataset_files
+
+    with pytest.raises(FileNotFoundError, match=f"{name}: missing {tmp_path / 'empty'}"):
+        dataset_files(name, tmp_path / "empty", download=False)
+
+
+def test_dataset_files_of_the_real_static_mnist_and_of_digits():
+    from pyrovamp.data import dataset_files
+
+    assert dataset_files("digits") == []
+    root = SHARED_DATA / "static_mnist"
+    if root.is_dir():
+        files = dataset_files("static_mnist", root, download=False)
+        assert [f.name for f in files] == [
+            f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")
+        ]
+    with pytest.raises(ValueError, match="name must be one of digits, static_mnist"):
+        dataset_files("static-mnist")
+
+
 class _RunsCode:
     """What a malicious pickle does: its reconstruction calls a function of the attacker's
     choice (here a harmless one that leaves a trace)."""

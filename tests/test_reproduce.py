@@ -281,6 +281,30 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message)
     assert not out.exists()
 
 
+def test_a_missing_data_file_of_a_later_cell_is_named_before_the_first_cell_trains(
+    tmp_path, static_mnist, capsys, monkeypatch
+):
+    """The omniglot cell comes after the static-MNIST one; its missing file stops the command
+    before anything trains (offline: the download fails as it does without internet)."""
+    from pyrovamp.data import readers
+
+    def offline(url, *args, **kwargs):
+        raise OSError(f"no network for {url}")
+
+    monkeypatch.setattr(readers, "_fetch", offline)
+    empty = tmp_path / "omniglot"
+    empty.mkdir()
+    out = tmp_path / "table"
+    args = ["reproduce", "table1", "--out", str(out), "--models", "vae", "--priors", "standard"]
+    args += ["--datasets", "static_mnist", "omniglot", "--max-points", "16", "--epochs", "1"]
+    args += ["--data-root", f"static_mnist={static_mnist}", "--data-root", f"omniglot={empty}"]
+    status = main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, lines
+    assert f"omniglot: missing {empty / 'chardata.mat'}" in lines[0], lines
+    assert not out.exists()
+
+
 def test_learning_curve_every_n_epochs_reaches_history_loss_png_and_the_table(
     tmp_path, static_mnist
 ):

@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--data-root",
         nargs="+",
+        action="extend",
         metavar="[DATASET=]DIR",
-        help="folder with the data files (DATASET=DIR for one data set)",
+        help="folder with the data files (DATASET=DIR for one data set; several, or the option "
+        "again)",
     )
     r.add_argument(
         "--max-points",

@@ -44,9 +44,6 @@ import torch
 
 from pyrovamp._validate import check_int, check_type
 from pyrovamp.data.readers import (
-    FOLDER_HINT,
-    check_sha256,
-    download_files,
     find_idx,
     load_mat,
     mat_key,
@@ -60,6 +57,7 @@ from pyrovamp.data.sources import TORCHVISION_SETS, load_source, source_kind
 __all__ = [
     "Dataset",
     "load_dataset",
+    "dataset_files",
     "dataset_source",
     "dataset_stem",
     "DATASETS",
@@ -303,6 +301,49 @@ def load_dataset(
     return _LOADERS[name](Path(root).expanduser(), download)
 
 
+def dataset_files(
+    name: str, root: str | os.PathLike | None = None, download: bool = True
+) -> list[Path]:
+    """The canonical files of the named data set ``name`` in ``root``: the missing ones
+    downloaded from their original location when ``download`` is true (and internet is there),
+    each with a recorded digest checked (:data:`SHA256`). What :func:`load_dataset` reads, without
+    reading it: a check that the files are there, e.g. before hours of work
+    (``pyrovamp reproduce table1`` makes it before its first cell).
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: the folder, as for :func:`load_dataset` (default ``~/.cache/pyrovamp/<name>``).
+        download: fetch missing files.
+
+    Returns:
+        The paths, in the order the loader reads them (``digits``: none, it ships with
+        scikit-learn; ``dynamic_mnist``, ``fashion_mnist``: the training then the test IDX file,
+        plain or gzipped).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``root`` not a path, ``download`` not a bool.
+        ValueError: ``name`` not one of :data:`DATASETS`; a file whose SHA-256 differs from the
+            recorded one (naming the file and both digests).
+        FileNotFoundError: a missing file that could not be downloaded (naming the path, the
+            files expected and where to get them).
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {name!r}")
+    if root is not None:
+        check_type("root", root, (str, os.PathLike), "a folder (str or path) or None")
+    check_type("download", download, bool, "True or False")
+    if name == "digits":
+        return []
+    if root is None:
+        root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
+    root = Path(root).expanduser()
+    url, files = _FILES[name]
+    digests = _digests(name)
+    if name in ("dynamic_mnist", "fashion_mnist"):
+        return [find_idx(root, stem, url, name, download, digests) for stem in files]
+    return require_files(root, list(files), url, name, download, digests)
+
+
 def _load_digits() -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -320,20 +361,9 @@ def _load_digits() -> Dataset:
 
 
 def _load_static_mnist(root: Path, download: bool) -> Dataset:
-    digests = _digests("static_mnist")
-    paths = {split: root / fname for split, fname in STATIC_MNIST_FILES.items()}
-    missing = [p for p in paths.values() if not p.is_file()]
-    if missing and download:
-        download_files(missing, STATIC_MNIST_URL, digests)
-        missing = [p for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"static_mnist: missing {missing[0]} (expected the files "
-            f"{', '.join(STATIC_MNIST_FILES.values())} in {root}; get them from "
-            f"{STATIC_MNIST_URL}, or {FOLDER_HINT})"
-        )
-    for p in paths.values():
-        check_sha256(p, digests.get(p.name))
+    paths = dict(
+        zip(STATIC_MNIST_FILES, dataset_files("static_mnist", root, download), strict=True)
+    )
     parts = {split: read_amat(p) for split, p in paths.items()}
     return Dataset(
         "static_mnist",
@@ -372,9 +402,8 @@ def _dynamic(name, train_grey, val_grey, test_grey, image_shape, info, seed=0) -
     return ds
 
 
-def _load_idx_dataset(name, root, download, url):
-    train = find_idx(root, "train-images-idx3-ubyte", url, name, download, _digests(name))
-    test = find_idx(root, "t10k-images-idx3-ubyte", url, name, download, _digests(name))
+def _load_idx_dataset(name, root, download):
+    train, test = dataset_files(name, root, download)
     x = torch.from_numpy(read_idx_images(train).astype(np.float32) / 255.0)
     xt = torch.from_numpy(read_idx_images(test).astype(np.float32) / 255.0)
     if x.shape[0] < 20000:
@@ -385,22 +414,15 @@ def _load_idx_dataset(name, root, download, url):
 
 
 def _load_dynamic_mnist(root, download):
-    return _load_idx_dataset("dynamic_mnist", root, download, MNIST_URL)
+    return _load_idx_dataset("dynamic_mnist", root, download)
 
 
 def _load_fashion_mnist(root, download):
-    return _load_idx_dataset("fashion_mnist", root, download, FASHION_URL)
+    return _load_idx_dataset("fashion_mnist", root, download)
 
 
 def _load_omniglot(root, download):
-    (path,) = require_files(
-        root,
-        ["chardata.mat"],
-        OMNIGLOT_URL,
-        "omniglot",
-        download,
-        _digests("omniglot"),
-    )
+    (path,) = dataset_files("omniglot", root, download)
     mat = load_mat(path)
 
     def images(key):  # Burda et al. store images column-major
@@ -415,14 +437,7 @@ def _load_omniglot(root, download):
 
 
 def _load_caltech(root, download):
-    (path,) = require_files(
-        root,
-        ["caltech101_silhouettes_28_split1.mat"],
-        CALTECH_URL,
-        "caltech101_silhouettes",
-        download,
-        _digests("caltech101_silhouettes"),
-    )
+    (path,) = dataset_files("caltech101_silhouettes", root, download)
     mat = load_mat(path)
 
     def images(key):  # stored column-major with 1 = background: flip to 1 = silhouette
@@ -439,9 +454,7 @@ def _load_caltech(root, download):
 
 
 def _load_frey_faces(root, download):
-    (path,) = require_files(
-        root, ["frey_rawface.mat"], FREY_URL, "frey_faces", download, _digests("frey_faces")
-    )
+    (path,) = dataset_files("frey_faces", root, download)
     ff = mat_key(load_mat(path), "ff", path)
     if ff.ndim != 2 or ff.shape[0] != 560:
         raise ValueError(
@@ -465,14 +478,7 @@ def _load_frey_faces(root, download):
 
 
 def _load_histopathology(root, download):
-    (path,) = require_files(
-        root,
-        ["histopathology.pkl"],
-        HISTOPATHOLOGY_URL,
-        "histopathology",
-        download,
-        _digests("histopathology"),
-    )
+    (path,) = dataset_files("histopathology", root, download)
     data = read_array_pickle(path)
     parts = []
     for key in ("training", "validation", "test"):
@@ -497,3 +503,14 @@ _LOADERS = {
     "histopathology": _load_histopathology,
 }
 DEFAULT_ROOTS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
+# where each named data set's canonical files come from, and their names (the IDX files: stems,
+# read plain or gzipped)
+_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "static_mnist": (STATIC_MNIST_URL, tuple(STATIC_MNIST_FILES.values())),
+    "dynamic_mnist": (MNIST_URL, ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")),
+    "fashion_mnist": (FASHION_URL, ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")),
+    "omniglot": (OMNIGLOT_URL, ("chardata.mat",)),
+    "caltech101_silhouettes": (CALTECH_URL, ("caltech101_silhouettes_28_split1.mat",)),
+    "frey_faces": (FREY_URL, ("frey_rawface.mat",)),
+    "histopathology": (HISTOPATHOLOGY_URL, ("histopathology.pkl",)),
+}

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from pyrovamp._validate import check_int, check_optional_int, check_positive, check_type
-from pyrovamp.data import DATASETS
+from pyrovamp.data import DATASETS, dataset_files
 from pyrovamp.errors import CellsFailedError
 from pyrovamp.workflow.estimates import result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder, train_run
@@ -214,6 +214,9 @@ def reproduce_table1(
             recipe or version, a GPU asked for on a machine without one, a count below 1, a
             missing data folder or one for a data set not in ``datasets`` -- one line, before
             any work.
+        FileNotFoundError: a data file that a cell to run needs is missing and cannot be
+            downloaded (:func:`pyrovamp.data.dataset_files`, naming it), before the first cell
+            trains.
         pyrovamp.errors.CellsFailedError: with ``strict``, cells that failed (after the table
             is written).
     """
@@ -268,6 +271,18 @@ def reproduce_table1(
     for key in keys:  # a folder of another recipe or version: refused before any work
         for i in range(1, len(rec.stages) + 1):
             check_stage_folder(rec.stage_folder(Path(out) / cell_name(*key), i), rec, i)
+    read = {
+        key: [
+            read_cell(rec.stage_folder(Path(out) / cell_name(*key), i))
+            for i in range(1, len(rec.stages) + 1)
+        ]
+        for key in keys
+    }
+    finished = {key for key in keys if all(st.state == "finished" for st in read[key])}
+    skipped = {key for key in keys if not gpu and key[1] in GPU_MODELS and max_points is None}
+    for dataset in dict.fromkeys(d for d, m, p in keys if (d, m, p) not in finished | skipped):
+        # the files of every cell to run, before the first one trains (hours, maybe)
+        dataset_files(dataset, data_roots.get(dataset, data_roots.get(None)))
     out = make_folder(out)
 
     cells, needs_gpu, notes, failed = {}, {}, [], []
@@ -275,10 +290,10 @@ def reproduce_table1(
         dataset, model, prior = key
         root = data_roots.get(dataset, data_roots.get(None))
         cell = out / cell_name(*key)
-        states = [read_cell(rec.stage_folder(cell, i)) for i in range(1, len(rec.stages) + 1)]
-        if all(st.state == "finished" for st in states):
+        states = read[key]
+        if key in finished:
             log(f"{cell.name}: finished, skipped")
-        elif not gpu and model in GPU_MODELS and max_points is None:
+        elif key in skipped:
             needs_gpu[key] = _command(dataset, model, prior, out, root, rec.name)
             log(f"{cell.name}: needs a GPU, not run ({needs_gpu[key]})")
         else:
