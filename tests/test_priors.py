@@ -111,6 +111,49 @@ def test_samples_agree_with_log_prob(name):
     assert tv < 0.03, tv
 
 
+@pytest.mark.parametrize("name", KINDS)
+def test_log_prob_checks_its_value_and_scores_integers_as_floats(name):
+    prior = _perturb(_kind(name))
+    with pytest.raises(ValueError, match=r"value must have last dimension 2, got shape \(5, 1\)"):
+        prior.log_prob(torch.zeros(5, 1))  # would broadcast against (2,) unseen
+    with pytest.raises(ValueError, match=r"value must have last dimension 2, got shape \(5, 3\)"):
+        prior().log_prob(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        prior.log_prob(torch.tensor(0.0))
+    with pytest.raises(TypeError, match=r"value must be a tensor of shape \(\.\.\., 2\)"):
+        prior.log_prob([0.0, 1.0])
+    z = torch.tensor([[0, 1], [2, -1], [1, 1]])
+    for integers in (z, z.int(), z == 1):
+        lp = prior.log_prob(integers)
+        assert lp.dtype == torch.float32
+        torch.testing.assert_close(lp, prior.log_prob(integers.float()))
+    # a float64 z scores as float64 also where the prior is float32 (the flow: cast for it)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    lp64 = prior.log_prob(x.double())
+    assert lp64.dtype == torch.float64
+    torch.testing.assert_close(lp64.float(), prior.log_prob(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mog", "vampprior", "gtm", "gtm-vampprior"])
+def test_a_frozen_mixture_has_the_trainable_ones_gradient_and_hessian_in_z(name):
+    """A frozen mixture scores by a hand-written gradient (AIS, HMC); a backward that builds a
+    graph (a Hessian: the Laplace approximation) must still be exact, not zero."""
+    prior = _perturb(small_prior(name))
+    z = torch.randn(2, generator=torch.Generator().manual_seed(3))
+
+    def derivatives():
+        zz = z.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(prior.log_prob(zz), zz)
+        return g, torch.autograd.functional.hessian(prior.log_prob, z)
+
+    g_trainable, h_trainable = derivatives()
+    prior.requires_grad_(False)
+    g_frozen, h_frozen = derivatives()
+    assert h_trainable.abs().max() > 0.1
+    torch.testing.assert_close(g_frozen, g_trainable, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h_frozen, h_trainable, rtol=1e-4, atol=1e-5)
+
+
 def test_mixture_is_over_whole_vectors_not_per_dimension():
     torch.manual_seed(0)
     prior = _perturb(MoGPrior(3, 5))

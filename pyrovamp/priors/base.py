@@ -12,10 +12,10 @@ from torch import nn
 from torch.distributions import constraints
 from torch.distributions.constraints import MixtureSameFamilyConstraint
 
-from pyrovamp._validate import check_int
+from pyrovamp._validate import check_int, check_type
 from pyrovamp.registration import RegisteredModule
 
-__all__ = ["Prior", "REAL_VECTOR", "mixing_logits"]
+__all__ = ["Prior", "REAL_VECTOR", "mixing_logits", "check_latent"]
 
 REAL_VECTOR = constraints.independent(constraints.real, 1)
 """The support every prior declares: vectors in R^L."""
@@ -27,6 +27,26 @@ def _is_real_vector(support) -> bool:
         and support.base_constraint is constraints.real
         and support.reinterpreted_batch_ndims == 1
     )
+
+
+def check_latent(value, latent_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` as the ``(..., L)`` latent vectors a prior's ``log_prob`` scores: a tensor whose
+    last dimension is ``latent_dim`` (a ``(..., 1)`` tensor would otherwise broadcast unseen),
+    integer or bool values as ``dtype``, the prior's float type (as ``Normal.log_prob`` promotes
+    them; computed in their own type they came back truncated).
+
+    Raises:
+        pyrovamp.errors.ArgumentTypeError: ``value`` not a tensor.
+        ValueError: ``value`` without a last dimension of size ``latent_dim``.
+    """
+    check_type("value", value, torch.Tensor, f"a tensor of shape (..., {latent_dim})")
+    if value.dim() < 1 or value.shape[-1] != latent_dim:
+        raise ValueError(
+            f"value must have last dimension {latent_dim}, got shape {tuple(value.shape)}"
+        )
+    if not (value.is_floating_point() or value.is_complex()):
+        value = value.to(dtype)
+    return value
 
 
 _REAL_SUPPORT_CLASSES: dict = {}

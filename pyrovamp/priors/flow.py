@@ -12,7 +12,7 @@ from torch.distributions import Independent, Normal, constraints
 from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.priors._zuko import zuko
-from pyrovamp.priors.base import Prior
+from pyrovamp.priors.base import Prior, check_latent
 
 __all__ = ["FlowPrior", "FLOWS"]
 
@@ -24,25 +24,29 @@ class _ZukoFlowDistribution(ZukoToPyro):
     Sampling through ``pyro.sample`` uses zuko's ``rsample_and_log_prob`` (reparameterised; the
     log-density of the draw is cached for scoring, as ``ZukoToPyro`` does). Under autocast the
     flow runs in float32 on ``device`` (its networks are its density: see
-    :mod:`pyrovamp._precision`)."""
+    :mod:`pyrovamp._precision`). ``log_prob`` checks its value
+    (:func:`pyrovamp.priors.base.check_latent`) and scores it in the flow's ``dtype``, returning
+    the value's float type (as the mixtures do: a float64 ``z`` for a float32 flow)."""
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 1)
 
-    def __init__(self, dist, device: torch.device | str = "cpu"):
+    def __init__(
+        self, dist, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ):
         super().__init__(dist)
-        self.device = device
+        self.device, self.dtype = device, dtype
 
     def __call__(self, shape=()) -> torch.Tensor:
         with autocast_off(self.device):
             return super().__call__(shape)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        if x in self.cache:
+        if isinstance(x, torch.Tensor) and x in self.cache:
             return self.cache[x]
-        x = full_precision(x)
+        x = full_precision(check_latent(x, self.event_shape[-1], self.dtype))
         with autocast_off(self.device, x):
-            return self.dist.log_prob(x)
+            return self.dist.log_prob(x.to(self.dtype)).to(x.dtype)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with autocast_off(self.device):
@@ -53,7 +57,9 @@ class _ZukoFlowDistribution(ZukoToPyro):
             return self.rsample(sample_shape)
 
     def expand(self, batch_shape, _instance=None):
-        return _ZukoFlowDistribution(self.dist.expand(torch.Size(batch_shape)), self.device)
+        return _ZukoFlowDistribution(
+            self.dist.expand(torch.Size(batch_shape)), self.device, self.dtype
+        )
 
 
 FLOWS = ("realnvp", "nsf", "maf")
@@ -148,8 +154,9 @@ class FlowPrior(Prior):
                 base.reinterpreted_batch_ndims,
                 validate_args=False,
             )
-        device = next(itertools.chain(self.flow.parameters(), self.flow.buffers())).device
-        return _ZukoFlowDistribution(zuko.distributions.NormalizingFlow(transform, base), device)
+        first = next(itertools.chain(self.flow.parameters(), self.flow.buffers()))
+        flow = zuko.distributions.NormalizingFlow(transform, base)
+        return _ZukoFlowDistribution(flow, first.device, first.dtype)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -15,7 +15,7 @@ from pyrovamp._blocks import block_rows, exp_floor
 from pyrovamp._precision import autocast_off, full_precision
 from pyrovamp._validate import check_int
 from pyrovamp.nn import MLP
-from pyrovamp.priors.base import REAL_VECTOR, Prior, mixing_logits
+from pyrovamp.priors.base import REAL_VECTOR, Prior, check_latent, mixing_logits
 
 __all__ = ["DiagonalGaussianMixture", "MoGPrior", "GTMPrior", "grid_points"]
 
@@ -101,20 +101,26 @@ class _MixtureLogProb(torch.autograd.Function):
     differentiable in ``z`` (AIS's and HMC's gradients): forward :func:`_blocked_logsumexp`;
     backward ``d log p / dz = sum_k r_k prec_k (m_k - z)`` with the responsibilities ``r_k``
     recomputed in the same blocks -- one more matrix product of the forward's size, instead of
-    autograd's graph of the ``(P, K)`` log-densities and its half-dozen passes over it."""
+    autograd's graph of the ``(P, K)`` log-densities and its half-dozen passes over it. A
+    backward that builds a graph (``create_graph=True``: a Hessian, the Laplace approximation)
+    differentiates the autograd path instead, so second derivatives are exact too."""
 
     @staticmethod
     def forward(ctx, value, mixture):
         features, w, const = mixture._grouped_terms(value.detach(), True, float32_ok=True)
         lp = _blocked_logsumexp(features, w, const)
-        ctx.save_for_backward(features, w, const, lp)
+        ctx.save_for_backward(value, features, w, const, lp)
+        ctx.mixture = mixture
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
         return lp
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_lp):
-        features, w, const, lp = ctx.saved_tensors
+        value, features, w, const, lp = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a gradient that is itself differentiable
+            lp = _floored_logsumexp(ctx.mixture._grouped_log_prob(value, weights=True))
+            (dz,) = torch.autograd.grad(lp, value, grad_lp.to(lp.dtype), create_graph=True)
+            return dz, None
         half = features.shape[-1] // 2
         acc = torch.empty_like(features)  # r @ [-prec / 2, m' prec] per draw
         floor = exp_floor(features.dtype)
@@ -180,6 +186,11 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
             k = torch.distributions.Categorical(logits=logits).sample(shape)
             return torch.normal(loc[k], scale[k])
 
+    def _checked(self, value) -> torch.Tensor:
+        """``value`` checked by :func:`pyrovamp.priors.base.check_latent` (integers as floats)."""
+        loc = self._params[1]
+        return check_latent(value, loc.shape[-1], loc.dtype)
+
     def _grouped_terms(self, value, weights: bool, float32_ok: bool = False):
         """``(features, w, const)`` of :meth:`_grouped_log_prob` (see there): its component
         log-densities are ``baddbmm(const.unsqueeze(1), features, w)``, ``features``
@@ -188,8 +199,6 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         rounding by :data:`_FLOAT32_TOLERANCE` (evaluation: AIS's chains), else in float64."""
         logits, loc, scale = self._params
         K, L = loc.shape
-        if value.dim() < 1 or value.shape[-1] != L:
-            raise ValueError(f"value must have last dimension {L}, got shape {tuple(value.shape)}")
         grouped = value.dim() >= 3 and value[..., 0, 0].numel() >= 16
         wide = grouped or float32_ok  # else one group in float64 (values far apart: cancellation)
         dtype = torch.promote_types(value.dtype, loc.dtype if wide else torch.float64)
@@ -226,13 +235,19 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
 
     def component_log_prob(self, value):
         """``log N(z | loc_k, scale_k)`` for every component: ``(..., L) -> (..., K)``."""
+        value = self._checked(value)
         out = self._grouped_log_prob(value, weights=False).to(value.dtype)
         return out.transpose(0, 1).reshape(value.shape[:-1] + (out.shape[-1],))
 
     def log_prob(self, value):
         """``log p(z) = logsumexp_k [log w_k + log N(z | loc_k, scale_k)]``,
-        ``(..., L) -> (...)``."""
-        value = full_precision(value)
+        ``(..., L) -> (...)``.
+
+        Raises:
+            pyrovamp.errors.ArgumentTypeError: ``value`` not a tensor.
+            ValueError: ``value`` without a last dimension ``L``.
+        """
+        value = full_precision(self._checked(value))
         grad = torch.is_grad_enabled()
         with autocast_off(value):  # the quadratic forms in float32 (see pyrovamp._precision)
             if grad and any(t.requires_grad for t in self._params):  # training: autograd
