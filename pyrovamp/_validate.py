@@ -135,3 +135,14 @@ def check_choice(name: str, value: Any, choices: Collection[Any], what: str = "o
             f"{name} must be {what} {', '.join(map(str, choices))}, got {_short(value)}"
         )
     return value
+
+
+def first_nonfinite(tensors: dict) -> str | None:
+    """The name of the first floating-point tensor of ``tensors`` (name -> tensor) holding a NaN
+    or an infinite value; ``None`` if there is none."""
+    import torch
+
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+            return str(name)
+    return None

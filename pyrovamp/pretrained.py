@@ -39,7 +39,7 @@ import torch
 from pyrovamp._io import atomic_write_text
 from pyrovamp._random import fork_rng
 from pyrovamp._rebuild import build_from_config, module_config
-from pyrovamp._validate import check_type
+from pyrovamp._validate import check_type, first_nonfinite
 from pyrovamp._version import __version__
 from pyrovamp.errors import CheckpointError
 
@@ -433,8 +433,9 @@ def _load_weights(
     """Load the safetensors file ``path`` into ``model`` (strict).
 
     Raises:
-        CheckpointError: an unreadable file (truncated, corrupt, not safetensors), or the weights
-            of ``other`` (one line naming the first tensors that differ).
+        CheckpointError: an unreadable file (truncated, corrupt, not safetensors), the weights
+            of ``other`` (one line naming the first tensors that differ), or weights holding NaN
+            or infinite values (naming the tensor).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_model
@@ -452,6 +453,12 @@ def _load_weights(
         raise CheckpointError(
             f"{path} holds the weights of {other} ({detail[:300]}{more})"
         ) from None
+    bad = first_nonfinite(dict(model.state_dict()))
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: tensor {bad!r} holds NaN or infinite values (a damaged file: pyrovamp never "
+            "writes one)"
+        )
 
 
 def from_pretrained(

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -476,6 +477,58 @@ def test_resume_refuses_changed_settings_and_corrupt_checkpoints(tmp_path):
     for name, data in files.items():  # nothing else in the run folder was touched
         if name != "checkpoint.ckpt":
             assert (out / name).read_bytes() == data, name
+
+
+def test_resume_restarts_a_run_without_checkpoint_and_refuses_an_edited_config(tmp_path, capsys):
+    """A run killed (or diverged) before its first checkpoint resumes from its config.json as a
+    fresh run in the same folder, with the same result; a config.json edited to another model,
+    or emptied, is refused in one line before any work."""
+    base = ["train", "--prior", "vampprior", "--max-points", "64", "--num-samples", "5"]
+    base += ["--epochs", "2", "--no-progress", "--out"]
+    done, cut = tmp_path / "done", tmp_path / "cut"
+    assert main(base + [str(done)]) == 0
+    cut.mkdir()
+    shutil.copy(done / "config.json", cut / "config.json")  # what a kill -9 after it leaves
+    shutil.copytree(done / "logs", cut / "logs")
+    assert main(base + [str(cut), "--resume"]) == 0
+    m = [json.loads((d / "metrics.json").read_text()) for d in (done, cut)]
+    assert m[0]["test_log_likelihood"] == m[1]["test_log_likelihood"]
+    capsys.readouterr()
+    config = json.loads((done / "config.json").read_text())
+    for edit, message in (
+        ({**config, "prior": "standard"}, "checkpoint.ckpt does not fit the model its config"),
+        ({}, "config.json lacks the settings 'dataset', 'prior', 'latent_dim'"),
+    ):
+        (cut / "config.json").write_text(json.dumps(edit))
+        before = (cut / "checkpoint.ckpt").read_bytes()
+        assert main(["train", "--resume", "--out", str(cut), "--no-progress"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert (cut / "checkpoint.ckpt").read_bytes() == before
+
+
+def test_evaluate_checks_the_folder_and_its_metrics_before_any_work(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    args = ["train", "--prior", "standard", "--max-points", "64", "--num-samples", "5"]
+    assert main(args + ["--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    (out / "metrics.json").write_bytes(b"\xac\x00 not json")
+    for argv in (["evaluate", str(out), "--no-progress"], ["train", "--resume", "--out", str(out)]):
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"{out / 'metrics.json'} is not a text file" in lines[0], lines
+    (out / "metrics.json").write_bytes(files["metrics.json"])
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(  # a read-only file system, as root sees it too
+        os, "access", lambda p, mode: False if str(p) == str(out) else real_access(p, mode)
+    )
+    assert main(["evaluate", str(out), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "the folder is not writable" in lines[0], lines
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
 
 
 def test_max_minutes_stops_without_test_evaluation_and_says_how_to_resume(tmp_path):

@@ -123,6 +123,15 @@ def test_a_truncated_or_foreign_weights_file_is_one_line_naming_the_file(tmp_pat
         with pytest.raises(CheckpointError, match="weights of another model") as e:
             pv.from_pretrained(tmp_path / "a")
         assert str(weights) in str(e.value) and "\n" not in str(e.value)
+    from safetensors.torch import load_file, save_file
+
+    shutil.copy(tmp_path / "b" / WEIGHTS, weights)
+    tensors = load_file(weights)
+    tensors[next(iter(tensors))][0] = float("nan")  # a damaged file: readable, with a NaN
+    save_file(tensors, tmp_path / "b" / WEIGHTS)
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values") as e:
+        pv.from_pretrained(tmp_path / "b")
+    assert str(tmp_path / "b" / WEIGHTS) in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "a" / CONFIG).write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
         pv.from_pretrained(tmp_path / "a")

@@ -206,6 +206,31 @@ def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay, opti
     _same(full, again)
 
 
+def test_a_moved_run_resumes_from_its_own_files_as_if_never_moved(tmp_path):
+    """The run folder moved between pieces: the resumed run reads the best checkpoint and the
+    best score from its new folder (Lightning's callback kept the old path and forgot the
+    score) and ends as the uninterrupted run."""
+    import shutil
+
+    cfg = dict(epochs=6, batch_size=32, lr=0.1, warmup_epochs=0, patience=None, seed=7)
+    cfg["progress"] = False
+    full = _vae()
+    hist = train(full, _data(), _data(48, 1), checkpoint_dir=tmp_path / "a", **cfg)
+    vals = [r["val_elbo"] for r in hist]
+    assert vals.index(max(vals)) < len(vals) - 1  # the best epoch is not the last one
+    part = _vae()
+    train(part, _data(), _data(48, 1), checkpoint_dir=tmp_path / "b", **{**cfg, "epochs": 2})
+    shutil.move(tmp_path / "b", tmp_path / "c")
+    again = _vae()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*dirpath has changed.*")
+        train(again, _data(), _data(48, 1), checkpoint_dir=tmp_path / "c", resume=True, **cfg)
+    _same(full, again)
+    state = torch.load(tmp_path / "c" / CHECKPOINT, weights_only=True)
+    paths = [v["best_model_path"] for k, v in state["callbacks"].items() if "Checkpoint" in k]
+    assert paths and all(p == "" or p.startswith(str(tmp_path / "c")) for p in paths), paths
+
+
 def _plateau_lrs(vals, lr, factor, patience, warmup):
     """The learning rates of the epochs under decay-on-plateau of ``vals`` (the rule, written
     out: after the warm-up, ``factor`` once the best value is ``patience`` epochs old)."""
@@ -558,7 +583,7 @@ def test_resume_with_a_changed_setting_is_refused(tmp_path):
     assert set(before) <= {p.name for p in tmp_path.iterdir()}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "pickle"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "pickle", "nan"])
 def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
     train(_vae(), _data(), epochs=1, batch_size=32, progress=False, checkpoint_dir=tmp_path)
     path = tmp_path / CHECKPOINT
@@ -569,6 +594,15 @@ def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
         path.write_bytes(b"\x00not a checkpoint" * 10)
     elif damage == "foreign":
         torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    elif damage == "nan":  # a readable file whose parameters hold a NaN: refused, not resumed
+        for f in (path, tmp_path / MODEL):
+            obj = torch.load(f, weights_only=True)
+            state = obj["state_dict"] if f == path else obj["pyrovamp"]["scored_state"]
+            name = next(k for k, v in state.items() if v.is_floating_point())
+            state[name].view(-1)[0] = float("nan")
+            torch.save(obj, f)
+        with pytest.raises(CheckpointError, match=f"{MODEL}: tensor .* holds NaN or infinite"):
+            load_model_weights(_vae(), tmp_path / MODEL)
     else:  # a pickle that would run code when loaded without weights_only
         import pickle
 
@@ -590,6 +624,9 @@ def test_corrupt_checkpoints_give_one_line_naming_the_file(tmp_path, damage):
     msg = str(e.value)
     assert str(path) in msg and "\n" not in msg
     assert not (tmp_path / "pwned").exists()
+    if damage == "nan":
+        assert "holds NaN or infinite values" in msg
+        return
     with pytest.raises(CheckpointError, match="does not fit this model|holds a"):
         load_model_weights(VAE((6,), 3, prior="standard"), tmp_path / MODEL)
 

@@ -5,16 +5,43 @@ through the public ``state_dict`` / ``load_state_dict`` of a callback."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, Timer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pyrovamp.training.checkpoint import EMA_STATE_KEY
 
-__all__ = ["WarmupEarlyStopping", "ParameterEMA", "PieceTimer"]
+__all__ = ["WarmupEarlyStopping", "ParameterEMA", "PieceTimer", "RunCheckpoint"]
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` for a run folder that may be copied or moved between
+    pieces: a state saved in another folder is read with its paths moved into this one (the same
+    file names). Lightning's own keeps the old folder's ``best_model_path`` -- a resumed copy read
+    the original's ``best.ckpt`` -- and forgets the best score, so that the next epoch would
+    count as the best."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old is not None and self.dirpath is not None and old != self.dirpath:
+            here = Path(self.dirpath)
+
+            def moved(path):
+                return str(here / Path(path).name) if path else path
+
+            state_dict = dict(state_dict, dirpath=self.dirpath)
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = moved(state_dict[key])
+            if isinstance(state_dict.get("best_k_models"), dict):
+                state_dict["best_k_models"] = {
+                    moved(k): v for k, v in state_dict["best_k_models"].items()
+                }
+        super().load_state_dict(state_dict)
 
 
 class WarmupEarlyStopping(EarlyStopping):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pyrovamp._io import atomic_write
+from pyrovamp._validate import first_nonfinite
 from pyrovamp.errors import CheckpointError
 
 __all__ = [
@@ -58,7 +59,8 @@ def read_checkpoint(path, map_location=None) -> dict:
 
     Raises:
         CheckpointError: the file is missing, truncated, corrupt, unsafe to unpickle or not a
-            pyrovamp file -- one line naming the file and what is wrong.
+            pyrovamp file, or its parameters hold NaN or infinite values -- one line naming the
+            file and what is wrong.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,6 +82,18 @@ def read_checkpoint(path, map_location=None) -> dict:
         )
     if "current_model_state" in obj and "averaging_state" in obj:
         _from_weight_averaging(obj)
+    ema = (obj.get("callbacks") or {}).get(EMA_STATE_KEY) or {}
+    for entry in (
+        obj.get("state_dict"),
+        obj["pyrovamp"].get("scored_state"),
+        ema.get("parameters"),
+    ):
+        bad = first_nonfinite(entry) if isinstance(entry, dict) else None
+        if bad is not None:
+            raise CheckpointError(
+                f"{path}: tensor {bad!r} holds NaN or infinite values (a damaged file: pyrovamp "
+                "never writes one)"
+            )
     return obj
 
 
@@ -119,12 +133,12 @@ def load_model_weights(model: torch.nn.Module, path) -> dict:
     except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{path} does not fit this model: "
-            f"{_state_mismatch(model, state) or str(e).strip().splitlines()[0][:200]}"
+            f"{state_mismatch(model, state) or str(e).strip().splitlines()[0][:200]}"
         ) from None
     return meta
 
 
-def _state_mismatch(model: torch.nn.Module, state: dict) -> str:
+def state_mismatch(model: torch.nn.Module, state: dict) -> str:
     """One line naming how ``state`` differs from ``model.state_dict()``: missing and unexpected
     keys and shape mismatches (the first three of each); empty if no key or shape differs."""
     own = model.state_dict()

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,7 +38,12 @@ from pyrovamp._progress import resolve_progress
 from pyrovamp._random import isolated_rng
 from pyrovamp.errors import CheckpointError, NonFiniteLossError, TrainingInterrupted
 from pyrovamp.models.vae import check_data
-from pyrovamp.training.callbacks import ParameterEMA, PieceTimer, WarmupEarlyStopping
+from pyrovamp.training.callbacks import (
+    ParameterEMA,
+    PieceTimer,
+    RunCheckpoint,
+    WarmupEarlyStopping,
+)
 from pyrovamp.training.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -169,7 +173,7 @@ def _callbacks(config: TrainConfig, folder: Path, validated: bool):
     callbacks: list[pl.Callback] = []
     best = early = None
     if validated:
-        best = ModelCheckpoint(
+        best = RunCheckpoint(
             dirpath=folder,
             filename=Path(BEST).stem,
             monitor=config.monitor,
@@ -191,7 +195,7 @@ def _callbacks(config: TrainConfig, folder: Path, validated: bool):
             callbacks.append(early)
     # after the best-parameters checkpoint, so the last checkpoint holds its updated state
     callbacks.append(
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=folder,
             filename=Path(CHECKPOINT).stem,
             save_top_k=1,

@@ -36,7 +36,6 @@ from pyrovamp.training import (
     TrainResult,
     fit,
     load_model_weights,
-    read_checkpoint,
 )
 from pyrovamp.training.trackers import finish_loggers, log_run_files
 from pyrovamp.workflow.estimates import (
@@ -58,11 +57,15 @@ from pyrovamp.workflow.runs import (
     atomic_write_text,
     build_model,
     check_device,
+    check_required,
+    check_resumable,
+    check_run_files,
     limit_points,
     load_run,
     make_folder,
     read_json_object,
     record_data,
+    resume_point,
     run_dataset,
     save_figure,
     write_history_csv,
@@ -203,17 +206,14 @@ def train_run(
     rank = process_rank(options.get("devices") or 1)
     check_device(options.get("device") or "cpu")
     _check_folder_option(options.get("data_root"), "--data-root")
+    checkpoint = None
     if resume:
         if out is None:
             raise ValueError("--resume needs --out RUN_DIR")
         out = Path(out)
-        for f in ("config.json", CHECKPOINT):
-            if not (out / f).is_file():
-                raise ValueError(f"cannot resume: {out / f} is missing")
-        read_checkpoint(out / CHECKPOINT)  # a truncated or corrupt file: one line, before any work
-        cfg = resumed_config(
-            read_json_object(out / "config.json", "cannot resume"), options, str(out)
-        )
+        checkpoint = resume_point(out)  # a damaged file: one line, before any work
+        saved = check_required(read_json_object(out / CONFIG, "cannot resume"), out / CONFIG)
+        cfg = resumed_config(saved, options, str(out))
     else:
         cfg = new_run_config(options)
         out = (
@@ -231,6 +231,7 @@ def train_run(
             )
         if cfg.get("init_from") is not None:
             cfg["init_from"] = _init_source(cfg["init_from"])
+    fresh = not resume or checkpoint is None  # a resumed run without a checkpoint starts again
     tcfg = train_config(cfg, progress=progress if rank == 0 else False)
     tcfg.validate()
     dataset = run_dataset(cfg)
@@ -242,21 +243,22 @@ def train_run(
         seed_forked(cfg["seed"])
         model = build_model(cfg, dataset)
         if (
-            not resume
+            fresh
             and cfg.get("pseudo_inputs") == "data"
             and hasattr(model.prior, "init_from_data")
             and cfg.get("init_from") is None
         ):
             idx = torch.randperm(dataset.train.shape[0])[: model.prior.num_components]
             model.prior.init_from_data(dataset.train[idx])
-    if not resume and cfg.get("init_from") is not None:
+    if fresh and cfg.get("init_from") is not None:
         _load_init(model, cfg["init_from"])  # before out is made
+    elif checkpoint is not None:
+        check_resumable(model, checkpoint, out)
 
     if rank == 0:
         make_folder(out)
-    if not resume:
-        if rank == 0:
-            atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+    if not resume and rank == 0:
+        atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
     if rank == 0:
         logger.info(
             "training %s with the %s prior on %s -> %s",
@@ -281,7 +283,7 @@ def train_run(
         validation,
         tcfg,
         checkpoint_dir=out,
-        resume=resume,
+        resume=not fresh,
         test_data=test_data,
     )
     metrics, ok = None, False
@@ -508,22 +510,17 @@ def evaluate_run_folder(
             f"--refine-guide is an estimate of its own (IS with the refined guide); "
             f"run --method {method} separately"
         )
-    if (
-        refine_guide is not None
-        and run.is_dir()
-        and "test_log_likelihood"
-        not in (
-            read_json_object(run / "metrics.json", "--refine-guide")
-            if (run / "metrics.json").is_file()
-            else {}
-        )
-    ):
-        raise ValueError(
-            f"{run} has no test evaluation yet (metrics.json without "
-            f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
-            "--refine-guide to set the refined estimate beside it"
-        )
+    metrics = run / "metrics.json"
+    if refine_guide is not None and run.is_dir():
+        scored = read_json_object(metrics, "--refine-guide") if metrics.is_file() else {}
+        if "test_log_likelihood" not in scored:
+            raise ValueError(
+                f"{run} has no test evaluation yet (metrics.json without "
+                f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
+                "--refine-guide to set the refined estimate beside it"
+            )
     model, cfg, dataset, meta = load_run(run, device, data_root)
+    check_run_files(run)
     dataset = limit_points(dataset, cfg.get("max_points"))
     num_samples = num_samples or cfg.get("num_samples", 5000)
     done = RunEvaluation(num_test_points=int(dataset.test.shape[0]))

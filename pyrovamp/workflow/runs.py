@@ -28,7 +28,8 @@ from pyrovamp.data import DATASETS, Dataset, load_dataset
 from pyrovamp.models import MODELS
 from pyrovamp.nn import he_init_
 from pyrovamp.priors import make_prior
-from pyrovamp.training import MODEL, load_model_weights
+from pyrovamp.training import CHECKPOINT, MODEL, load_model_weights, read_checkpoint
+from pyrovamp.training.checkpoint import state_mismatch
 from pyrovamp.training.config import (
     CONV_MODELS,
     DEFAULT_PRESET,
@@ -162,7 +163,33 @@ def make_folder(path, option: str = "--out") -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+    return check_writable(path, option)
+
+
+def check_writable(path: Path, option: str = "--out") -> Path:
+    """``path``, a folder, if files can be made in it.
+
+    Raises:
+        ValueError: one line naming ``option`` and the path (a read-only file system or
+            permissions), before any work.
+    """
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{option} {path}: the folder is not writable (read-only file system or permissions)"
+        )
     return path
+
+
+def check_run_files(run: Path) -> None:
+    """Before any work on the run folder ``run``: it is writable, and the ``metrics.json`` that
+    the work would add to (if there is one) is readable.
+
+    Raises:
+        ValueError: one line naming the folder or the file.
+    """
+    check_writable(run, "run folder")
+    if (run / "metrics.json").is_file():
+        read_json_object(run / "metrics.json")
 
 
 def check_device(device: str) -> str:
@@ -238,6 +265,61 @@ def record_data(cfg: dict, dataset: Dataset) -> dict:
     return cfg
 
 
+def check_required(cfg: dict, path) -> dict:
+    """``cfg``, a run's saved settings read from ``path``, if it holds every setting of
+    :data:`REQUIRED_SETTINGS`.
+
+    Raises:
+        ValueError: one line naming the file and the missing keys.
+    """
+    missing = [k for k in REQUIRED_SETTINGS if cfg.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the setting{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(map(repr, missing))} (a run folder's config.json as pyrovamp train "
+            "writes it)"
+        )
+    return cfg
+
+
+def resume_point(out: Path) -> dict | None:
+    """What ``pyrovamp train --resume --out RUN`` continues from: the last epoch's checkpoint,
+    read (:func:`pyrovamp.training.read_checkpoint`), or ``None`` for a run that has none yet
+    -- killed or diverged before its first epoch ended: it starts again from its
+    ``config.json``, in the same folder.
+
+    Raises:
+        ValueError: no ``config.json``, a run whose training finished without its checkpoint, a
+            folder that is not writable or an unreadable ``metrics.json``.
+        pyrovamp.errors.CheckpointError: a damaged checkpoint (one line naming it).
+    """
+    if not (out / "config.json").is_file():
+        raise ValueError(f"cannot resume: {out / 'config.json'} is missing")
+    check_run_files(out)
+    if (out / CHECKPOINT).is_file():
+        return read_checkpoint(out / CHECKPOINT)
+    if (out / MODEL).is_file():
+        raise ValueError(f"cannot resume: {out / CHECKPOINT} is missing")
+    return None
+
+
+def check_resumable(model, checkpoint: dict, out: Path) -> None:
+    """Refuse, in one line, a checkpoint whose parameters do not fit ``model`` (built from a
+    ``config.json`` edited since, or another run's checkpoint).
+
+    Raises:
+        ValueError: naming the missing, unexpected or reshaped tensors.
+    """
+    state = checkpoint.get("state_dict")
+    own = {k[len("model.") :]: v for k, v in (state or {}).items() if k.startswith("model.")}
+    mismatch = state_mismatch(model, own)
+    if mismatch:
+        raise ValueError(
+            f"cannot resume {out}: {out / CHECKPOINT} does not fit the model its config.json "
+            f"describes ({mismatch})"
+        )
+
+
 def load_run(run_dir, device: str = "cpu", data_root=None):
     """Rebuild a trained model from a run folder (``config.json`` and ``model.pt``, read with
     ``torch.load(weights_only=True)``).
@@ -259,14 +341,7 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
         if not (run_dir / f).is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / f} is missing")
     path = run_dir / "config.json"
-    cfg = saved_config(read_json_object(path))
-    missing = [k for k in REQUIRED_SETTINGS if cfg.get(k) is None]
-    if missing:
-        raise ValueError(
-            f"{path} lacks the setting{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(map(repr, missing))} (a run folder's config.json as pyrovamp train "
-            "writes it)"
-        )
+    cfg = check_required(saved_config(read_json_object(path)), path)
     dataset = run_dataset(cfg, data_root)
     model = build_model(cfg, dataset)
     meta = load_model_weights(model, run_dir / MODEL)
