@@ -137,12 +137,20 @@ def check_choice(name: str, value: Any, choices: Collection[Any], what: str = "o
     return value
 
 
-def first_nonfinite(tensors: dict) -> str | None:
-    """The name of the first floating-point tensor of ``tensors`` (name -> tensor) holding a NaN
-    or an infinite value; ``None`` if there is none."""
+def check_finite_weights(path, tensors: dict) -> None:
+    """Refuse weights read from ``path`` (name -> tensor) of which a floating-point tensor holds a
+    NaN or an infinite value: pyrovamp never writes one, so the file is damaged.
+
+    Raises:
+        pyrovamp.errors.CheckpointError: one line naming ``path`` and the first such tensor.
+    """
     import torch
+
+    from pyrovamp.errors import CheckpointError
 
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
-            return str(name)
-    return None
+            raise CheckpointError(
+                f"{path}: tensor {str(name)!r} holds NaN or infinite values (a damaged file: "
+                "pyrovamp never writes one)"
+            )

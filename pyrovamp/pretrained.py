@@ -39,7 +39,7 @@ import torch
 from pyrovamp._io import atomic_write_text
 from pyrovamp._random import fork_rng
 from pyrovamp._rebuild import build_from_config, module_config
-from pyrovamp._validate import check_type, first_nonfinite
+from pyrovamp._validate import check_finite_weights, check_type
 from pyrovamp._version import __version__
 from pyrovamp.errors import CheckpointError
 
@@ -417,7 +417,10 @@ def _read_config(folder: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyrovamp pretrained configuration")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is of format version {config['format_version']}; this pyrovamp "
             f"({__version__}) reads up to {FORMAT_VERSION}: upgrade pyrovamp"
@@ -453,12 +456,7 @@ def _load_weights(
         raise CheckpointError(
             f"{path} holds the weights of {other} ({detail[:300]}{more})"
         ) from None
-    bad = first_nonfinite(dict(model.state_dict()))
-    if bad is not None:
-        raise CheckpointError(
-            f"{path}: tensor {bad!r} holds NaN or infinite values (a damaged file: pyrovamp never "
-            "writes one)"
-        )
+    check_finite_weights(path, dict(model.state_dict()))
 
 
 def from_pretrained(

@@ -129,6 +129,10 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
             "pretrained folder (no model.safetensors and config.json), a model of the zoo",
         ),
         (["evaluate", "/no/such/run"], "not a run folder"),
+        (["evaluate", "digits-vae-standard", "--out", ""], "--out must name a folder, got ''"),
+        (["compare", "a", "b", "--out", " "], "--out must name a folder, got ' '"),
+        (["reproduce", "table1", "--out", ""], "--out must name a folder"),
+        (["train", "--data-root", ""], "--data-root must name a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, args, message):
@@ -144,6 +148,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, args, message):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert not out.exists()
+
+
+def test_train_refuses_an_empty_out_instead_of_writing_into_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", "", "--epochs", "1"])
+    assert e.value.code == 2 and "--out must name a folder, got ''" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

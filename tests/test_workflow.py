@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyrovamp import _arviz, log_importance_weights
+from pyrovamp.errors import CheckpointError
 from pyrovamp.workflow import (
     compare,
     importance_diagnostics,
@@ -331,6 +332,20 @@ def test_compare_reads_run_folders_and_keeps_their_evaluation(tmp_path, monkeypa
     assert main([*args[:-4], "--num-samples", "60", "--out", str(out)]) == 0
     assert calls == [50, 50, 60, 60, 60, 60]
     assert load_evaluation(runs[1]) is not None
+
+    # a damaged second folder is refused before the first is evaluated, and no --out is left
+    whole = (runs[1] / "model.pt").read_bytes()
+    (runs[1] / "model.pt").write_bytes(whole[:1000])
+    fresh = tmp_path / "cmp2"
+    with pytest.raises(CheckpointError, match="model.pt cannot be read"):
+        comparison.compare_run_folders(runs, fresh, num_samples=70)
+    assert calls == [50, 50, 60, 60, 60, 60] and not fresh.exists()
+    # a failure during the work leaves no empty --out either
+    monkeypatch.setattr(comparison, "compare", lambda evaluations: 1 / 0)
+    (runs[1] / "model.pt").write_bytes(whole)
+    with pytest.raises(ZeroDivisionError):
+        comparison.compare_run_folders(runs, fresh, num_samples=70)
+    assert calls == [50, 50, 60, 60, 60, 60, 70, 70] and not fresh.exists()
 
 
 def test_compare_mixes_run_folders_and_models(tmp_path):

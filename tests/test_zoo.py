@@ -150,3 +150,36 @@ def test_pyrovamp_evaluate_scores_a_zoo_model_and_pretrained_lists_the_zoo(capsy
     for n in pv.PRETRAINED:
         assert n in listing
     assert f"{card['test_log_likelihood']:.2f}" in listing
+
+
+def test_evaluate_names_the_card_or_the_missing_weights_of_a_damaged_pretrained_folder(
+    capsys, tmp_path
+):
+    """A pretrained folder whose card has a field of the wrong kind, or that lost its weights,
+    is refused in one line naming the file -- not as a run folder (``model.pt``) and not with
+    Python's own ``int()`` message."""
+    import shutil
+
+    source = pv.PRETRAINED["digits-vae-standard"]
+    cases = {
+        "seed": ("  is_seed: 0\n", "  is_seed: x\n", f"{CARD}: is_seed must be an integer >= 0"),
+        "samples": ("  is_num_samples: ", "  is_num_samples: -", "is_num_samples must be"),
+        "weights": (None, None, f"{WEIGHTS} is missing"),
+    }
+    for case, (old, new, message) in cases.items():
+        folder = tmp_path / case
+        shutil.copytree(source, folder)
+        if old is None:
+            (folder / WEIGHTS).unlink()
+        else:
+            card = (folder / CARD).read_text()
+            assert old in card
+            (folder / CARD).write_text(card.replace(old, new, 1))
+        assert main(["evaluate", str(folder), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "model.pt" not in err[0], err
+    config = tmp_path / "weights" / CONFIG
+    config.write_text(config.read_text().replace('"format_version": 1', '"format_version": "1"'))
+    shutil.copy(config, tmp_path / "seed" / CONFIG)
+    with pytest.raises(pv.errors.CheckpointError, match=f"{CONFIG}: format_version must be"):
+        pv.from_pretrained(tmp_path / "seed")

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from pyrovamp._version import __version__
+from pyrovamp.cli.options import folder as _folder
 from pyrovamp.cli.options import positive_float as _positive_float
 from pyrovamp.cli.options import positive_int as _positive_int
 from pyrovamp.cli.options import progress_option
@@ -62,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs on their common test set (ArviZ)")
     c.add_argument("run_dirs", nargs="+")
     c.add_argument(
-        "--out", required=True, help="folder for comparison.csv, compare.png, pareto_k.png"
+        "--out",
+        required=True,
+        type=_folder("--out"),
+        help="folder for comparison.csv, compare.png, pareto_k.png",
     )
     c.add_argument(
         "--num-samples",
@@ -84,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         "resumably, and write table1.md beside the paper's values",
     )
     r.add_argument("table", choices=("table1",))
-    r.add_argument("--out", required=True, help="folder of the cells' run folders and table1.md")
+    r.add_argument(
+        "--out",
+        required=True,
+        type=_folder("--out"),
+        help="folder of the cells' run folders and table1.md",
+    )
     r.add_argument(
         "--datasets", nargs="+", default=["static_mnist"], choices=DATASETS, metavar="DATASET"
     )
@@ -146,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--out",
+        type=_folder("--out"),
         help="pretrained models: write metrics.json and the per-image values into this folder "
         "(default: print only)",
     )
@@ -205,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points",
     )
-    e.add_argument("--data-root")
+    e.add_argument("--data-root", type=_folder("--data-root"))
     e.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu (--accelerator's)")
     e.add_argument(
         "--devices",

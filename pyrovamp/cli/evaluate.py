@@ -5,10 +5,11 @@ command line, with a summary line per estimate on stdout as soon as it is made."
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pyrovamp.cli.options import progress_setting
-from pyrovamp.pretrained import PRETRAINED, WEIGHTS, is_repo_id
+from pyrovamp.pretrained import CONFIG, FORMAT, PRETRAINED, WEIGHTS, is_repo_id
 from pyrovamp.workflow.estimates import method_line, result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
 from pyrovamp.workflow.zoo import evaluate_pretrained
@@ -26,6 +27,12 @@ def _is_pretrained(name: str) -> bool:
     path = Path(name)
     if name in PRETRAINED or (path / WEIGHTS).is_file():
         return True
+    if (path / CONFIG).is_file():  # a pretrained folder that lost its weights says so
+        try:
+            config = json.loads((path / CONFIG).read_text())
+        except (OSError, ValueError):
+            return False  # the run folder's checks name the file
+        return isinstance(config, dict) and config.get("format") == FORMAT
     return not path.exists()
 
 

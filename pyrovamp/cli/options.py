@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["progress_option", "progress_setting", "positive", "positive_int", "positive_float"]
+__all__ = [
+    "progress_option",
+    "progress_setting",
+    "positive",
+    "positive_int",
+    "positive_float",
+    "folder",
+]
 
 
 def positive(name: str, kind: type = int):
@@ -37,6 +44,18 @@ def positive_int(name: str):
 def positive_float(name: str):
     """argparse type: a finite number > 0 (:func:`positive`)."""
     return positive(name, float)
+
+
+def folder(name: str):
+    """argparse type: a folder's path, not empty (``--out ""`` would mean the current folder, or
+    the default one: refused in one line naming the option)."""
+
+    def conv(s: str) -> str:
+        if not s.strip():
+            raise argparse.ArgumentTypeError(f"{name} must name a folder, got {s!r}")
+        return s
+
+    return conv
 
 
 def progress_option(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovamp.cli.options import positive_float, positive_int, progress_option
+from pyrovamp.cli.options import folder, positive_float, positive_int, progress_option
 from pyrovamp.data import DATASETS, TORCHVISION_SETS, dataset_source
 from pyrovamp.data.sources import LIKELIHOOD_NAMES
 from pyrovamp.models import MODELS
@@ -204,6 +204,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--data-root",
+        type=folder("--data-root"),
         help="folder with the data set's canonical files (torchvision's layout for "
         "the torchvision sets)",
     )
@@ -292,6 +293,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     progress_option(t)
     t.add_argument(
         "--out",
+        type=folder("--out"),
         help="run folder (default: runs/<dataset>_<prior>_<time>, a path's stem as <dataset>)",
     )
 

@@ -296,9 +296,15 @@ def load_dataset(
         )
     if name == "digits":
         return _load_digits()
+    return _LOADERS[name](_root(name, root), download)
+
+
+def _root(name: str, root: str | os.PathLike | None) -> Path:
+    """The folder of the named data set's files: ``root``, else :data:`DEFAULT_ROOTS`' entry,
+    else ``~/.cache/pyrovamp/<name>`` (``~`` expanded)."""
     if root is None:
         root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
-    return _LOADERS[name](Path(root).expanduser(), download)
+    return Path(root).expanduser()
 
 
 def dataset_files(
@@ -334,9 +340,7 @@ def dataset_files(
     check_type("download", download, bool, "True or False")
     if name == "digits":
         return []
-    if root is None:
-        root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
-    root = Path(root).expanduser()
+    root = _root(name, root)
     url, files = _FILES[name]
     digests = _digests(name)
     if name in ("dynamic_mnist", "fashion_mnist"):

@@ -13,6 +13,7 @@ draws what the uninterrupted run would have. Importing it does not load Lightnin
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import cast
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from pyrovamp._io import atomic_write
-from pyrovamp._validate import first_nonfinite
+from pyrovamp._validate import check_finite_weights
 from pyrovamp.errors import CheckpointError
 
 __all__ = [
@@ -68,6 +69,14 @@ def read_checkpoint(path, map_location=None) -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 -- every failure to read becomes one line
+        unsafe = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(\n\n|$)", str(e), re.S)
+        if "Weights only load failed" in str(e):  # not torch's advice to load it unsafely
+            what = " ".join(unsafe.group(1).split()) if unsafe else "see torch.load"
+            what = re.split(r"(?<=\.)\s", what)[0][:200]  # its first sentence
+            raise CheckpointError(
+                f"{path} is unsafe to load: it holds Python objects besides tensors and plain "
+                f"data ({what}); pyrovamp reads only with torch.load(weights_only=True)"
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path} cannot be read as a pyrovamp checkpoint (truncated, "
@@ -88,13 +97,16 @@ def read_checkpoint(path, map_location=None) -> dict:
         obj["pyrovamp"].get("scored_state"),
         ema.get("parameters"),
     ):
-        bad = first_nonfinite(entry) if isinstance(entry, dict) else None
-        if bad is not None:
-            raise CheckpointError(
-                f"{path}: tensor {bad!r} holds NaN or infinite values (a damaged file: pyrovamp "
-                "never writes one)"
-            )
+        if isinstance(entry, dict):
+            check_finite_weights(path, entry)
     return obj
+
+
+def model_state(lightning_state: dict | None) -> dict:
+    """The model's own parameters (name -> tensor) in a LightningModule's ``state_dict``: the
+    entries under its ``model.`` prefix, the prefix removed (none for ``None``)."""
+    prefix = "model."
+    return {k[len(prefix) :]: v for k, v in (lightning_state or {}).items() if k.startswith(prefix)}
 
 
 def _from_weight_averaging(obj: dict) -> None:
@@ -105,9 +117,7 @@ def _from_weight_averaging(obj: dict) -> None:
     obj["state_dict"] = obj.pop("current_model_state")
     callbacks = obj.setdefault("callbacks", {})
     state = callbacks.get(EMA_STATE_KEY, {})
-    state["parameters"] = {
-        k[len("model.") :]: v for k, v in average.items() if k.startswith("model.")
-    }
+    state["parameters"] = model_state(average)
     state["n_averaged"] = obj.pop("averaging_state")["n_averaged"]
     callbacks[EMA_STATE_KEY] = state
 

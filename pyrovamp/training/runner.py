@@ -34,6 +34,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pyrovamp._io import remove_stale_temporaries
 from pyrovamp._progress import resolve_progress
 from pyrovamp._random import isolated_rng
 from pyrovamp.errors import CheckpointError, NonFiniteLossError, TrainingInterrupted
@@ -124,7 +125,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def quiet_lightning() -> Iterator[None]:
     """Silence Lightning's known, harmless chatter during :func:`fit` (device banners, tips,
     "checkpoint directory exists" on resume, few-workers hints for in-memory tensors, a
-    deprecation inside Lightning); warnings and errors of every other kind still show."""
+    deprecation inside Lightning) and Pyro's "Encountered NaN/inf" at every step of a diverging
+    epoch (:func:`fit` says it once, in the one line of its
+    :class:`~pyrovamp.errors.NonFiniteLossError`); warnings and errors of every other kind
+    still show."""
     names = (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
@@ -143,6 +147,7 @@ def quiet_lightning() -> Iterator[None]:
             ".*litlogger.*",
             # the epoch's metrics are computed identically on every process
             ".*sync_dist=True.*",
+            "Encountered (NaN|[+-]inf)",
         ):
             warnings.filterwarnings("ignore", message=msg)
         for lg in loggers:
@@ -350,6 +355,7 @@ def fit(
         folder = Path(tmp.name)
     else:
         folder = Path(checkpoint_dir)
+        remove_stale_temporaries(folder)  # of a run killed while writing a checkpoint
     ckpt_path = folder / CHECKPOINT
     max_epochs = config.epochs
     if resume:

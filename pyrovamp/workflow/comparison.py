@@ -39,9 +39,17 @@ from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp._validate import check_int, check_type
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer import importance_diagnostics, khat_threshold, log_importance_weights
-from pyrovamp.training import MODEL
+from pyrovamp.training import MODEL, read_checkpoint
 from pyrovamp.workflow.estimates import check_pyro_model, khat_summary
-from pyrovamp.workflow.runs import check_device, load_run, make_folder, save_figure
+from pyrovamp.workflow.runs import (
+    check_device,
+    check_required,
+    check_writable,
+    load_run,
+    make_folder,
+    read_json_object,
+    save_figure,
+)
 
 __all__ = [
     "importance_diagnostics",
@@ -522,8 +530,12 @@ def compare_run_folders(
         ``(table, evaluations)``: the :func:`compare` table and ``{run name: evaluation}``.
 
     Raises:
-        ValueError: fewer than two run folders, a folder that is not a run folder, two folders
-            of one name, an unusable ``out`` or ``device`` (one line, before any work).
+        ValueError: fewer than two run folders, a folder that is not a run folder (a missing or
+            incomplete ``config.json``, a read-only folder), two folders of one name, an
+            unusable ``out`` or ``device`` (one line, before any work; a folder ``out`` made
+            for a comparison that fails is removed again).
+        pyrovamp.errors.CheckpointError: a damaged ``model.pt`` (one line naming it, before any
+            work).
     """
     check_device(device)
     num_samples = _check_num_samples(num_samples)
@@ -540,20 +552,31 @@ def compare_run_folders(
         raise ValueError(f"run folders must have distinct names, got {names}")
     if len(runs) < 2:
         raise ValueError("compare needs at least two run folders")
+    made = not Path(out).exists()
     out = make_folder(out)
-    evaluations = {}
-    for r in runs:
-        t0 = time.perf_counter()
-        evaluations[r.name] = to_inference_data(
-            r, num_samples=num_samples, device=device, keep_log_weights=False, recompute=recompute
-        )
-        how = (
-            "reused its stored evaluation"
-            if evaluations[r.name].attrs.get("from_cache")
-            else f"evaluated in {time.perf_counter() - t0:.1f} s"
-        )
-        logger.info("%s: %s (S=%d)", r.name, how, num_samples)
-    table = compare(evaluations)
+    try:
+        for r in runs:  # every folder's files, before the first evaluation
+            check_required(read_json_object(r / "config.json"), r / "config.json")
+            read_checkpoint(r / MODEL, map_location="cpu")
+            check_writable(r, "run folder")  # its evaluation is stored there
+        evaluations = {}
+        for r in runs:
+            t0 = time.perf_counter()
+            evaluations[r.name] = to_inference_data(
+                r, num_samples=num_samples, device=device, keep_log_weights=False,
+                recompute=recompute,
+            )  # fmt: skip
+            how = (
+                "reused its stored evaluation"
+                if evaluations[r.name].attrs.get("from_cache")
+                else f"evaluated in {time.perf_counter() - t0:.1f} s"
+            )
+            logger.info("%s: %s (S=%d)", r.name, how, num_samples)
+        table = compare(evaluations)
+    except BaseException:
+        if made and not any(out.iterdir()):  # no empty folder left behind by a failed compare
+            out.rmdir()
+        raise
     atomic_write_text(out / "comparison.csv", table.to_csv())
     save_figure(plot_compare(table), out / "compare.png")
     save_figure(plot_pareto_k(evaluations), out / "pareto_k.png")

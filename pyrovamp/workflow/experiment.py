@@ -510,17 +510,14 @@ def evaluate_run_folder(
             f"--refine-guide is an estimate of its own (IS with the refined guide); "
             f"run --method {method} separately"
         )
-    metrics = run / "metrics.json"
-    if refine_guide is not None and run.is_dir():
-        scored = read_json_object(metrics, "--refine-guide") if metrics.is_file() else {}
-        if "test_log_likelihood" not in scored:
-            raise ValueError(
-                f"{run} has no test evaluation yet (metrics.json without "
-                f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
-                "--refine-guide to set the refined estimate beside it"
-            )
+    scored = check_run_files(run) if run.is_dir() else {}
+    if refine_guide is not None and run.is_dir() and "test_log_likelihood" not in scored:
+        raise ValueError(
+            f"{run} has no test evaluation yet (metrics.json without "
+            f"test_log_likelihood): run pyrovamp evaluate {run} first, then "
+            "--refine-guide to set the refined estimate beside it"
+        )
     model, cfg, dataset, meta = load_run(run, device, data_root)
-    check_run_files(run)
     dataset = limit_points(dataset, cfg.get("max_points"))
     num_samples = num_samples or cfg.get("num_samples", 5000)
     done = RunEvaluation(num_test_points=int(dataset.test.shape[0]))

@@ -29,7 +29,7 @@ from pyrovamp.models import MODELS
 from pyrovamp.nn import he_init_
 from pyrovamp.priors import make_prior
 from pyrovamp.training import CHECKPOINT, MODEL, load_model_weights, read_checkpoint
-from pyrovamp.training.checkpoint import state_mismatch
+from pyrovamp.training.checkpoint import model_state, state_mismatch
 from pyrovamp.training.config import (
     CONV_MODELS,
     DEFAULT_PRESET,
@@ -180,16 +180,19 @@ def check_writable(path: Path, option: str = "--out") -> Path:
     return path
 
 
-def check_run_files(run: Path) -> None:
+def check_run_files(run: Path) -> dict:
     """Before any work on the run folder ``run``: it is writable, and the ``metrics.json`` that
     the work would add to (if there is one) is readable.
+
+    Returns:
+        That ``metrics.json``'s object (``{}`` when there is none yet).
 
     Raises:
         ValueError: one line naming the folder or the file.
     """
     check_writable(run, "run folder")
-    if (run / "metrics.json").is_file():
-        read_json_object(run / "metrics.json")
+    metrics = run / "metrics.json"
+    return read_json_object(metrics) if metrics.is_file() else {}
 
 
 def check_device(device: str) -> str:
@@ -310,9 +313,7 @@ def check_resumable(model, checkpoint: dict, out: Path) -> None:
     Raises:
         ValueError: naming the missing, unexpected or reshaped tensors.
     """
-    state = checkpoint.get("state_dict")
-    own = {k[len("model.") :]: v for k, v in (state or {}).items() if k.startswith("model.")}
-    mismatch = state_mismatch(model, own)
+    mismatch = state_mismatch(model, model_state(checkpoint.get("state_dict")))
     if mismatch:
         raise ValueError(
             f"cannot resume {out}: {out / CHECKPOINT} does not fit the model its config.json "

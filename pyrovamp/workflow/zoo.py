@@ -211,7 +211,7 @@ def evaluate_pretrained(
     config = read_json_object(folder / CONFIG)
     if not config.get("dataset"):
         raise ValueError(f"{folder / CONFIG} records no data set: score the model in Python")
-    card = load_card(folder)
+    card = _checked_card(load_card(folder), folder / CARD)
     if out is not None:
         out = make_folder(out)
     model = from_pretrained(folder, device=device)
@@ -220,14 +220,14 @@ def evaluate_pretrained(
            "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
     dataset = run_dataset(cfg, data_root)
     x = dataset.test.to(device)
-    seed = int(card.get("is_seed", 0))
+    seed = card.get("is_seed") or 0
     processes = None
     if devices > 1:  # each process loads the model from its folder
         load = functools.partial(_pretrained_model, str(Path(folder).resolve()))
         processes = Processes(devices, accelerator, load)
     block = None
     if method == "is":
-        num_samples = num_samples or int(card.get("is_num_samples", 5000))
+        num_samples = num_samples or card.get("is_num_samples") or 5000
         if num_samples == card.get("is_num_samples"):
             block = card.get("is_block_size")  # the card's blocks: the card's values
     metrics, per = evaluate_method(
@@ -251,6 +251,35 @@ def evaluate_pretrained(
         save_per_point(out / f"log_likelihood_{method}.npz", **per)
         metrics = merge_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+# the card's fields that steer an evaluation: (key, the smallest integer it may be)
+_CARD_INTEGERS = (("is_seed", 0), ("is_num_samples", 1), ("is_block_size", 1),
+                  ("ais_num_chains", 1), ("ais_num_steps", 2))  # fmt: skip
+_CARD_NUMBERS = ("test_log_likelihood", "test_log_likelihood_ais", "test_log_likelihood_exact")
+
+
+def _checked_card(card: dict, path: Path) -> dict:
+    """``card`` (the fields of the card ``path``) once the fields an evaluation reads are of
+    their kind: the estimators' settings integers (or absent), its numbers numbers, ``data`` a
+    mapping.
+
+    Raises:
+        ValueError: one line naming ``path``, the field and what it must be.
+    """
+    for key, low in _CARD_INTEGERS:
+        value = card.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise ValueError(f"{path}: {key} must be an integer >= {low}, got {value!r}")
+    for key in _CARD_NUMBERS:
+        value = card.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{path}: {key} must be a number (nats), got {value!r}")
+    if not isinstance(card.get("data") or {}, dict):
+        raise ValueError(f"{path}: data must be a mapping (split, seed, likelihood)")
+    return card
 
 
 def _pretrained_model(folder: str, device: str):
