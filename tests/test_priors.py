@@ -7,6 +7,7 @@ import torch
 from conftest import cuda
 from conftest import make_prior as small_prior
 from pyro.distributions.torch_distribution import TorchDistributionMixin
+from torch import nn
 
 from pyrovamp.nn import GaussianEncoder
 from pyrovamp.priors import (
@@ -154,6 +155,29 @@ def test_a_frozen_mixture_has_the_trainable_ones_gradient_and_hessian_in_z(name)
     torch.testing.assert_close(h_frozen, h_trainable, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", KINDS)
+def test_an_infinite_z_scores_minus_infinity_and_leaves_the_others_alone(name):
+    """Density 0 at an infinite coordinate, as the standard prior says; the mixtures centre a
+    group of values on their mean, which an infinite value made NaN for the whole group."""
+    prior = _perturb(_kind(name))
+    g = torch.Generator().manual_seed(1)
+    for shape, at in (((5, 2), (1,)), ((20, 3, 2), (4, 1))):  # one group; a stack of draws
+        z = torch.randn(shape, generator=g)
+        bad = z.clone()
+        bad[at + (0,)] = math.inf
+        bad[at[:-1] + (at[-1] - 1, 1)] = -math.inf
+        for mode in ("trainable", "frozen", "no_grad"):
+            prior.requires_grad_(mode == "trainable")
+            with torch.set_grad_enabled(mode != "no_grad"):
+                want = prior.log_prob(z).detach()
+                got = prior.log_prob(bad.requires_grad_(mode == "frozen")).detach()
+            hit = torch.isinf(bad).any(-1)
+            assert bool((got[hit] == -math.inf).all()), (name, shape, mode, got[hit])
+            torch.testing.assert_close(got[~hit], want[~hit], rtol=0, atol=1e-5)
+            bad = bad.detach()
+        prior.requires_grad_(True)
+
+
 def test_mixture_is_over_whole_vectors_not_per_dimension():
     torch.manual_seed(0)
     prior = _perturb(MoGPrior(3, 5))
@@ -206,6 +230,29 @@ def test_vampprior_shares_the_encoder_and_has_uniform_weights(encoder):
     assert torch.allclose(d.component_distribution.base_dist.loc, loc)
     learned = VampPrior(encoder, 6, num_components=5, learn_weights=True)
     assert "logits" in dict(learned.named_parameters())
+
+
+@pytest.mark.parametrize("cls, args", [(VampPrior, (6, 5)), (GTMVampPrior, (6, 2))])
+def test_an_encoder_of_another_latent_size_is_refused_in_one_line(cls, args):
+    """A latent size other than the encoder's is refused when the prior is made; an encoder that
+    does not say its size but gives another one, at ``log_prob`` with both shapes named (it
+    failed inside the mixture's density)."""
+    with pytest.raises(ValueError, match=r"latent_dim=3 but the encoder's latent_dim is 2"):
+        cls(GaussianEncoder(6, 2, [8]), *args, latent_dim=3)
+
+    class Unsized(nn.Module):  # (N, 6) -> (N, 2) posteriors, no .latent_dim
+        def __init__(self):
+            super().__init__()
+            self.net = GaussianEncoder(6, 2, [8])
+
+        def forward(self, x):
+            return self.net(x)
+
+    prior = cls(Unsized(), *args, latent_dim=3)
+    k = prior.num_components
+    with pytest.raises(ValueError, match=rf"loc \({k}, 2\) and scale \({k}, 2\); expected "
+                       rf"\({k}, 3\)"):  # fmt: skip
+        prior().log_prob(torch.zeros(4, 3))
 
 
 def test_vampprior_pseudo_inputs_stay_in_range_and_init_from_data(encoder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,7 +47,9 @@ class _ZukoFlowDistribution(ZukoToPyro):
             return self.cache[x]
         x = full_precision(check_latent(x, self.event_shape[-1], self.dtype))
         with autocast_off(self.device, x):
-            return self.dist.log_prob(x.to(self.dtype)).to(x.dtype)
+            lp = self.dist.log_prob(x.to(self.dtype)).to(x.dtype)
+        # density 0 at an infinite coordinate (the flow's layers give NaN there), as a Gaussian's
+        return lp.masked_fill(x.sum(-1).isinf(), -math.inf)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with autocast_off(self.device):

@@ -48,6 +48,9 @@ def _centred(value, loc, scale, dtype, grouped: bool):
     v = value.to(dtype)
     v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
     center = v.mean(0)  # G x L
+    # an infinite value (density 0) must not take the others' centre with it: the components'
+    # mean there (no host synchronisation; finite values keep their centre bit for bit)
+    center = torch.where(center.isfinite(), center, loc.to(dtype).mean(0))
     vc = (v - center).transpose(0, 1)  # G x P x L
     m = loc.to(dtype) - center[:, None, :]  # G x K x L
     return vc, m, scale.to(dtype).pow(-2)
@@ -257,6 +260,9 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
             else:
                 lp = _blocked_logsumexp(*self._grouped_terms(value, True, float32_ok=True))
         lp = lp.to(value.dtype).transpose(0, 1).reshape(value.shape[:-1])
+        # an infinite coordinate has density 0 under every component (the centred forms give NaN;
+        # the sum is one cheap pass: a row with both +inf and -inf stays NaN)
+        lp = lp.masked_fill(value.sum(-1).isinf(), -math.inf)
         shape = torch.broadcast_shapes(lp.shape, self.batch_shape)
         return lp.expand(shape)
 

@@ -35,6 +35,44 @@ def _input_shape(input_dim, input_shape) -> tuple:
     return shape
 
 
+def _latent_dim(name: str, encoder: nn.Module, latent_dim: int | None) -> int:
+    """``latent_dim``, else the encoder's ``latent_dim``.
+
+    Raises:
+        ValueError: neither is given, or they differ (one line, when the prior is made).
+    """
+    own = getattr(encoder, "latent_dim", None)
+    if latent_dim is None:
+        latent_dim = own
+    if latent_dim is None:
+        raise ValueError(f"{name} needs latent_dim (or an encoder with .latent_dim)")
+    if isinstance(own, int) and not isinstance(own, bool) and own != latent_dim:
+        raise ValueError(
+            f"{name}: latent_dim={latent_dim} but the encoder's latent_dim is {own} (its "
+            "posteriors at the pseudo-inputs are the prior's components)"
+        )
+    return latent_dim
+
+
+def _encoded_components(prior) -> DiagonalGaussianMixture:
+    """The mixture ``sum_k w_k q(z | u_k)`` of a prior whose components are the encoder's
+    posteriors at its pseudo-inputs ``u_k`` (VampPrior, GTM-VampPrior).
+
+    Raises:
+        ValueError: the encoder's ``(loc, scale)`` are not ``(K, latent_dim)`` (one line naming
+            the shapes).
+    """
+    loc, scale = prior.encoder(prior.pseudo_inputs)
+    want = (prior.num_components, prior.latent_dim)
+    if tuple(loc.shape) != want or tuple(scale.shape) != want:
+        raise ValueError(
+            f"{type(prior).__name__}: the encoder maps the pseudo-inputs to loc "
+            f"{tuple(loc.shape)} and scale {tuple(scale.shape)}; expected {want} "
+            "(num_components, latent_dim)"
+        )
+    return DiagonalGaussianMixture(prior.logits, loc, scale)
+
+
 class VampPrior(Prior):
     """VampPrior, book eq. (4.48)/(4.49), Tomczak & Welling (2018) sec. 3:
     ``p(z) = sum_k w_k q(z | u_k)`` with learnable pseudo-inputs ``u_k``.
@@ -75,8 +113,9 @@ class VampPrior(Prior):
 
     Raises:
         ValueError: bad sizes, ``init`` neither ``"random"`` nor a ``(K, D)`` tensor, an
-            unknown ``parameterization``, or an ``input_shape`` whose product is not
-            ``input_dim``.
+            unknown ``parameterization``, an ``input_shape`` whose product is not
+            ``input_dim``, or a ``latent_dim`` other than ``encoder.latent_dim``; at
+            ``log_prob``/``sample``, an encoder whose outputs are not ``(K, latent_dim)``.
     """
 
     # training data given as ``init`` only start the pseudo-inputs: a rebuilt prior loads them
@@ -94,9 +133,7 @@ class VampPrior(Prior):
         parameterization: str = "sigmoid",
         input_shape=None,
     ):
-        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
-        if latent_dim is None:
-            raise ValueError("VampPrior needs latent_dim (or an encoder with .latent_dim)")
+        latent_dim = _latent_dim("VampPrior", encoder, latent_dim)
         if parameterization not in PSEUDO_INPUT_PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of "
@@ -188,8 +225,7 @@ class VampPrior(Prior):
         a.copy_(torch.logit(p) if self.parameterization == "sigmoid" else p)
 
     def distribution(self):
-        loc, scale = self.encoder(self.pseudo_inputs)
-        return DiagonalGaussianMixture(self.logits, loc, scale)
+        return _encoded_components(self)
 
 
 class GTMVampPrior(Prior):
@@ -209,8 +245,9 @@ class GTMVampPrior(Prior):
             are ``(K, *input_shape)``, as :class:`VampPrior`'s.
 
     Raises:
-        ValueError: no ``latent_dim``, bad sizes, or an ``input_shape`` whose product is not
-            ``input_dim``.
+        ValueError: no ``latent_dim``, bad sizes, an ``input_shape`` whose product is not
+            ``input_dim``, or a ``latent_dim`` other than ``encoder.latent_dim``; at
+            ``log_prob``/``sample``, an encoder whose outputs are not ``(K, latent_dim)``.
     """
 
     def __init__(
@@ -224,9 +261,7 @@ class GTMVampPrior(Prior):
         latent_dim: int | None = None,
         input_shape=None,
     ):
-        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
-        if latent_dim is None:
-            raise ValueError("GTMVampPrior needs latent_dim (or an encoder with .latent_dim)")
+        latent_dim = _latent_dim("GTMVampPrior", encoder, latent_dim)
         super().__init__(latent_dim)
         self.input_shape = _input_shape(input_dim, input_shape)
         self.encoder = encoder
@@ -245,5 +280,4 @@ class GTMVampPrior(Prior):
         return u.reshape(self.num_components, *self.input_shape)
 
     def distribution(self):
-        loc, scale = self.encoder(self.pseudo_inputs)
-        return DiagonalGaussianMixture(self.logits, loc, scale)
+        return _encoded_components(self)
