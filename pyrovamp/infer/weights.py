@@ -169,16 +169,25 @@ def log_weights(
     shape = (num_samples, x.shape[0])
     if with_scale:
         return _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape)
+    observed, latent = _unscaled_parts(
+        model_trace, guide_trace, x, require_rsample, guide_log_density
+    )
+    if split:
+        return torch.as_tensor(observed).expand(shape), (-torch.as_tensor(latent)).expand(shape)
+    return torch.as_tensor(observed + latent).expand(shape)
+
+
+def _unscaled_parts(model_trace, guide_trace, x, require_rsample, guide_log_density=None):
+    """``(observed, latent)`` of the unscaled log-weights: ``sum log p(x|h)`` over the observed
+    sites of ``model_trace``, and ``log p(h) - log q(h|x)`` (``log q`` from
+    ``guide_log_density(guide_trace)`` when given, else the guide trace's sites)."""
     observed, latent_p = site_log_probs(model_trace, x)
     if guide_log_density is None:
         observed_q, latent_q = site_log_probs(guide_trace, x, require_rsample=require_rsample)
         log_q = observed_q + latent_q
     else:
         log_q = guide_log_density(guide_trace)
-    latent = latent_p - log_q
-    if split:
-        return torch.as_tensor(observed).expand(shape), (-torch.as_tensor(latent)).expand(shape)
-    return torch.as_tensor(observed + latent).expand(shape)
+    return observed, latent_p - log_q
 
 
 def _scaled_log_weights(model_trace, guide_trace, x, require_rsample, shape):
@@ -330,9 +339,8 @@ def dreg_log_weights(
             )
         score = torch.as_tensor(_scaled_latent_sum(guide_stopped, x, c))
     else:
-        observed, latent_p = site_log_probs(model_trace, x)
-        observed_q, latent_q = site_log_probs(guide_live, x, require_rsample=require_rsample)
-        log_w = torch.as_tensor(observed + latent_p - (observed_q + latent_q)).expand(shape)
+        observed, latent = _unscaled_parts(model_trace, guide_live, x, require_rsample)
+        log_w = torch.as_tensor(observed + latent).expand(shape)
         c, beta = 1.0, 1.0
         score = torch.as_tensor(sum(site_log_probs(guide_stopped, x)))
     log_w = log_w + (score - score.detach())
