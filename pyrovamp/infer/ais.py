@@ -461,7 +461,9 @@ def bdmc(
     Returns:
         dict with ``lower``, ``upper``, ``gap`` (``upper - lower``) as ``(num_points,)`` float64
         tensors in nats per data point, ``x`` the simulated data and ``acceptance_forward``,
-        ``acceptance_reverse`` ``(num_points,)``.
+        ``acceptance_reverse`` ``(num_points,)``. Both bounds hold in expectation only: with few
+        chains and steps a point's ``gap`` can come out negative (each estimate's own noise
+        exceeds the true gap), a sign that the settings are too small to judge the estimator by.
 
     Raises:
         ValueError: bad ``num_points`` or options (as :func:`ais_log_likelihood`).
