@@ -67,7 +67,9 @@ class Rebuildable:
             if _ARGS not in self.__dict__:  # the outermost constructor: the instance's class
                 try:
                     bound = signature.bind(self, *args, **kw)
-                except TypeError:  # the constructor's own error, naming its class
+                except TypeError:
+                    bound = None
+                if bound is None:  # the constructor's own error, naming its class, unchained
                     return init(self, *args, **kw)
                 bound.apply_defaults()
                 arguments: dict[str, Any] = {}

@@ -380,6 +380,11 @@ def pretrained_folder(
         )
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
+    if not (folder / WEIGHTS).is_file() and (folder / "model.pt").is_file():
+        raise FileNotFoundError(
+            f"{folder} is a run folder (model.pt), not a pretrained folder: load it with "
+            "pyrovamp.load_run(folder), or export it with pyrovamp.save_pretrained"
+        )
     for f in (CONFIG, WEIGHTS):
         if not (folder / f).is_file():
             raise FileNotFoundError(f"{folder} is not a pretrained folder: {folder / f} is missing")

@@ -130,9 +130,22 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
         ),
         (["evaluate", "/no/such/run"], "not a run folder"),
         (["evaluate", "digits-vae-standard", "--out", ""], "--out must name a folder, got ''"),
+        (
+            ["evaluate", "digits-vae-standard", "--method", "ais", "--num-samples", "9"],
+            "--num-samples applies to --method is",
+        ),
+        (["evaluate", "digits-vae-standard", "--num-chains", "2"], "--num-chains apply to"),
         (["compare", "a", "b", "--out", " "], "--out must name a folder, got ' '"),
         (["reproduce", "table1", "--out", ""], "--out must name a folder"),
         (["train", "--data-root", ""], "--data-root must name a folder"),
+        (
+            ["train", "--prior", "mog", "--pseudo-inputs", "data"],
+            "--pseudo-inputs data applies to --prior vampprior, not --prior mog",
+        ),
+        (
+            ["train", "--prior", "gtm", "--grid-side", "3", "--num-components", "16"],
+            "--num-components 16 and --grid-side 3 disagree",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, args, message):

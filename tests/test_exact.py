@@ -199,11 +199,12 @@ def test_log_likelihood_dispatches_method_exact():
         log_likelihood(fa, x, method="is", tol=0.1)
 
 
-def test_bad_input_raises_before_any_work():
+def test_bad_input_raises_before_any_work(capsys):
     vae = VAE((6,), 3, prior="standard", likelihood="categorical", num_values=5, hidden_dim=8)
     x = torch.randint(0, 5, (4, 6)).float()
     with pytest.raises(ValueError, match="at most 2 latent dimensions"):
-        exact_log_likelihood(vae, x)
+        exact_log_likelihood(vae, x, progress=True)
+    assert "exact log-likelihood" not in capsys.readouterr().err  # no progress bar was started
     vae2 = VAE((6,), 2, prior="standard", likelihood="categorical", num_values=5, hidden_dim=8)
     with pytest.raises(ValueError, match="x must"):
         exact_log_likelihood(vae2, torch.full((4, 6), 9.0))

@@ -356,3 +356,29 @@ def test_model_with_data_is_unchanged(cls):
     b = poutine.trace(poutine.replay(m.model, trace=g)).get_trace(x.numpy(), num_points=1)
     assert a.nodes["x"]["is_observed"] and torch.equal(a.nodes["x"]["value"], x)
     assert torch.equal(a.log_prob_sum(), b.log_prob_sum())
+
+
+def test_decode_names_a_latent_of_the_wrong_size():
+    """The decoder's matrix product failed with ``mat1 and mat2 shapes cannot be multiplied``."""
+    import pyrovamp as pv
+
+    vae = pv.VAE(6, 2, prior="standard", hidden_dim=8)
+    assert vae.decode(torch.zeros(3, 2)).batch_shape == (3,)
+    with pytest.raises(ValueError, match=r"z must be a tensor of shape \(\.\.\., 2\), got \(3, 3"):
+        vae.decode(torch.zeros(3, 3))
+    hvae = pv.HVAE(6, 3, prior="standard", hidden_dim=8, z1_dim=2)
+    assert hvae.decode(torch.zeros(4, 2), torch.zeros(4, 3)).batch_shape == (4,)
+    with pytest.raises(ValueError, match=r"z1 must be a tensor of shape \(\.\.\., 2\)"):
+        hvae.decode(torch.zeros(4, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"z2 must be a tensor of shape \(\.\.\., 3\), got list"):
+        hvae.decode(torch.zeros(4, 2), [0.0, 0.0, 0.0])
+
+
+def test_settings_that_do_not_apply_are_refused_not_ignored():
+    import pyrovamp as pv
+
+    with pytest.raises(ValueError, match="grid_side applies to the gtm and gtm-vampprior priors"):
+        pv.VAE(6, 2, prior="vampprior", grid_side=3)
+    with pytest.raises(ValueError, match="likelihood='bernoulli' has two levels"):
+        pv.VAE(6, 2, likelihood="bernoulli", num_values=17)
+    assert pv.VAE(6, 2, prior="gtm", grid_side=3).prior.num_components == 9

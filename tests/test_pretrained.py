@@ -341,3 +341,16 @@ def test_a_mistyped_folder_is_not_sent_to_the_hub_and_resaving_drops_stale_value
     (tmp_path / "m" / "notes.txt").write_text("the user's")
     vae.save_pretrained(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {WEIGHTS, CONFIG, CARD, "notes.txt"}
+
+
+def test_a_run_folder_or_a_file_as_root_is_named_for_what_it_is(tmp_path):
+    from pyrovamp import train
+
+    vae = pv.VAE(6, 2, prior="standard", hidden_dim=8)
+    x = (torch.rand(64, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    train(vae, x, epochs=1, batch_size=32, progress=False, checkpoint_dir=tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"is a run folder \(model.pt\).*load_run"):
+        pv.from_pretrained(tmp_path / "run")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="root .*afile is a file, not a folder"):
+        pv.load_dataset("static_mnist", root=tmp_path / "afile", download=False)

@@ -433,3 +433,26 @@ def test_vampprior_sigmoid_parameterization_damps_the_step_and_is_the_default(en
         clamp.load_state_dict(prior.state_dict())
     with pytest.raises(ValueError, match="parameterization must be one of sigmoid, clamp"):
         VampPrior(encoder, 6, num_components=4, parameterization="tanh")
+
+
+def test_a_wrong_keyword_gives_the_constructors_own_error_unchained():
+    """The wrapper that records a module's arguments for rebuilding calls the constructor again
+    to raise its error: outside its ``except`` (no "During handling ..." chain)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'num_components'") as e:
+        GTMPrior(latent_dim=2, num_components=4)
+    assert e.value.__context__ is None
+
+
+def test_what_a_prior_cannot_give_says_why():
+    """torch's bare ``NotImplementedError()`` of the base class, with what to do instead."""
+    mixture, flow = MoGPrior(2, 3)(), FlowPrior(2, hidden_dims=(8,))()
+    for call, message in (
+        (mixture.rsample, "no reparameterised sample"),
+        (mixture.entropy, "entropy has no closed form"),
+        (lambda: flow.mean, "mean has no closed form"),
+        (lambda: flow.variance, "variance has no closed form"),
+        (flow.entropy, "entropy has no closed form"),
+    ):
+        with pytest.raises(NotImplementedError, match=message):
+            call()
+    assert mixture.sample((4,)).shape == flow.sample((4,)).shape == (4, 2)

@@ -206,6 +206,17 @@ def test_resume_in_pieces_equals_one_uninterrupted_run(tmp_path, ema_decay, opti
     _same(full, again)
 
 
+def test_resuming_for_fewer_epochs_than_done_is_one_line(tmp_path):
+    """Lightning's traceback (below the epochs done) and one epoch more than asked (at one
+    fewer) before."""
+    cfg = dict(batch_size=32, patience=None, seed=7, progress=False, checkpoint_dir=tmp_path)
+    train(_vae(), _data(), epochs=3, **cfg)
+    for epochs in (1, 2):
+        with pytest.raises(CheckpointError, match=f"for {epochs} epochs in all: it has trained 3"):
+            train(_vae(), _data(), epochs=epochs, resume=True, **cfg)
+    assert len(train(_vae(), _data(), epochs=3, resume=True, **cfg)) == 3
+
+
 def test_a_moved_run_resumes_from_its_own_files_as_if_never_moved(tmp_path):
     """The run folder moved between pieces: the resumed run reads the best checkpoint and the
     best score from its new folder (Lightning's callback kept the old path and forgot the

@@ -183,3 +183,13 @@ def test_evaluate_names_the_card_or_the_missing_weights_of_a_damaged_pretrained_
     shutil.copy(config, tmp_path / "seed" / CONFIG)
     with pytest.raises(pv.errors.CheckpointError, match=f"{CONFIG}: format_version must be"):
         pv.from_pretrained(tmp_path / "seed")
+
+
+def test_evaluate_says_how_to_record_the_data_set_of_a_saved_model(capsys, tmp_path):
+    model = pv.from_pretrained("digits-vae-standard")
+    pv.save_pretrained(model, tmp_path / "m")  # no dataset=: pyrovamp evaluate cannot score it
+    assert main(["evaluate", str(tmp_path / "m"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records no data set" in err[0] and "dataset=NAME" in err[0], err
+    pv.save_pretrained(model, tmp_path / "d", dataset="digits")
+    assert main(["evaluate", str(tmp_path / "d"), "--no-progress", "--num-samples", "10"]) == 0

@@ -263,7 +263,8 @@ def load_dataset(
             and what is wrong: not an array file, empty, NaN, images of several sizes, no
             images, an unreadable image, values no likelihood fits); a bad ``split`` or
             ``likelihood``; ``split``/``likelihood`` for a named data set; a canonical file
-            whose SHA-256 differs from :data:`SHA256` (naming the file and both digests).
+            whose SHA-256 differs from :data:`SHA256` (naming the file and both digests); a
+            ``root`` that is a file.
         FileNotFoundError: a missing file that could not be downloaded, a path with nothing
             there (naming the path).
     """
@@ -301,10 +302,17 @@ def load_dataset(
 
 def _root(name: str, root: str | os.PathLike | None) -> Path:
     """The folder of the named data set's files: ``root``, else :data:`DEFAULT_ROOTS`' entry,
-    else ``~/.cache/pyrovamp/<name>`` (``~`` expanded)."""
+    else ``~/.cache/pyrovamp/<name>`` (``~`` expanded).
+
+    Raises:
+        ValueError: the path is a file.
+    """
     if root is None:
         root = DEFAULT_ROOTS.get(name) or Path.home() / ".cache" / "pyrovamp" / name
-    return Path(root).expanduser()
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"root {root} is a file, not a folder of the {name} files")
+    return root
 
 
 def dataset_files(
@@ -329,7 +337,7 @@ def dataset_files(
     Raises:
         pyrovamp.errors.ArgumentTypeError: ``root`` not a path, ``download`` not a bool.
         ValueError: ``name`` not one of :data:`DATASETS`; a file whose SHA-256 differs from the
-            recorded one (naming the file and both digests).
+            recorded one (naming the file and both digests); a ``root`` that is a file.
         FileNotFoundError: a missing file that could not be downloaded (naming the path, the
             files expected and where to get them).
     """

@@ -19,11 +19,17 @@ def make_likelihood(name: str, input_dim: int, num_values: int | None = None) ->
     latter).
 
     Raises:
-        ValueError: unknown ``name``, or ``num_values`` missing for ``"categorical"``.
+        ValueError: unknown ``name``, ``num_values`` missing for ``"categorical"`` or given for
+            ``"bernoulli"`` (two levels).
     """
     if isinstance(name, Likelihood):
         return name
     if name == "bernoulli":
+        if num_values is not None:
+            raise ValueError(
+                f"num_values applies to the categorical and discretized_logistic likelihoods; "
+                f"likelihood='bernoulli' has two levels, got num_values={num_values}"
+            )
         return BernoulliLikelihood(input_dim)
     if name == "categorical":
         if num_values is None:

@@ -151,25 +151,22 @@ def exact_log_likelihood(
     x = as_model_data(model, x)
     points = batch_size or x.shape[0]
     parts = []
-    with (
-        evaluation_context(model, seed),
-        torch.no_grad(),
-        progress_bar(x.shape[0], "exact log-likelihood", progress) as bar,
-    ):
+    with evaluation_context(model, seed), torch.no_grad():
         space = probe_latent_space(model, x, points)
-        if space.dim > MAX_LATENT_DIM:
+        if space.dim > MAX_LATENT_DIM:  # before the progress bar: no work started
             raise ValueError(
                 f"exact_log_likelihood needs at most {MAX_LATENT_DIM} latent "
                 f"dimensions in all; the model has {space.dim} ({space.describe()})"
             )
-        for j, start in enumerate(range(0, x.shape[0], points)):
-            if seed is not None:
-                seed_forked(derive_seed(seed, first_block + j))
-            xb = x[start : start + points]
-            quadrature = _Quadrature(space, xb, tol, threshold, grid_size, max_grid_size,
-                                     min_levels, max_levels, int(memory_budget))  # fmt: skip
-            parts.append(quadrature.run())
-            bar.update(xb.shape[0])
+        with progress_bar(x.shape[0], "exact log-likelihood", progress) as bar:
+            for j, start in enumerate(range(0, x.shape[0], points)):
+                if seed is not None:
+                    seed_forked(derive_seed(seed, first_block + j))
+                xb = x[start : start + points]
+                quadrature = _Quadrature(space, xb, tol, threshold, grid_size, max_grid_size,
+                                         min_levels, max_levels, int(memory_budget))  # fmt: skip
+                parts.append(quadrature.run())
+                bar.update(xb.shape[0])
     ll = torch.cat([p[0] for p in parts])
     if not diagnostics:
         return ll

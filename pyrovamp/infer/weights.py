@@ -78,7 +78,9 @@ def _scored_sites(trace: Trace, x: torch.Tensor, require_rsample: str | None):
             raise ValueError(
                 f"site {name!r} has log_prob shape {tuple(lp.shape)} for {x.shape[0]} data "
                 "points: every site must sit in one plate over the data points at dim=-1, "
-                "not subsampled (score the minibatch itself)"
+                "not subsampled (score the minibatch itself); a guide with one latent per "
+                "training point (e.g. an AutoNormal, not amortised) scores only the data it "
+                "was fitted on"
             )
         yield name, site, lp
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from pyrovamp._validate import check_int
 from pyrovamp.distributions import AutoregressiveImage
-from pyrovamp.models.vae import VAE, _check_width, _sample_args
+from pyrovamp.models.vae import VAE, _check_latent_arg, _check_width, _sample_args
 from pyrovamp.nn import (
     ConditionalGaussian,
     ConvConditionalEncoder,
@@ -200,7 +200,14 @@ class HVAE(VAE):
     def decode(  # type: ignore[override]  # the decoder reads both latent layers
         self, z1: torch.Tensor, z2: torch.Tensor
     ) -> dist.TorchDistribution:
-        """``p(x|z1, z2)``: the likelihood's distribution, event ``(D,)``."""
+        """``p(x|z1, z2)``: the likelihood's distribution, event ``(D,)``.
+
+        Raises:
+            ValueError: ``z1`` or ``z2`` not a tensor of shape ``(..., z1_dim)`` /
+                ``(..., latent_dim)`` (one line).
+        """
+        _check_latent_arg("z1", z1, self.z1_dim)
+        _check_latent_arg("z2", z2, self.latent_dim)
         return self.likelihood(self.decoder(z1, z2))
 
     @torch.no_grad()

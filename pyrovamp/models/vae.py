@@ -129,6 +129,14 @@ def _sample_args(num_samples, mean) -> tuple[int, bool]:
     return num_samples, bool(mean)
 
 
+def _check_latent_arg(name: str, z, size: int) -> None:
+    """Refuse ``z`` unless it is a floating tensor of shape ``(..., size)``: one line naming
+    ``name``."""
+    if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != size:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"{name} must be a tensor of shape (..., {size}), got {got}")
+
+
 class VAE(PretrainedMixin, RegisteredModule):
     """Variational auto-encoder with a learnable prior, written as a Pyro ``model``/``guide``.
 
@@ -434,7 +442,13 @@ class VAE(PretrainedMixin, RegisteredModule):
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """p(x|z): the likelihood's distribution, batch shape ``z.shape[:-1]``, event ``(D,)``."""
+        """p(x|z): the likelihood's distribution, batch shape ``z.shape[:-1]``, event ``(D,)``.
+
+        Raises:
+            ValueError: ``z`` not a tensor of shape ``(..., latent_dim)`` (one line; the
+                decoder's matrix product would fail with both shapes but not the cause).
+        """
+        _check_latent_arg("z", z, self.latent_dim)
         return self.likelihood(self.decoder(z))
 
     @torch.no_grad()

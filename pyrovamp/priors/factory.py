@@ -48,11 +48,15 @@ def make_prior(
     the VampPrior's ``parameterization``.
 
     Raises:
-        ValueError: unknown name or flow, missing encoder, or a non-square ``num_components``
-            for a GTM.
+        ValueError: unknown name or flow, missing encoder, a non-square ``num_components``
+            for a GTM, or ``grid_side`` for a prior other than the GTMs.
     """
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}; expected one of {', '.join(PRIORS)}")
+    if grid_side is not None and name not in ("gtm", "gtm-vampprior"):
+        raise ValueError(
+            f"grid_side applies to the gtm and gtm-vampprior priors, not prior={name!r}"
+        )
     kw: dict[str, Any] = {} if learn_weights is None else {"learn_weights": learn_weights}
     side = math.isqrt(num_components) if grid_side is None else grid_side
     if name in ("gtm", "gtm-vampprior") and side**2 != num_components and grid_side is None:

@@ -18,6 +18,9 @@ from pyrovamp.priors.base import Prior, check_latent
 __all__ = ["FlowPrior", "FLOWS"]
 
 
+_NO_CLOSED_FORM = "a flow's {} has no closed form: estimate it by Monte Carlo, {}"
+
+
 class _ZukoFlowDistribution(ZukoToPyro):
     """:class:`pyro.contrib.zuko.ZukoToPyro` with what the prior contract adds: the support
     ``independent(real, 1)`` (so ``biject_to``, autoguides and NUTS work), ``rsample``/``sample``
@@ -41,6 +44,19 @@ class _ZukoFlowDistribution(ZukoToPyro):
     def __call__(self, shape=()) -> torch.Tensor:
         with autocast_off(self.device):
             return super().__call__(shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        raise NotImplementedError(_NO_CLOSED_FORM.format("mean", "sample((n,)).mean(0)"))
+
+    @property
+    def variance(self) -> torch.Tensor:
+        raise NotImplementedError(_NO_CLOSED_FORM.format("variance", "sample((n,)).var(0)"))
+
+    def entropy(self) -> torch.Tensor:
+        raise NotImplementedError(
+            _NO_CLOSED_FORM.format("entropy", "-log_prob(sample((n,))).mean(0)")
+        )
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x in self.cache:

@@ -179,6 +179,18 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         new._params = self._params
         return new
 
+    def rsample(self, sample_shape=torch.Size()):
+        raise NotImplementedError(
+            "a Gaussian mixture has no reparameterised sample (the component is a discrete "
+            "choice): sample() draws without a gradient; a guide's site needs another family"
+        )
+
+    def entropy(self):
+        raise NotImplementedError(
+            "a Gaussian mixture's entropy has no closed form: estimate it as "
+            "-log_prob(sample((n,))).mean(0)"
+        )
+
     def sample(self, sample_shape=torch.Size()):
         """Draws ``sample_shape + batch_shape + (L,)``: a component per draw, then a draw of
         that component only (``MixtureSameFamily.sample`` draws from all ``K`` components and

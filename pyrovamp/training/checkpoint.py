@@ -109,6 +109,22 @@ def model_state(lightning_state: dict | None) -> dict:
     return {k[len(prefix) :]: v for k, v in (lightning_state or {}).items() if k.startswith(prefix)}
 
 
+def check_epochs(checkpoint: dict, epochs: int, path) -> None:
+    """Refuse to resume the checkpoint ``checkpoint`` (read from ``path``) for ``epochs`` epochs
+    in all when it has trained more (Lightning failed with a traceback, or at one fewer ran
+    one epoch more than asked).
+
+    Raises:
+        CheckpointError: one line naming ``path``, ``epochs`` and the epochs done.
+    """
+    done = int(checkpoint.get("epoch", -1)) + 1
+    if epochs < done:
+        raise CheckpointError(
+            f"cannot resume {path} for {epochs} epochs in all: it has trained {done}; ask for "
+            f"at least {done} (--epochs)"
+        )
+
+
 def _from_weight_averaging(obj: dict) -> None:
     """Move a ``WeightAveraging`` checkpoint's average into the ``callbacks`` entry of
     :class:`~pyrovamp.training.callbacks.ParameterEMA`, in place (``model.`` is the

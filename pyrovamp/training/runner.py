@@ -51,6 +51,7 @@ from pyrovamp.training.checkpoint import (
     FORMAT,
     MODEL,
     atomic_save,
+    check_epochs,
     load_model_weights,
     read_checkpoint,
 )
@@ -361,6 +362,7 @@ def fit(
     if resume:
         state = read_checkpoint(ckpt_path, map_location="cpu")
         check_resume(state["pyrovamp"]["config"], config, ckpt_path)
+        check_epochs(state, config.epochs, ckpt_path)
         if state["pyrovamp"].get("stopped_early"):  # a finished run stays finished
             max_epochs = min(max_epochs, int(state["epoch"]) + 1)
     else:

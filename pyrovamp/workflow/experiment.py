@@ -37,8 +37,10 @@ from pyrovamp.training import (
     fit,
     load_model_weights,
 )
+from pyrovamp.training.checkpoint import check_epochs
 from pyrovamp.training.trackers import finish_loggers, log_run_files
 from pyrovamp.workflow.estimates import (
+    check_method_options,
     evaluate_estimators,
     evaluate_refined,
     evaluate_run,
@@ -214,6 +216,8 @@ def train_run(
         checkpoint = resume_point(out)  # a damaged file: one line, before any work
         saved = check_required(read_json_object(out / CONFIG, "cannot resume"), out / CONFIG)
         cfg = resumed_config(saved, options, str(out))
+        if checkpoint is not None:
+            check_epochs(checkpoint, cfg["epochs"], out / CHECKPOINT)
     else:
         cfg = new_run_config(options)
         out = (
@@ -496,10 +500,7 @@ def evaluate_run_folder(
                 f"--devices {devices} shards IS, AIS and the test ELBO; --method exact "
                 "(quadrature) runs in one process: leave out --devices"
             )
-    if num_samples is not None and method not in (None, "is"):
-        raise ValueError("--num-samples applies to --method is")
-    if (num_steps or num_chains) and method != "ais" and bdmc is None:
-        raise ValueError("--num-steps and --num-chains apply to --method ais and --bdmc")
+    check_method_options(method, num_samples, num_steps, num_chains, bdmc)
     if refine_guide is None and (refine_num_samples or refine_lr or refine_batch_size or refine_on):
         raise ValueError(
             "--refine-on, --refine-num-samples, --refine-lr and --refine-batch-size "

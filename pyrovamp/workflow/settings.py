@@ -193,6 +193,19 @@ def new_run_config(options: dict) -> dict:
         raise ValueError(
             f"--grid-side applies to --prior gtm and gtm-vampprior, not --prior {o['prior']}"
         )
+    if (
+        o["grid_side"] is not None
+        and o["num_components"] is not None
+        and o["num_components"] != o["grid_side"] ** 2
+    ):
+        raise ValueError(
+            f"--num-components {o['num_components']} and --grid-side {o['grid_side']} disagree "
+            f"(K = grid_side**2 = {o['grid_side'] ** 2}): give one of them"
+        )
+    if o["pseudo_inputs"] == "data" and o["prior"] != "vampprior":
+        raise ValueError(
+            f"--pseudo-inputs data applies to --prior vampprior, not --prior {o['prior']}"
+        )
     if o["pseudo_input_parameterization"] is not None and o["prior"] != "vampprior":
         raise ValueError(
             "--pseudo-input-parameterization applies to --prior vampprior, not "

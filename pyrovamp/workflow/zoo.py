@@ -33,7 +33,12 @@ from pyrovamp.pretrained import (
     load_card,
     pretrained_folder,
 )
-from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
+from pyrovamp.workflow.estimates import (
+    check_method_options,
+    evaluate_method,
+    merge_metrics,
+    save_per_point,
+)
 from pyrovamp.workflow.parallel import Processes, resolve_hardware
 from pyrovamp.workflow.runs import load_run, make_folder, read_json_object, run_dataset
 from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
@@ -201,6 +206,7 @@ def evaluate_pretrained(
             or with ``device="cpu"`` (one line naming the option); as
             :func:`pyrovamp.from_pretrained`, :func:`pyrovamp.load_dataset` and the estimators.
     """
+    check_method_options(method, num_samples, num_steps, num_chains)
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     if devices > 1 and method == "exact":
         raise ValueError(
@@ -210,7 +216,11 @@ def evaluate_pretrained(
     folder = pretrained_folder(name_or_path)
     config = read_json_object(folder / CONFIG)
     if not config.get("dataset"):
-        raise ValueError(f"{folder / CONFIG} records no data set: score the model in Python")
+        raise ValueError(
+            f"{folder / CONFIG} records no data set: save the model with "
+            "save_pretrained(model, FOLDER, dataset=NAME), or score it in Python "
+            "(pyrovamp.log_likelihood)"
+        )
     card = _checked_card(load_card(folder), folder / CARD)
     if out is not None:
         out = make_folder(out)
