@@ -3,8 +3,6 @@ al. 2016)."""
 
 from __future__ import annotations
 
-import math
-
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
@@ -53,22 +51,26 @@ class DiscretizedLogistic(dist.TorchDistribution):
         return new
 
     def log_prob(self, value):
+        """``log P(level = value)``, nats, of the batch shape.
+
+        An inner bin's ``log(sigmoid(b) - sigmoid(a))`` (``a``, ``b`` its edges in the
+        logistic's standard units) is computed as ``log(1 - sigmoid(a)) + log sigmoid(b) +
+        log(1 - exp(a - b))``, with ``b - a = 2h/scale`` exact: no cancellation between the two
+        sigmoids, and no density-at-the-centre stand-in for small bins (Salimans et al. 2017's
+        code switches to it below 1e-5; both were off by up to 0.0065 nats per pixel).
+        """
         n = self.num_levels
         h = 0.5 / (n - 1)
         x = value / (n - 1)
-        log_scale = self.scale.log()
-        inv_s = torch.exp(-log_scale)
+        inv_s = self.scale.reciprocal()
         centered = x - self.loc
         plus_in = inv_s * (centered + h)
         min_in = inv_s * (centered - h)
-        log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in)
-        log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in))
-        cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-        mid_in = inv_s * centered
-        log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in)  # density at the bin centre
-        log_mid = torch.where(
-            cdf_delta > 1e-5, cdf_delta.clamp_min(1e-12).log(), log_pdf_mid + math.log(2 * h)
-        )
+        # logsigmoid, not -softplus: softplus is linear above 20, off by up to 2e-9 in float64
+        log_cdf_plus = F.logsigmoid(plus_in)
+        log_one_minus_cdf_min = F.logsigmoid(-min_in)  # log (1 - sigmoid(min_in))
+        log_width = torch.log(-torch.expm1(-2.0 * h * inv_s))  # log (1 - exp(min_in - plus_in))
+        log_mid = log_one_minus_cdf_min + log_cdf_plus + log_width
         return torch.where(
             value <= 0, log_cdf_plus, torch.where(value >= n - 1, log_one_minus_cdf_min, log_mid)
         )

@@ -311,7 +311,11 @@ def ais_log_likelihood(
         memory_budget: bytes of intermediate tensors per chunk of data points (on a CPU at most
             64 MiB, twice :data:`~pyrovamp.infer.planning.CPU_CHUNK_BYTES`; see
             :mod:`pyrovamp.infer.planning`).
-        batch_size: data points per chunk (default: from the memory budget).
+        batch_size: data points per chunk (default: from the memory budget). The guide is
+            called on chunks and subsets of ``x`` (the initial density and the step sizes come
+            from it): AIS needs an amortised guide, one that takes any data points; a guide with
+            one latent per point of a fixed set (an ``AutoNormal`` fitted to it) is not
+            supported here (IS, the ELBO and the exact estimator take it, on that set).
         seed: fix the random draws: chunk ``b`` draws from a generator seeded by
             ``(seed, first_block + b)``; the caller's random state is left untouched. ``None``:
             torch's global generator.

@@ -25,8 +25,12 @@ computed with the midpoint rule on an adaptively refined grid of square cells, i
    converged.
 
 For a smooth integrand the midpoint rule's error falls like ``h^2`` (faster for
-Gaussian-shaped peaks), so the reported ``|E_h - E_2h|`` is a conservative bound on the error
-of ``E_h``.
+Gaussian-shaped peaks), so the reported ``|E_h - E_2h|`` is usually larger than the error of
+``E_h`` -- an estimate, not a guaranteed bound: it does not see the model's own rounding of
+``log p(x, z)`` (float32 networks) nor structure finer than the first grid. Against an
+independent float64 quadrature on 20 Digits test images of each zoo model the errors were at most
+4e-4 nats (float32 models) and 8e-4 (float64), some above their reported estimate, all far below
+the default ``tol`` of 0.01.
 """
 
 from __future__ import annotations

@@ -36,7 +36,10 @@ def _expansion_error(vc, m, prec) -> float:
     Algorithms", sec. 3.1). On the zoo's static-MNIST VampPriors with AIS's chains it is 3e-4,
     the largest error measured against float64 3e-5."""
     eps = torch.finfo(vc.dtype).eps / 2
-    spread = vc.detach().pow(2).amax(dim=(0, 1)) + m.detach().pow(2).amax(dim=(0, 1))
+    # a NaN value scores NaN whatever the dtype: it must not hide the others' bound (an infinite
+    # or overflowing one keeps it infinite: float64)
+    size = vc.detach().pow(2).nan_to_num(nan=0.0, posinf=math.inf)
+    spread = size.amax(dim=(0, 1)) + m.detach().pow(2).amax(dim=(0, 1))
     return float(eps * (prec.detach().amax(0) * spread).sum())
 
 
@@ -48,9 +51,13 @@ def _centred(value, loc, scale, dtype, grouped: bool):
     v = value.to(dtype)
     v = v.reshape(-1, v.shape[-2], L) if grouped else v.reshape(-1, 1, L)  # P x G x L
     center = v.mean(0)  # G x L
-    # an infinite value (density 0) must not take the others' centre with it: the components'
-    # mean there (no host synchronisation; finite values keep their centre bit for bit)
-    center = torch.where(center.isfinite(), center, loc.to(dtype).mean(0))
+    # a value far from the others (or infinite, or NaN) must not take their centre with it: the
+    # centre is kept inside the box of the components' means (their mean where it is not
+    # finite), where a value near a component is also near the centre -- no host
+    # synchronisation, and a centre already inside the box is kept bit for bit
+    means = loc.detach().to(dtype)
+    center = torch.where(center.isfinite(), center, means.mean(0))
+    center = torch.minimum(torch.maximum(center, means.amin(0)), means.amax(0))
     vc = (v - center).transpose(0, 1)  # G x P x L
     m = loc.to(dtype) - center[:, None, :]  # G x K x L
     return vc, m, scale.to(dtype).pow(-2)
