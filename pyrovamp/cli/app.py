@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
 
     c = sub.add_parser("compare", help="compare runs on their common test set (ArviZ)")
-    c.add_argument("run_dirs", nargs="+")
+    c.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (pyrovamp train --out) to rank"
+    )
     c.add_argument(
         "--out",
         required=True,
@@ -159,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrained models: write metrics.json and the per-image values into this folder "
         "(default: print only)",
     )
-    e.add_argument("--num-samples", type=_positive_int("--num-samples"))
+    e.add_argument(
+        "--num-samples",
+        type=_positive_int("--num-samples"),
+        help="IS samples S per test point (default: the run's, 5000; a pretrained model: its "
+        "card's)",
+    )
     e.add_argument(
         "--method",
         choices=("is", "ais", "exact"),
@@ -215,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also sandwich log p(x) by bidirectional Monte Carlo on N simulated points",
     )
-    e.add_argument("--data-root", type=_folder("--data-root"))
+    e.add_argument(
+        "--data-root",
+        type=_folder("--data-root"),
+        help="folder with the data set's files (default: the run's, else the usual place)",
+    )
     e.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu (--accelerator's)")
     e.add_argument(
         "--devices",

@@ -46,8 +46,8 @@ PAPER_TABLE = {
     ("static_mnist", "pixelhvae", "vampprior"): (-79.78, "ll"),
     # dynamic MNIST: only the PixelHVAE + VampPrior value is quoted in the sources at hand
     ("dynamic_mnist", "pixelhvae", "vampprior"): (-78.45, "ll"),
-    # Frey Faces, Table 2 (quoted in the project README; the paper's unit -- nats or bits per
-    # pixel -- is not stated in the sources at hand)
+    # Frey Faces, Table 2 (quoted in docs/results/static-mnist.md; the paper's unit -- nats or
+    # bits per pixel -- is not stated in the sources at hand)
     ("frey_faces", "vae", "standard"): (4.63, "nll_per_pixel"),
     ("frey_faces", "vae", "vampprior"): (4.57, "nll_per_pixel"),
     ("frey_faces", "hvae", "standard"): (4.61, "nll_per_pixel"),
@@ -56,7 +56,7 @@ PAPER_TABLE = {
 PAPER_SOURCE = (
     'J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018, Table 2, '
     "as quoted in pyrovamp issue 11 (static MNIST, all four models; dynamic MNIST, "
-    "PixelHVAE + VampPrior) and in the project README (Frey Faces, NLL per pixel, unit "
+    "PixelHVAE + VampPrior) and in docs/results/static-mnist.md (Frey Faces, NLL per pixel, unit "
     "not stated there). The other cells of the paper's table were not available to "
     "this code's authors and are left blank rather than quoted from memory."
 )
