@@ -13,7 +13,7 @@ import reprlib
 from collections.abc import Collection
 from typing import Any
 
-from pyrovamp.errors import ArgumentTypeError
+from pyrovamp.errors import ArgumentTypeError, CheckpointError
 
 __all__ = [
     "check_int",
@@ -145,8 +145,6 @@ def check_finite_weights(path, tensors: dict) -> None:
         pyrovamp.errors.CheckpointError: one line naming ``path`` and the first such tensor.
     """
     import torch
-
-    from pyrovamp.errors import CheckpointError
 
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):

@@ -46,7 +46,6 @@ from pyrovamp.workflow.parallel import Estimate, Processes, score_shard, sharded
 from pyrovamp.workflow.resumable import estimate_in_pieces
 
 __all__ = [
-    "check_method_options",
     "evaluate_run",
     "evaluate_method",
     "evaluate_refined",
@@ -239,20 +238,6 @@ def _draws(model, num_samples: int, seed: int, batch_size: int | None = None) ->
     (:func:`pyrovamp.infer.points_per_block`), stored beside them."""
     block = batch_size or points_per_block(model, num_samples)
     return {"seed": seed, "num_samples": num_samples, "block_size": block}
-
-
-def check_method_options(method, num_samples=None, num_steps=None, num_chains=None, bdmc=None):
-    """Refuse an estimator's option given for another method (``pyrovamp evaluate``), before any
-    work: ``num_samples`` is IS's (``method`` ``"is"`` or ``None``, the default IS),
-    ``num_steps``/``num_chains`` AIS's (also BDMC's, ``bdmc``).
-
-    Raises:
-        ValueError: one line naming the option and the method it applies to.
-    """
-    if num_samples is not None and method not in (None, "is"):
-        raise ValueError("--num-samples applies to --method is")
-    if (num_steps or num_chains) and method != "ais" and bdmc is None:
-        raise ValueError("--num-steps and --num-chains apply to --method ais and --bdmc")
 
 
 def evaluate_method(

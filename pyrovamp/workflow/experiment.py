@@ -40,7 +40,6 @@ from pyrovamp.training import (
 from pyrovamp.training.checkpoint import check_epochs
 from pyrovamp.training.trackers import finish_loggers, log_run_files
 from pyrovamp.workflow.estimates import (
-    check_method_options,
     evaluate_estimators,
     evaluate_refined,
     evaluate_run,
@@ -72,7 +71,13 @@ from pyrovamp.workflow.runs import (
     save_figure,
     write_history_csv,
 )
-from pyrovamp.workflow.settings import TEST_POINTS, new_run_config, resumed_config, train_config
+from pyrovamp.workflow.settings import (
+    TEST_POINTS,
+    check_method_options,
+    new_run_config,
+    resumed_config,
+    train_config,
+)
 
 __all__ = [
     "TrainedRun",

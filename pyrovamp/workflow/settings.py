@@ -37,6 +37,7 @@ __all__ = [
     "new_run_config",
     "resumed_config",
     "train_config",
+    "check_method_options",
     "exit_status",
 ]
 
@@ -263,6 +264,20 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
                 f"{', '.join(map(option_name, RESUME_MAY_CHANGE))} may change"
             )
     return cfg
+
+
+def check_method_options(method, num_samples=None, num_steps=None, num_chains=None, bdmc=None):
+    """Refuse an estimator's option given for another method (``pyrovamp evaluate``), before any
+    work: ``num_samples`` is IS's (``method`` ``"is"`` or ``None``, the default IS),
+    ``num_steps``/``num_chains`` AIS's (also BDMC's, ``bdmc``).
+
+    Raises:
+        ValueError: one line naming the option and the method it applies to.
+    """
+    if num_samples is not None and method not in (None, "is"):
+        raise ValueError("--num-samples applies to --method is")
+    if (num_steps or num_chains) and method != "ais" and bdmc is None:
+        raise ValueError("--num-steps and --num-chains apply to --method ais and --bdmc")
 
 
 # the training settings whose None is a value ("off"), not "not given"

@@ -33,14 +33,10 @@ from pyrovamp.pretrained import (
     load_card,
     pretrained_folder,
 )
-from pyrovamp.workflow.estimates import (
-    check_method_options,
-    evaluate_method,
-    merge_metrics,
-    save_per_point,
-)
+from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
 from pyrovamp.workflow.parallel import Processes, resolve_hardware
 from pyrovamp.workflow.runs import load_run, make_folder, read_json_object, run_dataset
+from pyrovamp.workflow.settings import check_method_options
 from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
 __all__ = [
