@@ -530,6 +530,14 @@ def test_resume_restarts_a_run_without_checkpoint_and_refuses_an_edited_config(t
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], lines
         assert (cut / "checkpoint.ckpt").read_bytes() == before
+    # fewer epochs than the run has done: one line before any work (Lightning's traceback before)
+    (cut / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", "--out", str(cut), "--epochs", "1", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "for 1 epochs in all: it has trained 2; ask for at least 2 (--epochs)"
+    ), lines
 
 
 def test_evaluate_checks_the_folder_and_its_metrics_before_any_work(tmp_path, capsys, monkeypatch):

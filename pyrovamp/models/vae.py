@@ -130,8 +130,7 @@ def _sample_args(num_samples, mean) -> tuple[int, bool]:
 
 
 def _check_latent_arg(name: str, z, size: int) -> None:
-    """Refuse ``z`` unless it is a floating tensor of shape ``(..., size)``: one line naming
-    ``name``."""
+    """Refuse ``z`` unless it is a tensor of shape ``(..., size)``: one line naming ``name``."""
     if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != size:
         got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"{name} must be a tensor of shape (..., {size}), got {got}")
