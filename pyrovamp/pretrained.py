@@ -39,7 +39,7 @@ import torch
 from pyrovamp._io import atomic_write_text
 from pyrovamp._random import fork_rng
 from pyrovamp._rebuild import build_from_config, module_config
-from pyrovamp._validate import check_finite_weights, check_type
+from pyrovamp._validate import check_finite_weights, check_int, check_type
 from pyrovamp._version import __version__
 from pyrovamp.errors import CheckpointError
 
@@ -422,9 +422,10 @@ def _read_config(folder: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyrovamp pretrained configuration")
-    version = config.get("format_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    try:
+        version = check_int("format_version", config.get("format_version", 0), 0)
+    except ValueError as e:  # ArgumentTypeError included
+        raise CheckpointError(f"{path}: {e}") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is of format version {config['format_version']}; this pyrovamp "

@@ -109,6 +109,12 @@ def model_state(lightning_state: dict | None) -> dict:
     return {k[len(prefix) :]: v for k, v in (lightning_state or {}).items() if k.startswith(prefix)}
 
 
+def epochs_done(checkpoint: dict) -> int:
+    """The epochs a read checkpoint has completed (Lightning stores the last one's 0-based
+    index)."""
+    return int(checkpoint.get("epoch", -1)) + 1
+
+
 def check_epochs(checkpoint: dict, epochs: int, path) -> None:
     """Refuse to resume the checkpoint ``checkpoint`` (read from ``path``) for ``epochs`` epochs
     in all when it has trained more (Lightning failed with a traceback, or at one fewer ran
@@ -117,7 +123,7 @@ def check_epochs(checkpoint: dict, epochs: int, path) -> None:
     Raises:
         CheckpointError: one line naming ``path``, ``epochs`` and the epochs done.
     """
-    done = int(checkpoint.get("epoch", -1)) + 1
+    done = epochs_done(checkpoint)
     if epochs < done:
         raise CheckpointError(
             f"cannot resume {path} for {epochs} epochs in all: it has trained {done}; ask for "

@@ -52,6 +52,7 @@ from pyrovamp.training.checkpoint import (
     MODEL,
     atomic_save,
     check_epochs,
+    epochs_done,
     load_model_weights,
     read_checkpoint,
 )
@@ -270,7 +271,7 @@ def _checkpoint_epochs(path: Path) -> int:
     """The epochs completed in the checkpoint ``path`` (0 when there is none)."""
     if not path.is_file():
         return 0
-    return int(read_checkpoint(path, map_location="cpu")["epoch"]) + 1
+    return epochs_done(read_checkpoint(path, map_location="cpu"))
 
 
 def _back_home(model: torch.nn.Module, home: torch.device | None) -> None:

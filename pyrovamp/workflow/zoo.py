@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pyrovamp._io import atomic_write_text
+from pyrovamp._validate import check_optional_int
 from pyrovamp._version import __version__
 from pyrovamp.data import DATASETS
 from pyrovamp.infer import points_per_block
@@ -274,11 +275,10 @@ def _checked_card(card: dict, path: Path) -> dict:
         ValueError: one line naming ``path``, the field and what it must be.
     """
     for key, low in _CARD_INTEGERS:
-        value = card.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < low
-        ):
-            raise ValueError(f"{path}: {key} must be an integer >= {low}, got {value!r}")
+        try:
+            check_optional_int(key, card.get(key), low)
+        except ValueError as e:  # ArgumentTypeError included
+            raise ValueError(f"{path}: {e}") from None
     for key in _CARD_NUMBERS:
         value = card.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
