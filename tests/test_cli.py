@@ -73,6 +73,10 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs_trained"] == 3
     assert (out / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
+    # config.json records the new epochs, so that the next piece resumes without --epochs
+    assert json.loads((out / "config.json").read_text()) == {**cfg, "epochs": 3}
+    assert main(["train", "--resume", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 3
 
     assert main(["evaluate", str(out), "--num-samples", "10"]) == 0
     assert "447/447" in capsys.readouterr().err

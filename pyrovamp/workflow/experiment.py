@@ -188,7 +188,8 @@ def train_run(
     A new run resolves ``options`` (:func:`pyrovamp.workflow.settings.new_run_config`) and writes
     ``config.json``; a resumed one (``resume=True``) continues ``out`` from its
     ``checkpoint.ckpt`` with ``options`` as the changes
-    (:func:`pyrovamp.workflow.settings.resumed_config`). Training writes ``checkpoint.ckpt``,
+    (:func:`pyrovamp.workflow.settings.resumed_config`), recorded in its ``config.json`` (a
+    later piece resumes with them). Training writes ``checkpoint.ckpt``,
     ``best.ckpt``, ``model.pt`` and ``history.csv``; a finished run gets its test metrics and
     figures (:func:`write_metrics_and_figures`), a run stopped by ``max_minutes`` its learning
     curve so far (``loss.png``). With several processes (Lightning's launcher) only rank 0 writes.
@@ -213,7 +214,7 @@ def train_run(
     rank = process_rank(options.get("devices") or 1)
     check_device(options.get("device") or "cpu")
     _check_folder_option(options.get("data_root"), "--data-root")
-    checkpoint = None
+    checkpoint, saved = None, None
     if resume:
         if out is None:
             raise ValueError("--resume needs --out RUN_DIR")
@@ -266,8 +267,9 @@ def train_run(
 
     if rank == 0:
         make_folder(out)
-    if not resume and rank == 0:
-        atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+    if rank == 0 and (not resume or cfg != saved):  # a resumed run records what it changed
+        record = {**{k: cfg[k] for k in saved or () if k in cfg}, **cfg}  # in the file's order
+        atomic_write_text(out / "config.json", json.dumps(record, indent=2) + "\n")
     if rank == 0:
         logger.info(
             "training %s with the %s prior on %s -> %s",
