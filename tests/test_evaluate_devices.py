@@ -20,7 +20,7 @@ import torch
 from pyrovamp.cli.app import main
 from pyrovamp.infer import ais_log_likelihood, elbo, log_likelihood
 from pyrovamp.workflow.experiment import _run_model, evaluate_run_folder
-from pyrovamp.workflow.parallel import Estimate, Processes, sharded_estimates
+from pyrovamp.workflow.parallel import Estimate, Processes, resolve_hardware, sharded_estimates
 from pyrovamp.workflow.runs import load_run
 from pyrovamp.workflow.zoo import evaluate_pretrained, export_run
 
@@ -182,3 +182,46 @@ def test_the_command_line_refuses_bad_devices(run, capsys):
     assert main(["evaluate", str(run), "--method", "exact", "--devices", "2"]) == 2
     err = capsys.readouterr().err
     assert "--method exact (quadrature) runs in one process" in err and err.count("\n") == 1
+
+
+def test_one_gpu_by_its_index_is_checked_against_the_machine(monkeypatch):
+    """``--device cuda:i`` (as ``pyrovamp train`` takes it): the GPU must exist, and it names one
+    process's device (device decisions by patching the device query: no GPU needed)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_hardware(1, None, "cuda:1") == (1, "gpu", "cuda:1")
+    assert resolve_hardware(1, "gpu", "cuda:0") == (1, "gpu", "cuda:0")
+    for args, message in (
+        ((1, None, "cuda:2"), r"^--device cuda:2: this machine has 2 CUDA devices$"),
+        ((2, None, "cuda:1"), r"^--device cuda:1 names one GPU; --devices 2 runs one process"),
+        ((1, "cpu", "cuda:1"), r"^--accelerator cpu and --device cuda:1 name different hardware"),
+        ((1, None, "cuda:x"), r"^--device must be cpu, cuda or cuda:i, got 'cuda:x'$"),
+        ((1, None, "tpu"), r"^--device must be cpu, cuda or cuda:i, got 'tpu'$"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            resolve_hardware(*args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_evaluate_and_compare_take_cuda_i_and_refuse_it_without_cuda(run, tmp_path, capsys):
+    for argv in (
+        ["evaluate", str(run), "--device", "cuda:1"],
+        [
+            "compare",
+            str(run),
+            str(_copy(run, tmp_path, "other")),
+            "--out",
+            str(tmp_path / "c"),
+            "--device",
+            "cuda:1",
+        ],  # fmt: skip
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--device cuda:1 was asked for but torch.cuda.is_available() is False" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["compare", str(run), str(run), "--out", str(tmp_path / "c"), "--device", "cuda:x"])
+    assert e.value.code == 2
+    assert "--device must be cpu, cuda or cuda:i, got 'cuda:x'" in capsys.readouterr().err

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from pyrovamp._version import __version__
+from pyrovamp.cli.options import device as _device
 from pyrovamp.cli.options import folder as _folder
 from pyrovamp.cli.options import positive_float as _positive_float
 from pyrovamp.cli.options import positive_int as _positive_int
@@ -82,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate every run anew instead of reusing its stored evaluation.nc "
         "(and store the new one)",
     )
-    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    c.add_argument(
+        "--device",
+        default="cpu",
+        type=_device(),
+        metavar="{cpu,cuda,cuda:i}",
+        help="where the models are evaluated (default: cpu)",
+    )
 
     r = sub.add_parser(
         "reproduce",
@@ -227,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_folder("--data-root"),
         help="folder with the data set's files (default: the run's, else the usual place)",
     )
-    e.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu (--accelerator's)")
+    e.add_argument(
+        "--device",
+        type=_device(),
+        metavar="{cpu,cuda,cuda:i}",
+        help="where the model is evaluated; one GPU cuda:i (default: cpu, --accelerator's)",
+    )
     e.add_argument(
         "--devices",
         type=_positive_int("--devices"),

@@ -12,6 +12,7 @@ __all__ = [
     "positive_int",
     "positive_float",
     "folder",
+    "device",
 ]
 
 
@@ -54,6 +55,19 @@ def folder(name: str):
         if not s.strip():
             raise argparse.ArgumentTypeError(f"{name} must name a folder, got {s!r}")
         return s
+
+    return conv
+
+
+def device(name: str = "--device"):
+    """argparse type: ``cpu``, ``cuda`` or one GPU ``cuda:i``, with a one-line error naming the
+    option (whether the machine has that GPU is checked by the command, before any work)."""
+
+    def conv(s: str) -> str:
+        head, colon, index = s.partition(":")
+        if s in ("cpu", "cuda") or (head == "cuda" and colon and index.isdigit()):
+            return s
+        raise argparse.ArgumentTypeError(f"{name} must be cpu, cuda or cuda:i, got {s!r}")
 
     return conv
 

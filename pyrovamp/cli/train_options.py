@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovamp.cli.options import folder, positive_float, positive_int, progress_option
+from pyrovamp.cli.options import device, folder, positive_float, positive_int, progress_option
 from pyrovamp.data import DATASETS, TORCHVISION_SETS, dataset_source
 from pyrovamp.data.sources import LIKELIHOOD_NAMES
 from pyrovamp.models import MODELS
@@ -209,15 +209,9 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         "the torchvision sets)",
     )
 
-    def train_device(s: str) -> str:
-        head, _, index = s.partition(":")
-        if s in ("cpu", "cuda") or (head == "cuda" and index.isdigit()):
-            return s
-        raise argparse.ArgumentTypeError(f"--device must be cpu, cuda or cuda:i, got {s!r}")
-
     t.add_argument(
         "--device",
-        type=train_device,
+        type=device("--device"),
         metavar="{cpu,cuda,cuda:i}",
         help="shorthand for --accelerator: cpu, cuda or one GPU cuda:i (default: auto)",
     )

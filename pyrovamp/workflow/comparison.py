@@ -41,8 +41,8 @@ from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer import importance_diagnostics, khat_threshold, log_importance_weights
 from pyrovamp.training import MODEL, read_checkpoint
 from pyrovamp.workflow.estimates import check_pyro_model, khat_summary
+from pyrovamp.workflow.parallel import check_device
 from pyrovamp.workflow.runs import (
-    check_device,
     check_required,
     check_writable,
     load_run,

@@ -45,7 +45,7 @@ from pyrovamp.workflow.estimates import (
     evaluate_run,
     merge_metrics,
 )
-from pyrovamp.workflow.parallel import Processes, resolve_hardware
+from pyrovamp.workflow.parallel import Processes, check_device, resolve_hardware
 from pyrovamp.workflow.plots import (
     plot_active_units,
     plot_history,
@@ -57,7 +57,6 @@ from pyrovamp.workflow.plots import (
 from pyrovamp.workflow.runs import (
     atomic_write_text,
     build_model,
-    check_device,
     check_required,
     check_resumable,
     check_run_files,
@@ -490,8 +489,6 @@ def evaluate_run_folder(
             missing ``data_root``, ``refine_guide`` on a run without a test evaluation (one line
             naming the option); ``FileNotFoundError``: not a run folder; as the estimators.
     """
-    if device is not None:
-        check_device(device)
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     run = Path(run_dir)
     _check_folder_option(data_root, "--data-root")

@@ -57,6 +57,7 @@ __all__ = [
     "ACCELERATORS",
     "Processes",
     "Estimate",
+    "check_device",
     "resolve_hardware",
     "sharded_estimates",
     "score_shard",
@@ -112,14 +113,36 @@ class Estimate:
     batch_size: int | None = None
 
 
+def check_device(device: str) -> str:
+    """``device`` if it is ``"cpu"``, or ``"cuda"`` / ``"cuda:i"`` (one GPU) on a machine with
+    CUDA (and more than ``i`` CUDA devices).
+
+    Raises:
+        ValueError: one line naming ``--device``: another name (``"tpu"``, ``"cuda:x"``), CUDA
+            asked for where ``torch.cuda.is_available()`` is False, a GPU index the machine does
+            not have.
+    """
+    kind, colon, index = str(device).partition(":")
+    if not (device == "cpu" or (kind == "cuda" and (not colon or index.isdigit()))):
+        raise ValueError(f"--device must be cpu, cuda or cuda:i, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but torch.cuda.is_available() is False")
+    if colon and int(index) >= (count := torch.cuda.device_count()):
+        raise ValueError(
+            f"--device {device}: this machine has {count} CUDA device{'s' if count != 1 else ''}"
+        )
+    return device
+
+
 def resolve_hardware(
     devices: int, accelerator: str | None, device: str | None
 ) -> tuple[int, str, str]:
     """Check ``--devices``, ``--accelerator`` and ``--device`` together, before any work.
 
     ``accelerator`` (``"cpu"``, ``"gpu"``; default: ``device``'s) is the hardware of the
-    ``devices`` processes, ``device`` (``"cpu"``, ``"cuda"``; default: ``accelerator``'s) that of
-    the calling process, which loads the model and does what is not sharded; they name one kind.
+    ``devices`` processes, ``device`` (``"cpu"``, ``"cuda"``, or ``"cuda:i"`` for one process on
+    GPU ``i``; default: ``accelerator``'s) that of the calling process, which loads the model and
+    does what is not sharded; they name one kind.
 
     Returns:
         ``(devices, accelerator, device)``.
@@ -128,24 +151,27 @@ def resolve_hardware(
         pyrovamp.errors.ArgumentTypeError: ``devices`` is not an integer.
         ValueError: one line naming the option: ``devices < 1``, an unknown accelerator or
             device, an ``accelerator`` and a ``device`` of different kinds, ``gpu`` without CUDA,
-            more GPU processes than CUDA devices.
+            more GPU processes than CUDA devices, ``cuda:i`` for a GPU the machine does not have
+            or with ``devices > 1`` (:func:`check_device`).
     """
     devices = check_int("--devices", devices)
     if accelerator is not None:
         check_choice("--accelerator", accelerator, ACCELERATORS)
+    kind = None
     if device is not None:
-        check_choice("--device", device, ("cpu", "cuda"))
-    if (
-        accelerator is not None
-        and device is not None
-        and (accelerator == "gpu") != (device == "cuda")
-    ):
+        kind, colon, _ = check_device(device).partition(":")
+        if colon and devices > 1:
+            raise ValueError(
+                f"--device {device} names one GPU; --devices {devices} runs one process on each "
+                "of GPUs 0 to N-1: give --device cuda"
+            )
+    if accelerator is not None and kind is not None and (accelerator == "gpu") != (kind == "cuda"):
         raise ValueError(
             f"--accelerator {accelerator} and --device {device} name different hardware "
             "(gpu goes with cuda): give one of them"
         )
     asked = "--accelerator gpu" if accelerator is not None else "--device cuda"
-    accelerator = accelerator or ("gpu" if device == "cuda" else "cpu")
+    accelerator = accelerator or ("gpu" if kind == "cuda" else "cpu")
     device = device or ("cuda" if accelerator == "gpu" else "cpu")
     if accelerator == "gpu":
         if not torch.cuda.is_available():

@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp._validate import check_optional_int, check_type
 from pyrovamp.data import DATASETS, Dataset, load_dataset
@@ -75,7 +73,6 @@ __all__ = [
     "evaluate_bdmc",
     "evaluate_estimators",
     "limit_points",
-    "check_device",
     "read_json_object",
     "REQUIRED_SETTINGS",
 ]
@@ -193,17 +190,6 @@ def check_run_files(run: Path) -> dict:
     check_writable(run, "run folder")
     metrics = run / "metrics.json"
     return read_json_object(metrics) if metrics.is_file() else {}
-
-
-def check_device(device: str) -> str:
-    """``device`` if it is ``"cpu"``, or ``"cuda"`` on a machine with CUDA.
-
-    Raises:
-        ValueError: ``"--device cuda was asked for but torch.cuda.is_available() is False"``.
-    """
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
-    return device
 
 
 def save_figure(fig, path) -> Path:
