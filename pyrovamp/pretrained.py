@@ -409,7 +409,8 @@ def _download(repo_id, revision, cache_dir, local_files_only, token) -> Path:
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FileNotFoundError(
-            f"{repo_id}: not in the local Hugging Face cache and not downloadable ({first})"
+            f"{repo_id}: no such folder, and as a Hugging Face Hub repository id not in the "
+            f"local cache and not downloadable ({first})"
         ) from None
     return Path(path)
 

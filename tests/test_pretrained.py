@@ -215,7 +215,11 @@ def test_push_to_hub_then_from_pretrained_by_repo_id_offline(tmp_path, monkeypat
     assert (
         pv.load_card("someone/tiny-vamp", cache_dir=tmp_path / "hub")["test_log_likelihood"] == -2
     )
-    with pytest.raises(FileNotFoundError, match="someone/other: not in the local Hugging Face"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="someone/other: no such folder, and as a Hugging Face Hub repository id not in "
+        "the local cache",
+    ):
         pv.from_pretrained("someone/other", cache_dir=tmp_path / "hub")
 
 

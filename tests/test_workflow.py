@@ -359,6 +359,63 @@ def test_compare_mixes_run_folders_and_models(tmp_path):
     assert sorted(table["log_likelihood_sum"]) == pytest.approx(sorted(ref["log_likelihood_sum"]))
 
 
+def test_compare_takes_pretrained_models_beside_run_folders(tmp_path, monkeypatch, capsys):
+    """``pyrovamp compare RUN ZOO_NAME PRETRAINED_FOLDER``: each pretrained model is scored on its
+    card's test set (seed 0, as a run is), nothing is written into its folder, and a model of
+    another data set is refused before any work."""
+    import pyrovamp as pv
+    from pyrovamp.cli import main
+    from pyrovamp.data import datasets
+    from pyrovamp.workflow import comparison
+
+    run = tmp_path / "run"
+    args = ["train", "--prior", "standard", "--epochs", "1", "--num-samples", "5", "--no-progress"]
+    assert main([*args, "--out", str(run)]) == 0  # the whole digits test set, as the zoo's
+    folder = tmp_path / "mine"
+    pv.save_pretrained(pv.load_run(run)[0], folder, dataset="digits")
+    zoo = pv.PRETRAINED["digits-vae-vampprior"]
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in zoo.iterdir())
+    out = tmp_path / "cmp"
+    argv = ["compare", str(run), "digits-vae-vampprior", str(folder), "--num-samples", "20"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "digits-vae-vampprior" in printed and "mine" in printed and "run" in printed
+    table = pv.workflow.comparison.compare_run_folders(
+        [run, "digits-vae-vampprior", folder], tmp_path / "cmp2", num_samples=20
+    )[0]
+    test = pv.load_dataset("digits").test
+    for name, model in (("digits-vae-vampprior", pv.from_pretrained("digits-vae-vampprior")),
+                        ("mine", pv.from_pretrained(folder))):  # fmt: skip
+        expected = pv.log_likelihood(model, test, 20, seed=0).double().mean().item()
+        assert table.loc[name, "mean_log_likelihood"] == pytest.approx(expected, abs=1e-5)
+    # the exported folder holds the run's model: the same values
+    assert table.loc["mine", "mean_log_likelihood"] == pytest.approx(
+        table.loc["run", "mean_log_likelihood"], abs=1e-5
+    )
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in zoo.iterdir()) == before
+    assert not (folder / comparison.EVALUATION_FILE).exists()
+
+    # static MNIST (small files of its format) against digits: refused before any evaluation
+    monkeypatch.setattr(datasets, "SHA256", {})
+    root = tmp_path / "data"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        rows = (rng.uniform(size=(5, 784)) < 0.3).astype(int)
+        (root / f"binarized_mnist_{split}.amat").write_text(
+            "\n".join(" ".join(map(str, r)) for r in rows) + "\n"
+        )
+    calls = []
+    monkeypatch.setattr(comparison, "log_importance_weights", lambda *a, **k: calls.append(1))
+    fresh = tmp_path / "cmp3"
+    with pytest.raises(ValueError, match=r"^compare ranks models on one test set; got run on "
+                       r"digits, static-mnist-vae-standard on static_mnist$"):  # fmt: skip
+        comparison.compare_run_folders(
+            [run, "static-mnist-vae-standard"], fresh, num_samples=5, data_root=root
+        )
+    assert not calls and not fresh.exists()
+
+
 def _train_one(tmp_path, name="run"):
     from pyrovamp.cli import main
 

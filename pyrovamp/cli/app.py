@@ -61,9 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
 
-    c = sub.add_parser("compare", help="compare runs on their common test set (ArviZ)")
+    c = sub.add_parser(
+        "compare", help="compare runs and pretrained models on their common test set (ArviZ)"
+    )
     c.add_argument(
-        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (pyrovamp train --out) to rank"
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders (pyrovamp train --out) or pretrained models (a name of the zoo, a "
+        "pretrained folder or a Hugging Face Hub repository id) to rank on their common test set",
     )
     c.add_argument(
         "--out",
@@ -89,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_device(),
         metavar="{cpu,cuda,cuda:i}",
         help="where the models are evaluated (default: cpu)",
+    )
+    c.add_argument(
+        "--data-root",
+        type=_folder("--data-root"),
+        help="folder with the pretrained models' data set files (default: the usual place; "
+        "a run folder reads its own)",
     )
 
     r = sub.add_parser(

@@ -21,14 +21,15 @@ COLUMNS = [
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare the run folders ``args.run_dirs`` into ``args.out`` and print the table and the
-    k-hat threshold; exit status 0."""
+    """Compare the run folders and pretrained models ``args.run_dirs`` into ``args.out`` and print
+    the table and the k-hat threshold; exit status 0."""
     table, _ = compare_run_folders(
         args.run_dirs,
         args.out,
         num_samples=args.num_samples,
         device=args.device,
         recompute=args.recompute,
+        data_root=args.data_root,
     )
     print(table[COLUMNS].to_string(float_format=lambda v: f"{v:.3f}"))
     print(

@@ -5,35 +5,19 @@ command line, with a summary line per estimate on stdout as soon as it is made."
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from pyrovamp.cli.options import progress_setting
-from pyrovamp.pretrained import CONFIG, FORMAT, PRETRAINED, WEIGHTS, is_repo_id
+from pyrovamp.pretrained import PRETRAINED, is_repo_id
 from pyrovamp.workflow.estimates import method_line, result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
-from pyrovamp.workflow.zoo import evaluate_pretrained
+from pyrovamp.workflow.zoo import evaluate_pretrained, is_pretrained
 
 __all__ = ["run"]
 
 # the options of a run folder's evaluation that a pretrained model's does not take
 _RUN_ONLY = ("bdmc", "refine_guide", "refine_on", "refine_num_samples", "refine_lr",
              "refine_batch_size")  # fmt: skip
-
-
-def _is_pretrained(name: str) -> bool:
-    """A zoo name, a pretrained folder, or something that is no folder at all (a Hub repository
-    id, or a name the pretrained path reports with the zoo's names)."""
-    path = Path(name)
-    if name in PRETRAINED or (path / WEIGHTS).is_file():
-        return True
-    if (path / CONFIG).is_file():  # a pretrained folder that lost its weights says so
-        try:
-            config = json.loads((path / CONFIG).read_text())
-        except (OSError, ValueError):
-            return False  # the run folder's checks name the file
-        return isinstance(config, dict) and config.get("format") == FORMAT
-    return not path.exists()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             f"({', '.join(PRETRAINED) or 'none'}), a pretrained folder or a Hugging Face Hub "
             "repository id (owner/name)"
         )
-    if _is_pretrained(args.run_dir):
+    if is_pretrained(args.run_dir):
         given = [f"--{k.replace('_', '-')}" for k in _RUN_ONLY if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: for run folders only, not pretrained models")

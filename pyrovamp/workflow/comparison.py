@@ -39,6 +39,7 @@ from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp._validate import check_int, check_type
 from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer import importance_diagnostics, khat_threshold, log_importance_weights
+from pyrovamp.pretrained import PRETRAINED
 from pyrovamp.training import MODEL, read_checkpoint
 from pyrovamp.workflow.estimates import check_pyro_model, khat_summary
 from pyrovamp.workflow.parallel import check_device
@@ -50,6 +51,7 @@ from pyrovamp.workflow.runs import (
     read_json_object,
     save_figure,
 )
+from pyrovamp.workflow.zoo import is_pretrained, pretrained_test_set
 
 __all__ = [
     "importance_diagnostics",
@@ -519,59 +521,69 @@ def plot_pareto_k(idatas: dict):
 
 
 def compare_run_folders(
-    run_dirs, out, *, num_samples: int = 1000, device: str = "cpu", recompute: bool = False
+    run_dirs, out, *, num_samples: int = 1000, device="cpu", recompute=False, data_root=None
 ):
-    """``pyrovamp compare``: rank run folders on their common test set (:func:`compare`) and write
-    ``out/comparison.csv``, ``out/compare.png`` (:func:`plot_compare`) and ``out/pareto_k.png``
-    (:func:`plot_pareto_k`). Each run's stored evaluation is reused unless ``recompute``
-    (:func:`to_inference_data`).
+    """``pyrovamp compare``: rank run folders and pretrained models on their common test set
+    (:func:`compare`) and write ``out/comparison.csv``, ``out/compare.png``
+    (:func:`plot_compare`) and ``out/pareto_k.png`` (:func:`plot_pareto_k`). Each run's stored
+    evaluation is reused unless ``recompute`` (:func:`to_inference_data`); a pretrained model (a
+    zoo name, a pretrained folder or a Hub repository id) is evaluated on its card's test set
+    (from ``data_root``, default: the usual place) with seed 0, as a run is, storing nothing.
 
     Returns:
-        ``(table, evaluations)``: the :func:`compare` table and ``{run name: evaluation}``.
+        ``(table, evaluations)``: the :func:`compare` table and ``{name: evaluation}`` (a run
+        folder's or a pretrained folder's name; a zoo model's name).
 
     Raises:
-        ValueError: fewer than two run folders, a folder that is not a run folder (a missing or
-            incomplete ``config.json``, a read-only folder), two folders of one name, an
-            unusable ``out`` or ``device`` (one line, before any work; a folder ``out`` made
-            for a comparison that fails is removed again).
-        pyrovamp.errors.CheckpointError: a damaged ``model.pt`` (one line naming it, before any
-            work).
+        ValueError: fewer than two entries, a folder that is not a run folder (a missing or
+            incomplete ``config.json``, a read-only folder), two of one name, different data
+            sets, an unusable ``out`` or ``device`` (one line, before any work; an ``out`` made
+            for a comparison that fails is removed); as :func:`pyrovamp.from_pretrained`.
+        pyrovamp.errors.CheckpointError: a damaged ``model.pt`` (one line, before any work).
     """
     check_device(device)
     num_samples = _check_num_samples(num_samples)
     check_type("run_dirs", run_dirs, (list, tuple), "a list of run folders")
     for r in run_dirs:
         check_type("run_dirs", r, (str, Path), "a list of run folders (str or path)")
-    runs = [Path(r) for r in run_dirs]
+    pretrained = {str(r) for r in run_dirs if is_pretrained(str(r))}
+    runs = [Path(r) for r in run_dirs if str(r) not in pretrained]
     for r in runs:
         for f in ("config.json", MODEL):
             if not (r / f).is_file():
                 raise ValueError(f"{r} is not a run folder: {r / f} is missing")
-    names = [r.name for r in runs]
+    names = [str(r) if str(r) in PRETRAINED else Path(r).name for r in run_dirs]
     if len(set(names)) != len(names):
         raise ValueError(f"run folders must have distinct names, got {names}")
-    if len(runs) < 2:
-        raise ValueError("compare needs at least two run folders")
+    if len(names) < 2:
+        raise ValueError("compare needs at least two run folders or pretrained models")
     made = not Path(out).exists()
     out = make_folder(out)
     try:
-        for r in runs:  # every folder's files, before the first evaluation
-            check_required(read_json_object(r / "config.json"), r / "config.json")
-            read_checkpoint(r / MODEL, map_location="cpu")
-            check_writable(r, "run folder")  # its evaluation is stored there
+        loaded, datasets = {}, {}
+        for r, name in zip(run_dirs, names, strict=True):  # every one's files, before any work
+            if str(r) in pretrained:
+                loaded[name] = pretrained_test_set(str(r), data_root, device)
+                datasets[name] = loaded[name].dataset
+                continue
+            cfg = check_required(read_json_object(Path(r) / "config.json"), Path(r) / "config.json")
+            datasets[name] = cfg["dataset"]
+            read_checkpoint(Path(r) / MODEL, map_location="cpu")
+            check_writable(Path(r), "run folder")  # its evaluation is stored there
+        if len(set(datasets.values())) > 1:  # paths too: the data sets' own files differ
+            on = ", ".join(f"{k} on {v}" for k, v in datasets.items())
+            raise ValueError(f"compare ranks models on one test set; got {on}")
         evaluations = {}
-        for r in runs:
+        for r, name in zip(run_dirs, names, strict=True):
             t0 = time.perf_counter()
-            evaluations[r.name] = to_inference_data(
-                r, num_samples=num_samples, device=device, keep_log_weights=False,
-                recompute=recompute,
-            )  # fmt: skip
-            how = (
-                "reused its stored evaluation"
-                if evaluations[r.name].attrs.get("from_cache")
-                else f"evaluated in {time.perf_counter() - t0:.1f} s"
+            model, x = (loaded[name].model, loaded[name].x) if name in loaded else (Path(r), None)
+            evaluations[name] = to_inference_data(
+                model, x, num_samples=num_samples, device=device, name=name, recompute=recompute
             )
-            logger.info("%s: %s (S=%d)", r.name, how, num_samples)
+            how = f"evaluated in {time.perf_counter() - t0:.1f} s"
+            if evaluations[name].attrs.get("from_cache"):
+                how = "reused its stored evaluation"
+            logger.info("%s: %s (S=%d)", name, how, num_samples)
         table = compare(evaluations)
     except BaseException:
         if made and not any(out.iterdir()):  # no empty folder left behind by a failed compare

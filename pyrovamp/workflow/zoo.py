@@ -13,11 +13,13 @@ et al. 2016), with the training recipe, its commands, the hardware and the train
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from pyrovamp._io import atomic_write_text
 from pyrovamp._validate import check_optional_int
@@ -27,6 +29,7 @@ from pyrovamp.infer import points_per_block
 from pyrovamp.pretrained import (
     CARD,
     CONFIG,
+    FORMAT,
     PER_POINT,
     PRETRAINED,
     WEIGHTS,
@@ -42,6 +45,8 @@ from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
 __all__ = [
     "export_run",
+    "is_pretrained",
+    "pretrained_test_set",
     "evaluate_pretrained",
     "zoo_rows",
     "zoo_table",
@@ -163,6 +168,64 @@ def export_run(
     return folder
 
 
+def is_pretrained(name: str) -> bool:
+    """Whether the command line's ``name`` is meant as a pretrained model rather than a run
+    folder: a zoo name, a pretrained folder (``model.safetensors``, or a ``config.json`` of the
+    pretrained format), or no folder at all (a Hub repository id, or a name the pretrained path
+    reports with the zoo's names)."""
+    path = Path(name)
+    if name in PRETRAINED or (path / WEIGHTS).is_file():
+        return True
+    if (path / CONFIG).is_file():  # a pretrained folder that lost its weights says so
+        try:
+            config = json.loads((path / CONFIG).read_text())
+        except (OSError, ValueError):
+            return False  # the run folder's checks name the file
+        return isinstance(config, dict) and config.get("format") == FORMAT
+    return not path.exists()
+
+
+class PretrainedTestSet(NamedTuple):
+    """What :func:`pretrained_test_set` returns."""
+
+    folder: Path
+    model: Any
+    x: torch.Tensor
+    card: dict
+    dataset: str
+
+
+def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
+    """A pretrained model and the test images of its data set, as its card records them.
+
+    Returns:
+        ``(folder, model, x, card, dataset)``: the model's local folder, the model (evaluation
+        mode) on ``device``, its data set's ``(N, D)`` test images on ``device`` (read from
+        ``data_root``, default: the usual place; your own data with the split, seed and
+        likelihood of the card's ``data``), the card's fields and the data set as
+        ``config.json`` names it.
+
+    Raises:
+        ValueError: a model without a recorded data set, a damaged card (one line naming the
+            file); as :func:`pyrovamp.from_pretrained` and :func:`pyrovamp.load_dataset`.
+    """
+    folder = pretrained_folder(name_or_path)
+    config = read_json_object(folder / CONFIG)
+    if not config.get("dataset"):
+        raise ValueError(
+            f"{folder / CONFIG} records no data set: save the model with "
+            "save_pretrained(model, FOLDER, dataset=NAME), or score it in Python "
+            "(pyrovamp.log_likelihood)"
+        )
+    card = _checked_card(load_card(folder), folder / CARD)
+    model = from_pretrained(folder, device=device)
+    data = card.get("data") or {}  # your own data: the split, seed and likelihood it had
+    cfg = {"dataset": config["dataset"], "split": data.get("split"),
+           "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
+    dataset = run_dataset(cfg, data_root)
+    return PretrainedTestSet(folder, model, dataset.test.to(device), card, config["dataset"])
+
+
 def evaluate_pretrained(
     name_or_path,
     *,
@@ -210,23 +273,9 @@ def evaluate_pretrained(
             f"--devices {devices} shards IS and AIS; --method exact (quadrature) runs in one "
             "process: leave out --devices"
         )
-    folder = pretrained_folder(name_or_path)
-    config = read_json_object(folder / CONFIG)
-    if not config.get("dataset"):
-        raise ValueError(
-            f"{folder / CONFIG} records no data set: save the model with "
-            "save_pretrained(model, FOLDER, dataset=NAME), or score it in Python "
-            "(pyrovamp.log_likelihood)"
-        )
-    card = _checked_card(load_card(folder), folder / CARD)
+    folder, model, x, card, _ = pretrained_test_set(name_or_path, data_root, device)
     if out is not None:
         out = make_folder(out)
-    model = from_pretrained(folder, device=device)
-    data = card.get("data") or {}  # your own data: the split, seed and likelihood it had
-    cfg = {"dataset": config["dataset"], "split": data.get("split"),
-           "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
-    dataset = run_dataset(cfg, data_root)
-    x = dataset.test.to(device)
     seed = card.get("is_seed") or 0
     processes = None
     if devices > 1:  # each process loads the model from its folder
