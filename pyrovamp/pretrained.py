@@ -31,16 +31,16 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
+from pyrovamp._card import card_text, plain_card
 from pyrovamp._io import atomic_write_text
 from pyrovamp._random import fork_rng
 from pyrovamp._rebuild import build_from_config, module_config
 from pyrovamp._validate import check_finite_weights, check_int, check_type
 from pyrovamp._version import __version__
+from pyrovamp.data.datasets import dataset_source
 from pyrovamp.errors import CheckpointError
 
 __all__ = [
@@ -115,90 +115,6 @@ def _model_dtype(model) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _card_text(config: dict, card: dict) -> str:
-    """The model card: YAML metadata (``library_name``, ``tags``, ``datasets`` and the card's
-    fields under ``pyrovamp``) and a short text with the numbers and how to load the model."""
-    import yaml  # a dependency of huggingface_hub
-
-    model = config["model"]["class"].rsplit(".", 1)[-1]
-    prior = config["model"].get("children", {}).get("prior", {}).get("$module", {}).get("class")
-    prior = card.get("prior") or (prior or "").rsplit(".", 1)[-1]
-    meta: dict[str, Any] = {
-        "library_name": "pyrovamp",
-        "license": "mit",
-        "tags": ["pyrovamp", "pyro", "vae", "variational-autoencoder"]
-        + ([prior.lower()] if prior else []),
-    }
-    data = str(config.get("dataset") or "")
-    local = "/" in data or "\\" in data  # your own data: a local path, named by its stem
-    data = Path(data).stem if local else data
-    if data and not local:
-        meta["datasets"] = [data]
-    meta["pyrovamp"] = card
-    name = card.get("name") or f"{model} with a {prior or 'learnable'} prior"
-    lines = [f"# {name}", ""]
-    lines.append(
-        f"A pyrovamp `{model}` with the `{prior}` prior"
-        + (f", trained on `{data}`{' (local data)' if local else ''}." if data else ".")
-    )
-    rows = [
-        ("test log-likelihood, IS", card.get("test_log_likelihood"), card.get("is_num_samples")),
-        ("test log-likelihood, AIS", card.get("test_log_likelihood_ais"), None),
-        ("test log-likelihood, exact (quadrature)", card.get("test_log_likelihood_exact"), None),
-        ("test ELBO", card.get("test_elbo"), None),
-    ]
-    table = [(w, v, s) for w, v, s in rows if isinstance(v, (int, float))]
-    if table:
-        lines += ["", "| measure (nats per test image) | value |", "|---|---|"]
-        for what, value, s in table:
-            lines.append(f"| {what}{f', S={s}' if s else ''} | {value:.2f} |")
-    for key, what in (("recipe", "Recipe"), ("hardware", "Hardware"),
-                      ("pyrovamp_version", "pyrovamp version")):  # fmt: skip
-        if card.get(key):
-            lines += ["", f"{what}: {card[key]}"]
-    if card.get("commands"):
-        lines += ["", "Trained and scored with:", "", "```bash", *card["commands"], "```"]
-    if card.get("notes"):
-        lines += ["", str(card["notes"])]
-    networks = _networks(config["model"])
-    imports = sorted(
-        {c.rsplit(".", 1)[0] for c, _ in networks.values() if not c.startswith("pyrovamp.")}
-    )
-    if networks:
-        lines += ["", "Networks of its own (the classes and their constructor arguments):", ""]
-        for arg, (cls, args) in networks.items():
-            lines.append(f"- `{arg}`: `{cls}({args})`")
-    ident = card.get("name") or "FOLDER"
-    lines += [
-        "",
-        "Load it" + (" (the networks' modules imported first):" if imports else ":"),
-        "",
-        "```python",
-        *(f"import {m}" for m in imports),
-        "import pyrovamp as pv",
-        "",
-        f'model = pv.from_pretrained("{ident}")',
-        "samples = model.sample(16)",
-        "```",
-        "",
-    ]
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n" + "\n".join(lines)
-
-
-def _networks(model: dict) -> dict[str, tuple[str, str]]:
-    """The networks a model was given (``encoder=``, ``decoder=``, ...: arguments holding a
-    module): argument -> (class path, its arguments as ``key=value`` text)."""
-    out = {}
-    for arg, value in (model.get("arguments") or {}).items():
-        inner = value.get("$module") if isinstance(value, dict) else None
-        if isinstance(inner, dict) and isinstance(inner.get("class"), str):
-            args = inner.get("arguments") or {}
-            text = ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
-            out[arg] = (inner["class"], text)
-    return out
-
-
 def _check_dtype(name: str, dtype):
     """``dtype`` as a floating ``torch.dtype`` (a name such as ``"bfloat16"`` too), or None."""
     if dtype is None or dtype in _DTYPES.values():
@@ -206,27 +122,6 @@ def _check_dtype(name: str, dtype):
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
         return _DTYPES[dtype.removeprefix("torch.")]
     raise ValueError(f"{name} must be one of {', '.join(_DTYPES)} or None, got {dtype!r}")
-
-
-def _plain_card(card: dict) -> dict:
-    """The card's fields as YAML-safe values (NumPy and 0-d torch numbers as Python numbers).
-
-    Raises:
-        ValueError: a field that is not a number, string, bool, None, list or dict of them.
-    """
-
-    def plain(value, key):
-        if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 1) == 0:
-            return value.item()
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        if isinstance(value, (list, tuple)):
-            return [plain(v, key) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v, key) for k, v in value.items()}
-        raise ValueError(f"card field {key!r} is a {type(value).__name__}: not storable in a card")
-
-    return {str(k): plain(v, k) for k, v in card.items()}
 
 
 def _check_rebuilds(model, config: dict) -> None:
@@ -254,6 +149,28 @@ def _check_rebuilds(model, config: dict) -> None:
         )
 
 
+def _check_target(folder: Path) -> None:
+    """Refuse a ``folder`` :func:`save_pretrained` would damage: a file, a run folder of
+    ``pyrovamp train`` (whose ``config.json`` it would replace), a folder whose ``config.json`` is
+    something else's. One line naming the folder."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder {folder} exists and is not a folder")
+    for f in ("model.pt", "checkpoint.ckpt"):
+        if (folder / f).is_file():
+            raise ValueError(
+                f"folder {folder} is a run folder ({f}): its config.json and README.md would be "
+                "replaced; save the pretrained model into another folder"
+            )
+    if (folder / CONFIG).is_file():
+        try:
+            _read_config(folder)
+        except CheckpointError:
+            raise ValueError(
+                f"folder {folder} holds a {CONFIG} that is not a pyrovamp pretrained "
+                "configuration: save the pretrained model into another folder"
+            ) from None
+
+
 def save_pretrained(
     model, folder, *, dataset: str | None = None, card: dict | None = None, weights_dtype=None
 ) -> Path:
@@ -263,7 +180,9 @@ def save_pretrained(
         model: a pyrovamp model (or a prior without an encoder; a class of your own derived from
             pyrovamp's, if it is defined in an importable module).
         folder: where ``model.safetensors``, ``config.json`` and ``README.md`` go.
-        dataset: the data set's name (recorded, so that ``pyrovamp evaluate FOLDER`` can score it).
+        dataset: the data set's name (recorded, so that ``pyrovamp evaluate FOLDER`` can score
+            it): a name of :data:`pyrovamp.data.DATASETS` or a torchvision set, or the path of
+            your own data (recorded absolute).
         card: fields of the model card (numbers in nats per data point; JSON values), kept in
             the card's metadata under ``pyrovamp`` and shown in its text.
         weights_dtype: store the weights in this floating dtype (e.g. ``torch.bfloat16`` to halve
@@ -275,8 +194,10 @@ def save_pretrained(
     Raises:
         ValueError: the model (or an argument it was built with) cannot be rebuilt from JSON,
             or rebuilds as another model (a submodule assigned after construction), a bad
-            ``weights_dtype`` or card field -- one line naming the class, argument or field;
-            before anything is written.
+            ``weights_dtype``, card field or ``dataset`` (an unknown name), a ``folder`` that is a
+            run folder or holds another ``config.json`` -- one line naming the class, argument,
+            field or folder; before anything is written.
+        FileNotFoundError: a ``dataset`` path with nothing there.
         pyrovamp.errors.ArgumentTypeError: a bad argument type.
     """
     check_type("folder", folder, (str, os.PathLike), "a folder (str or path)")
@@ -284,6 +205,8 @@ def save_pretrained(
         check_type("card", card, dict, "a dict of card fields or None")
     if dataset is not None:
         check_type("dataset", dataset, str, "a data set name or None")
+        dataset = dataset_source(dataset)  # a typo is refused now, not at its first evaluation
+    _check_target(Path(folder))
     weights_dtype = _check_dtype("weights_dtype", weights_dtype)
     model_config = module_config(model)
     _check_rebuilds(model, model_config)
@@ -297,10 +220,8 @@ def save_pretrained(
         "model": model_config,
     }
     text = json.dumps(config, indent=2)
-    card_text = _card_text(config, _plain_card(card or {}))
+    card_md = card_text(config, plain_card(card or {}))
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"folder {folder} exists and is not a folder")
     # all three files are written into a temporary folder beside the target, then moved in
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -308,7 +229,7 @@ def save_pretrained(
     try:
         _write_weights(model, tmp / WEIGHTS, weights_dtype)
         atomic_write_text(tmp / CONFIG, text + "\n")
-        atomic_write_text(tmp / CARD, card_text)
+        atomic_write_text(tmp / CARD, card_md)
         if not folder.exists():
             os.replace(tmp, folder)
         else:
@@ -491,13 +412,20 @@ def from_pretrained(
         The model (``model.training`` is False).
 
     Raises:
-        ValueError: an unknown name, a device this machine does not have.
+        ValueError: an unknown name, a device name torch does not know or this machine does not
+            have.
         FileNotFoundError: a folder that is not a pretrained folder; a repository that can be
             neither downloaded nor found in the cache.
         pyrovamp.errors.CheckpointError: a damaged ``config.json``; a truncated or foreign
             ``model.safetensors`` (one line naming the file).
     """
-    device = torch.device(device) if isinstance(device, str) else device
+    if isinstance(device, str):
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ValueError(
+                f"device must be a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
+            ) from None
     check_type("device", device, torch.device, "a device name or torch.device")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")

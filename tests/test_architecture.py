@@ -31,10 +31,11 @@ FLOOR = {
     "_rebuild",
     "_blocks",
     "_precision",
-    "pretrained",  # save/load of models: imports only the floor; models import its mixin
+    "_card",
 }
 STAGES = [
     ["data"],
+    ["pretrained"],  # save/load of models: the floor and the data sets' names; models use its mixin
     ["nn", "distributions"],
     ["priors"],
     ["models"],

@@ -358,3 +358,32 @@ def test_a_run_folder_or_a_file_as_root_is_named_for_what_it_is(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="root .*afile is a file, not a folder"):
         pv.load_dataset("static_mnist", root=tmp_path / "afile", download=False)
+
+
+def test_saving_into_a_run_folder_or_over_another_config_is_refused_before_writing(tmp_path):
+    """``model.save_pretrained(RUN)`` would replace the run's ``config.json`` (its settings) and
+    break ``--resume``: refused, as is a folder whose ``config.json`` is something else's; a
+    mistyped data set is refused when saving, not at the first ``pyrovamp evaluate``."""
+    from pyrovamp import train
+
+    vae = pv.VAE(6, 2, prior="standard", hidden_dim=8)
+    x = (torch.rand(64, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    run = tmp_path / "run"
+    train(vae, x, epochs=1, batch_size=32, progress=False, checkpoint_dir=run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=r"^folder .*run is a run folder \(model.pt\): its "):
+        vae.save_pretrained(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG).write_text('{"name": "a tool of its own"}')
+    with pytest.raises(ValueError, match=r"holds a config.json that is not a pyrovamp pretrained"):
+        vae.save_pretrained(other)
+    assert {p.name for p in other.iterdir()} == {CONFIG}
+    with pytest.raises(ValueError, match=r"^unknown data set 'digit'; expected one of digits"):
+        vae.save_pretrained(tmp_path / "m", dataset="digit")
+    assert not (tmp_path / "m").exists()
+    vae.save_pretrained(tmp_path / "m", dataset="digits")
+    vae.save_pretrained(tmp_path / "m", dataset="digits")  # its own folder: saved again
+    with pytest.raises(ValueError, match=r"^device must be a device such as 'cpu'.*got 'gpu'$"):
+        pv.from_pretrained(tmp_path / "m", device="gpu")
