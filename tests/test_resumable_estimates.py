@@ -156,3 +156,23 @@ def test_pyrovamp_evaluate_ais_continues_a_killed_evaluation(tmp_path, monkeypat
     for k in a.files:
         assert np.array_equal(a[k], b[k]), k
     assert not partial_path(out, "ais").exists()
+
+
+def test_an_interrupted_pretrained_evaluation_says_whether_it_can_continue(
+    tmp_path, monkeypatch, capsys
+):
+    """``pyrovamp evaluate NAME`` keeps its pieces only with ``--out``: without it, the line
+    stopping it says nothing was kept (and how to keep them), not that the command continues."""
+    from pyrovamp.workflow import zoo
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo, "evaluate_method", stopped)
+    argv = ["evaluate", "digits-vae-standard", "--num-samples", "10", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "nothing was kept: with --out DIR" in err and "continues where" in err
+    assert err.count("\n") == 1
+    assert main([*argv, "--out", str(tmp_path / "scores")]) == 130
+    assert "the same pyrovamp evaluate command continues" in capsys.readouterr().err

@@ -299,7 +299,8 @@ def main(argv=None) -> int:
             _file_backend()
             return command.run(args)
     except KeyboardInterrupt as e:  # SIGINT (Ctrl-C), or SIGTERM through _sigterm_as_interrupt
-        return _interrupted(args.command, e, "SIGTERM" if signals else "SIGINT")
+        resumable = args.command != "evaluate" or evaluate.keeps_pieces(args)
+        return _interrupted(args.command, e, "SIGTERM" if signals else "SIGINT", resumable)
     except Exception as e:
         status = exit_status(e)
         if status is None:
@@ -333,13 +334,19 @@ def _sigterm_as_interrupt(received: list[str]):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(command: str, error: KeyboardInterrupt, name: str) -> int:
+def _interrupted(command: str, error: KeyboardInterrupt, name: str, resumable: bool) -> int:
     """One line on stderr (from the first process of a data-parallel run only) for a command
     stopped by a signal; the exit status 128 + the signal's number (130 for SIGINT, 143 for
-    SIGTERM), as a shell reports a process killed by it."""
+    SIGTERM), as a shell reports a process killed by it. ``resumable``: whether an evaluation
+    kept its pieces (a run folder, or ``--out``)."""
     number = signal.SIGTERM if name == "SIGTERM" else signal.SIGINT
     if command == "reproduce":  # the cells resume where they stopped
         line = f"stopped ({name}); run the same pyrovamp reproduce command to continue"
+    elif command == "evaluate" and not resumable:
+        line = (
+            f"stopped ({name}); nothing was kept: with --out DIR a pretrained model's "
+            "evaluation keeps its pieces, and the same command continues where it stopped"
+        )
     elif command == "evaluate":  # pyrovamp.workflow.resumable keeps IS's and AIS's pieces
         line = (
             f"stopped ({name}); the same pyrovamp evaluate command continues importance "

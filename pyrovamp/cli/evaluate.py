@@ -13,11 +13,18 @@ from pyrovamp.workflow.estimates import method_line, result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
 from pyrovamp.workflow.zoo import evaluate_pretrained, is_pretrained
 
-__all__ = ["run"]
+__all__ = ["run", "keeps_pieces"]
 
 # the options of a run folder's evaluation that a pretrained model's does not take
 _RUN_ONLY = ("bdmc", "refine_guide", "refine_on", "refine_num_samples", "refine_lr",
              "refine_batch_size")  # fmt: skip
+
+
+def keeps_pieces(args: argparse.Namespace) -> bool:
+    """Whether an interrupted ``pyrovamp evaluate`` kept the pieces of its IS or AIS to continue
+    from (:mod:`pyrovamp.workflow.resumable`): in a run folder, or in a pretrained model's
+    ``--out``."""
+    return args.out is not None or not is_pretrained(args.run_dir)
 
 
 def run(args: argparse.Namespace) -> int:
