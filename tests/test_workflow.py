@@ -414,6 +414,10 @@ def test_compare_takes_pretrained_models_beside_run_folders(tmp_path, monkeypatc
             [run, "static-mnist-vae-standard"], fresh, num_samples=5, data_root=root
         )
     assert not calls and not fresh.exists()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no static MNIST files: refused alike
+    with pytest.raises(ValueError, match=r"^compare ranks models on one test set"):
+        comparison.compare_run_folders([run, "static-mnist-vae-standard"], fresh, num_samples=5)
+    assert not calls and not fresh.exists()
 
 
 def _train_one(tmp_path, name="run"):

@@ -51,7 +51,7 @@ from pyrovamp.workflow.runs import (
     read_json_object,
     save_figure,
 )
-from pyrovamp.workflow.zoo import is_pretrained, pretrained_test_set
+from pyrovamp.workflow.zoo import is_pretrained, pretrained_dataset, pretrained_test_set
 
 __all__ = [
     "importance_diagnostics",
@@ -557,14 +557,14 @@ def compare_run_folders(
         raise ValueError(f"run folders must have distinct names, got {names}")
     if len(names) < 2:
         raise ValueError("compare needs at least two run folders or pretrained models")
+    entries = list(zip(run_dirs, names, strict=True))
     made = not Path(out).exists()
     out = make_folder(out)
     try:
-        loaded, datasets = {}, {}
-        for r, name in zip(run_dirs, names, strict=True):  # every one's files, before any work
+        datasets = {}
+        for r, name in entries:  # every one's files, before any work
             if str(r) in pretrained:
-                loaded[name] = pretrained_test_set(str(r), data_root, device)
-                datasets[name] = loaded[name].dataset
+                datasets[name] = pretrained_dataset(str(r))
                 continue
             cfg = check_required(read_json_object(Path(r) / "config.json"), Path(r) / "config.json")
             datasets[name] = cfg["dataset"]
@@ -573,8 +573,10 @@ def compare_run_folders(
         if len(set(datasets.values())) > 1:  # paths too: the data sets' own files differ
             on = ", ".join(f"{k} on {v}" for k, v in datasets.items())
             raise ValueError(f"compare ranks models on one test set; got {on}")
+        loaded = {n: pretrained_test_set(str(r), data_root, device)
+                  for r, n in entries if str(r) in pretrained}  # fmt: skip
         evaluations = {}
-        for r, name in zip(run_dirs, names, strict=True):
+        for r, name in entries:
             t0 = time.perf_counter()
             model, x = (loaded[name].model, loaded[name].x) if name in loaded else (Path(r), None)
             evaluations[name] = to_inference_data(

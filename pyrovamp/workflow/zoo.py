@@ -46,6 +46,7 @@ from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 __all__ = [
     "export_run",
     "is_pretrained",
+    "pretrained_dataset",
     "pretrained_test_set",
     "evaluate_pretrained",
     "zoo_rows",
@@ -195,6 +196,25 @@ class PretrainedTestSet(NamedTuple):
     dataset: str
 
 
+def pretrained_dataset(name_or_path) -> str:
+    """The data set of a pretrained model as its ``config.json`` records it (a name, or the path
+    of your own data).
+
+    Raises:
+        ValueError: a model saved without its data set (one line saying how to record it); as
+            :func:`pyrovamp.pretrained.pretrained_folder`.
+    """
+    folder = pretrained_folder(name_or_path)
+    config = read_json_object(folder / CONFIG)
+    if not config.get("dataset"):
+        raise ValueError(
+            f"{folder / CONFIG} records no data set: save the model with "
+            "save_pretrained(model, FOLDER, dataset=NAME), or score it in Python "
+            "(pyrovamp.log_likelihood)"
+        )
+    return str(config["dataset"])
+
+
 def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
     """A pretrained model and the test images of its data set, as its card records them.
 
@@ -210,20 +230,14 @@ def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
             file); as :func:`pyrovamp.from_pretrained` and :func:`pyrovamp.load_dataset`.
     """
     folder = pretrained_folder(name_or_path)
-    config = read_json_object(folder / CONFIG)
-    if not config.get("dataset"):
-        raise ValueError(
-            f"{folder / CONFIG} records no data set: save the model with "
-            "save_pretrained(model, FOLDER, dataset=NAME), or score it in Python "
-            "(pyrovamp.log_likelihood)"
-        )
+    name = pretrained_dataset(folder)
     card = _checked_card(load_card(folder), folder / CARD)
     model = from_pretrained(folder, device=device)
     data = card.get("data") or {}  # your own data: the split, seed and likelihood it had
-    cfg = {"dataset": config["dataset"], "split": data.get("split"),
+    cfg = {"dataset": name, "split": data.get("split"),
            "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
     dataset = run_dataset(cfg, data_root)
-    return PretrainedTestSet(folder, model, dataset.test.to(device), card, config["dataset"])
+    return PretrainedTestSet(folder, model, dataset.test.to(device), card, name)
 
 
 def evaluate_pretrained(
