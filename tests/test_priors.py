@@ -488,3 +488,22 @@ def test_a_far_or_nan_value_does_not_spoil_the_others_of_its_batch():
         exact = narrow().log_prob(z.double())[:15]
         err = (narrow().log_prob(z)[:15].double() - exact).abs().max()
         assert err < 0.01, (where, float(err))
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_the_prior_module_given_where_its_distribution_is_meant_is_named(name):
+    """``pyro.sample("z", prior)`` (the module, not ``prior()``) makes Pyro score the distribution
+    the module returns as if it were a value: the error says what was meant."""
+    from pyro import poutine
+
+    from pyrovamp.errors import ArgumentTypeError
+
+    prior = small_prior(name)
+    expected = r'got a \w+: a prior goes into pyro.sample called, pyro.sample\("z", prior\(\)\)'
+    with pytest.raises(ArgumentTypeError, match=expected):
+        prior.log_prob(prior())
+    trace = poutine.trace(lambda: pyro.sample("z", prior)).get_trace()
+    with pytest.raises(Exception) as e:
+        trace.log_prob_sum()
+    chain = [e.value, e.value.__context__]  # Pyro's own error follows ours
+    assert any(isinstance(c, ArgumentTypeError) and "prior()" in str(c) for c in chain)

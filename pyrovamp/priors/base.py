@@ -13,6 +13,7 @@ from torch.distributions import constraints
 from torch.distributions.constraints import MixtureSameFamilyConstraint
 
 from pyrovamp._validate import check_int, check_type
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.registration import RegisteredModule
 
 __all__ = ["Prior", "REAL_VECTOR", "mixing_logits", "check_latent"]
@@ -36,9 +37,16 @@ def check_latent(value, latent_dim: int, dtype: torch.dtype) -> torch.Tensor:
     them; computed in their own type they came back truncated).
 
     Raises:
-        pyrovamp.errors.ArgumentTypeError: ``value`` not a tensor.
+        pyrovamp.errors.ArgumentTypeError: ``value`` not a tensor (a distribution: the value
+            ``pyro.sample("z", prior)`` draws from the prior module itself, where
+            ``pyro.sample("z", prior())`` is meant -- said so).
         ValueError: ``value`` without a last dimension of size ``latent_dim``.
     """
+    if isinstance(value, torch.distributions.Distribution):
+        raise ArgumentTypeError(
+            f"value must be a tensor of shape (..., {latent_dim}), got a {type(value).__name__}: "
+            'a prior goes into pyro.sample called, pyro.sample("z", prior()), not as the module'
+        )
     check_type("value", value, torch.Tensor, f"a tensor of shape (..., {latent_dim})")
     if value.dim() < 1 or value.shape[-1] != latent_dim:
         raise ValueError(
