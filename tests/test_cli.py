@@ -995,3 +995,26 @@ def test_evaluate_keeps_what_a_concurrent_evaluation_merges_meanwhile(tiny_run, 
     m = json.loads((tiny_run / "metrics.json").read_text())
     assert m["test_log_likelihood_ais"] == -1.5 and m["num_samples"] == 3
     assert m["test_log_likelihood"] < 0 and m["epochs_trained"] == 1
+
+
+def test_a_resume_records_the_runs_changes_only_and_a_refused_one_writes_nothing(tmp_path):
+    """config.json takes a resumed piece's --epochs (the next piece resumes with it), not its
+    machine's options or time budget; a piece refused by the checkpoint's own settings leaves the
+    file as it was; a run trained without parameter averaging (--ema-decay 0) resumes as such."""
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--max-points", "60", "--num-samples", "5", "--no-progress"]
+    assert main([*args, "--ema-decay", "0", "--out", str(out)]) == 0
+    first = json.loads((out / "config.json").read_text())
+    assert first["ema_decay"] is None
+    piece = ["train", "--resume", "--no-progress", "--out", str(out)]
+    assert main([*piece, "--epochs", "2", "--max-minutes", "30", "--accelerator", "cpu"]) == 0
+    second = json.loads((out / "config.json").read_text())
+    assert second == {**first, "epochs": 2}
+    assert list(second) == list(first)  # in the file's order
+    ckpt = out / "checkpoint.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["pyrovamp"]["config"]["lr"] = 0.5  # the checkpoint says another learning rate
+    torch.save(state, ckpt)
+    before = (out / "config.json").read_bytes()
+    assert main([*piece, "--epochs", "3"]) == 2
+    assert (out / "config.json").read_bytes() == before

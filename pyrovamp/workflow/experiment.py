@@ -38,6 +38,7 @@ from pyrovamp.training import (
     load_model_weights,
 )
 from pyrovamp.training.checkpoint import check_epochs
+from pyrovamp.training.config import check_resume
 from pyrovamp.training.trackers import finish_loggers, log_run_files
 from pyrovamp.workflow.estimates import (
     evaluate_estimators,
@@ -74,6 +75,7 @@ from pyrovamp.workflow.settings import (
     TEST_POINTS,
     check_method_options,
     new_run_config,
+    recorded_config,
     resumed_config,
     train_config,
 )
@@ -185,13 +187,12 @@ def train_run(
     """``pyrovamp train``: check the settings, train and write the run folder ``out``.
 
     A new run resolves ``options`` (:func:`pyrovamp.workflow.settings.new_run_config`) and writes
-    ``config.json``; a resumed one (``resume=True``) continues ``out`` from its
-    ``checkpoint.ckpt`` with ``options`` as the changes
-    (:func:`pyrovamp.workflow.settings.resumed_config`), recorded in its ``config.json`` (a
-    later piece resumes with them). Training writes ``checkpoint.ckpt``,
-    ``best.ckpt``, ``model.pt`` and ``history.csv``; a finished run gets its test metrics and
-    figures (:func:`write_metrics_and_figures`), a run stopped by ``max_minutes`` its learning
-    curve so far (``loss.png``). With several processes (Lightning's launcher) only rank 0 writes.
+    ``config.json``; a resumed one (``resume=True``) continues ``out`` from its ``checkpoint.ckpt``
+    with ``options`` as the changes (:func:`pyrovamp.workflow.settings.resumed_config`), recorded
+    for the next piece (``recorded_config``). Training writes ``checkpoint.ckpt``, ``best.ckpt``,
+    ``model.pt`` and ``history.csv``; a finished run gets its test metrics and figures
+    (:func:`write_metrics_and_figures`), a run stopped by ``max_minutes`` its learning curve so
+    far (``loss.png``). With several processes (Lightning's launcher) only rank 0 writes.
 
     Args:
         options: settings keyed as the options of ``pyrovamp train`` (``None`` values: not given).
@@ -243,6 +244,8 @@ def train_run(
     fresh = not resume or checkpoint is None  # a resumed run without a checkpoint starts again
     tcfg = train_config(cfg, progress=progress if rank == 0 else False)
     tcfg.validate()
+    if checkpoint is not None:  # a refused piece writes nothing (fit checks it again)
+        check_resume(checkpoint["pyrovamp"]["config"], tcfg, out / CHECKPOINT)
     dataset = run_dataset(cfg)
     if not resume:
         record_data(cfg, dataset)
@@ -266,8 +269,8 @@ def train_run(
 
     if rank == 0:
         make_folder(out)
-    if rank == 0 and (not resume or cfg != saved):  # a resumed run records what it changed
-        record = {**{k: cfg[k] for k in saved or () if k in cfg}, **cfg}  # in the file's order
+    record = recorded_config(saved, cfg)
+    if rank == 0 and record != saved:
         atomic_write_text(out / "config.json", json.dumps(record, indent=2) + "\n")
     if rank == 0:
         logger.info(

@@ -30,12 +30,14 @@ __all__ = [
     "TEST_NUM_SAMPLES",
     "RUN_DEFAULTS",
     "RESUME_MAY_CHANGE",
+    "RESUME_RECORDED",
     "DATA_SETTINGS",
     "TABLE_MODELS",
     "TABLE_PRIORS",
     "option_name",
     "new_run_config",
     "resumed_config",
+    "recorded_config",
     "train_config",
     "check_method_options",
     "exit_status",
@@ -115,6 +117,11 @@ RESUME_MAY_CHANGE = (
     "data_root",
     "test_points",
 )
+
+#: What a resumed piece changed that its ``config.json`` records for the next piece: the run's own
+#: settings, not this machine's options (``device``, ``devices``, ...) or this piece's time.
+RESUME_RECORDED = ("epochs", "num_samples", "data_root", "test_every", "test_points",
+                   "test_num_samples")  # fmt: skip
 
 #: The models and priors of the VampPrior paper's table (``pyrovamp reproduce table1``).
 TABLE_MODELS = ("vae", "hvae", "convhvae", "pixelhvae")
@@ -249,6 +256,8 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
     changes = dict(changes)
     _data_settings(changes)
     cfg = resolve_config(saved_config(saved))
+    # a saved None of these is "off" (--ema-decay 0, --patience 0, ...), not "the preset's"
+    cfg.update({k: None for k in _NONE_IS_OFF if k in saved and saved[k] is None})
     cfg["max_minutes"] = None
     for k, v in changes.items():
         if v is None:
@@ -264,6 +273,14 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
                 f"{', '.join(map(option_name, RESUME_MAY_CHANGE))} may change"
             )
     return cfg
+
+
+def recorded_config(saved: dict | None, cfg: dict) -> dict:
+    """The ``config.json`` a run writes: a new run's ``cfg``; a resumed run's file as it was
+    (``saved``, in its order) with the settings of :data:`RESUME_RECORDED` from ``cfg``."""
+    if saved is None:
+        return cfg
+    return {**saved, **{k: cfg[k] for k in RESUME_RECORDED if k in cfg}}
 
 
 def check_method_options(method, num_samples=None, num_steps=None, num_chains=None, bdmc=None):
