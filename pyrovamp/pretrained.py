@@ -162,13 +162,15 @@ def _check_target(folder: Path) -> None:
                 "replaced; save the pretrained model into another folder"
             )
     if (folder / CONFIG).is_file():
-        try:
-            _read_config(folder)
-        except CheckpointError:
+        try:  # a pretrained configuration of any version is replaced; unreadable, it is not
+            ours = json.loads((folder / CONFIG).read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
             raise ValueError(
                 f"folder {folder} holds a {CONFIG} that is not a pyrovamp pretrained "
                 "configuration: save the pretrained model into another folder"
-            ) from None
+            )
 
 
 def save_pretrained(
@@ -182,7 +184,7 @@ def save_pretrained(
         folder: where ``model.safetensors``, ``config.json`` and ``README.md`` go.
         dataset: the data set's name (recorded, so that ``pyrovamp evaluate FOLDER`` can score
             it): a name of :data:`pyrovamp.data.DATASETS` or a torchvision set, or the path of
-            your own data (recorded absolute).
+            your own data (recorded as given: a folder pushed to the Hub names no path of yours).
         card: fields of the model card (numbers in nats per data point; JSON values), kept in
             the card's metadata under ``pyrovamp`` and shown in its text.
         weights_dtype: store the weights in this floating dtype (e.g. ``torch.bfloat16`` to halve
@@ -205,7 +207,7 @@ def save_pretrained(
         check_type("card", card, dict, "a dict of card fields or None")
     if dataset is not None:
         check_type("dataset", dataset, str, "a data set name or None")
-        dataset = dataset_source(dataset)  # a typo is refused now, not at its first evaluation
+        dataset_source(dataset)  # a typo is refused now, not at its first evaluation
     _check_target(Path(folder))
     weights_dtype = _check_dtype("weights_dtype", weights_dtype)
     model_config = module_config(model)
@@ -412,8 +414,8 @@ def from_pretrained(
         The model (``model.training`` is False).
 
     Raises:
-        ValueError: an unknown name, a device name torch does not know or this machine does not
-            have.
+        ValueError: an unknown name, a device name torch does not know, CUDA where it is not
+            available.
         FileNotFoundError: a folder that is not a pretrained folder; a repository that can be
             neither downloaded nor found in the cache.
         pyrovamp.errors.CheckpointError: a damaged ``config.json``; a truncated or foreign

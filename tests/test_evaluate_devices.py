@@ -197,6 +197,7 @@ def test_one_gpu_by_its_index_is_checked_against_the_machine(monkeypatch):
         ((1, "cpu", "cuda:1"), r"^--accelerator cpu and --device cuda:1 name different hardware"),
         ((1, None, "cuda:x"), r"^--device must be cpu, cuda or cuda:i, got 'cuda:x'$"),
         ((1, None, "tpu"), r"^--device must be cpu, cuda or cuda:i, got 'tpu'$"),
+        ((1, None, "cuda:\u00b2"), r"^--device must be cpu, cuda or cuda:i, got 'cuda:\u00b2'$"),
     ):
         with pytest.raises(ValueError, match=message):
             resolve_hardware(*args)

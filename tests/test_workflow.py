@@ -414,6 +414,13 @@ def test_compare_takes_pretrained_models_beside_run_folders(tmp_path, monkeypatc
             [run, "static-mnist-vae-standard"], fresh, num_samples=5, data_root=root
         )
     assert not calls and not fresh.exists()
+    with pytest.raises(ValueError, match=r"^digits-vae-vampire is not a run folder, a pretrained"):
+        comparison.compare_run_folders([run, "digits-vae-vampire"], fresh, num_samples=5)
+    short = tmp_path / "short"  # the first 60 points of digits: another test set
+    assert main([*args, "--max-points", "60", "--out", str(short)]) == 0
+    with pytest.raises(ValueError, match=r"got short on digits \(its first 60 points\), digits"):
+        comparison.compare_run_folders([short, "digits-vae-vampprior"], fresh, num_samples=5)
+    assert not calls and not fresh.exists()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no static MNIST files: refused alike
     with pytest.raises(ValueError, match=r"^compare ranks models on one test set"):
         comparison.compare_run_folders([run, "static-mnist-vae-standard"], fresh, num_samples=5)

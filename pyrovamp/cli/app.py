@@ -344,8 +344,8 @@ def _interrupted(command: str, error: KeyboardInterrupt, name: str, resumable: b
         line = f"stopped ({name}); run the same pyrovamp reproduce command to continue"
     elif command == "evaluate" and not resumable:
         line = (
-            f"stopped ({name}); nothing was kept: with --out DIR a pretrained model's "
-            "evaluation keeps its pieces, and the same command continues where it stopped"
+            f"stopped ({name}); nothing was kept (IS and AIS keep their pieces in a run folder, "
+            "or a pretrained model's --out DIR, and the same command continues where it stopped)"
         )
     elif command == "evaluate":  # pyrovamp.workflow.resumable keeps IS's and AIS's pieces
         line = (

@@ -8,10 +8,9 @@ import argparse
 from pathlib import Path
 
 from pyrovamp.cli.options import progress_setting
-from pyrovamp.pretrained import PRETRAINED, is_repo_id
 from pyrovamp.workflow.estimates import method_line, result_line
 from pyrovamp.workflow.experiment import evaluate_run_folder
-from pyrovamp.workflow.zoo import evaluate_pretrained, is_pretrained
+from pyrovamp.workflow.zoo import evaluate_pretrained, is_pretrained, run_or_pretrained
 
 __all__ = ["run", "keeps_pieces"]
 
@@ -23,8 +22,8 @@ _RUN_ONLY = ("bdmc", "refine_guide", "refine_on", "refine_num_samples", "refine_
 def keeps_pieces(args: argparse.Namespace) -> bool:
     """Whether an interrupted ``pyrovamp evaluate`` kept the pieces of its IS or AIS to continue
     from (:mod:`pyrovamp.workflow.resumable`): in a run folder, or in a pretrained model's
-    ``--out``."""
-    return args.out is not None or not is_pretrained(args.run_dir)
+    ``--out`` (``--method exact`` keeps none)."""
+    return args.method != "exact" and (args.out is not None or not is_pretrained(args.run_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,13 +40,7 @@ def run(args: argparse.Namespace) -> int:
             :func:`~pyrovamp.workflow.zoo.evaluate_pretrained`.
     """
     run_dir = Path(args.run_dir)
-    if not run_dir.exists() and args.run_dir not in PRETRAINED and not is_repo_id(args.run_dir):
-        raise ValueError(
-            f"{args.run_dir} is not a run folder, a pretrained model of the zoo "
-            f"({', '.join(PRETRAINED) or 'none'}), a pretrained folder or a Hugging Face Hub "
-            "repository id (owner/name)"
-        )
-    if is_pretrained(args.run_dir):
+    if run_or_pretrained(args.run_dir):
         given = [f"--{k.replace('_', '-')}" for k in _RUN_ONLY if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: for run folders only, not pretrained models")

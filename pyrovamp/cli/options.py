@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 __all__ = [
     "progress_option",
@@ -65,7 +66,7 @@ def device(name: str = "--device"):
 
     def conv(s: str) -> str:
         head, colon, index = s.partition(":")
-        if s in ("cpu", "cuda") or (head == "cuda" and colon and index.isdigit()):
+        if s in ("cpu", "cuda") or (head == "cuda" and colon and re.fullmatch("[0-9]+", index)):
             return s
         raise argparse.ArgumentTypeError(f"{name} must be cpu, cuda or cuda:i, got {s!r}")
 

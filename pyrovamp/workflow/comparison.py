@@ -50,8 +50,9 @@ from pyrovamp.workflow.runs import (
     make_folder,
     read_json_object,
     save_figure,
+    scored_test_set,
 )
-from pyrovamp.workflow.zoo import is_pretrained, pretrained_dataset, pretrained_test_set
+from pyrovamp.workflow.zoo import pretrained_dataset, pretrained_test_set, run_or_pretrained
 
 __all__ = [
     "importance_diagnostics",
@@ -546,7 +547,7 @@ def compare_run_folders(
     check_type("run_dirs", run_dirs, (list, tuple), "a list of run folders")
     for r in run_dirs:
         check_type("run_dirs", r, (str, Path), "a list of run folders (str or path)")
-    pretrained = {str(r) for r in run_dirs if is_pretrained(str(r))}
+    pretrained = {str(r) for r in run_dirs if run_or_pretrained(str(r))}
     runs = [Path(r) for r in run_dirs if str(r) not in pretrained]
     for r in runs:
         for f in ("config.json", MODEL):
@@ -554,7 +555,7 @@ def compare_run_folders(
                 raise ValueError(f"{r} is not a run folder: {r / f} is missing")
     names = [str(r) if str(r) in PRETRAINED else Path(r).name for r in run_dirs]
     if len(set(names)) != len(names):
-        raise ValueError(f"run folders must have distinct names, got {names}")
+        raise ValueError(f"the models compared must have distinct names, got {names}")
     if len(names) < 2:
         raise ValueError("compare needs at least two run folders or pretrained models")
     entries = list(zip(run_dirs, names, strict=True))
@@ -564,13 +565,13 @@ def compare_run_folders(
         datasets = {}
         for r, name in entries:  # every one's files, before any work
             if str(r) in pretrained:
-                datasets[name] = pretrained_dataset(str(r))
+                datasets[name] = scored_test_set({"dataset": pretrained_dataset(str(r))})
                 continue
             cfg = check_required(read_json_object(Path(r) / "config.json"), Path(r) / "config.json")
-            datasets[name] = cfg["dataset"]
+            datasets[name] = scored_test_set(cfg)
             read_checkpoint(Path(r) / MODEL, map_location="cpu")
             check_writable(Path(r), "run folder")  # its evaluation is stored there
-        if len(set(datasets.values())) > 1:  # paths too: the data sets' own files differ
+        if len(set(datasets.values())) > 1:
             on = ", ".join(f"{k} on {v}" for k, v in datasets.items())
             raise ValueError(f"compare ranks models on one test set; got {on}")
         loaded = {n: pretrained_test_set(str(r), data_root, device)

@@ -33,6 +33,7 @@ import functools
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def check_device(device: str) -> str:
             not have.
     """
     kind, colon, index = str(device).partition(":")
-    if not (device == "cpu" or (kind == "cuda" and (not colon or index.isdigit()))):
+    if not (device == "cpu" or (kind == "cuda" and (not colon or re.fullmatch("[0-9]+", index)))):
         raise ValueError(f"--device must be cpu, cuda or cuda:i, got {device!r}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device} was asked for but torch.cuda.is_available() is False")

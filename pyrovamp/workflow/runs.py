@@ -23,6 +23,7 @@ from typing import Any
 from pyrovamp._io import atomic_write, atomic_write_text
 from pyrovamp._validate import check_optional_int, check_type
 from pyrovamp.data import DATASETS, Dataset, load_dataset
+from pyrovamp.data.datasets import dataset_source
 from pyrovamp.models import MODELS
 from pyrovamp.nn import he_init_
 from pyrovamp.priors import make_prior
@@ -51,6 +52,7 @@ from pyrovamp.workflow.estimates import (
 
 __all__ = [
     "PRESETS",
+    "scored_test_set",
     "DEFAULT_PRESET",
     "resolve_config",
     "build_model",
@@ -190,6 +192,18 @@ def check_run_files(run: Path) -> dict:
     check_writable(run, "run folder")
     metrics = run / "metrics.json"
     return read_json_object(metrics) if metrics.is_file() else {}
+
+
+def scored_test_set(cfg: dict) -> str:
+    """The test set a run's settings ``cfg`` (or ``{"dataset": ...}`` of a pretrained model)
+    score, in words: the data set as a run records it (a path made absolute) and, with
+    ``max_points``, that only its first points are taken. Equal names, equal test sets."""
+    try:
+        data = dataset_source(cfg["dataset"])
+    except (ValueError, FileNotFoundError):  # a path no longer there: as recorded
+        data = str(cfg["dataset"])
+    n = cfg.get("max_points")
+    return data + (f" (its first {n} points)" if n else "")
 
 
 def save_figure(fig, path) -> Path:

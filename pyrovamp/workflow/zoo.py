@@ -34,6 +34,7 @@ from pyrovamp.pretrained import (
     PRETRAINED,
     WEIGHTS,
     from_pretrained,
+    is_repo_id,
     load_card,
     pretrained_folder,
 )
@@ -46,6 +47,7 @@ from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 __all__ = [
     "export_run",
     "is_pretrained",
+    "run_or_pretrained",
     "pretrained_dataset",
     "pretrained_test_set",
     "evaluate_pretrained",
@@ -194,6 +196,23 @@ class PretrainedTestSet(NamedTuple):
     x: torch.Tensor
     card: dict
     dataset: str
+
+
+def run_or_pretrained(name: str) -> bool:
+    """Whether the command line's ``name`` (``pyrovamp evaluate``, ``pyrovamp compare``) is a
+    pretrained model (:func:`is_pretrained`) rather than a run folder.
+
+    Raises:
+        ValueError: ``name`` is neither an existing folder, a zoo name nor of a Hub repository
+            id's form (one line listing the zoo).
+    """
+    if not Path(name).exists() and name not in PRETRAINED and not is_repo_id(name):
+        raise ValueError(
+            f"{name} is not a run folder, a pretrained model of the zoo "
+            f"({', '.join(PRETRAINED) or 'none'}), a pretrained folder or a Hugging Face Hub "
+            "repository id (owner/name)"
+        )
+    return is_pretrained(name)
 
 
 def pretrained_dataset(name_or_path) -> str:
