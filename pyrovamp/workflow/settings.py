@@ -256,7 +256,7 @@ def resumed_config(saved: dict, changes: dict, run: str = "the run") -> dict:
     changes = dict(changes)
     _data_settings(changes)
     cfg = resolve_config(saved_config(saved))
-    # a saved None of these is "off" (--ema-decay 0, --patience 0, ...), not "the preset's"
+    # a saved None of these is "off" (--ema-decay 0, no early stopping, ...), not the preset's value
     cfg.update({k: None for k in _NONE_IS_OFF if k in saved and saved[k] is None})
     cfg["max_minutes"] = None
     for k, v in changes.items():
