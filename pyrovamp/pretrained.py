@@ -149,6 +149,16 @@ def _check_rebuilds(model, config: dict) -> None:
         )
 
 
+def holds_pretrained_config(folder) -> bool:
+    """Whether ``folder/config.json`` is a readable configuration of the pretrained format (of
+    any version): False for a missing or unreadable file, or another tool's (a run folder's)."""
+    try:
+        config = json.loads((Path(folder) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
+
+
 def _check_target(folder: Path) -> None:
     """Refuse a ``folder`` :func:`save_pretrained` would damage: a file, a run folder of
     ``pyrovamp train`` (whose ``config.json`` it would replace), a folder whose ``config.json`` is
@@ -161,16 +171,12 @@ def _check_target(folder: Path) -> None:
                 f"folder {folder} is a run folder ({f}): its config.json and README.md would be "
                 "replaced; save the pretrained model into another folder"
             )
-    if (folder / CONFIG).is_file():
-        try:  # a pretrained configuration of any version is replaced; unreadable, it is not
-            ours = json.loads((folder / CONFIG).read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ValueError(
-                f"folder {folder} holds a {CONFIG} that is not a pyrovamp pretrained "
-                "configuration: save the pretrained model into another folder"
-            )
+    # a pretrained configuration of any version is replaced; an unreadable one is not
+    if (folder / CONFIG).is_file() and not holds_pretrained_config(folder):
+        raise ValueError(
+            f"folder {folder} holds a {CONFIG} that is not a pyrovamp pretrained "
+            "configuration: save the pretrained model into another folder"
+        )
 
 
 def save_pretrained(

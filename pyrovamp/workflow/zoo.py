@@ -13,7 +13,6 @@ et al. 2016), with the training recipe, its commands, the hardware and the train
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,11 +28,11 @@ from pyrovamp.infer import points_per_block
 from pyrovamp.pretrained import (
     CARD,
     CONFIG,
-    FORMAT,
     PER_POINT,
     PRETRAINED,
     WEIGHTS,
     from_pretrained,
+    holds_pretrained_config,
     is_repo_id,
     load_card,
     pretrained_folder,
@@ -179,12 +178,8 @@ def is_pretrained(name: str) -> bool:
     path = Path(name)
     if name in PRETRAINED or (path / WEIGHTS).is_file():
         return True
-    if (path / CONFIG).is_file():  # a pretrained folder that lost its weights says so
-        try:
-            config = json.loads((path / CONFIG).read_text())
-        except (OSError, ValueError):
-            return False  # the run folder's checks name the file
-        return isinstance(config, dict) and config.get("format") == FORMAT
+    if (path / CONFIG).is_file():  # a pretrained folder that lost its weights says so; an
+        return holds_pretrained_config(path)  # unreadable file, the run folder's checks name it
     return not path.exists()
 
 
