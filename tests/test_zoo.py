@@ -5,6 +5,7 @@ the README's table is the one the cards give, and ``pyrovamp evaluate NAME`` /
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -150,6 +151,35 @@ def test_pyrovamp_evaluate_scores_a_zoo_model_and_pretrained_lists_the_zoo(capsy
     for n in pv.PRETRAINED:
         assert n in listing
     assert f"{card['test_log_likelihood']:.2f}" in listing
+
+
+def test_evaluate_refines_the_guide_of_a_zoo_model_as_python_does(capsys, tmp_path):
+    """``pyrovamp evaluate NAME --refine-guide E --refine-on test``: the guide refined on the test
+    images and IS with it -- the numbers of ``refine_guide`` + ``log_likelihood`` with the card's
+    seed -- printed beside the card's value and written to ``--out``; the zoo folder untouched."""
+    name = "digits-vae-vampprior"
+    before = {f.name: f.stat().st_mtime_ns for f in pv.PRETRAINED[name].iterdir()}
+    argv = ["evaluate", name, "--refine-guide", "2", "--refine-on", "test", "--refine-lr", "1e-3",
+            "--num-samples", "50", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    card = pv.load_card(name)
+    model = pv.from_pretrained(name)
+    test = pv.load_dataset("digits").test
+    refined, _ = pv.refine_guide(model, test, epochs=2, num_samples=10, lr=1e-3, seed=0)
+    expected = pv.log_likelihood(refined, test, 50, seed=card["is_seed"]).numpy()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    refined_value = metrics["test_log_likelihood_refined_on_test"]
+    assert refined_value == pytest.approx(expected.mean(), abs=1e-6)
+    assert metrics["refined_on_test_refine_epochs"] == 2
+    per = np.load(tmp_path / "log_likelihood_refined_on_test.npz")["log_likelihood"]
+    np.testing.assert_allclose(per, expected, atol=1e-6, rtol=0)
+    # the refined proposal is tighter than the trained guide's at the same S and seed
+    plain = pv.log_likelihood(model, test, 50, seed=card["is_seed"]).numpy()
+    assert expected.mean() > plain.mean() + 0.05
+    assert f"test log-likelihood {expected.mean():.3f} nats (S=50)" in out
+    assert f"its card, IS with the trained guide: {card['test_log_likelihood']:.2f}" in out
+    assert {f.name: f.stat().st_mtime_ns for f in pv.PRETRAINED[name].iterdir()} == before
 
 
 def test_evaluate_names_the_card_or_the_missing_weights_of_a_damaged_pretrained_folder(

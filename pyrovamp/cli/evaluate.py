@@ -15,8 +15,8 @@ from pyrovamp.workflow.zoo import evaluate_pretrained, is_pretrained, run_or_pre
 __all__ = ["run", "keeps_pieces"]
 
 # the options of a run folder's evaluation that a pretrained model's does not take
-_RUN_ONLY = ("bdmc", "refine_guide", "refine_on", "refine_num_samples", "refine_lr",
-             "refine_batch_size")  # fmt: skip
+_RUN_ONLY = ("bdmc",)
+_REFINE = ("refine_guide", "refine_on", "refine_num_samples", "refine_lr", "refine_batch_size")
 
 
 def keeps_pieces(args: argparse.Namespace) -> bool:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     numbers (:mod:`pyrovamp.workflow.parallel`).
 
     Raises:
-        ValueError: options a pretrained model does not take (``--bdmc``, ``--refine-*``), or
+        ValueError: options a pretrained model does not take (``--bdmc``), or
             ``--out`` with a run folder (its metrics go into the run folder); as
             :func:`~pyrovamp.workflow.experiment.evaluate_run_folder` and
             :func:`~pyrovamp.workflow.zoo.evaluate_pretrained`.
@@ -56,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
             progress=progress_setting(args),
             devices=args.devices,
             accelerator=args.accelerator,
+            **{k: getattr(args, k) for k in _REFINE},
+            report=lambda line: print(f"{args.run_dir}: {line}"),
         )
+        if args.refine_guide is not None:
+            card = metrics.get("card_log_likelihood")
+            if card is not None:
+                print(f"{args.run_dir}: its card, IS with the trained guide: {card:.2f}")
+            return 0
         line = method_line(metrics, args.method or "is")
         card = metrics.get("card_log_likelihood")
         print(f"{args.run_dir}: {line}" + (f" (its card: {card:.2f})" if card else ""))

@@ -375,7 +375,8 @@ def evaluate_refined(
     sampling with ``num_samples`` from the refined proposal. The model and its run folder's
     parameters are not changed.
 
-    Merges into ``RUN/metrics.json`` (other keys kept), with ``TAG`` = ``refined`` (training set)
+    ``run_dir`` (a run folder, or a pretrained model's ``--out``; ``None``: nothing written): merges
+    into ``run_dir/metrics.json`` (other keys kept), with ``TAG`` = ``refined`` (training set)
     or ``refined_on_test``: ``test_log_likelihood_TAG`` and its ``_se`` (nats per data point; the
     same model's log-likelihood as ``test_log_likelihood``, a stochastic lower bound, typically
     tighter), ``TAG_num_samples``, ``TAG_seconds`` (IS), the PSIS diagnostics of its importance
@@ -384,7 +385,7 @@ def evaluate_refined(
     model's parameters were trained for, as ``is_epochs``) and the refinement's settings and cost
     ``TAG_refine_epochs``, ``TAG_refine_num_samples``, ``TAG_refine_lr``, ``TAG_refine_points``,
     ``TAG_refine_seconds``, ``TAG_refine_bound`` (the bound per refinement epoch); saves the
-    per-point values to ``RUN/log_likelihood_TAG.npz``; the summary line (:func:`refined_line`)
+    per-point values to ``run_dir/log_likelihood_TAG.npz``; the summary line (:func:`refined_line`)
     goes to ``report`` (default: this module's logger). Returns the new metrics.
 
     Raises:
@@ -442,8 +443,9 @@ def evaluate_refined(
             "the refined guide gave a non-finite test log-likelihood; "
             "nothing was written (try a smaller --refine-lr)"
         )
-    save_per_point(Path(run_dir) / f"log_likelihood_{tag}.npz", **per)
-    merge_metrics(Path(run_dir) / "metrics.json", new)
+    if run_dir is not None:
+        save_per_point(Path(run_dir) / f"log_likelihood_{tag}.npz", **per)
+        merge_metrics(Path(run_dir) / "metrics.json", new)
     (report or logger.info)(refined_line(new, refine_on, metrics["num_test_points"]))
     return new
 

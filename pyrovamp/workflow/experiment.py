@@ -74,6 +74,7 @@ from pyrovamp.workflow.runs import (
 from pyrovamp.workflow.settings import (
     TEST_POINTS,
     check_method_options,
+    check_refine_options,
     new_run_config,
     recorded_config,
     resumed_config,
@@ -495,29 +496,17 @@ def evaluate_run_folder(
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     run = Path(run_dir)
     _check_folder_option(data_root, "--data-root")
-    if devices > 1:
-        for option, given in (("--refine-guide", refine_guide), ("--bdmc", bdmc)):
-            if given is not None:
-                raise ValueError(
-                    f"--devices {devices} shards IS, AIS and the test ELBO; {option} runs in "
-                    "one process: leave out --devices"
-                )
-        if method == "exact":
+    check_refine_options(
+        refine_guide, refine_on, refine_num_samples, refine_lr, refine_batch_size, method, devices
+    )
+    exact = method == "exact" or None
+    for option, given in (("--bdmc", bdmc), ("--method exact (quadrature)", exact)):
+        if devices > 1 and given is not None:
             raise ValueError(
-                f"--devices {devices} shards IS, AIS and the test ELBO; --method exact "
-                "(quadrature) runs in one process: leave out --devices"
+                f"--devices {devices} shards IS, AIS and the test ELBO; {option} runs in one "
+                "process: leave out --devices"
             )
     check_method_options(method, num_samples, num_steps, num_chains, bdmc)
-    if refine_guide is None and (refine_num_samples or refine_lr or refine_batch_size or refine_on):
-        raise ValueError(
-            "--refine-on, --refine-num-samples, --refine-lr and --refine-batch-size "
-            "need --refine-guide"
-        )
-    if refine_guide is not None and method is not None:
-        raise ValueError(
-            f"--refine-guide is an estimate of its own (IS with the refined guide); "
-            f"run --method {method} separately"
-        )
     scored = check_run_files(run) if run.is_dir() else {}
     if refine_guide is not None and run.is_dir() and "test_log_likelihood" not in scored:
         raise ValueError(

@@ -40,6 +40,7 @@ __all__ = [
     "recorded_config",
     "train_config",
     "check_method_options",
+    "check_refine_options",
     "exit_status",
 ]
 
@@ -295,6 +296,41 @@ def check_method_options(method, num_samples=None, num_steps=None, num_chains=No
         raise ValueError("--num-samples applies to --method is")
     if (num_steps or num_chains) and method != "ais" and bdmc is None:
         raise ValueError("--num-steps and --num-chains apply to --method ais and --bdmc")
+
+
+def check_refine_options(
+    refine_guide=None,
+    refine_on=None,
+    refine_num_samples=None,
+    refine_lr=None,
+    refine_batch_size=None,
+    method=None,
+    devices: int = 1,
+) -> None:
+    """Refuse ``pyrovamp evaluate``'s ``--refine-*`` options where they do not apply, before any
+    work: the settings of the refinement without ``--refine-guide``, ``--refine-guide`` with
+    ``--method`` (an estimate of its own) or with ``--devices`` > 1 (it runs in one process).
+
+    Raises:
+        ValueError: one line naming the options.
+    """
+    if refine_guide is None:
+        if refine_on or refine_num_samples or refine_lr or refine_batch_size:
+            raise ValueError(
+                "--refine-on, --refine-num-samples, --refine-lr and --refine-batch-size "
+                "need --refine-guide"
+            )
+        return
+    if method is not None:
+        raise ValueError(
+            f"--refine-guide is an estimate of its own (IS with the refined guide); "
+            f"run --method {method} separately"
+        )
+    if devices > 1:
+        raise ValueError(
+            f"--devices {devices} shards IS, AIS and the test ELBO; --refine-guide runs in one "
+            "process: leave out --devices"
+        )
 
 
 # the training settings whose None is a value ("off"), not "not given"

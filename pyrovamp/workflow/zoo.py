@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,10 +38,15 @@ from pyrovamp.pretrained import (
     load_card,
     pretrained_folder,
 )
-from pyrovamp.workflow.estimates import evaluate_method, merge_metrics, save_per_point
+from pyrovamp.workflow.estimates import (
+    evaluate_method,
+    evaluate_refined,
+    merge_metrics,
+    save_per_point,
+)
 from pyrovamp.workflow.parallel import Processes, resolve_hardware
 from pyrovamp.workflow.runs import load_run, make_folder, read_json_object, run_dataset
-from pyrovamp.workflow.settings import check_method_options
+from pyrovamp.workflow.settings import check_method_options, check_refine_options
 from pyrovamp.workflow.table1 import PAPER_TABLE, read_cell
 
 __all__ = [
@@ -191,6 +197,7 @@ class PretrainedTestSet(NamedTuple):
     x: torch.Tensor
     card: dict
     dataset: str
+    data: Any  # the whole pyrovamp.data.Dataset (CPU): its training images, for a refined guide
 
 
 def run_or_pretrained(name: str) -> bool:
@@ -233,11 +240,11 @@ def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
     """A pretrained model and the test images of its data set, as its card records them.
 
     Returns:
-        ``(folder, model, x, card, dataset)``: the model's local folder, the model (evaluation
-        mode) on ``device``, its data set's ``(N, D)`` test images on ``device`` (read from
-        ``data_root``, default: the usual place; your own data with the split, seed and
-        likelihood of the card's ``data``), the card's fields and the data set as
-        ``config.json`` names it.
+        ``(folder, model, x, card, dataset, data)``: the model's local folder, the model
+        (evaluation mode) on ``device``, its data set's ``(N, D)`` test images on ``device``
+        (read from ``data_root``, default: the usual place; your own data with the split, seed
+        and likelihood of the card's ``data``), the card's fields, the data set as
+        ``config.json`` names it and the whole :class:`~pyrovamp.data.Dataset` (on the CPU).
 
     Raises:
         ValueError: a model without a recorded data set, a damaged card (one line naming the
@@ -251,7 +258,7 @@ def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
     cfg = {"dataset": name, "split": data.get("split"),
            "data_seed": data.get("seed"), "likelihood": data.get("likelihood")}  # fmt: skip
     dataset = run_dataset(cfg, data_root)
-    return PretrainedTestSet(folder, model, dataset.test.to(device), card, name)
+    return PretrainedTestSet(folder, model, dataset.test.to(device), card, name, dataset)
 
 
 def evaluate_pretrained(
@@ -267,6 +274,12 @@ def evaluate_pretrained(
     progress: bool | str = "auto",
     devices: int = 1,
     accelerator: str | None = None,
+    refine_guide: int | None = None,
+    refine_on: str | None = None,
+    refine_num_samples: int | None = None,
+    refine_lr: float | None = None,
+    refine_batch_size: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict:
     """``pyrovamp evaluate NAME``: score a pretrained model (zoo name, folder or Hub repository)
     on its data set's test images.
@@ -284,9 +297,18 @@ def evaluate_pretrained(
     ``device``'s, which defaults to the accelerator's, else ``"cpu"``), each loading the model
     from its folder: the same per-image values as one process. Default 1: one process.
 
+    ``refine_guide`` (epochs; ``pyrovamp evaluate NAME --refine-guide EPOCHS``): instead of
+    ``method``, IS with a copy of the guide refined on the training set (``refine_on="train"``)
+    or on the test images it scores (``"test"``), the model frozen, as for a run folder
+    (:func:`pyrovamp.workflow.estimates.evaluate_refined`, with its defaults; S and seed: the
+    card's; its summary line goes to ``report``, default: the logger), so the refined estimate
+    stands beside the card's: e.g. the zoo's
+    ``static-mnist-hvae-vampprior`` with ``refine_guide=20, refine_on="test", refine_lr=3e-4``
+    (docs/results/paper-table.md).
+
     Returns:
         The metrics (nats per test image), with ``card_log_likelihood`` (the card's value for the
-        same method, when it has one) and ``name``.
+        same method -- for a refined guide, the card's IS value -- when it has one) and ``name``.
 
     Raises:
         ValueError: a model without a recorded data set; ``devices`` > 1 with
@@ -294,6 +316,15 @@ def evaluate_pretrained(
             or with ``device="cpu"`` (one line naming the option); as
             :func:`pyrovamp.from_pretrained`, :func:`pyrovamp.load_dataset` and the estimators.
     """
+    check_refine_options(
+        refine_guide,
+        refine_on,
+        refine_num_samples,
+        refine_lr,
+        refine_batch_size,
+        None if method == "is" else method,
+        devices,
+    )
     check_method_options(method, num_samples, num_steps, num_chains)
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     if devices > 1 and method == "exact":
@@ -301,10 +332,32 @@ def evaluate_pretrained(
             f"--devices {devices} shards IS and AIS; --method exact (quadrature) runs in one "
             "process: leave out --devices"
         )
-    folder, model, x, card, _ = pretrained_test_set(name_or_path, data_root, device)
+    folder, model, x, card, _, data = pretrained_test_set(name_or_path, data_root, device)
     if out is not None:
         out = make_folder(out)
     seed = card.get("is_seed") or 0
+    if refine_guide is not None:
+        metrics = evaluate_refined(
+            model,
+            data,
+            out,
+            epochs=refine_guide,
+            refine_num_samples=refine_num_samples or 10,
+            lr=refine_lr or 1e-4,
+            batch_size=refine_batch_size or 100,
+            num_samples=num_samples or card.get("is_num_samples") or 5000,
+            device=device,
+            seed=seed,
+            refine_on=refine_on or "train",
+            trained_epochs=card.get("epochs_trained"),
+            progress=progress,
+            report=report,
+        )
+        metrics["name"] = str(name_or_path)
+        metrics["num_test_points"] = int(x.shape[0])
+        if "test_log_likelihood" in card:
+            metrics["card_log_likelihood"] = card["test_log_likelihood"]
+        return metrics
     processes = None
     if devices > 1:  # each process loads the model from its folder
         load = functools.partial(_pretrained_model, str(Path(folder).resolve()))
