@@ -25,8 +25,9 @@ __all__ = ["as_model_data", "check_model", "evaluation_context"]
 def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
     """``x`` as a tensor of the model's floating dtype on its device, checked by
     :func:`pyrovamp.check_data` when the model has ``input_dim`` and ``likelihood`` (pyrovamp's
-    models). For a model without parameters or buffers, numpy arrays and integer tensors become
-    torch's default dtype and floating tensors keep theirs.
+    models). For a model without parameters or buffers (functions over networks of their own),
+    numpy arrays and integer tensors become torch's default dtype and floating tensors keep
+    theirs: give such a model data of its networks' dtype.
 
     Args:
         model: the object whose ``model(x)`` / ``guide(x)`` will score ``x``.
@@ -57,6 +58,8 @@ def as_model_data(model: Any, x: Any, name: str = "x") -> torch.Tensor:
         )
     if x.is_complex():
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
     if dtype is None:  # a model without tensors: keep a floating tensor's dtype
         keep = x.is_floating_point() and not from_numpy
         dtype = x.dtype if keep else torch.get_default_dtype()

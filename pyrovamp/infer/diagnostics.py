@@ -33,7 +33,8 @@ def khat_threshold(num_samples: int) -> float:
         num_samples: ``S``, importance samples per data point (a positive integer).
 
     Returns:
-        The threshold (``-inf`` for ``S = 1``, where no tail can be judged; at most 0.7).
+        The threshold (at most 0.7; below 0 for ``S < 10`` and ``-inf`` for ``S = 1``: too
+        few draws to judge a tail, so every estimate is flagged).
 
     Raises:
         ValueError: ``num_samples`` is not a positive integer.
@@ -78,15 +79,21 @@ def importance_diagnostics(log_weights) -> dict:
         raise ValueError("log_weights must not contain NaN")
     lw = lw.T  # N x S
     num_samples = lw.shape[1]
-    log_total = logsumexp(lw, axis=1)
-    plain = log_total - math.log(num_samples)
-    smoothed, khat = psislw(lw)  # normalised: logsumexp over each row is 0
-    # PSIS replaces only the right tail (at most 3 sqrt(S) < S/2 draws); on the lower half the
-    # smoothed normalised weights differ from the raw ones by the log of the smoothed total.
-    low = (lw <= np.median(lw, axis=1, keepdims=True)) & np.isfinite(lw)
-    log_smoothed_total = np.sum((lw - smoothed) * low, axis=1) / low.sum(axis=1)
-    psis = log_smoothed_total - math.log(num_samples)
-    ess = np.exp(2 * log_total - logsumexp(2 * lw, axis=1))
+    # a point whose every weight is 0 (log -inf: a value the model cannot produce) gets
+    # log-likelihood -inf and ESS 0, without numpy's warnings about the -inf - -inf on the way
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_total = logsumexp(lw, axis=1)
+        plain = log_total - math.log(num_samples)
+        smoothed, khat = psislw(lw)  # normalised: logsumexp over each row is 0
+        # PSIS replaces only the right tail (at most 3 sqrt(S) < S/2 draws); on the lower half
+        # the smoothed normalised weights differ from the raw ones by the log of the smoothed
+        # total.
+        low = (lw <= np.median(lw, axis=1, keepdims=True)) & np.isfinite(lw)
+        log_smoothed_total = np.sum((lw - smoothed) * low, axis=1) / low.sum(axis=1)
+        psis = log_smoothed_total - math.log(num_samples)
+        ess = np.exp(2 * log_total - logsumexp(2 * lw, axis=1))
+    impossible = np.isneginf(log_total)
+    psis[impossible], ess[impossible] = -np.inf, 0.0
     threshold = khat_threshold(num_samples)
     return {
         "log_likelihood": plain,

@@ -146,6 +146,11 @@ def exact_log_likelihood(
     check_positive("threshold", threshold)
     check_int("grid_size", grid_size)
     check_int("max_grid_size", max_grid_size)
+    if grid_size > max_grid_size:
+        raise ValueError(
+            f"grid_size ({grid_size}) must be at most max_grid_size ({max_grid_size}): the first "
+            "grid would be cut to max_grid_size cells per axis"
+        )
     check_int("max_levels", max_levels)
     check_budget(memory_budget)
     check_int("min_levels", min_levels, 0)

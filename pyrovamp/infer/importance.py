@@ -35,7 +35,14 @@ import torch
 
 from pyrovamp._progress import progress_bar
 from pyrovamp._random import derive_seed, seed_forked
-from pyrovamp._validate import check_choice, check_int, check_optional_int
+from pyrovamp._validate import (
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_positive,
+    describe,
+)
+from pyrovamp.errors import ArgumentTypeError
 from pyrovamp.infer.ais import ais_log_likelihood
 from pyrovamp.infer.context import as_model_data, evaluation_context
 from pyrovamp.infer.diagnostics import importance_diagnostics
@@ -356,10 +363,19 @@ def active_units(
         ``{site: number of active units}``.
 
     Raises:
-        ValueError: fewer than 2 data points, or a model without ``posterior_means``.
+        ArgumentTypeError: a model without ``posterior_means`` (a ``TypeError``, also a
+            ``ValueError``), a count or threshold of the wrong type.
+        ValueError: fewer than 2 data points; ``threshold``, ``num_samples`` or ``batch_size``
+            not positive.
     """
     if not hasattr(model, "posterior_means"):
-        raise ValueError("active_units needs a model with posterior_means(x) (VAE or HVAE)")
+        raise ArgumentTypeError(
+            f"active_units needs a model with posterior_means(x) (VAE or HVAE), got "
+            f"{describe(model)}"
+        )
+    check_positive("threshold", threshold)
+    check_int("num_samples", num_samples)
+    check_int("batch_size", batch_size)
     x = as_model_data(model, x)
     if x.shape[0] < 2:
         raise ValueError(f"active_units needs at least 2 data points, got {x.shape[0]}")

@@ -74,7 +74,15 @@ def _scored_sites(trace: Trace, x: torch.Tensor, require_rsample: str | None):
                 f"(guide site {name!r} is not reparameterised: {type(site['fn']).__name__})"
             )
         lp = site_log_prob(name, site)
-        if lp.dim() > 2 or (lp.dim() >= 1 and lp.shape[-1] not in (1, x.shape[0])):
+        n = x.shape[0]
+        if n > 1 and (lp.dim() == 0 or lp.shape[-1] == 1):  # one value for the whole batch
+            raise ValueError(
+                f"site {name!r} has log_prob shape {tuple(lp.shape)} for {n} data points: it "
+                "is outside the data plate (one value for the whole batch, e.g. a "
+                "to_event over the data points); every site must sit in one plate over the "
+                "data points at dim=-1"
+            )
+        if lp.dim() > 2 or (lp.dim() >= 1 and lp.shape[-1] not in (1, n)):
             raise ValueError(
                 f"site {name!r} has log_prob shape {tuple(lp.shape)} for {x.shape[0]} data "
                 "points: every site must sit in one plate over the data points at dim=-1, "
@@ -119,10 +127,38 @@ def trace_pair(
     model_fn: Callable, guide_fn: Callable, x: torch.Tensor, num_samples: int
 ) -> tuple[Trace, Trace]:
     """``(model_trace, guide_trace)``: ``num_samples`` draws of ``guide_fn(x)`` in one vectorised
-    plate at ``dim=-2``, and ``model_fn(x)`` replayed on them in the same plate."""
+    plate at ``dim=-2``, and ``model_fn(x)`` replayed on them in the same plate.
+
+    Raises:
+        ValueError: a model or guide that cannot run with that plate (a latent site outside the
+            data plate, a plate at ``dim=-2``), or a latent site of the model that the guide
+            does not sample (its draws would come from the prior, with no proposal density to
+            weigh them by); one line naming the site.
+    """
     with pyro.plate(PLATE, num_samples, dim=-2):
-        guide_trace = poutine.trace(guide_fn).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(x)
+        try:
+            guide_trace = poutine.trace(guide_fn).get_trace(x)
+            model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(x)
+        except ValueError as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            if "Shape mismatch inside plate" not in first and "collide at dim" not in first:
+                raise
+            raise ValueError(
+                f"the model or guide does not run with the importance samples in a plate at "
+                f"dim=-2 (Pyro: {first.strip()}): every site must sit in one plate over the data "
+                "points at dim=-1, with no latent site outside it"
+            ) from e
+    for name, site in model_trace.nodes.items():
+        if (
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and not site_is_subsample(site)
+            and name not in guide_trace.nodes
+        ):
+            raise ValueError(
+                f"latent site {name!r} of the model is not sampled by the guide: the guide "
+                "(the importance-sampling proposal) must sample every latent site of the model"
+            )
     return model_trace, guide_trace
 
 

@@ -4,9 +4,13 @@ over one latent vector, and the support every prior declares (:data:`REAL_VECTOR
 from __future__ import annotations
 
 import abc
+import sys
 from contextlib import contextmanager
 
+import pyro
 import pyro.distributions as dist
+import pyro.poutine.runtime
+import pyro.primitives
 import torch
 from torch import nn
 from torch.distributions import constraints
@@ -34,7 +38,8 @@ def check_latent(value, latent_dim: int, dtype: torch.dtype) -> torch.Tensor:
     """``value`` as the ``(..., L)`` latent vectors a prior's ``log_prob`` scores: a tensor whose
     last dimension is ``latent_dim`` (a ``(..., 1)`` tensor would otherwise broadcast unseen),
     integer or bool values as ``dtype``, the prior's float type (as ``Normal.log_prob`` promotes
-    them; computed in their own type they came back truncated).
+    them; computed in their own type they came back truncated), and floating values in the wider
+    of their type and ``dtype`` (a float32 ``z`` on a float64 prior is scored in float64).
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: ``value`` not a tensor (a distribution: the value
@@ -54,6 +59,8 @@ def check_latent(value, latent_dim: int, dtype: torch.dtype) -> torch.Tensor:
         )
     if not (value.is_floating_point() or value.is_complex()):
         value = value.to(dtype)
+    elif value.is_floating_point() and dtype.is_floating_point:  # as torch promotes: float32
+        value = value.to(torch.promote_types(value.dtype, dtype))  # z on a float64 prior: float64
     return value
 
 
@@ -97,6 +104,37 @@ def _with_real_support(d: dist.TorchDistribution) -> dist.TorchDistribution:
     return d
 
 
+# the code of Pyro that calls a sample site's distribution to draw its value (with handlers,
+# and without): the prior module found there was given to pyro.sample uncalled
+_PYRO_DRAWS = frozenset(
+    (pyro.poutine.runtime.default_process_message.__code__, pyro.primitives.sample.__code__)
+)
+# what Pyro's handlers, autoguides and initialisations ask of a site's distribution
+_DISTRIBUTION_ATTRIBUTES = frozenset(
+    (
+        "support",
+        "batch_shape",
+        "event_shape",
+        "has_rsample",
+        "rsample",
+        "has_enumerate_support",
+        "enumerate_support",
+        "expand",
+        "to_event",
+        "mask",
+        "mean",
+        "variance",
+    )
+)
+
+
+def _not_a_distribution(prior) -> str:
+    return (
+        f"{type(prior).__name__} is the module that builds the prior, not a distribution: a "
+        'prior goes into pyro.sample called, pyro.sample("z", prior())'
+    )
+
+
 class Prior(RegisteredModule, abc.ABC):
     """Base class of the priors: ``prior()`` returns a fresh Pyro distribution over ``z``.
 
@@ -124,6 +162,27 @@ class Prior(RegisteredModule, abc.ABC):
     @abc.abstractmethod
     def distribution(self) -> dist.TorchDistribution:
         """Build p(z) from the current parameters: batch shape ``()``, event ``(L,)``."""
+
+    def __call__(self, *args, **kwargs) -> dist.TorchDistribution:
+        """``prior()``: :meth:`forward` through :class:`torch.nn.Module`'s call (hooks apply).
+
+        Raises:
+            pyrovamp.errors.ArgumentTypeError: called by Pyro to draw a site's value -- the
+                module itself given to ``pyro.sample("z", prior)``, where ``pyro.sample("z",
+                prior())`` is meant (one line saying so, instead of a distribution passed on as
+                the site's value).
+        """
+        if sys._getframe(1).f_code in _PYRO_DRAWS:
+            raise ArgumentTypeError(_not_a_distribution(self))
+        return super().__call__(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in _DISTRIBUTION_ATTRIBUTES:  # asked of the module given as a distribution
+                raise AttributeError(f"{_not_a_distribution(self)} (it has no {name!r})") from None
+            raise
 
     def forward(self, register: bool = True) -> dist.TorchDistribution:
         """p(z): batch shape ``()``, event shape ``(L,)``, support ``independent(real, 1)``.

@@ -13,7 +13,7 @@ from torch import nn
 
 from pyrovamp._blocks import block_rows, exp_floor
 from pyrovamp._precision import autocast_off, full_precision
-from pyrovamp._validate import check_int
+from pyrovamp._validate import check_int, check_positive
 from pyrovamp.nn import MLP
 from pyrovamp.priors.base import REAL_VECTOR, Prior, check_latent, mixing_logits
 
@@ -299,6 +299,10 @@ class MoGPrior(Prior):
             (default: on Digits uniform weights gave better test log-likelihood).
         init_scale: standard deviation of the random initial means (components start near the
             origin with unit variance, close to the standard prior).
+
+    Raises:
+        ArgumentTypeError, ValueError: a ``latent_dim`` or ``num_components`` that is not a
+            positive integer, an ``init_scale`` that is not a positive number.
     """
 
     def __init__(
@@ -310,6 +314,7 @@ class MoGPrior(Prior):
     ):
         super().__init__(latent_dim)
         check_int("num_components", num_components)
+        check_positive("init_scale", init_scale)
         self.num_components = num_components
         self.means = nn.Parameter(torch.randn(num_components, latent_dim) * init_scale)
         self.logvars = nn.Parameter(torch.zeros(num_components, latent_dim))
