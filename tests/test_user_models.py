@@ -182,3 +182,31 @@ def test_a_prior_given_to_pyro_sample_uncalled_says_to_call_it(name):
     # called, it is a distribution, and the module keeps its own attributes
     assert pyro.sample("z", prior()).shape == (L,)
     assert not hasattr(prior, "support") and prior.sample((3,)).shape == (3, L)
+
+
+@pytest.mark.parametrize("name", ["standard", "mog", "gtm", "flow"])
+def test_jit_traced_elbo_gets_no_tracer_warning_from_pyrovamp(name):
+    # the shape checks of the priors ran as Python booleans on traced shapes
+    prior = pv.make_prior(name, L)
+    dec, enc = nn.Linear(L, D), nn.Linear(D, 2 * L)
+
+    def model(x):
+        pyro.module("dec", dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior())
+            pyro.sample("x", dist.Bernoulli(logits=dec(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("enc", enc)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = enc(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), pyro.infer.JitTrace_ELBO())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losses = [svi.step(_x(8)) for _ in range(2)]
+    assert np.isfinite(losses).all()
+    ours = [w for w in caught if "pyrovamp" in w.filename]
+    assert not ours, [(w.filename, w.lineno, str(w.message)[:60]) for w in ours]

@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import pyro.poutine.runtime
 import pyro.primitives
 import torch
+from pyro.util import ignore_jit_warnings
 from torch import nn
 from torch.distributions import constraints
 from torch.distributions.constraints import MixtureSameFamilyConstraint
@@ -53,7 +54,9 @@ def check_latent(value, latent_dim: int, dtype: torch.dtype) -> torch.Tensor:
             'a prior goes into pyro.sample called, pyro.sample("z", prior()), not as the module'
         )
     check_type("value", value, torch.Tensor, f"a tensor of shape (..., {latent_dim})")
-    if value.dim() < 1 or value.shape[-1] != latent_dim:
+    with ignore_jit_warnings():  # under JitTrace_ELBO the shape is traced: a static check
+        wrong = bool(value.dim() < 1 or value.shape[-1] != latent_dim)
+    if wrong:
         raise ValueError(
             f"value must have last dimension {latent_dim}, got shape {tuple(value.shape)}"
         )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
+from pyro.util import ignore_jit_warnings
 from torch import nn
 
 from pyrovamp._blocks import block_rows, exp_floor
@@ -166,7 +167,10 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
     """
 
     def __init__(self, logits, loc, scale, validate_args=False):
-        if loc.dim() != 2 or scale.shape != loc.shape or logits.shape != loc.shape[:1]:
+        with ignore_jit_warnings():  # the shapes are traced under JitTrace_ELBO
+            shapes = (logits.shape, loc.shape, scale.shape)
+            wrong = bool(loc.dim() != 2 or shapes[2] != shapes[1] or shapes[0] != shapes[1][:1])
+        if wrong:
             raise ValueError(
                 "DiagonalGaussianMixture expects logits (K,), loc (K, L), scale (K, L); got "
                 f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}"
