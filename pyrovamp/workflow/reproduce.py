@@ -316,8 +316,7 @@ def reproduce_table1(
             f"Smoke test: cells run with `--max-points {max_points}` (the first "
             f"{max_points} training, validation and test points), not the paper's data."
         )
-    path = write_table(out, cells, needs_gpu, notes)
-    log(f"table -> {path}")
+    path = write_table(out, cells, needs_gpu, notes)  # its path: returned (the CLI prints it)
     if strict and failed:
         raise CellsFailedError(failed, path)
     return path
