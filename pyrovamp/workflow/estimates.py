@@ -353,21 +353,22 @@ def evaluate_refined(
     run_dir,
     *,
     epochs: int,
-    refine_num_samples: int,
-    lr: float,
-    batch_size: int = 100,
+    refine_num_samples: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     num_samples: int = 5000,
     device="cpu",
     seed: int = 0,
-    refine_on: str = "train",
+    refine_on: str | None = None,
     trained_epochs: int | None = None,
     progress: bool | str = False,
     report: Callable[[str], None] | None = None,
 ) -> dict:
     """``pyrovamp evaluate RUN --refine-guide EPOCHS [--refine-on train|test]``: refine a copy of
     the guide with the model frozen (:func:`pyrovamp.infer.refine_guide`, ``epochs`` passes of
-    the importance-weighted bound with ``refine_num_samples`` samples, Adam's ``lr`` and
-    ``batch_size`` points per step) on the training set (``refine_on="train"``: a better amortised
+    the importance-weighted bound with ``refine_num_samples`` samples, default 10, Adam's ``lr``,
+    default 1e-4, and ``batch_size`` points per step, default 100) on the training set
+    (``refine_on="train"``, the default: a better amortised
     guide) or on the test images themselves (``"test"``: a proposal fitted to the images it
     scores, as AIS adapts its chains to each image; still a stochastic lower bound of each
     image's ``log p(x)``, since the importance samples are drawn afresh, from per-block seeds
@@ -392,6 +393,11 @@ def evaluate_refined(
         ValueError: ``refine_on`` not "train" or "test"; as :func:`pyrovamp.infer.refine_guide`.
         pyrovamp.errors.NonFiniteLossError: the bound became non-finite (nothing is written).
     """
+    # the command line's defaults (None: not given)
+    refine_num_samples = 10 if refine_num_samples is None else refine_num_samples
+    lr = 1e-4 if lr is None else lr
+    batch_size = 100 if batch_size is None else batch_size
+    refine_on = "train" if refine_on is None else refine_on
     check_choice("refine_on", refine_on, ("train", "test"))
     check_type("dataset", dataset, Dataset, "a pyrovamp.data.Dataset")
     num_samples = check_int("num_samples", num_samples)
