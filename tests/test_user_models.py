@@ -87,6 +87,17 @@ def test_a_latent_the_guide_does_not_sample_is_refused():
         pv.log_likelihood(_pair(guide_kind="none"), _x(), 10)
     with pytest.raises(ValueError, match=r"^latent site 'tau' of the model is not sampled by "):
         pv.log_likelihood(_pair("global"), _x(), 10)
+    pair = _pair()
+    enc = nn.Linear(D, 2 * L)
+
+    def extra_guide(x):  # an auxiliary draw the model does not have: its log q would count
+        loc, log_scale = enc(x).chunk(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+            pyro.sample("a", dist.Normal(loc[..., 0], 1.0))
+
+    with pytest.raises(ValueError, match=r"^guide site 'a' is not a latent site of the model"):
+        pv.log_likelihood(SimpleNamespace(model=pair.model, guide=extra_guide), _x(), 10)
 
 
 def test_a_data_plate_at_dim_minus_2_gets_one_line_not_pyros_plate_collision():

@@ -131,9 +131,10 @@ def trace_pair(
 
     Raises:
         ValueError: a model or guide that cannot run with that plate (a latent site outside the
-            data plate, a plate at ``dim=-2``), or a latent site of the model that the guide
+            data plate, a plate at ``dim=-2``), a latent site of the model that the guide
             does not sample (its draws would come from the prior, with no proposal density to
-            weigh them by); one line naming the site.
+            weigh them by), or a guide site that is no latent of the model (its density would
+            count in the weights); one line naming the site.
     """
     with pyro.plate(PLATE, num_samples, dim=-2):
         try:
@@ -148,17 +149,21 @@ def trace_pair(
                 f"dim=-2 (Pyro: {first.strip()}): every site must sit in one plate over the data "
                 "points at dim=-1, with no latent site outside it"
             ) from e
-    for name, site in model_trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site["is_observed"]
-            and not site_is_subsample(site)
-            and name not in guide_trace.nodes
-        ):
-            raise ValueError(
-                f"latent site {name!r} of the model is not sampled by the guide: the guide "
-                "(the importance-sampling proposal) must sample every latent site of the model"
-            )
+    model_latents, guide_latents = (
+        {n for n, s in t.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+         and not site_is_subsample(s)}
+        for t in (model_trace, guide_trace)
+    )  # fmt: skip
+    for name in sorted(model_latents - guide_latents):
+        raise ValueError(
+            f"latent site {name!r} of the model is not sampled by the guide: the guide "
+            "(the importance-sampling proposal) must sample every latent site of the model"
+        )
+    for name in sorted(guide_latents - model_latents):
+        raise ValueError(
+            f"guide site {name!r} is not a latent site of the model: the guide (the "
+            "importance-sampling proposal) samples the model's latent sites only"
+        )
     return model_trace, guide_trace
 
 
