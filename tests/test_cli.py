@@ -1018,3 +1018,39 @@ def test_a_resume_records_the_runs_changes_only_and_a_refused_one_writes_nothing
     before = (out / "config.json").read_bytes()
     assert main([*piece, "--epochs", "3"]) == 2
     assert (out / "config.json").read_bytes() == before
+
+
+def test_a_run_stopped_before_model_pt_is_told_to_resume_not_called_no_run(
+    tiny_run, tmp_path, capsys
+):
+    # a run interrupted in its first piece has checkpoint.ckpt but no model.pt: before, evaluate
+    # and compare said "is not a run folder"
+    import shutil
+
+    run = tmp_path / "stopped"
+    shutil.copytree(tiny_run, run)
+    (run / "model.pt").unlink()
+    assert (run / "checkpoint.ckpt").is_file()
+    said = f"{run} has no model.pt yet: its training stopped before the end of its first piece; "
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    assert said in capsys.readouterr().err
+    assert main(["compare", str(tiny_run), str(run), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and f"pyrovamp train --resume --out {run}" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_checks_data_root_and_train_refuses_an_empty_dataset(tiny_run, tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    argv = ["compare", str(tiny_run), "digits-vae-standard", "--out", str(tmp_path / "c")]
+    assert main([*argv, "--data-root", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pyrovamp compare: error: --data-root {missing} is not a folder"
+    )
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", "", "--out", str(tmp_path / "r")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --dataset: dataset must name a data set or a path, got ''" in err
+    assert not (tmp_path / "r").exists()

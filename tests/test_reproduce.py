@@ -462,6 +462,28 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, capsys, monke
     assert read_cell(out / "digits_vae_standard").state == "finished"
 
 
+@pytest.mark.parametrize("damaged", ["model.pt", "config.json"])
+def test_a_finished_cell_damaged_afterwards_fails_the_call_not_passes_as_skipped(
+    tmp_path, capsys, damaged
+):
+    # before: exit 0 with "left alone" (model.pt), or "finished, skipped" with the row's smoke-test
+    # label gone (config.json): a 200-point number beside the paper's as if it were the cell's
+    out = tmp_path / "table"
+    args = ["reproduce", "table1", "--out", str(out), "--datasets", "digits", "--models", "vae",
+            "--priors", "standard", "--max-points", "16", "--epochs", "1", "--num-samples", "2",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    cell = out / "digits_vae_standard"
+    assert read_cell(cell).state == "finished"
+    capsys.readouterr()
+    (cell / damaged).write_text("garbage")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{cell / damaged}" in err and "left alone" in err
+    assert err.strip().splitlines()[-1].startswith("pyrovamp reproduce: error: 1 cell failed")
+    assert (cell / damaged).read_text() == "garbage"  # the folder as it was
+
+
 def test_reproduce_table1_names_an_argument_of_the_wrong_type(tmp_path):
     from pyrovamp.errors import ArgumentTypeError
     from pyrovamp.workflow.reproduce import reproduce_table1

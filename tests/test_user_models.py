@@ -122,8 +122,8 @@ def test_active_units_checks_its_arguments_first():
         ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
         ({"batch_size": -1}, "batch_size must be a positive integer, got -1"),
         ({"num_samples": 0}, "num_samples must be a positive integer, got 0"),
-        ({"threshold": -1.0}, "threshold must be a positive number, got -1.0"),
-        ({"threshold": float("nan")}, "threshold must be a positive number, got nan"),
+        ({"threshold": -1.0}, r"threshold must be a number >= 0, got -1.0"),
+        ({"threshold": float("nan")}, r"threshold must be a number >= 0, got nan"),
     ]:
         with pytest.raises(ValueError, match=match):
             pv.active_units(vae, x, **kwargs)
@@ -132,6 +132,7 @@ def test_active_units_checks_its_arguments_first():
     with pytest.raises(TypeError, match=r"active_units needs a model with posterior_means"):
         pv.active_units(None, x)
     assert pv.active_units(vae, x, batch_size=2) == pv.active_units(vae, x)
+    assert pv.active_units(vae, x, threshold=0.0) == {"z": L}  # every unit that varies at all
 
 
 def test_options_that_cannot_hold_are_refused():
@@ -150,6 +151,13 @@ def test_diagnostics_of_a_point_with_no_finite_weight_warn_nothing():
         d = pv.importance_diagnostics(lw)
     assert d["log_likelihood"][1] == -np.inf and d["ess"][1] == 0.0
     assert np.isfinite(d["log_likelihood"][[0, 2]]).all() and (d["ess"][[0, 2]] > 1).all()
+    # most weights 0, some not: finite estimates (the PSIS one was NaN), close to the plain one
+    lw[:30, 2] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = pv.importance_diagnostics(lw)
+    assert np.isfinite(d["log_likelihood_psis"][2]) and np.isfinite(d["ess"][2])
+    assert abs(d["log_likelihood_psis"][2] - d["log_likelihood"][2]) < 0.5
 
 
 @pytest.mark.parametrize("name", ["standard", "mog", "gtm", "flow"])
@@ -221,3 +229,54 @@ def test_jit_traced_elbo_gets_no_tracer_warning_from_pyrovamp(name):
     assert np.isfinite(losses).all()
     ours = [w for w in caught if "pyrovamp" in w.filename]
     assert not ours, [(w.filename, w.lineno, str(w.message)[:60]) for w in ours]
+
+
+def test_guides_pyro_users_write_are_scored_not_refused():
+    """The guides the refusals above must let through: an autoguide's auxiliary draws (part of
+    its density), and a guide of the one point it was fitted on (the memory planner's two-point
+    probe must not refuse it)."""
+    pair = _pair()
+    x = _x()
+    guide = pyro.infer.autoguide.AutoNormal(pair.model)
+    guide(x)  # fitted to these points: one parameter per point
+    ll = pv.log_likelihood(SimpleNamespace(model=pair.model, guide=guide), x, 20, seed=0)
+    assert ll.shape == (5,) and torch.isfinite(ll).all()
+    one = pv.log_likelihood(SimpleNamespace(model=pair.model, guide=guide), x, 20, seed=0)
+    assert torch.equal(one, ll)
+    prior, dec, _ = _nets()
+    loc = torch.zeros(1, L)
+
+    def guide_of_one(x):
+        with pyro.plate("data", 1):
+            pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+
+    value = pv.log_likelihood(SimpleNamespace(model=pair.model, guide=guide_of_one), x[:1], 20)
+    assert value.shape == (1,) and torch.isfinite(value).all()
+
+
+def test_a_shape_bug_of_the_users_own_is_reported_as_pyros_not_blamed_on_the_samples_plate():
+    pair = _pair()
+    enc = nn.Linear(D, 2 * L)
+
+    def wrong_guide(x):  # encodes three of the five points: the user's own bug
+        loc, log_scale = enc(x[:3]).chunk(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    with pytest.raises(ValueError, match=r"^Shape mismatch inside plate\('data'\)"):
+        pv.log_likelihood(SimpleNamespace(model=pair.model, guide=wrong_guide), _x(), 10)
+
+
+def test_a_prior_called_in_compiled_code_and_a_subclass_attribute_error_stay_theirs():
+    prior = pv.make_prior("mog", L)
+    z = torch.randn(3, L)
+    compiled = torch.compile(lambda z: prior().log_prob(z), backend="eager", fullgraph=True)
+    assert torch.allclose(compiled(z), prior.log_prob(z))
+
+    class Broken(pv.StandardPrior):
+        @property
+        def mean(self):
+            return self.missing_buffer  # a bug inside the subclass's own property
+
+    with pytest.raises(AttributeError, match="missing_buffer"):
+        getattr(Broken(L), "mean")  # noqa: B009

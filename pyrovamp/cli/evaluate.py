@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(given)}: for run folders only, not pretrained models")
         metrics = evaluate_pretrained(
             args.run_dir,
-            method=args.method or "is",
+            method=args.method,
             num_samples=args.num_samples,
             num_chains=args.num_chains,
             num_steps=args.num_steps,

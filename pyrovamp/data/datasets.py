@@ -205,13 +205,16 @@ def dataset_source(value: str) -> str:
 
     Raises:
         pyrovamp.errors.ArgumentTypeError: ``value`` not a string or path.
-        ValueError: an unknown name (listing the choices), a file that is no array file;
+        ValueError: an empty string, an unknown name (listing the choices), a file that is no
+            array file;
         FileNotFoundError: a path with nothing there.
     """
     check_type("dataset", value, (str, os.PathLike), "a data set name or a path")
     value = os.fspath(value)
     if value in DATASETS:
         return value
+    if not value.strip():  # "" would be the current folder, read as a folder of images
+        raise ValueError(f"dataset must name a data set or a path, got {value!r}")
     kind = source_kind(value)
     if kind is None:
         raise ValueError(

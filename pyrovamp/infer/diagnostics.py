@@ -88,8 +88,13 @@ def importance_diagnostics(log_weights) -> dict:
         # PSIS replaces only the right tail (at most 3 sqrt(S) < S/2 draws); on the lower half
         # the smoothed normalised weights differ from the raw ones by the log of the smoothed
         # total.
-        low = (lw <= np.median(lw, axis=1, keepdims=True)) & np.isfinite(lw)
-        log_smoothed_total = np.sum((lw - smoothed) * low, axis=1) / low.sum(axis=1)
+        # the median of each point's finite weights (-inf, i.e. 0, weights are not a tail)
+        finite = np.isfinite(lw)
+        ranked = np.sort(np.where(finite, lw, np.inf), axis=1)
+        count = finite.sum(axis=1)
+        middle = ranked[np.arange(lw.shape[0]), np.maximum(count - 1, 0) // 2][:, None]
+        low = (lw <= middle) & finite
+        log_smoothed_total = np.where(low, lw - smoothed, 0.0).sum(axis=1) / low.sum(axis=1)
         psis = log_smoothed_total - math.log(num_samples)
         ess = np.exp(2 * log_total - logsumexp(2 * lw, axis=1))
     impossible = np.isneginf(log_total)

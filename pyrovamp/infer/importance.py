@@ -36,10 +36,10 @@ import torch
 from pyrovamp._progress import progress_bar
 from pyrovamp._random import derive_seed, seed_forked
 from pyrovamp._validate import (
+    _is_real,
     check_choice,
     check_int,
     check_optional_int,
-    check_positive,
     describe,
 )
 from pyrovamp.errors import ArgumentTypeError
@@ -365,15 +365,18 @@ def active_units(
     Raises:
         ArgumentTypeError: a model without ``posterior_means`` (a ``TypeError``, also a
             ``ValueError``), a count or threshold of the wrong type.
-        ValueError: fewer than 2 data points; ``threshold``, ``num_samples`` or ``batch_size``
-            not positive.
+        ValueError: fewer than 2 data points; ``threshold`` negative or not finite,
+            ``num_samples`` or ``batch_size`` not positive.
     """
     if not hasattr(model, "posterior_means"):
         raise ArgumentTypeError(
             f"active_units needs a model with posterior_means(x) (VAE or HVAE), got "
             f"{describe(model)}"
         )
-    check_positive("threshold", threshold)
+    if not _is_real(threshold) or not (math.isfinite(threshold) and threshold >= 0):
+        raise (ValueError if _is_real(threshold) else ArgumentTypeError)(
+            f"threshold must be a number >= 0, got {describe(threshold)}"
+        )
     check_int("num_samples", num_samples)
     check_int("batch_size", batch_size)
     x = as_model_data(model, x)

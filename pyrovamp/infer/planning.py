@@ -155,7 +155,8 @@ def _example(model, x=None) -> torch.Tensor:
 def _measure(model, example: torch.Tensor, whole: torch.Tensor | None, draws: int) -> _Costs:
     """The costs from three tiny probe chunks of ``example`` with ``draws`` draws per point (call
     inside :func:`~pyrovamp.infer.context.evaluation_context`). ``whole``: the data set, probed
-    when the guide fails on the one-point ``example`` (it is not amortised), or None."""
+    when the guide fails on the one-point ``example`` or on two copies of it (it is not
+    amortised), or None."""
     with fork_rng(), torch.no_grad():
         try:
             log_weights(model.model, model.guide, example, 1)  # warm-up: lazily built caches
@@ -163,19 +164,15 @@ def _measure(model, example: torch.Tensor, whole: torch.Tensor | None, draws: in
             if whole is None or whole.shape[0] == example.shape[0]:
                 raise
             # not amortised: the guide needs the whole data set; its errors (if any) are real
-            log_weights(model.model, model.guide, whole, 1)
-            l1, l2 = _live_bytes(model, whole, 1), _live_bytes(model, whole, 2)
-            if l1.shape != l2.shape:  # the operations depend on the sizes: use the peaks
-                l1, l2 = l1.max().reshape(1), l2.max().reshape(1)
-            n = whole.shape[0]
-            pair = (l2 - l1) / n
-            return _Costs(2 * l1 - l2, torch.zeros_like(l1), pair, n, float(pair.max()))
+            return _whole_costs(model, whole)
         two = example.expand(2, *example.shape[1:]).contiguous()
-        l1, l2, l3 = (
-            _live_bytes(model, example, draws),
-            _live_bytes(model, example, 2 * draws),
-            _live_bytes(model, two, draws),
-        )
+        l1, l2 = _live_bytes(model, example, draws), _live_bytes(model, example, 2 * draws)
+        try:
+            l3 = _live_bytes(model, two, draws)
+        except ValueError:  # a guide of the one point it was fitted on: not amortised either
+            if whole is None or whole.shape[0] != example.shape[0]:
+                raise
+            return _whole_costs(model, whole)
     pair_max = float(
         ((l2 - l1) / draws).max() if l1.shape == l2.shape else (l2.max() - l1.max()) / draws
     )
@@ -184,6 +181,18 @@ def _measure(model, example: torch.Tensor, whole: torch.Tensor | None, draws: in
     pair = (l2 - l1) / draws  # bytes per (draw, data point)
     point = l3 - l1 - draws * pair  # bytes per data point (encoder of x, checks)
     return _Costs(l1 - point - draws * pair, point, pair, None, pair_max)
+
+
+def _whole_costs(model, whole: torch.Tensor) -> _Costs:
+    """The costs of a guide that is not amortised, probed on the whole data set ``whole`` with
+    one and two draws (its errors, if any, are real)."""
+    log_weights(model.model, model.guide, whole, 1)
+    l1, l2 = _live_bytes(model, whole, 1), _live_bytes(model, whole, 2)
+    if l1.shape != l2.shape:  # the operations depend on the sizes: use the peaks
+        l1, l2 = l1.max().reshape(1), l2.max().reshape(1)
+    n = whole.shape[0]
+    pair = (l2 - l1) / n
+    return _Costs(2 * l1 - l2, torch.zeros_like(l1), pair, n, float(pair.max()))
 
 
 _COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

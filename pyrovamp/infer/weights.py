@@ -29,11 +29,14 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
+from pyrovamp._random import fork_rng
+
 __all__ = [
     "PLATE",
     "site_log_prob",
     "site_log_probs",
     "trace_pair",
+    "check_latent_sites",
     "log_weights",
     "dreg_log_weights",
 ]
@@ -141,17 +144,49 @@ def trace_pair(
             guide_trace = poutine.trace(guide_fn).get_trace(x)
             model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(x)
         except ValueError as e:
-            first = str(e).splitlines()[0] if str(e) else ""
-            if "Shape mismatch inside plate" not in first and "collide at dim" not in first:
+            error = _plate_failure(e, model_fn, guide_fn, x)
+            if error is e:
                 raise
-            raise ValueError(
-                f"the model or guide does not run with the importance samples in a plate at "
-                f"dim=-2 (Pyro: {first.strip()}): every site must sit in one plate over the data "
-                "points at dim=-1, with no latent site outside it"
-            ) from e
+            raise error from e
+    check_latent_sites(model_trace, guide_trace)
+    return model_trace, guide_trace
+
+
+def _plate_failure(error: ValueError, model_fn, guide_fn, x) -> ValueError:
+    """What to raise for ``error``, raised by the model or guide inside the importance samples'
+    plate: a line saying the pair cannot run vectorised when the plate caused it (Pyro's plate
+    collision, or a shape mismatch the pair does not have without the plate), else ``error``
+    itself (the pair's own bug)."""
+    first = str(error).splitlines()[0].strip() if str(error) else ""
+    if "Shape mismatch inside plate" not in first and "collide at dim" not in first:
+        return error
+    if "collide at dim" not in first:
+        try:  # without the plate, once: does the pair run on x at all?
+            with fork_rng(), torch.no_grad():
+                trace = poutine.trace(guide_fn).get_trace(x)
+                poutine.trace(poutine.replay(model_fn, trace=trace)).get_trace(x)
+        except Exception:
+            return error
+    return ValueError(
+        f"the model or guide does not run with the importance samples in a plate at dim=-2 "
+        f"(Pyro: {first}): every site must sit in one plate over the data points at dim=-1, "
+        "with no latent site outside it"
+    )
+
+
+def check_latent_sites(model_trace: Trace, guide_trace: Trace) -> None:
+    """Refuse a latent site of the model that the guide does not sample (its draws would come
+    from the prior, with no proposal density to weigh them by) and a guide site that is no
+    latent of the model (its density would count in the weights); the guide's auxiliary sites
+    (``infer={"is_auxiliary": True}``, e.g. an autoguide's unconstrained draws) are part of its
+    density and pass.
+
+    Raises:
+        ValueError: one line naming the site.
+    """
     model_latents, guide_latents = (
         {n for n, s in t.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-         and not site_is_subsample(s)}
+         and not site_is_subsample(s) and not (s["infer"] or {}).get("is_auxiliary")}
         for t in (model_trace, guide_trace)
     )  # fmt: skip
     for name in sorted(model_latents - guide_latents):
@@ -164,7 +199,6 @@ def trace_pair(
             f"guide site {name!r} is not a latent site of the model: the guide (the "
             "importance-sampling proposal) samples the model's latent sites only"
         )
-    return model_trace, guide_trace
 
 
 def log_weights(
@@ -343,7 +377,13 @@ def dreg_log_weights(
             ``(K, N, *event)``.
     """
     with pyro.plate(PLATE, num_samples, dim=-2):
-        guide_trace = poutine.trace(guide_fn).get_trace(x)
+        try:
+            guide_trace = poutine.trace(guide_fn).get_trace(x)
+        except ValueError as e:
+            error = _plate_failure(e, model_fn, guide_fn, x)
+            if error is e:
+                raise
+            raise error from e
     holder: dict = {}
     hooked, stopped = guide_trace.copy(), guide_trace.copy()
     new_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -366,7 +406,13 @@ def dreg_log_weights(
         hooked.nodes[name] = dict(hooked.nodes[name], value=copy)  # type: ignore[assignment]
         stopped.nodes[name] = dict(stopped.nodes[name], value=detached)  # type: ignore[assignment]
     with pyro.plate(PLATE, num_samples, dim=-2):
-        model_trace = poutine.trace(poutine.replay(model_fn, trace=hooked)).get_trace(x)
+        try:
+            model_trace = poutine.trace(poutine.replay(model_fn, trace=hooked)).get_trace(x)
+        except ValueError as e:
+            error = _plate_failure(e, model_fn, guide_fn, x)
+            if error is e:
+                raise
+            raise error from e
         guide_live = poutine.trace(poutine.replay(guide_fn, trace=hooked)).get_trace(x)
         guide_stopped = poutine.trace(poutine.replay(guide_fn, trace=stopped)).get_trace(x)
     shape = (num_samples, x.shape[0])
@@ -386,6 +432,7 @@ def dreg_log_weights(
         log_w = torch.as_tensor(observed + latent).expand(shape)
         c, beta = 1.0, 1.0
         score = torch.as_tensor(sum(site_log_probs(guide_stopped, x)))
+    check_latent_sites(model_trace, guide_trace)  # after the sites' own checks
     log_w = log_w + (score - score.detach())
     weights = torch.softmax(log_w.detach(), 0)
     holder["f"] = (1 - beta) + beta * weights

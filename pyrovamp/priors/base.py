@@ -175,7 +175,7 @@ class Prior(RegisteredModule, abc.ABC):
                 prior())`` is meant (one line saying so, instead of a distribution passed on as
                 the site's value).
         """
-        if sys._getframe(1).f_code in _PYRO_DRAWS:
+        if not torch.compiler.is_compiling() and sys._getframe(1).f_code in _PYRO_DRAWS:
             raise ArgumentTypeError(_not_a_distribution(self))
         return super().__call__(*args, **kwargs)
 
@@ -183,9 +183,12 @@ class Prior(RegisteredModule, abc.ABC):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name in _DISTRIBUTION_ATTRIBUTES:  # asked of the module given as a distribution
-                raise AttributeError(f"{_not_a_distribution(self)} (it has no {name!r})") from None
-            raise
+            if name not in _DISTRIBUTION_ATTRIBUTES:
+                raise
+            if hasattr(type(self), name):  # a subclass's own property failed inside: its error
+                return object.__getattribute__(self, name)
+            # asked of the module given as a distribution
+            raise AttributeError(f"{_not_a_distribution(self)} (it has no {name!r})") from None
 
     def forward(self, register: bool = True) -> dist.TorchDistribution:
         """p(z): batch shape ``()``, event shape ``(L,)``, support ``independent(real, 1)``.

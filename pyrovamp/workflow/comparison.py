@@ -44,10 +44,12 @@ from pyrovamp.training import MODEL, read_checkpoint
 from pyrovamp.workflow.estimates import check_pyro_model, khat_summary
 from pyrovamp.workflow.parallel import check_device
 from pyrovamp.workflow.runs import (
+    check_folder_option,
     check_required,
     check_writable,
     load_run,
     make_folder,
+    missing_run_file,
     read_json_object,
     save_figure,
     scored_test_set,
@@ -538,21 +540,21 @@ def compare_run_folders(
     Raises:
         ValueError: fewer than two entries, a folder that is not a run folder (a missing or
             incomplete ``config.json``, a read-only folder), two of one name, different data
-            sets, an unusable ``out`` or ``device`` (one line, before any work; an ``out`` made
-            for a comparison that fails is removed); as :func:`pyrovamp.from_pretrained`.
+            sets, an unusable ``out``, ``device`` or ``data_root`` (one line, before any work; an
+            ``out`` made for a failing comparison is removed); as :func:`pyrovamp.from_pretrained`.
         pyrovamp.errors.CheckpointError: a damaged ``model.pt`` (one line, before any work).
     """
     check_device(device)
     num_samples = _check_num_samples(num_samples)
+    check_folder_option(data_root, "--data-root")
     check_type("run_dirs", run_dirs, (list, tuple), "a list of run folders")
     for r in run_dirs:
         check_type("run_dirs", r, (str, Path), "a list of run folders (str or path)")
     pretrained = {str(r) for r in run_dirs if run_or_pretrained(str(r))}
     runs = [Path(r) for r in run_dirs if str(r) not in pretrained]
     for r in runs:
-        for f in ("config.json", MODEL):
-            if not (r / f).is_file():
-                raise ValueError(f"{r} is not a run folder: {r / f} is missing")
+        if missing := missing_run_file(r):
+            raise ValueError(missing)
     names = [str(r) if str(r) in PRETRAINED else Path(r).name for r in run_dirs]
     if len(set(names)) != len(names):
         raise ValueError(f"the models compared must have distinct names, got {names}")

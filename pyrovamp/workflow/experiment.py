@@ -58,6 +58,7 @@ from pyrovamp.workflow.plots import (
 from pyrovamp.workflow.runs import (
     atomic_write_text,
     build_model,
+    check_folder_option,
     check_required,
     check_resumable,
     check_run_files,
@@ -131,11 +132,6 @@ def process_rank(devices: int = 1) -> int:
     if os.environ.get("RANK"):
         return int(os.environ["RANK"])
     return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _check_folder_option(path, option: str) -> None:
-    if path is not None and not Path(path).is_dir():
-        raise ValueError(f"{option} {path} is not a folder")
 
 
 def _init_source(init) -> str:
@@ -214,7 +210,7 @@ def train_run(
     options = dict(options)
     rank = process_rank(options.get("devices") or 1)
     check_device(options.get("device") or "cpu")
-    _check_folder_option(options.get("data_root"), "--data-root")
+    check_folder_option(options.get("data_root"), "--data-root")
     checkpoint, saved = None, None
     if resume:
         if out is None:
@@ -495,7 +491,7 @@ def evaluate_run_folder(
     """
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     run = Path(run_dir)
-    _check_folder_option(data_root, "--data-root")
+    check_folder_option(data_root, "--data-root")
     check_refine_options(
         refine_guide, refine_on, refine_num_samples, refine_lr, refine_batch_size, method, devices
     )

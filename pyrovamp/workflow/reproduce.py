@@ -336,9 +336,9 @@ def _run_stages(key, cell, rec, states, settings, max_points, max_minutes, progr
             continue
         if i > 1 and states[i - 2].state != "finished":  # only after the stage before it
             break
-        if st.state == "unreadable":
+        if st.state == "unreadable":  # a failed cell: reported in its row, the folder kept
             log(f"{where}: {st.note}; left alone")
-            break
+            return states, False
         minutes = max_minutes
         if max_minutes is not None and ran:
             minutes = max_minutes - (time.monotonic() - t0) / 60.0

@@ -51,6 +51,8 @@ from pyrovamp.workflow.estimates import (
 )
 
 __all__ = [
+    "check_folder_option",
+    "missing_run_file",
     "PRESETS",
     "scored_test_set",
     "DEFAULT_PRESET",
@@ -321,6 +323,28 @@ def check_resumable(model, checkpoint: dict, out: Path) -> None:
         )
 
 
+def check_folder_option(path, option: str) -> None:
+    """Raise ``ValueError`` (``"{option} {path} is not a folder"``) unless ``path`` is ``None`` or
+    an existing folder."""
+    if path is not None and not Path(path).is_dir():
+        raise ValueError(f"{option} {path} is not a folder")
+
+
+def missing_run_file(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be scored as a run folder (``config.json`` or ``model.pt`` missing;
+    a run stopped before it wrote ``model.pt``, with ``checkpoint.ckpt``, is told to resume),
+    as one line; ``None`` when both are there."""
+    for f in ("config.json", MODEL):
+        if not (run_dir / f).is_file():
+            if f == MODEL and (run_dir / CHECKPOINT).is_file():
+                return (
+                    f"{run_dir} has no {MODEL} yet: its training stopped before the end of its "
+                    f"first piece; continue it with pyrovamp train --resume --out {run_dir}"
+                )
+            return f"{run_dir} is not a run folder: {run_dir / f} is missing"
+    return None
+
+
 def load_run(run_dir, device: str = "cpu", data_root=None):
     """Rebuild a trained model from a run folder (``config.json`` and ``model.pt``, read with
     ``torch.load(weights_only=True)``).
@@ -338,9 +362,9 @@ def load_run(run_dir, device: str = "cpu", data_root=None):
     """
     check_type("run_dir", run_dir, (str, os.PathLike), "a run folder (str or path)")
     run_dir = Path(run_dir)
-    for f in ("config.json", MODEL):
-        if not (run_dir / f).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / f} is missing")
+    missing = missing_run_file(run_dir)
+    if missing:
+        raise FileNotFoundError(missing)
     path = run_dir / "config.json"
     cfg = check_required(saved_config(read_json_object(path)), path)
     dataset = run_dataset(cfg, data_root)

@@ -133,8 +133,13 @@ def read_cell(folder) -> CellState:
     folder = Path(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
         return CellState("not started")
-    config = _read_json(folder / "config.json") or {}
     pieces = (_read_json(folder / "reproduce.json") or {}).get("pieces", [])
+    config = _read_json(folder / "config.json")
+    if config is None and (folder / "config.json").exists():  # its row would lose its settings
+        return CellState(
+            "unreadable", pieces=pieces, note=f"{folder / 'config.json'} is not a JSON object"
+        )
+    config = config or {}
     epochs, seconds, finished, stopped = 0, 0.0, False, False
     if (folder / MODEL).is_file():
         try:

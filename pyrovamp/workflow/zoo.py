@@ -264,7 +264,7 @@ def pretrained_test_set(name_or_path, data_root=None, device: str = "cpu"):
 def evaluate_pretrained(
     name_or_path,
     *,
-    method: str = "is",
+    method: str | None = None,
     num_samples: int | None = None,
     num_chains: int | None = None,
     num_steps: int | None = None,
@@ -284,13 +284,14 @@ def evaluate_pretrained(
     """``pyrovamp evaluate NAME``: score a pretrained model (zoo name, folder or Hub repository)
     on its data set's test images.
 
-    ``method``: ``"is"`` (default S and seed: the card's, so the result is the card's number),
-    ``"ais"`` or ``"exact"``. The data set is the one recorded in ``config.json``, read from
-    ``data_root`` (default: its usual place); your own data (a path, a torchvision set) with the
-    split, seed and likelihood the card's ``data`` records. With ``out`` the metrics are merged into
-    ``out/metrics.json`` and the per-image values written to ``out/log_likelihood_<method>.npz``
-    (a zoo folder is never written to); an interrupted IS or AIS with ``out`` goes on where it
-    stopped when called again (:mod:`pyrovamp.workflow.resumable`).
+    ``method``: ``"is"`` (also ``None``, the default; S and seed: the card's, so the result is
+    the card's number), ``"ais"`` or ``"exact"``. The data set is the one recorded in
+    ``config.json``, read from ``data_root`` (default: its usual place); your own data (a path,
+    a torchvision set) with the split, seed and likelihood the card's ``data`` records. With
+    ``out`` the metrics are merged into ``out/metrics.json`` and the per-image values written to
+    ``out/log_likelihood_<method>.npz`` (a zoo folder is never written to); an interrupted IS or
+    AIS with ``out`` goes on where it stopped when called again
+    (:mod:`pyrovamp.workflow.resumable`).
 
     ``devices`` (``pyrovamp evaluate NAME --devices N``; IS and AIS): shard the estimator over N
     new processes on ``accelerator`` (``"cpu"``, or ``"gpu"``: one GPU each; default:
@@ -322,10 +323,11 @@ def evaluate_pretrained(
         refine_num_samples,
         refine_lr,
         refine_batch_size,
-        None if method == "is" else method,
+        method,
         devices,
     )
     check_method_options(method, num_samples, num_steps, num_chains)
+    method = method or "is"
     devices, accelerator, device = resolve_hardware(devices, accelerator, device)
     if devices > 1 and method == "exact":
         raise ValueError(
