@@ -140,14 +140,8 @@ def trace_pair(
             count in the weights); one line naming the site.
     """
     with pyro.plate(PLATE, num_samples, dim=-2):
-        try:
-            guide_trace = poutine.trace(guide_fn).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(x)
-        except ValueError as e:
-            error = _plate_failure(e, model_fn, guide_fn, x)
-            if error is e:
-                raise
-            raise error from e
+        guide_trace = _traced(guide_fn, x, (model_fn, guide_fn))
+        model_trace = _traced(model_fn, x, (model_fn, guide_fn), replay=guide_trace)
     check_latent_sites(model_trace, guide_trace)
     return model_trace, guide_trace
 
@@ -172,6 +166,19 @@ def _plate_failure(error: ValueError, model_fn, guide_fn, x) -> ValueError:
         f"(Pyro: {first}): every site must sit in one plate over the data points at dim=-1, "
         "with no latent site outside it"
     )
+
+
+def _traced(fn, x, pair, replay: Trace | None = None) -> Trace:
+    """The trace of ``fn(x)`` (replayed on ``replay``) inside the importance samples' plate; a
+    failure the plate caused is said so (:func:`_plate_failure` of the model/guide ``pair``)."""
+    try:
+        run = fn if replay is None else poutine.replay(fn, trace=replay)
+        return poutine.trace(run).get_trace(x)
+    except ValueError as e:
+        error = _plate_failure(e, pair[0], pair[1], x)
+        if error is e:
+            raise
+        raise error from e
 
 
 def check_latent_sites(model_trace: Trace, guide_trace: Trace) -> None:
@@ -377,13 +384,7 @@ def dreg_log_weights(
             ``(K, N, *event)``.
     """
     with pyro.plate(PLATE, num_samples, dim=-2):
-        try:
-            guide_trace = poutine.trace(guide_fn).get_trace(x)
-        except ValueError as e:
-            error = _plate_failure(e, model_fn, guide_fn, x)
-            if error is e:
-                raise
-            raise error from e
+        guide_trace = _traced(guide_fn, x, (model_fn, guide_fn))
     holder: dict = {}
     hooked, stopped = guide_trace.copy(), guide_trace.copy()
     new_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -406,13 +407,7 @@ def dreg_log_weights(
         hooked.nodes[name] = dict(hooked.nodes[name], value=copy)  # type: ignore[assignment]
         stopped.nodes[name] = dict(stopped.nodes[name], value=detached)  # type: ignore[assignment]
     with pyro.plate(PLATE, num_samples, dim=-2):
-        try:
-            model_trace = poutine.trace(poutine.replay(model_fn, trace=hooked)).get_trace(x)
-        except ValueError as e:
-            error = _plate_failure(e, model_fn, guide_fn, x)
-            if error is e:
-                raise
-            raise error from e
+        model_trace = _traced(model_fn, x, (model_fn, guide_fn), replay=hooked)
         guide_live = poutine.trace(poutine.replay(guide_fn, trace=hooked)).get_trace(x)
         guide_stopped = poutine.trace(poutine.replay(guide_fn, trace=stopped)).get_trace(x)
     shape = (num_samples, x.shape[0])
